@@ -1,0 +1,19 @@
+# Task runner for Airlock. `make run` starts Airlock on the embedded SQLite default;
+# `make test` runs every test (see scripts/test).
+.PHONY: run test lint fmt venv
+
+run:
+	cargo run --release -p airlock -- serve
+
+test:
+	scripts/test $(ARGS)
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+fmt:
+	cargo fmt --all
+
+venv:
+	scripts/python-env

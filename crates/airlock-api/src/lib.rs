@@ -1,0 +1,136 @@
+//! Airlock's control plane: the REST API on `AIRLOCK_API_ADDR`.
+//!
+//! A request passes [`auth::authenticate`] (API key → caller and account), then
+//! [`idempotency::idempotent`] (POSTs with a key run once), then a thin handler that parses the
+//! body into domain types, calls the store and renders a view. Every write records an audit
+//! event in the same transaction. Tenancy: every query is scoped by the caller's account, so
+//! another account's objects are simply not found.
+
+mod admin;
+mod auth;
+mod devboxes;
+mod error;
+mod gateways;
+mod idempotency;
+mod json;
+mod secrets;
+mod wire;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use airlock_core::UpstreamPolicy;
+use airlock_crypto::Keyring;
+use airlock_store::{Page, Store};
+use axum::extract::State;
+use axum::middleware::from_fn_with_state;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use http::StatusCode;
+use serde_json::json;
+
+pub use admin::{bootstrap, Bootstrap};
+pub use auth::Caller;
+pub use error::ApiError;
+
+use crate::error::ApiResult;
+use crate::wire::ListQuery;
+
+/// Default and largest page sizes (the contract's).
+const DEFAULT_LIMIT: i64 = 20;
+const MAX_LIMIT: i64 = 5000;
+
+/// Everything a handler needs. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub keyring: Arc<Keyring>,
+    /// The base URL sandboxes use to reach the data plane (`AIRLOCK_PUBLIC_URL`).
+    pub public_url: String,
+    pub policy: UpstreamPolicy,
+    /// Whether the data plane in this process has loaded its state (always true when this
+    /// process runs the control plane alone).
+    pub data_plane_ready: Arc<dyn Fn() -> bool + Send + Sync>,
+}
+
+/// The whole API as a router.
+pub fn router(state: AppState) -> Router {
+    let v1 = Router::new()
+        .route("/gateway-configs", post(gateways::create).get(gateways::list))
+        .route("/gateway-configs/{id}", get(gateways::get).post(gateways::update))
+        .route("/gateway-configs/{id}/delete", post(gateways::delete))
+        .route("/secrets", post(secrets::create).get(secrets::list))
+        .route("/secrets/{name}", get(secrets::get_by_name).post(secrets::update_by_name))
+        .route("/secrets/{name}/delete", post(secrets::delete_by_name))
+        .route("/secrets/id/{id}", get(secrets::get_by_id))
+        .route("/secrets/id/{id}/update", post(secrets::update_by_id))
+        .route("/secrets/id/{id}/delete", post(secrets::delete_by_id))
+        .route("/devboxes", post(devboxes::register).get(devboxes::list))
+        .route("/devboxes/{id}", get(devboxes::get).post(devboxes::update))
+        .route("/devboxes/{id}/shutdown", post(devboxes::shutdown))
+        .route("/devboxes/{id}/create_gateway_token", post(devboxes::create_gateway_token))
+        .route("/accounts", post(admin::create_account).get(admin::list_accounts))
+        .route("/api-keys", post(admin::create_api_key).get(admin::list_api_keys))
+        .route("/api-keys/{id}/revoke", post(admin::revoke_api_key))
+        .route("/audit/events", get(admin::list_audit_events))
+        .route("/audit/requests", get(admin::list_request_events))
+        .layer(from_fn_with_state(state.clone(), idempotency::idempotent))
+        .layer(from_fn_with_state(state.clone(), auth::authenticate));
+    Router::new()
+        .nest("/v1", v1)
+        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/readyz", get(readyz))
+        .route("/v1/openapi.json", get(openapi))
+        .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
+        .layer(axum::extract::DefaultBodyLimit::max(json::MAX_BODY))
+        .with_state(state)
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    let db = state.store.ping().await.is_ok();
+    let data_plane = (state.data_plane_ready)();
+    let status = if db && data_plane { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(json!({"database": db, "data_plane_loaded": data_plane}))).into_response()
+}
+
+/// The OpenAPI document of this API.
+static OPENAPI: &str = include_str!("openapi.json");
+
+async fn openapi() -> Response {
+    ([(http::header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+}
+
+/// Serves the API on a bound listener until `shutdown` resolves.
+pub async fn serve(listener: tokio::net::TcpListener, state: AppState, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+    axum::serve(listener, router(state).into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// Parses the paging part of a list query.
+pub(crate) fn page(q: &ListQuery) -> ApiResult<Page> {
+    let limit = match q.limit.as_deref() {
+        None | Some("") => DEFAULT_LIMIT,
+        Some(text) => match text.parse::<i64>() {
+            Ok(n) if (1..=MAX_LIMIT).contains(&n) => n,
+            _ => return Err(ApiError::Invalid(format!("limit: must be an integer from 1 to {MAX_LIMIT}"))),
+        },
+    };
+    let include_total_count = match q.include_total_count.as_deref() {
+        None | Some("") | Some("true") | Some("1") => true,
+        Some("false") | Some("0") => false,
+        Some(_) => return Err(ApiError::Invalid("include_total_count: must be true or false".into())),
+    };
+    Ok(Page { limit, starting_after: q.starting_after.clone().filter(|s| !s.is_empty()), include_total_count })
+}
+
+/// Parses an optional integer query parameter.
+pub(crate) fn int_param(name: &str, value: &Option<String>) -> ApiResult<Option<i64>> {
+    value
+        .as_deref()
+        .filter(|v| !v.is_empty())
+        .map(|v| v.parse::<i64>().map_err(|_| ApiError::Invalid(format!("{name}: must be an integer"))))
+        .transpose()
+}

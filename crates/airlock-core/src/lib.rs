@@ -1,0 +1,24 @@
+//! Airlock's domain, without IO.
+//!
+//! Everything that crosses a trust boundary is parsed here into a type that can only hold a valid
+//! value ("parse, don't validate"): ids with their prefixes, environment-variable names,
+//! upstream endpoints, auth mechanisms, custom headers, source addresses and the `gws_` token.
+//! The wire format (JSON) lives in `airlock-api`; SQL lives in `airlock-store`.
+
+pub mod auth;
+pub mod endpoint;
+pub mod error;
+pub mod ids;
+pub mod names;
+pub mod source;
+pub mod state;
+pub mod time;
+pub mod token;
+
+pub use auth::{AuthMechanism, CustomHeader, HeaderSource, MAX_CUSTOM_HEADERS};
+pub use endpoint::{Endpoint, Scheme, UpstreamPolicy};
+pub use error::InvalidInput;
+pub use ids::{AccountId, ApiKeyId, AuditId, DevboxId, GatewayConfigId, SecretId, TokenId};
+pub use names::{EnvName, Label};
+pub use source::SourceAddresses;
+pub use token::{BearerSecret, SecretKind, TokenDigest};

@@ -1,0 +1,154 @@
+//! What the data plane knows, and the interface through which the store feeds it.
+//!
+//! The proxy never imports the store. It asks a [`StateSource`] for a full snapshot at start,
+//! follows a [`ChangeFeed`] of object ids that changed, reloads just those objects, and falls back
+//! to a periodic full reload. Secret values travel sealed ([`SecretRecord::sealed`]); the proxy
+//! opens them with the keyring, so plaintext exists only in the data plane's memory.
+
+use std::future::Future;
+use std::net::IpAddr;
+
+use crate::auth::{AuthMechanism, CustomHeader};
+use crate::endpoint::Endpoint;
+use crate::ids::{AccountId, DevboxId, GatewayConfigId, SecretId, TokenId};
+use crate::source::SourceAddresses;
+use crate::token::TokenDigest;
+
+/// One gateway token as the data plane needs it.
+#[derive(Clone, Debug)]
+pub struct TokenRecord {
+    pub id: TokenId,
+    pub digest: TokenDigest,
+    pub account_id: AccountId,
+    pub devbox_id: DevboxId,
+    pub gateway_config_id: GatewayConfigId,
+    pub secret_id: SecretId,
+    pub expires_at_ms: Option<i64>,
+    pub revoked: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct DevboxRecord {
+    pub id: DevboxId,
+    pub account_id: AccountId,
+    pub running: bool,
+    pub source_addresses: SourceAddresses,
+}
+
+#[derive(Clone, Debug)]
+pub struct GatewayRecord {
+    pub id: GatewayConfigId,
+    pub account_id: AccountId,
+    pub endpoint: Endpoint,
+    pub auth: AuthMechanism,
+    pub custom_headers: Vec<CustomHeader>,
+}
+
+/// The current version of a secret, still sealed. Open it with
+/// `SecretContext { account_id, secret_id: id, version }`.
+#[derive(Clone)]
+pub struct SecretRecord {
+    pub id: SecretId,
+    pub account_id: AccountId,
+    pub version: i64,
+    pub sealed: Vec<u8>,
+}
+
+impl std::fmt::Debug for SecretRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecretRecord")
+            .field("id", &self.id)
+            .field("account_id", &self.account_id)
+            .field("version", &self.version)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A set of records: everything (a full load) or the current state of some objects (a partial
+/// load, where an object that was asked for and is absent has been deleted).
+#[derive(Clone, Debug, Default)]
+pub struct StateSnapshot {
+    pub tokens: Vec<TokenRecord>,
+    pub devboxes: Vec<DevboxRecord>,
+    pub gateways: Vec<GatewayRecord>,
+    pub secrets: Vec<SecretRecord>,
+}
+
+/// An object that changed. The feed says *what* changed, never *how*: the data plane reloads it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Change {
+    Token(TokenId),
+    Devbox(DevboxId),
+    GatewayConfig(GatewayConfigId),
+    Secret(SecretId),
+}
+
+/// The store could not answer. The message names no secret.
+#[derive(Clone, Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct SourceError(pub String);
+
+/// What a feed reports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FeedEvent {
+    Changed(Change),
+    /// Notifications may have been missed (a reconnect, a lagging receiver): reload everything.
+    Resync,
+}
+
+/// A subscription to changes.
+pub trait ChangeFeed: Send + 'static {
+    /// The next event; an error means the feed is broken and should be subscribed to again.
+    fn next(&mut self) -> impl Future<Output = Result<FeedEvent, SourceError>> + Send;
+}
+
+/// Where the data plane's state comes from. Implemented by the store.
+pub trait StateSource: Send + Sync + 'static {
+    type Feed: ChangeFeed;
+
+    /// Every unrevoked, unexpired token of a running devbox, and the devboxes, gateway configs
+    /// and current secret versions those tokens reference.
+    fn load_all(&self) -> impl Future<Output = Result<StateSnapshot, SourceError>> + Send;
+
+    /// The current records of the given objects, plus, for a devbox, gateway config or secret, the
+    /// active tokens that reference it (so that a new or changed token arrives with everything it
+    /// needs).
+    fn load_changed(&self, changes: &[Change]) -> impl Future<Output = Result<StateSnapshot, SourceError>> + Send;
+
+    /// One token by digest and the objects it references, for a token minted a moment ago whose
+    /// notification has not arrived yet. `None` when unknown.
+    fn load_token(&self, digest: &TokenDigest) -> impl Future<Output = Result<Option<StateSnapshot>, SourceError>> + Send;
+
+    /// Starts following changes. Events that happen after this returns are delivered.
+    fn subscribe(&self) -> impl Future<Output = Result<Self::Feed, SourceError>> + Send;
+}
+
+/// One proxied request, as the audit trail records it. Holds ids, never a token or a value.
+#[derive(Clone, Debug)]
+pub struct RequestAuditEvent {
+    pub time_ms: i64,
+    pub account_id: Option<AccountId>,
+    pub devbox_id: Option<DevboxId>,
+    pub gateway_config_id: Option<GatewayConfigId>,
+    pub token_id: Option<TokenId>,
+    pub secret_id: Option<SecretId>,
+    pub secret_version: Option<i64>,
+    pub method: String,
+    /// The request path without its query (the query may carry keys of other services).
+    pub path: String,
+    /// The status Airlock answered with.
+    pub status: u16,
+    pub upstream_status: Option<u16>,
+    pub latency_us: i64,
+    pub ttfb_us: Option<i64>,
+    pub bytes_in: i64,
+    pub bytes_out: i64,
+    pub client_addr: IpAddr,
+    /// Airlock's own error code (`x-airlock-error`), if it produced the response.
+    pub error_code: Option<String>,
+}
+
+/// Where request audit events go, in batches.
+pub trait AuditSink: Send + Sync + 'static {
+    fn write_batch(&self, events: &[RequestAuditEvent]) -> impl Future<Output = Result<(), SourceError>> + Send;
+}

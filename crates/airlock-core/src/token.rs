@@ -1,0 +1,240 @@
+//! Bearer secrets Airlock mints: gateway tokens (`gws_`) and control-plane API keys (`alk_`).
+//!
+//! Format: prefix + 32 base62 characters from the system RNG (about 190 bits) + 6 base62
+//! characters of checksum (the first 32 bits of SHA-256 over prefix and random part). The
+//! checksum lets the data plane refuse typos and garbage before any lookup, and lets secret
+//! scanners recognise leaked tokens. Only the SHA-256 digest of the whole token is ever stored;
+//! the token itself is shown once, when it is minted.
+
+use std::fmt;
+
+use ring::digest::{digest, SHA256};
+use ring::rand::{SecureRandom, SystemRandom};
+use subtle::ConstantTimeEq;
+use zeroize::Zeroizing;
+
+const BASE62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+const RANDOM_LEN: usize = 32;
+const CHECKSUM_LEN: usize = 6;
+
+/// Which kind of bearer secret, and so which prefix.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SecretKind {
+    /// A gateway token handed to a sandbox.
+    Gateway,
+    /// A control-plane API key.
+    ApiKey,
+}
+
+impl SecretKind {
+    pub fn prefix(self) -> &'static str {
+        match self {
+            Self::Gateway => "gws_",
+            Self::ApiKey => "alk_",
+        }
+    }
+
+    pub fn len(self) -> usize {
+        self.prefix().len() + RANDOM_LEN + CHECKSUM_LEN
+    }
+}
+
+/// Why a presented bearer secret was refused before any lookup. Carries nothing of the input.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TokenFormatError {
+    #[error("the token does not have the expected prefix")]
+    Prefix,
+    #[error("the token has the wrong length or characters")]
+    Shape,
+    #[error("the token's checksum does not match")]
+    Checksum,
+}
+
+/// A minted or presented bearer secret. No `Debug` of the value, no `Display`, zeroized on drop.
+pub struct BearerSecret {
+    kind: SecretKind,
+    text: Zeroizing<String>,
+}
+
+impl BearerSecret {
+    /// Mints a new one from the system RNG.
+    pub fn generate(kind: SecretKind) -> Self {
+        let rng = SystemRandom::new();
+        let mut text = Zeroizing::new(String::with_capacity(kind.len()));
+        text.push_str(kind.prefix());
+        let mut buf = Zeroizing::new([0u8; 64]);
+        while text.len() < kind.prefix().len() + RANDOM_LEN {
+            // Without randomness no credential can be minted; this is not recoverable.
+            if rng.fill(&mut buf[..]).is_err() {
+                panic!("system random number generator failed");
+            }
+            // Rejection sampling keeps every character uniform: 248 = 4 × 62.
+            for &b in buf.iter().filter(|&&b| b < 248) {
+                if text.len() == kind.prefix().len() + RANDOM_LEN {
+                    break;
+                }
+                text.push(BASE62[usize::from(b % 62)] as char);
+            }
+        }
+        let sum = checksum(&text);
+        text.push_str(&sum);
+        Self { kind, text }
+    }
+
+    /// Checks prefix, length, alphabet and checksum. Does no lookup and allocates only on success.
+    pub fn parse(kind: SecretKind, presented: &str) -> Result<Self, TokenFormatError> {
+        check_format(kind, presented)?;
+        Ok(Self { kind, text: Zeroizing::new(presented.to_owned()) })
+    }
+
+    pub fn kind(&self) -> SecretKind {
+        self.kind
+    }
+
+    /// The token text, for the one response that shows it.
+    pub fn expose(&self) -> &str {
+        &self.text
+    }
+
+    pub fn digest(&self) -> TokenDigest {
+        TokenDigest::of(&self.text)
+    }
+}
+
+impl fmt::Debug for BearerSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "BearerSecret({}<redacted>)", self.kind.prefix())
+    }
+}
+
+/// The format check alone, for callers that hash the presented bytes without copying them.
+pub fn check_format(kind: SecretKind, presented: &str) -> Result<(), TokenFormatError> {
+    let Some(rest) = presented.strip_prefix(kind.prefix()) else {
+        return Err(TokenFormatError::Prefix);
+    };
+    if rest.len() != RANDOM_LEN + CHECKSUM_LEN || !rest.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return Err(TokenFormatError::Shape);
+    }
+    let (body, sum) = presented.split_at(presented.len() - CHECKSUM_LEN);
+    let expected = checksum(body);
+    if bool::from(expected.as_bytes().ct_eq(sum.as_bytes())) {
+        Ok(())
+    } else {
+        Err(TokenFormatError::Checksum)
+    }
+}
+
+fn checksum(body: &str) -> String {
+    let d = digest(&SHA256, body.as_bytes());
+    let mut n = u64::from(u32::from_be_bytes([d.as_ref()[0], d.as_ref()[1], d.as_ref()[2], d.as_ref()[3]]));
+    let mut out = [b'0'; CHECKSUM_LEN];
+    for slot in out.iter_mut().rev() {
+        *slot = BASE62[(n % 62) as usize];
+        n /= 62;
+    }
+    out.iter().map(|&c| c as char).collect()
+}
+
+/// SHA-256 of a bearer secret: what the store keeps and what lookups key on.
+#[derive(Clone, Copy)]
+pub struct TokenDigest([u8; 32]);
+
+impl TokenDigest {
+    pub fn of(token: &str) -> Self {
+        let d = digest(&SHA256, token.as_bytes());
+        let mut out = [0u8; 32];
+        out.copy_from_slice(d.as_ref());
+        Self(out)
+    }
+
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+
+    /// Parses the stored lower-case hex form.
+    pub fn from_hex(text: &str) -> Option<Self> {
+        if text.len() != 64 {
+            return None;
+        }
+        let mut out = [0u8; 32];
+        for (i, slot) in out.iter_mut().enumerate() {
+            *slot = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
+        }
+        Some(Self(out))
+    }
+
+    pub fn to_hex(&self) -> String {
+        self.0.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// A non-secret 64-bit key for hash maps: the digest is uniformly distributed, so its first
+    /// 8 bytes are too. The full digest is then compared in constant time.
+    pub fn lookup_key(&self) -> u64 {
+        let mut k = [0u8; 8];
+        k.copy_from_slice(&self.0[..8]);
+        u64::from_le_bytes(k)
+    }
+
+    /// Constant-time comparison of two digests.
+    pub fn ct_eq(&self, other: &TokenDigest) -> bool {
+        bool::from(self.0.ct_eq(&other.0))
+    }
+}
+
+impl fmt::Debug for TokenDigest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("TokenDigest(<redacted>)")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn minted_tokens_parse_and_differ() {
+        let a = BearerSecret::generate(SecretKind::Gateway);
+        let b = BearerSecret::generate(SecretKind::Gateway);
+        assert!(a.expose().starts_with("gws_"));
+        assert_eq!(a.expose().len(), SecretKind::Gateway.len());
+        assert_ne!(a.expose(), b.expose());
+        let parsed = BearerSecret::parse(SecretKind::Gateway, a.expose()).unwrap();
+        assert!(parsed.digest().ct_eq(&a.digest()));
+        assert!(!parsed.digest().ct_eq(&b.digest()));
+        assert!(!format!("{a:?}").contains(&a.expose()[4..]));
+    }
+
+    #[test]
+    fn malformed_tokens_are_refused_before_lookup() {
+        let good = BearerSecret::generate(SecretKind::Gateway).expose().to_owned();
+        let mut flipped = good.clone().into_bytes();
+        let i = 10;
+        flipped[i] = if flipped[i] == b'a' { b'b' } else { b'a' };
+        let flipped = String::from_utf8(flipped).unwrap();
+        let api_key = BearerSecret::generate(SecretKind::ApiKey).expose().to_owned();
+        for (input, err) in [
+            ("", TokenFormatError::Prefix),
+            ("sk-abc", TokenFormatError::Prefix),
+            ("GWS_abc", TokenFormatError::Prefix),
+            (api_key.as_str(), TokenFormatError::Prefix),
+            ("gws_", TokenFormatError::Shape),
+            (&good[..good.len() - 1], TokenFormatError::Shape),
+            (&format!("{good}x"), TokenFormatError::Shape),
+            (&format!("{}-{}", &good[..20], &good[21..]), TokenFormatError::Shape),
+            (flipped.as_str(), TokenFormatError::Checksum),
+        ] {
+            assert_eq!(check_format(SecretKind::Gateway, input).unwrap_err(), err, "{input}");
+        }
+    }
+
+    #[test]
+    fn digest_hex_round_trip() {
+        let d = TokenDigest::of("gws_x");
+        assert!(TokenDigest::from_hex(&d.to_hex()).unwrap().ct_eq(&d));
+        assert!(TokenDigest::from_hex("zz").is_none());
+    }
+}

@@ -1,0 +1,232 @@
+//! The data plane's one error type, and the one place where an error becomes a response.
+//!
+//! Every refusal or failure on the request path is a [`ProxyError`]. It knows where the fault
+//! lies ([`Origin`]): the client (downstream), the upstream, or Airlock itself. [`ProxyError::describe`]
+//! maps each kind to its status, its stable `code` (sent as `x-airlock-error` and in the JSON
+//! body) and the OpenAI/Anthropic-style error `type`, so that SDKs of either family read it.
+//!
+//! Messages are fixed texts: nothing from the request (a token, a path, a header) and nothing
+//! from the state (a secret) is ever put into one.
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode};
+
+/// Where a failure came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// The request was refused: the client has to change something.
+    Downstream,
+    /// The upstream could not be reached, refused the TLS handshake or did not answer.
+    Upstream,
+    /// Airlock itself (its state, its configuration).
+    Internal,
+}
+
+/// Why a dial to the upstream was refused before any byte was sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Forbidden {
+    /// The name resolved to an address the upstream policy does not allow.
+    Policy(airlock_core::endpoint::DialRefused),
+    /// The name resolved to one of Airlock's own listeners.
+    OwnListener,
+}
+
+/// Everything that can go wrong between accepting a request and streaming its response.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("no gateway token was sent")]
+    MissingToken,
+    #[error("the gateway token is malformed")]
+    MalformedToken,
+    #[error("the gateway token is not known")]
+    UnknownToken,
+    #[error("the gateway token has been revoked")]
+    RevokedToken,
+    #[error("the gateway token has expired")]
+    ExpiredToken,
+    #[error("the request carries two different gateway tokens")]
+    ConflictingTokens,
+    #[error("a gateway token appears outside the headers that carry it")]
+    MisplacedToken,
+    #[error("the devbox of this token is shut down")]
+    DevboxShutdown,
+    #[error("the request comes from an address that this devbox does not allow")]
+    AddressNotAllowed,
+    #[error("{0}")]
+    BadPath(&'static str),
+    #[error("CONNECT is not supported: call the data plane's URL directly")]
+    MethodNotAllowed,
+    #[error("the request headers are larger than allowed")]
+    HeadersTooLarge,
+    #[error("websocket upgrades are not supported over this connection")]
+    WebsocketUnsupported,
+    #[error("the data plane has not loaded its state yet")]
+    StateNotLoaded,
+    #[error("the data plane cannot check this token right now; retry shortly")]
+    StateUnavailable,
+    #[error("the secret of this gateway cannot be used")]
+    SecretUnavailable,
+    #[error("the gateway config of this token is not available")]
+    GatewayUnavailable,
+    #[error("the upstream address is not allowed")]
+    UpstreamForbidden(Forbidden),
+    #[error("the upstream cannot be reached")]
+    UpstreamUnreachable,
+    #[error("the upstream's TLS certificate or handshake was refused")]
+    UpstreamTls,
+    #[error("connecting to the upstream timed out")]
+    UpstreamConnectTimeout,
+    #[error("the upstream did not answer in time")]
+    UpstreamTimeout,
+    #[error("the connection to the upstream failed before a response arrived")]
+    UpstreamFailed,
+    #[error("internal error: {0}")]
+    Internal(&'static str),
+    /// A setting the data plane cannot start with (only from [`crate::start`]).
+    #[error("{0}")]
+    Config(String),
+}
+
+/// What an error turns into on the wire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Described {
+    pub origin: Origin,
+    pub status: StatusCode,
+    /// Stable, machine-readable; the `x-airlock-error` header and `error.code`.
+    pub code: &'static str,
+    /// The error family in OpenAI/Anthropic terms: `error.type`.
+    pub kind: &'static str,
+}
+
+impl ProxyError {
+    /// The single mapping from an error to its origin, status, code and type.
+    pub fn describe(&self) -> Described {
+        use Origin::{Downstream, Internal, Upstream};
+        const AUTH: &str = "authentication_error";
+        const PERMISSION: &str = "permission_error";
+        const INVALID: &str = "invalid_request_error";
+        const API: &str = "api_error";
+        let (origin, status, code, kind) = match self {
+            Self::MissingToken => (Downstream, StatusCode::UNAUTHORIZED, "missing_token", AUTH),
+            Self::MalformedToken => (Downstream, StatusCode::UNAUTHORIZED, "malformed_token", AUTH),
+            Self::UnknownToken => (Downstream, StatusCode::UNAUTHORIZED, "unknown_token", AUTH),
+            Self::RevokedToken => (Downstream, StatusCode::UNAUTHORIZED, "revoked_token", AUTH),
+            Self::ExpiredToken => (Downstream, StatusCode::UNAUTHORIZED, "expired_token", AUTH),
+            Self::ConflictingTokens => {
+                (Downstream, StatusCode::BAD_REQUEST, "conflicting_tokens", INVALID)
+            }
+            Self::MisplacedToken => (Downstream, StatusCode::BAD_REQUEST, "misplaced_token", INVALID),
+            Self::DevboxShutdown => (Downstream, StatusCode::FORBIDDEN, "devbox_shutdown", PERMISSION),
+            Self::AddressNotAllowed => {
+                (Downstream, StatusCode::FORBIDDEN, "address_not_allowed", PERMISSION)
+            }
+            Self::BadPath(_) => (Downstream, StatusCode::BAD_REQUEST, "bad_path", INVALID),
+            Self::MethodNotAllowed => {
+                (Downstream, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", INVALID)
+            }
+            Self::HeadersTooLarge => (
+                Downstream,
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "headers_too_large",
+                INVALID,
+            ),
+            Self::WebsocketUnsupported => {
+                (Downstream, StatusCode::NOT_IMPLEMENTED, "websocket_unsupported", INVALID)
+            }
+            Self::StateNotLoaded => {
+                (Internal, StatusCode::SERVICE_UNAVAILABLE, "state_not_loaded", API)
+            }
+            Self::StateUnavailable => {
+                (Internal, StatusCode::SERVICE_UNAVAILABLE, "state_unavailable", API)
+            }
+            Self::SecretUnavailable => (Internal, StatusCode::BAD_GATEWAY, "secret_unavailable", API),
+            Self::GatewayUnavailable => {
+                (Internal, StatusCode::BAD_GATEWAY, "gateway_unavailable", API)
+            }
+            Self::UpstreamForbidden(_) => {
+                (Upstream, StatusCode::BAD_GATEWAY, "upstream_forbidden", API)
+            }
+            Self::UpstreamUnreachable => {
+                (Upstream, StatusCode::BAD_GATEWAY, "upstream_unreachable", API)
+            }
+            Self::UpstreamTls => (Upstream, StatusCode::BAD_GATEWAY, "upstream_tls", API),
+            Self::UpstreamConnectTimeout | Self::UpstreamTimeout => {
+                (Upstream, StatusCode::GATEWAY_TIMEOUT, "upstream_timeout", API)
+            }
+            Self::UpstreamFailed => (Upstream, StatusCode::BAD_GATEWAY, "upstream_failed", API),
+            Self::Internal(_) | Self::Config(_) => {
+                (Internal, StatusCode::INTERNAL_SERVER_ERROR, "internal_error", API)
+            }
+        };
+        Described { origin, status, code, kind }
+    }
+
+    /// The JSON error response of the contract, with `x-airlock-error`.
+    pub(crate) fn to_response<B>(&self, body: impl FnOnce(Bytes) -> B) -> Response<B> {
+        let d = self.describe();
+        let message = match self {
+            Self::UpstreamForbidden(Forbidden::Policy(refused)) => refused.to_string(),
+            Self::UpstreamForbidden(Forbidden::OwnListener) => {
+                "the upstream resolves to one of airlock's own listeners".to_owned()
+            }
+            other => other.to_string(),
+        };
+        let json = serde_json::json!({
+            "type": "error",
+            "error": { "type": d.kind, "code": d.code, "message": message },
+        });
+        let mut response = Response::new(body(Bytes::from(json.to_string())));
+        *response.status_mut() = d.status;
+        let headers = response.headers_mut();
+        headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.insert("x-airlock-error", HeaderValue::from_static(d.code));
+        if d.status == StatusCode::METHOD_NOT_ALLOWED {
+            // RFC 9110 requires Allow on 405; every method but CONNECT is proxied.
+            headers.insert(
+                http::header::ALLOW,
+                HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"),
+            );
+        }
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_error_has_a_lower_case_message_and_a_json_body() {
+        for err in [
+            ProxyError::MissingToken,
+            ProxyError::MalformedToken,
+            ProxyError::UnknownToken,
+            ProxyError::RevokedToken,
+            ProxyError::ExpiredToken,
+            ProxyError::ConflictingTokens,
+            ProxyError::MisplacedToken,
+            ProxyError::DevboxShutdown,
+            ProxyError::AddressNotAllowed,
+            ProxyError::BadPath("the path must not contain dot segments"),
+            ProxyError::MethodNotAllowed,
+            ProxyError::HeadersTooLarge,
+            ProxyError::StateNotLoaded,
+            ProxyError::SecretUnavailable,
+            ProxyError::UpstreamForbidden(Forbidden::OwnListener),
+            ProxyError::UpstreamTimeout,
+        ] {
+            let text = err.to_string();
+            let first = text.chars().next().unwrap();
+            assert!(!first.is_uppercase() || text.starts_with("CONNECT"), "{text}");
+            assert!(!text.ends_with('.'), "{text}");
+            let response = err.to_response(|b| b);
+            let d = err.describe();
+            assert_eq!(response.status(), d.status);
+            assert_eq!(response.headers()["x-airlock-error"], d.code);
+            let json: serde_json::Value = serde_json::from_slice(response.body()).unwrap();
+            assert_eq!(json["type"], "error");
+            assert_eq!(json["error"]["code"], d.code);
+            assert_eq!(json["error"]["type"], d.kind);
+        }
+    }
+}

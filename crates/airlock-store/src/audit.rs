@@ -1,0 +1,178 @@
+//! The audit trails: control-plane actions and proxied requests.
+
+use airlock_core::state::{AuditSink, RequestAuditEvent, SourceError};
+use airlock_core::{AccountId, ApiKeyId, DevboxId, GatewayConfigId, SecretId, TokenId};
+use sqlx::any::AnyRow;
+
+use crate::sql::Sql;
+use crate::{col, paginate, AuditFilter, AuditRow, Listed, Page, RequestEventRow, Result, Store, StoreError};
+
+fn audit(row: &AnyRow) -> Result<AuditRow> {
+    Ok(AuditRow {
+        id: col(row, "id")?,
+        time_ms: col(row, "time_ms")?,
+        account_id: AccountId::from_trusted(col(row, "account_id")?),
+        api_key_id: col::<Option<String>>(row, "api_key_id")?.map(ApiKeyId::from_trusted),
+        action: col(row, "action")?,
+        object_type: col(row, "object_type")?,
+        object_id: col(row, "object_id")?,
+        detail: col(row, "detail")?,
+        client_addr: col(row, "client_addr")?,
+    })
+}
+
+fn request_event(row: &AnyRow) -> Result<RequestEventRow> {
+    let addr: String = col(row, "client_addr")?;
+    let u16_of = |v: i64| u16::try_from(v).map_err(|_| StoreError::Corrupt("status out of range".into()));
+    Ok(RequestEventRow {
+        id: col(row, "id")?,
+        event: RequestAuditEvent {
+            time_ms: col(row, "time_ms")?,
+            account_id: col::<Option<String>>(row, "account_id")?.map(AccountId::from_trusted),
+            devbox_id: col::<Option<String>>(row, "devbox_id")?.map(DevboxId::from_trusted),
+            gateway_config_id: col::<Option<String>>(row, "gateway_config_id")?.map(GatewayConfigId::from_trusted),
+            token_id: col::<Option<String>>(row, "token_id")?.map(TokenId::from_trusted),
+            secret_id: col::<Option<String>>(row, "secret_id")?.map(SecretId::from_trusted),
+            secret_version: col(row, "secret_version")?,
+            method: col(row, "method")?,
+            path: col(row, "path")?,
+            status: u16_of(col(row, "status")?)?,
+            upstream_status: col::<Option<i64>>(row, "upstream_status")?.map(u16_of).transpose()?,
+            latency_us: col(row, "latency_us")?,
+            ttfb_us: col(row, "ttfb_us")?,
+            bytes_in: col(row, "bytes_in")?,
+            bytes_out: col(row, "bytes_out")?,
+            client_addr: addr.parse().map_err(|_| StoreError::Corrupt("client_addr".into()))?,
+            error_code: col(row, "error_code")?,
+        },
+    })
+}
+
+impl Store {
+    pub async fn list_audit_events(&self, account: &AccountId, filter: &AuditFilter, page: &Page) -> Result<Listed<AuditRow>> {
+        let build = |select: &'static str, paged: bool| {
+            let mut q = Sql::new(select);
+            q.push(" FROM audit_events WHERE account_id = ").bind(account.as_str().to_owned());
+            if let Some(v) = &filter.object_id {
+                q.push(" AND object_id = ").bind(v.clone());
+            }
+            if let Some(v) = &filter.action {
+                q.push(" AND action = ").bind(v.clone());
+            }
+            if let Some(v) = filter.since_ms {
+                q.push(" AND time_ms >= ").bind(v);
+            }
+            if let Some(v) = filter.until_ms {
+                q.push(" AND time_ms <= ").bind(v);
+            }
+            if paged {
+                if let Some(after) = &page.starting_after {
+                    q.push(" AND id < ").bind(after.clone());
+                }
+                q.push(" ORDER BY id DESC LIMIT ").bind(page.limit + 1);
+            }
+            q.build()
+        };
+        let (sql, args) =
+            build("SELECT id, time_ms, account_id, api_key_id, action, object_type, object_id, detail, client_addr", true);
+        let rows = sqlx::query_with(&sql, args).fetch_all(self.pool()).await?;
+        let items = rows.iter().map(audit).collect::<Result<Vec<_>>>()?;
+        let (items, has_more) = paginate(items, page.limit);
+        let total_count = if page.include_total_count {
+            let (sql, args) = build("SELECT COUNT(*)", false);
+            Some(sqlx::query_scalar_with(&sql, args).fetch_one(self.pool()).await?)
+        } else {
+            None
+        };
+        Ok(Listed { items, has_more, total_count })
+    }
+
+    /// Writes proxied-request events in one transaction. Each event carries its own id so that a
+    /// batch written twice (after a spill file is replayed) is stored once.
+    pub async fn insert_request_events(&self, events: &[(String, RequestAuditEvent)]) -> Result<()> {
+        let mut tx = self.begin().await?;
+        for (id, e) in events {
+            sqlx::query(
+                "INSERT INTO request_events (id, time_ms, account_id, devbox_id, gateway_config_id, token_id, secret_id,
+                    secret_version, method, path, status, upstream_status, latency_us, ttfb_us, bytes_in, bytes_out,
+                    client_addr, error_code)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)
+                 ON CONFLICT (id) DO NOTHING",
+            )
+            .bind(id.clone())
+            .bind(e.time_ms)
+            .bind(e.account_id.as_ref().map(|v| v.as_str().to_owned()))
+            .bind(e.devbox_id.as_ref().map(|v| v.as_str().to_owned()))
+            .bind(e.gateway_config_id.as_ref().map(|v| v.as_str().to_owned()))
+            .bind(e.token_id.as_ref().map(|v| v.as_str().to_owned()))
+            .bind(e.secret_id.as_ref().map(|v| v.as_str().to_owned()))
+            .bind(e.secret_version)
+            .bind(e.method.clone())
+            .bind(e.path.clone())
+            .bind(i64::from(e.status))
+            .bind(e.upstream_status.map(i64::from))
+            .bind(e.latency_us)
+            .bind(e.ttfb_us)
+            .bind(e.bytes_in)
+            .bind(e.bytes_out)
+            .bind(e.client_addr.to_string())
+            .bind(e.error_code.clone())
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn list_request_events(&self, account: &AccountId, filter: &AuditFilter, page: &Page) -> Result<Listed<RequestEventRow>> {
+        let build = |select: &'static str, paged: bool| {
+            let mut q = Sql::new(select);
+            q.push(" FROM request_events WHERE account_id = ").bind(account.as_str().to_owned());
+            if let Some(v) = &filter.devbox_id {
+                q.push(" AND devbox_id = ").bind(v.clone());
+            }
+            if let Some(v) = &filter.gateway_config_id {
+                q.push(" AND gateway_config_id = ").bind(v.clone());
+            }
+            if let Some(v) = &filter.secret_id {
+                q.push(" AND secret_id = ").bind(v.clone());
+            }
+            if let Some(v) = filter.since_ms {
+                q.push(" AND time_ms >= ").bind(v);
+            }
+            if let Some(v) = filter.until_ms {
+                q.push(" AND time_ms <= ").bind(v);
+            }
+            if paged {
+                if let Some(after) = &page.starting_after {
+                    q.push(" AND id < ").bind(after.clone());
+                }
+                q.push(" ORDER BY id DESC LIMIT ").bind(page.limit + 1);
+            }
+            q.build()
+        };
+        let (sql, args) = build(
+            "SELECT id, time_ms, account_id, devbox_id, gateway_config_id, token_id, secret_id, secret_version, method, path,
+                    status, upstream_status, latency_us, ttfb_us, bytes_in, bytes_out, client_addr, error_code",
+            true,
+        );
+        let rows = sqlx::query_with(&sql, args).fetch_all(self.pool()).await?;
+        let items = rows.iter().map(request_event).collect::<Result<Vec<_>>>()?;
+        let (items, has_more) = paginate(items, page.limit);
+        let total_count = if page.include_total_count {
+            let (sql, args) = build("SELECT COUNT(*)", false);
+            Some(sqlx::query_scalar_with(&sql, args).fetch_one(self.pool()).await?)
+        } else {
+            None
+        };
+        Ok(Listed { items, has_more, total_count })
+    }
+}
+
+impl AuditSink for Store {
+    async fn write_batch(&self, events: &[RequestAuditEvent]) -> Result<(), SourceError> {
+        let with_ids: Vec<(String, RequestAuditEvent)> =
+            events.iter().map(|e| (airlock_core::AuditId::generate().into_string(), e.clone())).collect();
+        self.insert_request_events(&with_ids).await.map_err(|e| SourceError(e.to_string()))
+    }
+}

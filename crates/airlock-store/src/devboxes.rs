@@ -1,0 +1,239 @@
+//! Devbox records and the gateway tokens bound to them.
+
+use airlock_core::state::Change;
+use airlock_core::{AccountId, DevboxId, EnvName, GatewayConfigId, SecretId, SourceAddresses, TokenId};
+use sqlx::any::AnyRow;
+
+use crate::{col, insert_audit, paginate, AuditRow, DevboxRow, DevboxStatus, GatewaySpec, Listed, Page, Result, Store, StoreError, TokenRow};
+
+const COLUMNS: &str = "id, account_id, name, status, source_addresses, metadata, create_time_ms, update_time_ms, shutdown_time_ms";
+
+pub(crate) fn decode_addresses(text: &str) -> Result<SourceAddresses> {
+    let list: Vec<String> = serde_json::from_str(text).map_err(|_| StoreError::Corrupt("source_addresses".into()))?;
+    SourceAddresses::parse("source_addresses", &list).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+pub(crate) fn encode_addresses(addrs: &SourceAddresses) -> String {
+    serde_json::Value::from(addrs.to_strings()).to_string()
+}
+
+pub(crate) fn devbox_status(text: &str) -> Result<DevboxStatus> {
+    match text {
+        "running" => Ok(DevboxStatus::Running),
+        "shutdown" => Ok(DevboxStatus::Shutdown),
+        other => Err(StoreError::Corrupt(format!("devbox status {other}"))),
+    }
+}
+
+fn devbox(row: &AnyRow) -> Result<DevboxRow> {
+    let status: String = col(row, "status")?;
+    let addrs: String = col(row, "source_addresses")?;
+    Ok(DevboxRow {
+        id: DevboxId::from_trusted(col(row, "id")?),
+        account_id: AccountId::from_trusted(col(row, "account_id")?),
+        name: col(row, "name")?,
+        status: devbox_status(&status)?,
+        source_addresses: decode_addresses(&addrs)?,
+        metadata: col(row, "metadata")?,
+        create_time_ms: col(row, "create_time_ms")?,
+        update_time_ms: col(row, "update_time_ms")?,
+        shutdown_time_ms: col(row, "shutdown_time_ms")?,
+        gateway_specs: Vec::new(),
+    })
+}
+
+async fn insert_token(tx: &mut crate::Tx, t: &TokenRow) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO gateway_tokens (id, account_id, devbox_id, gateway_config_id, secret_id, prefix, digest, create_time_ms, expire_time_ms)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    )
+    .bind(t.id.as_str().to_owned())
+    .bind(t.account_id.as_str().to_owned())
+    .bind(t.devbox_id.as_str().to_owned())
+    .bind(t.gateway_config_id.as_str().to_owned())
+    .bind(t.secret_id.as_str().to_owned())
+    .bind(t.prefix.as_ref().map(|p| p.as_str().to_owned()))
+    .bind(t.digest.to_hex())
+    .bind(t.create_time_ms)
+    .bind(t.expire_time_ms)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+impl Store {
+    /// Registers a devbox and the tokens minted for its gateway map, in one transaction.
+    pub async fn register_devbox(&self, row: &DevboxRow, tokens: &[TokenRow], audit: &AuditRow) -> Result<()> {
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "INSERT INTO devboxes (id, account_id, name, status, source_addresses, metadata, create_time_ms, update_time_ms)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(row.id.as_str().to_owned())
+        .bind(row.account_id.as_str().to_owned())
+        .bind(row.name.clone())
+        .bind(row.status.as_str())
+        .bind(encode_addresses(&row.source_addresses))
+        .bind(row.metadata.clone())
+        .bind(row.create_time_ms)
+        .bind(row.update_time_ms)
+        .execute(&mut *tx)
+        .await?;
+        let mut changes = vec![Change::Devbox(row.id.clone())];
+        for t in tokens {
+            insert_token(&mut tx, t).await?;
+            changes.push(Change::Token(t.id.clone()));
+        }
+        insert_audit(&mut tx, audit).await?;
+        self.commit(tx, &changes).await
+    }
+
+    pub async fn get_devbox(&self, account: &AccountId, id: &str) -> Result<DevboxRow> {
+        let sql = format!("SELECT {COLUMNS} FROM devboxes WHERE account_id = $1 AND id = $2");
+        let row = sqlx::query(&sql)
+            .bind(account.as_str().to_owned())
+            .bind(id.to_owned())
+            .fetch_optional(self.pool())
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        let mut d = devbox(&row)?;
+        d.gateway_specs = self.gateway_specs(&[d.id.clone()]).await?.into_iter().map(|(_, s)| s).collect();
+        Ok(d)
+    }
+
+    /// PREFIX → gateway and secret for each devbox, from the tokens minted at registration.
+    async fn gateway_specs(&self, ids: &[DevboxId]) -> Result<Vec<(DevboxId, GatewaySpec)>> {
+        let mut out = Vec::new();
+        for id in ids {
+            let rows = sqlx::query(
+                "SELECT devbox_id, prefix, gateway_config_id, secret_id FROM gateway_tokens
+                 WHERE devbox_id = $1 AND prefix IS NOT NULL ORDER BY prefix",
+            )
+            .bind(id.as_str().to_owned())
+            .fetch_all(self.pool())
+            .await?;
+            for r in &rows {
+                out.push((
+                    id.clone(),
+                    GatewaySpec {
+                        prefix: EnvName::from_trusted(col(r, "prefix")?),
+                        gateway_config_id: GatewayConfigId::from_trusted(col(r, "gateway_config_id")?),
+                        secret_id: SecretId::from_trusted(col(r, "secret_id")?),
+                    },
+                ));
+            }
+        }
+        Ok(out)
+    }
+
+    pub async fn list_devboxes(&self, account: &AccountId, status: Option<DevboxStatus>, page: &Page) -> Result<Listed<DevboxRow>> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM devboxes WHERE account_id = $1 AND ($2 = '' OR status = $2) AND ($3 = '' OR id < $3)
+             ORDER BY id DESC LIMIT $4"
+        );
+        let status = status.map(DevboxStatus::as_str).unwrap_or("");
+        let rows = sqlx::query(&sql)
+            .bind(account.as_str().to_owned())
+            .bind(status)
+            .bind(page.starting_after.clone().unwrap_or_default())
+            .bind(page.limit + 1)
+            .fetch_all(self.pool())
+            .await?;
+        let items = rows.iter().map(devbox).collect::<Result<Vec<_>>>()?;
+        let (mut items, has_more) = paginate(items, page.limit);
+        let ids: Vec<DevboxId> = items.iter().map(|d| d.id.clone()).collect();
+        for (id, spec) in self.gateway_specs(&ids).await? {
+            if let Some(d) = items.iter_mut().find(|d| d.id == id) {
+                d.gateway_specs.push(spec);
+            }
+        }
+        let total_count = if page.include_total_count {
+            Some(
+                sqlx::query_scalar("SELECT COUNT(*) FROM devboxes WHERE account_id = $1 AND ($2 = '' OR status = $2)")
+                    .bind(account.as_str().to_owned())
+                    .bind(status)
+                    .fetch_one(self.pool())
+                    .await?,
+            )
+        } else {
+            None
+        };
+        Ok(Listed { items, has_more, total_count })
+    }
+
+    pub async fn update_devbox_addresses(
+        &self,
+        account: &AccountId,
+        id: &DevboxId,
+        addrs: &SourceAddresses,
+        now_ms: i64,
+        audit: &AuditRow,
+    ) -> Result<()> {
+        let mut tx = self.begin().await?;
+        let done = sqlx::query("UPDATE devboxes SET source_addresses = $1, update_time_ms = $2 WHERE account_id = $3 AND id = $4")
+            .bind(encode_addresses(addrs))
+            .bind(now_ms)
+            .bind(account.as_str().to_owned())
+            .bind(id.as_str().to_owned())
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        insert_audit(&mut tx, audit).await?;
+        self.commit(tx, &[Change::Devbox(id.clone())]).await
+    }
+
+    /// Marks the devbox shut down and revokes every token bound to it, in one transaction.
+    /// Shutting down a devbox that is already shut down changes nothing and succeeds.
+    pub async fn shutdown_devbox(&self, account: &AccountId, id: &DevboxId, now_ms: i64, audit: &AuditRow) -> Result<()> {
+        let mut tx = self.begin().await?;
+        let status: Option<String> = sqlx::query_scalar("SELECT status FROM devboxes WHERE account_id = $1 AND id = $2")
+            .bind(account.as_str().to_owned())
+            .bind(id.as_str().to_owned())
+            .fetch_optional(&mut *tx)
+            .await?;
+        match status.as_deref() {
+            None => return Err(StoreError::NotFound),
+            Some("shutdown") => return Ok(()),
+            Some(_) => {}
+        }
+        sqlx::query(
+            "UPDATE devboxes SET status = 'shutdown', shutdown_time_ms = $1, update_time_ms = $1 WHERE account_id = $2 AND id = $3",
+        )
+        .bind(now_ms)
+        .bind(account.as_str().to_owned())
+        .bind(id.as_str().to_owned())
+        .execute(&mut *tx)
+        .await?;
+        let revoked: Vec<String> = sqlx::query_scalar(
+            "UPDATE gateway_tokens SET revoke_time_ms = $1 WHERE devbox_id = $2 AND revoke_time_ms IS NULL RETURNING id",
+        )
+        .bind(now_ms)
+        .bind(id.as_str().to_owned())
+        .fetch_all(&mut *tx)
+        .await?;
+        insert_audit(&mut tx, audit).await?;
+        let mut changes = vec![Change::Devbox(id.clone())];
+        changes.extend(revoked.into_iter().map(|t| Change::Token(TokenId::from_trusted(t))));
+        self.commit(tx, &changes).await
+    }
+
+    /// Stores a token minted for a running devbox.
+    pub async fn insert_gateway_token(&self, row: &TokenRow, audit: &AuditRow) -> Result<()> {
+        let mut tx = self.begin().await?;
+        let status: Option<String> = sqlx::query_scalar("SELECT status FROM devboxes WHERE account_id = $1 AND id = $2")
+            .bind(row.account_id.as_str().to_owned())
+            .bind(row.devbox_id.as_str().to_owned())
+            .fetch_optional(&mut *tx)
+            .await?;
+        match status.as_deref() {
+            None => return Err(StoreError::NotFound),
+            Some("running") => {}
+            Some(_) => return Err(StoreError::Refused("the devbox is shut down".into())),
+        }
+        insert_token(&mut tx, row).await?;
+        insert_audit(&mut tx, audit).await?;
+        self.commit(tx, &[Change::Token(row.id.clone())]).await
+    }
+}

@@ -1,0 +1,269 @@
+//! The only crate that speaks SQL.
+//!
+//! One [`Store`] over Postgres (production, many replicas) or SQLite (embedded, one node), chosen
+//! by the URL. Both run the same SQL through sqlx's `Any` driver, with `$N` placeholders (which
+//! SQLite accepts as numbered parameters) and only portable constructs; the schema is kept twice
+//! under `migrations/` because the two spell column types differently. Every statement binds its
+//! values: dynamic filters are built with [`sql::Sql`], which only ever appends placeholders.
+//!
+//! The store is a repository: it writes what it is given. Ids, timestamps, validation and
+//! encryption happen in the callers.
+
+mod accounts;
+mod audit;
+mod devboxes;
+mod feed;
+mod gateways;
+mod idempotency;
+mod model;
+mod secrets;
+mod sql;
+
+use std::borrow::Cow;
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::{AnyPool, ConnectOptions};
+use tokio::sync::broadcast;
+
+pub use feed::StoreFeed;
+pub use idempotency::IdempotencyBegin;
+pub use secrets::SecretRef;
+pub use model::*;
+
+/// Which database is behind the store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Postgres,
+    Sqlite,
+}
+
+/// What went wrong, sorted by what the caller should do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database could not be reached or failed; the request may succeed later.
+    #[error("the database is unavailable: {0}")]
+    Unavailable(String),
+    /// A uniqueness rule was hit (for example a second live secret with the same name).
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The object does not exist for this account.
+    #[error("not found")]
+    NotFound,
+    /// The request cannot be carried out in the object's current state.
+    #[error("{0}")]
+    Refused(String),
+    /// A row holds something the code cannot read: a bug or tampering.
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+    /// The settings name no usable database.
+    #[error("{0}")]
+    Config(String),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(err: sqlx::Error) -> Self {
+        match &err {
+            sqlx::Error::RowNotFound => StoreError::NotFound,
+            sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict("already exists".into()),
+            sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_) | sqlx::Error::ColumnNotFound(_) => {
+                StoreError::Corrupt(err.to_string())
+            }
+            _ => StoreError::Unavailable(err.to_string()),
+        }
+    }
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Handle to the database. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+    url: String,
+    /// In-process change feed. On SQLite it is the feed; on Postgres, notifications go through
+    /// `pg_notify` and this stays unused.
+    local_feed: broadcast::Sender<airlock_core::state::Change>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("backend", &self.backend).finish_non_exhaustive()
+    }
+}
+
+fn migrations(backend: Backend) -> Migrator {
+    let sql: &'static str = match backend {
+        Backend::Postgres => include_str!("../../../migrations/postgres/0001_initial.sql"),
+        Backend::Sqlite => include_str!("../../../migrations/sqlite/0001_initial.sql"),
+    };
+    Migrator {
+        migrations: Cow::Owned(vec![Migration::new(
+            1,
+            Cow::Borrowed("initial"),
+            MigrationType::Simple,
+            Cow::Borrowed(sql),
+            false,
+        )]),
+        ignore_missing: false,
+        locking: true,
+        no_tx: false,
+    }
+}
+
+impl Store {
+    /// Connects to `postgres://…` or `sqlite://PATH`. For SQLite the file (and its directory) is
+    /// created if missing. Fails fast when the database cannot be reached.
+    pub async fn connect(url: &str) -> Result<Store> {
+        sqlx::any::install_default_drivers();
+        let (backend, url) = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            (Backend::Postgres, url.to_owned())
+        } else if let Some(path) = url.strip_prefix("sqlite://") {
+            let file = path.split('?').next().unwrap_or_default();
+            if file.is_empty() {
+                return Err(StoreError::Config("AIRLOCK_DATABASE_URL: sqlite:// needs a file path".into()));
+            }
+            if let Some(dir) = Path::new(file).parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).map_err(|e| {
+                    StoreError::Config(format!("cannot create the database directory {}: {e}", dir.display()))
+                })?;
+            }
+            let url = if path.contains('?') { url.to_owned() } else { format!("{url}?mode=rwc") };
+            (Backend::Sqlite, url)
+        } else {
+            return Err(StoreError::Config(
+                "AIRLOCK_DATABASE_URL must start with postgres:// or sqlite://".into(),
+            ));
+        };
+        let options = AnyConnectOptions::from_str(&url)
+            .map_err(|e| StoreError::Config(format!("AIRLOCK_DATABASE_URL does not parse: {e}")))?
+            .disable_statement_logging();
+        let pool = AnyPoolOptions::new()
+            .max_connections(match backend {
+                Backend::Postgres => 16,
+                Backend::Sqlite => 8,
+            })
+            .acquire_timeout(Duration::from_secs(5))
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        for pragma in [
+                            "PRAGMA journal_mode=WAL",
+                            "PRAGMA foreign_keys=ON",
+                            "PRAGMA busy_timeout=5000",
+                            "PRAGMA synchronous=NORMAL",
+                        ] {
+                            sqlx::Executor::execute(&mut *conn, pragma).await?;
+                        }
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(options)
+            .await?;
+        let (local_feed, _) = broadcast::channel(4096);
+        Ok(Store { pool, backend, url, local_feed })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Applies the schema. Safe to run on every start and from several replicas at once
+    /// (sqlx takes an advisory lock on Postgres).
+    pub async fn migrate(&self) -> Result<()> {
+        migrations(self.backend)
+            .run(&self.pool)
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("migration failed: {e}")))
+    }
+
+    /// Whether the database answers.
+    pub async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+type Tx = sqlx::Transaction<'static, sqlx::Any>;
+
+/// Notification channel on Postgres.
+pub(crate) const CHANNEL: &str = "airlock_changes";
+
+impl Store {
+    pub(crate) async fn begin(&self) -> Result<Tx> {
+        Ok(self.pool.begin().await?)
+    }
+
+    /// Commits a write and tells every data plane what changed: on Postgres through `pg_notify`
+    /// inside the transaction (delivered only if it commits), on SQLite through the in-process
+    /// feed after the commit.
+    pub(crate) async fn commit(&self, mut tx: Tx, changes: &[airlock_core::state::Change]) -> Result<()> {
+        if self.backend == Backend::Postgres {
+            for change in changes {
+                // pg_notify returns void, which the Any driver cannot decode: wrap it in a count.
+                sqlx::query("SELECT COUNT(*) FROM (SELECT pg_notify($1, $2)) AS n")
+                    .bind(CHANNEL)
+                    .bind(feed::encode(change))
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+        } else {
+            tx.commit().await?;
+            for change in changes {
+                // No receiver is fine: no data plane runs in this process.
+                let _ = self.local_feed.send(change.clone());
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+}
+
+pub(crate) async fn insert_audit(tx: &mut Tx, row: &AuditRow) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO audit_events (id, time_ms, account_id, api_key_id, action, object_type, object_id, detail, client_addr)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    )
+    .bind(row.id.clone())
+    .bind(row.time_ms)
+    .bind(row.account_id.as_str().to_owned())
+    .bind(row.api_key_id.as_ref().map(|k| k.as_str().to_owned()))
+    .bind(row.action.clone())
+    .bind(row.object_type.clone())
+    .bind(row.object_id.clone())
+    .bind(row.detail.clone())
+    .bind(row.client_addr.clone())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Reads a column, mapping a decode failure to a corrupt-row error that names the column.
+pub(crate) fn col<T>(row: &sqlx::any::AnyRow, name: &str) -> Result<T>
+where
+    T: for<'r> sqlx::Decode<'r, sqlx::Any> + sqlx::Type<sqlx::Any>,
+{
+    use sqlx::Row;
+    row.try_get::<T, _>(name).map_err(|e| StoreError::Corrupt(format!("column {name}: {e}")))
+}
+
+/// Splits a fetched page of `limit + 1` rows into items and `has_more`.
+pub(crate) fn paginate<T>(mut items: Vec<T>, limit: i64) -> (Vec<T>, bool) {
+    let limit = usize::try_from(limit).unwrap_or(0);
+    let has_more = items.len() > limit;
+    items.truncate(limit);
+    (items, has_more)
+}

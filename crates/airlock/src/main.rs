@@ -1,0 +1,177 @@
+//! The `airlock` binary: reads settings, starts tracing, wires the crates and waits for shutdown.
+
+// The CLI's job is to print results and the one-time bootstrap key.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+mod cli;
+mod client;
+mod keys;
+mod settings;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use tokio::sync::watch;
+
+use crate::settings::{LogFormat, Role, Settings};
+
+fn main() -> std::process::ExitCode {
+    let args = cli::Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("airlock: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("airlock: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: cli::Cli) -> Result<()> {
+    match args.command.unwrap_or(cli::Command::Serve) {
+        cli::Command::Serve => {
+            let settings = Settings::from_env()?;
+            init_tracing(&settings);
+            serve(settings).await
+        }
+        cli::Command::Migrate => {
+            let settings = Settings::from_env()?;
+            init_tracing(&settings);
+            let store = connect(&settings).await?;
+            store.migrate().await?;
+            println!("schema is up to date");
+            Ok(())
+        }
+        cli::Command::Keys(cmd) => cli::keys(cmd).await,
+        other => cli::remote(other).await,
+    }
+}
+
+fn init_tracing(settings: &Settings) {
+    let filter = tracing_subscriber::EnvFilter::new(&settings.log);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match settings.log_format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+pub(crate) async fn connect(settings: &Settings) -> Result<airlock_store::Store> {
+    airlock_store::Store::connect(&settings.database_url)
+        .await
+        .map_err(|e| anyhow::anyhow!("AIRLOCK_DATABASE_URL: cannot open the database: {e}"))
+}
+
+/// Resolves when the watch flips to true.
+fn signalled(mut rx: watch::Receiver<bool>) -> impl Future<Output = ()> + Send + 'static {
+    async move {
+        while !*rx.borrow() {
+            if rx.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// The first SIGTERM or SIGINT starts a graceful drain; a second one exits at once.
+fn watch_signals(tx: watch::Sender<bool>) -> Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::spawn(async move {
+        for n in 0..2 {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+            if n == 0 {
+                tracing::info!("shutting down: draining open requests (send the signal again to exit at once)");
+                let _ = tx.send(true);
+            } else {
+                tracing::warn!("second signal: exiting now");
+                std::process::exit(1);
+            }
+        }
+    });
+    Ok(())
+}
+
+async fn serve(settings: Settings) -> Result<()> {
+    let keyring = Arc::new(keys::load(&settings)?);
+    let store = connect(&settings).await?;
+    if settings.auto_migrate {
+        store.migrate().await.context("applying the schema")?;
+    }
+    let (tx, rx) = watch::channel(false);
+    watch_signals(tx)?;
+    let mut tasks = tokio::task::JoinSet::new();
+
+    let mut ready: Arc<dyn Fn() -> bool + Send + Sync> = Arc::new(|| true);
+    if settings.role != Role::Control {
+        let listener = tokio::net::TcpListener::bind(settings.proxy_addr)
+            .await
+            .with_context(|| format!("AIRLOCK_PROXY_ADDR: cannot listen on {}", settings.proxy_addr))?;
+        let proxy_addr = listener.local_addr()?;
+        let config = airlock_proxy::ProxyConfig {
+            policy: settings.policy.clone(),
+            extra_roots_pem: settings::read_ca(&settings)?,
+            own_addrs: vec![proxy_addr, settings.api_addr],
+            audit_spill_path: settings.audit_spill_file.clone(),
+            ..airlock_proxy::ProxyConfig::default()
+        };
+        let source = Arc::new(store.clone());
+        let data_plane = Arc::new(
+            airlock_proxy::start(config, keyring.clone(), source.clone(), source)
+                .await
+                .map_err(|e| anyhow::anyhow!("starting the data plane: {e}"))?,
+        );
+        let dp = data_plane.clone();
+        ready = Arc::new(move || dp.ready());
+        let shutdown = signalled(rx.clone());
+        let grace = settings.shutdown_grace;
+        tasks.spawn(async move { data_plane.serve(listener, shutdown, grace).await });
+        tracing::info!(addr = %proxy_addr, public_url = %settings.public_url, "data plane listening");
+        if !settings.trusted_proxies.is_empty() {
+            tracing::warn!("AIRLOCK_TRUSTED_PROXIES is set but this build does not read PROXY protocol headers yet; peers are identified by their socket address");
+        }
+    }
+    if settings.role != Role::Proxy {
+        match airlock_api::bootstrap(&store, settings.admin_token.as_deref()).await? {
+            airlock_api::Bootstrap::Generated(key) => {
+                println!(
+                    "\nFirst start: created the operator account and its admin API key.\n\
+                     It is shown only this once; store it now:\n\n    export AIRLOCK_TOKEN={}\n",
+                    key.expose()
+                );
+            }
+            airlock_api::Bootstrap::FromSetting => tracing::info!("AIRLOCK_ADMIN_TOKEN registered as an admin key"),
+            airlock_api::Bootstrap::Existing => {}
+        }
+        let listener = tokio::net::TcpListener::bind(settings.api_addr)
+            .await
+            .with_context(|| format!("AIRLOCK_API_ADDR: cannot listen on {}", settings.api_addr))?;
+        tracing::info!(addr = %listener.local_addr()?, backend = ?store.backend(), "control plane listening");
+        let state = airlock_api::AppState {
+            store: store.clone(),
+            keyring: keyring.clone(),
+            public_url: settings.public_url.clone(),
+            policy: settings.policy.clone(),
+            data_plane_ready: ready,
+        };
+        tasks.spawn(airlock_api::serve(listener, state, signalled(rx.clone())));
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.context("a server task failed")?.context("a server stopped with an error")?;
+    }
+    store.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
