@@ -1,1 +1,170 @@
+//! The control plane through the real binary: first start on the embedded default, the
+//! bootstrap key, and Runloop's generated SDK unchanged.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use airlock_testkit::{
+    airlock_binary, free_addr, run_python, workspace_root, AirlockProcess, TestRequest,
+};
+use airlock_tests::{Airlock, ADMIN};
+use serde_json::json;
+
+/// A fresh working directory and no settings but the listen addresses: SQLite and a master key
+/// file are created, and the admin key is printed once.
+#[tokio::test]
+async fn first_start_on_the_embedded_default() {
+    let api_addr = free_addr();
+    let env = vec![
+        ("AIRLOCK_API_ADDR".to_owned(), api_addr.to_string()),
+        ("AIRLOCK_PROXY_ADDR".to_owned(), free_addr().to_string()),
+    ];
+    let mut first = AirlockProcess::spawn(&airlock_binary(), &["serve"], env.clone()).unwrap();
+    let api = format!("http://{api_addr}");
+    first
+        .wait_http_ok(&format!("{api}/readyz"), Duration::from_secs(60))
+        .await
+        .unwrap();
+    let log = first
+        .wait_for_log("export AIRLOCK_TOKEN=", Duration::from_secs(10))
+        .await
+        .unwrap();
+    let key = log
+        .split("export AIRLOCK_TOKEN=")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned();
+    assert!(key.starts_with("alk_"));
+    assert!(log.contains("generated a new master key"), "{log}");
+    let data = first.workdir().join("airlock-data");
+    assert!(data.join("airlock.db").exists());
+    let mode = std::fs::metadata(data.join("master.key")).unwrap();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777,
+        0o600
+    );
+
+    let resp = TestRequest::post(&format!("{api}/v1/secrets"))
+        .bearer(&key)
+        .json(&json!({"name": "K", "value": "first-start-sentinel"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status, 200, "{}", resp.text());
+
+    // A restart keeps the data and the key file, and does not print a new admin key.
+    first.signal("TERM").unwrap();
+    first.wait_exit(Duration::from_secs(30)).await.unwrap();
+    first.respawn().unwrap();
+    first
+        .wait_http_ok(&format!("{api}/readyz"), Duration::from_secs(60))
+        .await
+        .unwrap();
+    let resp = TestRequest::get(&format!("{api}/v1/secrets/K"))
+        .bearer(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    let log = first.log();
+    assert_eq!(log.matches("export AIRLOCK_TOKEN=").count(), 1, "{log}");
+    assert!(!log.contains("first-start-sentinel"));
+}
+
+#[tokio::test]
+async fn settings_that_do_not_parse_stop_the_start_with_one_line() {
+    for (var, value, expected) in [
+        ("AIRLOCK_API_ADDR", "not-an-address", "AIRLOCK_API_ADDR"),
+        ("AIRLOCK_DATABASE_URL", "mysql://x", "AIRLOCK_DATABASE_URL"),
+        ("AIRLOCK_MASTER_KEY", "too-short", "AIRLOCK_MASTER_KEY"),
+        (
+            "AIRLOCK_ALLOW_PRIVATE_UPSTREAMS",
+            "10.0.0.0/99",
+            "AIRLOCK_ALLOW_PRIVATE_UPSTREAMS",
+        ),
+        ("AIRLOCK_LOG_FORMAT", "yaml", "AIRLOCK_LOG_FORMAT"),
+        ("AIRLOCK_ROLE", "both", "AIRLOCK_ROLE"),
+    ] {
+        let mut p = AirlockProcess::spawn(
+            &airlock_binary(),
+            &["serve"],
+            vec![(var.to_owned(), value.to_owned())],
+        )
+        .unwrap();
+        let status = p.wait_exit(Duration::from_secs(30)).await.unwrap();
+        assert!(!status.success(), "{var}");
+        let log = p.log();
+        assert!(log.contains(expected), "{var}: {log}");
+        assert!(!log.contains("panicked"), "{log}");
+        if var == "AIRLOCK_MASTER_KEY" {
+            assert!(
+                !log.contains("too-short"),
+                "the key's text must not be echoed: {log}"
+            );
+        }
+    }
+    // Postgres without a master key refuses to start.
+    let url = airlock_testkit::pg::shared()
+        .await
+        .fresh_database()
+        .await
+        .unwrap();
+    let mut p = AirlockProcess::spawn(
+        &airlock_binary(),
+        &["serve"],
+        vec![("AIRLOCK_DATABASE_URL".to_owned(), url)],
+    )
+    .unwrap();
+    assert!(!p
+        .wait_exit(Duration::from_secs(30))
+        .await
+        .unwrap()
+        .success());
+    assert!(p.log().contains("AIRLOCK_MASTER_KEY"), "{}", p.log());
+}
+
+/// Runloop's generated SDK (`runloop_api_client`), pointed at Airlock with `base_url`, manages
+/// gateway configs and secrets and mints a token without any change.
+#[tokio::test]
+async fn runloop_sdk_works_unchanged() {
+    let url = airlock_testkit::pg::shared()
+        .await
+        .fresh_database()
+        .await
+        .unwrap();
+    let master = "q2Vx0JqL3m0l2m8r8y6Wb5XyZ0a1b2c3d4e5f6g7h8k=";
+    let airlock = Airlock::start(&[
+        ("AIRLOCK_DATABASE_URL", &url),
+        ("AIRLOCK_MASTER_KEY", master),
+        ("AIRLOCK_ADMIN_TOKEN", ADMIN),
+    ])
+    .await;
+    let dbx = airlock
+        .post("/v1/devboxes", json!({"source_addresses": ["127.0.0.1"]}))
+        .await;
+    let script = workspace_root().join("tests/python/runloop_sdk.py");
+    let out = run_python(
+        &script,
+        &[
+            ("AIRLOCK_URL", &airlock.api),
+            ("AIRLOCK_TOKEN", ADMIN),
+            ("DEVBOX_ID", dbx["id"].as_str().unwrap()),
+        ],
+    )
+    .await
+    .unwrap();
+    let stdout = airlock_testkit::check_python_output(&out).unwrap();
+    let seen: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(seen["token_prefix"], "gws_");
+    assert!(seen["gateway"].as_str().unwrap().starts_with("gwc_"));
+    // Nothing the SDK sent as a value shows up in the server's debug log.
+    let log = airlock.process.log();
+    assert!(
+        !log.contains("sdk-sentinel-value"),
+        "a secret value reached the log"
+    );
+}

@@ -10,7 +10,10 @@ use serde_json::{json, Value};
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::json::{Body, Query};
-use crate::wire::{api_key_view, audit_view, list_view, request_event_view, AccountCreate, ApiKeyCreate, Empty, ListQuery};
+use crate::wire::{
+    api_key_view, audit_view, list_view, request_event_view, AccountCreate, ApiKeyCreate, Empty,
+    ListQuery,
+};
 use crate::{int_param, page, AppState};
 
 /// What the first start did about the admin key.
@@ -59,16 +62,25 @@ pub async fn bootstrap(store: &Store, admin_token: Option<&str>) -> Result<Boots
         client_addr: None,
     };
     if let Some(operator) = store.operator_account().await? {
-        let Some(t) = admin_token else { return Ok(Bootstrap::Existing) };
+        let Some(t) = admin_token else {
+            return Ok(Bootstrap::Existing);
+        };
         let digest = TokenDigest::of(t);
         if store.api_key_by_digest(&digest).await?.is_some() {
             return Ok(Bootstrap::Existing);
         }
         let key = key_row(&operator.id, digest);
-        store.insert_api_key(&key, &system_audit(&operator.id, &key)).await?;
+        store
+            .insert_api_key(&key, &system_audit(&operator.id, &key))
+            .await?;
         return Ok(Bootstrap::FromSetting);
     }
-    let account = AccountRow { id: AccountId::generate(), name: "operator".into(), operator: true, create_time_ms: now };
+    let account = AccountRow {
+        id: AccountId::generate(),
+        name: "operator".into(),
+        operator: true,
+        create_time_ms: now,
+    };
     let (digest, outcome) = match admin_token {
         Some(t) => (TokenDigest::of(t), Bootstrap::FromSetting),
         None => {
@@ -77,7 +89,9 @@ pub async fn bootstrap(store: &Store, admin_token: Option<&str>) -> Result<Boots
         }
     };
     let key = key_row(&account.id, digest);
-    store.create_account(&account, Some(&key), Some(&system_audit(&account.id, &key))).await?;
+    store
+        .create_account(&account, Some(&key), Some(&system_audit(&account.id, &key)))
+        .await?;
     Ok(outcome)
 }
 
@@ -86,11 +100,20 @@ fn account_view(a: &AccountRow) -> Value {
 }
 
 /// `POST /v1/accounts` (operator): a new, sealed-off account and its first admin key.
-pub(crate) async fn create_account(State(state): State<AppState>, Extension(caller): Extension<Caller>, Body(input): Body<AccountCreate>) -> ApiResult<Json<Value>> {
+pub(crate) async fn create_account(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Body(input): Body<AccountCreate>,
+) -> ApiResult<Json<Value>> {
     caller.require_operator()?;
     let name = Label::parse("name", &input.name)?;
     let now = airlock_core::time::now_ms();
-    let account = AccountRow { id: AccountId::generate(), name: name.as_str().to_owned(), operator: false, create_time_ms: now };
+    let account = AccountRow {
+        id: AccountId::generate(),
+        name: name.as_str().to_owned(),
+        operator: false,
+        create_time_ms: now,
+    };
     let secret = BearerSecret::generate(SecretKind::ApiKey);
     let key = ApiKeyRow {
         id: ApiKeyId::generate(),
@@ -101,26 +124,46 @@ pub(crate) async fn create_account(State(state): State<AppState>, Extension(call
         create_time_ms: now,
         revoke_time_ms: None,
     };
-    let audit = caller.audit("account.create", "account", account.id.as_str(), json!({"name": account.name, "api_key_id": key.id.as_str()}));
-    state.store.create_account(&account, Some(&key), Some(&audit)).await?;
+    let audit = caller.audit(
+        "account.create",
+        "account",
+        account.id.as_str(),
+        json!({"name": account.name, "api_key_id": key.id.as_str()}),
+    );
+    state
+        .store
+        .create_account(&account, Some(&key), Some(&audit))
+        .await?;
     let mut view = account_view(&account);
     if let Value::Object(m) = &mut view {
-        m.insert("api_key".into(), json!({"id": key.id.as_str(), "key": secret.expose(), "scope": "admin"}));
+        m.insert(
+            "api_key".into(),
+            json!({"id": key.id.as_str(), "key": secret.expose(), "scope": "admin"}),
+        );
     }
     Ok(Json(view))
 }
 
-pub(crate) async fn list_accounts(State(state): State<AppState>, Extension(caller): Extension<Caller>, Query(q): Query<ListQuery>) -> ApiResult<Json<Value>> {
+pub(crate) async fn list_accounts(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<Json<Value>> {
     caller.require_operator()?;
     let listed = state.store.list_accounts(&page(&q)?).await?;
     Ok(Json(list_view("accounts", &listed, account_view)))
 }
 
 /// `POST /v1/api-keys` (admin): a key of this account, or of another one for an operator.
-pub(crate) async fn create_api_key(State(state): State<AppState>, Extension(caller): Extension<Caller>, Body(input): Body<ApiKeyCreate>) -> ApiResult<Json<Value>> {
+pub(crate) async fn create_api_key(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Body(input): Body<ApiKeyCreate>,
+) -> ApiResult<Json<Value>> {
     caller.require_admin()?;
     let name = Label::parse("name", &input.name)?;
-    let scope = Scope::parse(&input.scope).ok_or_else(|| ApiError::Invalid("scope: must be admin or launcher".into()))?;
+    let scope = Scope::parse(&input.scope)
+        .ok_or_else(|| ApiError::Invalid("scope: must be admin or launcher".into()))?;
     let account_id = match input.account_id {
         Some(id) if id != caller.account.id.as_str() => {
             caller.require_operator()?;
@@ -142,7 +185,12 @@ pub(crate) async fn create_api_key(State(state): State<AppState>, Extension(call
         create_time_ms: airlock_core::time::now_ms(),
         revoke_time_ms: None,
     };
-    let mut audit = caller.audit("api_key.create", "api_key", key.id.as_str(), json!({"scope": scope.as_str(), "account_id": key.account_id.as_str()}));
+    let mut audit = caller.audit(
+        "api_key.create",
+        "api_key",
+        key.id.as_str(),
+        json!({"scope": scope.as_str(), "account_id": key.account_id.as_str()}),
+    );
     audit.account_id = key.account_id.clone();
     state.store.insert_api_key(&key, &audit).await?;
     let mut view = api_key_view(&key);
@@ -152,9 +200,16 @@ pub(crate) async fn create_api_key(State(state): State<AppState>, Extension(call
     Ok(Json(view))
 }
 
-pub(crate) async fn list_api_keys(State(state): State<AppState>, Extension(caller): Extension<Caller>, Query(q): Query<ListQuery>) -> ApiResult<Json<Value>> {
+pub(crate) async fn list_api_keys(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<Json<Value>> {
     caller.require_admin()?;
-    let listed = state.store.list_api_keys(&caller.account.id, &page(&q)?).await?;
+    let listed = state
+        .store
+        .list_api_keys(&caller.account.id, &page(&q)?)
+        .await?;
     Ok(Json(list_view("api_keys", &listed, api_key_view)))
 }
 
@@ -169,9 +224,22 @@ pub(crate) async fn revoke_api_key(
         StoreError::NotFound => ApiError::not_found("api key", &id),
         other => other.into(),
     };
-    let key = state.store.get_api_key(&caller.account.id, &id).await.map_err(not_found)?;
+    let key = state
+        .store
+        .get_api_key(&caller.account.id, &id)
+        .await
+        .map_err(not_found)?;
     let audit = caller.audit("api_key.revoke", "api_key", key.id.as_str(), json!({}));
-    state.store.revoke_api_key(&caller.account.id, &id, airlock_core::time::now_ms(), &audit).await.map_err(not_found)?;
+    state
+        .store
+        .revoke_api_key(
+            &caller.account.id,
+            &id,
+            airlock_core::time::now_ms(),
+            &audit,
+        )
+        .await
+        .map_err(not_found)?;
     Ok(Json(api_key_view(&key)))
 }
 
@@ -189,15 +257,29 @@ fn audit_filter(q: &ListQuery) -> ApiResult<AuditFilter> {
 }
 
 /// `GET /v1/audit/events`: control-plane actions of this account.
-pub(crate) async fn list_audit_events(State(state): State<AppState>, Extension(caller): Extension<Caller>, Query(q): Query<ListQuery>) -> ApiResult<Json<Value>> {
+pub(crate) async fn list_audit_events(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<Json<Value>> {
     caller.require_admin()?;
-    let listed = state.store.list_audit_events(&caller.account.id, &audit_filter(&q)?, &page(&q)?).await?;
+    let listed = state
+        .store
+        .list_audit_events(&caller.account.id, &audit_filter(&q)?, &page(&q)?)
+        .await?;
     Ok(Json(list_view("events", &listed, audit_view)))
 }
 
 /// `GET /v1/audit/requests`: requests the data plane proxied for this account.
-pub(crate) async fn list_request_events(State(state): State<AppState>, Extension(caller): Extension<Caller>, Query(q): Query<ListQuery>) -> ApiResult<Json<Value>> {
+pub(crate) async fn list_request_events(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<Json<Value>> {
     caller.require_admin()?;
-    let listed = state.store.list_request_events(&caller.account.id, &audit_filter(&q)?, &page(&q)?).await?;
+    let listed = state
+        .store
+        .list_request_events(&caller.account.id, &audit_filter(&q)?, &page(&q)?)
+        .await?;
     Ok(Json(list_view("requests", &listed, request_event_view)))
 }

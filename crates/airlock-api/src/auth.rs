@@ -27,7 +27,9 @@ impl Caller {
     pub(crate) fn require_admin(&self) -> Result<(), ApiError> {
         match self.key.scope {
             Scope::Admin => Ok(()),
-            Scope::Launcher => Err(ApiError::Forbidden("this call needs an admin API key; this key has the launcher scope".into())),
+            Scope::Launcher => Err(ApiError::Forbidden(
+                "this call needs an admin API key; this key has the launcher scope".into(),
+            )),
         }
     }
 
@@ -37,12 +39,20 @@ impl Caller {
         if self.account.operator {
             Ok(())
         } else {
-            Err(ApiError::Forbidden("this call needs an admin key of the operator account".into()))
+            Err(ApiError::Forbidden(
+                "this call needs an admin key of the operator account".into(),
+            ))
         }
     }
 
     /// An audit row for an action by this caller.
-    pub(crate) fn audit(&self, action: &str, object_type: &str, object_id: &str, detail: serde_json::Value) -> AuditRow {
+    pub(crate) fn audit(
+        &self,
+        action: &str,
+        object_type: &str,
+        object_id: &str,
+        detail: serde_json::Value,
+    ) -> AuditRow {
         AuditRow {
             id: airlock_core::AuditId::generate().into_string(),
             time_ms: airlock_core::time::now_ms(),
@@ -58,7 +68,11 @@ impl Caller {
 }
 
 /// Middleware: resolves the API key or answers 401.
-pub(crate) async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Result<Response, ApiError> {
+pub(crate) async fn authenticate(
+    State(state): State<AppState>,
+    mut req: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
     let presented = req
         .headers()
         .get(http::header::AUTHORIZATION)
@@ -68,7 +82,9 @@ pub(crate) async fn authenticate(State(state): State<AppState>, mut req: Request
             scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
         })
         .filter(|k| !k.is_empty())
-        .ok_or_else(|| ApiError::Unauthenticated("missing API key: send Authorization: Bearer <key>".into()))?;
+        .ok_or_else(|| {
+            ApiError::Unauthenticated("missing API key: send Authorization: Bearer <key>".into())
+        })?;
     if presented.len() > MAX_KEY_LEN {
         return Err(ApiError::Unauthenticated("invalid API key".into()));
     }
@@ -78,7 +94,14 @@ pub(crate) async fn authenticate(State(state): State<AppState>, mut req: Request
         .api_key_by_digest(&digest)
         .await?
         .ok_or_else(|| ApiError::Unauthenticated("invalid API key".into()))?;
-    let client_addr = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
-    req.extensions_mut().insert(Caller { account, key, client_addr });
+    let client_addr = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0);
+    req.extensions_mut().insert(Caller {
+        account,
+        key,
+        client_addr,
+    });
     Ok(next.run(req).await)
 }

@@ -4,7 +4,9 @@ use std::collections::BTreeMap;
 
 use airlock_core::token::{BearerSecret, SecretKind};
 use airlock_core::{DevboxId, EnvName, InvalidInput, Label, SourceAddresses, TokenId};
-use airlock_store::{DevboxRow, DevboxStatus, GatewayConfigRow, GatewaySpec, SecretRow, StoreError, TokenRow};
+use airlock_store::{
+    DevboxRow, DevboxStatus, GatewayConfigRow, GatewaySpec, SecretRow, StoreError, TokenRow,
+};
 use axum::extract::{Path, State};
 use axum::{Extension, Json};
 use serde_json::{json, Map, Value};
@@ -13,7 +15,9 @@ use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::gateways::{resolve, secret_ref};
 use crate::json::{Body, Query};
-use crate::wire::{auth_view, devbox_view, list_view, DevboxRegister, DevboxUpdate, Empty, GatewayRefIn, ListQuery};
+use crate::wire::{
+    auth_view, devbox_view, list_view, DevboxRegister, DevboxUpdate, Empty, GatewayRefIn, ListQuery,
+};
 use crate::{page, AppState};
 
 const MAX_GATEWAYS: usize = 32;
@@ -38,34 +42,68 @@ fn parse_addresses(state_warn_id: &str, items: &[String]) -> Result<SourceAddres
 fn parse_metadata(input: Option<Map<String, Value>>) -> Result<String, InvalidInput> {
     let map = input.unwrap_or_default();
     if map.len() > MAX_METADATA_KEYS {
-        return Err(InvalidInput::new("metadata", format!("must have at most {MAX_METADATA_KEYS} keys")));
+        return Err(InvalidInput::new(
+            "metadata",
+            format!("must have at most {MAX_METADATA_KEYS} keys"),
+        ));
     }
     for (k, v) in &map {
         if k.is_empty() || k.len() > MAX_METADATA_TEXT {
-            return Err(InvalidInput::new("metadata", format!("keys must be 1 to {MAX_METADATA_TEXT} bytes")));
+            return Err(InvalidInput::new(
+                "metadata",
+                format!("keys must be 1 to {MAX_METADATA_TEXT} bytes"),
+            ));
         }
         match v {
             Value::String(s) if s.len() <= MAX_METADATA_TEXT => {}
-            _ => return Err(InvalidInput::new(format!("metadata.{k}"), format!("must be a string of at most {MAX_METADATA_TEXT} bytes"))),
+            _ => {
+                return Err(InvalidInput::new(
+                    format!("metadata.{k}"),
+                    format!("must be a string of at most {MAX_METADATA_TEXT} bytes"),
+                ))
+            }
         }
     }
     Ok(Value::Object(map).to_string())
 }
 
 /// Resolves a `{gateway, secret}` pair of the caller's account by id or name.
-async fn resolve_pair(state: &AppState, caller: &Caller, field: &str, r: &GatewayRefIn) -> ApiResult<(GatewayConfigRow, SecretRow)> {
-    let gateway = resolve(state, caller, &r.gateway).await.map_err(|e| match e {
-        ApiError::NotFound(_) => ApiError::Invalid(format!("{field}.gateway: no gateway config {} in this account", r.gateway)),
-        other => other,
-    })?;
-    let secret = state.store.get_secret(&caller.account.id, secret_ref(&r.secret)).await.map_err(|e| match e {
-        StoreError::NotFound => ApiError::Invalid(format!("{field}.secret: no secret {} in this account", r.secret)),
-        other => other.into(),
-    })?;
+async fn resolve_pair(
+    state: &AppState,
+    caller: &Caller,
+    field: &str,
+    r: &GatewayRefIn,
+) -> ApiResult<(GatewayConfigRow, SecretRow)> {
+    let gateway = resolve(state, caller, &r.gateway)
+        .await
+        .map_err(|e| match e {
+            ApiError::NotFound(_) => ApiError::Invalid(format!(
+                "{field}.gateway: no gateway config {} in this account",
+                r.gateway
+            )),
+            other => other,
+        })?;
+    let secret = state
+        .store
+        .get_secret(&caller.account.id, secret_ref(&r.secret))
+        .await
+        .map_err(|e| match e {
+            StoreError::NotFound => ApiError::Invalid(format!(
+                "{field}.secret: no secret {} in this account",
+                r.secret
+            )),
+            other => other.into(),
+        })?;
     Ok((gateway, secret))
 }
 
-fn mint(caller: &Caller, devbox: &DevboxId, gateway: &GatewayConfigRow, secret: &SecretRow, prefix: Option<EnvName>) -> (TokenRow, BearerSecret) {
+fn mint(
+    caller: &Caller,
+    devbox: &DevboxId,
+    gateway: &GatewayConfigRow,
+    secret: &SecretRow,
+    prefix: Option<EnvName>,
+) -> (TokenRow, BearerSecret) {
     let token = BearerSecret::generate(SecretKind::Gateway);
     let row = TokenRow {
         id: TokenId::generate(),
@@ -81,14 +119,26 @@ fn mint(caller: &Caller, devbox: &DevboxId, gateway: &GatewayConfigRow, secret: 
     (row, token)
 }
 
-pub(crate) async fn register(State(state): State<AppState>, Extension(caller): Extension<Caller>, Body(input): Body<DevboxRegister>) -> ApiResult<Json<Value>> {
+pub(crate) async fn register(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Body(input): Body<DevboxRegister>,
+) -> ApiResult<Json<Value>> {
     let id = DevboxId::generate();
-    let name = input.name.as_deref().map(|n| Label::parse("name", n)).transpose()?;
+    let name = input
+        .name
+        .as_deref()
+        .map(|n| Label::parse("name", n))
+        .transpose()?;
     let source_addresses = parse_addresses(id.as_str(), &input.source_addresses)?;
     let metadata = parse_metadata(input.metadata)?;
     let gateways = input.gateways.unwrap_or_default();
     if gateways.len() > MAX_GATEWAYS {
-        return Err(InvalidInput::new("gateways", format!("must have at most {MAX_GATEWAYS} entries")).into());
+        return Err(InvalidInput::new(
+            "gateways",
+            format!("must have at most {MAX_GATEWAYS} entries"),
+        )
+        .into());
     }
     let prefixes: BTreeMap<&str, EnvName> = gateways
         .keys()
@@ -96,7 +146,11 @@ pub(crate) async fn register(State(state): State<AppState>, Extension(caller): E
         .collect::<Result<_, InvalidInput>>()?;
     for k in gateways.keys() {
         if gateways.contains_key(&format!("{k}_URL")) {
-            return Err(InvalidInput::new(format!("gateways.{k}_URL"), format!("collides with {k}_URL, the URL variable of gateway {k}")).into());
+            return Err(InvalidInput::new(
+                format!("gateways.{k}_URL"),
+                format!("collides with {k}_URL, the URL variable of gateway {k}"),
+            )
+            .into());
         }
     }
     let now = airlock_core::time::now_ms();
@@ -104,12 +158,17 @@ pub(crate) async fn register(State(state): State<AppState>, Extension(caller): E
     let mut environment = Map::new();
     let mut specs = Vec::new();
     for (key, r) in &gateways {
-        let (gateway, secret) = resolve_pair(&state, &caller, &format!("gateways.{key}"), r).await?;
+        let (gateway, secret) =
+            resolve_pair(&state, &caller, &format!("gateways.{key}"), r).await?;
         let prefix = prefixes[key.as_str()].clone();
         let (row, token) = mint(&caller, &id, &gateway, &secret, Some(prefix.clone()));
         environment.insert(format!("{key}_URL"), Value::from(state.public_url.clone()));
         environment.insert(key.clone(), Value::from(token.expose()));
-        specs.push(GatewaySpec { prefix, gateway_config_id: gateway.id.clone(), secret_id: secret.id.clone() });
+        specs.push(GatewaySpec {
+            prefix,
+            gateway_config_id: gateway.id.clone(),
+            secret_id: secret.id.clone(),
+        });
         tokens.push(row);
     }
     let row = DevboxRow {
@@ -138,19 +197,38 @@ pub(crate) async fn register(State(state): State<AppState>, Extension(caller): E
     Ok(Json(view))
 }
 
-pub(crate) async fn list(State(state): State<AppState>, Extension(caller): Extension<Caller>, Query(q): Query<ListQuery>) -> ApiResult<Json<Value>> {
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<Json<Value>> {
     let status = match q.status.as_deref() {
         None | Some("") => None,
         Some("running") => Some(DevboxStatus::Running),
         Some("shutdown") => Some(DevboxStatus::Shutdown),
-        Some(_) => return Err(ApiError::Invalid("status: must be running or shutdown".into())),
+        Some(_) => {
+            return Err(ApiError::Invalid(
+                "status: must be running or shutdown".into(),
+            ))
+        }
     };
-    let listed = state.store.list_devboxes(&caller.account.id, status, &page(&q)?).await?;
+    let listed = state
+        .store
+        .list_devboxes(&caller.account.id, status, &page(&q)?)
+        .await?;
     Ok(Json(list_view("devboxes", &listed, devbox_view)))
 }
 
-pub(crate) async fn get(State(state): State<AppState>, Extension(caller): Extension<Caller>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
-    let row = state.store.get_devbox(&caller.account.id, &id).await.map_err(|e| not_found(e, &id))?;
+pub(crate) async fn get(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let row = state
+        .store
+        .get_devbox(&caller.account.id, &id)
+        .await
+        .map_err(|e| not_found(e, &id))?;
     Ok(Json(devbox_view(&row)))
 }
 
@@ -160,15 +238,34 @@ pub(crate) async fn update(
     Path(id): Path<String>,
     Body(input): Body<DevboxUpdate>,
 ) -> ApiResult<Json<Value>> {
-    let current = state.store.get_devbox(&caller.account.id, &id).await.map_err(|e| not_found(e, &id))?;
-    let addrs = parse_addresses(current.id.as_str(), &input.source_addresses)?;
-    let audit = caller.audit("devbox.update", "devbox", current.id.as_str(), json!({"source_addresses": addrs.to_strings()}));
-    state
+    let current = state
         .store
-        .update_devbox_addresses(&caller.account.id, &current.id, &addrs, airlock_core::time::now_ms(), &audit)
+        .get_devbox(&caller.account.id, &id)
         .await
         .map_err(|e| not_found(e, &id))?;
-    let row = state.store.get_devbox(&caller.account.id, &id).await.map_err(|e| not_found(e, &id))?;
+    let addrs = parse_addresses(current.id.as_str(), &input.source_addresses)?;
+    let audit = caller.audit(
+        "devbox.update",
+        "devbox",
+        current.id.as_str(),
+        json!({"source_addresses": addrs.to_strings()}),
+    );
+    state
+        .store
+        .update_devbox_addresses(
+            &caller.account.id,
+            &current.id,
+            &addrs,
+            airlock_core::time::now_ms(),
+            &audit,
+        )
+        .await
+        .map_err(|e| not_found(e, &id))?;
+    let row = state
+        .store
+        .get_devbox(&caller.account.id, &id)
+        .await
+        .map_err(|e| not_found(e, &id))?;
     Ok(Json(devbox_view(&row)))
 }
 
@@ -178,14 +275,27 @@ pub(crate) async fn shutdown(
     Path(id): Path<String>,
     Body(_): Body<Empty>,
 ) -> ApiResult<Json<Value>> {
-    let current = state.store.get_devbox(&caller.account.id, &id).await.map_err(|e| not_found(e, &id))?;
+    let current = state
+        .store
+        .get_devbox(&caller.account.id, &id)
+        .await
+        .map_err(|e| not_found(e, &id))?;
     let audit = caller.audit("devbox.shutdown", "devbox", current.id.as_str(), json!({}));
     state
         .store
-        .shutdown_devbox(&caller.account.id, &current.id, airlock_core::time::now_ms(), &audit)
+        .shutdown_devbox(
+            &caller.account.id,
+            &current.id,
+            airlock_core::time::now_ms(),
+            &audit,
+        )
         .await
         .map_err(|e| not_found(e, &id))?;
-    let row = state.store.get_devbox(&caller.account.id, &id).await.map_err(|e| not_found(e, &id))?;
+    let row = state
+        .store
+        .get_devbox(&caller.account.id, &id)
+        .await
+        .map_err(|e| not_found(e, &id))?;
     Ok(Json(devbox_view(&row)))
 }
 
@@ -195,14 +305,23 @@ pub(crate) async fn create_gateway_token(
     Path(id): Path<String>,
     Body(input): Body<GatewayRefIn>,
 ) -> ApiResult<Json<Value>> {
-    let devbox = state.store.get_devbox(&caller.account.id, &id).await.map_err(|e| not_found(e, &id))?;
+    let devbox = state
+        .store
+        .get_devbox(&caller.account.id, &id)
+        .await
+        .map_err(|e| not_found(e, &id))?;
     if devbox.status != DevboxStatus::Running {
-        return Err(ApiError::Invalid(format!("devbox {id} is shut down; tokens can only be minted for running devboxes")));
+        return Err(ApiError::Invalid(format!(
+            "devbox {id} is shut down; tokens can only be minted for running devboxes"
+        )));
     }
-    let (gateway, secret) = resolve_pair(&state, &caller, "", &input).await.map_err(|e| match e {
-        ApiError::Invalid(m) => ApiError::Invalid(m.trim_start_matches('.').to_owned()),
-        other => other,
-    })?;
+    let (gateway, secret) =
+        resolve_pair(&state, &caller, "", &input)
+            .await
+            .map_err(|e| match e {
+                ApiError::Invalid(m) => ApiError::Invalid(m.trim_start_matches('.').to_owned()),
+                other => other,
+            })?;
     let (row, token) = mint(&caller, &devbox.id, &gateway, &secret, None);
     let audit = caller.audit(
         "devbox.create_gateway_token",
@@ -210,7 +329,11 @@ pub(crate) async fn create_gateway_token(
         devbox.id.as_str(),
         json!({"token_id": row.id.as_str(), "gateway_config_id": gateway.id.as_str(), "secret_id": secret.id.as_str()}),
     );
-    state.store.insert_gateway_token(&row, &audit).await.map_err(|e| not_found(e, &id))?;
+    state
+        .store
+        .insert_gateway_token(&row, &audit)
+        .await
+        .map_err(|e| not_found(e, &id))?;
     Ok(Json(json!({
         "token": token.expose(),
         "url": state.public_url,

@@ -24,6 +24,8 @@ pub enum ApiError {
     Conflict(String),
     #[error("{0}")]
     TooLarge(String),
+    #[error("this method is not allowed on this path")]
+    MethodNotAllowed,
     #[error("the database is unavailable; retry later")]
     Unavailable,
     #[error("internal error")]
@@ -33,14 +35,39 @@ pub enum ApiError {
 impl ApiError {
     fn parts(&self) -> (StatusCode, &'static str, &'static str) {
         match self {
-            ApiError::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid_request_error", "invalid_request"),
-            ApiError::Unauthenticated(_) => (StatusCode::UNAUTHORIZED, "authentication_error", "unauthenticated"),
+            ApiError::Invalid(_) => (
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                "invalid_request",
+            ),
+            ApiError::Unauthenticated(_) => (
+                StatusCode::UNAUTHORIZED,
+                "authentication_error",
+                "unauthenticated",
+            ),
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "permission_error", "forbidden"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found_error", "not_found"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict_error", "conflict"),
-            ApiError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "invalid_request_error", "request_too_large"),
-            ApiError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "api_error", "database_unavailable"),
-            ApiError::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "api_error", "internal_error"),
+            ApiError::TooLarge(_) => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "invalid_request_error",
+                "request_too_large",
+            ),
+            ApiError::MethodNotAllowed => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "invalid_request_error",
+                "method_not_allowed",
+            ),
+            ApiError::Unavailable => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "api_error",
+                "database_unavailable",
+            ),
+            ApiError::Internal => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "api_error",
+                "internal_error",
+            ),
         }
     }
 

@@ -28,7 +28,11 @@ const MAX_KEY: usize = 255;
 /// Responses larger than this are not stored (lists are GETs; writes answer small views).
 const MAX_STORED_RESPONSE: usize = 1024 * 1024;
 
-pub(crate) async fn idempotent(State(state): State<AppState>, req: Request, next: Next) -> Result<Response, ApiError> {
+pub(crate) async fn idempotent(
+    State(state): State<AppState>,
+    req: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
     if req.method() != Method::POST {
         return Ok(next.run(req).await);
     }
@@ -38,9 +42,13 @@ pub(crate) async fn idempotent(State(state): State<AppState>, req: Request, next
         .or_else(|| req.headers().get("x-request-id"))
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let Some(key) = key else { return Ok(next.run(req).await) };
+    let Some(key) = key else {
+        return Ok(next.run(req).await);
+    };
     if key.is_empty() || key.len() > MAX_KEY {
-        return Err(ApiError::Invalid(format!("Idempotency-Key must be 1 to {MAX_KEY} characters")));
+        return Err(ApiError::Invalid(format!(
+            "Idempotency-Key must be 1 to {MAX_KEY} characters"
+        )));
     }
     let Some(caller) = req.extensions().get::<Caller>().cloned() else {
         return Err(ApiError::Internal);
@@ -49,28 +57,50 @@ pub(crate) async fn idempotent(State(state): State<AppState>, req: Request, next
     let bytes = http_body_util::Limited::new(body, MAX_BODY)
         .collect()
         .await
-        .map_err(|_| ApiError::TooLarge(format!("the request body must be at most {MAX_BODY} bytes")))?
+        .map_err(|_| {
+            ApiError::TooLarge(format!("the request body must be at most {MAX_BODY} bytes"))
+        })?
         .to_bytes();
+    // The fingerprint binds the key to this API key too, so that another key of the account
+    // (a launcher key, say) cannot read an admin's stored result by replaying its key.
     let mut material = Vec::with_capacity(bytes.len() + 64);
+    material.extend_from_slice(caller.key.id.as_str().as_bytes());
+    material.push(0);
     material.extend_from_slice(parts.method.as_str().as_bytes());
     material.push(0);
     material.extend_from_slice(parts.uri.path().as_bytes());
     material.push(0);
     material.extend_from_slice(&bytes);
-    let fingerprint: String = digest(&SHA256, &material).as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    let fingerprint: String = digest(&SHA256, &material)
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
     let account = &caller.account.id;
     let now = airlock_core::time::now_ms();
-    match state.store.idempotency_begin(account, &key, &fingerprint, now).await? {
+    match state
+        .store
+        .idempotency_begin(account, &key, &fingerprint, now)
+        .await?
+    {
         IdempotencyBegin::Proceed => {}
         IdempotencyBegin::Replay { status, body } => {
             let status = StatusCode::from_u16(status).map_err(|_| ApiError::Internal)?;
             let body = unseal(&state, account.as_str(), &key, &body)?;
-            let mut resp = (status, [(http::header::CONTENT_TYPE, "application/json")], body).into_response();
-            resp.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
+            let mut resp = (
+                status,
+                [(http::header::CONTENT_TYPE, "application/json")],
+                body,
+            )
+                .into_response();
+            resp.headers_mut()
+                .insert("idempotent-replayed", HeaderValue::from_static("true"));
             return Ok(resp);
         }
         IdempotencyBegin::InProgress => {
-            return Err(ApiError::Conflict("a request with this idempotency key is still being processed".into()))
+            return Err(ApiError::Conflict(
+                "a request with this idempotency key is still being processed".into(),
+            ))
         }
         IdempotencyBegin::Mismatch => {
             return Err(ApiError::Invalid(
@@ -78,9 +108,13 @@ pub(crate) async fn idempotent(State(state): State<AppState>, req: Request, next
             ))
         }
     }
-    let resp = next.run(Request::from_parts(parts, Body::from(bytes))).await;
+    let resp = next
+        .run(Request::from_parts(parts, Body::from(bytes)))
+        .await;
     let (parts, body) = resp.into_parts();
-    let collected = http_body_util::Limited::new(body, MAX_STORED_RESPONSE).collect().await;
+    let collected = http_body_util::Limited::new(body, MAX_STORED_RESPONSE)
+        .collect()
+        .await;
     let outcome = match collected {
         Ok(c) => Some(c.to_bytes()),
         Err(_) => None,
@@ -88,7 +122,11 @@ pub(crate) async fn idempotent(State(state): State<AppState>, req: Request, next
     match (&outcome, parts.status.is_server_error()) {
         (Some(b), false) => {
             let sealed = seal(&state, account.as_str(), &key, b)?;
-            if let Err(e) = state.store.idempotency_complete(account, &key, parts.status.as_u16(), &sealed).await {
+            if let Err(e) = state
+                .store
+                .idempotency_complete(account, &key, parts.status.as_u16(), &sealed)
+                .await
+            {
                 tracing::warn!(error = %e, "could not store an idempotent result");
             }
         }
@@ -106,18 +144,30 @@ pub(crate) async fn idempotent(State(state): State<AppState>, req: Request, next
 }
 
 fn context<'a>(account: &'a str, key: &'a str) -> airlock_crypto::SecretContext<'a> {
-    airlock_crypto::SecretContext { account_id: account, secret_id: key, version: -1 }
+    airlock_crypto::SecretContext {
+        account_id: account,
+        secret_id: key,
+        version: -1,
+    }
 }
 
 fn seal(state: &AppState, account: &str, key: &str, body: &[u8]) -> Result<String, ApiError> {
     use base64::Engine;
-    let sealed = state.keyring.seal(&context(account, key), body).map_err(|_| ApiError::Internal)?;
+    let sealed = state
+        .keyring
+        .seal(&context(account, key), body)
+        .map_err(|_| ApiError::Internal)?;
     Ok(base64::engine::general_purpose::STANDARD.encode(sealed))
 }
 
 fn unseal(state: &AppState, account: &str, key: &str, stored: &str) -> Result<Vec<u8>, ApiError> {
     use base64::Engine;
-    let sealed = base64::engine::general_purpose::STANDARD.decode(stored).map_err(|_| ApiError::Internal)?;
-    let value = state.keyring.open(&context(account, key), &sealed).map_err(|_| ApiError::Internal)?;
+    let sealed = base64::engine::general_purpose::STANDARD
+        .decode(stored)
+        .map_err(|_| ApiError::Internal)?;
+    let value = state
+        .keyring
+        .open(&context(account, key), &sealed)
+        .map_err(|_| ApiError::Internal)?;
     Ok(value.expose().to_vec())
 }

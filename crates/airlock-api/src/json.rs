@@ -18,15 +18,19 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        let bytes = Bytes::from_request(req, state)
-            .await
-            .map_err(|_| ApiError::TooLarge(format!("the request body must be at most {MAX_BODY} bytes")))?;
+        let bytes = Bytes::from_request(req, state).await.map_err(|_| {
+            ApiError::TooLarge(format!("the request body must be at most {MAX_BODY} bytes"))
+        })?;
         parse(&bytes).map(Body)
     }
 }
 
 pub(crate) fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    let text: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) { b"{}" } else { bytes };
+    let text: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
+        b"{}"
+    } else {
+        bytes
+    };
     // serde reads a struct from an array too; the API takes objects only.
     if text.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
         return Err(ApiError::Invalid("the body must be a JSON object".into()));
@@ -55,7 +59,11 @@ fn redact_strings(message: &str) -> String {
     const MARK: &str = "invalid type: string \"";
     match (message.find(MARK), message.rfind("\", expected")) {
         (Some(start), Some(end)) if end >= start + MARK.len() => {
-            format!("{}invalid type: string{}", &message[..start], &message[end + 1..])
+            format!(
+                "{}invalid type: string{}",
+                &message[..start],
+                &message[end + 1..]
+            )
         }
         _ => message.to_owned(),
     }
@@ -78,16 +86,25 @@ mod tests {
         for (body, expected) in [
             (&b"{"[..], "not valid JSON"),
             (b"[1]", "must be a JSON object"),
-            (b"{\"n\": \"sk-secret-value\"}", "n: invalid type: string, expected u32"),
+            (
+                b"{\"n\": \"sk-secret-value\"}",
+                "n: invalid type: string, expected u32",
+            ),
             (b"{\"n\": 1, \"extra\": 2}", "unknown field `extra`"),
-            (b"{\"n\": 1, \"s\": 5}", "s: invalid type: integer `5`, expected a string"),
+            (
+                b"{\"n\": 1, \"s\": 5}",
+                "s: invalid type: integer `5`, expected a string",
+            ),
             (b"{}", "missing field `n`"),
         ] {
             let err = parse::<Probe>(body).unwrap_err().to_string();
             assert!(err.contains(expected), "{err}");
             assert!(!err.contains("sk-secret-value"), "{err}");
         }
-        assert!(parse::<Probe>(b"  ").unwrap_err().to_string().contains("missing field `n`"));
+        assert!(parse::<Probe>(b"  ")
+            .unwrap_err()
+            .to_string()
+            .contains("missing field `n`"));
     }
 }
 
@@ -97,10 +114,18 @@ pub(crate) struct Query<T>(pub T);
 impl<S: Send + Sync, T: DeserializeOwned> axum::extract::FromRequestParts<S> for Query<T> {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut http::request::Parts, state: &S) -> Result<Self, ApiError> {
+    async fn from_request_parts(
+        parts: &mut http::request::Parts,
+        state: &S,
+    ) -> Result<Self, ApiError> {
         axum::extract::Query::<T>::from_request_parts(parts, state)
             .await
             .map(|q| Query(q.0))
-            .map_err(|e| ApiError::Invalid(format!("the query string does not parse: {}", e.body_text())))
+            .map_err(|e| {
+                ApiError::Invalid(format!(
+                    "the query string does not parse: {}",
+                    e.body_text()
+                ))
+            })
     }
 }

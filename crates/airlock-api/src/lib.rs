@@ -58,11 +58,20 @@ pub struct AppState {
 /// The whole API as a router.
 pub fn router(state: AppState) -> Router {
     let v1 = Router::new()
-        .route("/gateway-configs", post(gateways::create).get(gateways::list))
-        .route("/gateway-configs/{id}", get(gateways::get).post(gateways::update))
+        .route(
+            "/gateway-configs",
+            post(gateways::create).get(gateways::list),
+        )
+        .route(
+            "/gateway-configs/{id}",
+            get(gateways::get).post(gateways::update),
+        )
         .route("/gateway-configs/{id}/delete", post(gateways::delete))
         .route("/secrets", post(secrets::create).get(secrets::list))
-        .route("/secrets/{name}", get(secrets::get_by_name).post(secrets::update_by_name))
+        .route(
+            "/secrets/{name}",
+            get(secrets::get_by_name).post(secrets::update_by_name),
+        )
         .route("/secrets/{name}/delete", post(secrets::delete_by_name))
         .route("/secrets/id/{id}", get(secrets::get_by_id))
         .route("/secrets/id/{id}/update", post(secrets::update_by_id))
@@ -70,9 +79,18 @@ pub fn router(state: AppState) -> Router {
         .route("/devboxes", post(devboxes::register).get(devboxes::list))
         .route("/devboxes/{id}", get(devboxes::get).post(devboxes::update))
         .route("/devboxes/{id}/shutdown", post(devboxes::shutdown))
-        .route("/devboxes/{id}/create_gateway_token", post(devboxes::create_gateway_token))
-        .route("/accounts", post(admin::create_account).get(admin::list_accounts))
-        .route("/api-keys", post(admin::create_api_key).get(admin::list_api_keys))
+        .route(
+            "/devboxes/{id}/create_gateway_token",
+            post(devboxes::create_gateway_token),
+        )
+        .route(
+            "/accounts",
+            post(admin::create_account).get(admin::list_accounts),
+        )
+        .route(
+            "/api-keys",
+            post(admin::create_api_key).get(admin::list_api_keys),
+        )
         .route("/api-keys/{id}/revoke", post(admin::revoke_api_key))
         .route("/audit/events", get(admin::list_audit_events))
         .route("/audit/requests", get(admin::list_request_events))
@@ -84,6 +102,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/v1/openapi.json", get(openapi))
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(axum::extract::DefaultBodyLimit::max(json::MAX_BODY))
         .with_state(state)
 }
@@ -91,8 +110,16 @@ pub fn router(state: AppState) -> Router {
 async fn readyz(State(state): State<AppState>) -> Response {
     let db = state.store.ping().await.is_ok();
     let data_plane = (state.data_plane_ready)();
-    let status = if db && data_plane { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (status, Json(json!({"database": db, "data_plane_loaded": data_plane}))).into_response()
+    let status = if db && data_plane {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        Json(json!({"database": db, "data_plane_loaded": data_plane})),
+    )
+        .into_response()
 }
 
 /// The OpenAPI document of this API.
@@ -103,10 +130,17 @@ async fn openapi() -> Response {
 }
 
 /// Serves the API on a bound listener until `shutdown` resolves.
-pub async fn serve(listener: tokio::net::TcpListener, state: AppState, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
-    axum::serve(listener, router(state).into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown)
-        .await
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(
+        listener,
+        router(state).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
 }
 
 /// Parses the paging part of a list query.
@@ -115,15 +149,27 @@ pub(crate) fn page(q: &ListQuery) -> ApiResult<Page> {
         None | Some("") => DEFAULT_LIMIT,
         Some(text) => match text.parse::<i64>() {
             Ok(n) if (1..=MAX_LIMIT).contains(&n) => n,
-            _ => return Err(ApiError::Invalid(format!("limit: must be an integer from 1 to {MAX_LIMIT}"))),
+            _ => {
+                return Err(ApiError::Invalid(format!(
+                    "limit: must be an integer from 1 to {MAX_LIMIT}"
+                )))
+            }
         },
     };
     let include_total_count = match q.include_total_count.as_deref() {
         None | Some("") | Some("true") | Some("1") => true,
         Some("false") | Some("0") => false,
-        Some(_) => return Err(ApiError::Invalid("include_total_count: must be true or false".into())),
+        Some(_) => {
+            return Err(ApiError::Invalid(
+                "include_total_count: must be true or false".into(),
+            ))
+        }
     };
-    Ok(Page { limit, starting_after: q.starting_after.clone().filter(|s| !s.is_empty()), include_total_count })
+    Ok(Page {
+        limit,
+        starting_after: q.starting_after.clone().filter(|s| !s.is_empty()),
+        include_total_count,
+    })
 }
 
 /// Parses an optional integer query parameter.
@@ -131,6 +177,9 @@ pub(crate) fn int_param(name: &str, value: &Option<String>) -> ApiResult<Option<
     value
         .as_deref()
         .filter(|v| !v.is_empty())
-        .map(|v| v.parse::<i64>().map_err(|_| ApiError::Invalid(format!("{name}: must be an integer"))))
+        .map(|v| {
+            v.parse::<i64>()
+                .map_err(|_| ApiError::Invalid(format!("{name}: must be an integer")))
+        })
         .transpose()
 }

@@ -22,13 +22,26 @@ fn check_value(value: &str) -> Result<(), InvalidInput> {
         return Err(InvalidInput::new("value", "must not be empty"));
     }
     if value.len() > MAX_SECRET_VALUE {
-        return Err(InvalidInput::new("value", format!("must be at most {MAX_SECRET_VALUE} bytes")));
+        return Err(InvalidInput::new(
+            "value",
+            format!("must be at most {MAX_SECRET_VALUE} bytes"),
+        ));
     }
     Ok(())
 }
 
-fn seal(state: &AppState, account: &str, id: &SecretId, version: i64, value: &str) -> ApiResult<Vec<u8>> {
-    let ctx = SecretContext { account_id: account, secret_id: id.as_str(), version };
+fn seal(
+    state: &AppState,
+    account: &str,
+    id: &SecretId,
+    version: i64,
+    value: &str,
+) -> ApiResult<Vec<u8>> {
+    let ctx = SecretContext {
+        account_id: account,
+        secret_id: id.as_str(),
+        version,
+    };
     state.keyring.seal(&ctx, value.as_bytes()).map_err(|e| {
         tracing::error!(error = %e, "sealing a secret failed");
         ApiError::Internal
@@ -42,7 +55,11 @@ fn not_found(e: StoreError, what: &str) -> ApiError {
     }
 }
 
-pub(crate) async fn create(State(state): State<AppState>, Extension(caller): Extension<Caller>, Body(input): Body<SecretCreate>) -> ApiResult<Json<Value>> {
+pub(crate) async fn create(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Body(input): Body<SecretCreate>,
+) -> ApiResult<Json<Value>> {
     caller.require_admin()?;
     let value = Zeroizing::new(input.value);
     let name = EnvName::parse("name", &input.name)?;
@@ -59,33 +76,72 @@ pub(crate) async fn create(State(state): State<AppState>, Extension(caller): Ext
         create_time_ms: now,
         update_time_ms: now,
     };
-    let audit = caller.audit("secret.create", "secret", row.id.as_str(), json!({"name": row.name.as_str(), "version": 1}));
+    let audit = caller.audit(
+        "secret.create",
+        "secret",
+        row.id.as_str(),
+        json!({"name": row.name.as_str(), "version": 1}),
+    );
     state.store.insert_secret(&row, &audit).await?;
     Ok(Json(secret_view(&row)))
 }
 
-pub(crate) async fn list(State(state): State<AppState>, Extension(caller): Extension<Caller>, Query(q): Query<ListQuery>) -> ApiResult<Json<Value>> {
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<Json<Value>> {
     caller.require_admin()?;
-    let listed = state.store.list_secrets(&caller.account.id, &page(&q)?).await?;
+    let listed = state
+        .store
+        .list_secrets(&caller.account.id, &page(&q)?)
+        .await?;
     Ok(Json(list_view("secrets", &listed, secret_view)))
 }
 
-async fn fetch(state: &AppState, caller: &Caller, by: SecretRef<'_>, shown: &str) -> ApiResult<SecretRow> {
+async fn fetch(
+    state: &AppState,
+    caller: &Caller,
+    by: SecretRef<'_>,
+    shown: &str,
+) -> ApiResult<SecretRow> {
     caller.require_admin()?;
-    state.store.get_secret(&caller.account.id, by).await.map_err(|e| not_found(e, shown))
+    state
+        .store
+        .get_secret(&caller.account.id, by)
+        .await
+        .map_err(|e| not_found(e, shown))
 }
 
-pub(crate) async fn get_by_name(State(state): State<AppState>, Extension(caller): Extension<Caller>, Path(name): Path<String>) -> ApiResult<Json<Value>> {
-    Ok(Json(secret_view(&fetch(&state, &caller, SecretRef::Name(&name), &name).await?)))
+pub(crate) async fn get_by_name(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Value>> {
+    Ok(Json(secret_view(
+        &fetch(&state, &caller, SecretRef::Name(&name), &name).await?,
+    )))
 }
 
-pub(crate) async fn get_by_id(State(state): State<AppState>, Extension(caller): Extension<Caller>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
-    Ok(Json(secret_view(&fetch(&state, &caller, SecretRef::Id(&id), &id).await?)))
+pub(crate) async fn get_by_id(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    Ok(Json(secret_view(
+        &fetch(&state, &caller, SecretRef::Id(&id), &id).await?,
+    )))
 }
 
 /// Rotation: the value becomes a new version. Every data plane picks it up from the change
 /// feed; requests already running finish on the value they started with.
-async fn rotate(state: &AppState, caller: &Caller, by: SecretRef<'_>, shown: &str, input: SecretUpdate) -> ApiResult<Json<Value>> {
+async fn rotate(
+    state: &AppState,
+    caller: &Caller,
+    by: SecretRef<'_>,
+    shown: &str,
+    input: SecretUpdate,
+) -> ApiResult<Json<Value>> {
     let value = Zeroizing::new(input.value);
     caller.require_admin()?;
     check_value(&value)?;
@@ -98,14 +154,25 @@ async fn rotate(state: &AppState, caller: &Caller, by: SecretRef<'_>, shown: &st
         row.sealed = seal(state, caller.account.id.as_str(), &row.id, version, &value)?;
         row.key_id = state.keyring.active_id().0;
         row.update_time_ms = airlock_core::time::now_ms();
-        let audit = caller.audit("secret.rotate", "secret", row.id.as_str(), json!({"name": row.name.as_str(), "version": version}));
-        match state.store.rotate_secret(&row, current.version, &audit).await {
+        let audit = caller.audit(
+            "secret.rotate",
+            "secret",
+            row.id.as_str(),
+            json!({"name": row.name.as_str(), "version": version}),
+        );
+        match state
+            .store
+            .rotate_secret(&row, current.version, &audit)
+            .await
+        {
             Ok(()) => return Ok(Json(secret_view(&row))),
             Err(StoreError::Conflict(_)) => continue,
             Err(e) => return Err(not_found(e, shown)),
         }
     }
-    Err(ApiError::Conflict("the secret is being changed concurrently; retry".into()))
+    Err(ApiError::Conflict(
+        "the secret is being changed concurrently; retry".into(),
+    ))
 }
 
 pub(crate) async fn update_by_name(
@@ -126,12 +193,27 @@ pub(crate) async fn update_by_id(
     rotate(&state, &caller, SecretRef::Id(&id), &id, input).await
 }
 
-async fn delete(state: &AppState, caller: &Caller, by: SecretRef<'_>, shown: &str) -> ApiResult<Json<Value>> {
+async fn delete(
+    state: &AppState,
+    caller: &Caller,
+    by: SecretRef<'_>,
+    shown: &str,
+) -> ApiResult<Json<Value>> {
     let row = fetch(state, caller, by, shown).await?;
-    let audit = caller.audit("secret.delete", "secret", row.id.as_str(), json!({"name": row.name.as_str()}));
+    let audit = caller.audit(
+        "secret.delete",
+        "secret",
+        row.id.as_str(),
+        json!({"name": row.name.as_str()}),
+    );
     state
         .store
-        .delete_secret(&caller.account.id, &row.id, airlock_core::time::now_ms(), &audit)
+        .delete_secret(
+            &caller.account.id,
+            &row.id,
+            airlock_core::time::now_ms(),
+            &audit,
+        )
         .await
         .map_err(|e| not_found(e, shown))?;
     Ok(Json(secret_view(&row)))

@@ -4,7 +4,9 @@
 use std::collections::BTreeMap;
 
 use airlock_core::{AuthMechanism, CustomHeader, HeaderSource};
-use airlock_store::{ApiKeyRow, AuditRow, DevboxRow, GatewayConfigRow, Listed, RequestEventRow, SecretRow};
+use airlock_store::{
+    ApiKeyRow, AuditRow, DevboxRow, GatewayConfigRow, Listed, RequestEventRow, SecretRow,
+};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
@@ -248,7 +250,10 @@ pub(crate) fn request_event_view(r: &RequestEventRow) -> Value {
 /// `{"<field>": [views], "has_more", "total_count"}`.
 pub(crate) fn list_view<T>(field: &str, listed: &Listed<T>, view: impl Fn(&T) -> Value) -> Value {
     let mut out = Map::new();
-    out.insert(field.to_owned(), Value::Array(listed.items.iter().map(view).collect()));
+    out.insert(
+        field.to_owned(),
+        Value::Array(listed.items.iter().map(view).collect()),
+    );
     out.insert("has_more".into(), Value::Bool(listed.has_more));
     if let Some(total) = listed.total_count {
         out.insert("total_count".into(), Value::from(total));

@@ -42,12 +42,21 @@ impl AuthMechanism {
         match (kind, key) {
             ("bearer", None) => Ok(Self::Bearer),
             ("basic", None) => Ok(Self::Basic),
-            ("bearer" | "basic", Some(_)) => {
-                Err(InvalidInput::new(format!("{field}.key"), format!("is not allowed for type {kind}")))
-            }
-            ("header", Some(key)) => Ok(Self::Header { key: parse_header_name(&format!("{field}.key"), key)? }),
-            ("header", None) => Err(InvalidInput::new(format!("{field}.key"), "is required for type header")),
-            _ => Err(InvalidInput::new(format!("{field}.type"), "must be one of bearer, header, basic")),
+            ("bearer" | "basic", Some(_)) => Err(InvalidInput::new(
+                format!("{field}.key"),
+                format!("is not allowed for type {kind}"),
+            )),
+            ("header", Some(key)) => Ok(Self::Header {
+                key: parse_header_name(&format!("{field}.key"), key)?,
+            }),
+            ("header", None) => Err(InvalidInput::new(
+                format!("{field}.key"),
+                "is required for type header",
+            )),
+            _ => Err(InvalidInput::new(
+                format!("{field}.type"),
+                "must be one of bearer, header, basic",
+            )),
         }
     }
 
@@ -85,7 +94,10 @@ pub fn parse_header_name(field: &str, name: &str) -> Result<String, InvalidInput
     }
     let lower = name.to_ascii_lowercase();
     if RESERVED_HEADERS.contains(&lower.as_str()) {
-        return Err(InvalidInput::new(field, format!("{lower} is a reserved header and cannot be set")));
+        return Err(InvalidInput::new(
+            field,
+            format!("{lower} is a reserved header and cannot be set"),
+        ));
     }
     Ok(lower)
 }
@@ -108,23 +120,39 @@ pub struct CustomHeader {
 /// Checks a literal header value: visible ASCII, spaces and tabs, bounded.
 pub fn parse_header_value(field: &str, value: &str) -> Result<String, InvalidInput> {
     if value.len() > MAX_HEADER_VALUE {
-        return Err(InvalidInput::new(field, format!("must be at most {MAX_HEADER_VALUE} bytes")));
+        return Err(InvalidInput::new(
+            field,
+            format!("must be at most {MAX_HEADER_VALUE} bytes"),
+        ));
     }
     if http::HeaderValue::from_str(value).is_err() || value.bytes().any(|b| b >= 0x7f) {
-        return Err(InvalidInput::new(field, "must be printable ASCII without line breaks"));
+        return Err(InvalidInput::new(
+            field,
+            "must be printable ASCII without line breaks",
+        ));
     }
     Ok(value.to_owned())
 }
 
 /// Checks a whole custom header list (names unique, at most [`MAX_CUSTOM_HEADERS`], not the
 /// credential header).
-pub fn check_custom_headers(field: &str, auth: &AuthMechanism, headers: &[CustomHeader]) -> Result<(), InvalidInput> {
+pub fn check_custom_headers(
+    field: &str,
+    auth: &AuthMechanism,
+    headers: &[CustomHeader],
+) -> Result<(), InvalidInput> {
     if headers.len() > MAX_CUSTOM_HEADERS {
-        return Err(InvalidInput::new(field, format!("must have at most {MAX_CUSTOM_HEADERS} entries")));
+        return Err(InvalidInput::new(
+            field,
+            format!("must have at most {MAX_CUSTOM_HEADERS} entries"),
+        ));
     }
     for (i, h) in headers.iter().enumerate() {
         if headers[..i].iter().any(|prev| prev.name == h.name) {
-            return Err(InvalidInput::new(format!("{field}[{i}].name"), "appears twice"));
+            return Err(InvalidInput::new(
+                format!("{field}[{i}].name"),
+                "appears twice",
+            ));
         }
         if h.name == auth.header_name() {
             return Err(InvalidInput::new(
@@ -142,19 +170,34 @@ mod tests {
 
     #[test]
     fn mechanisms() {
-        assert_eq!(AuthMechanism::parse("auth_mechanism", "bearer", None), Ok(AuthMechanism::Bearer));
+        assert_eq!(
+            AuthMechanism::parse("auth_mechanism", "bearer", None),
+            Ok(AuthMechanism::Bearer)
+        );
         assert_eq!(
             AuthMechanism::parse("auth_mechanism", "header", Some("X-Api-Key")),
-            Ok(AuthMechanism::Header { key: "x-api-key".into() })
+            Ok(AuthMechanism::Header {
+                key: "x-api-key".into()
+            })
         );
         for (kind, key, field, msg) in [
             ("bearer", Some("x"), "auth_mechanism.key", "not allowed"),
             ("basic", Some("x"), "auth_mechanism.key", "not allowed"),
             ("header", None, "auth_mechanism.key", "required"),
             ("header", Some(""), "auth_mechanism.key", "empty"),
-            ("header", Some("bad header"), "auth_mechanism.key", "valid HTTP header"),
+            (
+                "header",
+                Some("bad header"),
+                "auth_mechanism.key",
+                "valid HTTP header",
+            ),
             ("header", Some("Host"), "auth_mechanism.key", "reserved"),
-            ("header", Some("transfer-encoding"), "auth_mechanism.key", "reserved"),
+            (
+                "header",
+                Some("transfer-encoding"),
+                "auth_mechanism.key",
+                "reserved",
+            ),
             ("oauth", None, "auth_mechanism.type", "one of"),
         ] {
             let err = AuthMechanism::parse("auth_mechanism", kind, key).unwrap_err();
@@ -169,12 +212,25 @@ mod tests {
         assert!(parse_header_value("v", "a\r\nb").is_err());
         assert!(parse_header_value("v", "é").is_err());
         assert!(parse_header_value("v", &"x".repeat(MAX_HEADER_VALUE + 1)).is_err());
-        let h = |n: &str| CustomHeader { name: n.into(), source: HeaderSource::Literal("v".into()) };
-        let auth = AuthMechanism::Header { key: "x-api-key".into() };
+        let h = |n: &str| CustomHeader {
+            name: n.into(),
+            source: HeaderSource::Literal("v".into()),
+        };
+        let auth = AuthMechanism::Header {
+            key: "x-api-key".into(),
+        };
         assert!(check_custom_headers("custom_headers", &auth, &[h("a"), h("b")]).is_ok());
-        assert_eq!(check_custom_headers("custom_headers", &auth, &[h("a"), h("a")]).unwrap_err().field, "custom_headers[1].name");
+        assert_eq!(
+            check_custom_headers("custom_headers", &auth, &[h("a"), h("a")])
+                .unwrap_err()
+                .field,
+            "custom_headers[1].name"
+        );
         assert!(check_custom_headers("custom_headers", &auth, &[h("x-api-key")]).is_err());
         let nine: Vec<_> = (0..9).map(|i| h(&format!("h{i}"))).collect();
-        assert!(check_custom_headers("custom_headers", &auth, &nine).unwrap_err().message.contains("at most 8"));
+        assert!(check_custom_headers("custom_headers", &auth, &nine)
+            .unwrap_err()
+            .message
+            .contains("at most 8"));
     }
 }

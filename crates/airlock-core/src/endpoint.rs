@@ -103,7 +103,10 @@ impl Endpoint {
             return err("has an invalid host or port");
         };
         let host_text = parsed.host();
-        let host = if let Some(v6) = host_text.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        let host = if let Some(v6) = host_text
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+        {
             match Ipv6Addr::from_str(v6) {
                 Ok(ip) => Host::Ip(normalize_ip(IpAddr::V6(ip))),
                 Err(_) => return err("has an invalid IPv6 address"),
@@ -119,14 +122,22 @@ impl Endpoint {
             return err("has an empty port");
         }
         // The port is read from the text: `Authority` forgets ports that do not fit in 16 bits.
-        let port_text = authority.rsplit_once(':').filter(|(_, p)| !p.contains(']')).map(|(_, p)| p);
+        let port_text = authority
+            .rsplit_once(':')
+            .filter(|(_, p)| !p.contains(']'))
+            .map(|(_, p)| p);
         let port = match port_text.map(|p| p.parse::<u16>()) {
             Some(Ok(0) | Err(_)) => return err("has an invalid port"),
             Some(Ok(port)) => port,
             None => scheme.default_port(),
         };
         let base_path = parse_base_path(path).map_err(|m| InvalidInput::new(field, m))?;
-        Ok(Self { scheme, host, port, base_path })
+        Ok(Self {
+            scheme,
+            host,
+            port,
+            base_path,
+        })
     }
 
     pub fn scheme(&self) -> Scheme {
@@ -166,7 +177,13 @@ impl Endpoint {
 
 impl fmt::Display for Endpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}://{}{}", self.scheme.as_str(), self.authority(), self.base_path)
+        write!(
+            f,
+            "{}://{}{}",
+            self.scheme.as_str(),
+            self.authority(),
+            self.base_path
+        )
     }
 }
 
@@ -179,7 +196,9 @@ fn valid_hostname(host: &str) -> bool {
                 && label.len() <= 63
                 && !label.starts_with('-')
                 && !label.ends_with('-')
-                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         })
 }
 
@@ -198,10 +217,17 @@ fn parse_base_path(path: &str) -> Result<String, &'static str> {
             return Err("must not have . or .. path segments");
         }
         let lower = segment.to_ascii_lowercase();
-        if lower.contains("%2e") || lower.contains("%2f") || lower.contains("%5c") || segment.contains('\\') {
+        if lower.contains("%2e")
+            || lower.contains("%2f")
+            || lower.contains("%5c")
+            || segment.contains('\\')
+        {
             return Err("must not have encoded dots, slashes or backslashes in its path");
         }
-        if !segment.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~%!$&'()*+,;=:@".contains(&b)) {
+        if !segment
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~%!$&'()*+,;=:@".contains(&b))
+        {
             return Err("has characters that are not allowed in a path");
         }
     }
@@ -277,7 +303,9 @@ pub struct UpstreamPolicy {
 /// Why a dial was refused. Carries no host name so that it can be logged and shown as is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum DialRefused {
-    #[error("the upstream resolves to a private, loopback or link-local address that is not allowed")]
+    #[error(
+        "the upstream resolves to a private, loopback or link-local address that is not allowed"
+    )]
     NonPublic,
     #[error("plaintext http:// is allowed only to addresses in AIRLOCK_ALLOW_PRIVATE_UPSTREAMS")]
     PlaintextToPublic,
@@ -292,7 +320,10 @@ impl UpstreamPolicy {
     /// or whitespace.
     pub fn parse(text: &str) -> Result<Self, InvalidInput> {
         let mut nets = Vec::new();
-        for item in text.split(|c: char| c == ',' || c.is_whitespace()).filter(|s| !s.is_empty()) {
+        for item in text
+            .split(|c: char| c == ',' || c.is_whitespace())
+            .filter(|s| !s.is_empty())
+        {
             nets.push(crate::source::parse_net(item).map_err(|m| InvalidInput::new("", m))?);
         }
         Ok(Self::new(nets))
@@ -342,13 +373,48 @@ mod tests {
     #[test]
     fn endpoints_that_parse() {
         for (input, shown, authority, base) in [
-            ("https://api.openai.com/v1", "https://api.openai.com/v1", "api.openai.com", "/v1"),
-            ("https://api.anthropic.com", "https://api.anthropic.com", "api.anthropic.com", ""),
-            ("https://api.anthropic.com/", "https://api.anthropic.com", "api.anthropic.com", ""),
-            ("HTTPS://API.Example.COM:8443/a/b/", "https://api.example.com:8443/a/b", "api.example.com:8443", "/a/b"),
-            ("https://example.com:443/x", "https://example.com/x", "example.com", "/x"),
-            ("https://[2001:4860::1]:8443", "https://[2001:4860::1]:8443", "[2001:4860::1]:8443", ""),
-            ("https://8.8.8.8/v1beta", "https://8.8.8.8/v1beta", "8.8.8.8", "/v1beta"),
+            (
+                "https://api.openai.com/v1",
+                "https://api.openai.com/v1",
+                "api.openai.com",
+                "/v1",
+            ),
+            (
+                "https://api.anthropic.com",
+                "https://api.anthropic.com",
+                "api.anthropic.com",
+                "",
+            ),
+            (
+                "https://api.anthropic.com/",
+                "https://api.anthropic.com",
+                "api.anthropic.com",
+                "",
+            ),
+            (
+                "HTTPS://API.Example.COM:8443/a/b/",
+                "https://api.example.com:8443/a/b",
+                "api.example.com:8443",
+                "/a/b",
+            ),
+            (
+                "https://example.com:443/x",
+                "https://example.com/x",
+                "example.com",
+                "/x",
+            ),
+            (
+                "https://[2001:4860::1]:8443",
+                "https://[2001:4860::1]:8443",
+                "[2001:4860::1]:8443",
+                "",
+            ),
+            (
+                "https://8.8.8.8/v1beta",
+                "https://8.8.8.8/v1beta",
+                "8.8.8.8",
+                "/v1beta",
+            ),
         ] {
             let e = Endpoint::parse("endpoint", input).unwrap();
             assert_eq!(e.to_string(), shown, "{input}");
@@ -389,9 +455,25 @@ mod tests {
     #[test]
     fn non_public_addresses() {
         for ip in [
-            "127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254", "100.64.0.1",
-            "0.0.0.0", "224.0.0.1", "255.255.255.255", "::1", "::", "fc00::1", "fd12::1", "fe80::1",
-            "::ffff:10.0.0.1", "::ffff:127.0.0.1", "64:ff9b::a00:1", "2002:a00:1::", "::10.0.0.1",
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "224.0.0.1",
+            "255.255.255.255",
+            "::1",
+            "::",
+            "fc00::1",
+            "fd12::1",
+            "fe80::1",
+            "::ffff:10.0.0.1",
+            "::ffff:127.0.0.1",
+            "64:ff9b::a00:1",
+            "2002:a00:1::",
+            "::10.0.0.1",
         ] {
             assert!(is_non_public(ip.parse().unwrap()), "{ip}");
         }
@@ -405,14 +487,28 @@ mod tests {
         let none = UpstreamPolicy::default();
         let local = UpstreamPolicy::parse("127.0.0.0/8, 10.0.0.5").unwrap();
         let ip = |s: &str| s.parse::<IpAddr>().unwrap();
-        assert_eq!(none.check_dial(Scheme::Https, ip("127.0.0.1")), Err(DialRefused::NonPublic));
-        assert_eq!(none.check_dial(Scheme::Https, ip("::ffff:10.0.0.1")), Err(DialRefused::NonPublic));
-        assert_eq!(none.check_dial(Scheme::Http, ip("8.8.8.8")), Err(DialRefused::PlaintextToPublic));
+        assert_eq!(
+            none.check_dial(Scheme::Https, ip("127.0.0.1")),
+            Err(DialRefused::NonPublic)
+        );
+        assert_eq!(
+            none.check_dial(Scheme::Https, ip("::ffff:10.0.0.1")),
+            Err(DialRefused::NonPublic)
+        );
+        assert_eq!(
+            none.check_dial(Scheme::Http, ip("8.8.8.8")),
+            Err(DialRefused::PlaintextToPublic)
+        );
         assert!(none.check_dial(Scheme::Https, ip("8.8.8.8")).is_ok());
         assert!(local.check_dial(Scheme::Http, ip("127.0.0.1")).is_ok());
-        assert!(local.check_dial(Scheme::Http, ip("::ffff:127.0.0.1")).is_ok());
+        assert!(local
+            .check_dial(Scheme::Http, ip("::ffff:127.0.0.1"))
+            .is_ok());
         assert!(local.check_dial(Scheme::Http, ip("10.0.0.5")).is_ok());
-        assert_eq!(local.check_dial(Scheme::Http, ip("10.0.0.6")), Err(DialRefused::NonPublic));
+        assert_eq!(
+            local.check_dial(Scheme::Http, ip("10.0.0.6")),
+            Err(DialRefused::NonPublic)
+        );
         assert!(UpstreamPolicy::parse("10.0.0.0/33").is_err());
     }
 
@@ -421,12 +517,26 @@ mod tests {
         let none = UpstreamPolicy::default();
         let local = UpstreamPolicy::parse("127.0.0.0/8").unwrap();
         let e = |s: &str| Endpoint::parse("endpoint", s).unwrap();
-        assert!(none.check_endpoint("endpoint", &e("http://api.example.com")).is_err());
-        assert!(none.check_endpoint("endpoint", &e("https://127.0.0.1:8443")).is_err());
-        assert!(none.check_endpoint("endpoint", &e("https://169.254.169.254")).is_err());
-        assert!(none.check_endpoint("endpoint", &e("https://api.example.com")).is_ok());
-        assert!(local.check_endpoint("endpoint", &e("http://127.0.0.1:11434")).is_ok());
-        assert!(local.check_endpoint("endpoint", &e("http://localhost:11434")).is_ok());
-        assert!(local.check_endpoint("endpoint", &e("http://8.8.8.8")).is_err());
+        assert!(none
+            .check_endpoint("endpoint", &e("http://api.example.com"))
+            .is_err());
+        assert!(none
+            .check_endpoint("endpoint", &e("https://127.0.0.1:8443"))
+            .is_err());
+        assert!(none
+            .check_endpoint("endpoint", &e("https://169.254.169.254"))
+            .is_err());
+        assert!(none
+            .check_endpoint("endpoint", &e("https://api.example.com"))
+            .is_ok());
+        assert!(local
+            .check_endpoint("endpoint", &e("http://127.0.0.1:11434"))
+            .is_ok());
+        assert!(local
+            .check_endpoint("endpoint", &e("http://localhost:11434"))
+            .is_ok());
+        assert!(local
+            .check_endpoint("endpoint", &e("http://8.8.8.8"))
+            .is_err());
     }
 }

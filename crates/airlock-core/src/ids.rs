@@ -140,7 +140,14 @@ mod tests {
 
     #[test]
     fn malformed_ids_are_refused() {
-        for bad in ["", "sec_", "gwc_01h8xg3r5y3vq6z8k9m2n4p6r8", "sec_01H8XG3R5Y3VQ6Z8K9M2N4P6R8", "sec_01h8xg3r5y3vq6z8k9m2n4p6ri", "sec_01h8xg3r5y3vq6z8k9m2n4p6r8x"] {
+        for bad in [
+            "",
+            "sec_",
+            "gwc_01h8xg3r5y3vq6z8k9m2n4p6r8",
+            "sec_01H8XG3R5Y3VQ6Z8K9M2N4P6R8",
+            "sec_01h8xg3r5y3vq6z8k9m2n4p6ri",
+            "sec_01h8xg3r5y3vq6z8k9m2n4p6r8x",
+        ] {
             let err = SecretId::parse("secret", bad).unwrap_err();
             assert_eq!(err.field, "secret", "{bad}");
         }

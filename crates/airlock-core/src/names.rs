@@ -18,12 +18,17 @@ pub struct EnvName(String);
 impl EnvName {
     pub fn parse(field: &str, text: &str) -> Result<Self, InvalidInput> {
         let mut chars = text.chars();
-        let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+        let first_ok = chars
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
         if text.is_empty() {
             return Err(InvalidInput::new(field, "must not be empty"));
         }
         if text.len() > MAX_ENV_NAME {
-            return Err(InvalidInput::new(field, format!("must be at most {MAX_ENV_NAME} characters")));
+            return Err(InvalidInput::new(
+                field,
+                format!("must be at most {MAX_ENV_NAME} characters"),
+            ));
         }
         if !first_ok || !chars.all(|c| c.is_ascii_alphanumeric() || c == '_') {
             return Err(InvalidInput::new(
@@ -71,10 +76,16 @@ impl Label {
             return Err(InvalidInput::new(field, "must not be empty"));
         }
         if text.chars().count() > max {
-            return Err(InvalidInput::new(field, format!("must be at most {max} characters")));
+            return Err(InvalidInput::new(
+                field,
+                format!("must be at most {max} characters"),
+            ));
         }
         if text.chars().any(char::is_control) {
-            return Err(InvalidInput::new(field, "must not contain control characters"));
+            return Err(InvalidInput::new(
+                field,
+                "must not contain control characters",
+            ));
         }
         Ok(Self(text.to_owned()))
     }
@@ -116,7 +127,10 @@ mod tests {
             assert!(err.message.contains(msg), "{bad}: {}", err.message);
         }
         let long = "A".repeat(MAX_ENV_NAME + 1);
-        assert!(EnvName::parse("name", &long).unwrap_err().message.contains("at most"));
+        assert!(EnvName::parse("name", &long)
+            .unwrap_err()
+            .message
+            .contains("at most"));
     }
 
     #[test]

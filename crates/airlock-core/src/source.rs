@@ -15,9 +15,12 @@ pub const MAX_SOURCE_ADDRESSES: usize = 64;
 /// cleared. IPv4-mapped IPv6 becomes IPv4 so that it compares equal to the plain form.
 pub(crate) fn parse_net(text: &str) -> Result<IpNet, String> {
     let net = if text.contains('/') {
-        text.parse::<IpNet>().map_err(|_| "must be an IP address or CIDR (e.g. 10.0.3.17 or fd00::/64)".to_owned())?
+        text.parse::<IpNet>()
+            .map_err(|_| "must be an IP address or CIDR (e.g. 10.0.3.17 or fd00::/64)".to_owned())?
     } else {
-        let ip: IpAddr = text.parse().map_err(|_| "must be an IP address or CIDR (e.g. 10.0.3.17 or fd00::/64)".to_owned())?;
+        let ip: IpAddr = text.parse().map_err(|_| {
+            "must be an IP address or CIDR (e.g. 10.0.3.17 or fd00::/64)".to_owned()
+        })?;
         IpNet::from(ip)
     };
     Ok(normalize_net(net).trunc())
@@ -40,14 +43,21 @@ pub struct SourceAddresses(Vec<IpNet>);
 impl SourceAddresses {
     pub fn parse<S: AsRef<str>>(field: &str, items: &[S]) -> Result<Self, InvalidInput> {
         if items.is_empty() {
-            return Err(InvalidInput::new(field, "must list at least one IP address or CIDR"));
+            return Err(InvalidInput::new(
+                field,
+                "must list at least one IP address or CIDR",
+            ));
         }
         if items.len() > MAX_SOURCE_ADDRESSES {
-            return Err(InvalidInput::new(field, format!("must list at most {MAX_SOURCE_ADDRESSES} entries")));
+            return Err(InvalidInput::new(
+                field,
+                format!("must list at most {MAX_SOURCE_ADDRESSES} entries"),
+            ));
         }
         let mut nets = Vec::with_capacity(items.len());
         for (i, item) in items.iter().enumerate() {
-            let net = parse_net(item.as_ref().trim()).map_err(|m| InvalidInput::new(format!("{field}[{i}]"), m))?;
+            let net = parse_net(item.as_ref().trim())
+                .map_err(|m| InvalidInput::new(format!("{field}[{i}]"), m))?;
             if !nets.contains(&net) {
                 nets.push(net);
             }
@@ -73,7 +83,13 @@ impl SourceAddresses {
     pub fn to_strings(&self) -> Vec<String> {
         self.0
             .iter()
-            .map(|n| if n.prefix_len() == n.max_prefix_len() { n.addr().to_string() } else { n.to_string() })
+            .map(|n| {
+                if n.prefix_len() == n.max_prefix_len() {
+                    n.addr().to_string()
+                } else {
+                    n.to_string()
+                }
+            })
             .collect()
     }
 }
@@ -84,8 +100,20 @@ mod tests {
 
     #[test]
     fn parse_and_contain() {
-        let s = SourceAddresses::parse("source_addresses", &["10.0.3.17", "fd00:1::/64", "::ffff:192.168.0.0/112", "10.0.3.17"]).unwrap();
-        assert_eq!(s.to_strings(), ["10.0.3.17", "fd00:1::/64", "192.168.0.0/16"]);
+        let s = SourceAddresses::parse(
+            "source_addresses",
+            &[
+                "10.0.3.17",
+                "fd00:1::/64",
+                "::ffff:192.168.0.0/112",
+                "10.0.3.17",
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            s.to_strings(),
+            ["10.0.3.17", "fd00:1::/64", "192.168.0.0/16"]
+        );
         for (ip, inside) in [
             ("10.0.3.17", true),
             ("::ffff:10.0.3.17", true),
@@ -98,7 +126,9 @@ mod tests {
             assert_eq!(s.contains(ip.parse().unwrap()), inside, "{ip}");
         }
         assert!(!s.allows_any());
-        assert!(SourceAddresses::parse("s", &["0.0.0.0/0"]).unwrap().allows_any());
+        assert!(SourceAddresses::parse("s", &["0.0.0.0/0"])
+            .unwrap()
+            .allows_any());
         let host_bits = SourceAddresses::parse("s", &["10.1.2.3/8"]).unwrap();
         assert_eq!(host_bits.to_strings(), ["10.0.0.0/8"]);
     }
@@ -106,8 +136,19 @@ mod tests {
     #[test]
     fn refused() {
         let empty: [&str; 0] = [];
-        assert!(SourceAddresses::parse("source_addresses", &empty).unwrap_err().message.contains("at least one"));
-        for bad in ["", "10.0.0.256", "10.0.0.0/33", "fd00::/129", "host.example", "10.0.0.1/", "10.0.0.1/-1"] {
+        assert!(SourceAddresses::parse("source_addresses", &empty)
+            .unwrap_err()
+            .message
+            .contains("at least one"));
+        for bad in [
+            "",
+            "10.0.0.256",
+            "10.0.0.0/33",
+            "fd00::/129",
+            "host.example",
+            "10.0.0.1/",
+            "10.0.0.1/-1",
+        ] {
             let err = SourceAddresses::parse("source_addresses", &["10.0.0.1", bad]).unwrap_err();
             assert_eq!(err.field, "source_addresses[1]", "{bad}");
         }

@@ -113,11 +113,17 @@ pub trait StateSource: Send + Sync + 'static {
     /// The current records of the given objects, plus, for a devbox, gateway config or secret, the
     /// active tokens that reference it (so that a new or changed token arrives with everything it
     /// needs).
-    fn load_changed(&self, changes: &[Change]) -> impl Future<Output = Result<StateSnapshot, SourceError>> + Send;
+    fn load_changed(
+        &self,
+        changes: &[Change],
+    ) -> impl Future<Output = Result<StateSnapshot, SourceError>> + Send;
 
     /// One token by digest and the objects it references, for a token minted a moment ago whose
     /// notification has not arrived yet. `None` when unknown.
-    fn load_token(&self, digest: &TokenDigest) -> impl Future<Output = Result<Option<StateSnapshot>, SourceError>> + Send;
+    fn load_token(
+        &self,
+        digest: &TokenDigest,
+    ) -> impl Future<Output = Result<Option<StateSnapshot>, SourceError>> + Send;
 
     /// Starts following changes. Events that happen after this returns are delivered.
     fn subscribe(&self) -> impl Future<Output = Result<Self::Feed, SourceError>> + Send;
@@ -150,5 +156,8 @@ pub struct RequestAuditEvent {
 
 /// Where request audit events go, in batches.
 pub trait AuditSink: Send + Sync + 'static {
-    fn write_batch(&self, events: &[RequestAuditEvent]) -> impl Future<Output = Result<(), SourceError>> + Send;
+    fn write_batch(
+        &self,
+        events: &[RequestAuditEvent],
+    ) -> impl Future<Output = Result<(), SourceError>> + Send;
 }

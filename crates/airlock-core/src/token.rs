@@ -84,7 +84,10 @@ impl BearerSecret {
     /// Checks prefix, length, alphabet and checksum. Does no lookup and allocates only on success.
     pub fn parse(kind: SecretKind, presented: &str) -> Result<Self, TokenFormatError> {
         check_format(kind, presented)?;
-        Ok(Self { kind, text: Zeroizing::new(presented.to_owned()) })
+        Ok(Self {
+            kind,
+            text: Zeroizing::new(presented.to_owned()),
+        })
     }
 
     pub fn kind(&self) -> SecretKind {
@@ -126,7 +129,12 @@ pub fn check_format(kind: SecretKind, presented: &str) -> Result<(), TokenFormat
 
 fn checksum(body: &str) -> String {
     let d = digest(&SHA256, body.as_bytes());
-    let mut n = u64::from(u32::from_be_bytes([d.as_ref()[0], d.as_ref()[1], d.as_ref()[2], d.as_ref()[3]]));
+    let mut n = u64::from(u32::from_be_bytes([
+        d.as_ref()[0],
+        d.as_ref()[1],
+        d.as_ref()[2],
+        d.as_ref()[3],
+    ]));
     let mut out = [b'0'; CHECKSUM_LEN];
     for slot in out.iter_mut().rev() {
         *slot = BASE62[(n % 62) as usize];
@@ -210,12 +218,16 @@ mod tests {
 
     #[test]
     fn malformed_tokens_are_refused_before_lookup() {
-        let good = BearerSecret::generate(SecretKind::Gateway).expose().to_owned();
+        let good = BearerSecret::generate(SecretKind::Gateway)
+            .expose()
+            .to_owned();
         let mut flipped = good.clone().into_bytes();
         let i = 10;
         flipped[i] = if flipped[i] == b'a' { b'b' } else { b'a' };
         let flipped = String::from_utf8(flipped).unwrap();
-        let api_key = BearerSecret::generate(SecretKind::ApiKey).expose().to_owned();
+        let api_key = BearerSecret::generate(SecretKind::ApiKey)
+            .expose()
+            .to_owned();
         for (input, err) in [
             ("", TokenFormatError::Prefix),
             ("sk-abc", TokenFormatError::Prefix),
@@ -224,10 +236,17 @@ mod tests {
             ("gws_", TokenFormatError::Shape),
             (&good[..good.len() - 1], TokenFormatError::Shape),
             (&format!("{good}x"), TokenFormatError::Shape),
-            (&format!("{}-{}", &good[..20], &good[21..]), TokenFormatError::Shape),
+            (
+                &format!("{}-{}", &good[..20], &good[21..]),
+                TokenFormatError::Shape,
+            ),
             (flipped.as_str(), TokenFormatError::Checksum),
         ] {
-            assert_eq!(check_format(SecretKind::Gateway, input).unwrap_err(), err, "{input}");
+            assert_eq!(
+                check_format(SecretKind::Gateway, input).unwrap_err(),
+                err,
+                "{input}"
+            );
         }
     }
 

@@ -3,7 +3,10 @@
 use airlock_core::{AccountId, ApiKeyId, TokenDigest};
 use sqlx::any::AnyRow;
 
-use crate::{col, insert_audit, paginate, AccountRow, ApiKeyRow, AuditRow, Listed, Page, Result, Scope, Store, StoreError};
+use crate::{
+    col, insert_audit, paginate, AccountRow, ApiKeyRow, AuditRow, Listed, Page, Result, Scope,
+    Store, StoreError,
+};
 
 fn account(row: &AnyRow) -> Result<AccountRow> {
     Ok(AccountRow {
@@ -21,8 +24,10 @@ fn api_key(row: &AnyRow) -> Result<ApiKeyRow> {
         id: ApiKeyId::from_trusted(col(row, "id")?),
         account_id: AccountId::from_trusted(col(row, "account_id")?),
         name: col(row, "name")?,
-        scope: Scope::parse(&scope).ok_or_else(|| StoreError::Corrupt(format!("unknown scope {scope}")))?,
-        digest: TokenDigest::from_hex(&digest).ok_or_else(|| StoreError::Corrupt("bad api key digest".into()))?,
+        scope: Scope::parse(&scope)
+            .ok_or_else(|| StoreError::Corrupt(format!("unknown scope {scope}")))?,
+        digest: TokenDigest::from_hex(&digest)
+            .ok_or_else(|| StoreError::Corrupt("bad api key digest".into()))?,
         create_time_ms: col(row, "create_time_ms")?,
         revoke_time_ms: col(row, "revoke_time_ms")?,
     })
@@ -33,7 +38,9 @@ const KEY_COLUMNS: &str = "id, account_id, name, scope, digest, create_time_ms, 
 impl Store {
     /// Whether any account exists (the first start creates the operator account).
     pub async fn has_accounts(&self) -> Result<bool> {
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM accounts").fetch_one(self.pool()).await?;
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM accounts")
+            .fetch_one(self.pool())
+            .await?;
         Ok(n > 0)
     }
 
@@ -46,15 +53,22 @@ impl Store {
     }
 
     /// Creates an account and, optionally, its first API key, in one transaction.
-    pub async fn create_account(&self, acc: &AccountRow, first_key: Option<&ApiKeyRow>, audit: Option<&AuditRow>) -> Result<()> {
+    pub async fn create_account(
+        &self,
+        acc: &AccountRow,
+        first_key: Option<&ApiKeyRow>,
+        audit: Option<&AuditRow>,
+    ) -> Result<()> {
         let mut tx = self.begin().await?;
-        sqlx::query("INSERT INTO accounts (id, name, operator, create_time_ms) VALUES ($1, $2, $3, $4)")
-            .bind(acc.id.as_str().to_owned())
-            .bind(acc.name.clone())
-            .bind(i64::from(acc.operator))
-            .bind(acc.create_time_ms)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "INSERT INTO accounts (id, name, operator, create_time_ms) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(acc.id.as_str().to_owned())
+        .bind(acc.name.clone())
+        .bind(i64::from(acc.operator))
+        .bind(acc.create_time_ms)
+        .execute(&mut *tx)
+        .await?;
         if let Some(key) = first_key {
             insert_key(&mut tx, key).await?;
         }
@@ -65,11 +79,12 @@ impl Store {
     }
 
     pub async fn get_account(&self, id: &str) -> Result<AccountRow> {
-        let row = sqlx::query("SELECT id, name, operator, create_time_ms FROM accounts WHERE id = $1")
-            .bind(id.to_owned())
-            .fetch_optional(self.pool())
-            .await?
-            .ok_or(StoreError::NotFound)?;
+        let row =
+            sqlx::query("SELECT id, name, operator, create_time_ms FROM accounts WHERE id = $1")
+                .bind(id.to_owned())
+                .fetch_optional(self.pool())
+                .await?
+                .ok_or(StoreError::NotFound)?;
         account(&row)
     }
 
@@ -84,11 +99,19 @@ impl Store {
         let items = rows.iter().map(account).collect::<Result<Vec<_>>>()?;
         let (items, has_more) = paginate(items, page.limit);
         let total_count = if page.include_total_count {
-            Some(sqlx::query_scalar("SELECT COUNT(*) FROM accounts").fetch_one(self.pool()).await?)
+            Some(
+                sqlx::query_scalar("SELECT COUNT(*) FROM accounts")
+                    .fetch_one(self.pool())
+                    .await?,
+            )
         } else {
             None
         };
-        Ok(Listed { items, has_more, total_count })
+        Ok(Listed {
+            items,
+            has_more,
+            total_count,
+        })
     }
 
     pub async fn insert_api_key(&self, key: &ApiKeyRow, audit: &AuditRow) -> Result<()> {
@@ -99,7 +122,10 @@ impl Store {
     }
 
     /// The live key with this digest and its account.
-    pub async fn api_key_by_digest(&self, digest: &TokenDigest) -> Result<Option<(ApiKeyRow, AccountRow)>> {
+    pub async fn api_key_by_digest(
+        &self,
+        digest: &TokenDigest,
+    ) -> Result<Option<(ApiKeyRow, AccountRow)>> {
         let row = sqlx::query(
             "SELECT k.id, k.account_id, k.name, k.scope, k.digest, k.create_time_ms, k.revoke_time_ms,
                     a.name AS account_name, a.operator, a.create_time_ms AS account_create_time_ms
@@ -124,7 +150,11 @@ impl Store {
         Ok(Some((key, acc)))
     }
 
-    pub async fn list_api_keys(&self, account: &AccountId, page: &Page) -> Result<Listed<ApiKeyRow>> {
+    pub async fn list_api_keys(
+        &self,
+        account: &AccountId,
+        page: &Page,
+    ) -> Result<Listed<ApiKeyRow>> {
         let sql = format!(
             "SELECT {KEY_COLUMNS} FROM api_keys WHERE account_id = $1 AND revoke_time_ms IS NULL AND ($2 = '' OR id < $2) ORDER BY id DESC LIMIT $3"
         );
@@ -146,7 +176,11 @@ impl Store {
         } else {
             None
         };
-        Ok(Listed { items, has_more, total_count })
+        Ok(Listed {
+            items,
+            has_more,
+            total_count,
+        })
     }
 
     pub async fn get_api_key(&self, account: &AccountId, id: &str) -> Result<ApiKeyRow> {
@@ -160,7 +194,13 @@ impl Store {
         api_key(&row)
     }
 
-    pub async fn revoke_api_key(&self, account: &AccountId, id: &str, now_ms: i64, audit: &AuditRow) -> Result<()> {
+    pub async fn revoke_api_key(
+        &self,
+        account: &AccountId,
+        id: &str,
+        now_ms: i64,
+        audit: &AuditRow,
+    ) -> Result<()> {
         let mut tx = self.begin().await?;
         let done = sqlx::query("UPDATE api_keys SET revoke_time_ms = $1 WHERE account_id = $2 AND id = $3 AND revoke_time_ms IS NULL")
             .bind(now_ms)

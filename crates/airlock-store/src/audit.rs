@@ -5,7 +5,9 @@ use airlock_core::{AccountId, ApiKeyId, DevboxId, GatewayConfigId, SecretId, Tok
 use sqlx::any::AnyRow;
 
 use crate::sql::Sql;
-use crate::{col, paginate, AuditFilter, AuditRow, Listed, Page, RequestEventRow, Result, Store, StoreError};
+use crate::{
+    col, paginate, AuditFilter, AuditRow, Listed, Page, RequestEventRow, Result, Store, StoreError,
+};
 
 fn audit(row: &AnyRow) -> Result<AuditRow> {
     Ok(AuditRow {
@@ -23,36 +25,48 @@ fn audit(row: &AnyRow) -> Result<AuditRow> {
 
 fn request_event(row: &AnyRow) -> Result<RequestEventRow> {
     let addr: String = col(row, "client_addr")?;
-    let u16_of = |v: i64| u16::try_from(v).map_err(|_| StoreError::Corrupt("status out of range".into()));
+    let u16_of =
+        |v: i64| u16::try_from(v).map_err(|_| StoreError::Corrupt("status out of range".into()));
     Ok(RequestEventRow {
         id: col(row, "id")?,
         event: RequestAuditEvent {
             time_ms: col(row, "time_ms")?,
             account_id: col::<Option<String>>(row, "account_id")?.map(AccountId::from_trusted),
             devbox_id: col::<Option<String>>(row, "devbox_id")?.map(DevboxId::from_trusted),
-            gateway_config_id: col::<Option<String>>(row, "gateway_config_id")?.map(GatewayConfigId::from_trusted),
+            gateway_config_id: col::<Option<String>>(row, "gateway_config_id")?
+                .map(GatewayConfigId::from_trusted),
             token_id: col::<Option<String>>(row, "token_id")?.map(TokenId::from_trusted),
             secret_id: col::<Option<String>>(row, "secret_id")?.map(SecretId::from_trusted),
             secret_version: col(row, "secret_version")?,
             method: col(row, "method")?,
             path: col(row, "path")?,
             status: u16_of(col(row, "status")?)?,
-            upstream_status: col::<Option<i64>>(row, "upstream_status")?.map(u16_of).transpose()?,
+            upstream_status: col::<Option<i64>>(row, "upstream_status")?
+                .map(u16_of)
+                .transpose()?,
             latency_us: col(row, "latency_us")?,
             ttfb_us: col(row, "ttfb_us")?,
             bytes_in: col(row, "bytes_in")?,
             bytes_out: col(row, "bytes_out")?,
-            client_addr: addr.parse().map_err(|_| StoreError::Corrupt("client_addr".into()))?,
+            client_addr: addr
+                .parse()
+                .map_err(|_| StoreError::Corrupt("client_addr".into()))?,
             error_code: col(row, "error_code")?,
         },
     })
 }
 
 impl Store {
-    pub async fn list_audit_events(&self, account: &AccountId, filter: &AuditFilter, page: &Page) -> Result<Listed<AuditRow>> {
+    pub async fn list_audit_events(
+        &self,
+        account: &AccountId,
+        filter: &AuditFilter,
+        page: &Page,
+    ) -> Result<Listed<AuditRow>> {
         let build = |select: &'static str, paged: bool| {
             let mut q = Sql::new(select);
-            q.push(" FROM audit_events WHERE account_id = ").bind(account.as_str().to_owned());
+            q.push(" FROM audit_events WHERE account_id = ")
+                .bind(account.as_str().to_owned());
             if let Some(v) = &filter.object_id {
                 q.push(" AND object_id = ").bind(v.clone());
             }
@@ -80,16 +94,27 @@ impl Store {
         let (items, has_more) = paginate(items, page.limit);
         let total_count = if page.include_total_count {
             let (sql, args) = build("SELECT COUNT(*)", false);
-            Some(sqlx::query_scalar_with(&sql, args).fetch_one(self.pool()).await?)
+            Some(
+                sqlx::query_scalar_with(&sql, args)
+                    .fetch_one(self.pool())
+                    .await?,
+            )
         } else {
             None
         };
-        Ok(Listed { items, has_more, total_count })
+        Ok(Listed {
+            items,
+            has_more,
+            total_count,
+        })
     }
 
     /// Writes proxied-request events in one transaction. Each event carries its own id so that a
     /// batch written twice (after a spill file is replayed) is stored once.
-    pub async fn insert_request_events(&self, events: &[(String, RequestAuditEvent)]) -> Result<()> {
+    pub async fn insert_request_events(
+        &self,
+        events: &[(String, RequestAuditEvent)],
+    ) -> Result<()> {
         let mut tx = self.begin().await?;
         for (id, e) in events {
             sqlx::query(
@@ -124,10 +149,16 @@ impl Store {
         Ok(())
     }
 
-    pub async fn list_request_events(&self, account: &AccountId, filter: &AuditFilter, page: &Page) -> Result<Listed<RequestEventRow>> {
+    pub async fn list_request_events(
+        &self,
+        account: &AccountId,
+        filter: &AuditFilter,
+        page: &Page,
+    ) -> Result<Listed<RequestEventRow>> {
         let build = |select: &'static str, paged: bool| {
             let mut q = Sql::new(select);
-            q.push(" FROM request_events WHERE account_id = ").bind(account.as_str().to_owned());
+            q.push(" FROM request_events WHERE account_id = ")
+                .bind(account.as_str().to_owned());
             if let Some(v) = &filter.devbox_id {
                 q.push(" AND devbox_id = ").bind(v.clone());
             }
@@ -161,18 +192,30 @@ impl Store {
         let (items, has_more) = paginate(items, page.limit);
         let total_count = if page.include_total_count {
             let (sql, args) = build("SELECT COUNT(*)", false);
-            Some(sqlx::query_scalar_with(&sql, args).fetch_one(self.pool()).await?)
+            Some(
+                sqlx::query_scalar_with(&sql, args)
+                    .fetch_one(self.pool())
+                    .await?,
+            )
         } else {
             None
         };
-        Ok(Listed { items, has_more, total_count })
+        Ok(Listed {
+            items,
+            has_more,
+            total_count,
+        })
     }
 }
 
 impl AuditSink for Store {
     async fn write_batch(&self, events: &[RequestAuditEvent]) -> Result<(), SourceError> {
-        let with_ids: Vec<(String, RequestAuditEvent)> =
-            events.iter().map(|e| (airlock_core::AuditId::generate().into_string(), e.clone())).collect();
-        self.insert_request_events(&with_ids).await.map_err(|e| SourceError(e.to_string()))
+        let with_ids: Vec<(String, RequestAuditEvent)> = events
+            .iter()
+            .map(|e| (airlock_core::AuditId::generate().into_string(), e.clone()))
+            .collect();
+        self.insert_request_events(&with_ids)
+            .await
+            .map_err(|e| SourceError(e.to_string()))
     }
 }

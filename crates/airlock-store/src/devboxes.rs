@@ -1,16 +1,23 @@
 //! Devbox records and the gateway tokens bound to them.
 
 use airlock_core::state::Change;
-use airlock_core::{AccountId, DevboxId, EnvName, GatewayConfigId, SecretId, SourceAddresses, TokenId};
+use airlock_core::{
+    AccountId, DevboxId, EnvName, GatewayConfigId, SecretId, SourceAddresses, TokenId,
+};
 use sqlx::any::AnyRow;
 
-use crate::{col, insert_audit, paginate, AuditRow, DevboxRow, DevboxStatus, GatewaySpec, Listed, Page, Result, Store, StoreError, TokenRow};
+use crate::{
+    col, insert_audit, paginate, AuditRow, DevboxRow, DevboxStatus, GatewaySpec, Listed, Page,
+    Result, Store, StoreError, TokenRow,
+};
 
 const COLUMNS: &str = "id, account_id, name, status, source_addresses, metadata, create_time_ms, update_time_ms, shutdown_time_ms";
 
 pub(crate) fn decode_addresses(text: &str) -> Result<SourceAddresses> {
-    let list: Vec<String> = serde_json::from_str(text).map_err(|_| StoreError::Corrupt("source_addresses".into()))?;
-    SourceAddresses::parse("source_addresses", &list).map_err(|e| StoreError::Corrupt(e.to_string()))
+    let list: Vec<String> =
+        serde_json::from_str(text).map_err(|_| StoreError::Corrupt("source_addresses".into()))?;
+    SourceAddresses::parse("source_addresses", &list)
+        .map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
 pub(crate) fn encode_addresses(addrs: &SourceAddresses) -> String {
@@ -63,7 +70,12 @@ async fn insert_token(tx: &mut crate::Tx, t: &TokenRow) -> Result<()> {
 
 impl Store {
     /// Registers a devbox and the tokens minted for its gateway map, in one transaction.
-    pub async fn register_devbox(&self, row: &DevboxRow, tokens: &[TokenRow], audit: &AuditRow) -> Result<()> {
+    pub async fn register_devbox(
+        &self,
+        row: &DevboxRow,
+        tokens: &[TokenRow],
+        audit: &AuditRow,
+    ) -> Result<()> {
         let mut tx = self.begin().await?;
         sqlx::query(
             "INSERT INTO devboxes (id, account_id, name, status, source_addresses, metadata, create_time_ms, update_time_ms)
@@ -97,7 +109,12 @@ impl Store {
             .await?
             .ok_or(StoreError::NotFound)?;
         let mut d = devbox(&row)?;
-        d.gateway_specs = self.gateway_specs(&[d.id.clone()]).await?.into_iter().map(|(_, s)| s).collect();
+        d.gateway_specs = self
+            .gateway_specs(&[d.id.clone()])
+            .await?
+            .into_iter()
+            .map(|(_, s)| s)
+            .collect();
         Ok(d)
     }
 
@@ -117,7 +134,10 @@ impl Store {
                     id.clone(),
                     GatewaySpec {
                         prefix: EnvName::from_trusted(col(r, "prefix")?),
-                        gateway_config_id: GatewayConfigId::from_trusted(col(r, "gateway_config_id")?),
+                        gateway_config_id: GatewayConfigId::from_trusted(col(
+                            r,
+                            "gateway_config_id",
+                        )?),
                         secret_id: SecretId::from_trusted(col(r, "secret_id")?),
                     },
                 ));
@@ -126,7 +146,12 @@ impl Store {
         Ok(out)
     }
 
-    pub async fn list_devboxes(&self, account: &AccountId, status: Option<DevboxStatus>, page: &Page) -> Result<Listed<DevboxRow>> {
+    pub async fn list_devboxes(
+        &self,
+        account: &AccountId,
+        status: Option<DevboxStatus>,
+        page: &Page,
+    ) -> Result<Listed<DevboxRow>> {
         let sql = format!(
             "SELECT {COLUMNS} FROM devboxes WHERE account_id = $1 AND ($2 = '' OR status = $2) AND ($3 = '' OR id < $3)
              ORDER BY id DESC LIMIT $4"
@@ -158,7 +183,11 @@ impl Store {
         } else {
             None
         };
-        Ok(Listed { items, has_more, total_count })
+        Ok(Listed {
+            items,
+            has_more,
+            total_count,
+        })
     }
 
     pub async fn update_devbox_addresses(
@@ -186,13 +215,20 @@ impl Store {
 
     /// Marks the devbox shut down and revokes every token bound to it, in one transaction.
     /// Shutting down a devbox that is already shut down changes nothing and succeeds.
-    pub async fn shutdown_devbox(&self, account: &AccountId, id: &DevboxId, now_ms: i64, audit: &AuditRow) -> Result<()> {
+    pub async fn shutdown_devbox(
+        &self,
+        account: &AccountId,
+        id: &DevboxId,
+        now_ms: i64,
+        audit: &AuditRow,
+    ) -> Result<()> {
         let mut tx = self.begin().await?;
-        let status: Option<String> = sqlx::query_scalar("SELECT status FROM devboxes WHERE account_id = $1 AND id = $2")
-            .bind(account.as_str().to_owned())
-            .bind(id.as_str().to_owned())
-            .fetch_optional(&mut *tx)
-            .await?;
+        let status: Option<String> =
+            sqlx::query_scalar("SELECT status FROM devboxes WHERE account_id = $1 AND id = $2")
+                .bind(account.as_str().to_owned())
+                .bind(id.as_str().to_owned())
+                .fetch_optional(&mut *tx)
+                .await?;
         match status.as_deref() {
             None => return Err(StoreError::NotFound),
             Some("shutdown") => return Ok(()),
@@ -215,18 +251,23 @@ impl Store {
         .await?;
         insert_audit(&mut tx, audit).await?;
         let mut changes = vec![Change::Devbox(id.clone())];
-        changes.extend(revoked.into_iter().map(|t| Change::Token(TokenId::from_trusted(t))));
+        changes.extend(
+            revoked
+                .into_iter()
+                .map(|t| Change::Token(TokenId::from_trusted(t))),
+        );
         self.commit(tx, &changes).await
     }
 
     /// Stores a token minted for a running devbox.
     pub async fn insert_gateway_token(&self, row: &TokenRow, audit: &AuditRow) -> Result<()> {
         let mut tx = self.begin().await?;
-        let status: Option<String> = sqlx::query_scalar("SELECT status FROM devboxes WHERE account_id = $1 AND id = $2")
-            .bind(row.account_id.as_str().to_owned())
-            .bind(row.devbox_id.as_str().to_owned())
-            .fetch_optional(&mut *tx)
-            .await?;
+        let status: Option<String> =
+            sqlx::query_scalar("SELECT status FROM devboxes WHERE account_id = $1 AND id = $2")
+                .bind(row.account_id.as_str().to_owned())
+                .bind(row.devbox_id.as_str().to_owned())
+                .fetch_optional(&mut *tx)
+                .await?;
         match status.as_deref() {
             None => return Err(StoreError::NotFound),
             Some("running") => {}

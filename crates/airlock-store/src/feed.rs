@@ -6,8 +6,8 @@
 //! [`FeedEvent::Resync`], and the data plane reloads everything.
 
 use airlock_core::state::{
-    Change, ChangeFeed, DevboxRecord, FeedEvent, GatewayRecord, SecretRecord, SourceError, StateSnapshot, StateSource,
-    TokenRecord,
+    Change, ChangeFeed, DevboxRecord, FeedEvent, GatewayRecord, SecretRecord, SourceError,
+    StateSnapshot, StateSource, TokenRecord,
 };
 use airlock_core::{AccountId, DevboxId, GatewayConfigId, SecretId, TokenDigest, TokenId};
 use sqlx::any::AnyRow;
@@ -40,13 +40,15 @@ pub(crate) fn decode(payload: &str) -> Option<Change> {
 
 const TOKEN_COLUMNS: &str =
     "t.id, t.digest, t.account_id, t.devbox_id, t.gateway_config_id, t.secret_id, t.expire_time_ms, t.revoke_time_ms";
-const ACTIVE_TOKEN: &str = "t.revoke_time_ms IS NULL AND (t.expire_time_ms IS NULL OR t.expire_time_ms > $1)";
+const ACTIVE_TOKEN: &str =
+    "t.revoke_time_ms IS NULL AND (t.expire_time_ms IS NULL OR t.expire_time_ms > $1)";
 
 fn token(row: &AnyRow) -> Result<TokenRecord> {
     let digest: String = col(row, "digest")?;
     Ok(TokenRecord {
         id: TokenId::from_trusted(col(row, "id")?),
-        digest: TokenDigest::from_hex(&digest).ok_or_else(|| StoreError::Corrupt("token digest".into()))?,
+        digest: TokenDigest::from_hex(&digest)
+            .ok_or_else(|| StoreError::Corrupt("token digest".into()))?,
         account_id: AccountId::from_trusted(col(row, "account_id")?),
         devbox_id: DevboxId::from_trusted(col(row, "devbox_id")?),
         gateway_config_id: GatewayConfigId::from_trusted(col(row, "gateway_config_id")?),
@@ -69,7 +71,13 @@ fn devbox(row: &AnyRow) -> Result<DevboxRecord> {
 
 fn gateway_record(row: &AnyRow) -> Result<GatewayRecord> {
     let g = gateway(row)?;
-    Ok(GatewayRecord { id: g.id, account_id: g.account_id, endpoint: g.endpoint, auth: g.auth, custom_headers: g.custom_headers })
+    Ok(GatewayRecord {
+        id: g.id,
+        account_id: g.account_id,
+        endpoint: g.endpoint,
+        auth: g.auth,
+        custom_headers: g.custom_headers,
+    })
 }
 
 fn secret(row: &AnyRow) -> Result<SecretRecord> {
@@ -94,10 +102,14 @@ impl Store {
         let devboxes = sqlx::query("SELECT id, account_id, status, source_addresses FROM devboxes WHERE status = 'running'")
             .fetch_all(self.pool())
             .await?;
-        let gateways = sqlx::query(&format!("{GATEWAY_SELECT} WHERE delete_time_ms IS NULL")).fetch_all(self.pool()).await?;
-        let secrets = sqlx::query("SELECT id, account_id, version, sealed FROM secrets WHERE delete_time_ms IS NULL")
+        let gateways = sqlx::query(&format!("{GATEWAY_SELECT} WHERE delete_time_ms IS NULL"))
             .fetch_all(self.pool())
             .await?;
+        let secrets = sqlx::query(
+            "SELECT id, account_id, version, sealed FROM secrets WHERE delete_time_ms IS NULL",
+        )
+        .fetch_all(self.pool())
+        .await?;
         Ok(StateSnapshot {
             tokens: tokens.iter().map(token).collect::<Result<_>>()?,
             devboxes: devboxes.iter().map(devbox).collect::<Result<_>>()?,
@@ -109,10 +121,12 @@ impl Store {
     /// Adds to `out` the devbox, gateway config and secret a token references.
     async fn add_references(&self, out: &mut StateSnapshot, t: &TokenRecord) -> Result<()> {
         if !out.devboxes.iter().any(|d| d.id == t.devbox_id) {
-            if let Some(r) = sqlx::query("SELECT id, account_id, status, source_addresses FROM devboxes WHERE id = $1")
-                .bind(t.devbox_id.as_str().to_owned())
-                .fetch_optional(self.pool())
-                .await?
+            if let Some(r) = sqlx::query(
+                "SELECT id, account_id, status, source_addresses FROM devboxes WHERE id = $1",
+            )
+            .bind(t.devbox_id.as_str().to_owned())
+            .fetch_optional(self.pool())
+            .await?
             {
                 out.devboxes.push(devbox(&r)?);
             }
@@ -125,10 +139,12 @@ impl Store {
         if out.gateways.iter().any(|g| &g.id == id) {
             return Ok(());
         }
-        if let Some(r) = sqlx::query(&format!("{GATEWAY_SELECT} WHERE id = $1 AND delete_time_ms IS NULL"))
-            .bind(id.as_str().to_owned())
-            .fetch_optional(self.pool())
-            .await?
+        if let Some(r) = sqlx::query(&format!(
+            "{GATEWAY_SELECT} WHERE id = $1 AND delete_time_ms IS NULL"
+        ))
+        .bind(id.as_str().to_owned())
+        .fetch_optional(self.pool())
+        .await?
         {
             let g = gateway_record(&r)?;
             // Secret-backed custom headers need their secrets too.
@@ -162,8 +178,13 @@ impl Store {
         for change in changes {
             match change {
                 Change::Token(id) => {
-                    let sql = format!("SELECT {TOKEN_COLUMNS} FROM gateway_tokens t WHERE t.id = $1");
-                    if let Some(r) = sqlx::query(&sql).bind(id.as_str().to_owned()).fetch_optional(self.pool()).await? {
+                    let sql =
+                        format!("SELECT {TOKEN_COLUMNS} FROM gateway_tokens t WHERE t.id = $1");
+                    if let Some(r) = sqlx::query(&sql)
+                        .bind(id.as_str().to_owned())
+                        .fetch_optional(self.pool())
+                        .await?
+                    {
                         let t = token(&r)?;
                         self.add_references(&mut out, &t).await?;
                         out.tokens.push(t);
@@ -179,7 +200,12 @@ impl Store {
                         out.devboxes.push(devbox(&r)?);
                     }
                     let sql = format!("SELECT {TOKEN_COLUMNS} FROM gateway_tokens t WHERE t.devbox_id = $2 AND {ACTIVE_TOKEN}");
-                    for r in sqlx::query(&sql).bind(now).bind(id.as_str().to_owned()).fetch_all(self.pool()).await? {
+                    for r in sqlx::query(&sql)
+                        .bind(now)
+                        .bind(id.as_str().to_owned())
+                        .fetch_all(self.pool())
+                        .await?
+                    {
                         let t = token(&r)?;
                         self.add_references(&mut out, &t).await?;
                         out.tokens.push(t);
@@ -194,8 +220,15 @@ impl Store {
 
     async fn snapshot_token(&self, digest: &TokenDigest) -> Result<Option<StateSnapshot>> {
         let now = airlock_core::time::now_ms();
-        let sql = format!("SELECT {TOKEN_COLUMNS} FROM gateway_tokens t WHERE t.digest = $2 AND {ACTIVE_TOKEN}");
-        let Some(r) = sqlx::query(&sql).bind(now).bind(digest.to_hex()).fetch_optional(self.pool()).await? else {
+        let sql = format!(
+            "SELECT {TOKEN_COLUMNS} FROM gateway_tokens t WHERE t.digest = $2 AND {ACTIVE_TOKEN}"
+        );
+        let Some(r) = sqlx::query(&sql)
+            .bind(now)
+            .bind(digest.to_hex())
+            .fetch_optional(self.pool())
+            .await?
+        else {
             return Ok(None);
         };
         let t = token(&r)?;
@@ -228,8 +261,13 @@ impl StateSource for Store {
     async fn subscribe(&self) -> Result<StoreFeed, SourceError> {
         match self.backend {
             Backend::Postgres => {
-                let mut listener = PgListener::connect(&self.url).await.map_err(|e| SourceError(format!("cannot listen for changes: {e}")))?;
-                listener.listen(CHANNEL).await.map_err(|e| SourceError(format!("cannot listen for changes: {e}")))?;
+                let mut listener = PgListener::connect(&self.url)
+                    .await
+                    .map_err(|e| SourceError(format!("cannot listen for changes: {e}")))?;
+                listener
+                    .listen(CHANNEL)
+                    .await
+                    .map_err(|e| SourceError(format!("cannot listen for changes: {e}")))?;
                 Ok(StoreFeed::Postgres(Box::new(listener)))
             }
             Backend::Sqlite => Ok(StoreFeed::Local(self.local_feed.subscribe())),
@@ -261,7 +299,9 @@ impl ChangeFeed for StoreFeed {
             StoreFeed::Local(rx) => match rx.recv().await {
                 Ok(change) => Ok(FeedEvent::Changed(change)),
                 Err(broadcast::error::RecvError::Lagged(_)) => Ok(FeedEvent::Resync),
-                Err(broadcast::error::RecvError::Closed) => Err(SourceError("change feed closed".into())),
+                Err(broadcast::error::RecvError::Closed) => {
+                    Err(SourceError("change feed closed".into()))
+                }
             },
         }
     }

@@ -1,12 +1,18 @@
 //! Gateway configs.
 
 use airlock_core::state::Change;
-use airlock_core::{AccountId, AuthMechanism, CustomHeader, Endpoint, GatewayConfigId, HeaderSource, Label, SecretId};
+use airlock_core::{
+    AccountId, AuthMechanism, CustomHeader, Endpoint, GatewayConfigId, HeaderSource, Label,
+    SecretId,
+};
 use serde_json::{json, Value};
 use sqlx::any::AnyRow;
 
 use crate::sql::{contains_pattern, Sql};
-use crate::{col, insert_audit, paginate, AuditRow, GatewayConfigRow, GatewayFilter, Listed, Page, Result, Store, StoreError};
+use crate::{
+    col, insert_audit, paginate, AuditRow, GatewayConfigRow, GatewayFilter, Listed, Page, Result,
+    Store, StoreError,
+};
 
 const COLUMNS: &str =
     "id, account_id, name, endpoint, auth_type, auth_key, custom_headers, description, create_time_ms, update_time_ms";
@@ -30,8 +36,15 @@ pub(crate) fn decode_headers(text: &str) -> Result<Vec<CustomHeader>> {
     let list: Vec<Value> = serde_json::from_str(text).map_err(|_| corrupt())?;
     list.iter()
         .map(|item| {
-            let name = item.get("name").and_then(Value::as_str).ok_or_else(corrupt)?.to_owned();
-            let source = match (item.get("value").and_then(Value::as_str), item.get("secret").and_then(Value::as_str)) {
+            let name = item
+                .get("name")
+                .and_then(Value::as_str)
+                .ok_or_else(corrupt)?
+                .to_owned();
+            let source = match (
+                item.get("value").and_then(Value::as_str),
+                item.get("secret").and_then(Value::as_str),
+            ) {
                 (Some(v), None) => HeaderSource::Literal(v.to_owned()),
                 (None, Some(s)) => HeaderSource::Secret(SecretId::from_trusted(s.to_owned())),
                 _ => return Err(corrupt()),
@@ -50,7 +63,8 @@ pub(crate) fn gateway(row: &AnyRow) -> Result<GatewayConfigRow> {
         id: GatewayConfigId::from_trusted(col(row, "id")?),
         account_id: AccountId::from_trusted(col(row, "account_id")?),
         name: Label::from_trusted(col(row, "name")?),
-        endpoint: Endpoint::parse("endpoint", &endpoint).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        endpoint: Endpoint::parse("endpoint", &endpoint)
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?,
         auth: AuthMechanism::parse("auth_mechanism", &auth_type, auth_key.as_deref())
             .map_err(|e| StoreError::Corrupt(e.to_string()))?,
         custom_headers: decode_headers(&headers)?,
@@ -61,7 +75,11 @@ pub(crate) fn gateway(row: &AnyRow) -> Result<GatewayConfigRow> {
 }
 
 impl Store {
-    pub async fn insert_gateway_config(&self, row: &GatewayConfigRow, audit: &AuditRow) -> Result<()> {
+    pub async fn insert_gateway_config(
+        &self,
+        row: &GatewayConfigRow,
+        audit: &AuditRow,
+    ) -> Result<()> {
         let mut tx = self.begin().await?;
         sqlx::query(
             "INSERT INTO gateway_configs (id, account_id, name, endpoint, auth_type, auth_key, custom_headers, description, create_time_ms, update_time_ms)
@@ -80,10 +98,15 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         insert_audit(&mut tx, audit).await?;
-        self.commit(tx, &[Change::GatewayConfig(row.id.clone())]).await
+        self.commit(tx, &[Change::GatewayConfig(row.id.clone())])
+            .await
     }
 
-    pub async fn get_gateway_config(&self, account: &AccountId, id: &str) -> Result<GatewayConfigRow> {
+    pub async fn get_gateway_config(
+        &self,
+        account: &AccountId,
+        id: &str,
+    ) -> Result<GatewayConfigRow> {
         let sql = format!("SELECT {COLUMNS} FROM gateway_configs WHERE account_id = $1 AND id = $2 AND delete_time_ms IS NULL");
         let row = sqlx::query(&sql)
             .bind(account.as_str().to_owned())
@@ -95,7 +118,11 @@ impl Store {
     }
 
     /// The most recently created live config with this name (names are labels and may repeat).
-    pub async fn gateway_config_by_name(&self, account: &AccountId, name: &str) -> Result<GatewayConfigRow> {
+    pub async fn gateway_config_by_name(
+        &self,
+        account: &AccountId,
+        name: &str,
+    ) -> Result<GatewayConfigRow> {
         let sql = format!(
             "SELECT {COLUMNS} FROM gateway_configs WHERE account_id = $1 AND name = $2 AND delete_time_ms IS NULL ORDER BY id DESC LIMIT 1"
         );
@@ -108,20 +135,30 @@ impl Store {
         gateway(&row)
     }
 
-    pub async fn list_gateway_configs(&self, account: &AccountId, filter: &GatewayFilter, page: &Page) -> Result<Listed<GatewayConfigRow>> {
+    pub async fn list_gateway_configs(
+        &self,
+        account: &AccountId,
+        filter: &GatewayFilter,
+        page: &Page,
+    ) -> Result<Listed<GatewayConfigRow>> {
         let build = |select: &'static str, paged: bool| {
             let mut q = Sql::new(select);
-            q.push(" FROM gateway_configs WHERE account_id = ").bind(account.as_str().to_owned());
+            q.push(" FROM gateway_configs WHERE account_id = ")
+                .bind(account.as_str().to_owned());
             q.push(" AND delete_time_ms IS NULL");
             if let Some(id) = &filter.id {
                 q.push(" AND id = ").bind(id.clone());
             }
             if let Some(name) = &filter.name {
-                q.push(" AND LOWER(name) LIKE ").bind(contains_pattern(name)).push(" ESCAPE '\\'");
+                q.push(" AND LOWER(name) LIKE ")
+                    .bind(contains_pattern(name))
+                    .push(" ESCAPE '\\'");
             }
             if let Some(search) = &filter.search {
                 q.push(" AND (id = ").bind(search.clone());
-                q.push(" OR LOWER(name) LIKE ").bind(contains_pattern(search)).push(" ESCAPE '\\')");
+                q.push(" OR LOWER(name) LIKE ")
+                    .bind(contains_pattern(search))
+                    .push(" ESCAPE '\\')");
             }
             if paged {
                 if let Some(after) = &page.starting_after {
@@ -140,14 +177,26 @@ impl Store {
         let (items, has_more) = paginate(items, page.limit);
         let total_count = if page.include_total_count {
             let (sql, args) = build("SELECT COUNT(*)", false);
-            Some(sqlx::query_scalar_with(&sql, args).fetch_one(self.pool()).await?)
+            Some(
+                sqlx::query_scalar_with(&sql, args)
+                    .fetch_one(self.pool())
+                    .await?,
+            )
         } else {
             None
         };
-        Ok(Listed { items, has_more, total_count })
+        Ok(Listed {
+            items,
+            has_more,
+            total_count,
+        })
     }
 
-    pub async fn update_gateway_config(&self, row: &GatewayConfigRow, audit: &AuditRow) -> Result<()> {
+    pub async fn update_gateway_config(
+        &self,
+        row: &GatewayConfigRow,
+        audit: &AuditRow,
+    ) -> Result<()> {
         let mut tx = self.begin().await?;
         let done = sqlx::query(
             "UPDATE gateway_configs SET name = $1, endpoint = $2, auth_type = $3, auth_key = $4, custom_headers = $5,
@@ -169,11 +218,18 @@ impl Store {
             return Err(StoreError::NotFound);
         }
         insert_audit(&mut tx, audit).await?;
-        self.commit(tx, &[Change::GatewayConfig(row.id.clone())]).await
+        self.commit(tx, &[Change::GatewayConfig(row.id.clone())])
+            .await
     }
 
     /// Deletes a config; refused while a live token of a running devbox uses it.
-    pub async fn delete_gateway_config(&self, account: &AccountId, id: &GatewayConfigId, now_ms: i64, audit: &AuditRow) -> Result<()> {
+    pub async fn delete_gateway_config(
+        &self,
+        account: &AccountId,
+        id: &GatewayConfigId,
+        now_ms: i64,
+        audit: &AuditRow,
+    ) -> Result<()> {
         let mut tx = self.begin().await?;
         let in_use: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM gateway_tokens t JOIN devboxes d ON d.id = t.devbox_id
@@ -184,7 +240,8 @@ impl Store {
         .await?;
         if in_use > 0 {
             return Err(StoreError::Refused(
-                "the gateway config is in use by a running devbox; shut the devbox down first".into(),
+                "the gateway config is in use by a running devbox; shut the devbox down first"
+                    .into(),
             ));
         }
         let done = sqlx::query(

@@ -22,7 +22,13 @@ pub enum IdempotencyBegin {
 
 impl Store {
     /// Claims `key` for a request with this fingerprint, or reports what happened to it before.
-    pub async fn idempotency_begin(&self, account: &AccountId, key: &str, fingerprint: &str, now_ms: i64) -> Result<IdempotencyBegin> {
+    pub async fn idempotency_begin(
+        &self,
+        account: &AccountId,
+        key: &str,
+        fingerprint: &str,
+        now_ms: i64,
+    ) -> Result<IdempotencyBegin> {
         // Forget expired keys of this account first so they can be claimed again.
         sqlx::query("DELETE FROM idempotency_keys WHERE account_id = $1 AND create_time_ms < $2")
             .bind(account.as_str().to_owned())
@@ -53,7 +59,8 @@ impl Store {
             None => IdempotencyBegin::InProgress,
             Some((fp, _, _)) if fp != fingerprint => IdempotencyBegin::Mismatch,
             Some((_, Some(status), Some(body))) => IdempotencyBegin::Replay {
-                status: u16::try_from(status).map_err(|_| StoreError::Corrupt("idempotency status".into()))?,
+                status: u16::try_from(status)
+                    .map_err(|_| StoreError::Corrupt("idempotency status".into()))?,
                 body,
             },
             Some(_) => IdempotencyBegin::InProgress,
@@ -61,7 +68,13 @@ impl Store {
     }
 
     /// Stores the result of a claimed key.
-    pub async fn idempotency_complete(&self, account: &AccountId, key: &str, status: u16, body: &str) -> Result<()> {
+    pub async fn idempotency_complete(
+        &self,
+        account: &AccountId,
+        key: &str,
+        status: u16,
+        body: &str,
+    ) -> Result<()> {
         sqlx::query("UPDATE idempotency_keys SET status = $1, response = $2 WHERE account_id = $3 AND key = $4")
             .bind(i64::from(status))
             .bind(body.to_owned())
@@ -74,11 +87,13 @@ impl Store {
 
     /// Releases a claimed key whose request failed in a way worth retrying.
     pub async fn idempotency_abandon(&self, account: &AccountId, key: &str) -> Result<()> {
-        sqlx::query("DELETE FROM idempotency_keys WHERE account_id = $1 AND key = $2 AND status IS NULL")
-            .bind(account.as_str().to_owned())
-            .bind(key.to_owned())
-            .execute(self.pool())
-            .await?;
+        sqlx::query(
+            "DELETE FROM idempotency_keys WHERE account_id = $1 AND key = $2 AND status IS NULL",
+        )
+        .bind(account.as_str().to_owned())
+        .bind(key.to_owned())
+        .execute(self.pool())
+        .await?;
         Ok(())
     }
 }

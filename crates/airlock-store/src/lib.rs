@@ -31,8 +31,8 @@ use tokio::sync::broadcast;
 
 pub use feed::StoreFeed;
 pub use idempotency::IdempotencyBegin;
-pub use secrets::SecretRef;
 pub use model::*;
+pub use secrets::SecretRef;
 
 /// Which database is behind the store.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -68,10 +68,12 @@ impl From<sqlx::Error> for StoreError {
     fn from(err: sqlx::Error) -> Self {
         match &err {
             sqlx::Error::RowNotFound => StoreError::NotFound,
-            sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict("already exists".into()),
-            sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_) | sqlx::Error::ColumnNotFound(_) => {
-                StoreError::Corrupt(err.to_string())
+            sqlx::Error::Database(db) if db.is_unique_violation() => {
+                StoreError::Conflict("already exists".into())
             }
+            sqlx::Error::ColumnDecode { .. }
+            | sqlx::Error::Decode(_)
+            | sqlx::Error::ColumnNotFound(_) => StoreError::Corrupt(err.to_string()),
             _ => StoreError::Unavailable(err.to_string()),
         }
     }
@@ -92,7 +94,9 @@ pub struct Store {
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").field("backend", &self.backend).finish_non_exhaustive()
+        f.debug_struct("Store")
+            .field("backend", &self.backend)
+            .finish_non_exhaustive()
     }
 }
 
@@ -125,14 +129,26 @@ impl Store {
         } else if let Some(path) = url.strip_prefix("sqlite://") {
             let file = path.split('?').next().unwrap_or_default();
             if file.is_empty() {
-                return Err(StoreError::Config("AIRLOCK_DATABASE_URL: sqlite:// needs a file path".into()));
+                return Err(StoreError::Config(
+                    "AIRLOCK_DATABASE_URL: sqlite:// needs a file path".into(),
+                ));
             }
-            if let Some(dir) = Path::new(file).parent().filter(|d| !d.as_os_str().is_empty()) {
+            if let Some(dir) = Path::new(file)
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+            {
                 std::fs::create_dir_all(dir).map_err(|e| {
-                    StoreError::Config(format!("cannot create the database directory {}: {e}", dir.display()))
+                    StoreError::Config(format!(
+                        "cannot create the database directory {}: {e}",
+                        dir.display()
+                    ))
                 })?;
             }
-            let url = if path.contains('?') { url.to_owned() } else { format!("{url}?mode=rwc") };
+            let url = if path.contains('?') {
+                url.to_owned()
+            } else {
+                format!("{url}?mode=rwc")
+            };
             (Backend::Sqlite, url)
         } else {
             return Err(StoreError::Config(
@@ -166,7 +182,12 @@ impl Store {
             .connect_with(options)
             .await?;
         let (local_feed, _) = broadcast::channel(4096);
-        Ok(Store { pool, backend, url, local_feed })
+        Ok(Store {
+            pool,
+            backend,
+            url,
+            local_feed,
+        })
     }
 
     pub fn backend(&self) -> Backend {
@@ -206,7 +227,11 @@ impl Store {
     /// Commits a write and tells every data plane what changed: on Postgres through `pg_notify`
     /// inside the transaction (delivered only if it commits), on SQLite through the in-process
     /// feed after the commit.
-    pub(crate) async fn commit(&self, mut tx: Tx, changes: &[airlock_core::state::Change]) -> Result<()> {
+    pub(crate) async fn commit(
+        &self,
+        mut tx: Tx,
+        changes: &[airlock_core::state::Change],
+    ) -> Result<()> {
         if self.backend == Backend::Postgres {
             for change in changes {
                 // pg_notify returns void, which the Any driver cannot decode: wrap it in a count.
@@ -257,7 +282,8 @@ where
     T: for<'r> sqlx::Decode<'r, sqlx::Any> + sqlx::Type<sqlx::Any>,
 {
     use sqlx::Row;
-    row.try_get::<T, _>(name).map_err(|e| StoreError::Corrupt(format!("column {name}: {e}")))
+    row.try_get::<T, _>(name)
+        .map_err(|e| StoreError::Corrupt(format!("column {name}: {e}")))
 }
 
 /// Splits a fetched page of `limit + 1` rows into items and `has_more`.

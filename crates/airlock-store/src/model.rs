@@ -1,8 +1,8 @@
 //! Rows as the store reads and writes them, in domain types.
 
 use airlock_core::{
-    AccountId, ApiKeyId, AuthMechanism, CustomHeader, DevboxId, EnvName, Endpoint, GatewayConfigId, Label,
-    SecretId, SourceAddresses, TokenDigest, TokenId,
+    AccountId, ApiKeyId, AuthMechanism, CustomHeader, DevboxId, Endpoint, EnvName, GatewayConfigId,
+    Label, SecretId, SourceAddresses, TokenDigest, TokenId,
 };
 
 #[derive(Clone, Debug)]

@@ -4,9 +4,12 @@ use airlock_core::state::Change;
 use airlock_core::{AccountId, EnvName, SecretId};
 use sqlx::any::AnyRow;
 
-use crate::{col, insert_audit, paginate, AuditRow, Listed, Page, Result, SecretRow, Store, StoreError};
+use crate::{
+    col, insert_audit, paginate, AuditRow, Listed, Page, Result, SecretRow, Store, StoreError,
+};
 
-const COLUMNS: &str = "id, account_id, name, version, sealed, key_id, create_time_ms, update_time_ms";
+const COLUMNS: &str =
+    "id, account_id, name, version, sealed, key_id, create_time_ms, update_time_ms";
 
 fn secret(row: &AnyRow) -> Result<SecretRow> {
     Ok(SecretRow {
@@ -15,7 +18,8 @@ fn secret(row: &AnyRow) -> Result<SecretRow> {
         name: EnvName::from_trusted(col(row, "name")?),
         version: col(row, "version")?,
         sealed: col(row, "sealed")?,
-        key_id: u32::try_from(col::<i64>(row, "key_id")?).map_err(|_| StoreError::Corrupt("key_id out of range".into()))?,
+        key_id: u32::try_from(col::<i64>(row, "key_id")?)
+            .map_err(|_| StoreError::Corrupt("key_id out of range".into()))?,
         create_time_ms: col(row, "create_time_ms")?,
         update_time_ms: col(row, "update_time_ms")?,
     })
@@ -74,7 +78,11 @@ impl Store {
         secret(&row)
     }
 
-    pub async fn list_secrets(&self, account: &AccountId, page: &Page) -> Result<Listed<SecretRow>> {
+    pub async fn list_secrets(
+        &self,
+        account: &AccountId,
+        page: &Page,
+    ) -> Result<Listed<SecretRow>> {
         let sql = format!(
             "SELECT {COLUMNS} FROM secrets WHERE account_id = $1 AND delete_time_ms IS NULL AND ($2 = '' OR id < $2)
              ORDER BY id DESC LIMIT $3"
@@ -89,20 +97,31 @@ impl Store {
         let (items, has_more) = paginate(items, page.limit);
         let total_count = if page.include_total_count {
             Some(
-                sqlx::query_scalar("SELECT COUNT(*) FROM secrets WHERE account_id = $1 AND delete_time_ms IS NULL")
-                    .bind(account.as_str().to_owned())
-                    .fetch_one(self.pool())
-                    .await?,
+                sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM secrets WHERE account_id = $1 AND delete_time_ms IS NULL",
+                )
+                .bind(account.as_str().to_owned())
+                .fetch_one(self.pool())
+                .await?,
             )
         } else {
             None
         };
-        Ok(Listed { items, has_more, total_count })
+        Ok(Listed {
+            items,
+            has_more,
+            total_count,
+        })
     }
 
     /// Replaces the value with a new version, if the secret is still at `expected_version` (so
     /// that two concurrent rotations cannot both claim the same version number).
-    pub async fn rotate_secret(&self, row: &SecretRow, expected_version: i64, audit: &AuditRow) -> Result<()> {
+    pub async fn rotate_secret(
+        &self,
+        row: &SecretRow,
+        expected_version: i64,
+        audit: &AuditRow,
+    ) -> Result<()> {
         let mut tx = self.begin().await?;
         let done = sqlx::query(
             "UPDATE secrets SET version = $1, sealed = $2, key_id = $3, update_time_ms = $4
@@ -118,7 +137,9 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         if done.rows_affected() == 0 {
-            return Err(StoreError::Conflict("the secret changed concurrently; retry".into()));
+            return Err(StoreError::Conflict(
+                "the secret changed concurrently; retry".into(),
+            ));
         }
         insert_audit(&mut tx, audit).await?;
         self.commit(tx, &[Change::Secret(row.id.clone())]).await
@@ -126,7 +147,13 @@ impl Store {
 
     /// Deletes a secret and destroys its sealed value. Refused while a live token of a running
     /// devbox or a gateway config's custom header uses it.
-    pub async fn delete_secret(&self, account: &AccountId, id: &SecretId, now_ms: i64, audit: &AuditRow) -> Result<()> {
+    pub async fn delete_secret(
+        &self,
+        account: &AccountId,
+        id: &SecretId,
+        now_ms: i64,
+        audit: &AuditRow,
+    ) -> Result<()> {
         let mut tx = self.begin().await?;
         let in_use: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM gateway_tokens t JOIN devboxes d ON d.id = t.devbox_id
@@ -136,7 +163,9 @@ impl Store {
         .fetch_one(&mut *tx)
         .await?;
         if in_use > 0 {
-            return Err(StoreError::Refused("the secret is in use by a running devbox; shut it down first".into()));
+            return Err(StoreError::Refused(
+                "the secret is in use by a running devbox; shut it down first".into(),
+            ));
         }
         let pattern = crate::sql::contains_pattern(&format!("\"{}\"", id.as_str()));
         let in_headers: i64 = sqlx::query_scalar(
@@ -149,7 +178,8 @@ impl Store {
         .await?;
         if in_headers > 0 {
             return Err(StoreError::Refused(
-                "the secret is used by a gateway config's custom headers; change that config first".into(),
+                "the secret is used by a gateway config's custom headers; change that config first"
+                    .into(),
             ));
         }
         let done = sqlx::query(
@@ -177,7 +207,13 @@ impl Store {
 
     /// Stores a re-wrapped value; the version stays (the plaintext did not change). Returns
     /// false when the secret was rotated or deleted meanwhile.
-    pub async fn store_rewrapped(&self, id: &SecretId, version: i64, sealed: &[u8], key_id: u32) -> Result<bool> {
+    pub async fn store_rewrapped(
+        &self,
+        id: &SecretId,
+        version: i64,
+        sealed: &[u8],
+        key_id: u32,
+    ) -> Result<bool> {
         let done = sqlx::query(
             "UPDATE secrets SET sealed = $1, key_id = $2 WHERE id = $3 AND version = $4 AND delete_time_ms IS NULL",
         )

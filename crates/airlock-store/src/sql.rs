@@ -14,7 +14,11 @@ pub(crate) struct Sql {
 
 impl Sql {
     pub(crate) fn new(text: &str) -> Self {
-        Self { text: text.to_owned(), args: AnyArguments::default(), count: 0 }
+        Self {
+            text: text.to_owned(),
+            args: AnyArguments::default(),
+            count: 0,
+        }
     }
 
     /// Appends literal SQL written in the code (never user input).

@@ -124,7 +124,10 @@ pub(crate) async fn keys(cmd: KeysCommand) -> Result<()> {
             let keyring = crate::keys::load(&settings)?;
             let store = crate::connect(&settings).await?;
             let (moved, current) = rewrap(&store, &keyring).await?;
-            println!("re-wrapped {moved} secret(s) under key {}; {current} already used it", keyring.active_id());
+            println!(
+                "re-wrapped {moved} secret(s) under key {}; {current} already used it",
+                keyring.active_id()
+            );
             Ok(())
         }
     }
@@ -132,14 +135,27 @@ pub(crate) async fn keys(cmd: KeysCommand) -> Result<()> {
 
 /// Moves every secret's data key under the active master key. Secrets rotated meanwhile are
 /// already under it and are skipped.
-pub(crate) async fn rewrap(store: &airlock_store::Store, keyring: &Keyring) -> Result<(usize, usize)> {
+pub(crate) async fn rewrap(
+    store: &airlock_store::Store,
+    keyring: &Keyring,
+) -> Result<(usize, usize)> {
     let (mut moved, mut current) = (0, 0);
     for row in store.all_sealed_secrets().await? {
-        let ctx = SecretContext { account_id: row.account_id.as_str(), secret_id: row.id.as_str(), version: row.version };
-        match keyring.rewrap(&ctx, &row.sealed).with_context(|| format!("secret {}", row.id))? {
+        let ctx = SecretContext {
+            account_id: row.account_id.as_str(),
+            secret_id: row.id.as_str(),
+            version: row.version,
+        };
+        match keyring
+            .rewrap(&ctx, &row.sealed)
+            .with_context(|| format!("secret {}", row.id))?
+        {
             None => current += 1,
             Some(sealed) => {
-                if store.store_rewrapped(&row.id, row.version, &sealed, keyring.active_id().0).await? {
+                if store
+                    .store_rewrapped(&row.id, row.version, &sealed, keyring.active_id().0)
+                    .await?
+                {
                     moved += 1;
                 }
             }
@@ -154,7 +170,10 @@ fn read_value() -> Result<String> {
     } else {
         let mut text = String::new();
         std::io::stdin().read_to_string(&mut text)?;
-        text.strip_suffix('\n').map(|t| t.strip_suffix('\r').unwrap_or(t)).unwrap_or(&text).to_owned()
+        text.strip_suffix('\n')
+            .map(|t| t.strip_suffix('\r').unwrap_or(t))
+            .unwrap_or(&text)
+            .to_owned()
     };
     if value.is_empty() {
         bail!("the value is empty");
@@ -170,16 +189,37 @@ pub(crate) async fn remote(cmd: Command) -> Result<()> {
                 Some(v) => v,
                 None => read_value()?,
             });
-            let exists = api.call(http::Method::GET, &format!("/v1/secrets/{name}"), None).await.is_ok();
+            let exists = api
+                .call(http::Method::GET, &format!("/v1/secrets/{name}"), None)
+                .await
+                .is_ok();
             if exists {
-                api.call(http::Method::POST, &format!("/v1/secrets/{name}"), Some(json!({"value": value.as_str()}))).await?
+                api.call(
+                    http::Method::POST,
+                    &format!("/v1/secrets/{name}"),
+                    Some(json!({"value": value.as_str()})),
+                )
+                .await?
             } else {
-                api.call(http::Method::POST, "/v1/secrets", Some(json!({"name": name, "value": value.as_str()}))).await?
+                api.call(
+                    http::Method::POST,
+                    "/v1/secrets",
+                    Some(json!({"name": name, "value": value.as_str()})),
+                )
+                .await?
             }
         }
-        Command::Secret(SecretCommand::List) => api.call(http::Method::GET, "/v1/secrets?limit=5000", None).await?,
+        Command::Secret(SecretCommand::List) => {
+            api.call(http::Method::GET, "/v1/secrets?limit=5000", None)
+                .await?
+        }
         Command::Secret(SecretCommand::Delete { name }) => {
-            api.call(http::Method::POST, &format!("/v1/secrets/{name}/delete"), None).await?
+            api.call(
+                http::Method::POST,
+                &format!("/v1/secrets/{name}/delete"),
+                None,
+            )
+            .await?
         }
         Command::Gateway(GatewayCommand::Create(g)) => {
             let auth = match g.auth.split_once(':') {
@@ -191,18 +231,35 @@ pub(crate) async fn remote(cmd: Command) -> Result<()> {
             if let (Some(d), Value::Object(m)) = (g.description, &mut body) {
                 m.insert("description".into(), Value::from(d));
             }
-            api.call(http::Method::POST, "/v1/gateway-configs", Some(body)).await?
+            api.call(http::Method::POST, "/v1/gateway-configs", Some(body))
+                .await?
         }
-        Command::Gateway(GatewayCommand::List) => api.call(http::Method::GET, "/v1/gateway-configs?limit=5000", None).await?,
-        Command::Devbox(DevboxCommand::Register { name, sources, gateways }) => {
+        Command::Gateway(GatewayCommand::List) => {
+            api.call(http::Method::GET, "/v1/gateway-configs?limit=5000", None)
+                .await?
+        }
+        Command::Devbox(DevboxCommand::Register {
+            name,
+            sources,
+            gateways,
+        }) => {
             let mut map = Map::new();
             for g in &gateways {
-                let (prefix, rest) = g.split_once('=').ok_or_else(|| anyhow!("--gateway {g}: expected PREFIX=GATEWAY:SECRET"))?;
-                let (gateway, secret) = rest.split_once(':').ok_or_else(|| anyhow!("--gateway {g}: expected PREFIX=GATEWAY:SECRET"))?;
-                map.insert(prefix.to_owned(), json!({"gateway": gateway, "secret": secret}));
+                let (prefix, rest) = g
+                    .split_once('=')
+                    .ok_or_else(|| anyhow!("--gateway {g}: expected PREFIX=GATEWAY:SECRET"))?;
+                let (gateway, secret) = rest
+                    .split_once(':')
+                    .ok_or_else(|| anyhow!("--gateway {g}: expected PREFIX=GATEWAY:SECRET"))?;
+                map.insert(
+                    prefix.to_owned(),
+                    json!({"gateway": gateway, "secret": secret}),
+                );
             }
             let body = json!({"name": name, "source_addresses": sources, "gateways": map});
-            let view = api.call(http::Method::POST, "/v1/devboxes", Some(body)).await?;
+            let view = api
+                .call(http::Method::POST, "/v1/devboxes", Some(body))
+                .await?;
             eprintln!("registered devbox {}", view["id"].as_str().unwrap_or("?"));
             if let Some(env) = view.get("environment").and_then(Value::as_object) {
                 for (k, v) in env {
@@ -212,7 +269,12 @@ pub(crate) async fn remote(cmd: Command) -> Result<()> {
             return Ok(());
         }
         Command::Devbox(DevboxCommand::Shutdown { id }) => {
-            api.call(http::Method::POST, &format!("/v1/devboxes/{id}/shutdown"), None).await?
+            api.call(
+                http::Method::POST,
+                &format!("/v1/devboxes/{id}/shutdown"),
+                None,
+            )
+            .await?
         }
         Command::Serve | Command::Migrate | Command::Keys(_) => bail!("not a remote command"),
     };

@@ -19,26 +19,44 @@ impl ApiClient {
         if !base.starts_with("http://") {
             bail!("AIRLOCK_URL: only http:// control planes are supported by the CLI");
         }
-        let token = std::env::var("AIRLOCK_TOKEN").context("AIRLOCK_TOKEN: set it to an Airlock API key")?;
-        Ok(ApiClient { base: base.trim_end_matches('/').to_owned(), token })
+        let token = std::env::var("AIRLOCK_TOKEN")
+            .context("AIRLOCK_TOKEN: set it to an Airlock API key")?;
+        Ok(ApiClient {
+            base: base.trim_end_matches('/').to_owned(),
+            token,
+        })
     }
 
     /// Sends a request and returns the JSON answer; an API error becomes an error with its message.
-    pub(crate) async fn call(&self, method: http::Method, path: &str, body: Option<Value>) -> Result<Value> {
+    pub(crate) async fn call(
+        &self,
+        method: http::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value> {
         let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
         let payload = body.map(|b| b.to_string()).unwrap_or_default();
         let req = http::Request::builder()
             .method(method)
             .uri(format!("{}{path}", self.base))
-            .header(http::header::AUTHORIZATION, format!("Bearer {}", self.token))
+            .header(
+                http::header::AUTHORIZATION,
+                format!("Bearer {}", self.token),
+            )
             .header(http::header::CONTENT_TYPE, "application/json")
             .body(Full::new(Bytes::from(payload)))?;
-        let resp = client.request(req).await.with_context(|| format!("cannot reach {}", self.base))?;
+        let resp = client
+            .request(req)
+            .await
+            .with_context(|| format!("cannot reach {}", self.base))?;
         let status = resp.status();
         let bytes = resp.into_body().collect().await?.to_bytes();
         let value: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
         if !status.is_success() {
-            let message = value.pointer("/error/message").and_then(Value::as_str).unwrap_or("no message");
+            let message = value
+                .pointer("/error/message")
+                .and_then(Value::as_str)
+                .unwrap_or("no message");
             bail!("{status}: {message}");
         }
         Ok(value)

@@ -31,7 +31,8 @@ pub(crate) fn load(settings: &Settings) -> Result<Keyring> {
         return read_file(&path, "the embedded master key file");
     }
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let key = MasterKey::generate().map_err(|e| anyhow::anyhow!("cannot generate a master key: {e}"))?;
+    let key =
+        MasterKey::generate().map_err(|e| anyhow::anyhow!("cannot generate a master key: {e}"))?;
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -50,6 +51,9 @@ pub(crate) fn load(settings: &Settings) -> Result<Keyring> {
 }
 
 fn read_file(path: &Path, what: &str) -> Result<Keyring> {
-    let text = zeroize::Zeroizing::new(std::fs::read_to_string(path).with_context(|| format!("{what}: cannot read {}", path.display()))?);
+    let text = zeroize::Zeroizing::new(
+        std::fs::read_to_string(path)
+            .with_context(|| format!("{what}: cannot read {}", path.display()))?,
+    );
     Keyring::parse(&text).map_err(|e| anyhow::anyhow!("{what} ({}): {e}", path.display()))
 }

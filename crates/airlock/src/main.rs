@@ -19,7 +19,10 @@ use crate::settings::{LogFormat, Role, Settings};
 
 fn main() -> std::process::ExitCode {
     let args = cli::Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("airlock: cannot start the async runtime: {e}");
@@ -57,7 +60,9 @@ async fn run(args: cli::Cli) -> Result<()> {
 
 fn init_tracing(settings: &Settings) {
     let filter = tracing_subscriber::EnvFilter::new(&settings.log);
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match settings.log_format {
         LogFormat::Json => builder.json().flatten_event(true).init(),
         LogFormat::Text => builder.init(),
@@ -93,7 +98,9 @@ fn watch_signals(tx: watch::Sender<bool>) -> Result<()> {
                 _ = int.recv() => {}
             }
             if n == 0 {
-                tracing::info!("shutting down: draining open requests (send the signal again to exit at once)");
+                tracing::info!(
+                    "shutting down: draining open requests (send the signal again to exit at once)"
+                );
                 let _ = tx.send(true);
             } else {
                 tracing::warn!("second signal: exiting now");
@@ -114,34 +121,14 @@ async fn serve(settings: Settings) -> Result<()> {
     watch_signals(tx)?;
     let mut tasks = tokio::task::JoinSet::new();
 
-    let mut ready: Arc<dyn Fn() -> bool + Send + Sync> = Arc::new(|| true);
-    if settings.role != Role::Control {
-        let listener = tokio::net::TcpListener::bind(settings.proxy_addr)
-            .await
-            .with_context(|| format!("AIRLOCK_PROXY_ADDR: cannot listen on {}", settings.proxy_addr))?;
-        let proxy_addr = listener.local_addr()?;
-        let config = airlock_proxy::ProxyConfig {
-            policy: settings.policy.clone(),
-            extra_roots_pem: settings::read_ca(&settings)?,
-            own_addrs: vec![proxy_addr, settings.api_addr],
-            audit_spill_path: settings.audit_spill_file.clone(),
-            ..airlock_proxy::ProxyConfig::default()
-        };
-        let source = Arc::new(store.clone());
-        let data_plane = Arc::new(
-            airlock_proxy::start(config, keyring.clone(), source.clone(), source)
-                .await
-                .map_err(|e| anyhow::anyhow!("starting the data plane: {e}"))?,
+    let ready: Arc<dyn Fn() -> bool + Send + Sync> = Arc::new(|| true);
+    if settings.role == Role::Proxy {
+        anyhow::bail!(
+            "AIRLOCK_ROLE: this build has no data plane yet; run with AIRLOCK_ROLE=control"
         );
-        let dp = data_plane.clone();
-        ready = Arc::new(move || dp.ready());
-        let shutdown = signalled(rx.clone());
-        let grace = settings.shutdown_grace;
-        tasks.spawn(async move { data_plane.serve(listener, shutdown, grace).await });
-        tracing::info!(addr = %proxy_addr, public_url = %settings.public_url, "data plane listening");
-        if !settings.trusted_proxies.is_empty() {
-            tracing::warn!("AIRLOCK_TRUSTED_PROXIES is set but this build does not read PROXY protocol headers yet; peers are identified by their socket address");
-        }
+    }
+    if settings.role == Role::All {
+        tracing::warn!(proxy = %settings.proxy_addr, "this build has no data plane yet: only the control plane runs");
     }
     if settings.role != Role::Proxy {
         match airlock_api::bootstrap(&store, settings.admin_token.as_deref()).await? {
@@ -152,7 +139,9 @@ async fn serve(settings: Settings) -> Result<()> {
                     key.expose()
                 );
             }
-            airlock_api::Bootstrap::FromSetting => tracing::info!("AIRLOCK_ADMIN_TOKEN registered as an admin key"),
+            airlock_api::Bootstrap::FromSetting => {
+                tracing::info!("AIRLOCK_ADMIN_TOKEN registered as an admin key")
+            }
             airlock_api::Bootstrap::Existing => {}
         }
         let listener = tokio::net::TcpListener::bind(settings.api_addr)
@@ -169,7 +158,8 @@ async fn serve(settings: Settings) -> Result<()> {
         tasks.spawn(airlock_api::serve(listener, state, signalled(rx.clone())));
     }
     while let Some(done) = tasks.join_next().await {
-        done.context("a server task failed")?.context("a server stopped with an error")?;
+        done.context("a server task failed")?
+            .context("a server stopped with an error")?;
     }
     store.close().await;
     tracing::info!("stopped");

@@ -51,7 +51,8 @@ fn var(name: &str) -> Option<String> {
 
 fn parse_addr(name: &str, default: &str) -> Result<SocketAddr> {
     let text = var(name).unwrap_or_else(|| default.to_owned());
-    text.parse().map_err(|_| anyhow!("{name}: {text:?} is not an address like 127.0.0.1:7070"))
+    text.parse()
+        .map_err(|_| anyhow!("{name}: {text:?} is not an address like 127.0.0.1:7070"))
 }
 
 fn parse_bool(name: &str, default: bool) -> Result<bool> {
@@ -82,23 +83,32 @@ impl Settings {
             Some("proxy") => Role::Proxy,
             Some(other) => bail!("AIRLOCK_ROLE: {other:?} is not one of all, control, proxy"),
         };
-        let database_url = var("AIRLOCK_DATABASE_URL").unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned());
-        if !(database_url.starts_with("postgres://") || database_url.starts_with("postgresql://") || database_url.starts_with("sqlite://")) {
+        let database_url =
+            var("AIRLOCK_DATABASE_URL").unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned());
+        if !(database_url.starts_with("postgres://")
+            || database_url.starts_with("postgresql://")
+            || database_url.starts_with("sqlite://"))
+        {
             bail!("AIRLOCK_DATABASE_URL: must start with postgres:// or sqlite://");
         }
         let api_addr = parse_addr("AIRLOCK_API_ADDR", "127.0.0.1:7070")?;
         let proxy_addr = parse_addr("AIRLOCK_PROXY_ADDR", "127.0.0.1:7080")?;
-        let public_url = var("AIRLOCK_PUBLIC_URL").unwrap_or_else(|| format!("http://{proxy_addr}"));
-        if !(public_url.starts_with("http://") || public_url.starts_with("https://")) || public_url.contains(char::is_whitespace) {
+        let public_url =
+            var("AIRLOCK_PUBLIC_URL").unwrap_or_else(|| format!("http://{proxy_addr}"));
+        if !(public_url.starts_with("http://") || public_url.starts_with("https://"))
+            || public_url.contains(char::is_whitespace)
+        {
             bail!("AIRLOCK_PUBLIC_URL: {public_url:?} is not an http:// or https:// URL");
         }
         let public_url = public_url.trim_end_matches('/').to_owned();
-        let policy = UpstreamPolicy::parse(&var("AIRLOCK_ALLOW_PRIVATE_UPSTREAMS").unwrap_or_default())
-            .map_err(|e| anyhow!("AIRLOCK_ALLOW_PRIVATE_UPSTREAMS: {}", e.message))?;
-        let trusted_proxies = UpstreamPolicy::parse(&var("AIRLOCK_TRUSTED_PROXIES").unwrap_or_default())
-            .map_err(|e| anyhow!("AIRLOCK_TRUSTED_PROXIES: {}", e.message))?
-            .allowed_private()
-            .to_vec();
+        let policy =
+            UpstreamPolicy::parse(&var("AIRLOCK_ALLOW_PRIVATE_UPSTREAMS").unwrap_or_default())
+                .map_err(|e| anyhow!("AIRLOCK_ALLOW_PRIVATE_UPSTREAMS: {}", e.message))?;
+        let trusted_proxies =
+            UpstreamPolicy::parse(&var("AIRLOCK_TRUSTED_PROXIES").unwrap_or_default())
+                .map_err(|e| anyhow!("AIRLOCK_TRUSTED_PROXIES: {}", e.message))?
+                .allowed_private()
+                .to_vec();
         let log_format = match var("AIRLOCK_LOG_FORMAT").as_deref() {
             Some("text") => LogFormat::Text,
             Some("json") => LogFormat::Json,
@@ -115,7 +125,9 @@ impl Settings {
         tracing_subscriber::EnvFilter::try_new(&log).map_err(|e| anyhow!("AIRLOCK_LOG: {e}"))?;
         let audit_spill_file = match var("AIRLOCK_AUDIT_SPILL_FILE") {
             Some(p) => PathBuf::from(p),
-            None => sqlite_dir(&database_url).unwrap_or_else(|| PathBuf::from(".")).join("audit-spill.jsonl"),
+            None => sqlite_dir(&database_url)
+                .unwrap_or_else(|| PathBuf::from("."))
+                .join("audit-spill.jsonl"),
         };
         Ok(Settings {
             role,
@@ -146,7 +158,11 @@ impl Settings {
 pub(crate) fn sqlite_dir(url: &str) -> Option<PathBuf> {
     let path = url.strip_prefix("sqlite://")?.split('?').next()?;
     let parent = PathBuf::from(path).parent()?.to_path_buf();
-    Some(if parent.as_os_str().is_empty() { PathBuf::from(".") } else { parent })
+    Some(if parent.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        parent
+    })
 }
 
 /// Reads the upstream CA file, if configured.
@@ -154,6 +170,9 @@ pub(crate) fn read_ca(settings: &Settings) -> Result<Option<Vec<u8>>> {
     settings
         .upstream_ca_file
         .as_ref()
-        .map(|p| std::fs::read(p).with_context(|| format!("AIRLOCK_UPSTREAM_CA_FILE: cannot read {}", p.display())))
+        .map(|p| {
+            std::fs::read(p)
+                .with_context(|| format!("AIRLOCK_UPSTREAM_CA_FILE: cannot read {}", p.display()))
+        })
         .transpose()
 }

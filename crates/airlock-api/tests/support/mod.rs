@@ -31,7 +31,11 @@ pub async fn harness(backend: Backend) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let url = match backend {
         Backend::Sqlite => format!("sqlite://{}/airlock.db", dir.path().display()),
-        Backend::Postgres => airlock_testkit::pg::shared().await.fresh_database().await.unwrap(),
+        Backend::Postgres => airlock_testkit::pg::shared()
+            .await
+            .fresh_database()
+            .await
+            .unwrap(),
     };
     let store = Store::connect(&url).await.unwrap();
     store.migrate().await.unwrap();
@@ -48,12 +52,24 @@ pub async fn harness(backend: Backend) -> Harness {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(airlock_api::serve(listener, state, std::future::pending()));
-    Harness { base, store, url, keyring, dir }
+    Harness {
+        base,
+        store,
+        url,
+        keyring,
+        dir,
+    }
 }
 
 impl Harness {
     /// Sends a request with the given key; returns the status and the JSON body (Null if none).
-    pub async fn call_as(&self, key: &str, method: Method, path: &str, body: Option<&Value>) -> (u16, Value) {
+    pub async fn call_as(
+        &self,
+        key: &str,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> (u16, Value) {
         let mut req = TestRequest::new(method, &format!("{}{path}", self.base)).bearer(key);
         if let Some(b) = body {
             req = req.json(b);
