@@ -1,6 +1,6 @@
 # Task runner for Airlock. `make run` starts Airlock on the embedded SQLite default;
 # `make test` runs every test (see scripts/test).
-.PHONY: run test lint fmt venv
+.PHONY: run test lint fmt venv deny
 
 run:
 	cargo run --release -p airlock -- serve
@@ -17,3 +17,6 @@ fmt:
 
 venv:
 	scripts/python-env
+
+deny:
+	cargo deny check

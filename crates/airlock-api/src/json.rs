@@ -69,6 +69,28 @@ fn redact_strings(message: &str) -> String {
     }
 }
 
+/// A query string, with a malformed one answered in the API's error shape.
+pub(crate) struct Query<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> axum::extract::FromRequestParts<S> for Query<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut http::request::Parts,
+        state: &S,
+    ) -> Result<Self, ApiError> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|q| Query(q.0))
+            .map_err(|e| {
+                ApiError::Invalid(format!(
+                    "the query string does not parse: {}",
+                    e.body_text()
+                ))
+            })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -108,24 +130,3 @@ mod tests {
     }
 }
 
-/// A query string, with a malformed one answered in the API's error shape.
-pub(crate) struct Query<T>(pub T);
-
-impl<S: Send + Sync, T: DeserializeOwned> axum::extract::FromRequestParts<S> for Query<T> {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(
-        parts: &mut http::request::Parts,
-        state: &S,
-    ) -> Result<Self, ApiError> {
-        axum::extract::Query::<T>::from_request_parts(parts, state)
-            .await
-            .map(|q| Query(q.0))
-            .map_err(|e| {
-                ApiError::Invalid(format!(
-                    "the query string does not parse: {}",
-                    e.body_text()
-                ))
-            })
-    }
-}

@@ -34,7 +34,7 @@ impl SecretKind {
         }
     }
 
-    pub fn len(self) -> usize {
+    pub fn token_len(self) -> usize {
         self.prefix().len() + RANDOM_LEN + CHECKSUM_LEN
     }
 }
@@ -60,7 +60,7 @@ impl BearerSecret {
     /// Mints a new one from the system RNG.
     pub fn generate(kind: SecretKind) -> Self {
         let rng = SystemRandom::new();
-        let mut text = Zeroizing::new(String::with_capacity(kind.len()));
+        let mut text = Zeroizing::new(String::with_capacity(kind.token_len()));
         text.push_str(kind.prefix());
         let mut buf = Zeroizing::new([0u8; 64]);
         while text.len() < kind.prefix().len() + RANDOM_LEN {
@@ -208,7 +208,7 @@ mod tests {
         let a = BearerSecret::generate(SecretKind::Gateway);
         let b = BearerSecret::generate(SecretKind::Gateway);
         assert!(a.expose().starts_with("gws_"));
-        assert_eq!(a.expose().len(), SecretKind::Gateway.len());
+        assert_eq!(a.expose().len(), SecretKind::Gateway.token_len());
         assert_ne!(a.expose(), b.expose());
         let parsed = BearerSecret::parse(SecretKind::Gateway, a.expose()).unwrap();
         assert!(parsed.digest().ct_eq(&a.digest()));

@@ -1,6 +1,9 @@
 //! TLS fixtures: the CA's PEM is readable by other tools, and issued certificates carry the
 //! names asked for.
 
+// Test code panics with the value on failure: that is its report.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use airlock_testkit::tls::TestCa;
 
 #[test]
