@@ -70,10 +70,18 @@ pub async fn bootstrap(store: &Store, admin_token: Option<&str>) -> Result<Boots
             return Ok(Bootstrap::Existing);
         }
         let key = key_row(&operator.id, digest);
-        store
+        return match store
             .insert_api_key(&key, &system_audit(&operator.id, &key))
-            .await?;
-        return Ok(Bootstrap::FromSetting);
+            .await
+        {
+            Ok(()) => Ok(Bootstrap::FromSetting),
+            // The digest exists but the key was revoked: a revocation outranks the setting.
+            Err(StoreError::Conflict(_)) => {
+                tracing::warn!("AIRLOCK_ADMIN_TOKEN names a revoked API key; it stays revoked");
+                Ok(Bootstrap::Existing)
+            }
+            Err(e) => Err(e),
+        };
     }
     let account = AccountRow {
         id: AccountId::generate(),

@@ -129,4 +129,3 @@ mod tests {
             .contains("missing field `n`"));
     }
 }
-

@@ -108,57 +108,109 @@ impl ProxyError {
         const API: &str = "api_error";
         let (origin, status, code, kind) = match self {
             Self::MissingToken => (Downstream, StatusCode::UNAUTHORIZED, "missing_token", AUTH),
-            Self::MalformedToken => (Downstream, StatusCode::UNAUTHORIZED, "malformed_token", AUTH),
+            Self::MalformedToken => (
+                Downstream,
+                StatusCode::UNAUTHORIZED,
+                "malformed_token",
+                AUTH,
+            ),
             Self::UnknownToken => (Downstream, StatusCode::UNAUTHORIZED, "unknown_token", AUTH),
             Self::RevokedToken => (Downstream, StatusCode::UNAUTHORIZED, "revoked_token", AUTH),
             Self::ExpiredToken => (Downstream, StatusCode::UNAUTHORIZED, "expired_token", AUTH),
-            Self::ConflictingTokens => {
-                (Downstream, StatusCode::BAD_REQUEST, "conflicting_tokens", INVALID)
-            }
-            Self::MisplacedToken => (Downstream, StatusCode::BAD_REQUEST, "misplaced_token", INVALID),
-            Self::DevboxShutdown => (Downstream, StatusCode::FORBIDDEN, "devbox_shutdown", PERMISSION),
-            Self::AddressNotAllowed => {
-                (Downstream, StatusCode::FORBIDDEN, "address_not_allowed", PERMISSION)
-            }
+            Self::ConflictingTokens => (
+                Downstream,
+                StatusCode::BAD_REQUEST,
+                "conflicting_tokens",
+                INVALID,
+            ),
+            Self::MisplacedToken => (
+                Downstream,
+                StatusCode::BAD_REQUEST,
+                "misplaced_token",
+                INVALID,
+            ),
+            Self::DevboxShutdown => (
+                Downstream,
+                StatusCode::FORBIDDEN,
+                "devbox_shutdown",
+                PERMISSION,
+            ),
+            Self::AddressNotAllowed => (
+                Downstream,
+                StatusCode::FORBIDDEN,
+                "address_not_allowed",
+                PERMISSION,
+            ),
             Self::BadPath(_) => (Downstream, StatusCode::BAD_REQUEST, "bad_path", INVALID),
-            Self::MethodNotAllowed => {
-                (Downstream, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", INVALID)
-            }
+            Self::MethodNotAllowed => (
+                Downstream,
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                INVALID,
+            ),
             Self::HeadersTooLarge => (
                 Downstream,
                 StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
                 "headers_too_large",
                 INVALID,
             ),
-            Self::WebsocketUnsupported => {
-                (Downstream, StatusCode::NOT_IMPLEMENTED, "websocket_unsupported", INVALID)
+            Self::WebsocketUnsupported => (
+                Downstream,
+                StatusCode::NOT_IMPLEMENTED,
+                "websocket_unsupported",
+                INVALID,
+            ),
+            Self::StateNotLoaded => (
+                Internal,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "state_not_loaded",
+                API,
+            ),
+            Self::StateUnavailable => (
+                Internal,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "state_unavailable",
+                API,
+            ),
+            Self::SecretUnavailable => {
+                (Internal, StatusCode::BAD_GATEWAY, "secret_unavailable", API)
             }
-            Self::StateNotLoaded => {
-                (Internal, StatusCode::SERVICE_UNAVAILABLE, "state_not_loaded", API)
-            }
-            Self::StateUnavailable => {
-                (Internal, StatusCode::SERVICE_UNAVAILABLE, "state_unavailable", API)
-            }
-            Self::SecretUnavailable => (Internal, StatusCode::BAD_GATEWAY, "secret_unavailable", API),
-            Self::GatewayUnavailable => {
-                (Internal, StatusCode::BAD_GATEWAY, "gateway_unavailable", API)
-            }
+            Self::GatewayUnavailable => (
+                Internal,
+                StatusCode::BAD_GATEWAY,
+                "gateway_unavailable",
+                API,
+            ),
             Self::UpstreamForbidden(_) => {
                 (Upstream, StatusCode::BAD_GATEWAY, "upstream_forbidden", API)
             }
-            Self::UpstreamUnreachable => {
-                (Upstream, StatusCode::BAD_GATEWAY, "upstream_unreachable", API)
-            }
+            Self::UpstreamUnreachable => (
+                Upstream,
+                StatusCode::BAD_GATEWAY,
+                "upstream_unreachable",
+                API,
+            ),
             Self::UpstreamTls => (Upstream, StatusCode::BAD_GATEWAY, "upstream_tls", API),
-            Self::UpstreamConnectTimeout | Self::UpstreamTimeout => {
-                (Upstream, StatusCode::GATEWAY_TIMEOUT, "upstream_timeout", API)
-            }
+            Self::UpstreamConnectTimeout | Self::UpstreamTimeout => (
+                Upstream,
+                StatusCode::GATEWAY_TIMEOUT,
+                "upstream_timeout",
+                API,
+            ),
             Self::UpstreamFailed => (Upstream, StatusCode::BAD_GATEWAY, "upstream_failed", API),
-            Self::Internal(_) | Self::Config(_) => {
-                (Internal, StatusCode::INTERNAL_SERVER_ERROR, "internal_error", API)
-            }
+            Self::Internal(_) | Self::Config(_) => (
+                Internal,
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal_error",
+                API,
+            ),
         };
-        Described { origin, status, code, kind }
+        Described {
+            origin,
+            status,
+            code,
+            kind,
+        }
     }
 
     /// The JSON error response of the contract, with `x-airlock-error`.
@@ -178,7 +230,10 @@ impl ProxyError {
         let mut response = Response::new(body(Bytes::from(json.to_string())));
         *response.status_mut() = d.status;
         let headers = response.headers_mut();
-        headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
         headers.insert("x-airlock-error", HeaderValue::from_static(d.code));
         if d.status == StatusCode::METHOD_NOT_ALLOWED {
             // RFC 9110 requires Allow on 405; every method but CONNECT is proxied.
@@ -217,7 +272,10 @@ mod tests {
         ] {
             let text = err.to_string();
             let first = text.chars().next().unwrap();
-            assert!(!first.is_uppercase() || text.starts_with("CONNECT"), "{text}");
+            assert!(
+                !first.is_uppercase() || text.starts_with("CONNECT"),
+                "{text}"
+            );
             assert!(!text.ends_with('.'), "{text}");
             let response = err.to_response(|b| b);
             let d = err.describe();

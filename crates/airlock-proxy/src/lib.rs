@@ -1,1 +1,195 @@
-//! placeholder
+//! Airlock's data plane.
+//!
+//! A sandbox calls the data plane with a `gws_` token as its API key. The data plane checks the
+//! token and the caller's address, removes the token, applies the real credential and streams
+//! the request to the gateway config's upstream and the response back; then it records the
+//! request in the audit trail. The request's journey is in `pipeline` (read it top to bottom);
+//! the rest supports it:
+//!
+//! - `server`: the listener, HTTP/1.1 and HTTP/2, per-connection timeouts, graceful drain;
+//! - `rewrite`: finding the token, checking the path, rewriting headers (pure functions);
+//! - `state` and `feed`: what the data plane knows, and keeping it current from the store;
+//! - `upstream`: the pooled client and its connector, which checks every address it dials;
+//! - `body`: request and response bodies passed through unbuffered, counted;
+//! - `audit`: the request events, batched to the store, spilled to a file when it is down;
+//! - [`error`]: the one error type, mapped to a status and a code in one place.
+//!
+//! Invariants: the data plane never imports the store (it sees a [`StateSource`] and an
+//! [`AuditSink`]); a plaintext secret exists only in its memory and in the requests it sends
+//! upstream; no token or secret appears in a log line, an error or a `Debug` output.
+
+pub mod error;
+
+mod audit;
+mod body;
+mod feed;
+mod pipeline;
+mod rewrite;
+mod scrub;
+mod server;
+mod state;
+mod upstream;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use airlock_core::state::{AuditSink, StateSource};
+use airlock_core::UpstreamPolicy;
+use airlock_crypto::Keyring;
+use hyper_util::rt::TokioExecutor;
+use hyper_util::server::conn::auto;
+use tokio_util::sync::CancellationToken;
+
+pub use crate::error::{Origin, ProxyError};
+
+/// How the data plane runs. The binary fills it from the environment.
+#[derive(Clone, Debug)]
+pub struct ProxyConfig {
+    /// Where upstream connections may go (`AIRLOCK_ALLOW_PRIVATE_UPSTREAMS`).
+    pub policy: UpstreamPolicy,
+    /// Extra PEM trust roots for upstream TLS (`AIRLOCK_UPSTREAM_CA_FILE`'s contents), added to
+    /// the web PKI roots.
+    pub extra_roots_pem: Option<Vec<u8>>,
+    /// Airlock's own listeners: never dialled as an upstream.
+    pub own_addrs: Vec<SocketAddr>,
+    /// An HTTP/1 request head must arrive within this, once its first byte has.
+    pub header_read_timeout: Duration,
+    /// A connection with no request in flight for this long is closed.
+    pub idle_timeout: Duration,
+    /// Resolving and connecting to the upstream, TLS included.
+    pub connect_timeout: Duration,
+    /// The upstream must send its response head within this (504 otherwise). LLM calls are slow.
+    pub response_header_timeout: Duration,
+    /// The request head's size limit (431 beyond it).
+    pub max_header_bytes: usize,
+    /// How often the whole state is reloaded, as a safety net behind the change feed.
+    pub resync_interval: Duration,
+    /// Where audit events go while the audit sink cannot take them.
+    pub audit_spill_path: PathBuf,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        ProxyConfig {
+            policy: UpstreamPolicy::default(),
+            extra_roots_pem: None,
+            own_addrs: Vec::new(),
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(90),
+            connect_timeout: Duration::from_secs(10),
+            response_header_timeout: Duration::from_secs(300),
+            max_header_bytes: 64 * 1024,
+            resync_interval: Duration::from_secs(60),
+            audit_spill_path: PathBuf::from("airlock-audit.spill"),
+        }
+    }
+}
+
+/// What every request and connection shares.
+pub(crate) struct Shared {
+    config: ProxyConfig,
+    state: Arc<state::State>,
+    loader: feed::TokenLoader,
+    client: upstream::UpstreamClient,
+    ws_client: upstream::UpstreamClient,
+    http: auto::Builder<TokioExecutor>,
+    audit: audit::AuditQueue,
+}
+
+/// A running data plane: its state follows the source in the background until it is dropped.
+pub struct DataPlane {
+    shared: Arc<Shared>,
+    cancel: CancellationToken,
+}
+
+impl std::fmt::Debug for DataPlane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DataPlane")
+            .field("ready", &self.ready())
+            .field("tokens", &self.token_count())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Loads the state and starts following the change feed (a background task that reconnects
+/// and resyncs by itself). If the source cannot be reached, `start` still succeeds: the task
+/// keeps trying, [`DataPlane::ready`] stays false and requests with tokens get 503
+/// `state_not_loaded` until it succeeds. Fails only on configuration it cannot use.
+pub async fn start<S: StateSource, A: AuditSink>(
+    config: ProxyConfig,
+    keyring: Arc<Keyring>,
+    source: Arc<S>,
+    audit: Arc<A>,
+) -> Result<DataPlane, ProxyError> {
+    let roots = config.extra_roots_pem.as_deref();
+    let tls = upstream::tls_config(roots, &[b"h2", b"http/1.1"])?;
+    let ws_tls = upstream::tls_config(roots, &[b"http/1.1"])?;
+    let connector = |tls| {
+        upstream::Connector::new(
+            config.policy.clone(),
+            config.own_addrs.clone(),
+            tls,
+            config.connect_timeout,
+        )
+    };
+    let cancel = CancellationToken::new();
+    let state = Arc::new(state::State::new(keyring));
+    let shared = Arc::new(Shared {
+        loader: feed::TokenLoader::new(Box::new(feed::SourceLoader(source.clone()))),
+        client: upstream::client(connector(tls)),
+        ws_client: upstream::client(connector(ws_tls)),
+        http: server::builder(&config),
+        audit: audit::AuditQueue::start(
+            audit,
+            config.audit_spill_path.clone(),
+            cancel.child_token(),
+        ),
+        state: state.clone(),
+        config,
+    });
+    let (first_tx, first_rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(feed::run(
+        state,
+        source,
+        shared.config.resync_interval,
+        cancel.child_token(),
+        first_tx,
+    ));
+    // Wait for the first attempt, so that a healthy start returns ready; a failed one returns
+    // at once and keeps retrying in the background.
+    let _ = first_rx.await;
+    Ok(DataPlane { shared, cancel })
+}
+
+impl DataPlane {
+    /// Whether a full snapshot of the state has been loaded.
+    pub fn ready(&self) -> bool {
+        self.shared.state.ready()
+    }
+
+    /// Active tokens in memory.
+    pub fn token_count(&self) -> usize {
+        self.shared.state.token_count()
+    }
+
+    /// Serves on an already-bound listener until `shutdown` resolves, then stops accepting, lets
+    /// open requests finish (up to `grace`), flushes the audit queue and returns.
+    pub async fn serve(
+        &self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl Future<Output = ()> + Send,
+        grace: Duration,
+    ) -> std::io::Result<()> {
+        server::serve(self.shared.clone(), listener, shutdown, grace).await
+    }
+}
+
+impl Drop for DataPlane {
+    fn drop(&mut self) {
+        // Stops the feed task; the audit writer flushes what it holds and stops.
+        self.cancel.cancel();
+    }
+}

@@ -25,9 +25,15 @@ pub(crate) struct Needle {
 
 impl Needle {
     pub(crate) fn new(bytes: &[u8]) -> Needle {
-        let hash = bytes.iter().fold(0u64, |h, &b| h.wrapping_mul(BASE).wrapping_add(u64::from(b)));
+        let hash = bytes.iter().fold(0u64, |h, &b| {
+            h.wrapping_mul(BASE).wrapping_add(u64::from(b))
+        });
         let drop = (0..bytes.len()).fold(1u64, |p, _| p.wrapping_mul(BASE));
-        Needle { bytes: Zeroizing::new(bytes.to_vec()), hash, drop }
+        Needle {
+            bytes: Zeroizing::new(bytes.to_vec()),
+            hash,
+            drop,
+        }
     }
 
     /// Whether the secret occurs in `haystack`. An empty secret occurs nowhere.
@@ -70,7 +76,12 @@ mod tests {
             (b"ssk-real-secrett", true),
             (b"sk-real-secret-sk-real-secret", true),
         ] {
-            assert_eq!(needle.found_in(haystack), found, "{}", String::from_utf8_lossy(haystack));
+            assert_eq!(
+                needle.found_in(haystack),
+                found,
+                "{}",
+                String::from_utf8_lossy(haystack)
+            );
         }
         assert!(!Needle::new(b"").found_in(b"anything"));
     }

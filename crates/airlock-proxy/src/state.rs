@@ -33,8 +33,8 @@ use airlock_core::state::{
     Change, DevboxRecord, GatewayRecord, SecretRecord, StateSnapshot, TokenRecord,
 };
 use airlock_core::{
-    AccountId, AuthMechanism, DevboxId, GatewayConfigId, HeaderSource, SecretId,
-    SourceAddresses, TokenDigest, TokenId,
+    AccountId, AuthMechanism, DevboxId, GatewayConfigId, HeaderSource, SecretId, SourceAddresses,
+    TokenDigest, TokenId,
 };
 use airlock_crypto::{Keyring, SecretContext, SecretValue};
 use arc_swap::{ArcSwap, ArcSwapOption};
@@ -96,9 +96,15 @@ impl Bucket {
     }
 
     fn with(self_: Option<&Bucket>, entry: Arc<TokenEntry>) -> Bucket {
-        let Some(existing) = self_ else { return Bucket::One(entry) };
-        let mut v: Vec<Arc<TokenEntry>> =
-            existing.entries().iter().filter(|e| !e.digest.ct_eq(&entry.digest)).cloned().collect();
+        let Some(existing) = self_ else {
+            return Bucket::One(entry);
+        };
+        let mut v: Vec<Arc<TokenEntry>> = existing
+            .entries()
+            .iter()
+            .filter(|e| !e.digest.ct_eq(&entry.digest))
+            .cloned()
+            .collect();
         if v.is_empty() {
             return Bucket::One(entry);
         }
@@ -107,8 +113,12 @@ impl Bucket {
     }
 
     fn without(&self, digest: &TokenDigest) -> Option<Bucket> {
-        let v: Vec<Arc<TokenEntry>> =
-            self.entries().iter().filter(|e| !e.digest.ct_eq(digest)).cloned().collect();
+        let v: Vec<Arc<TokenEntry>> = self
+            .entries()
+            .iter()
+            .filter(|e| !e.digest.ct_eq(digest))
+            .cloned()
+            .collect();
         match v.len() {
             0 => None,
             1 => v.into_iter().next().map(Bucket::One),
@@ -125,7 +135,10 @@ pub(crate) struct Slot<K, T> {
 
 impl<K, T> Slot<K, T> {
     fn new(id: K) -> Self {
-        Slot { id, current: ArcSwapOption::empty() }
+        Slot {
+            id,
+            current: ArcSwapOption::empty(),
+        }
     }
 
     /// The current version, for a request to keep until it ends.
@@ -236,7 +249,11 @@ impl SecretEntry {
                 None
             }
         };
-        SecretEntry { account_id: record.account_id.clone(), version: record.version, material }
+        SecretEntry {
+            account_id: record.account_id.clone(),
+            version: record.version,
+            material,
+        }
     }
 }
 
@@ -244,10 +261,12 @@ impl Material {
     fn new(value: SecretValue) -> Material {
         let bytes = value.expose();
         let sensitive = |v: Vec<u8>| {
-            HeaderValue::from_maybe_shared(bytes::Bytes::from(v)).ok().map(|mut h| {
-                h.set_sensitive(true);
-                h
-            })
+            HeaderValue::from_maybe_shared(bytes::Bytes::from(v))
+                .ok()
+                .map(|mut h| {
+                    h.set_sensitive(true);
+                    h
+                })
         };
         let b64 = zeroize::Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(bytes));
         let mut bearer = Vec::with_capacity(7 + bytes.len());
@@ -314,10 +333,20 @@ impl Refusals {
     fn put(&mut self, digest: TokenDigest, reason: Refusal) {
         let key = digest.lookup_key();
         self.seq += 1;
-        self.map.insert(key, Tomb { digest, reason, at: Instant::now(), seq: self.seq });
+        self.map.insert(
+            key,
+            Tomb {
+                digest,
+                reason,
+                at: Instant::now(),
+                seq: self.seq,
+            },
+        );
         self.order.push_back((key, self.seq));
         while self.map.len() > REFUSALS_CAP {
-            let Some((old, seq)) = self.order.pop_front() else { break };
+            let Some((old, seq)) = self.order.pop_front() else {
+                break;
+            };
             if self.map.get(&old).is_some_and(|t| t.seq == seq) {
                 self.map.remove(&old);
             }
@@ -325,7 +354,8 @@ impl Refusals {
         // Entries overwritten in place leave stale order records; keep the queue bounded too.
         if self.order.len() > 2 * REFUSALS_CAP {
             let map = &self.map;
-            self.order.retain(|(k, s)| map.get(k).is_some_and(|t| t.seq == *s));
+            self.order
+                .retain(|(k, s)| map.get(k).is_some_and(|t| t.seq == *s));
         }
     }
 
@@ -358,19 +388,31 @@ enum TokenOp {
 
 impl Registry {
     fn devbox_slot(&mut self, id: &DevboxId) -> Arc<DevboxSlot> {
-        self.devboxes.entry(id.clone()).or_insert_with(|| Arc::new(Slot::new(id.clone()))).clone()
+        self.devboxes
+            .entry(id.clone())
+            .or_insert_with(|| Arc::new(Slot::new(id.clone())))
+            .clone()
     }
 
     fn gateway_slot(&mut self, id: &GatewayConfigId) -> Arc<GatewaySlot> {
-        self.gateways.entry(id.clone()).or_insert_with(|| Arc::new(Slot::new(id.clone()))).clone()
+        self.gateways
+            .entry(id.clone())
+            .or_insert_with(|| Arc::new(Slot::new(id.clone())))
+            .clone()
     }
 
     fn secret_slot(&mut self, id: &SecretId) -> Arc<SecretSlot> {
-        self.secrets.entry(id.clone()).or_insert_with(|| Arc::new(Slot::new(id.clone()))).clone()
+        self.secrets
+            .entry(id.clone())
+            .or_insert_with(|| Arc::new(Slot::new(id.clone())))
+            .clone()
     }
 
     fn account(&mut self, id: &AccountId) -> Arc<AccountId> {
-        self.accounts.entry(id.clone()).or_insert_with(|| Arc::new(id.clone())).clone()
+        self.accounts
+            .entry(id.clone())
+            .or_insert_with(|| Arc::new(id.clone()))
+            .clone()
     }
 
     /// Writes the records of `snapshot` into their slots and returns what to do to the token
@@ -386,7 +428,9 @@ impl Registry {
             let slot = self.secret_slot(&record.id);
             let current = slot.load();
             let same = current.as_ref().is_some_and(|c| {
-                c.version == record.version && c.account_id == record.account_id && c.material.is_some()
+                c.version == record.version
+                    && c.account_id == record.account_id
+                    && c.material.is_some()
             });
             if !same {
                 slot.store(Some(Arc::new(SecretEntry::open(keyring, record))));
@@ -397,7 +441,8 @@ impl Registry {
             self.gateway_slot(&record.id).store(entry.map(Arc::new));
         }
         for record in &snapshot.devboxes {
-            self.devbox_slot(&record.id).store(Some(Arc::new(devbox_state(record))));
+            self.devbox_slot(&record.id)
+                .store(Some(Arc::new(devbox_state(record))));
         }
         for change in asked {
             match change {
@@ -547,7 +592,11 @@ pub(crate) fn build(keyring: &Keyring, snapshot: &StateSnapshot) -> Built {
             }
         }
     }
-    Built { registry, shards, count }
+    Built {
+        registry,
+        shards,
+        count,
+    }
 }
 
 /// The live state.
@@ -563,7 +612,9 @@ pub(crate) struct State {
 impl State {
     pub(crate) fn new(keyring: Arc<Keyring>) -> State {
         State {
-            shards: (0..SHARDS).map(|_| ArcSwap::from_pointee(Shard::default())).collect(),
+            shards: (0..SHARDS)
+                .map(|_| ArcSwap::from_pointee(Shard::default()))
+                .collect(),
             registry: Mutex::new(Registry::default()),
             refusals: Mutex::new(Refusals::default()),
             count: AtomicUsize::new(0),
@@ -589,7 +640,11 @@ impl State {
         let key = digest.lookup_key();
         let shard = self.shards[shard_of(key)].load();
         let bucket = shard.get(&key)?;
-        bucket.entries().iter().find(|e| e.digest.ct_eq(digest)).cloned()
+        bucket
+            .entries()
+            .iter()
+            .find(|e| e.digest.ct_eq(digest))
+            .cloned()
     }
 
     /// Why a token absent from the map was refused before, if it was.
@@ -609,13 +664,22 @@ impl State {
     /// Swaps in a state built by [`build`]. Tokens that were known and are no longer get a
     /// tombstone, worked out on the caller's (blocking) thread after the swap.
     pub(crate) fn replace(&self, built: Built) {
-        let Built { registry, shards, count } = built;
+        let Built {
+            registry,
+            shards,
+            count,
+        } = built;
         let old: Vec<Arc<Shard>> = {
             let mut reg = lock(&self.registry);
             let version = reg.version + 1;
             *reg = registry;
             reg.version = version;
-            let old = self.shards.iter().zip(shards).map(|(slot, new)| slot.swap(Arc::new(new))).collect();
+            let old = self
+                .shards
+                .iter()
+                .zip(shards)
+                .map(|(slot, new)| slot.swap(Arc::new(new)))
+                .collect();
             self.count.store(count, Ordering::Relaxed);
             old
         };
@@ -626,7 +690,9 @@ impl State {
             let current = self.shards[i].load();
             for (key, bucket) in shard.iter() {
                 for entry in bucket.entries() {
-                    let still = current.get(key).is_some_and(|b| b.entries().iter().any(|e| e.digest.ct_eq(&entry.digest)));
+                    let still = current
+                        .get(key)
+                        .is_some_and(|b| b.entries().iter().any(|e| e.digest.ct_eq(&entry.digest)));
                     if !still {
                         gone.push((entry.digest, self.reason_gone(entry, now)));
                     }
@@ -645,7 +711,11 @@ impl State {
     /// inferred from its devbox (as the new state sees it) and its expiry.
     fn reason_gone(&self, entry: &TokenEntry, now_ms: i64) -> Refusal {
         let reg = lock(&self.registry);
-        let running = reg.devboxes.get(&entry.devbox.id).and_then(|s| s.load()).is_some_and(|d| d.running);
+        let running = reg
+            .devboxes
+            .get(&entry.devbox.id)
+            .and_then(|s| s.load())
+            .is_some_and(|d| d.running);
         if !running {
             Refusal::DevboxShutdown
         } else if entry.expires_at_ms.is_some_and(|t| t <= now_ms) {
@@ -680,8 +750,14 @@ impl State {
         let mut by_id = Vec::new();
         for op in ops {
             match &op {
-                TokenOp::Put(e) => by_shard.entry(shard_of(e.digest.lookup_key())).or_default().push(op),
-                TokenOp::Remove(d, _) => by_shard.entry(shard_of(d.lookup_key())).or_default().push(op),
+                TokenOp::Put(e) => by_shard
+                    .entry(shard_of(e.digest.lookup_key()))
+                    .or_default()
+                    .push(op),
+                TokenOp::Remove(d, _) => by_shard
+                    .entry(shard_of(d.lookup_key()))
+                    .or_default()
+                    .push(op),
                 TokenOp::RemoveId(id) => by_id.push(id.clone()),
             }
         }
@@ -726,7 +802,12 @@ impl State {
                 let shard = slot.load();
                 let hits: Vec<(u64, TokenDigest)> = shard
                     .iter()
-                    .flat_map(|(k, b)| b.entries().iter().filter(|e| e.id == id).map(move |e| (*k, e.digest)))
+                    .flat_map(|(k, b)| {
+                        b.entries()
+                            .iter()
+                            .filter(|e| e.id == id)
+                            .map(move |e| (*k, e.digest))
+                    })
                     .collect();
                 if hits.is_empty() {
                     continue;
@@ -782,7 +863,12 @@ pub(crate) mod tests {
     pub(crate) fn fixture(keyring: &Keyring, value: &[u8]) -> Fixture {
         let account = AccountId::generate();
         let secret_id = SecretId::generate();
-        let ctx = SecretContext { account_id: account.as_str(), secret_id: secret_id.as_str(), version: 1 };
+        let ctx = SecretContext {
+            account_id: account.as_str(),
+            secret_id: secret_id.as_str(),
+            version: 1,
+        };
+        let sealed = keyring.seal(&ctx, value).unwrap();
         Fixture {
             devbox: DevboxRecord {
                 id: DevboxId::generate(),
@@ -801,7 +887,7 @@ pub(crate) mod tests {
                 id: secret_id,
                 account_id: account.clone(),
                 version: 1,
-                sealed: keyring.seal(&ctx, value).unwrap(),
+                sealed,
             },
             account,
         }
@@ -838,14 +924,21 @@ pub(crate) mod tests {
         let tokens: Vec<_> = (0..1000).map(|_| token(&f)).collect();
         let state = State::new(keys.clone());
         assert!(!state.ready());
-        state.replace(build(&keys, &snapshot(&f, tokens.iter().map(|t| t.1.clone()).collect())));
+        state.replace(build(
+            &keys,
+            &snapshot(&f, tokens.iter().map(|t| t.1.clone()).collect()),
+        ));
         assert!(state.ready());
         assert_eq!(state.token_count(), 1000);
         for (secret, record) in &tokens {
             let entry = state.lookup(&secret.digest()).unwrap();
             assert_eq!(entry.id, record.id);
             let material = entry.secret.load().unwrap();
-            let value = material.material().unwrap().credential(&Credential::Bearer).unwrap();
+            let value = material
+                .material()
+                .unwrap()
+                .credential(&Credential::Bearer)
+                .unwrap();
             assert_eq!(value.as_bytes(), b"Bearer sk-one");
             assert!(value.is_sensitive());
         }
@@ -865,34 +958,64 @@ pub(crate) mod tests {
         let held = before.secret.load().unwrap();
 
         // Rotation: one new version of the secret; the running request keeps the old one.
-        let ctx = SecretContext { account_id: f.account.as_str(), secret_id: f.secret.id.as_str(), version: 2 };
+        let ctx = SecretContext {
+            account_id: f.account.as_str(),
+            secret_id: f.secret.id.as_str(),
+            version: 2,
+        };
         f.secret.version = 2;
         f.secret.sealed = keys.seal(&ctx, b"sk-two").unwrap();
         state.apply(
-            &StateSnapshot { secrets: vec![f.secret.clone()], ..Default::default() },
+            &StateSnapshot {
+                secrets: vec![f.secret.clone()],
+                ..Default::default()
+            },
             &[Change::Secret(f.secret.id.clone())],
         );
         let now = state.lookup(&t1.digest()).unwrap().secret.load().unwrap();
         assert_eq!(now.version, 2);
-        assert_eq!(now.material().unwrap().raw.as_ref().unwrap().as_bytes(), b"sk-two");
-        assert_eq!(held.material().unwrap().raw.as_ref().unwrap().as_bytes(), b"sk-one");
+        assert_eq!(
+            now.material().unwrap().raw.as_ref().unwrap().as_bytes(),
+            b"sk-two"
+        );
+        assert_eq!(
+            held.material().unwrap().raw.as_ref().unwrap().as_bytes(),
+            b"sk-one"
+        );
 
         // A new token arrives with its references; then the devbox shuts down and the token is
         // revoked: it leaves the map with a tombstone.
         let (t2, r2) = token(&f);
-        state.apply(&snapshot(&f, vec![r2.clone()]), &[Change::Token(r2.id.clone())]);
+        state.apply(
+            &snapshot(&f, vec![r2.clone()]),
+            &[Change::Token(r2.id.clone())],
+        );
         assert_eq!(state.token_count(), 2);
         let mut down = f.devbox.clone();
         down.running = false;
         state.apply(
-            &StateSnapshot { devboxes: vec![down], ..Default::default() },
+            &StateSnapshot {
+                devboxes: vec![down],
+                ..Default::default()
+            },
             &[Change::Devbox(f.devbox.id.clone())],
         );
-        assert!(!state.lookup(&t2.digest()).unwrap().devbox.load().unwrap().running);
+        assert!(
+            !state
+                .lookup(&t2.digest())
+                .unwrap()
+                .devbox
+                .load()
+                .unwrap()
+                .running
+        );
         let mut revoked = r2.clone();
         revoked.revoked = true;
         state.apply(
-            &StateSnapshot { tokens: vec![revoked], ..Default::default() },
+            &StateSnapshot {
+                tokens: vec![revoked],
+                ..Default::default()
+            },
             &[Change::Token(r2.id.clone())],
         );
         assert!(state.lookup(&t2.digest()).is_none());
@@ -900,7 +1023,10 @@ pub(crate) mod tests {
         assert_eq!(state.token_count(), 1);
 
         // A secret asked for and absent is deleted.
-        state.apply(&StateSnapshot::default(), &[Change::Secret(f.secret.id.clone())]);
+        state.apply(
+            &StateSnapshot::default(),
+            &[Change::Secret(f.secret.id.clone())],
+        );
         assert!(state.lookup(&t1.digest()).unwrap().secret.load().is_none());
     }
 

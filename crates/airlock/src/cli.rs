@@ -113,7 +113,7 @@ pub(crate) async fn keys(cmd: KeysCommand) -> Result<()> {
         }
         KeysCommand::Ids => {
             let settings = Settings::from_env()?;
-            let keyring = crate::keys::load(&settings)?;
+            let keyring = crate::keys::load(&settings, false)?;
             for (i, id) in keyring.ids().iter().enumerate() {
                 println!("{id}{}", if i == 0 { "  (active)" } else { "" });
             }
@@ -121,7 +121,7 @@ pub(crate) async fn keys(cmd: KeysCommand) -> Result<()> {
         }
         KeysCommand::Rewrap => {
             let settings = Settings::from_env()?;
-            let keyring = crate::keys::load(&settings)?;
+            let keyring = crate::keys::load(&settings, false)?;
             let store = crate::connect(&settings).await?;
             let (moved, current) = rewrap(&store, &keyring).await?;
             println!(

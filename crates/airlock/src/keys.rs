@@ -12,7 +12,9 @@ use crate::settings::{sqlite_dir, Settings};
 
 const KEY_FILE: &str = "master.key";
 
-pub(crate) fn load(settings: &Settings) -> Result<Keyring> {
+/// Loads the keyring. With `create`, the embedded default may create its key file (on `serve`);
+/// the key tools never do, so that running one in the wrong directory cannot mint a stray key.
+pub(crate) fn load(settings: &Settings, create: bool) -> Result<Keyring> {
     if let Some(text) = &settings.master_key {
         if settings.master_key_file.is_some() {
             bail!("AIRLOCK_MASTER_KEY and AIRLOCK_MASTER_KEY_FILE are both set; set one");
@@ -29,6 +31,12 @@ pub(crate) fn load(settings: &Settings) -> Result<Keyring> {
     let path = dir.join(KEY_FILE);
     if path.exists() {
         return read_file(&path, "the embedded master key file");
+    }
+    if !create {
+        bail!(
+            "no master key: set AIRLOCK_MASTER_KEY or AIRLOCK_MASTER_KEY_FILE (no key file at {})",
+            path.display()
+        );
     }
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let key =

@@ -112,7 +112,7 @@ fn watch_signals(tx: watch::Sender<bool>) -> Result<()> {
 }
 
 async fn serve(settings: Settings) -> Result<()> {
-    let keyring = Arc::new(keys::load(&settings)?);
+    let keyring = Arc::new(keys::load(&settings, true)?);
     let store = connect(&settings).await?;
     if settings.auto_migrate {
         store.migrate().await.context("applying the schema")?;
@@ -121,14 +121,39 @@ async fn serve(settings: Settings) -> Result<()> {
     watch_signals(tx)?;
     let mut tasks = tokio::task::JoinSet::new();
 
-    let ready: Arc<dyn Fn() -> bool + Send + Sync> = Arc::new(|| true);
-    if settings.role == Role::Proxy {
-        anyhow::bail!(
-            "AIRLOCK_ROLE: this build has no data plane yet; run with AIRLOCK_ROLE=control"
+    let mut ready: Arc<dyn Fn() -> bool + Send + Sync> = Arc::new(|| true);
+    if settings.role != Role::Control {
+        let listener = tokio::net::TcpListener::bind(settings.proxy_addr)
+            .await
+            .with_context(|| {
+                format!(
+                    "AIRLOCK_PROXY_ADDR: cannot listen on {}",
+                    settings.proxy_addr
+                )
+            })?;
+        let proxy_addr = listener.local_addr()?;
+        let config = airlock_proxy::ProxyConfig {
+            policy: settings.policy.clone(),
+            extra_roots_pem: settings::read_ca(&settings)?,
+            own_addrs: vec![proxy_addr, settings.api_addr],
+            audit_spill_path: settings.audit_spill_file.clone(),
+            ..airlock_proxy::ProxyConfig::default()
+        };
+        let source = Arc::new(store.clone());
+        let data_plane = Arc::new(
+            airlock_proxy::start(config, keyring.clone(), source.clone(), source)
+                .await
+                .map_err(|e| anyhow::anyhow!("starting the data plane: {e}"))?,
         );
-    }
-    if settings.role == Role::All {
-        tracing::warn!(proxy = %settings.proxy_addr, "this build has no data plane yet: only the control plane runs");
+        let dp = data_plane.clone();
+        ready = Arc::new(move || dp.ready());
+        let shutdown = signalled(rx.clone());
+        let grace = settings.shutdown_grace;
+        tasks.spawn(async move { data_plane.serve(listener, shutdown, grace).await });
+        tracing::info!(addr = %proxy_addr, public_url = %settings.public_url, "data plane listening");
+        if !settings.trusted_proxies.is_empty() {
+            tracing::warn!("AIRLOCK_TRUSTED_PROXIES is set but this build does not read PROXY protocol headers yet; peers are identified by their socket address");
+        }
     }
     if settings.role != Role::Proxy {
         match airlock_api::bootstrap(&store, settings.admin_token.as_deref()).await? {

@@ -1,0 +1,674 @@
+//! The request audit trail: one [`RequestAuditEvent`] per request, written in batches off the
+//! request path, never lost across a database outage or a clean restart.
+//!
+//! A request never waits for the audit: its [`Recorder`] pushes the finished event into a
+//! bounded queue with `try_send`. A writer task drains the queue in batches (up to
+//! [`BATCH`] events, or what arrived within [`GATHER`]) through [`AuditSink::write_batch`].
+//! When a write fails, the batch goes to a local spill file (JSON lines, ids and numbers only:
+//! no token, no secret, no query string), and for a while every batch goes there directly
+//! instead of waiting on a database that is down. When a write succeeds again, the spill file
+//! is replayed and emptied. A full queue (the writer cannot keep up) spills from the request
+//! path itself, a rare and short blocking append. On shutdown the queue is flushed (to the
+//! database, or the spill file); on start, a spill file left behind is replayed.
+//!
+//! Replay first renames the spill file to `<spill>.replay`, so that new spills and the replay do
+//! not mix; a `.replay` left by a crash is replayed first. Delivery is at least once: a crash in
+//! the middle of a replay can write a batch twice.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufRead, BufReader, Write};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use airlock_core::state::{AuditSink, RequestAuditEvent};
+use airlock_core::{AccountId, DevboxId, GatewayConfigId, SecretId, TokenId};
+use http::{Method, Uri};
+use serde_json::{json, Value};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::error::ProxyError;
+use crate::state::TokenEntry;
+
+/// Events per database write at most.
+pub(crate) const BATCH: usize = 500;
+/// How long the writer gathers events after the first one before writing.
+const GATHER: Duration = Duration::from_millis(200);
+/// Events the queue holds before requests spill directly.
+const QUEUE: usize = 65_536;
+/// How long one write may take before it counts as failed.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+const RETRY_START: Duration = Duration::from_millis(500);
+const RETRY_MAX: Duration = Duration::from_secs(30);
+
+/// Where requests put their events. Cheap to clone.
+#[derive(Clone)]
+pub(crate) struct AuditQueue {
+    tx: mpsc::Sender<RequestAuditEvent>,
+    flush: mpsc::Sender<oneshot::Sender<()>>,
+    spill: Arc<Spill>,
+}
+
+impl AuditQueue {
+    /// Starts the writer task and returns the queue.
+    pub(crate) fn start<A: AuditSink>(
+        sink: Arc<A>,
+        spill_path: PathBuf,
+        cancel: CancellationToken,
+    ) -> AuditQueue {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let (flush, flush_rx) = mpsc::channel(8);
+        let spill = Arc::new(Spill::new(spill_path));
+        tokio::spawn(Writer::new(sink, spill.clone()).run(rx, flush_rx, cancel));
+        AuditQueue { tx, flush, spill }
+    }
+
+    /// Never blocks on the database. When the queue is full, the event goes to the spill file.
+    pub(crate) fn push(&self, event: RequestAuditEvent) {
+        match self.tx.try_send(event) {
+            Ok(()) => {}
+            Err(
+                mpsc::error::TrySendError::Full(event) | mpsc::error::TrySendError::Closed(event),
+            ) => {
+                if let Err(err) = self.spill.append(std::slice::from_ref(&event)) {
+                    tracing::error!(error = %err, "the audit queue is full and the spill file cannot be written; an audit event is lost");
+                }
+            }
+        }
+    }
+
+    /// Writes everything queued so far (to the sink, or the spill file) and returns when done.
+    pub(crate) async fn flush(&self) {
+        let (ack, done) = oneshot::channel();
+        if self.flush.send(ack).await.is_ok() {
+            let _ = done.await;
+        }
+    }
+}
+
+struct Writer<A> {
+    sink: Arc<A>,
+    spill: Arc<Spill>,
+    /// While the sink is failing, batches spill without trying it until then.
+    sink_down_until: Option<Instant>,
+    retry: Duration,
+    spill_pending: bool,
+}
+
+impl<A: AuditSink> Writer<A> {
+    fn new(sink: Arc<A>, spill: Arc<Spill>) -> Self {
+        let spill_pending = spill.has_events();
+        Writer {
+            sink,
+            spill,
+            sink_down_until: None,
+            retry: RETRY_START,
+            spill_pending,
+        }
+    }
+
+    async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<RequestAuditEvent>,
+        mut flush: mpsc::Receiver<oneshot::Sender<()>>,
+        cancel: CancellationToken,
+    ) {
+        let mut batch = Vec::with_capacity(BATCH);
+        if self.spill_pending {
+            self.replay().await;
+        }
+        loop {
+            let retry_at = self.sink_down_until.filter(|_| self.spill_pending);
+            tokio::select! {
+                biased;
+                () = cancel.cancelled() => {
+                    drain(&mut rx, &mut batch);
+                    self.write(&mut batch).await;
+                    return;
+                }
+                Some(ack) = flush.recv() => {
+                    drain(&mut rx, &mut batch);
+                    self.write(&mut batch).await;
+                    if self.spill_pending {
+                        self.replay().await;
+                    }
+                    let _ = ack.send(());
+                }
+                n = rx.recv_many(&mut batch, BATCH) => {
+                    if n == 0 {
+                        return;
+                    }
+                    let deadline = tokio::time::Instant::now() + GATHER;
+                    while batch.len() < BATCH {
+                        let more = BATCH - batch.len();
+                        match tokio::time::timeout_at(deadline, rx.recv_many(&mut batch, more)).await {
+                            Ok(n) if n > 0 => {}
+                            _ => break,
+                        }
+                    }
+                    self.write(&mut batch).await;
+                }
+                () = sleep_until(retry_at) => {
+                    self.sink_down_until = None;
+                    self.replay().await;
+                }
+            }
+        }
+    }
+
+    /// Writes and empties `batch`: to the sink if it is believed up, else to the spill file.
+    async fn write(&mut self, batch: &mut Vec<RequestAuditEvent>) {
+        if batch.is_empty() {
+            return;
+        }
+        let events = std::mem::take(batch);
+        let sink_up = self.sink_down_until.is_none_or(|t| Instant::now() >= t);
+        if sink_up {
+            if self.try_sink(&events).await {
+                if self.spill_pending {
+                    self.replay().await;
+                }
+                return;
+            }
+        }
+        self.spill_async(events).await;
+    }
+
+    /// One write to the sink; on failure the sink counts as down for a growing while.
+    async fn try_sink(&mut self, events: &[RequestAuditEvent]) -> bool {
+        let result = tokio::time::timeout(WRITE_TIMEOUT, self.sink.write_batch(events)).await;
+        match result {
+            Ok(Ok(())) => {
+                self.sink_down_until = None;
+                self.retry = RETRY_START;
+                true
+            }
+            failed => {
+                match failed {
+                    Ok(Err(err)) => {
+                        tracing::warn!(error = %err, events = events.len(), "cannot write audit events; spilling them to the local file")
+                    }
+                    _ => tracing::warn!(
+                        events = events.len(),
+                        "writing audit events timed out; spilling them to the local file"
+                    ),
+                }
+                self.sink_down_until = Some(Instant::now() + self.retry);
+                self.retry = (self.retry * 2).min(RETRY_MAX);
+                false
+            }
+        }
+    }
+
+    async fn spill_async(&mut self, events: Vec<RequestAuditEvent>) {
+        let spill = self.spill.clone();
+        let n = events.len();
+        let result = tokio::task::spawn_blocking(move || spill.append(&events)).await;
+        match result {
+            Ok(Ok(())) => self.spill_pending = true,
+            Ok(Err(err)) => {
+                tracing::error!(error = %err, events = n, "cannot write the audit spill file; audit events are lost")
+            }
+            Err(_) => tracing::error!(
+                events = n,
+                "the audit spill task failed; audit events are lost"
+            ),
+        }
+    }
+
+    /// Replays the spill file into the sink. Leaves `spill_pending` set if anything remains.
+    async fn replay(&mut self) {
+        loop {
+            let spill = self.spill.clone();
+            let opened = tokio::task::spawn_blocking(move || spill.begin_replay()).await;
+            let mut reader = match opened {
+                Ok(Ok(Some(reader))) => reader,
+                Ok(Ok(None)) => {
+                    self.spill_pending = false;
+                    return;
+                }
+                Ok(Err(err)) => {
+                    tracing::error!(error = %err, "cannot read the audit spill file");
+                    return;
+                }
+                Err(_) => return,
+            };
+            loop {
+                let read = tokio::task::spawn_blocking(move || {
+                    let chunk = read_chunk(&mut reader, BATCH);
+                    (reader, chunk)
+                })
+                .await;
+                let Ok((back, chunk)) = read else { return };
+                reader = back;
+                let chunk = match chunk {
+                    Ok(chunk) => chunk,
+                    Err(err) => {
+                        tracing::error!(error = %err, "cannot read the audit spill file");
+                        return;
+                    }
+                };
+                if chunk.is_empty() {
+                    let spill = self.spill.clone();
+                    let _ = tokio::task::spawn_blocking(move || spill.end_replay(&[], None)).await;
+                    break;
+                }
+                if !self.try_sink(&chunk).await {
+                    // Put back what was not written, and try again later.
+                    let spill = self.spill.clone();
+                    let put_back =
+                        tokio::task::spawn_blocking(move || spill.end_replay(&chunk, Some(reader)))
+                            .await;
+                    if !matches!(put_back, Ok(Ok(()))) {
+                        tracing::error!(
+                            "cannot put unreplayed audit events back into the spill file"
+                        );
+                    }
+                    self.spill_pending = true;
+                    return;
+                }
+            }
+        }
+    }
+}
+
+fn drain(rx: &mut mpsc::Receiver<RequestAuditEvent>, batch: &mut Vec<RequestAuditEvent>) {
+    while let Ok(event) = rx.try_recv() {
+        batch.push(event);
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The local spill file.
+pub(crate) struct Spill {
+    path: PathBuf,
+    replay_path: PathBuf,
+    /// Serialises appends (from requests and the writer) with the replay's renames.
+    lock: Mutex<()>,
+}
+
+impl Spill {
+    fn new(path: PathBuf) -> Spill {
+        let mut replay = path.clone().into_os_string();
+        replay.push(".replay");
+        Spill {
+            path,
+            replay_path: PathBuf::from(replay),
+            lock: Mutex::new(()),
+        }
+    }
+
+    fn guard(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.lock.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn has_events(&self) -> bool {
+        let non_empty = |p: &Path| std::fs::metadata(p).is_ok_and(|m| m.len() > 0);
+        non_empty(&self.path) || non_empty(&self.replay_path)
+    }
+
+    fn append(&self, events: &[RequestAuditEvent]) -> io::Result<()> {
+        let mut text = String::with_capacity(events.len() * 320);
+        for e in events {
+            text.push_str(&to_json(e).to_string());
+            text.push('\n');
+        }
+        let _g = self.guard();
+        append_to(&self.path)?.write_all(text.as_bytes())
+    }
+
+    /// Opens the file to replay: a `.replay` left behind, else the spill file moved aside.
+    fn begin_replay(&self) -> io::Result<Option<BufReader<File>>> {
+        let _g = self.guard();
+        if !self.replay_path.exists() {
+            match std::fs::metadata(&self.path) {
+                Ok(m) if m.len() > 0 => std::fs::rename(&self.path, &self.replay_path)?,
+                Ok(_) => return Ok(None),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(Some(BufReader::new(File::open(&self.replay_path)?)))
+    }
+
+    /// Ends a replay: `unwritten` and the rest of `reader` go back into the spill file.
+    fn end_replay(
+        &self,
+        unwritten: &[RequestAuditEvent],
+        reader: Option<BufReader<File>>,
+    ) -> io::Result<()> {
+        if !unwritten.is_empty() {
+            self.append(unwritten)?;
+        }
+        let _g = self.guard();
+        if let Some(mut reader) = reader {
+            let mut out = append_to(&self.path)?;
+            io::copy(&mut reader, &mut out)?;
+        }
+        std::fs::remove_file(&self.replay_path)
+    }
+}
+
+fn append_to(path: &Path) -> io::Result<File> {
+    let mut options = OpenOptions::new();
+    options.create(true).append(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    options.open(path)
+}
+
+/// Reads up to `n` events; lines that do not parse (a torn last line, a hand edit) are skipped.
+fn read_chunk(reader: &mut BufReader<File>, n: usize) -> io::Result<Vec<RequestAuditEvent>> {
+    let mut out = Vec::with_capacity(n);
+    let mut line = String::new();
+    while out.len() < n {
+        line.clear();
+        if reader.read_line(&mut line)? == 0 {
+            break;
+        }
+        match serde_json::from_str::<Value>(&line)
+            .ok()
+            .and_then(|v| from_json(&v))
+        {
+            Some(event) => out.push(event),
+            None if line.trim().is_empty() => {}
+            None => tracing::warn!("skipping an unreadable line of the audit spill file"),
+        }
+    }
+    Ok(out)
+}
+
+pub(crate) fn to_json(e: &RequestAuditEvent) -> Value {
+    json!({
+        "time_ms": e.time_ms,
+        "account_id": e.account_id.as_ref().map(AccountId::as_str),
+        "devbox_id": e.devbox_id.as_ref().map(DevboxId::as_str),
+        "gateway_config_id": e.gateway_config_id.as_ref().map(GatewayConfigId::as_str),
+        "token_id": e.token_id.as_ref().map(TokenId::as_str),
+        "secret_id": e.secret_id.as_ref().map(SecretId::as_str),
+        "secret_version": e.secret_version,
+        "method": e.method,
+        "path": e.path,
+        "status": e.status,
+        "upstream_status": e.upstream_status,
+        "latency_us": e.latency_us,
+        "ttfb_us": e.ttfb_us,
+        "bytes_in": e.bytes_in,
+        "bytes_out": e.bytes_out,
+        "client_addr": e.client_addr.to_string(),
+        "error_code": e.error_code,
+    })
+}
+
+/// The inverse of [`to_json`]; ids are parsed, not trusted, since the file is outside the database.
+pub(crate) fn from_json(v: &Value) -> Option<RequestAuditEvent> {
+    fn id<T>(
+        v: &Value,
+        key: &str,
+        parse: fn(&str, &str) -> Result<T, airlock_core::InvalidInput>,
+    ) -> Option<Option<T>> {
+        match v.get(key)? {
+            Value::Null => Some(None),
+            Value::String(s) => parse(key, s).ok().map(Some),
+            _ => None,
+        }
+    }
+    let int = |key: &str| v.get(key).and_then(Value::as_i64);
+    let opt_int = |key: &str| match v.get(key) {
+        Some(Value::Null) => Some(None),
+        Some(x) => x.as_i64().map(Some),
+        None => None,
+    };
+    Some(RequestAuditEvent {
+        time_ms: int("time_ms")?,
+        account_id: id(v, "account_id", AccountId::parse)?,
+        devbox_id: id(v, "devbox_id", DevboxId::parse)?,
+        gateway_config_id: id(v, "gateway_config_id", GatewayConfigId::parse)?,
+        token_id: id(v, "token_id", TokenId::parse)?,
+        secret_id: id(v, "secret_id", SecretId::parse)?,
+        secret_version: opt_int("secret_version")?,
+        method: v.get("method")?.as_str()?.to_owned(),
+        path: v.get("path")?.as_str()?.to_owned(),
+        status: u16::try_from(int("status")?).ok()?,
+        upstream_status: match opt_int("upstream_status")? {
+            Some(s) => Some(u16::try_from(s).ok()?),
+            None => None,
+        },
+        latency_us: int("latency_us")?,
+        ttfb_us: opt_int("ttfb_us")?,
+        bytes_in: int("bytes_in")?,
+        bytes_out: int("bytes_out")?,
+        client_addr: v.get("client_addr")?.as_str()?.parse::<IpAddr>().ok()?,
+        error_code: match v.get("error_code")? {
+            Value::Null => None,
+            Value::String(s) => Some(s.clone()),
+            _ => return None,
+        },
+    })
+}
+
+/// Longest path kept in an event.
+const MAX_PATH: usize = 2048;
+
+/// Follows one request and turns it into an event when it ends: when the response body has been
+/// sent, or when the client went away (the recorder is dropped). Exactly one event per request.
+pub(crate) struct Recorder {
+    queue: AuditQueue,
+    started: Instant,
+    time_ms: i64,
+    method: Method,
+    uri: Uri,
+    client_addr: IpAddr,
+    token: Option<Arc<TokenEntry>>,
+    secret_version: Option<i64>,
+    /// 0 until a response exists.
+    status: u16,
+    upstream_status: Option<u16>,
+    ttfb: Option<Duration>,
+    bytes_in: Option<Arc<AtomicU64>>,
+    bytes_out: u64,
+    error_code: Option<&'static str>,
+    completed: bool,
+}
+
+impl Recorder {
+    pub(crate) fn new(
+        queue: &AuditQueue,
+        method: &Method,
+        uri: &Uri,
+        client_addr: IpAddr,
+    ) -> Recorder {
+        Recorder {
+            queue: queue.clone(),
+            started: Instant::now(),
+            time_ms: airlock_core::time::now_ms(),
+            method: method.clone(),
+            uri: uri.clone(),
+            client_addr,
+            token: None,
+            secret_version: None,
+            status: 0,
+            upstream_status: None,
+            ttfb: None,
+            bytes_in: None,
+            bytes_out: 0,
+            error_code: None,
+            completed: false,
+        }
+    }
+
+    pub(crate) fn token(&mut self, token: &Arc<TokenEntry>) {
+        self.token = Some(token.clone());
+    }
+
+    pub(crate) fn secret_version(&mut self, version: i64) {
+        self.secret_version = Some(version);
+    }
+
+    pub(crate) fn bytes_in(&mut self, counter: Arc<AtomicU64>) {
+        self.bytes_in = Some(counter);
+    }
+
+    /// The upstream answered with its head.
+    pub(crate) fn upstream(&mut self, status: u16) {
+        self.upstream_status = Some(status);
+        self.status = status;
+        self.ttfb = Some(self.started.elapsed());
+    }
+
+    pub(crate) fn refused(&mut self, err: &ProxyError) {
+        let d = err.describe();
+        self.status = d.status.as_u16();
+        self.error_code = Some(d.code);
+    }
+
+    pub(crate) fn add_bytes_out(&mut self, n: usize) {
+        self.bytes_out += n as u64;
+    }
+
+    /// For a spliced (websocket) connection, whose bytes are counted by the splice.
+    pub(crate) fn spliced(&mut self, to_upstream: u64, to_client: u64) {
+        self.bytes_in
+            .get_or_insert_with(Default::default)
+            .fetch_add(to_upstream, Ordering::Relaxed);
+        self.bytes_out += to_client;
+    }
+
+    /// The response ended with an error while streaming (the upstream broke off).
+    pub(crate) fn broken(mut self, code: &'static str) {
+        self.error_code.get_or_insert(code);
+        self.completed = true;
+    }
+
+    /// The response was sent to its end.
+    pub(crate) fn complete(mut self) {
+        self.completed = true;
+    }
+
+    fn event(&mut self) -> RequestAuditEvent {
+        if !self.completed {
+            self.error_code.get_or_insert("client_disconnected");
+            if self.status == 0 {
+                // nginx's "client closed request": no response was ever produced.
+                self.status = 499;
+            }
+        }
+        let token = self.token.as_ref();
+        let path = self.uri.path();
+        // A path that carries a token is refused (`misplaced_token`), and never recorded.
+        let path = if path.contains("gws_") {
+            "/<redacted>".to_owned()
+        } else if path.len() > MAX_PATH {
+            let mut end = MAX_PATH;
+            while !path.is_char_boundary(end) {
+                end -= 1;
+            }
+            path[..end].to_owned()
+        } else {
+            path.to_owned()
+        };
+        let us = |d: Duration| i64::try_from(d.as_micros()).unwrap_or(i64::MAX);
+        RequestAuditEvent {
+            time_ms: self.time_ms,
+            account_id: token.map(|t| AccountId::clone(&t.account_id)),
+            devbox_id: token.map(|t| t.devbox.id.clone()),
+            gateway_config_id: token.map(|t| t.gateway.id.clone()),
+            token_id: token.map(|t| t.id.clone()),
+            secret_id: token.map(|t| t.secret.id.clone()),
+            secret_version: self.secret_version,
+            method: self.method.as_str().to_owned(),
+            path,
+            status: self.status,
+            upstream_status: self.upstream_status,
+            latency_us: us(self.started.elapsed()),
+            ttfb_us: self.ttfb.map(us),
+            bytes_in: self.bytes_in.as_ref().map_or(0, |b| {
+                i64::try_from(b.load(Ordering::Relaxed)).unwrap_or(i64::MAX)
+            }),
+            bytes_out: i64::try_from(self.bytes_out).unwrap_or(i64::MAX),
+            client_addr: self.client_addr,
+            error_code: self.error_code.map(str::to_owned),
+        }
+    }
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        let event = self.event();
+        self.queue.push(event);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(i: i64) -> RequestAuditEvent {
+        RequestAuditEvent {
+            time_ms: 1_700_000_000_000 + i,
+            account_id: Some(AccountId::generate()),
+            devbox_id: None,
+            gateway_config_id: Some(GatewayConfigId::generate()),
+            token_id: Some(TokenId::generate()),
+            secret_id: Some(SecretId::generate()),
+            secret_version: Some(3),
+            method: "POST".into(),
+            path: "/v1/chat/completions".into(),
+            status: 200,
+            upstream_status: None,
+            latency_us: 1234,
+            ttfb_us: Some(99),
+            bytes_in: 10,
+            bytes_out: 20,
+            client_addr: "::1".parse().unwrap(),
+            error_code: Some("upstream_failed".into()),
+        }
+    }
+
+    #[test]
+    fn json_round_trip() {
+        let e = event(1);
+        let back = from_json(&to_json(&e)).unwrap();
+        assert_eq!(format!("{e:?}"), format!("{back:?}"));
+        assert!(from_json(&json!({"time_ms": 1})).is_none());
+        let mut v = to_json(&e);
+        v["token_id"] = json!("not-an-id");
+        assert!(from_json(&v).is_none());
+    }
+
+    #[test]
+    fn spill_append_and_replay_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let spill = Spill::new(dir.path().join("audit.spill"));
+        assert!(!spill.has_events());
+        spill.append(&[event(1), event(2), event(3)]).unwrap();
+        assert!(spill.has_events());
+        let mut reader = spill.begin_replay().unwrap().unwrap();
+        // New spills during a replay go to the spill file, not the one being replayed.
+        spill.append(&[event(4)]).unwrap();
+        let first = read_chunk(&mut reader, 2).unwrap();
+        assert_eq!(first.len(), 2);
+        // The write of `first` failed: it and the rest go back.
+        spill.end_replay(&first, Some(reader)).unwrap();
+        let mut reader = spill.begin_replay().unwrap().unwrap();
+        let all = read_chunk(&mut reader, 100).unwrap();
+        let mut times: Vec<i64> = all.iter().map(|e| e.time_ms - 1_700_000_000_000).collect();
+        times.sort();
+        assert_eq!(times, [1, 2, 3, 4]);
+        spill.end_replay(&[], None).unwrap();
+        assert!(!spill.has_events());
+        assert!(spill.begin_replay().unwrap().is_none());
+    }
+}

@@ -1,0 +1,273 @@
+//! A request's journey, top to bottom, one named phase at a time:
+//!
+//! 1. **accept**: the request as a whole: method, size of the head, shape of the target
+//!    (the connection itself, its timeouts and limits, is `server`'s);
+//! 2. **identify**: find the one `gws_` token and check its format, before any lookup;
+//! 3. **authenticate**: find it in memory (or, once, in the source), not revoked, not expired;
+//! 4. **authorize**: its devbox runs and the peer address is one of the devbox's;
+//! 5. **rewrite**: remove the token and hop-by-hop headers, set the credential and custom headers,
+//!    build the upstream URL from the gateway config alone;
+//! 6. **forward**: send it with the shared client, bounded by the response-header timeout;
+//! 7. **stream back**: clean the response headers and pass the body through as it arrives;
+//! 8. **record**: the [`Recorder`] follows the request and emits its audit event when the body
+//!    ends or the client goes away.
+//!
+//! Every refusal is a [`ProxyError`], turned into a response in one place.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+use http::{Request, Response, StatusCode, Version};
+use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+
+use crate::audit::Recorder;
+use crate::body::{Kind, RequestBody, ResponseBody};
+use crate::error::ProxyError;
+use crate::rewrite::{self, Presented, Route};
+use crate::server::{InFlight, ServeCtx};
+use crate::state::{CustomValue, Refusal, TokenEntry};
+use crate::Shared;
+
+/// What a request turned into.
+enum Outcome {
+    /// A response to stream back.
+    Response(Response<Kind>),
+    /// The upstream switched protocols: answer 101 and splice the two connections.
+    Upgraded {
+        head: Response<Kind>,
+        client: OnUpgrade,
+        upstream: OnUpgrade,
+    },
+}
+
+/// Serves one request. Never fails: errors become the contract's JSON error responses.
+pub(crate) async fn handle(
+    shared: &Shared,
+    ctx: &Arc<ServeCtx>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    in_flight: InFlight,
+) -> Response<ResponseBody> {
+    let mut record = Recorder::new(&shared.audit, req.method(), req.uri(), peer.ip());
+    match proxy(shared, req, peer.ip(), &mut record).await {
+        Ok(Outcome::Response(response)) => {
+            let (parts, kind) = response.into_parts();
+            Response::from_parts(
+                parts,
+                ResponseBody::new(kind, Some(record), Some(in_flight)),
+            )
+        }
+        Ok(Outcome::Upgraded {
+            head,
+            client,
+            upstream,
+        }) => {
+            splice(ctx, client, upstream, record);
+            let (parts, kind) = head.into_parts();
+            Response::from_parts(parts, ResponseBody::new(kind, None, Some(in_flight)))
+        }
+        Err(err) => {
+            let d = err.describe();
+            tracing::debug!(
+                code = d.code,
+                status = d.status.as_u16(),
+                "refused a request"
+            );
+            record.refused(&err);
+            let response = err.to_response(|b| Kind::Full(Some(b)));
+            let (parts, kind) = response.into_parts();
+            Response::from_parts(
+                parts,
+                ResponseBody::new(kind, Some(record), Some(in_flight)),
+            )
+        }
+    }
+}
+
+async fn proxy(
+    shared: &Shared,
+    mut req: Request<Incoming>,
+    peer: IpAddr,
+    record: &mut Recorder,
+) -> Result<Outcome, ProxyError> {
+    let config = &shared.config;
+
+    // 1. accept
+    rewrite::check_request(
+        req.method(),
+        req.uri(),
+        req.headers(),
+        config.max_header_bytes,
+    )?;
+
+    // 2. identify
+    let presented = rewrite::identify(req.headers())?;
+
+    // 3. authenticate
+    let token = authenticate(shared, &presented).await?;
+    record.token(&token);
+
+    // 4. authorize
+    let route = authorize(&token, peer)?;
+    record.secret_version(route.secret.version);
+
+    // 5. rewrite
+    let websocket = rewrite::is_websocket(req.method(), req.version(), req.headers());
+    let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
+    let uri = rewrite::upstream_uri(&route.gateway, req.uri())?;
+    let (mut parts, body) = req.into_parts();
+    rewrite::request_headers(&mut parts.headers, &presented, &route, websocket)?;
+    let body = if websocket {
+        RequestBody::empty()
+    } else {
+        let bytes_in = Arc::new(AtomicU64::new(0));
+        record.bytes_in(bytes_in.clone());
+        RequestBody::new(body, bytes_in)
+    };
+    let mut upstream_req = Request::new(body);
+    *upstream_req.method_mut() = parts.method;
+    *upstream_req.uri_mut() = uri;
+    *upstream_req.headers_mut() = parts.headers;
+
+    // 6. forward
+    let client = if websocket {
+        &shared.ws_client
+    } else {
+        &shared.client
+    };
+    let sent =
+        tokio::time::timeout(config.response_header_timeout, client.request(upstream_req)).await;
+    let mut response = match sent {
+        Err(_) => return Err(ProxyError::UpstreamTimeout),
+        Ok(Err(err)) => return Err(crate::upstream::classify(&err)),
+        Ok(Ok(response)) => response,
+    };
+    record.upstream(response.status().as_u16());
+
+    // 7. stream back
+    let upgraded = websocket && response.status() == StatusCode::SWITCHING_PROTOCOLS;
+    let upstream_upgrade = upgraded.then(|| hyper::upgrade::on(&mut response));
+    let (mut parts, body) = response.into_parts();
+    rewrite::response_headers(&mut parts.headers, &route, upgraded);
+    // The client's connection has its own version; extensions belong to the upstream connection.
+    parts.version = Version::HTTP_11;
+    parts.extensions = http::Extensions::new();
+    match (client_upgrade, upstream_upgrade) {
+        (Some(client), Some(upstream)) => Ok(Outcome::Upgraded {
+            head: Response::from_parts(parts, Kind::Full(None)),
+            client,
+            upstream,
+        }),
+        _ => Ok(Outcome::Response(Response::from_parts(
+            parts,
+            Kind::Upstream(body),
+        ))),
+    }
+}
+
+/// Finds the token: in memory first; a token that is not there may have been minted a moment
+/// ago, so the source is asked once (guarded by [`crate::feed::TokenLoader`]).
+async fn authenticate(
+    shared: &Shared,
+    presented: &Presented,
+) -> Result<Arc<TokenEntry>, ProxyError> {
+    let state = &shared.state;
+    let digest = &presented.digest;
+    let token = match state.lookup(digest) {
+        Some(token) => token,
+        None => {
+            if let Some(refusal) = state.refusal(digest) {
+                return Err(match refusal {
+                    Refusal::Unknown => ProxyError::UnknownToken,
+                    Refusal::Revoked => ProxyError::RevokedToken,
+                    Refusal::Expired => ProxyError::ExpiredToken,
+                    Refusal::DevboxShutdown => ProxyError::DevboxShutdown,
+                });
+            }
+            if !state.ready() {
+                return Err(ProxyError::StateNotLoaded);
+            }
+            if !shared.loader.load(state, digest).await? {
+                return Err(ProxyError::UnknownToken);
+            }
+            state.lookup(digest).ok_or(ProxyError::StateUnavailable)?
+        }
+    };
+    if token
+        .expires_at_ms
+        .is_some_and(|t| t <= airlock_core::time::now_ms())
+    {
+        return Err(ProxyError::ExpiredToken);
+    }
+    Ok(token)
+}
+
+/// Checks the devbox and the peer, and takes the versions of everything the request will use.
+fn authorize(token: &TokenEntry, peer: IpAddr) -> Result<Route, ProxyError> {
+    let devbox = token.devbox.load().ok_or(ProxyError::DevboxShutdown)?;
+    if !devbox.running {
+        return Err(ProxyError::DevboxShutdown);
+    }
+    // The socket's peer address, IPv4-mapped IPv6 compared as IPv4; never X-Forwarded-For.
+    if !devbox.source_addresses.contains(peer) {
+        return Err(ProxyError::AddressNotAllowed);
+    }
+    let gateway = token.gateway.load().ok_or(ProxyError::GatewayUnavailable)?;
+    let secret = token.secret.load().ok_or(ProxyError::SecretUnavailable)?;
+    if secret.material().is_none() {
+        return Err(ProxyError::SecretUnavailable);
+    }
+    // The store never binds across accounts; a row that does was written by someone else.
+    let account = &*token.account_id;
+    if &devbox.account_id != account
+        || &gateway.account_id != account
+        || &secret.account_id != account
+    {
+        tracing::error!(token_id = %token.id, "a token references objects of another account; refusing it");
+        return Err(ProxyError::Internal("the token's state is inconsistent"));
+    }
+    let mut custom_secrets = Vec::new();
+    for (_, value) in gateway.custom.iter() {
+        if let CustomValue::Secret(slot) = value {
+            let s = slot
+                .load()
+                .filter(|s| s.material().is_some() && &s.account_id == account);
+            custom_secrets.push(s.ok_or(ProxyError::SecretUnavailable)?);
+        }
+    }
+    Ok(Route {
+        gateway,
+        secret,
+        custom_secrets,
+    })
+}
+
+/// Joins the client's and the upstream's upgraded connections (a websocket) until either side
+/// closes, or the server's grace period is over.
+fn splice(ctx: &Arc<ServeCtx>, client: OnUpgrade, upstream: OnUpgrade, mut record: Recorder) {
+    let kill = ctx.kill.clone();
+    ctx.splices.spawn(async move {
+        let (client, upstream) = match tokio::try_join!(client, upstream) {
+            Ok(pair) => pair,
+            Err(err) => {
+                tracing::debug!(error = %err, "a websocket upgrade failed");
+                record.broken("upgrade_failed");
+                return;
+            }
+        };
+        let mut client = TokioIo::new(client);
+        let mut upstream = TokioIo::new(upstream);
+        tokio::select! {
+            copied = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {
+                if let Ok((to_upstream, to_client)) = copied {
+                    record.spliced(to_upstream, to_client);
+                }
+                record.complete();
+            }
+            () = kill.cancelled() => record.broken("shutdown"),
+        }
+    });
+}

@@ -1,0 +1,538 @@
+//! The pure parts of the pipeline: finding the token, checking the target, and rewriting headers.
+//!
+//! Nothing here does IO, so every rule is a table test away (and a fuzz target away).
+//!
+//! - The token may sit in `Authorization: Bearer`, `x-api-key`, `api-key`, `x-goog-api-key` or
+//!   `Proxy-Authorization: Bearer` (the headers the providers' SDKs put their key in). Every
+//!   header value that contains `gws_` must be one of those, holding exactly a token; anywhere
+//!   else (another header, a `Basic` credential, the URL) it would travel upstream, so the request
+//!   is refused (`misplaced_token`).
+//! - The target is used for its path and query only. An absolute-form target
+//!   (`GET http://evil/x`) and HTTP/2's `:authority` are ignored: the upstream comes from the
+//!   gateway config alone (SECURITY #1). Paths that could climb out of the endpoint's base path
+//!   (dot segments, encoded dots, slashes or backslashes, empty segments) are refused (#10).
+//! - Hop-by-hop headers, and every header the `Connection` header names, are removed before the
+//!   credential is set, so `Connection: x-api-key` cannot remove the credential (#7).
+
+use airlock_core::token::check_format;
+use airlock_core::{SecretKind, TokenDigest};
+use http::header::{self, HeaderName};
+use http::{HeaderMap, HeaderValue, Method, Uri, Version};
+use subtle::ConstantTimeEq;
+
+use crate::error::ProxyError;
+use crate::scrub::Needle;
+use crate::state::{Credential, CustomValue, GatewayEntry, Material, SecretEntry};
+
+/// Headers a token may arrive in, in this order. `true`: the value is `Bearer <token>`.
+const CARRIERS: [(HeaderName, bool); 5] = [
+    (header::AUTHORIZATION, true),
+    (HeaderName::from_static("x-api-key"), false),
+    (HeaderName::from_static("api-key"), false),
+    (HeaderName::from_static("x-goog-api-key"), false),
+    (header::PROXY_AUTHORIZATION, true),
+];
+
+/// Connection-specific headers (RFC 9110 §7.6.1), never forwarded in either direction.
+const HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHORIZATION,
+    header::PROXY_AUTHENTICATE,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// The token a request presented: its digest, and which carrier headers held it.
+pub(crate) struct Presented {
+    pub(crate) digest: TokenDigest,
+    carriers: u8,
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+fn trim(bytes: &[u8]) -> &[u8] {
+    let start = bytes
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(bytes.len());
+    let end = bytes
+        .iter()
+        .rposition(|b| !b.is_ascii_whitespace())
+        .map_or(start, |e| e + 1);
+    &bytes[start..end]
+}
+
+/// `Bearer <token>`, scheme case-insensitive.
+fn bearer(value: &[u8]) -> Option<&[u8]> {
+    let value = trim(value);
+    let (scheme, rest) = value.split_at(value.iter().position(|b| *b == b' ')?);
+    scheme.eq_ignore_ascii_case(b"bearer").then(|| trim(rest))
+}
+
+/// Finds the token. The format (prefix, length, alphabet, checksum) is checked here, before any
+/// lookup, so garbage never costs a map probe, let alone a database query.
+pub(crate) fn identify(headers: &HeaderMap) -> Result<Presented, ProxyError> {
+    let mut found: Option<&[u8]> = None;
+    let mut carriers = 0u8;
+    for (name, value) in headers {
+        let bytes = value.as_bytes();
+        if !contains(bytes, b"gws_") {
+            continue;
+        }
+        let carrier = CARRIERS.iter().position(|(n, _)| n == name);
+        let token = carrier
+            .and_then(|i| {
+                if CARRIERS[i].1 {
+                    bearer(bytes)
+                } else {
+                    Some(trim(bytes))
+                }
+            })
+            .filter(|t| t.starts_with(b"gws_"));
+        let (Some(i), Some(token)) = (carrier, token) else {
+            return Err(ProxyError::MisplacedToken);
+        };
+        carriers |= 1 << i;
+        match found {
+            None => found = Some(token),
+            // Two presented tokens are compared like secrets: they may be one.
+            Some(first) if bool::from(first.ct_eq(token)) => {}
+            Some(_) => return Err(ProxyError::ConflictingTokens),
+        }
+    }
+    let token = found.ok_or(ProxyError::MissingToken)?;
+    let text = std::str::from_utf8(token).map_err(|_| ProxyError::MalformedToken)?;
+    check_format(SecretKind::Gateway, text).map_err(|_| ProxyError::MalformedToken)?;
+    Ok(Presented {
+        digest: TokenDigest::of(text),
+        carriers,
+    })
+}
+
+/// Request-line checks: the method, the size of the head, the shape of the target.
+pub(crate) fn check_request(
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    max_header_bytes: usize,
+) -> Result<(), ProxyError> {
+    if method == Method::CONNECT {
+        return Err(ProxyError::MethodNotAllowed);
+    }
+    let size: usize = headers
+        .iter()
+        .map(|(n, v)| n.as_str().len() + v.len() + 4)
+        .sum();
+    if size > max_header_bytes {
+        return Err(ProxyError::HeadersTooLarge);
+    }
+    check_path(uri.path())?;
+    let target = uri.path_and_query().map_or("", |pq| pq.as_str());
+    if contains(target.as_bytes(), b"gws_") {
+        return Err(ProxyError::MisplacedToken);
+    }
+    Ok(())
+}
+
+/// A path is forwarded only if it means what it reads as, appended to the base path.
+pub(crate) fn check_path(path: &str) -> Result<(), ProxyError> {
+    let Some(rest) = path.strip_prefix('/') else {
+        return Err(ProxyError::BadPath(
+            "the request target must be a path starting with /",
+        ));
+    };
+    let bytes = path.as_bytes();
+    if bytes.contains(&b'\\') {
+        return Err(ProxyError::BadPath("the path must not contain backslashes"));
+    }
+    for (i, _) in bytes.iter().enumerate().filter(|(_, b)| **b == b'%') {
+        let code = bytes
+            .get(i + 1..i + 3)
+            .map(|c| [c[0].to_ascii_lowercase(), c[1].to_ascii_lowercase()]);
+        if matches!(
+            code,
+            Some([b'2', b'e'] | [b'2', b'f'] | [b'5', b'c'] | [b'0', b'0'])
+        ) {
+            return Err(ProxyError::BadPath(
+                "the path must not contain encoded dots, slashes, backslashes or nul",
+            ));
+        }
+    }
+    let mut segments = rest.split('/').peekable();
+    while let Some(segment) = segments.next() {
+        if segment == "." || segment == ".." {
+            return Err(ProxyError::BadPath(
+                "the path must not contain . or .. segments",
+            ));
+        }
+        if segment.is_empty() && segments.peek().is_some() {
+            return Err(ProxyError::BadPath(
+                "the path must not contain empty segments (//)",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The upstream URL: endpoint scheme and authority, base path + request path + query.
+pub(crate) fn upstream_uri(gateway: &GatewayEntry, target: &Uri) -> Result<Uri, ProxyError> {
+    let path = target.path();
+    let query = target.query();
+    let mut pq = String::with_capacity(
+        gateway.base_path.len() + path.len() + query.map_or(0, |q| q.len() + 1),
+    );
+    pq.push_str(&gateway.base_path);
+    pq.push_str(path);
+    if let Some(q) = query {
+        pq.push('?');
+        pq.push_str(q);
+    }
+    Uri::builder()
+        .scheme(gateway.scheme.clone())
+        .authority(gateway.authority.clone())
+        .path_and_query(pq)
+        .build()
+        .map_err(|_| ProxyError::BadPath("the request target is not a valid path"))
+}
+
+/// `GET` with `Upgrade: websocket` and `Connection: upgrade`, over HTTP/1.1.
+pub(crate) fn is_websocket(method: &Method, version: Version, headers: &HeaderMap) -> bool {
+    method == Method::GET
+        && version == Version::HTTP_11
+        && headers
+            .get_all(header::UPGRADE)
+            .iter()
+            .any(|v| contains_token(v, "websocket"))
+        && headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .any(|v| contains_token(v, "upgrade"))
+}
+
+fn contains_token(value: &HeaderValue, token: &str) -> bool {
+    value
+        .to_str()
+        .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+}
+
+/// Removes hop-by-hop headers and those the `Connection` header names. `keep_upgrade` keeps
+/// `Upgrade` (a websocket handshake; `Connection: upgrade` is set again by the caller).
+fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        if !(keep_upgrade && name == header::UPGRADE) {
+            headers.remove(name);
+        }
+    }
+    for name in &HOP_BY_HOP {
+        if !(keep_upgrade && name == header::UPGRADE) {
+            headers.remove(name);
+        }
+    }
+}
+
+/// What a request needs from the state to be rewritten: loaded once, at its start.
+pub(crate) struct Route {
+    pub(crate) gateway: std::sync::Arc<GatewayEntry>,
+    pub(crate) secret: std::sync::Arc<SecretEntry>,
+    /// The secrets of secret-backed custom headers, in the order of `gateway.custom`.
+    pub(crate) custom_secrets: Vec<std::sync::Arc<SecretEntry>>,
+}
+
+impl Route {
+    fn material(&self) -> Result<&Material, ProxyError> {
+        self.secret.material().ok_or(ProxyError::SecretUnavailable)
+    }
+
+    /// The exact byte strings to scrub from response headers.
+    fn needles(&self) -> impl Iterator<Item = &Needle> {
+        let basic = matches!(self.gateway.credential, Credential::Basic);
+        let primary = self.secret.material().into_iter().flat_map(move |m| {
+            let [raw, b64] = &m.needles;
+            std::iter::once(raw).chain(basic.then_some(b64))
+        });
+        let custom = self
+            .custom_secrets
+            .iter()
+            .filter_map(|s| s.material())
+            .map(|m| &m.needles[0]);
+        primary.chain(custom)
+    }
+}
+
+/// Rewrites the client's headers into the upstream request's.
+pub(crate) fn request_headers(
+    headers: &mut HeaderMap,
+    presented: &Presented,
+    route: &Route,
+    websocket: bool,
+) -> Result<(), ProxyError> {
+    strip_hop_by_hop(headers, websocket);
+    for (i, (name, _)) in CARRIERS.iter().enumerate() {
+        if presented.carriers & (1 << i) != 0 {
+            headers.remove(name);
+        }
+    }
+    let gateway = &route.gateway;
+    headers.insert(header::HOST, gateway.host.clone());
+    let credential = route
+        .material()?
+        .credential(&gateway.credential)
+        .ok_or(ProxyError::SecretUnavailable)?;
+    let name = match &gateway.credential {
+        Credential::Header(name) => name.clone(),
+        Credential::Bearer | Credential::Basic => header::AUTHORIZATION,
+    };
+    // `insert` replaces every value the client sent under that name.
+    headers.insert(name, credential.clone());
+    let mut secrets = route.custom_secrets.iter();
+    for (name, value) in gateway.custom.iter() {
+        let value = match value {
+            CustomValue::Literal(v) => v.clone(),
+            CustomValue::Secret(_) => secrets
+                .next()
+                .and_then(|s| s.material())
+                .and_then(|m| m.raw.clone())
+                .ok_or(ProxyError::SecretUnavailable)?,
+        };
+        headers.insert(name.clone(), value);
+    }
+    if websocket {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+    Ok(())
+}
+
+/// Cleans the upstream's response headers: hop-by-hop headers go, and so does any value that
+/// contains an injected secret.
+pub(crate) fn response_headers(headers: &mut HeaderMap, route: &Route, upgraded: bool) {
+    strip_hop_by_hop(headers, upgraded);
+    let mut tainted: Vec<HeaderName> = Vec::new();
+    for needle in route.needles() {
+        for (name, value) in headers.iter() {
+            if needle.found_in(value.as_bytes()) && !tainted.contains(name) {
+                tainted.push(name.clone());
+            }
+        }
+    }
+    for name in tainted {
+        tracing::warn!(header = %name, "the upstream reflected an injected secret in a response header; removed it");
+        let kept: Vec<HeaderValue> = headers
+            .get_all(&name)
+            .iter()
+            .filter(|v| !route.needles().any(|n| n.found_in(v.as_bytes())))
+            .cloned()
+            .collect();
+        headers.remove(&name);
+        for value in kept {
+            headers.append(name.clone(), value);
+        }
+    }
+    if upgraded {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use airlock_core::BearerSecret;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (n, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(n.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn tokens_are_found_in_every_carrier() {
+        let token = BearerSecret::generate(SecretKind::Gateway);
+        let t = token.expose();
+        let bearer = format!("Bearer {t}");
+        let lower = format!("bearer   {t} ");
+        for headers in [
+            vec![("authorization", bearer.as_str())],
+            vec![("Authorization", lower.as_str())],
+            vec![("x-api-key", t)],
+            vec![("api-key", t)],
+            vec![("x-goog-api-key", t)],
+            vec![("proxy-authorization", bearer.as_str())],
+            vec![("x-api-key", t), ("authorization", bearer.as_str())],
+            vec![("x-api-key", t), ("x-api-key", t)],
+            vec![
+                ("x-api-key", t),
+                ("content-type", "application/json"),
+                ("authorization", "Basic Zm9vOmJhcg=="),
+            ],
+        ] {
+            let presented = identify(&map(&headers)).unwrap_or_else(|e| panic!("{headers:?}: {e}"));
+            assert!(presented.digest.ct_eq(&token.digest()));
+        }
+    }
+
+    #[test]
+    fn tokens_that_are_refused() {
+        let a = BearerSecret::generate(SecretKind::Gateway);
+        let b = BearerSecret::generate(SecretKind::Gateway);
+        let (a, b) = (a.expose(), b.expose());
+        let mut bad_sum = a.to_owned().into_bytes();
+        bad_sum[a.len() - 1] = if bad_sum[a.len() - 1] == b'a' {
+            b'b'
+        } else {
+            b'a'
+        };
+        let bad_sum = String::from_utf8(bad_sum).unwrap();
+        let api_key = BearerSecret::generate(SecretKind::ApiKey);
+        let bearer_a = format!("Bearer {a}");
+        let basic_a = format!("Basic {a}");
+        let bearer_x = format!("Bearer {a}x");
+        for (headers, code) in [
+            (vec![], "missing_token"),
+            (
+                vec![("authorization", "Bearer sk-real-looking")],
+                "missing_token",
+            ),
+            (vec![("x-api-key", api_key.expose())], "missing_token"),
+            (vec![("x-api-key", bad_sum.as_str())], "malformed_token"),
+            (vec![("x-api-key", "gws_short")], "malformed_token"),
+            (
+                vec![("authorization", bearer_x.as_str())],
+                "malformed_token",
+            ),
+            (vec![("x-api-key", a), ("api-key", b)], "conflicting_tokens"),
+            (
+                vec![("authorization", bearer_a.as_str()), ("x-goog-api-key", b)],
+                "conflicting_tokens",
+            ),
+            (vec![("authorization", basic_a.as_str())], "misplaced_token"),
+            (
+                vec![("x-api-key", a), ("cookie", &format!("s={b}"))],
+                "misplaced_token",
+            ),
+            (vec![("x-custom", a)], "misplaced_token"),
+        ] {
+            let err = identify(&map(&headers))
+                .err()
+                .unwrap_or_else(|| panic!("{headers:?} passed"));
+            assert_eq!(err.describe().code, code, "{headers:?}");
+            assert!(!err.to_string().contains("gws_"));
+        }
+    }
+
+    #[test]
+    fn paths() {
+        for ok in [
+            "/",
+            "/v1/chat/completions",
+            "/v1/models/",
+            "/a.b/c..d/.e",
+            "/%41%20",
+            "/files/a%2Dz",
+        ] {
+            assert!(check_path(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "*",
+            "a",
+            "/..",
+            "/../admin",
+            "/a/../b",
+            "/a/./b",
+            "/.",
+            "//",
+            "//evil",
+            "/a//b",
+            "/%2e%2e/x",
+            "/%2E./x",
+            "/a%2fb",
+            "/a%2Fb",
+            "/a%5cb",
+            "/a\\b",
+            "/a%00",
+            "/x/%2e",
+        ] {
+            let err = check_path(bad)
+                .err()
+                .unwrap_or_else(|| panic!("{bad} passed"));
+            assert_eq!(err.describe().code, "bad_path", "{bad}");
+        }
+    }
+
+    #[test]
+    fn request_checks() {
+        let h = HeaderMap::new();
+        let ok: Uri = "/v1/x?key=1".parse().unwrap();
+        assert!(check_request(&Method::POST, &ok, &h, 1024).is_ok());
+        let absolute: Uri = "http://evil.example/v1/x".parse().unwrap();
+        assert!(check_request(&Method::GET, &absolute, &h, 1024).is_ok());
+        assert_eq!(
+            check_request(&Method::CONNECT, &ok, &h, 1024)
+                .unwrap_err()
+                .describe()
+                .code,
+            "method_not_allowed"
+        );
+        let big = map(&[("x-big", &"a".repeat(2000))]);
+        assert_eq!(
+            check_request(&Method::GET, &ok, &big, 1024)
+                .unwrap_err()
+                .describe()
+                .code,
+            "headers_too_large"
+        );
+        let leaky: Uri = "/v1/x?key=gws_abc".parse().unwrap();
+        assert_eq!(
+            check_request(&Method::GET, &leaky, &h, 1024)
+                .unwrap_err()
+                .describe()
+                .code,
+            "misplaced_token"
+        );
+    }
+
+    #[test]
+    fn hop_by_hop_and_connection_named_headers_go() {
+        let mut h = map(&[
+            ("connection", "x-api-key, x-secret-thing"),
+            ("connection", "keep-alive"),
+            ("keep-alive", "timeout=5"),
+            ("te", "trailers"),
+            ("trailer", "x-foo"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "h2c"),
+            ("proxy-connection", "keep-alive"),
+            ("proxy-authenticate", "Basic"),
+            ("x-api-key", "client"),
+            ("x-secret-thing", "1"),
+            ("content-type", "application/json"),
+        ]);
+        strip_hop_by_hop(&mut h, false);
+        let left: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        assert_eq!(left, ["content-type"]);
+        let mut ws = map(&[
+            ("connection", "Upgrade"),
+            ("upgrade", "websocket"),
+            ("sec-websocket-key", "k"),
+        ]);
+        strip_hop_by_hop(&mut ws, true);
+        assert!(ws.contains_key("upgrade") && !ws.contains_key("connection"));
+    }
+}

@@ -1,0 +1,329 @@
+//! Accepting connections: the listener loop, per-connection timeouts, and draining on shutdown.
+//!
+//! hyper-util's auto builder speaks HTTP/1.1 and HTTP/2 (prior knowledge) on the same port.
+//! hyper's own HTTP/1 header timeout also runs while a keep-alive connection waits for its next
+//! request, which would make the keep-alive idle time equal to the header timeout; so both are
+//! enforced here instead, by a per-connection watchdog that reads a few atomics:
+//!
+//! - header read timeout: once the first byte of an HTTP/1 request head has arrived, the whole
+//!   head must arrive (and the request reach the pipeline) within `header_read_timeout`, or the
+//!   connection is closed (a slowly dripped header costs a timer, not a worker);
+//! - idle timeout: a connection with no request in flight for `idle_timeout` is shut down
+//!   gracefully (HTTP/2 gets a GOAWAY).
+//!
+//! On shutdown the listener is dropped (new connections are refused), every connection is told
+//! to finish its requests and close, and whatever is still running after the grace period is
+//! cut off.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::pipeline;
+use crate::Shared;
+
+/// Milliseconds on a monotonic clock, never 0 (0 means "unset" in the atomics below).
+fn now_ms() -> u64 {
+    static BASE: OnceLock<Instant> = OnceLock::new();
+    let base = *BASE.get_or_init(Instant::now);
+    u64::try_from(base.elapsed().as_millis()).unwrap_or(u64::MAX - 1) + 1
+}
+
+/// What the watchdog needs to know about one connection.
+pub(crate) struct Activity {
+    in_flight: AtomicUsize,
+    /// When the first byte of a request head arrived while no request was in flight; 0: none.
+    head_started: AtomicU64,
+    /// When the last request finished (or the connection opened).
+    idle_since: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Arc<Activity> {
+        Arc::new(Activity {
+            in_flight: AtomicUsize::new(0),
+            head_started: AtomicU64::new(0),
+            idle_since: AtomicU64::new(now_ms()),
+        })
+    }
+
+    /// A request reached the pipeline: its head is complete.
+    pub(crate) fn begin(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        self.head_started.store(0, Ordering::Release);
+        InFlight(self.clone())
+    }
+}
+
+/// Held while a request (and its response body) is in flight.
+pub(crate) struct InFlight(Arc<Activity>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.idle_since.store(now_ms(), Ordering::Release);
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Proto {
+    Unknown,
+    H1,
+    H2,
+}
+
+/// The accepted socket, watching the bytes read: enough to tell HTTP/1 from HTTP/2 and to
+/// notice the start of a request head.
+struct Watched {
+    stream: TcpStream,
+    activity: Arc<Activity>,
+    proto: Proto,
+    prefix: [u8; 4],
+    prefix_len: usize,
+}
+
+impl Watched {
+    fn saw(&mut self, bytes: &[u8]) {
+        if self.proto == Proto::Unknown {
+            let take = (4 - self.prefix_len).min(bytes.len());
+            self.prefix[self.prefix_len..self.prefix_len + take].copy_from_slice(&bytes[..take]);
+            self.prefix_len += take;
+            if self.prefix_len == 4 {
+                // The HTTP/2 connection preface starts with "PRI "; no HTTP/1 method does.
+                self.proto = if &self.prefix == b"PRI " {
+                    Proto::H2
+                } else {
+                    Proto::H1
+                };
+                if self.proto == Proto::H2 {
+                    self.activity.head_started.store(0, Ordering::Release);
+                    return;
+                }
+            }
+        }
+        if self.proto != Proto::H2
+            && self.activity.in_flight.load(Ordering::Acquire) == 0
+            && self.activity.head_started.load(Ordering::Acquire) == 0
+        {
+            self.activity
+                .head_started
+                .store(now_ms(), Ordering::Release);
+        }
+    }
+}
+
+impl AsyncRead for Watched {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.stream).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = polled {
+            if buf.filled().len() > before {
+                let filled = &buf.filled()[before..];
+                this.saw(filled);
+            }
+        }
+        polled
+    }
+}
+
+impl AsyncWrite for Watched {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+}
+
+/// Tasks and signals of one `serve` call, shared with its connections.
+pub(crate) struct ServeCtx {
+    /// Stop taking new requests and close when idle.
+    pub(crate) stop: CancellationToken,
+    /// Cut everything off (the grace period is over).
+    pub(crate) kill: CancellationToken,
+    /// Spliced websocket connections, which outlive their HTTP connection.
+    pub(crate) splices: TaskTracker,
+}
+
+pub(crate) fn builder(shared: &crate::ProxyConfig) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // hyper answers 431 itself beyond this; below it the pipeline answers with the JSON error.
+    let hyper_limit = shared.max_header_bytes.saturating_mul(2).max(8192);
+    builder
+        .http1()
+        .max_buf_size(hyper_limit.max(8192))
+        .header_read_timeout(None)
+        .keep_alive(true)
+        .half_close(false);
+    builder
+        .http2()
+        .max_header_list_size(u32::try_from(hyper_limit).unwrap_or(u32::MAX))
+        .max_concurrent_streams(256);
+    builder
+}
+
+pub(crate) async fn serve(
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+    grace: Duration,
+) -> std::io::Result<()> {
+    let ctx = Arc::new(ServeCtx {
+        stop: CancellationToken::new(),
+        kill: CancellationToken::new(),
+        splices: TaskTracker::new(),
+    });
+    let mut connections = JoinSet::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    connections.spawn(connection(shared.clone(), ctx.clone(), stream, peer));
+                }
+                Err(err) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %err, "cannot accept a connection");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            },
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+    drop(listener);
+    ctx.stop.cancel();
+    ctx.splices.close();
+    let drained = tokio::time::timeout(grace, async {
+        while connections.join_next().await.is_some() {}
+        ctx.splices.wait().await;
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            connections = connections.len(),
+            "grace period over; closing the remaining connections"
+        );
+        ctx.kill.cancel();
+        connections.abort_all();
+        while connections.join_next().await.is_some() {}
+        ctx.splices.wait().await;
+    }
+    shared.audit.flush().await;
+    Ok(())
+}
+
+async fn connection(shared: Arc<Shared>, ctx: Arc<ServeCtx>, stream: TcpStream, peer: SocketAddr) {
+    // Small writes (SSE events, the end of a response) must not wait for Nagle.
+    let _ = stream.set_nodelay(true);
+    let activity = Activity::new();
+    let io = Watched {
+        stream,
+        activity: activity.clone(),
+        proto: Proto::Unknown,
+        prefix: [0; 4],
+        prefix_len: 0,
+    };
+    let service = {
+        let shared = shared.clone();
+        let ctx = ctx.clone();
+        let activity = activity.clone();
+        hyper::service::service_fn(move |req| {
+            let shared = shared.clone();
+            let ctx = ctx.clone();
+            let in_flight = activity.begin();
+            async move {
+                Ok::<_, Infallible>(pipeline::handle(&shared, &ctx, req, peer, in_flight).await)
+            }
+        })
+    };
+    let conn = shared
+        .http
+        .serve_connection_with_upgrades(TokioIo::new(io), service);
+    let mut conn = std::pin::pin!(conn);
+    let header_timeout = shared.config.header_read_timeout;
+    let idle_timeout = shared.config.idle_timeout;
+    let tick = header_timeout
+        .min(idle_timeout)
+        .max(Duration::from_millis(10));
+    let watchdog = tokio::time::sleep(tick);
+    let mut watchdog = std::pin::pin!(watchdog);
+    let mut stopping = false;
+    loop {
+        tokio::select! {
+            result = conn.as_mut() => {
+                if let Err(err) = result {
+                    tracing::debug!(error = %err, "connection ended with an error");
+                }
+                return;
+            }
+            () = ctx.stop.cancelled(), if !stopping => {
+                stopping = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            () = &mut watchdog => {
+                let now = now_ms();
+                let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+                let mut next = now + ms(tick);
+                if activity.in_flight.load(Ordering::Acquire) == 0 {
+                    let head = activity.head_started.load(Ordering::Acquire);
+                    let idle = activity.idle_since.load(Ordering::Acquire);
+                    if head != 0 {
+                        if now >= head + ms(header_timeout) {
+                            tracing::debug!("closing a connection: request head not complete in time");
+                            return;
+                        }
+                        next = head + ms(header_timeout);
+                    } else if now >= idle + ms(idle_timeout) {
+                        if !stopping {
+                            stopping = true;
+                            conn.as_mut().graceful_shutdown();
+                        }
+                    } else {
+                        next = next.min(idle + ms(idle_timeout));
+                    }
+                }
+                let wait = Duration::from_millis(next.saturating_sub(now).max(1));
+                watchdog.as_mut().reset(tokio::time::Instant::now() + wait);
+            }
+        }
+    }
+}

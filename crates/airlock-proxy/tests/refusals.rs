@@ -1,0 +1,361 @@
+//! Requests the data plane refuses, and how: the status, the `x-airlock-error` code, the JSON
+//! error body, and that nothing reached the upstream (SECURITY #5, #8, #10, #11, #13, #15).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Tests fail loudly by design.
+
+mod support;
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use airlock_core::{AuthMechanism, BearerSecret, SecretKind};
+use airlock_testkit::TestRequest;
+use support::{code, get, raw, raw_status, Harness, Options};
+
+const SECRET: &str = "sk-live-real-upstream-key-0123456789";
+
+fn header_key() -> AuthMechanism {
+    AuthMechanism::Header {
+        key: "x-api-key".into(),
+    }
+}
+
+/// A token whose checksum is wrong: same shape, one character changed.
+fn bad_checksum(token: &BearerSecret) -> String {
+    let mut bytes = token.expose().as_bytes().to_vec();
+    let last = bytes.len() - 1;
+    bytes[last] = if bytes[last] == b'a' { b'b' } else { b'a' };
+    String::from_utf8(bytes).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_refusals() {
+    let h = Harness::sqlite().await;
+    let s = h.simple(header_key(), SECRET).await;
+    let other = h.simple(header_key(), SECRET).await;
+    let stranger = BearerSecret::generate(SecretKind::Gateway);
+    let t = s.token.expose();
+    let bad = bad_checksum(&s.token);
+    let bearer = format!("Bearer {t}");
+    let basic = format!("Basic {t}");
+    let api_key = BearerSecret::generate(SecretKind::ApiKey);
+    let lookups = || h.source.token_lookups.load(Ordering::SeqCst);
+    let leaky_path = format!("/x?key={t}");
+
+    // (headers, path, status, code, may the source be asked)
+    let cases: Vec<(Vec<(&str, &str)>, &str, u16, &str, bool)> = vec![
+        (vec![], "/x", 401, "missing_token", false),
+        (
+            vec![("authorization", "Bearer sk-not-ours")],
+            "/x",
+            401,
+            "missing_token",
+            false,
+        ),
+        (
+            vec![("x-api-key", api_key.expose())],
+            "/x",
+            401,
+            "missing_token",
+            false,
+        ),
+        (
+            vec![("x-api-key", &bad)],
+            "/x",
+            401,
+            "malformed_token",
+            false,
+        ),
+        (
+            vec![("authorization", "Bearer gws_tooshort")],
+            "/x",
+            401,
+            "malformed_token",
+            false,
+        ),
+        (
+            vec![("x-api-key", t), ("api-key", other.token.expose())],
+            "/x",
+            400,
+            "conflicting_tokens",
+            false,
+        ),
+        (
+            vec![("authorization", &bearer), ("x-goog-api-key", &bad)],
+            "/x",
+            400,
+            "conflicting_tokens",
+            false,
+        ),
+        (
+            vec![("authorization", &basic)],
+            "/x",
+            400,
+            "misplaced_token",
+            false,
+        ),
+        (
+            vec![("x-api-key", t), ("x-note", t)],
+            "/x",
+            400,
+            "misplaced_token",
+            false,
+        ),
+        (
+            vec![("x-api-key", t)],
+            &leaky_path,
+            400,
+            "misplaced_token",
+            false,
+        ),
+        (
+            vec![("x-api-key", stranger.expose())],
+            "/x",
+            401,
+            "unknown_token",
+            true,
+        ),
+    ];
+    for (headers, path, status, expected, may_look_up) in cases {
+        let before = lookups();
+        let mut req = TestRequest::get(&h.url(path));
+        for (n, v) in &headers {
+            req = req.header(n, v);
+        }
+        let response = req.send().await.unwrap();
+        assert_eq!(response.status, status, "{expected}: {}", response.text());
+        assert_eq!(code(&response), expected);
+        let json = response.json().unwrap();
+        assert_eq!(json["type"], "error");
+        assert_eq!(json["error"]["code"], expected);
+        assert!(json["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()));
+        assert!(
+            !response.text().contains("gws_"),
+            "{expected}: the body names a token"
+        );
+        if !may_look_up {
+            assert_eq!(lookups(), before, "{expected}: the source was asked");
+        }
+    }
+    assert!(h.upstream.requests().is_empty());
+    assert_eq!(h.upstream.connections(), 0);
+
+    // The unknown token was looked up once; asking again is answered from the negative cache.
+    let before = lookups();
+    let again = TestRequest::get(&h.url("/x"))
+        .header("x-api-key", stranger.expose())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(code(&again), "unknown_token");
+    assert_eq!(lookups(), before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn source_addresses_bind_the_token() {
+    let h = Harness::sqlite().await;
+    let gateway = h
+        .seed
+        .gateway(&h.endpoint("/v1"), header_key(), Vec::new())
+        .await;
+    let secret = h.seed.secret("K", SECRET).await;
+    let (_, only_3) = h.seed.devbox(&["127.0.0.3"], &[(&gateway, &secret)]).await;
+    let (_, net) = h
+        .seed
+        .devbox(&["127.0.0.0/30", "::1"], &[(&gateway, &secret)])
+        .await;
+    let from = |token: &BearerSecret, ip: &str| {
+        TestRequest::get(&h.url("/x"))
+            .header("x-api-key", token.expose())
+            .from_ip(ip.parse().unwrap())
+    };
+    for (token, ip, forwarded_for, status, expected) in [
+        (&only_3, "127.0.0.3", None, 200, ""),
+        (&only_3, "127.0.0.1", None, 403, "address_not_allowed"),
+        (
+            &only_3,
+            "127.0.0.2",
+            Some("127.0.0.3"),
+            403,
+            "address_not_allowed",
+        ),
+        (&net, "127.0.0.2", None, 200, ""),
+        (&net, "127.0.0.5", None, 403, "address_not_allowed"),
+    ] {
+        let mut req = from(&token[0], ip);
+        if let Some(xff) = forwarded_for {
+            req = req
+                .header("x-forwarded-for", xff)
+                .header("forwarded", &format!("for={xff}"));
+        }
+        let response = req.send().await.unwrap();
+        assert_eq!(response.status, status, "{ip}: {}", response.text());
+        assert_eq!(code(&response), expected, "{ip}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_tokens_are_refused() {
+    let h = Harness::sqlite().await;
+    let gateway = h
+        .seed
+        .gateway(&h.endpoint("/v1"), header_key(), Vec::new())
+        .await;
+    let secret = h.seed.secret("K", SECRET).await;
+    let expires = airlock_core::time::now_ms() + 1_000;
+    let (_, tokens) = h
+        .seed
+        .devbox_expiring(&["127.0.0.1"], &[(&gateway, &secret)], Some(expires))
+        .await;
+    assert_eq!(get(&h, "/x", &tokens[0]).await.status, 200);
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let response = get(&h, "/x", &tokens[0]).await;
+    assert_eq!(response.status, 401);
+    assert_eq!(code(&response), "expired_token");
+}
+
+/// Paths that could climb out of the base path are refused, and never reach the upstream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_paths_and_targets() {
+    let h = Harness::sqlite().await;
+    let s = h.simple(header_key(), SECRET).await;
+    let t = s.token.expose();
+    for (target, status, expected) in [
+        ("/../admin", 400, "bad_path"),
+        ("/v1/../../admin", 400, "bad_path"),
+        ("/./x", 400, "bad_path"),
+        ("/%2e%2e/admin", 400, "bad_path"),
+        ("/%2E%2E/admin", 400, "bad_path"),
+        ("/a%2fb", 400, "bad_path"),
+        ("/a%5Cb", 400, "bad_path"),
+        ("//evil.example/x", 400, "bad_path"),
+        ("/a//b", 400, "bad_path"),
+        ("*", 400, "bad_path"),
+    ] {
+        let request = format!("OPTIONS {target} HTTP/1.1\r\nHost: localhost\r\nx-api-key: {t}\r\nConnection: close\r\n\r\n");
+        let answer = raw(h.proxy, request.as_bytes(), Duration::from_secs(5)).await;
+        assert_eq!(raw_status(&answer), status, "{target}: {answer}");
+        assert!(
+            answer.contains(&format!("x-airlock-error: {expected}")),
+            "{target}: {answer}"
+        );
+    }
+    // A backslash is not even a valid request target for the HTTP parser.
+    let request = format!(
+        "GET /a\\b HTTP/1.1\r\nHost: localhost\r\nx-api-key: {t}\r\nConnection: close\r\n\r\n"
+    );
+    assert_eq!(
+        raw_status(&raw(h.proxy, request.as_bytes(), Duration::from_secs(5)).await),
+        400
+    );
+    // CONNECT is not a way through.
+    let request =
+        format!("CONNECT localhost:443 HTTP/1.1\r\nHost: localhost:443\r\nx-api-key: {t}\r\n\r\n");
+    let answer = raw(h.proxy, request.as_bytes(), Duration::from_secs(2)).await;
+    assert_eq!(raw_status(&answer), 405, "{answer}");
+    assert!(h.upstream.requests().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_and_slow_heads() {
+    let h = Harness::start(
+        support::sqlite().await,
+        Options {
+            configure: Box::new(|c| c.header_read_timeout = Duration::from_millis(500)),
+            ..Options::default()
+        },
+    )
+    .await;
+    let s = h.simple(header_key(), SECRET).await;
+    // Over the limit but within hyper's buffer: the pipeline's JSON 431.
+    let big = "a".repeat(80 * 1024);
+    let response = TestRequest::get(&h.url("/x"))
+        .header("x-api-key", s.token.expose())
+        .header("x-big", &big)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status, 431);
+    assert_eq!(code(&response), "headers_too_large");
+    // 1 MiB of headers: refused by the parser itself.
+    let huge = format!(
+        "GET /x HTTP/1.1\r\nHost: localhost\r\nx-big: {}\r\n\r\n",
+        "a".repeat(1024 * 1024)
+    );
+    let answer = raw(h.proxy, huge.as_bytes(), Duration::from_secs(5)).await;
+    assert_eq!(
+        raw_status(&answer),
+        431,
+        "{}",
+        &answer[..answer.len().min(200)]
+    );
+
+    // A head dripped slowly is cut off at the header timeout.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(h.proxy).await.unwrap();
+    let started = std::time::Instant::now();
+    stream
+        .write_all(b"GET /x HTTP/1.1\r\nHost: local")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let mut closed = false;
+    for _ in 0..40 {
+        // Keep dripping, a byte every 100 ms.
+        if stream.write_all(b"h").await.is_err() {
+            closed = true;
+            break;
+        }
+        match tokio::time::timeout(Duration::from_millis(100), stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => {
+                closed = true;
+                break;
+            }
+            _ => {}
+        }
+    }
+    let elapsed = started.elapsed();
+    assert!(closed, "the dripping connection was not closed");
+    assert!(
+        elapsed < Duration::from_secs(2),
+        "closed only after {elapsed:?}"
+    );
+    assert!(h.upstream.requests().is_empty());
+}
+
+/// A data plane whose source is down at start is not ready, answers 503 `state_not_loaded`,
+/// and becomes ready by itself when the source comes back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn source_down_at_start() {
+    let h = Harness::start(
+        support::sqlite().await,
+        Options {
+            fail_loads: true,
+            ..Options::default()
+        },
+    )
+    .await;
+    let s = h.simple(header_key(), SECRET).await;
+    assert!(!h.plane.ready());
+    let response = get(&h, "/x", &s.token).await;
+    assert_eq!(response.status, 503);
+    assert_eq!(code(&response), "state_not_loaded");
+    // Requests without a valid token are still answered as such.
+    assert_eq!(
+        code(&TestRequest::get(&h.url("/x")).send().await.unwrap()),
+        "missing_token"
+    );
+    h.source.fail_loads.store(false, Ordering::SeqCst);
+    let plane = h.plane.clone();
+    assert!(
+        Harness::eventually(Duration::from_secs(10), || {
+            let plane = plane.clone();
+            async move { plane.ready() }
+        })
+        .await
+    );
+    assert_eq!(get(&h, "/x", &s.token).await.status, 200);
+    assert!(h.plane.token_count() >= 1);
+}

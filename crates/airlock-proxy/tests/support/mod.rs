@@ -1,0 +1,546 @@
+//! What the data-plane tests share: a real store (SQLite in a temporary directory, or a fresh
+//! Postgres database), rows seeded through the store's public methods, a TLS upstream that
+//! records what it received, and the data plane serving on a real listener.
+//!
+//! Two fault injectors wrap the real store (they are not mocks of the proxy): [`Source`] counts
+//! single-token lookups and can fail full loads, [`Sink`] can fail audit writes.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use airlock_core::state::{
+    AuditSink, Change, RequestAuditEvent, SourceError, StateSnapshot, StateSource,
+};
+use airlock_core::{
+    AccountId, AuditId, AuthMechanism, BearerSecret, CustomHeader, DevboxId, Endpoint, EnvName,
+    GatewayConfigId, Label, SecretId, SecretKind, SourceAddresses, TokenDigest, TokenId,
+    UpstreamPolicy,
+};
+use airlock_crypto::{Keyring, MasterKey, SecretContext};
+use airlock_proxy::{DataPlane, ProxyConfig};
+use airlock_store::{
+    AccountRow, AuditFilter, AuditRow, DevboxRow, DevboxStatus, GatewayConfigRow, Page, SecretRow,
+    Store, StoreFeed, TokenRow,
+};
+use airlock_testkit::tls::{TestCa, ALPN_H2_HTTP11};
+use airlock_testkit::upstream::Responder;
+use airlock_testkit::{RecordingUpstream, TestRequest, UpstreamOptions};
+use tokio::net::TcpListener;
+
+/// A store with its backing files.
+pub struct Db {
+    pub store: Store,
+    pub url: String,
+    _dir: Option<tempfile::TempDir>,
+}
+
+pub async fn sqlite() -> Db {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("airlock.db").display());
+    let store = Store::connect(&url).await.unwrap();
+    store.migrate().await.unwrap();
+    Db {
+        store,
+        url,
+        _dir: Some(dir),
+    }
+}
+
+pub async fn postgres() -> Db {
+    let url = airlock_testkit::pg::shared()
+        .await
+        .fresh_database()
+        .await
+        .unwrap();
+    let store = Store::connect(&url).await.unwrap();
+    store.migrate().await.unwrap();
+    Db {
+        store,
+        url,
+        _dir: None,
+    }
+}
+
+/// The real store, counting what the data plane asks of it; full loads can be made to fail.
+pub struct Source {
+    pub store: Store,
+    pub token_lookups: AtomicUsize,
+    pub full_loads: AtomicUsize,
+    pub fail_loads: AtomicBool,
+}
+
+impl StateSource for Source {
+    type Feed = StoreFeed;
+
+    async fn load_all(&self) -> Result<StateSnapshot, SourceError> {
+        self.full_loads.fetch_add(1, Ordering::SeqCst);
+        if self.fail_loads.load(Ordering::SeqCst) {
+            return Err(SourceError("injected: the database is down".into()));
+        }
+        self.store.load_all().await
+    }
+
+    async fn load_changed(&self, changes: &[Change]) -> Result<StateSnapshot, SourceError> {
+        if self.fail_loads.load(Ordering::SeqCst) {
+            return Err(SourceError("injected: the database is down".into()));
+        }
+        self.store.load_changed(changes).await
+    }
+
+    async fn load_token(&self, digest: &TokenDigest) -> Result<Option<StateSnapshot>, SourceError> {
+        self.token_lookups.fetch_add(1, Ordering::SeqCst);
+        if self.fail_loads.load(Ordering::SeqCst) {
+            return Err(SourceError("injected: the database is down".into()));
+        }
+        self.store.load_token(digest).await
+    }
+
+    async fn subscribe(&self) -> Result<StoreFeed, SourceError> {
+        self.store.subscribe().await
+    }
+}
+
+/// The real store as the audit sink, failing the next `failures` writes.
+pub struct Sink {
+    pub store: Store,
+    pub failures: AtomicUsize,
+    pub failed: AtomicUsize,
+}
+
+impl AuditSink for Sink {
+    async fn write_batch(&self, events: &[RequestAuditEvent]) -> Result<(), SourceError> {
+        let left = self.failures.load(Ordering::SeqCst);
+        if left > 0 {
+            self.failures.store(left - 1, Ordering::SeqCst);
+            self.failed.fetch_add(1, Ordering::SeqCst);
+            return Err(SourceError("injected: audit write failed".into()));
+        }
+        self.store.write_batch(events).await
+    }
+}
+
+pub fn keyring() -> Arc<Keyring> {
+    Arc::new(Keyring::new(vec![MasterKey::generate().unwrap()]).unwrap())
+}
+
+fn now() -> i64 {
+    airlock_core::time::now_ms()
+}
+
+fn audit(account: &AccountId, action: &str, object_type: &str, object_id: &str) -> AuditRow {
+    AuditRow {
+        id: AuditId::generate().into_string(),
+        time_ms: now(),
+        account_id: account.clone(),
+        api_key_id: None,
+        action: action.into(),
+        object_type: object_type.into(),
+        object_id: object_id.into(),
+        detail: "{}".into(),
+        client_addr: None,
+    }
+}
+
+/// Seeds rows through the store's public methods, as the control plane would.
+#[derive(Clone)]
+pub struct Seed {
+    pub store: Store,
+    pub keyring: Arc<Keyring>,
+    pub account: AccountId,
+}
+
+impl Seed {
+    pub async fn new(store: Store, keyring: Arc<Keyring>) -> Seed {
+        let account = AccountId::generate();
+        let row = AccountRow {
+            id: account.clone(),
+            name: "tests".into(),
+            operator: false,
+            create_time_ms: now(),
+        };
+        store.create_account(&row, None, None).await.unwrap();
+        Seed {
+            store,
+            keyring,
+            account,
+        }
+    }
+
+    pub async fn secret(&self, name: &str, value: &str) -> SecretRow {
+        let id = SecretId::generate();
+        let ctx = SecretContext {
+            account_id: self.account.as_str(),
+            secret_id: id.as_str(),
+            version: 1,
+        };
+        let sealed = self.keyring.seal(&ctx, value.as_bytes()).unwrap();
+        let row = SecretRow {
+            id,
+            account_id: self.account.clone(),
+            name: EnvName::parse("name", name).unwrap(),
+            version: 1,
+            sealed,
+            key_id: self.keyring.active_id().0,
+            create_time_ms: now(),
+            update_time_ms: now(),
+        };
+        let a = audit(&self.account, "secret.create", "secret", row.id.as_str());
+        self.store.insert_secret(&row, &a).await.unwrap();
+        row
+    }
+
+    /// A new version of the secret, through `rotate_secret`.
+    pub async fn rotate(&self, old: &SecretRow, value: &str) -> SecretRow {
+        let version = old.version + 1;
+        let ctx = SecretContext {
+            account_id: self.account.as_str(),
+            secret_id: old.id.as_str(),
+            version,
+        };
+        let row = SecretRow {
+            version,
+            sealed: self.keyring.seal(&ctx, value.as_bytes()).unwrap(),
+            update_time_ms: now(),
+            ..old.clone()
+        };
+        let a = audit(&self.account, "secret.update", "secret", row.id.as_str());
+        self.store
+            .rotate_secret(&row, old.version, &a)
+            .await
+            .unwrap();
+        row
+    }
+
+    pub async fn gateway(
+        &self,
+        endpoint: &str,
+        auth: AuthMechanism,
+        custom_headers: Vec<CustomHeader>,
+    ) -> GatewayConfigRow {
+        let row = GatewayConfigRow {
+            id: GatewayConfigId::generate(),
+            account_id: self.account.clone(),
+            name: Label::parse("name", "test gateway").unwrap(),
+            endpoint: Endpoint::parse("endpoint", endpoint).unwrap(),
+            auth,
+            custom_headers,
+            description: None,
+            create_time_ms: now(),
+            update_time_ms: now(),
+        };
+        let a = audit(
+            &self.account,
+            "gateway_config.create",
+            "gateway_config",
+            row.id.as_str(),
+        );
+        self.store.insert_gateway_config(&row, &a).await.unwrap();
+        row
+    }
+
+    /// Registers a running devbox with one token per (gateway, secret) pair.
+    pub async fn devbox(
+        &self,
+        addresses: &[&str],
+        bindings: &[(&GatewayConfigRow, &SecretRow)],
+    ) -> (DevboxRow, Vec<BearerSecret>) {
+        self.devbox_expiring(addresses, bindings, None).await
+    }
+
+    pub async fn devbox_expiring(
+        &self,
+        addresses: &[&str],
+        bindings: &[(&GatewayConfigRow, &SecretRow)],
+        expire_time_ms: Option<i64>,
+    ) -> (DevboxRow, Vec<BearerSecret>) {
+        let row = DevboxRow {
+            id: DevboxId::generate(),
+            account_id: self.account.clone(),
+            name: None,
+            status: DevboxStatus::Running,
+            source_addresses: SourceAddresses::parse("source_addresses", addresses).unwrap(),
+            metadata: "{}".into(),
+            create_time_ms: now(),
+            update_time_ms: now(),
+            shutdown_time_ms: None,
+            gateway_specs: Vec::new(),
+        };
+        let mut tokens = Vec::new();
+        let mut rows = Vec::new();
+        for (i, (gateway, secret)) in bindings.iter().enumerate() {
+            let token = BearerSecret::generate(SecretKind::Gateway);
+            rows.push(TokenRow {
+                id: TokenId::generate(),
+                account_id: self.account.clone(),
+                devbox_id: row.id.clone(),
+                gateway_config_id: gateway.id.clone(),
+                secret_id: secret.id.clone(),
+                prefix: Some(EnvName::parse("prefix", &format!("GW{i}")).unwrap()),
+                digest: token.digest(),
+                create_time_ms: now(),
+                expire_time_ms,
+            });
+            tokens.push(token);
+        }
+        let a = audit(&self.account, "devbox.create", "devbox", row.id.as_str());
+        self.store.register_devbox(&row, &rows, &a).await.unwrap();
+        (row, tokens)
+    }
+
+    pub async fn shutdown(&self, devbox: &DevboxRow) {
+        let a = audit(
+            &self.account,
+            "devbox.shutdown",
+            "devbox",
+            devbox.id.as_str(),
+        );
+        self.store
+            .shutdown_devbox(&self.account, &devbox.id, now(), &a)
+            .await
+            .unwrap();
+    }
+
+    pub async fn request_events(&self) -> Vec<RequestAuditEvent> {
+        let page = Page {
+            limit: 100_000,
+            starting_after: None,
+            include_total_count: false,
+        };
+        let listed = self
+            .store
+            .list_request_events(&self.account, &AuditFilter::default(), &page)
+            .await
+            .unwrap();
+        listed.items.into_iter().map(|r| r.event).collect()
+    }
+}
+
+/// How to start a [`Harness`].
+pub struct Options {
+    pub configure: Box<dyn FnOnce(&mut ProxyConfig) + Send>,
+    pub responder: Option<Responder>,
+    pub sink_failures: usize,
+    pub fail_loads: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            configure: Box::new(|_| {}),
+            responder: None,
+            sink_failures: 0,
+            fail_loads: false,
+        }
+    }
+}
+
+/// A data plane on a real listener in front of a TLS recording upstream.
+pub struct Harness {
+    pub seed: Seed,
+    pub source: Arc<Source>,
+    pub sink: Arc<Sink>,
+    pub ca: TestCa,
+    pub upstream: RecordingUpstream,
+    pub plane: Arc<DataPlane>,
+    pub proxy: SocketAddr,
+    pub spill: PathBuf,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    served: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    _dir: tempfile::TempDir,
+    pub db: Db,
+}
+
+/// The policy every TLS test needs: the recording upstream lives on loopback.
+pub fn loopback_policy() -> UpstreamPolicy {
+    UpstreamPolicy::parse("127.0.0.0/8, ::1").unwrap()
+}
+
+impl Harness {
+    pub async fn start(db: Db, options: Options) -> Harness {
+        let keyring = keyring();
+        let seed = Seed::new(db.store.clone(), keyring.clone()).await;
+        let ca = TestCa::new();
+        let mut upstream_options =
+            UpstreamOptions::tls(ca.server_config(&["localhost"], ALPN_H2_HTTP11));
+        if let Some(responder) = options.responder {
+            upstream_options = upstream_options.responder(responder);
+        }
+        let upstream = RecordingUpstream::start(upstream_options).await.unwrap();
+        let source = Arc::new(Source {
+            store: db.store.clone(),
+            token_lookups: AtomicUsize::new(0),
+            full_loads: AtomicUsize::new(0),
+            fail_loads: AtomicBool::new(options.fail_loads),
+        });
+        let sink = Arc::new(Sink {
+            store: db.store.clone(),
+            failures: AtomicUsize::new(options.sink_failures),
+            failed: AtomicUsize::new(0),
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let spill = dir.path().join("audit.spill");
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let proxy = listener.local_addr().unwrap();
+        let mut config = ProxyConfig {
+            policy: loopback_policy(),
+            extra_roots_pem: Some(ca.cert_pem().into_bytes()),
+            own_addrs: vec![proxy],
+            audit_spill_path: spill.clone(),
+            ..ProxyConfig::default()
+        };
+        (options.configure)(&mut config);
+        let plane = Arc::new(
+            airlock_proxy::start(config, keyring, source.clone(), sink.clone())
+                .await
+                .unwrap(),
+        );
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let served = tokio::spawn({
+            let plane = plane.clone();
+            async move {
+                plane
+                    .serve(
+                        listener,
+                        async move {
+                            let _ = stopped.await;
+                        },
+                        Duration::from_secs(5),
+                    )
+                    .await
+            }
+        });
+        Harness {
+            seed,
+            source,
+            sink,
+            ca,
+            upstream,
+            plane,
+            proxy,
+            spill,
+            stop: Some(stop),
+            served: Some(served),
+            _dir: dir,
+            db,
+        }
+    }
+
+    pub async fn sqlite() -> Harness {
+        Harness::start(sqlite().await, Options::default()).await
+    }
+
+    /// `http://<proxy><path>`
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.proxy, path)
+    }
+
+    /// The upstream's base URL plus `base_path` (a gateway endpoint).
+    pub fn endpoint(&self, base_path: &str) -> String {
+        format!("{}{}", self.upstream.url(), base_path)
+    }
+
+    /// A gateway to the recording upstream at `/v1`, a secret and a devbox with one token, bound
+    /// to 127.0.0.1.
+    pub async fn simple(&self, auth: AuthMechanism, secret: &str) -> Simple {
+        let gateway = self
+            .seed
+            .gateway(&self.endpoint("/v1"), auth, Vec::new())
+            .await;
+        let secret = self.seed.secret(&unique_name(), secret).await;
+        let (devbox, mut tokens) = self
+            .seed
+            .devbox(&["127.0.0.1"], &[(&gateway, &secret)])
+            .await;
+        Simple {
+            gateway,
+            secret,
+            devbox,
+            token: tokens.remove(0),
+        }
+    }
+
+    /// Stops serving (gracefully) and waits for the audit flush.
+    pub async fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(served) = self.served.take() {
+            served.await.unwrap().unwrap();
+        }
+    }
+
+    /// Waits until `check` holds, for at most `within`.
+    pub async fn eventually<F, Fut>(within: Duration, mut check: F) -> bool
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let deadline = Instant::now() + within;
+        loop {
+            if check().await {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+pub struct Simple {
+    pub gateway: GatewayConfigRow,
+    pub secret: SecretRow,
+    pub devbox: DevboxRow,
+    pub token: BearerSecret,
+}
+
+pub fn unique_name() -> String {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    format!("SECRET_{}", N.fetch_add(1, Ordering::SeqCst))
+}
+
+/// A GET through the proxy with `Authorization: Bearer <token>`.
+pub async fn get(h: &Harness, path: &str, token: &BearerSecret) -> airlock_testkit::HttpResponse {
+    TestRequest::get(&h.url(path))
+        .bearer(token.expose())
+        .send()
+        .await
+        .unwrap()
+}
+
+/// The `x-airlock-error` code of a response, or "" when there is none.
+pub fn code(r: &airlock_testkit::HttpResponse) -> String {
+    r.header("x-airlock-error").unwrap_or_default()
+}
+
+/// Sends raw bytes and reads until the server closes or `timeout` passes.
+pub async fn raw(addr: SocketAddr, request: &[u8], timeout: Duration) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 8192];
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
+            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The status code of the first response in a raw HTTP/1.1 answer.
+pub fn raw_status(answer: &str) -> u16 {
+    answer
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
