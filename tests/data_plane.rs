@@ -28,6 +28,15 @@ struct Rig {
 }
 
 async fn rig() -> Rig {
+    let url = airlock_testkit::pg::shared()
+        .await
+        .fresh_database()
+        .await
+        .unwrap();
+    rig_on(url).await
+}
+
+async fn rig_on(database_url: String) -> Rig {
     let ca = TestCa::new();
     let ca_dir = tempfile::tempdir().unwrap();
     let ca_file = ca.write_pem(ca_dir.path());
@@ -36,11 +45,6 @@ async fn rig() -> Rig {
         .await
         .unwrap();
     let anthropic = RecordingUpstream::start(tls().responder(upstream::anthropic_messages()))
-        .await
-        .unwrap();
-    let database_url = airlock_testkit::pg::shared()
-        .await
-        .fresh_database()
         .await
         .unwrap();
     let airlock = Airlock::start(&[
@@ -311,4 +315,77 @@ async fn source_binding_rotation_and_shutdown_on_two_replicas() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(refused, [true, true]);
+}
+
+/// SECURITY #22: with Postgres stopped, tokens already known keep working, unknown tokens are
+/// refused, the control plane answers 503, and after Postgres returns nothing needs a restart
+/// and no audit row is lost.
+#[tokio::test]
+async fn database_outage_under_traffic() {
+    let cluster = airlock_testkit::pg::PgCluster::start().await.unwrap();
+    let rig = rig_on(cluster.fresh_database().await.unwrap()).await;
+    let token = rig.env["OPENAI"].as_str().unwrap().to_owned();
+    let proxy = format!("http://{}", rig.airlock.proxy_addr);
+    let mut sent = 0;
+    for _ in 0..10 {
+        assert_eq!(call_from(&proxy, "127.0.0.1", &token).await, 200);
+        sent += 1;
+    }
+    cluster.stop().await.unwrap();
+    for i in 0..20 {
+        assert_eq!(
+            call_from(&proxy, "127.0.0.1", &token).await,
+            200,
+            "request {i} during the outage"
+        );
+        sent += 1;
+    }
+    // Right format and checksum, never minted: refused without the database to ask.
+    let stranger = airlock_core::token::BearerSecret::generate(airlock_core::SecretKind::Gateway)
+        .expose()
+        .to_owned();
+    // Refused: 401 if the data plane can tell it is unknown, 503 if it cannot ask the database
+    // whether it was minted a moment ago. Either way nothing reaches the upstream.
+    let before = rig.openai.requests().len();
+    let status = call_from(&proxy, "127.0.0.1", &stranger).await;
+    assert!(
+        status == 401 || status == 503,
+        "an unknown token during the outage got {status}"
+    );
+    assert_eq!(rig.openai.requests().len(), before);
+    let (status, body) = rig
+        .airlock
+        .call(http::Method::GET, "/v1/secrets", None)
+        .await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"]["code"], "database_unavailable");
+    cluster.resume().await.unwrap();
+    for i in 0..10 {
+        assert_eq!(
+            call_from(&proxy, "127.0.0.1", &token).await,
+            200,
+            "request {i} after the outage"
+        );
+        sent += 1;
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, v) = rig
+            .airlock
+            .call(
+                http::Method::GET,
+                &format!("/v1/audit/requests?devbox_id={}&limit=1", rig.devbox),
+                None,
+            )
+            .await;
+        if status == 200 && v["total_count"].as_u64() == Some(sent) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "audit rows {} != requests {sent}",
+            v["total_count"]
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }

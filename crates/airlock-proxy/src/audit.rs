@@ -166,13 +166,11 @@ impl<A: AuditSink> Writer<A> {
         }
         let events = std::mem::take(batch);
         let sink_up = self.sink_down_until.is_none_or(|t| Instant::now() >= t);
-        if sink_up {
-            if self.try_sink(&events).await {
-                if self.spill_pending {
-                    self.replay().await;
-                }
-                return;
+        if sink_up && self.try_sink(&events).await {
+            if self.spill_pending {
+                self.replay().await;
             }
+            return;
         }
         self.spill_async(events).await;
     }

@@ -28,6 +28,9 @@ fn bad_checksum(token: &BearerSecret) -> String {
     String::from_utf8(bytes).unwrap()
 }
 
+/// Headers, path, status, code, and whether the source may be asked.
+type Case<'a> = (Vec<(&'a str, &'a str)>, &'a str, u16, &'a str, bool);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_refusals() {
     let h = Harness::sqlite().await;
@@ -42,8 +45,7 @@ async fn token_refusals() {
     let lookups = || h.source.token_lookups.load(Ordering::SeqCst);
     let leaky_path = format!("/x?key={t}");
 
-    // (headers, path, status, code, may the source be asked)
-    let cases: Vec<(Vec<(&str, &str)>, &str, u16, &str, bool)> = vec![
+    let cases: Vec<Case<'_>> = vec![
         (vec![], "/x", 401, "missing_token", false),
         (
             vec![("authorization", "Bearer sk-not-ours")],

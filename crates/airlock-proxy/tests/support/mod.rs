@@ -36,7 +36,7 @@ use tokio::net::TcpListener;
 pub struct Db {
     pub store: Store,
     pub url: String,
-    _dir: Option<tempfile::TempDir>,
+    pub _dir: Option<tempfile::TempDir>,
 }
 
 pub async fn sqlite() -> Db {
