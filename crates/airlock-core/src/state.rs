@@ -10,7 +10,7 @@ use std::net::IpAddr;
 
 use crate::auth::{AuthMechanism, CustomHeader};
 use crate::endpoint::Endpoint;
-use crate::ids::{AccountId, DevboxId, GatewayConfigId, SecretId, TokenId};
+use crate::ids::{AccountId, AuditId, DevboxId, GatewayConfigId, SecretId, TokenId};
 use crate::source::SourceAddresses;
 use crate::token::TokenDigest;
 
@@ -132,6 +132,9 @@ pub trait StateSource: Send + Sync + 'static {
 /// One proxied request, as the audit trail records it. Holds ids, never a token or a value.
 #[derive(Clone, Debug)]
 pub struct RequestAuditEvent {
+    /// Assigned when the event is recorded, so that a batch written twice (a replayed spill file
+    /// after a partial failure) is stored once.
+    pub id: AuditId,
     pub time_ms: i64,
     pub account_id: Option<AccountId>,
     pub devbox_id: Option<DevboxId>,

@@ -19,12 +19,12 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Write};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use airlock_core::state::{AuditSink, RequestAuditEvent};
-use airlock_core::{AccountId, DevboxId, GatewayConfigId, SecretId, TokenId};
+use airlock_core::{AccountId, AuditId, DevboxId, GatewayConfigId, SecretId, TokenId};
 use http::{Method, Uri};
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
@@ -74,7 +74,10 @@ impl AuditQueue {
                 mpsc::error::TrySendError::Full(event) | mpsc::error::TrySendError::Closed(event),
             ) => {
                 if let Err(err) = self.spill.append(std::slice::from_ref(&event)) {
-                    tracing::error!(error = %err, "the audit queue is full and the spill file cannot be written; an audit event is lost");
+                    tracing::error!(
+                        error = %err,
+                        "the audit queue is full and the spill file fails; an audit event is lost"
+                    );
                 }
             }
         }
@@ -95,18 +98,15 @@ struct Writer<A> {
     /// While the sink is failing, batches spill without trying it until then.
     sink_down_until: Option<Instant>,
     retry: Duration,
-    spill_pending: bool,
 }
 
 impl<A: AuditSink> Writer<A> {
     fn new(sink: Arc<A>, spill: Arc<Spill>) -> Self {
-        let spill_pending = spill.has_events();
         Writer {
             sink,
             spill,
             sink_down_until: None,
             retry: RETRY_START,
-            spill_pending,
         }
     }
 
@@ -117,11 +117,16 @@ impl<A: AuditSink> Writer<A> {
         cancel: CancellationToken,
     ) {
         let mut batch = Vec::with_capacity(BATCH);
-        if self.spill_pending {
+        if self.spill.pending() {
             self.replay().await;
         }
         loop {
-            let retry_at = self.sink_down_until.filter(|_| self.spill_pending);
+            // Spilled events are retried when the sink's pause is over, or soon if it is not
+            // paused (the spill came from a full queue).
+            let retry_at = self.spill.pending().then(|| {
+                self.sink_down_until
+                    .unwrap_or_else(|| Instant::now() + RETRY_START)
+            });
             tokio::select! {
                 biased;
                 () = cancel.cancelled() => {
@@ -132,7 +137,7 @@ impl<A: AuditSink> Writer<A> {
                 Some(ack) = flush.recv() => {
                     drain(&mut rx, &mut batch);
                     self.write(&mut batch).await;
-                    if self.spill_pending {
+                    if self.spill.pending() {
                         self.replay().await;
                     }
                     let _ = ack.send(());
@@ -143,10 +148,10 @@ impl<A: AuditSink> Writer<A> {
                     }
                     let deadline = tokio::time::Instant::now() + GATHER;
                     while batch.len() < BATCH {
-                        let more = BATCH - batch.len();
-                        match tokio::time::timeout_at(deadline, rx.recv_many(&mut batch, more)).await {
-                            Ok(n) if n > 0 => {}
-                            _ => break,
+                        let room = BATCH - batch.len();
+                        let more = rx.recv_many(&mut batch, room);
+                        if !matches!(tokio::time::timeout_at(deadline, more).await, Ok(1..)) {
+                            break;
                         }
                     }
                     self.write(&mut batch).await;
@@ -167,7 +172,7 @@ impl<A: AuditSink> Writer<A> {
         let events = std::mem::take(batch);
         let sink_up = self.sink_down_until.is_none_or(|t| Instant::now() >= t);
         if sink_up && self.try_sink(&events).await {
-            if self.spill_pending {
+            if self.spill.pending() {
                 self.replay().await;
             }
             return;
@@ -187,7 +192,11 @@ impl<A: AuditSink> Writer<A> {
             failed => {
                 match failed {
                     Ok(Err(err)) => {
-                        tracing::warn!(error = %err, events = events.len(), "cannot write audit events; spilling them to the local file")
+                        tracing::warn!(
+                            error = %err,
+                            events = events.len(),
+                            "cannot write audit events; spilling them to the local file"
+                        )
                     }
                     _ => tracing::warn!(
                         events = events.len(),
@@ -206,9 +215,13 @@ impl<A: AuditSink> Writer<A> {
         let n = events.len();
         let result = tokio::task::spawn_blocking(move || spill.append(&events)).await;
         match result {
-            Ok(Ok(())) => self.spill_pending = true,
+            Ok(Ok(())) => {}
             Ok(Err(err)) => {
-                tracing::error!(error = %err, events = n, "cannot write the audit spill file; audit events are lost")
+                tracing::error!(
+                    error = %err,
+                    events = n,
+                    "cannot write the audit spill file; audit events are lost"
+                )
             }
             Err(_) => tracing::error!(
                 events = n,
@@ -217,17 +230,14 @@ impl<A: AuditSink> Writer<A> {
         }
     }
 
-    /// Replays the spill file into the sink. Leaves `spill_pending` set if anything remains.
+    /// Replays the spill file into the sink; what cannot be written goes back into it.
     async fn replay(&mut self) {
         loop {
             let spill = self.spill.clone();
             let opened = tokio::task::spawn_blocking(move || spill.begin_replay()).await;
             let mut reader = match opened {
                 Ok(Ok(Some(reader))) => reader,
-                Ok(Ok(None)) => {
-                    self.spill_pending = false;
-                    return;
-                }
+                Ok(Ok(None)) => return,
                 Ok(Err(err)) => {
                     tracing::error!(error = %err, "cannot read the audit spill file");
                     return;
@@ -265,7 +275,6 @@ impl<A: AuditSink> Writer<A> {
                             "cannot put unreplayed audit events back into the spill file"
                         );
                     }
-                    self.spill_pending = true;
                     return;
                 }
             }
@@ -292,17 +301,28 @@ pub(crate) struct Spill {
     replay_path: PathBuf,
     /// Serialises appends (from requests and the writer) with the replay's renames.
     lock: Mutex<()>,
+    /// Whether the files may hold events: set by every append, cleared when a replay finds
+    /// nothing left.
+    pending: AtomicBool,
 }
 
 impl Spill {
     fn new(path: PathBuf) -> Spill {
         let mut replay = path.clone().into_os_string();
         replay.push(".replay");
-        Spill {
+        let spill = Spill {
             path,
             replay_path: PathBuf::from(replay),
             lock: Mutex::new(()),
-        }
+            pending: AtomicBool::new(false),
+        };
+        // Left behind by an earlier run: replayed at start.
+        spill.pending.store(spill.has_events(), Ordering::Release);
+        spill
+    }
+
+    fn pending(&self) -> bool {
+        self.pending.load(Ordering::Acquire)
     }
 
     fn guard(&self) -> std::sync::MutexGuard<'_, ()> {
@@ -321,6 +341,7 @@ impl Spill {
             text.push('\n');
         }
         let _g = self.guard();
+        self.pending.store(true, Ordering::Release);
         append_to(&self.path)?.write_all(text.as_bytes())
     }
 
@@ -330,8 +351,14 @@ impl Spill {
         if !self.replay_path.exists() {
             match std::fs::metadata(&self.path) {
                 Ok(m) if m.len() > 0 => std::fs::rename(&self.path, &self.replay_path)?,
-                Ok(_) => return Ok(None),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+                Ok(_) => {
+                    self.pending.store(false, Ordering::Release);
+                    return Ok(None);
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    self.pending.store(false, Ordering::Release);
+                    return Ok(None);
+                }
                 Err(e) => return Err(e),
             }
         }
@@ -349,6 +376,7 @@ impl Spill {
         }
         let _g = self.guard();
         if let Some(mut reader) = reader {
+            self.pending.store(true, Ordering::Release);
             let mut out = append_to(&self.path)?;
             io::copy(&mut reader, &mut out)?;
         }
@@ -390,6 +418,7 @@ fn read_chunk(reader: &mut BufReader<File>, n: usize) -> io::Result<Vec<RequestA
 
 pub(crate) fn to_json(e: &RequestAuditEvent) -> Value {
     json!({
+        "id": e.id.as_str(),
         "time_ms": e.time_ms,
         "account_id": e.account_id.as_ref().map(AccountId::as_str),
         "devbox_id": e.devbox_id.as_ref().map(DevboxId::as_str),
@@ -430,6 +459,7 @@ pub(crate) fn from_json(v: &Value) -> Option<RequestAuditEvent> {
         None => None,
     };
     Some(RequestAuditEvent {
+        id: AuditId::parse("id", v.get("id")?.as_str()?).ok()?,
         time_ms: int("time_ms")?,
         account_id: id(v, "account_id", AccountId::parse)?,
         devbox_id: id(v, "devbox_id", DevboxId::parse)?,
@@ -579,6 +609,7 @@ impl Recorder {
         };
         let us = |d: Duration| i64::try_from(d.as_micros()).unwrap_or(i64::MAX);
         RequestAuditEvent {
+            id: AuditId::generate(),
             time_ms: self.time_ms,
             account_id: token.map(|t| AccountId::clone(&t.account_id)),
             devbox_id: token.map(|t| t.devbox.id.clone()),
@@ -615,6 +646,7 @@ mod tests {
 
     fn event(i: i64) -> RequestAuditEvent {
         RequestAuditEvent {
+            id: AuditId::generate(),
             time_ms: 1_700_000_000_000 + i,
             account_id: Some(AccountId::generate()),
             devbox_id: None,

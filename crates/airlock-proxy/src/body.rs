@@ -16,6 +16,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
 use crate::audit::Recorder;
+use crate::rewrite::{self, Route};
 use crate::server::InFlight;
 
 /// The client's request body, streamed upstream as it arrives.
@@ -74,7 +75,8 @@ impl Body for RequestBody {
 }
 
 pub(crate) enum Kind {
-    Upstream(Incoming),
+    /// The upstream's body; its trailers are scrubbed of the route's secrets like its headers.
+    Upstream(Incoming, Route),
     Full(Option<Bytes>),
 }
 
@@ -92,7 +94,8 @@ impl ResponseBody {
             record,
             _in_flight: in_flight,
         };
-        // A body that is empty from the start is done as soon as it exists; hyper may never poll it.
+        // A body that is empty from the start is done as soon as it exists: hyper may never
+        // poll it.
         if body.is_end_stream() {
             if let Some(record) = body.record.take() {
                 record.complete();
@@ -111,10 +114,16 @@ impl Body for ResponseBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = &mut *self;
-        let polled = match &mut this.kind {
-            Kind::Upstream(incoming) => Pin::new(incoming).poll_frame(cx),
+        let mut polled = match &mut this.kind {
+            Kind::Upstream(incoming, _) => Pin::new(incoming).poll_frame(cx),
             Kind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
         };
+        if let (Poll::Ready(Some(Ok(frame))), Kind::Upstream(_, route)) = (&mut polled, &this.kind)
+        {
+            if let Some(trailers) = frame.trailers_mut() {
+                rewrite::scrub(trailers, route);
+            }
+        }
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let (Some(data), Some(record)) = (frame.data_ref(), this.record.as_mut()) {
@@ -143,14 +152,14 @@ impl Body for ResponseBody {
 
     fn is_end_stream(&self) -> bool {
         match &self.kind {
-            Kind::Upstream(incoming) => incoming.is_end_stream(),
+            Kind::Upstream(incoming, _) => incoming.is_end_stream(),
             Kind::Full(bytes) => bytes.is_none(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
-            Kind::Upstream(incoming) => incoming.size_hint(),
+            Kind::Upstream(incoming, _) => incoming.size_hint(),
             Kind::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
         }
     }

@@ -1,9 +1,10 @@
 //! The data plane's one error type, and the one place where an error becomes a response.
 //!
 //! Every refusal or failure on the request path is a [`ProxyError`]. It knows where the fault
-//! lies ([`Origin`]): the client (downstream), the upstream, or Airlock itself. [`ProxyError::describe`]
-//! maps each kind to its status, its stable `code` (sent as `x-airlock-error` and in the JSON
-//! body) and the OpenAI/Anthropic-style error `type`, so that SDKs of either family read it.
+//! lies ([`Origin`]): the client (downstream), the upstream, or Airlock itself.
+//! [`ProxyError::describe`] maps each kind to its status, its stable `code` (sent as
+//! `x-airlock-error` and in the JSON body) and the OpenAI/Anthropic-style error `type`, so that
+//! SDKs of either family read it.
 //!
 //! Messages are fixed texts: nothing from the request (a token, a path, a header) and nothing
 //! from the state (a secret) is ever put into one.

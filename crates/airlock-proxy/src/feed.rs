@@ -196,11 +196,12 @@ async fn apply_changes<S: StateSource>(
 /// blocking thread and never stalls the request-serving workers.
 async fn full_reload<S: StateSource>(state: &Arc<State>, source: &S) -> Result<(), SourceError> {
     let started = Instant::now();
+    let version = state.version();
     let snapshot = source.load_all().await?;
     let state = state.clone();
     let count = tokio::task::spawn_blocking(move || {
         let built = state::build(state.keyring(), &snapshot);
-        state.replace(built);
+        state.replace(built, version);
         state.token_count()
     })
     .await

@@ -88,6 +88,9 @@ impl Default for ProxyConfig {
     }
 }
 
+/// How long `start` waits for the first load before returning not ready.
+const FIRST_LOAD_WAIT: Duration = Duration::from_secs(15);
+
 /// What every request and connection shares.
 pub(crate) struct Shared {
     config: ProxyConfig,
@@ -158,9 +161,9 @@ pub async fn start<S: StateSource, A: AuditSink>(
         cancel.child_token(),
         first_tx,
     ));
-    // Wait for the first attempt, so that a healthy start returns ready; a failed one returns
-    // at once and keeps retrying in the background.
-    let _ = first_rx.await;
+    // Wait for the first attempt, so that a healthy start returns ready; a failed (or hanging)
+    // one returns and keeps retrying in the background.
+    let _ = tokio::time::timeout(FIRST_LOAD_WAIT, first_rx).await;
     Ok(DataPlane { shared, cancel })
 }
 

@@ -163,7 +163,7 @@ async fn proxy(
         }),
         _ => Ok(Outcome::Response(Response::from_parts(
             parts,
-            Kind::Upstream(body),
+            Kind::Upstream(body, route),
         ))),
     }
 }
@@ -226,7 +226,10 @@ fn authorize(token: &TokenEntry, peer: IpAddr) -> Result<Route, ProxyError> {
         || &gateway.account_id != account
         || &secret.account_id != account
     {
-        tracing::error!(token_id = %token.id, "a token references objects of another account; refusing it");
+        tracing::error!(
+            token_id = %token.id,
+            "a token references objects of another account; refusing it"
+        );
         return Err(ProxyError::Internal("the token's state is inconsistent"));
     }
     let mut custom_secrets = Vec::new();
@@ -258,16 +261,73 @@ fn splice(ctx: &Arc<ServeCtx>, client: OnUpgrade, upstream: OnUpgrade, mut recor
                 return;
             }
         };
-        let mut client = TokioIo::new(client);
+        let mut client = Counted {
+            io: TokioIo::new(client),
+            read: 0,
+            written: 0,
+        };
         let mut upstream = TokioIo::new(upstream);
         tokio::select! {
             copied = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {
-                if let Ok((to_upstream, to_client)) = copied {
-                    record.spliced(to_upstream, to_client);
+                record.spliced(client.read, client.written);
+                match copied {
+                    Ok(_) => record.complete(),
+                    // A side that vanishes without closing properly still ends the session.
+                    Err(_) => record.broken("connection_reset"),
                 }
-                record.complete();
             }
-            () = kill.cancelled() => record.broken("shutdown"),
+            () = kill.cancelled() => {
+                record.spliced(client.read, client.written);
+                record.broken("shutdown");
+            }
         }
     });
+}
+
+/// The client's side of a splice, counting bytes each way even when the copy ends in an error.
+struct Counted<T> {
+    io: T,
+    read: u64,
+    written: u64,
+}
+
+impl<T: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Counted<T> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = std::pin::Pin::new(&mut self.io).poll_read(cx, buf);
+        self.read += (buf.filled().len() - before) as u64;
+        polled
+    }
+}
+
+impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Counted<T> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let polled = std::pin::Pin::new(&mut self.io).poll_write(cx, buf);
+        if let std::task::Poll::Ready(Ok(n)) = polled {
+            self.written += n as u64;
+        }
+        polled
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_shutdown(cx)
+    }
 }

@@ -319,6 +319,14 @@ pub(crate) fn request_headers(
 /// contains an injected secret.
 pub(crate) fn response_headers(headers: &mut HeaderMap, route: &Route, upgraded: bool) {
     strip_hop_by_hop(headers, upgraded);
+    scrub(headers, route);
+    if upgraded {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+}
+
+/// Removes every header value that contains an injected secret (response headers and trailers).
+pub(crate) fn scrub(headers: &mut HeaderMap, route: &Route) {
     let mut tainted: Vec<HeaderName> = Vec::new();
     for needle in route.needles() {
         for (name, value) in headers.iter() {
@@ -328,7 +336,10 @@ pub(crate) fn response_headers(headers: &mut HeaderMap, route: &Route, upgraded:
         }
     }
     for name in tainted {
-        tracing::warn!(header = %name, "the upstream reflected an injected secret in a response header; removed it");
+        tracing::warn!(
+            header = %name,
+            "the upstream reflected an injected secret in a response header; removed it"
+        );
         let kept: Vec<HeaderValue> = headers
             .get_all(&name)
             .iter()
@@ -339,9 +350,6 @@ pub(crate) fn response_headers(headers: &mut HeaderMap, route: &Route, upgraded:
         for value in kept {
             headers.append(name.clone(), value);
         }
-    }
-    if upgraded {
-        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     }
 }
 

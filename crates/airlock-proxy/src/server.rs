@@ -183,13 +183,13 @@ pub(crate) struct ServeCtx {
     pub(crate) splices: TaskTracker,
 }
 
-pub(crate) fn builder(shared: &crate::ProxyConfig) -> auto::Builder<TokioExecutor> {
+pub(crate) fn builder(config: &crate::ProxyConfig) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     // hyper answers 431 itself beyond this; below it the pipeline answers with the JSON error.
-    let hyper_limit = shared.max_header_bytes.saturating_mul(2).max(8192);
+    let hyper_limit = config.max_header_bytes.saturating_mul(2).max(8192);
     builder
         .http1()
-        .max_buf_size(hyper_limit.max(8192))
+        .max_buf_size(hyper_limit)
         .header_read_timeout(None)
         .keep_alive(true)
         .half_close(false);
@@ -308,7 +308,7 @@ async fn connection(shared: Arc<Shared>, ctx: Arc<ServeCtx>, stream: TcpStream, 
                     let idle = activity.idle_since.load(Ordering::Acquire);
                     if head != 0 {
                         if now >= head + ms(header_timeout) {
-                            tracing::debug!("closing a connection: request head not complete in time");
+                            tracing::debug!("closing a connection: its request head is late");
                             return;
                         }
                         next = head + ms(header_timeout);

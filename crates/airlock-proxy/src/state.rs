@@ -167,6 +167,10 @@ pub(crate) struct TokenEntry {
     pub(crate) id: TokenId,
     pub(crate) account_id: Arc<AccountId>,
     pub(crate) expires_at_ms: Option<i64>,
+    /// The registry version that inserted it: a full reload leaves tombstones only for tokens
+    /// that were there before it started (a token inserted meanwhile is not "gone", just newer
+    /// than the reload's snapshot).
+    since: u64,
     pub(crate) devbox: Arc<DevboxSlot>,
     pub(crate) gateway: Arc<GatewaySlot>,
     pub(crate) secret: Arc<SecretSlot>,
@@ -424,6 +428,7 @@ impl Registry {
         asked: &[Change],
         now_ms: i64,
     ) -> Vec<TokenOp> {
+        self.version += 1;
         for record in &snapshot.secrets {
             let slot = self.secret_slot(&record.id);
             let current = slot.load();
@@ -492,7 +497,6 @@ impl Registry {
                 }
             }
         }
-        self.version += 1;
         ops
     }
 
@@ -502,6 +506,7 @@ impl Registry {
             id: record.id.clone(),
             account_id: self.account(&record.account_id),
             expires_at_ms: record.expires_at_ms,
+            since: self.version,
             devbox: self.devbox_slot(&record.devbox_id),
             gateway: self.gateway_slot(&record.gateway_config_id),
             secret: self.secret_slot(&record.secret_id),
@@ -661,9 +666,10 @@ impl State {
         lock(&self.registry).version
     }
 
-    /// Swaps in a state built by [`build`]. Tokens that were known and are no longer get a
-    /// tombstone, worked out on the caller's (blocking) thread after the swap.
-    pub(crate) fn replace(&self, built: Built) {
+    /// Swaps in a state built by [`build`] from a snapshot loaded after the registry was at
+    /// version `started`. Tokens that were known then and are no longer get a tombstone, worked
+    /// out on the caller's (blocking) thread after the swap.
+    pub(crate) fn replace(&self, built: Built, started: u64) {
         let Built {
             registry,
             shards,
@@ -693,7 +699,7 @@ impl State {
                     let still = current
                         .get(key)
                         .is_some_and(|b| b.entries().iter().any(|e| e.digest.ct_eq(&entry.digest)));
-                    if !still {
+                    if !still && entry.since <= started {
                         gone.push((entry.digest, self.reason_gone(entry, now)));
                     }
                 }
@@ -924,10 +930,8 @@ pub(crate) mod tests {
         let tokens: Vec<_> = (0..1000).map(|_| token(&f)).collect();
         let state = State::new(keys.clone());
         assert!(!state.ready());
-        state.replace(build(
-            &keys,
-            &snapshot(&f, tokens.iter().map(|t| t.1.clone()).collect()),
-        ));
+        let all = snapshot(&f, tokens.iter().map(|t| t.1.clone()).collect());
+        state.replace(build(&keys, &all), state.version());
         assert!(state.ready());
         assert_eq!(state.token_count(), 1000);
         for (secret, record) in &tokens {
@@ -953,7 +957,10 @@ pub(crate) mod tests {
         let mut f = fixture(&keys, b"sk-one");
         let (t1, r1) = token(&f);
         let state = State::new(keys.clone());
-        state.replace(build(&keys, &snapshot(&f, vec![r1.clone()])));
+        state.replace(
+            build(&keys, &snapshot(&f, vec![r1.clone()])),
+            state.version(),
+        );
         let before = state.lookup(&t1.digest()).unwrap();
         let held = before.secret.load().unwrap();
 
@@ -1037,11 +1044,29 @@ pub(crate) mod tests {
         let (t1, r1) = token(&f);
         let (t2, r2) = token(&f);
         let state = State::new(keys.clone());
-        state.replace(build(&keys, &snapshot(&f, vec![r1.clone(), r2.clone()])));
-        state.replace(build(&keys, &snapshot(&f, vec![r1.clone()])));
+        state.replace(
+            build(&keys, &snapshot(&f, vec![r1.clone(), r2.clone()])),
+            state.version(),
+        );
+        state.replace(
+            build(&keys, &snapshot(&f, vec![r1.clone()])),
+            state.version(),
+        );
         assert!(state.lookup(&t1.digest()).is_some());
         assert!(state.lookup(&t2.digest()).is_none());
         assert_eq!(state.refusal(&t2.digest()), Some(Refusal::Revoked));
+
+        // A token that arrives while a reload is loading is not "gone" when the reload's older
+        // snapshot lacks it: no tombstone, so the source is asked again.
+        let started = state.version();
+        let (t4, r4) = token(&f);
+        state.apply(
+            &snapshot(&f, vec![r4.clone()]),
+            &[Change::Token(r4.id.clone())],
+        );
+        state.replace(build(&keys, &snapshot(&f, vec![r1.clone()])), started);
+        assert!(state.lookup(&t4.digest()).is_none());
+        assert_eq!(state.refusal(&t4.digest()), None);
 
         let (t3, r3) = token(&f);
         let seen = state.version();
@@ -1059,7 +1084,7 @@ pub(crate) mod tests {
         f.secret.sealed[20] ^= 1;
         let (t, r) = token(&f);
         let state = State::new(keys.clone());
-        state.replace(build(&keys, &snapshot(&f, vec![r])));
+        state.replace(build(&keys, &snapshot(&f, vec![r])), state.version());
         let secret = state.lookup(&t.digest()).unwrap().secret.load().unwrap();
         assert!(secret.material().is_none());
         assert!(!format!("{secret:?}").contains("sk-one"));

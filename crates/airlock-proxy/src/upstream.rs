@@ -292,7 +292,7 @@ pub(crate) fn client(connector: Connector) -> UpstreamClient {
         .build(connector)
 }
 
-/// Sorts a client error into the contract's codes, from the connector's own error when there is one.
+/// Sorts a client error into the contract's codes, from the connector's own error if there is one.
 pub(crate) fn classify(err: &hyper_util::client::legacy::Error) -> ProxyError {
     let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(err);
     while let Some(cause) = source {

@@ -291,3 +291,33 @@ async fn a_client_that_leaves_mid_stream_is_recorded() {
     assert_eq!(events[0].status, 200);
     assert!(events[0].bytes_out > 0 && events[0].bytes_out < 50 * 9);
 }
+
+/// A client that goes away while the upstream is still thinking: the upstream request is
+/// dropped with it (no waiting for the 300 s bound) and the event says 499.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_leaves_before_the_response_is_recorded_at_once() {
+    let h = Harness::sqlite().await;
+    h.upstream.set_reply(Reply::Hang);
+    let s = h.simple(header_key(), SECRET).await;
+    let request = format!(
+        "POST /slow HTTP/1.1\r\nHost: x\r\nx-api-key: {}\r\nContent-Length: 2\r\n\r\n{{}}",
+        s.token.expose()
+    );
+    let answer = support::raw(h.proxy, request.as_bytes(), Duration::from_millis(300)).await;
+    assert_eq!(answer, "", "the hanging upstream answered");
+    let seed = h.seed.clone();
+    let recorded = Harness::eventually(Duration::from_secs(3), || {
+        let seed = seed.clone();
+        async move { !seed.request_events().await.is_empty() }
+    })
+    .await;
+    assert!(
+        recorded,
+        "no event: the request is still waiting on the upstream"
+    );
+    let events = h.seed.request_events().await;
+    assert_eq!(events[0].status, 499);
+    assert_eq!(events[0].error_code.as_deref(), Some("client_disconnected"));
+    assert_eq!(events[0].bytes_in, 2);
+    assert_eq!(h.upstream.requests().len(), 1);
+}

@@ -179,3 +179,45 @@ async fn websocket_upgrades_are_checked_then_spliced() {
         .await
     );
 }
+
+/// A keep-alive connection may idle longer than the header timeout (which only runs once a
+/// request head has started), and is closed after the idle timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_alive_idles_until_the_idle_timeout() {
+    use http_body_util::BodyExt;
+    let h = Harness::start(
+        support::sqlite().await,
+        Options {
+            configure: Box::new(|c| {
+                c.header_read_timeout = Duration::from_millis(200);
+                c.idle_timeout = Duration::from_millis(900);
+            }),
+            ..Options::default()
+        },
+    )
+    .await;
+    let s = h.simple(header_key(), SECRET).await;
+    let stream = tokio::net::TcpStream::connect(h.proxy).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    let conn = tokio::spawn(conn);
+    for pause in [Duration::ZERO, Duration::from_millis(500)] {
+        tokio::time::sleep(pause).await;
+        sender.ready().await.unwrap();
+        let request = http::Request::builder()
+            .uri("/x")
+            .header("host", "localhost")
+            .header("x-api-key", s.token.expose())
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap();
+        let response = sender.send_request(request).await.unwrap();
+        assert_eq!(response.status(), 200);
+        response.into_body().collect().await.unwrap();
+    }
+    assert!(!conn.is_finished());
+    let closed = tokio::time::timeout(Duration::from_secs(3), conn).await;
+    assert!(closed.is_ok(), "the idle connection was not closed");
+    assert_eq!(h.upstream.requests().len(), 2);
+}

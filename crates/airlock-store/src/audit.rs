@@ -1,7 +1,7 @@
 //! The audit trails: control-plane actions and proxied requests.
 
 use airlock_core::state::{AuditSink, RequestAuditEvent, SourceError};
-use airlock_core::{AccountId, ApiKeyId, DevboxId, GatewayConfigId, SecretId, TokenId};
+use airlock_core::{AccountId, ApiKeyId, AuditId, DevboxId, GatewayConfigId, SecretId, TokenId};
 use sqlx::any::AnyRow;
 
 use crate::sql::Sql;
@@ -30,6 +30,7 @@ fn request_event(row: &AnyRow) -> Result<RequestEventRow> {
     Ok(RequestEventRow {
         id: col(row, "id")?,
         event: RequestAuditEvent {
+            id: AuditId::from_trusted(col(row, "id")?),
             time_ms: col(row, "time_ms")?,
             account_id: col::<Option<String>>(row, "account_id")?.map(AccountId::from_trusted),
             devbox_id: col::<Option<String>>(row, "devbox_id")?.map(DevboxId::from_trusted),
@@ -111,12 +112,9 @@ impl Store {
 
     /// Writes proxied-request events in one transaction. Each event carries its own id so that a
     /// batch written twice (after a spill file is replayed) is stored once.
-    pub async fn insert_request_events(
-        &self,
-        events: &[(String, RequestAuditEvent)],
-    ) -> Result<()> {
+    pub async fn insert_request_events(&self, events: &[RequestAuditEvent]) -> Result<()> {
         let mut tx = self.begin().await?;
-        for (id, e) in events {
+        for e in events {
             sqlx::query(
                 "INSERT INTO request_events (id, time_ms, account_id, devbox_id, gateway_config_id, token_id, secret_id,
                     secret_version, method, path, status, upstream_status, latency_us, ttfb_us, bytes_in, bytes_out,
@@ -124,7 +122,7 @@ impl Store {
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)
                  ON CONFLICT (id) DO NOTHING",
             )
-            .bind(id.clone())
+            .bind(e.id.as_str().to_owned())
             .bind(e.time_ms)
             .bind(e.account_id.as_ref().map(|v| v.as_str().to_owned()))
             .bind(e.devbox_id.as_ref().map(|v| v.as_str().to_owned()))
@@ -210,11 +208,7 @@ impl Store {
 
 impl AuditSink for Store {
     async fn write_batch(&self, events: &[RequestAuditEvent]) -> Result<(), SourceError> {
-        let with_ids: Vec<(String, RequestAuditEvent)> = events
-            .iter()
-            .map(|e| (airlock_core::AuditId::generate().into_string(), e.clone()))
-            .collect();
-        self.insert_request_events(&with_ids)
+        self.insert_request_events(events)
             .await
             .map_err(|e| SourceError(e.to_string()))
     }

@@ -92,24 +92,35 @@ fn secret(row: &AnyRow) -> Result<SecretRecord> {
 const GATEWAY_SELECT: &str = "SELECT id, account_id, name, endpoint, auth_type, auth_key, custom_headers, description, create_time_ms, update_time_ms FROM gateway_configs";
 
 impl Store {
+    /// Everything, read in one transaction so that the four queries agree with each other
+    /// (REPEATABLE READ on Postgres; a SQLite read transaction is a snapshot already).
     async fn snapshot_all(&self) -> Result<StateSnapshot> {
         let now = airlock_core::time::now_ms();
+        let mut tx = self.begin().await?;
+        if self.backend == Backend::Postgres {
+            sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                .execute(&mut *tx)
+                .await?;
+        }
         let sql = format!(
             "SELECT {TOKEN_COLUMNS} FROM gateway_tokens t JOIN devboxes d ON d.id = t.devbox_id
              WHERE {ACTIVE_TOKEN} AND d.status = 'running'"
         );
-        let tokens = sqlx::query(&sql).bind(now).fetch_all(self.pool()).await?;
-        let devboxes = sqlx::query("SELECT id, account_id, status, source_addresses FROM devboxes WHERE status = 'running'")
-            .fetch_all(self.pool())
-            .await?;
+        let tokens = sqlx::query(&sql).bind(now).fetch_all(&mut *tx).await?;
+        let devboxes = sqlx::query(
+            "SELECT id, account_id, status, source_addresses FROM devboxes WHERE status = 'running'",
+        )
+        .fetch_all(&mut *tx)
+        .await?;
         let gateways = sqlx::query(&format!("{GATEWAY_SELECT} WHERE delete_time_ms IS NULL"))
-            .fetch_all(self.pool())
+            .fetch_all(&mut *tx)
             .await?;
         let secrets = sqlx::query(
             "SELECT id, account_id, version, sealed FROM secrets WHERE delete_time_ms IS NULL",
         )
-        .fetch_all(self.pool())
+        .fetch_all(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(StateSnapshot {
             tokens: tokens.iter().map(token).collect::<Result<_>>()?,
             devboxes: devboxes.iter().map(devbox).collect::<Result<_>>()?,

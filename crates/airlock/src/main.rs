@@ -8,7 +8,6 @@ mod client;
 mod keys;
 mod settings;
 
-use std::future::Future;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
@@ -76,12 +75,10 @@ pub(crate) async fn connect(settings: &Settings) -> Result<airlock_store::Store>
 }
 
 /// Resolves when the watch flips to true.
-fn signalled(mut rx: watch::Receiver<bool>) -> impl Future<Output = ()> + Send + 'static {
-    async move {
-        while !*rx.borrow() {
-            if rx.changed().await.is_err() {
-                return;
-            }
+async fn signalled(mut rx: watch::Receiver<bool>) {
+    while !*rx.borrow() {
+        if rx.changed().await.is_err() {
+            return;
         }
     }
 }
