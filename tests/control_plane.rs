@@ -168,3 +168,165 @@ async fn runloop_sdk_works_unchanged() {
         "a secret value reached the log"
     );
 }
+
+/// The CLI's admin commands against a running control plane, and a master key rotation with
+/// `airlock keys rewrap` followed by retiring the old key (SECURITY #18).
+#[tokio::test]
+async fn cli_commands_and_master_key_rotation() {
+    let url = airlock_testkit::pg::shared()
+        .await
+        .fresh_database()
+        .await
+        .unwrap();
+    let old_key = "q2Vx0JqL3m0l2m8r8y6Wb5XyZ0a1b2c3d4e5f6g7h8k=";
+    let mut airlock = Airlock::start(&[
+        ("AIRLOCK_DATABASE_URL", &url),
+        ("AIRLOCK_MASTER_KEY", old_key),
+        ("AIRLOCK_ADMIN_TOKEN", ADMIN),
+    ])
+    .await;
+    let cli = |args: &[&str], stdin: Option<&str>, extra: &[(&str, &str)]| {
+        let mut cmd = std::process::Command::new(airlock_binary());
+        cmd.args(args)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("AIRLOCK_URL", &airlock.api)
+            .env("AIRLOCK_TOKEN", ADMIN)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        for (k, v) in extra {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().unwrap();
+        {
+            use std::io::Write;
+            let mut input = child.stdin.take().unwrap();
+            if let Some(text) = stdin {
+                input.write_all(text.as_bytes()).unwrap();
+            }
+        }
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, out, err) = cli(
+        &["secret", "set", "CLI_KEY"],
+        Some("cli-sentinel-value\n"),
+        &[],
+    );
+    assert!(ok, "{out}{err}");
+    assert!(!out.contains("cli-sentinel-value"));
+    // Setting it again rotates.
+    let (ok, _, err) = cli(
+        &["secret", "set", "CLI_KEY"],
+        Some("cli-sentinel-value-2\n"),
+        &[],
+    );
+    assert!(ok, "{err}");
+    let (ok, out, err) = cli(
+        &[
+            "gateway",
+            "create",
+            "--name",
+            "cli-gw",
+            "--endpoint",
+            "https://api.example.com/v1",
+            "--auth",
+            "header:x-api-key",
+        ],
+        None,
+        &[],
+    );
+    assert!(ok, "{err}");
+    assert!(out.contains("\"x-api-key\""), "{out}");
+    let (ok, out, _) = cli(&["gateway", "list"], None, &[]);
+    assert!(ok && out.contains("cli-gw"), "{out}");
+    let (ok, out, err) = cli(
+        &[
+            "devbox",
+            "register",
+            "--source",
+            "10.1.2.3",
+            "--gateway",
+            "EXAMPLE=cli-gw:CLI_KEY",
+        ],
+        None,
+        &[],
+    );
+    assert!(ok, "{err}");
+    assert!(out.contains("export EXAMPLE_URL=http://"), "{out}");
+    assert!(out.contains("export EXAMPLE=gws_"), "{out}");
+    let id = err.split_whitespace().last().unwrap().to_owned();
+    assert!(id.starts_with("dbx_"), "{err}");
+    let (ok, out, _) = cli(&["devbox", "shutdown", &id], None, &[]);
+    assert!(ok && out.contains("\"shutdown\""), "{out}");
+    let (ok, _, err) = cli(
+        &[
+            "gateway",
+            "create",
+            "--name",
+            "x",
+            "--endpoint",
+            "https://u:p@x.com",
+        ],
+        None,
+        &[],
+    );
+    assert!(!ok && err.contains("user info"), "{err}");
+
+    // Rotate the master key: the new key first, the old one still listed; rewrap; retire.
+    let (ok, new_key, _) = cli(&["keys", "generate"], None, &[]);
+    assert!(ok);
+    let new_key = new_key.trim().to_owned();
+    let both = format!("{new_key},{old_key}");
+    let db = [("AIRLOCK_DATABASE_URL", url.as_str())];
+    let (ok, out, err) = cli(
+        &["keys", "rewrap"],
+        None,
+        &[db[0], ("AIRLOCK_MASTER_KEY", &both)],
+    );
+    assert!(ok, "{err}");
+    assert!(out.contains("re-wrapped 1 secret(s)"), "{out}");
+    let (ok, out, _) = cli(
+        &["keys", "rewrap"],
+        None,
+        &[db[0], ("AIRLOCK_MASTER_KEY", &both)],
+    );
+    assert!(ok && out.contains("re-wrapped 0 secret(s)"), "{out}");
+    airlock.process.kill();
+    // Only the new key: everything still opens (a rotation through the API proves the server runs).
+    let mut restarted = Airlock::start(&[
+        ("AIRLOCK_DATABASE_URL", &url),
+        ("AIRLOCK_MASTER_KEY", &new_key),
+        ("AIRLOCK_ADMIN_TOKEN", ADMIN),
+    ])
+    .await;
+    let dbx = restarted.post("/v1/devboxes", json!({"source_addresses": ["127.0.0.1"], "gateways": {"E": {"gateway": "cli-gw", "secret": "CLI_KEY"}}})).await;
+    assert!(dbx["environment"]["E"]
+        .as_str()
+        .unwrap()
+        .starts_with("gws_"));
+    let log = restarted
+        .process
+        .wait_for_log("data plane listening", Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert!(
+        !log.contains("secret_unavailable") && !log.contains("cannot open"),
+        "{log}"
+    );
+    restarted.process.kill();
+    // Only the old key: the re-wrapped secret no longer opens, and the tools say so.
+    let (ok, _, err) = cli(
+        &["keys", "rewrap"],
+        None,
+        &[db[0], ("AIRLOCK_MASTER_KEY", old_key)],
+    );
+    assert!(!ok, "a retired key must not open re-wrapped secrets");
+    assert!(err.contains("no master key with id"), "{err}");
+    assert!(!err.contains("cli-sentinel-value"));
+}
