@@ -3,9 +3,10 @@
 use airlock_core::{AccountId, ApiKeyId, TokenDigest};
 use sqlx::any::AnyRow;
 
+use crate::sql::Sql;
 use crate::{
-    col, insert_audit, paginate, AccountRow, ApiKeyRow, AuditRow, Listed, Page, Result, Scope,
-    Store, StoreError,
+    col, insert_audit, AccountRow, ApiKeyRow, AuditRow, Listed, Page, Result, Scope, Store,
+    StoreError,
 };
 
 fn account(row: &AnyRow) -> Result<AccountRow> {
@@ -89,29 +90,16 @@ impl Store {
     }
 
     pub async fn list_accounts(&self, page: &Page) -> Result<Listed<AccountRow>> {
-        let rows = sqlx::query(
-            "SELECT id, name, operator, create_time_ms FROM accounts WHERE ($1 = '' OR id < $1) ORDER BY id DESC LIMIT $2",
-        )
-        .bind(page.starting_after.clone().unwrap_or_default())
-        .bind(page.limit + 1)
-        .fetch_all(self.pool())
-        .await?;
-        let items = rows.iter().map(account).collect::<Result<Vec<_>>>()?;
-        let (items, has_more) = paginate(items, page.limit);
-        let total_count = if page.include_total_count {
-            Some(
-                sqlx::query_scalar("SELECT COUNT(*) FROM accounts")
-                    .fetch_one(self.pool())
-                    .await?,
-            )
-        } else {
-            None
+        let from = |q: &mut Sql| {
+            q.push(" FROM accounts WHERE 1 = 1");
         };
-        Ok(Listed {
-            items,
-            has_more,
-            total_count,
-        })
+        self.list_page(
+            "SELECT id, name, operator, create_time_ms",
+            from,
+            page,
+            account,
+        )
+        .await
     }
 
     pub async fn insert_api_key(&self, key: &ApiKeyRow, audit: &AuditRow) -> Result<()> {
@@ -155,32 +143,17 @@ impl Store {
         account: &AccountId,
         page: &Page,
     ) -> Result<Listed<ApiKeyRow>> {
-        let sql = format!(
-            "SELECT {KEY_COLUMNS} FROM api_keys WHERE account_id = $1 AND revoke_time_ms IS NULL AND ($2 = '' OR id < $2) ORDER BY id DESC LIMIT $3"
-        );
-        let rows = sqlx::query(&sql)
-            .bind(account.as_str().to_owned())
-            .bind(page.starting_after.clone().unwrap_or_default())
-            .bind(page.limit + 1)
-            .fetch_all(self.pool())
-            .await?;
-        let items = rows.iter().map(api_key).collect::<Result<Vec<_>>>()?;
-        let (items, has_more) = paginate(items, page.limit);
-        let total_count = if page.include_total_count {
-            Some(
-                sqlx::query_scalar("SELECT COUNT(*) FROM api_keys WHERE account_id = $1 AND revoke_time_ms IS NULL")
-                    .bind(account.as_str().to_owned())
-                    .fetch_one(self.pool())
-                    .await?,
-            )
-        } else {
-            None
+        let from = |q: &mut Sql| {
+            q.push(" FROM api_keys WHERE revoke_time_ms IS NULL AND account_id = ")
+                .bind(account.as_str().to_owned());
         };
-        Ok(Listed {
-            items,
-            has_more,
-            total_count,
-        })
+        self.list_page(
+            "SELECT id, account_id, name, scope, digest, create_time_ms, revoke_time_ms",
+            from,
+            page,
+            api_key,
+        )
+        .await
     }
 
     pub async fn get_api_key(&self, account: &AccountId, id: &str) -> Result<ApiKeyRow> {

@@ -5,9 +5,7 @@ use airlock_core::{AccountId, ApiKeyId, AuditId, DevboxId, GatewayConfigId, Secr
 use sqlx::any::AnyRow;
 
 use crate::sql::Sql;
-use crate::{
-    col, paginate, AuditFilter, AuditRow, Listed, Page, RequestEventRow, Result, Store, StoreError,
-};
+use crate::{col, AuditFilter, AuditRow, Listed, Page, RequestEventRow, Result, Store, StoreError};
 
 fn audit(row: &AnyRow) -> Result<AuditRow> {
     Ok(AuditRow {
@@ -64,8 +62,7 @@ impl Store {
         filter: &AuditFilter,
         page: &Page,
     ) -> Result<Listed<AuditRow>> {
-        let build = |select: &'static str, paged: bool| {
-            let mut q = Sql::new(select);
+        let from = |q: &mut Sql| {
             q.push(" FROM audit_events WHERE account_id = ")
                 .bind(account.as_str().to_owned());
             if let Some(v) = &filter.object_id {
@@ -80,34 +77,14 @@ impl Store {
             if let Some(v) = filter.until_ms {
                 q.push(" AND time_ms <= ").bind(v);
             }
-            if paged {
-                if let Some(after) = &page.starting_after {
-                    q.push(" AND id < ").bind(after.clone());
-                }
-                q.push(" ORDER BY id DESC LIMIT ").bind(page.limit + 1);
-            }
-            q.build()
         };
-        let (sql, args) =
-            build("SELECT id, time_ms, account_id, api_key_id, action, object_type, object_id, detail, client_addr", true);
-        let rows = sqlx::query_with(&sql, args).fetch_all(self.pool()).await?;
-        let items = rows.iter().map(audit).collect::<Result<Vec<_>>>()?;
-        let (items, has_more) = paginate(items, page.limit);
-        let total_count = if page.include_total_count {
-            let (sql, args) = build("SELECT COUNT(*)", false);
-            Some(
-                sqlx::query_scalar_with(&sql, args)
-                    .fetch_one(self.pool())
-                    .await?,
-            )
-        } else {
-            None
-        };
-        Ok(Listed {
-            items,
-            has_more,
-            total_count,
-        })
+        self.list_page(
+            "SELECT id, time_ms, account_id, api_key_id, action, object_type, object_id, detail, client_addr",
+            from,
+            page,
+            audit,
+        )
+        .await
     }
 
     /// Writes proxied-request events in one transaction. Each event carries its own id so that a
@@ -153,8 +130,7 @@ impl Store {
         filter: &AuditFilter,
         page: &Page,
     ) -> Result<Listed<RequestEventRow>> {
-        let build = |select: &'static str, paged: bool| {
-            let mut q = Sql::new(select);
+        let from = |q: &mut Sql| {
             q.push(" FROM request_events WHERE account_id = ")
                 .bind(account.as_str().to_owned());
             if let Some(v) = &filter.devbox_id {
@@ -172,37 +148,15 @@ impl Store {
             if let Some(v) = filter.until_ms {
                 q.push(" AND time_ms <= ").bind(v);
             }
-            if paged {
-                if let Some(after) = &page.starting_after {
-                    q.push(" AND id < ").bind(after.clone());
-                }
-                q.push(" ORDER BY id DESC LIMIT ").bind(page.limit + 1);
-            }
-            q.build()
         };
-        let (sql, args) = build(
+        self.list_page(
             "SELECT id, time_ms, account_id, devbox_id, gateway_config_id, token_id, secret_id, secret_version, method, path,
                     status, upstream_status, latency_us, ttfb_us, bytes_in, bytes_out, client_addr, error_code",
-            true,
-        );
-        let rows = sqlx::query_with(&sql, args).fetch_all(self.pool()).await?;
-        let items = rows.iter().map(request_event).collect::<Result<Vec<_>>>()?;
-        let (items, has_more) = paginate(items, page.limit);
-        let total_count = if page.include_total_count {
-            let (sql, args) = build("SELECT COUNT(*)", false);
-            Some(
-                sqlx::query_scalar_with(&sql, args)
-                    .fetch_one(self.pool())
-                    .await?,
-            )
-        } else {
-            None
-        };
-        Ok(Listed {
-            items,
-            has_more,
-            total_count,
-        })
+            from,
+            page,
+            request_event,
+        )
+        .await
     }
 }
 

@@ -6,9 +6,10 @@ use airlock_core::{
 };
 use sqlx::any::AnyRow;
 
+use crate::sql::Sql;
 use crate::{
-    col, insert_audit, paginate, AuditRow, DevboxRow, DevboxStatus, GatewaySpec, Listed, Page,
-    Result, Store, StoreError, TokenRow,
+    col, insert_audit, AuditRow, DevboxRow, DevboxStatus, GatewaySpec, Listed, Page, Result, Store,
+    StoreError, TokenRow,
 };
 
 const COLUMNS: &str = "id, account_id, name, status, source_addresses, metadata, create_time_ms, update_time_ms, shutdown_time_ms";
@@ -152,42 +153,28 @@ impl Store {
         status: Option<DevboxStatus>,
         page: &Page,
     ) -> Result<Listed<DevboxRow>> {
-        let sql = format!(
-            "SELECT {COLUMNS} FROM devboxes WHERE account_id = $1 AND ($2 = '' OR status = $2) AND ($3 = '' OR id < $3)
-             ORDER BY id DESC LIMIT $4"
-        );
-        let status = status.map(DevboxStatus::as_str).unwrap_or("");
-        let rows = sqlx::query(&sql)
-            .bind(account.as_str().to_owned())
-            .bind(status)
-            .bind(page.starting_after.clone().unwrap_or_default())
-            .bind(page.limit + 1)
-            .fetch_all(self.pool())
+        let from = |q: &mut Sql| {
+            q.push(" FROM devboxes WHERE account_id = ")
+                .bind(account.as_str().to_owned());
+            if let Some(status) = status {
+                q.push(" AND status = ").bind(status.as_str());
+            }
+        };
+        let mut listed = self
+            .list_page(
+                "SELECT id, account_id, name, status, source_addresses, metadata, create_time_ms, update_time_ms, shutdown_time_ms",
+                from,
+                page,
+                devbox,
+            )
             .await?;
-        let items = rows.iter().map(devbox).collect::<Result<Vec<_>>>()?;
-        let (mut items, has_more) = paginate(items, page.limit);
-        let ids: Vec<DevboxId> = items.iter().map(|d| d.id.clone()).collect();
+        let ids: Vec<DevboxId> = listed.items.iter().map(|d| d.id.clone()).collect();
         for (id, spec) in self.gateway_specs(&ids).await? {
-            if let Some(d) = items.iter_mut().find(|d| d.id == id) {
+            if let Some(d) = listed.items.iter_mut().find(|d| d.id == id) {
                 d.gateway_specs.push(spec);
             }
         }
-        let total_count = if page.include_total_count {
-            Some(
-                sqlx::query_scalar("SELECT COUNT(*) FROM devboxes WHERE account_id = $1 AND ($2 = '' OR status = $2)")
-                    .bind(account.as_str().to_owned())
-                    .bind(status)
-                    .fetch_one(self.pool())
-                    .await?,
-            )
-        } else {
-            None
-        };
-        Ok(Listed {
-            items,
-            has_more,
-            total_count,
-        })
+        Ok(listed)
     }
 
     pub async fn update_devbox_addresses(

@@ -10,8 +10,8 @@ use sqlx::any::AnyRow;
 
 use crate::sql::{contains_pattern, Sql};
 use crate::{
-    col, insert_audit, paginate, AuditRow, GatewayConfigRow, GatewayFilter, Listed, Page, Result,
-    Store, StoreError,
+    col, insert_audit, AuditRow, GatewayConfigRow, GatewayFilter, Listed, Page, Result, Store,
+    StoreError,
 };
 
 const COLUMNS: &str =
@@ -141,11 +141,9 @@ impl Store {
         filter: &GatewayFilter,
         page: &Page,
     ) -> Result<Listed<GatewayConfigRow>> {
-        let build = |select: &'static str, paged: bool| {
-            let mut q = Sql::new(select);
-            q.push(" FROM gateway_configs WHERE account_id = ")
+        let from = |q: &mut Sql| {
+            q.push(" FROM gateway_configs WHERE delete_time_ms IS NULL AND account_id = ")
                 .bind(account.as_str().to_owned());
-            q.push(" AND delete_time_ms IS NULL");
             if let Some(id) = &filter.id {
                 q.push(" AND id = ").bind(id.clone());
             }
@@ -160,36 +158,14 @@ impl Store {
                     .bind(contains_pattern(search))
                     .push(" ESCAPE '\\')");
             }
-            if paged {
-                if let Some(after) = &page.starting_after {
-                    q.push(" AND id < ").bind(after.clone());
-                }
-                q.push(" ORDER BY id DESC LIMIT ").bind(page.limit + 1);
-            }
-            q.build()
         };
-        let (sql, args) = build(
+        self.list_page(
             "SELECT id, account_id, name, endpoint, auth_type, auth_key, custom_headers, description, create_time_ms, update_time_ms",
-            true,
-        );
-        let rows = sqlx::query_with(&sql, args).fetch_all(self.pool()).await?;
-        let items = rows.iter().map(gateway).collect::<Result<Vec<_>>>()?;
-        let (items, has_more) = paginate(items, page.limit);
-        let total_count = if page.include_total_count {
-            let (sql, args) = build("SELECT COUNT(*)", false);
-            Some(
-                sqlx::query_scalar_with(&sql, args)
-                    .fetch_one(self.pool())
-                    .await?,
-            )
-        } else {
-            None
-        };
-        Ok(Listed {
-            items,
-            has_more,
-            total_count,
-        })
+            from,
+            page,
+            gateway,
+        )
+        .await
     }
 
     pub async fn update_gateway_config(

@@ -286,10 +286,45 @@ where
         .map_err(|e| StoreError::Corrupt(format!("column {name}: {e}")))
 }
 
-/// Splits a fetched page of `limit + 1` rows into items and `has_more`.
-pub(crate) fn paginate<T>(mut items: Vec<T>, limit: i64) -> (Vec<T>, bool) {
-    let limit = usize::try_from(limit).unwrap_or(0);
-    let has_more = items.len() > limit;
-    items.truncate(limit);
-    (items, has_more)
+impl Store {
+    /// Lists one page, newest first. `from` appends the `FROM … WHERE …` part; it runs twice,
+    /// once for the page (`id < starting_after`, `limit + 1` rows, to learn `has_more`) and once
+    /// for the count when the caller asked for it.
+    pub(crate) async fn list_page<T>(
+        &self,
+        columns: &'static str,
+        from: impl Fn(&mut sql::Sql),
+        page: &Page,
+        map: impl Fn(&sqlx::any::AnyRow) -> Result<T>,
+    ) -> Result<Listed<T>> {
+        let mut q = sql::Sql::new(columns);
+        from(&mut q);
+        if let Some(after) = &page.starting_after {
+            q.push(" AND id < ").bind(after.clone());
+        }
+        q.push(" ORDER BY id DESC LIMIT ").bind(page.limit + 1);
+        let (text, args) = q.build();
+        let rows = sqlx::query_with(&text, args).fetch_all(self.pool()).await?;
+        let mut items = rows.iter().map(map).collect::<Result<Vec<_>>>()?;
+        let limit = usize::try_from(page.limit).unwrap_or(0);
+        let has_more = items.len() > limit;
+        items.truncate(limit);
+        let total_count = if page.include_total_count {
+            let mut q = sql::Sql::new("SELECT COUNT(*)");
+            from(&mut q);
+            let (text, args) = q.build();
+            Some(
+                sqlx::query_scalar_with(&text, args)
+                    .fetch_one(self.pool())
+                    .await?,
+            )
+        } else {
+            None
+        };
+        Ok(Listed {
+            items,
+            has_more,
+            total_count,
+        })
+    }
 }

@@ -4,9 +4,8 @@ use airlock_core::state::Change;
 use airlock_core::{AccountId, EnvName, SecretId};
 use sqlx::any::AnyRow;
 
-use crate::{
-    col, insert_audit, paginate, AuditRow, Listed, Page, Result, SecretRow, Store, StoreError,
-};
+use crate::sql::Sql;
+use crate::{col, insert_audit, AuditRow, Listed, Page, Result, SecretRow, Store, StoreError};
 
 const COLUMNS: &str =
     "id, account_id, name, version, sealed, key_id, create_time_ms, update_time_ms";
@@ -83,35 +82,17 @@ impl Store {
         account: &AccountId,
         page: &Page,
     ) -> Result<Listed<SecretRow>> {
-        let sql = format!(
-            "SELECT {COLUMNS} FROM secrets WHERE account_id = $1 AND delete_time_ms IS NULL AND ($2 = '' OR id < $2)
-             ORDER BY id DESC LIMIT $3"
-        );
-        let rows = sqlx::query(&sql)
-            .bind(account.as_str().to_owned())
-            .bind(page.starting_after.clone().unwrap_or_default())
-            .bind(page.limit + 1)
-            .fetch_all(self.pool())
-            .await?;
-        let items = rows.iter().map(secret).collect::<Result<Vec<_>>>()?;
-        let (items, has_more) = paginate(items, page.limit);
-        let total_count = if page.include_total_count {
-            Some(
-                sqlx::query_scalar(
-                    "SELECT COUNT(*) FROM secrets WHERE account_id = $1 AND delete_time_ms IS NULL",
-                )
-                .bind(account.as_str().to_owned())
-                .fetch_one(self.pool())
-                .await?,
-            )
-        } else {
-            None
+        let from = |q: &mut Sql| {
+            q.push(" FROM secrets WHERE delete_time_ms IS NULL AND account_id = ")
+                .bind(account.as_str().to_owned());
         };
-        Ok(Listed {
-            items,
-            has_more,
-            total_count,
-        })
+        self.list_page(
+            "SELECT id, account_id, name, version, sealed, key_id, create_time_ms, update_time_ms",
+            from,
+            page,
+            secret,
+        )
+        .await
     }
 
     /// Replaces the value with a new version, if the secret is still at `expected_version` (so
