@@ -175,10 +175,11 @@ pub(crate) async fn create_api_key(
     let account_id = match input.account_id {
         Some(id) if id != caller.account.id.as_str() => {
             caller.require_operator()?;
-            state.store.get_account(&id).await.map_err(|e| match e {
-                StoreError::NotFound => ApiError::not_found("account", &id),
-                other => other.into(),
-            })?;
+            state
+                .store
+                .get_account(&id)
+                .await
+                .map_err(|e| ApiError::for_object(e, "account", &id))?;
             AccountId::from_trusted(id)
         }
         _ => caller.account.id.clone(),
@@ -228,10 +229,7 @@ pub(crate) async fn revoke_api_key(
     Body(_): Body<Empty>,
 ) -> ApiResult<Json<Value>> {
     caller.require_admin()?;
-    let not_found = |e| match e {
-        StoreError::NotFound => ApiError::not_found("api key", &id),
-        other => other.into(),
-    };
+    let not_found = |e| ApiError::for_object(e, "api key", &id);
     let key = state
         .store
         .get_api_key(&caller.account.id, &id)

@@ -24,13 +24,6 @@ const MAX_GATEWAYS: usize = 32;
 const MAX_METADATA_KEYS: usize = 50;
 const MAX_METADATA_TEXT: usize = 512;
 
-fn not_found(e: StoreError, id: &str) -> ApiError {
-    match e {
-        StoreError::NotFound => ApiError::not_found("devbox", id),
-        other => other.into(),
-    }
-}
-
 fn parse_addresses(state_warn_id: &str, items: &[String]) -> Result<SourceAddresses, InvalidInput> {
     let addrs = SourceAddresses::parse("source_addresses", items)?;
     if addrs.allows_any() {
@@ -228,7 +221,7 @@ pub(crate) async fn get(
         .store
         .get_devbox(&caller.account.id, &id)
         .await
-        .map_err(|e| not_found(e, &id))?;
+        .map_err(|e| ApiError::for_object(e, "devbox", &id))?;
     Ok(Json(devbox_view(&row)))
 }
 
@@ -242,7 +235,7 @@ pub(crate) async fn update(
         .store
         .get_devbox(&caller.account.id, &id)
         .await
-        .map_err(|e| not_found(e, &id))?;
+        .map_err(|e| ApiError::for_object(e, "devbox", &id))?;
     let addrs = parse_addresses(current.id.as_str(), &input.source_addresses)?;
     let audit = caller.audit(
         "devbox.update",
@@ -260,12 +253,12 @@ pub(crate) async fn update(
             &audit,
         )
         .await
-        .map_err(|e| not_found(e, &id))?;
+        .map_err(|e| ApiError::for_object(e, "devbox", &id))?;
     let row = state
         .store
         .get_devbox(&caller.account.id, &id)
         .await
-        .map_err(|e| not_found(e, &id))?;
+        .map_err(|e| ApiError::for_object(e, "devbox", &id))?;
     Ok(Json(devbox_view(&row)))
 }
 
@@ -279,7 +272,7 @@ pub(crate) async fn shutdown(
         .store
         .get_devbox(&caller.account.id, &id)
         .await
-        .map_err(|e| not_found(e, &id))?;
+        .map_err(|e| ApiError::for_object(e, "devbox", &id))?;
     let audit = caller.audit("devbox.shutdown", "devbox", current.id.as_str(), json!({}));
     state
         .store
@@ -290,12 +283,12 @@ pub(crate) async fn shutdown(
             &audit,
         )
         .await
-        .map_err(|e| not_found(e, &id))?;
+        .map_err(|e| ApiError::for_object(e, "devbox", &id))?;
     let row = state
         .store
         .get_devbox(&caller.account.id, &id)
         .await
-        .map_err(|e| not_found(e, &id))?;
+        .map_err(|e| ApiError::for_object(e, "devbox", &id))?;
     Ok(Json(devbox_view(&row)))
 }
 
@@ -309,7 +302,7 @@ pub(crate) async fn create_gateway_token(
         .store
         .get_devbox(&caller.account.id, &id)
         .await
-        .map_err(|e| not_found(e, &id))?;
+        .map_err(|e| ApiError::for_object(e, "devbox", &id))?;
     if devbox.status != DevboxStatus::Running {
         return Err(ApiError::Invalid(format!(
             "devbox {id} is shut down; tokens can only be minted for running devboxes"
@@ -333,7 +326,7 @@ pub(crate) async fn create_gateway_token(
         .store
         .insert_gateway_token(&row, &audit)
         .await
-        .map_err(|e| not_found(e, &id))?;
+        .map_err(|e| ApiError::for_object(e, "devbox", &id))?;
     Ok(Json(json!({
         "token": token.expose(),
         "url": state.public_url,

@@ -71,6 +71,15 @@ impl ApiError {
         }
     }
 
+    /// A store error about one object: `NotFound` names the object (`devbox dbx_… not found`),
+    /// everything else maps as usual.
+    pub(crate) fn for_object(e: StoreError, what: &str, id: &str) -> Self {
+        match e {
+            StoreError::NotFound => ApiError::not_found(what, id),
+            other => other.into(),
+        }
+    }
+
     pub fn not_found(what: &str, id: &str) -> Self {
         // Ids and names are echoed back; they are not secret, and the client sent them.
         ApiError::NotFound(format!("{what} {id} not found"))

@@ -110,10 +110,7 @@ pub(crate) async fn resolve(
             .gateway_config_by_name(&caller.account.id, text)
             .await
     };
-    found.map_err(|e| match e {
-        airlock_store::StoreError::NotFound => ApiError::not_found("gateway config", text),
-        other => other.into(),
-    })
+    found.map_err(|e| ApiError::for_object(e, "gateway config", text))
 }
 
 pub(crate) async fn create(
@@ -182,15 +179,8 @@ pub(crate) async fn get(
         .store
         .get_gateway_config(&caller.account.id, &id)
         .await
-        .map_err(|e| not_found(e, &id))?;
+        .map_err(|e| ApiError::for_object(e, "gateway config", &id))?;
     Ok(Json(gateway_view(&row)))
-}
-
-fn not_found(e: airlock_store::StoreError, id: &str) -> ApiError {
-    match e {
-        airlock_store::StoreError::NotFound => ApiError::not_found("gateway config", id),
-        other => other.into(),
-    }
 }
 
 pub(crate) async fn update(
@@ -204,7 +194,7 @@ pub(crate) async fn update(
         .store
         .get_gateway_config(&caller.account.id, &id)
         .await
-        .map_err(|e| not_found(e, &id))?;
+        .map_err(|e| ApiError::for_object(e, "gateway config", &id))?;
     if let Some(name) = input.name {
         row.name = Label::parse("name", &name)?;
     }
@@ -235,7 +225,7 @@ pub(crate) async fn update(
         .store
         .update_gateway_config(&row, &audit)
         .await
-        .map_err(|e| not_found(e, &id))?;
+        .map_err(|e| ApiError::for_object(e, "gateway config", &id))?;
     Ok(Json(gateway_view(&row)))
 }
 
@@ -250,7 +240,7 @@ pub(crate) async fn delete(
         .store
         .get_gateway_config(&caller.account.id, &id)
         .await
-        .map_err(|e| not_found(e, &id))?;
+        .map_err(|e| ApiError::for_object(e, "gateway config", &id))?;
     let audit = caller.audit(
         "gateway_config.delete",
         "gateway_config",
@@ -266,6 +256,6 @@ pub(crate) async fn delete(
             &audit,
         )
         .await
-        .map_err(|e| not_found(e, &id))?;
+        .map_err(|e| ApiError::for_object(e, "gateway config", &id))?;
     Ok(Json(gateway_view(&row)))
 }

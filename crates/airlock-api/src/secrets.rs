@@ -48,13 +48,6 @@ fn seal(
     })
 }
 
-fn not_found(e: StoreError, what: &str) -> ApiError {
-    match e {
-        StoreError::NotFound => ApiError::not_found("secret", what),
-        other => other.into(),
-    }
-}
-
 pub(crate) async fn create(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -110,7 +103,7 @@ async fn fetch(
         .store
         .get_secret(&caller.account.id, by)
         .await
-        .map_err(|e| not_found(e, shown))
+        .map_err(|e| ApiError::for_object(e, "secret", shown))
 }
 
 pub(crate) async fn get_by_name(
@@ -167,7 +160,7 @@ async fn rotate(
         {
             Ok(()) => return Ok(Json(secret_view(&row))),
             Err(StoreError::Conflict(_)) => continue,
-            Err(e) => return Err(not_found(e, shown)),
+            Err(e) => return Err(ApiError::for_object(e, "secret", shown)),
         }
     }
     Err(ApiError::Conflict(
@@ -215,7 +208,7 @@ async fn delete(
             &audit,
         )
         .await
-        .map_err(|e| not_found(e, shown))?;
+        .map_err(|e| ApiError::for_object(e, "secret", shown))?;
     Ok(Json(secret_view(&row)))
 }
 
