@@ -104,7 +104,10 @@ async fn rig(options: RigOptions<'_>) -> Rig {
             "AIRLOCK_UPSTREAM_CA_FILE".into(),
             ca_file.to_str().unwrap().into(),
         ),
-        ("AIRLOCK_ALLOW_PRIVATE_UPSTREAMS".into(), "127.0.0.0/8".into()),
+        (
+            "AIRLOCK_ALLOW_PRIVATE_UPSTREAMS".into(),
+            "127.0.0.0/8".into(),
+        ),
     ];
     for (on, name, prefix) in [
         (options.proxy_tls, "proxy", "AIRLOCK_PROXY_TLS"),
@@ -333,9 +336,8 @@ async fn sighup_reloads_the_certificates() {
     })
     .await;
     let pair = CertPair::new(rig.dir.path(), "api");
-    let healthz = || {
-        TestRequest::get(&format!("{}/healthz", rig.airlock.api)).tls(rig.ca.client_config())
-    };
+    let healthz =
+        || TestRequest::get(&format!("{}/healthz", rig.airlock.api)).tls(rig.ca.client_config());
     let old = healthz().send().await.unwrap().server_cert.unwrap();
     let new = pair.issue(&rig.ca);
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -467,7 +469,11 @@ async fn proxy_protocol_drives_source_binding() {
         .await
         .unwrap();
     assert_eq!(direct.status.as_u16(), 403);
-    assert_eq!(rig.upstream.requests().len(), forwarded, "the upstream got more");
+    assert_eq!(
+        rig.upstream.requests().len(),
+        forwarded,
+        "the upstream got more"
+    );
     assert!(!rig.upstream.received_contains(b"PROXY"));
 
     // The audit trail records the address the header named.
@@ -502,7 +508,13 @@ async fn proxy_protocol_drives_source_binding() {
                 .collect();
             assert_eq!(
                 refused,
-                ["10.1.2.4", "10.9.9.9", "127.0.0.1", "127.0.0.2", "fd00:2::8"],
+                [
+                    "10.1.2.4",
+                    "10.9.9.9",
+                    "127.0.0.1",
+                    "127.0.0.2",
+                    "fd00:2::8"
+                ],
                 "{addrs:?}"
             );
             break;

@@ -148,12 +148,12 @@ impl Acceptor {
         // 2. The PROXY header: required from a trusted peer, refused from anybody else.
         let bounded = async {
             let (client, prefix) = if self.is_trusted(peer.ip()) {
-                let header = proxy_protocol::read_header(&mut tcp).await.map_err(|error| {
-                    AcceptError::ProxyHeader {
+                let header = proxy_protocol::read_header(&mut tcp)
+                    .await
+                    .map_err(|error| AcceptError::ProxyHeader {
                         peer: peer.ip(),
                         error,
-                    }
-                })?;
+                    })?;
                 (header.source.unwrap_or(peer), header.rest)
             } else {
                 match starts_proxy_header(&head[..seen]) {

@@ -22,4 +22,6 @@ pub mod tls;
 pub use crate::accept::{AcceptError, AcceptOptions, Accepted, Acceptor};
 pub use crate::proxy_protocol::ProxyHeaderError;
 pub use crate::stream::{NetStream, Prefixed};
-pub use crate::tls::{keep_fresh, CertFiles, CertResolver, Reload, TlsError, TlsServer, ALPN_H2_HTTP11};
+pub use crate::tls::{
+    keep_fresh, CertFiles, CertResolver, Reload, TlsError, TlsServer, ALPN_H2_HTTP11,
+};

@@ -137,9 +137,11 @@ fn certified_key(files: &CertFiles, contents: &Contents) -> Result<CertifiedKey,
             key_path: files.key.display().to_string(),
         },
         // A certificate that does not parse surfaces here, through the key-match check.
-        rustls::Error::InvalidCertificate(e) => {
-            invalid(&files.cert_setting, &files.cert, format!("unusable certificate: {e}"))
-        }
+        rustls::Error::InvalidCertificate(e) => invalid(
+            &files.cert_setting,
+            &files.cert,
+            format!("unusable certificate: {e}"),
+        ),
         other => invalid(
             &files.key_setting,
             &files.key,

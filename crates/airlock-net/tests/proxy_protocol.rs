@@ -16,6 +16,9 @@ use tokio::sync::mpsc;
 const TRUSTED: &str = "127.0.0.1";
 const UNTRUSTED: &str = "127.0.0.2";
 
+/// Which refusal a case expects.
+type Expect = fn(&ProxyHeaderError) -> bool;
+
 /// What the server made of one connection: the caller and the first 6 bytes after the header.
 type Outcome = Result<(SocketAddr, Vec<u8>), AcceptError>;
 
@@ -126,16 +129,8 @@ async fn headers_from_a_trusted_peer_name_the_caller() {
             vec![b"PRO", b"XY TCP4 10.1.2.3 ", b"10.0.0.1 5555 443\r\n"],
             "10.1.2.3:5555".parse().unwrap(),
         ),
-        (
-            "v2 TCP4",
-            vec![&v2_tcp4],
-            "10.1.2.3:5555".parse().unwrap(),
-        ),
-        (
-            "v2 TCP6",
-            vec![&v2_tcp6],
-            "[fd00::1]:5555".parse().unwrap(),
-        ),
+        ("v2 TCP4", vec![&v2_tcp4], "10.1.2.3:5555".parse().unwrap()),
+        ("v2 TCP6", vec![&v2_tcp6], "[fd00::1]:5555".parse().unwrap()),
         (
             "v2 split across writes",
             vec![&v2_tcp4[..5], &v2_tcp4[5..14], &v2_tcp4[14..]],
@@ -155,7 +150,11 @@ async fn headers_from_a_trusted_peer_name_the_caller() {
         ("v1 UNKNOWN", b"PROXY UNKNOWN\r\n".as_slice()),
     ] {
         let (outcome, answered) = exchange(&mut server, TRUSTED, &[header]).await;
-        assert_eq!(peer_of(&outcome), TRUSTED.parse::<IpAddr>().unwrap(), "{name}");
+        assert_eq!(
+            peer_of(&outcome),
+            TRUSTED.parse::<IpAddr>().unwrap(),
+            "{name}"
+        );
         assert_eq!(outcome.unwrap().1, b"hello!");
         assert!(answered, "{name}");
     }
@@ -172,23 +171,27 @@ async fn bad_headers_from_a_trusted_peer_are_refused() {
         "10.0.0.1:443".parse().unwrap(),
     )));
     let long_v1 = format!("PROXY TCP4 {}", "1".repeat(200));
-    let cases: Vec<(&str, Vec<&[u8]>, fn(&ProxyHeaderError) -> bool)> = vec![
+    let cases: Vec<(&str, Vec<&[u8]>, Expect)> = vec![
         ("missing", vec![b"GET / HTTP/1.1\r\n"], |e| {
             matches!(e, ProxyHeaderError::Missing)
         }),
         ("garbage v1", vec![b"PROXY TCP9 a b c d\r\n"], |e| {
             matches!(e, ProxyHeaderError::Invalid)
         }),
-        ("bad v1 address", vec![b"PROXY TCP4 10.1.2 10.0.0.1 1 2\r\n"], |e| {
-            matches!(e, ProxyHeaderError::Invalid)
-        }),
+        (
+            "bad v1 address",
+            vec![b"PROXY TCP4 10.1.2 10.0.0.1 1 2\r\n"],
+            |e| matches!(e, ProxyHeaderError::Invalid),
+        ),
         ("v1 without an end", vec![long_v1.as_bytes()], |e| {
             matches!(e, ProxyHeaderError::Invalid)
         }),
         ("oversized v2", vec![&oversized], |e| {
             matches!(e, ProxyHeaderError::TooLarge)
         }),
-        ("v2 for UDP", vec![&udp], |e| matches!(e, ProxyHeaderError::NotTcp)),
+        ("v2 for UDP", vec![&udp], |e| {
+            matches!(e, ProxyHeaderError::NotTcp)
+        }),
     ];
     for (name, parts, expected) in cases {
         let (outcome, answered) = exchange(&mut server, TRUSTED, &parts).await;
@@ -215,7 +218,10 @@ async fn a_slow_header_is_cut_off() {
     );
     let mut rest = Vec::new();
     let read = client.read_to_end(&mut rest).await;
-    assert!(read.is_err() || rest.is_empty(), "the connection was closed");
+    assert!(
+        read.is_err() || rest.is_empty(),
+        "the connection was closed"
+    );
 }
 
 #[tokio::test]

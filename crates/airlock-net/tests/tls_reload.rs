@@ -125,7 +125,10 @@ async fn reload_serves_new_handshakes_and_keeps_open_connections() {
     assert_eq!(tls.resolver().reload(false).unwrap(), Reload::Loaded);
     let (mut after, seen) = connect(&ca, addr, &[b"http/1.1"]).await;
     assert_eq!(seen, second, "a new handshake gets the new certificate");
-    assert_eq!(after.get_ref().1.alpn_protocol(), Some(b"http/1.1".as_slice()));
+    assert_eq!(
+        after.get_ref().1.alpn_protocol(),
+        Some(b"http/1.1".as_slice())
+    );
     echo(&mut after, b"two").await;
     echo(&mut before, b"still here").await;
 
@@ -185,7 +188,10 @@ async fn keep_fresh_polls_the_files_and_reloads_on_a_nudge() {
     let renewed = files.issue(&ca);
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while connect(&ca, polled_addr, &[]).await.1 != renewed {
-        assert!(std::time::Instant::now() < deadline, "the poll never reloaded");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the poll never reloaded"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
@@ -199,7 +205,10 @@ async fn keep_fresh_polls_the_files_and_reloads_on_a_nudge() {
     nudge.send(()).unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while connect(&ca, nudged_addr, &[]).await.1 != renewed {
-        assert!(std::time::Instant::now() < deadline, "the nudge never reloaded");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the nudge never reloaded"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
@@ -221,7 +230,9 @@ async fn a_bad_pair_at_start_names_the_setting() {
     let files = Files::new();
     files.issue(&ca);
     std::fs::write(&files.key, "no key here").unwrap();
-    let err = TlsServer::from_files(files.files()).unwrap_err().to_string();
+    let err = TlsServer::from_files(files.files())
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("AIRLOCK_PROXY_TLS_KEY_FILE"), "{err}");
     assert!(err.contains("no PRIVATE KEY"), "{err}");
 }
