@@ -58,12 +58,17 @@ fn leaf(path: &Path) -> CertificateDer<'static> {
 
 /// An echo server behind the acceptor; it reports the ALPN protocol of each connection first.
 async fn echo_server(tls: TlsServer) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let acceptor = Acceptor::new(AcceptOptions {
+    echo_server_with(AcceptOptions {
         tls: Some(tls),
         ..AcceptOptions::default()
-    });
+    })
+    .await
+}
+
+async fn echo_server_with(options: AcceptOptions) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let acceptor = Acceptor::new(options);
     tokio::spawn(async move {
         loop {
             let (tcp, peer) = listener.accept().await.unwrap();
@@ -235,4 +240,29 @@ async fn a_bad_pair_at_start_names_the_setting() {
         .to_string();
     assert!(err.contains("AIRLOCK_PROXY_TLS_KEY_FILE"), "{err}");
     assert!(err.contains("no PRIVATE KEY"), "{err}");
+}
+
+/// A ClientHello that starts and stalls is cut off at the handshake timeout; so is a plain-text
+/// client on a TLS listener.
+#[tokio::test]
+async fn a_slow_or_plain_text_handshake_is_closed() {
+    let ca = TestCa::new();
+    let files = Files::new();
+    files.issue(&ca);
+    let addr = echo_server_with(AcceptOptions {
+        tls: Some(TlsServer::from_files(files.files()).unwrap()),
+        handshake_timeout: Duration::from_millis(300),
+        ..AcceptOptions::default()
+    })
+    .await;
+    for first in [&b"\x16\x03\x01"[..], b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"] {
+        let mut tcp = TcpStream::connect(addr).await.unwrap();
+        tcp.write_all(first).await.unwrap();
+        let mut rest = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut rest))
+            .await
+            .expect("the connection was closed");
+        // Closed (perhaps after a TLS alert), never answered in HTTP.
+        assert!(read.is_err() || !rest.starts_with(b"HTTP/"), "{rest:?}");
+    }
 }
