@@ -554,7 +554,7 @@ async fn wait_upstream(rig: &Rig, n: usize) {
 /// are refused, both streams finish complete, the audit queue is flushed, and the exit is 0.
 #[tokio::test]
 async fn sigterm_drains_open_streams() {
-    const EVENTS: usize = 20;
+    const EVENTS: usize = 40;
     let mut rig = rig(RigOptions {
         responder: sse_events(EVENTS, 100),
         extra: &[("AIRLOCK_SHUTDOWN_GRACE", "30")],
