@@ -14,10 +14,10 @@ mod gateways;
 mod idempotency;
 mod json;
 mod secrets;
+mod server;
 mod wire;
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use airlock_core::UpstreamPolicy;
@@ -34,6 +34,7 @@ use serde_json::json;
 pub use admin::{bootstrap, Bootstrap};
 pub use auth::Caller;
 pub use error::ApiError;
+pub use server::ServeOptions;
 
 use crate::error::ApiResult;
 use crate::wire::ListQuery;
@@ -53,6 +54,9 @@ pub struct AppState {
     /// Whether the data plane in this process has loaded its state (always true when this
     /// process runs the control plane alone).
     pub data_plane_ready: Arc<dyn Fn() -> bool + Send + Sync>,
+    /// Whether the process is shutting down: `/readyz` answers 503 from that moment, so load
+    /// balancers stop sending new work while open requests finish.
+    pub draining: Arc<dyn Fn() -> bool + Send + Sync>,
 }
 
 /// The whole API as a router.
@@ -108,16 +112,17 @@ pub fn router(state: AppState) -> Router {
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {
+    let draining = (state.draining)();
     let db = state.store.ping().await.is_ok();
     let data_plane = (state.data_plane_ready)();
-    let status = if db && data_plane {
+    let status = if db && data_plane && !draining {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
     (
         status,
-        Json(json!({"database": db, "data_plane_loaded": data_plane})),
+        Json(json!({"database": db, "data_plane_loaded": data_plane, "draining": draining})),
     )
         .into_response()
 }
@@ -129,18 +134,16 @@ async fn openapi() -> Response {
     ([(http::header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
 }
 
-/// Serves the API on a bound listener until `shutdown` resolves.
+/// Serves the API on a bound listener until `shutdown` resolves, then stops accepting and
+/// lets open requests finish (up to `options.grace`). HTTP/1.1 and HTTP/2, over TLS when
+/// `options.tls` is set.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
-    shutdown: impl Future<Output = ()> + Send + 'static,
+    options: ServeOptions,
+    shutdown: impl Future<Output = ()> + Send,
 ) -> std::io::Result<()> {
-    axum::serve(
-        listener,
-        router(state).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
+    server::serve(listener, router(state), options, shutdown).await
 }
 
 /// Parses the paging part of a list query.

@@ -6,7 +6,8 @@
 //! request in the audit trail. The request's journey is in `pipeline` (read it top to bottom);
 //! the rest supports it:
 //!
-//! - `server`: the listener, HTTP/1.1 and HTTP/2, per-connection timeouts, graceful drain;
+//! - `server`: the listener (PROXY protocol and TLS through `airlock-net`), HTTP/1.1 and HTTP/2,
+//!   per-connection timeouts, graceful drain;
 //! - `rewrite`: finding the token, checking the path, rewriting headers (pure functions);
 //! - `state` and `feed`: what the data plane knows, and keeping it current from the store;
 //! - `upstream`: the pooled client and its connector, which checks every address it dials;
@@ -33,6 +34,7 @@ mod upstream;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -69,6 +71,12 @@ pub struct ProxyConfig {
     pub resync_interval: Duration,
     /// Where audit events go while the audit sink cannot take them.
     pub audit_spill_path: PathBuf,
+    /// TLS on the listener (`AIRLOCK_PROXY_TLS_CERT_FILE` and `..._KEY_FILE`); `None`: plain
+    /// HTTP. The handshake must finish within `header_read_timeout` of the first byte.
+    pub tls: Option<airlock_net::TlsServer>,
+    /// Load balancers whose connections start with a PROXY header naming the real client
+    /// (`AIRLOCK_TRUSTED_PROXIES`). From any other peer a PROXY header closes the connection.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl Default for ProxyConfig {
@@ -84,6 +92,8 @@ impl Default for ProxyConfig {
             max_header_bytes: 64 * 1024,
             resync_interval: Duration::from_secs(60),
             audit_spill_path: PathBuf::from("airlock-audit.spill"),
+            tls: None,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -99,7 +109,10 @@ pub(crate) struct Shared {
     client: upstream::UpstreamClient,
     ws_client: upstream::UpstreamClient,
     http: auto::Builder<TokioExecutor>,
+    acceptor: airlock_net::Acceptor,
     audit: audit::AuditQueue,
+    /// Set when `serve` begins its drain.
+    draining: AtomicBool,
 }
 
 /// A running data plane: its state follows the source in the background until it is dropped.
@@ -145,6 +158,13 @@ pub async fn start<S: StateSource, A: AuditSink>(
         client: upstream::client(connector(tls)),
         ws_client: upstream::client(connector(ws_tls)),
         http: server::builder(&config),
+        acceptor: airlock_net::Acceptor::new(airlock_net::AcceptOptions {
+            tls: config.tls.clone(),
+            trusted_proxies: config.trusted_proxies.clone(),
+            first_byte_timeout: config.idle_timeout,
+            handshake_timeout: config.header_read_timeout,
+        }),
+        draining: AtomicBool::new(false),
         audit: audit::AuditQueue::start(
             audit,
             config.audit_spill_path.clone(),
@@ -173,12 +193,19 @@ impl DataPlane {
         self.shared.state.ready()
     }
 
+    /// Whether a shutdown has begun: the listener no longer accepts and open requests are
+    /// finishing. A readiness probe should fail from this moment.
+    pub fn draining(&self) -> bool {
+        self.shared.draining.load(Ordering::Acquire)
+    }
+
     /// Active tokens in memory.
     pub fn token_count(&self) -> usize {
         self.shared.state.token_count()
     }
 
-    /// Serves on an already-bound listener until `shutdown` resolves, then stops accepting, lets
+    /// Serves on an already-bound listener until `shutdown` resolves, then reports
+    /// [`draining`](Self::draining), stops accepting, lets
     /// open requests finish (up to `grace`), flushes the audit queue and returns.
     pub async fn serve(
         &self,

@@ -211,7 +211,8 @@ fn authorize(token: &TokenEntry, peer: IpAddr) -> Result<Route, ProxyError> {
     if !devbox.running {
         return Err(ProxyError::DevboxShutdown);
     }
-    // The socket's peer address, IPv4-mapped IPv6 compared as IPv4; never X-Forwarded-For.
+    // The caller's address (the socket's peer, or what a trusted proxy's PROXY header named, as
+    // `server` decided), IPv4-mapped IPv6 compared as IPv4; never X-Forwarded-For.
     if !devbox.source_addresses.contains(peer) {
         return Err(ProxyError::AddressNotAllowed);
     }

@@ -11,9 +11,14 @@
 //! - idle timeout: a connection with no request in flight for `idle_timeout` is shut down
 //!   gracefully (HTTP/2 gets a GOAWAY).
 //!
-//! On shutdown the listener is dropped (new connections are refused), every connection is told
-//! to finish its requests and close, and whatever is still running after the grace period is
-//! cut off.
+//! Before any of that, `airlock_net::Acceptor` turns the TCP connection into a stream for HTTP:
+//! the PROXY header from a trusted load balancer (whose named address becomes the caller's),
+//! refusal of a PROXY header from anybody else, and the TLS handshake when the listener has TLS
+//! (HTTP/2 by ALPN there; in plain text HTTP/2 is recognised by its preface, as below).
+//!
+//! On shutdown the data plane reports itself draining, the listener is dropped (new connections
+//! are refused), every connection is told to finish its requests and close, and whatever is
+//! still running after the grace period is cut off.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -23,6 +28,7 @@ use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use airlock_net::NetStream;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -87,7 +93,7 @@ enum Proto {
 /// The accepted socket, watching the bytes read: enough to tell HTTP/1 from HTTP/2 and to
 /// notice the start of a request head.
 struct Watched {
-    stream: TcpStream,
+    stream: NetStream,
     activity: Arc<Activity>,
     proto: Proto,
     prefix: [u8; 4],
@@ -229,6 +235,7 @@ pub(crate) async fn serve(
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
         }
     }
+    shared.draining.store(true, Ordering::Release);
     drop(listener);
     ctx.stop.cancel();
     ctx.splices.close();
@@ -252,11 +259,27 @@ pub(crate) async fn serve(
 }
 
 async fn connection(shared: Arc<Shared>, ctx: Arc<ServeCtx>, stream: TcpStream, peer: SocketAddr) {
-    // Small writes (SSE events, the end of a response) must not wait for Nagle.
-    let _ = stream.set_nodelay(true);
+    // PROXY header and TLS handshake (TCP_NODELAY is set there); a drain drops a connection
+    // that has not reached HTTP yet.
+    let accepted = tokio::select! {
+        accepted = shared.acceptor.accept(stream, peer) => match accepted {
+            Ok(accepted) => accepted,
+            Err(err) if err.is_notable() => {
+                tracing::warn!(peer = %peer, error = %err, "closed a connection before HTTP");
+                return;
+            }
+            Err(err) => {
+                tracing::debug!(peer = %peer, error = %err, "closed a connection before HTTP");
+                return;
+            }
+        },
+        () = ctx.stop.cancelled() => return,
+    };
+    // The caller: the address a trusted proxy named, else the socket's peer.
+    let peer = accepted.client;
     let activity = Activity::new();
     let io = Watched {
-        stream,
+        stream: accepted.stream,
         activity: activity.clone(),
         proto: Proto::Unknown,
         prefix: [0; 4],

@@ -48,7 +48,9 @@ async fn shutdown_drains_open_streams() {
             .await
     });
     tokio::time::sleep(Duration::from_millis(250)).await;
+    assert!(!h.plane.draining());
     h.stop().await;
+    assert!(h.plane.draining(), "a stopped data plane reports draining");
     let response = streaming.await.unwrap().unwrap();
     assert_eq!(response.status, 200);
     for i in 0..8 {

@@ -14,7 +14,7 @@ use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, Uri, Version};
 use http_body_util::BodyExt;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use rustls::pki_types::ServerName;
+use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::ClientConfig;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpSocket, TcpStream};
@@ -55,6 +55,8 @@ pub struct HttpResponse {
     pub body: Bytes,
     /// Each body chunk as it was read, with its arrival time measured from the response head.
     pub chunks: Vec<(Duration, Bytes)>,
+    /// Over TLS: the leaf certificate the server presented.
+    pub server_cert: Option<CertificateDer<'static>>,
 }
 
 impl HttpResponse {
@@ -89,6 +91,7 @@ pub struct TestRequest {
     headers: Vec<(String, Vec<u8>)>,
     body: RequestBody,
     local_ip: Option<IpAddr>,
+    prelude: Vec<u8>,
     tls: Option<Arc<ClientConfig>>,
     http2: bool,
     timeout: Duration,
@@ -113,6 +116,7 @@ impl TestRequest {
             headers: Vec::new(),
             body: RequestBody::Whole(Bytes::new()),
             local_ip: None,
+            prelude: Vec::new(),
             tls: None,
             http2: false,
             timeout: DEFAULT_TIMEOUT,
@@ -168,6 +172,13 @@ impl TestRequest {
         self
     }
 
+    /// Bytes written on the connection right after it opens, before TLS and HTTP: a PROXY
+    /// protocol header, as a load balancer would send it.
+    pub fn prelude(mut self, bytes: impl Into<Vec<u8>>) -> Self {
+        self.prelude = bytes.into();
+        self
+    }
+
     /// The TLS config for `https://` URLs (for example [`crate::tls::TestCa::client_config`]).
     /// Its ALPN list decides between HTTP/2 and HTTP/1.1.
     pub fn tls(mut self, config: Arc<ClientConfig>) -> Self {
@@ -214,8 +225,13 @@ impl TestRequest {
             .trim_end_matches(']')
             .to_owned();
         let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
-        let stream = connect(&host, port, self.local_ip).await?;
+        let mut stream = connect(&host, port, self.local_ip).await?;
         let _ = stream.set_nodelay(true);
+        if !self.prelude.is_empty() {
+            tokio::io::AsyncWriteExt::write_all(&mut stream, &self.prelude)
+                .await
+                .context("writing the prelude")?;
+        }
         if https {
             let config = self
                 .tls
@@ -228,7 +244,14 @@ impl TestRequest {
                 .await
                 .context("TLS handshake")?;
             let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
-            self.exchange(stream, h2, uri).await
+            let cert = stream
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|chain| chain.first().cloned());
+            let mut response = self.exchange(stream, h2, uri).await?;
+            response.server_cert = cert;
+            Ok(response)
         } else {
             let h2 = self.http2;
             self.exchange(stream, h2, uri).await
@@ -301,6 +324,7 @@ impl TestRequest {
             headers: parts.headers,
             body: all.freeze(),
             chunks,
+            server_cert: None,
         })
     }
 }

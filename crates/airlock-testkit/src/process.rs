@@ -5,7 +5,7 @@
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ExitStatus, Stdio};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -211,6 +211,26 @@ impl AirlockProcess {
     /// Polls `GET url` until it answers 200. Fails early, with the log, if the process exits,
     /// and after `timeout` with the last answer and the log.
     pub async fn wait_http_ok(&mut self, url: &str, timeout: Duration) -> Result<()> {
+        self.wait_ok(url, None, timeout).await
+    }
+
+    /// Like [`wait_http_ok`](Self::wait_http_ok), for `https://` URLs with a client config
+    /// (for example [`crate::tls::TestCa::client_config`]).
+    pub async fn wait_https_ok(
+        &mut self,
+        url: &str,
+        tls: Arc<rustls::ClientConfig>,
+        timeout: Duration,
+    ) -> Result<()> {
+        self.wait_ok(url, Some(tls), timeout).await
+    }
+
+    async fn wait_ok(
+        &mut self,
+        url: &str,
+        tls: Option<Arc<rustls::ClientConfig>>,
+        timeout: Duration,
+    ) -> Result<()> {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(status) = self.child.try_wait()? {
@@ -219,10 +239,11 @@ impl AirlockProcess {
                     self.log()
                 );
             }
-            let attempt = crate::http::TestRequest::get(url)
-                .timeout(Duration::from_secs(2))
-                .send()
-                .await;
+            let mut request = crate::http::TestRequest::get(url).timeout(Duration::from_secs(2));
+            if let Some(tls) = &tls {
+                request = request.tls(tls.clone());
+            }
+            let attempt = request.send().await;
             let last = match attempt {
                 Ok(response) if response.status == StatusCode::OK => return Ok(()),
                 Ok(response) => format!("status {}: {}", response.status, response.text()),

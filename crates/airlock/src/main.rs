@@ -83,22 +83,31 @@ async fn signalled(mut rx: watch::Receiver<bool>) {
     }
 }
 
-/// The first SIGTERM or SIGINT starts a graceful drain; a second one exits at once.
-fn watch_signals(tx: watch::Sender<bool>) -> Result<()> {
+/// The first SIGTERM or SIGINT starts a graceful drain (`stop` flips to true); a second one
+/// exits at once. SIGHUP re-reads the TLS certificate files (`hup` changes).
+fn watch_signals(stop: watch::Sender<bool>, hup: watch::Sender<()>) -> Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
+    let mut hangup = signal(SignalKind::hangup())?;
     tokio::spawn(async move {
-        for n in 0..2 {
+        let mut stops = 0;
+        loop {
             tokio::select! {
                 _ = term.recv() => {}
                 _ = int.recv() => {}
+                _ = hangup.recv() => {
+                    tracing::info!("SIGHUP: re-reading the TLS certificate files");
+                    let _ = hup.send(());
+                    continue;
+                }
             }
-            if n == 0 {
+            stops += 1;
+            if stops == 1 {
                 tracing::info!(
                     "shutting down: draining open requests (send the signal again to exit at once)"
                 );
-                let _ = tx.send(true);
+                let _ = stop.send(true);
             } else {
                 tracing::warn!("second signal: exiting now");
                 std::process::exit(1);
@@ -108,16 +117,41 @@ fn watch_signals(tx: watch::Sender<bool>) -> Result<()> {
     Ok(())
 }
 
+/// Loads a listener's certificate and key; an error names the setting.
+fn load_tls(files: &Option<airlock_net::CertFiles>) -> Result<Option<airlock_net::TlsServer>> {
+    files
+        .clone()
+        .map(airlock_net::TlsServer::from_files)
+        .transpose()
+        .map_err(anyhow::Error::from)
+}
+
 async fn serve(settings: Settings) -> Result<()> {
     let keyring = Arc::new(keys::load(&settings, true)?);
+    let proxy_tls = load_tls(&settings.proxy_tls)?;
+    let api_tls = load_tls(&settings.api_tls)?;
     let store = connect(&settings).await?;
     if settings.auto_migrate {
         store.migrate().await.context("applying the schema")?;
     }
     let (tx, rx) = watch::channel(false);
-    watch_signals(tx)?;
+    let (hup_tx, hup_rx) = watch::channel(());
+    watch_signals(tx, hup_tx)?;
+    let resolvers = [&proxy_tls, &api_tls]
+        .into_iter()
+        .flatten()
+        .map(|tls| tls.resolver().clone())
+        .collect();
+    let reloader = tokio::spawn(airlock_net::keep_fresh(
+        resolvers,
+        settings.tls_reload_interval,
+        hup_rx,
+    ));
     let mut tasks = tokio::task::JoinSet::new();
 
+    // Flips to true when the data plane has drained (at once when this process has none): the
+    // control plane keeps answering until then, so `/readyz` can say 503 during the drain.
+    let (drained_tx, drained_rx) = watch::channel(settings.role == Role::Control);
     let mut ready: Arc<dyn Fn() -> bool + Send + Sync> = Arc::new(|| true);
     if settings.role != Role::Control {
         let listener = tokio::net::TcpListener::bind(settings.proxy_addr)
@@ -134,6 +168,8 @@ async fn serve(settings: Settings) -> Result<()> {
             extra_roots_pem: settings::read_ca(&settings)?,
             own_addrs: vec![proxy_addr, settings.api_addr],
             audit_spill_path: settings.audit_spill_file.clone(),
+            tls: proxy_tls.clone(),
+            trusted_proxies: settings.trusted_proxies.clone(),
             ..airlock_proxy::ProxyConfig::default()
         };
         let source = Arc::new(store.clone());
@@ -146,11 +182,18 @@ async fn serve(settings: Settings) -> Result<()> {
         ready = Arc::new(move || dp.ready());
         let shutdown = signalled(rx.clone());
         let grace = settings.shutdown_grace;
-        tasks.spawn(async move { data_plane.serve(listener, shutdown, grace).await });
-        tracing::info!(addr = %proxy_addr, public_url = %settings.public_url, "data plane listening");
-        if !settings.trusted_proxies.is_empty() {
-            tracing::warn!("AIRLOCK_TRUSTED_PROXIES is set but this build does not read PROXY protocol headers yet; peers are identified by their socket address");
-        }
+        tasks.spawn(async move {
+            let served = data_plane.serve(listener, shutdown, grace).await;
+            let _ = drained_tx.send(true);
+            served
+        });
+        tracing::info!(
+            addr = %proxy_addr,
+            public_url = %settings.public_url,
+            tls = proxy_tls.is_some(),
+            trusted_proxies = settings.trusted_proxies.len(),
+            "data plane listening"
+        );
     }
     if settings.role != Role::Proxy {
         match airlock_api::bootstrap(&store, settings.admin_token.as_deref()).await? {
@@ -169,20 +212,39 @@ async fn serve(settings: Settings) -> Result<()> {
         let listener = tokio::net::TcpListener::bind(settings.api_addr)
             .await
             .with_context(|| format!("AIRLOCK_API_ADDR: cannot listen on {}", settings.api_addr))?;
-        tracing::info!(addr = %listener.local_addr()?, backend = ?store.backend(), "control plane listening");
+        tracing::info!(
+            addr = %listener.local_addr()?,
+            backend = ?store.backend(),
+            tls = api_tls.is_some(),
+            "control plane listening"
+        );
+        let stopping = rx.clone();
         let state = airlock_api::AppState {
             store: store.clone(),
             keyring: keyring.clone(),
             public_url: settings.public_url.clone(),
             policy: settings.policy.clone(),
             data_plane_ready: ready,
+            draining: Arc::new(move || *stopping.borrow()),
         };
-        tasks.spawn(airlock_api::serve(listener, state, signalled(rx.clone())));
+        let options = airlock_api::ServeOptions {
+            tls: api_tls.clone(),
+            grace: settings.shutdown_grace,
+            ..airlock_api::ServeOptions::default()
+        };
+        // Stop once the signal came and the data plane (if any) has drained.
+        let (stop, drained) = (rx.clone(), drained_rx);
+        let shutdown = async move {
+            signalled(stop).await;
+            signalled(drained).await;
+        };
+        tasks.spawn(airlock_api::serve(listener, state, options, shutdown));
     }
     while let Some(done) = tasks.join_next().await {
         done.context("a server task failed")?
             .context("a server stopped with an error")?;
     }
+    reloader.abort();
     store.close().await;
     tracing::info!("stopped");
     Ok(())

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use airlock_core::UpstreamPolicy;
+use airlock_net::CertFiles;
 use anyhow::{anyhow, bail, Context, Result};
 use ipnet::IpNet;
 
@@ -37,6 +38,12 @@ pub(crate) struct Settings {
     pub upstream_ca_file: Option<PathBuf>,
     pub policy: UpstreamPolicy,
     pub trusted_proxies: Vec<IpNet>,
+    /// TLS for the data-plane listener.
+    pub proxy_tls: Option<CertFiles>,
+    /// TLS for the control-plane listener.
+    pub api_tls: Option<CertFiles>,
+    /// How often the TLS files are checked for new contents; zero: only on SIGHUP.
+    pub tls_reload_interval: Duration,
     pub log: String,
     pub log_format: LogFormat,
     pub auto_migrate: bool,
@@ -75,6 +82,16 @@ fn parse_secs(name: &str, default: u64) -> Result<Duration> {
     }
 }
 
+/// A certificate and key file pair: both set or neither.
+fn cert_files(cert: &str, key: &str) -> Result<Option<CertFiles>> {
+    match (var(cert), var(key)) {
+        (None, None) => Ok(None),
+        (Some(c), Some(k)) => Ok(Some(CertFiles::new(c, k).named(cert, key))),
+        (Some(_), None) => bail!("{key}: must be set together with {cert}"),
+        (None, Some(_)) => bail!("{cert}: must be set together with {key}"),
+    }
+}
+
 impl Settings {
     pub(crate) fn from_env() -> Result<Settings> {
         let role = match var("AIRLOCK_ROLE").as_deref() {
@@ -93,8 +110,11 @@ impl Settings {
         }
         let api_addr = parse_addr("AIRLOCK_API_ADDR", "127.0.0.1:7070")?;
         let proxy_addr = parse_addr("AIRLOCK_PROXY_ADDR", "127.0.0.1:7080")?;
+        let proxy_tls = cert_files("AIRLOCK_PROXY_TLS_CERT_FILE", "AIRLOCK_PROXY_TLS_KEY_FILE")?;
+        let api_tls = cert_files("AIRLOCK_API_TLS_CERT_FILE", "AIRLOCK_API_TLS_KEY_FILE")?;
+        let scheme = if proxy_tls.is_some() { "https" } else { "http" };
         let public_url =
-            var("AIRLOCK_PUBLIC_URL").unwrap_or_else(|| format!("http://{proxy_addr}"));
+            var("AIRLOCK_PUBLIC_URL").unwrap_or_else(|| format!("{scheme}://{proxy_addr}"));
         if !(public_url.starts_with("http://") || public_url.starts_with("https://"))
             || public_url.contains(char::is_whitespace)
         {
@@ -141,6 +161,9 @@ impl Settings {
             upstream_ca_file: var("AIRLOCK_UPSTREAM_CA_FILE").map(PathBuf::from),
             policy,
             trusted_proxies,
+            proxy_tls,
+            api_tls,
+            tls_reload_interval: parse_secs("AIRLOCK_TLS_RELOAD_INTERVAL", 10)?,
             log,
             log_format,
             auto_migrate: parse_bool("AIRLOCK_AUTO_MIGRATE", true)?,

@@ -48,10 +48,16 @@ pub async fn harness(backend: Backend) -> Harness {
         public_url: "http://127.0.0.1:7080".into(),
         policy,
         data_plane_ready: Arc::new(|| true),
+        draining: Arc::new(|| false),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(airlock_api::serve(listener, state, std::future::pending()));
+    tokio::spawn(airlock_api::serve(
+        listener,
+        state,
+        airlock_api::ServeOptions::default(),
+        std::future::pending(),
+    ));
     Harness {
         base,
         store,
