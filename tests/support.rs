@@ -3,8 +3,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::path::Path;
 
 use airlock_testkit::{airlock_binary, free_addr, AirlockProcess, TestRequest};
 use serde_json::Value;
@@ -99,5 +101,54 @@ impl Airlock {
         let (status, v) = self.call(http::Method::POST, path, Some(&body)).await;
         assert_eq!(status, 200, "POST {path}: {v}");
         v
+    }
+}
+
+/// Every YAML document in a file, with merge keys (`<<: *anchor`) applied, as JSON values.
+pub fn yaml_documents(path: &Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_norway::Deserializer::from_str(&text)
+        .map(|doc| {
+            let mut value: serde_norway::Value = serde::Deserialize::deserialize(doc)
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            value
+                .apply_merge()
+                .unwrap_or_else(|e| panic!("{}: merge keys: {e}", path.display()));
+            serde_json::to_value(value).unwrap()
+        })
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+/// A scalar YAML value as the string a process would see in its environment.
+pub fn scalar(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Number(n) => n.to_string(),
+        Value::Bool(b) => b.to_string(),
+        other => panic!("not a scalar: {other}"),
+    }
+}
+
+/// `deploy/compose.yaml`.
+pub fn compose_file() -> Value {
+    let docs = yaml_documents(&airlock_testkit::workspace_root().join("deploy/compose.yaml"));
+    assert_eq!(docs.len(), 1);
+    docs.into_iter().next().unwrap()
+}
+
+/// The environment compose gives a service (map or list form).
+pub fn compose_env(service: &Value) -> BTreeMap<String, String> {
+    match &service["environment"] {
+        Value::Object(map) => map.iter().map(|(k, v)| (k.clone(), scalar(v))).collect(),
+        Value::Array(list) => list
+            .iter()
+            .map(|item| {
+                let (k, v) = item.as_str().unwrap().split_once('=').unwrap();
+                (k.to_owned(), v.to_owned())
+            })
+            .collect(),
+        Value::Null => BTreeMap::new(),
+        other => panic!("environment: {other}"),
     }
 }

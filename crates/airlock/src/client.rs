@@ -62,3 +62,17 @@ impl ApiClient {
         Ok(value)
     }
 }
+
+/// `GET url` (http:// only) and its status, for `airlock health`.
+pub(crate) async fn get_status(url: &str) -> Result<http::StatusCode> {
+    if !url.starts_with("http://") {
+        bail!("{url}: only http:// URLs can be probed");
+    }
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let req = http::Request::get(url).body(Full::new(Bytes::new()))?;
+    let resp = client
+        .request(req)
+        .await
+        .with_context(|| format!("cannot reach {url}"))?;
+    Ok(resp.status())
+}

@@ -53,6 +53,8 @@ async fn run(args: cli::Cli) -> Result<()> {
             Ok(())
         }
         cli::Command::Keys(cmd) => cli::keys(cmd).await,
+        cli::Command::Config(cli::ConfigCommand::Check) => cli::config_check(),
+        cli::Command::Health { url } => cli::health(url).await,
         other => cli::remote(other).await,
     }
 }

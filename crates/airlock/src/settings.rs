@@ -1,6 +1,7 @@
 //! Settings from environment variables. A value that does not parse stops the start with one
 //! line naming the variable.
 
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -51,9 +52,65 @@ pub(crate) struct Settings {
     pub audit_spill_file: PathBuf,
 }
 
+/// The names `var` has been asked for: every setting the binary reads goes through `var`, so
+/// after `Settings::from_env` this is the complete list of settings, and an `AIRLOCK_*` variable
+/// that is not in it is a typo (or a setting of another version) that would otherwise be
+/// ignored without a word.
+static READ: std::sync::Mutex<BTreeSet<String>> = std::sync::Mutex::new(BTreeSet::new());
+
+/// Variables read by the command-line client, not by `serve`.
+const CLIENT_VARS: &[&str] = &["AIRLOCK_URL", "AIRLOCK_TOKEN"];
+
+/// Reserved for the test suite's own settings, which may sit in a developer's shell.
+const TEST_PREFIX: &str = "AIRLOCK_TEST_";
+
 /// Reads one variable; empty counts as unset.
 fn var(name: &str) -> Option<String> {
+    if let Ok(mut read) = READ.lock() {
+        read.insert(name.to_owned());
+    }
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+/// Refuses `AIRLOCK_*` variables that no setting reads, naming the closest real one.
+fn check_unknown() -> Result<()> {
+    let known: Vec<String> = READ
+        .lock()
+        .map(|read| read.iter().cloned().collect())
+        .unwrap_or_default();
+    let mut unknown: Vec<String> = std::env::vars_os()
+        .filter_map(|(k, _)| k.into_string().ok())
+        .filter(|k| k.starts_with("AIRLOCK_") && !k.starts_with(TEST_PREFIX))
+        .filter(|k| !known.contains(k) && !CLIENT_VARS.contains(&k.as_str()))
+        .collect();
+    unknown.sort();
+    if let Some(name) = unknown.first() {
+        let closest = known
+            .iter()
+            .map(|k| (edit_distance(name, k), k))
+            .min()
+            .filter(|(d, _)| *d <= 4)
+            .map(|(_, k)| format!(" (did you mean {k}?)"))
+            .unwrap_or_default();
+        bail!("{name}: not a setting Airlock reads{closest}; docs/configuration.md lists them all");
+    }
+    Ok(())
+}
+
+/// Levenshtein distance, for the "did you mean" above.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diag = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let up = row[j + 1];
+            row[j + 1] = (up + 1).min(row[j] + 1).min(diag + usize::from(ca != *cb));
+            diag = up;
+        }
+    }
+    row[b.len()]
 }
 
 fn parse_addr(name: &str, default: &str) -> Result<SocketAddr> {
@@ -149,7 +206,7 @@ impl Settings {
                 .unwrap_or_else(|| PathBuf::from("."))
                 .join("audit-spill.jsonl"),
         };
-        Ok(Settings {
+        let settings = Settings {
             role,
             master_key: var("AIRLOCK_MASTER_KEY"),
             master_key_file: var("AIRLOCK_MASTER_KEY_FILE").map(PathBuf::from),
@@ -169,7 +226,9 @@ impl Settings {
             auto_migrate: parse_bool("AIRLOCK_AUTO_MIGRATE", true)?,
             shutdown_grace: parse_secs("AIRLOCK_SHUTDOWN_GRACE", 30)?,
             audit_spill_file,
-        })
+        };
+        check_unknown()?;
+        Ok(settings)
     }
 
     pub(crate) fn is_sqlite(&self) -> bool {
