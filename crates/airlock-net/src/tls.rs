@@ -53,11 +53,12 @@ impl CertFiles {
 /// Why a certificate and key could not be used. Never contains key material.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
-    #[error("{setting}: cannot read {path}: {source}")]
+    // Not `source`: the message already carries the I/O error, and a source would print twice.
+    #[error("{setting}: cannot read {path}: {error}")]
     Read {
         setting: String,
         path: String,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("{setting} ({path}): {message}")]
     Invalid {
@@ -81,10 +82,10 @@ fn provider() -> CryptoProvider {
 }
 
 fn read(setting: &str, path: &Path) -> Result<Vec<u8>, TlsError> {
-    std::fs::read(path).map_err(|source| TlsError::Read {
+    std::fs::read(path).map_err(|error| TlsError::Read {
         setting: setting.to_owned(),
         path: path.display().to_string(),
-        source,
+        error,
     })
 }
 

@@ -150,8 +150,21 @@ pub(crate) async fn keys(cmd: KeysCommand) -> Result<()> {
 /// `airlock config check`: everything `serve` checks before it opens the database.
 pub(crate) fn config_check() -> Result<()> {
     let settings = Settings::from_env()?;
-    let keyring = crate::keys::load(&settings, false)?;
+    // The embedded default creates its key file on the first `serve`; that is not an error.
+    let keys = if settings.master_key.is_none()
+        && settings.master_key_file.is_none()
+        && settings.is_sqlite()
+        && crate::keys::embedded_key_path(&settings).map_or(false, |p| !p.exists())
+    {
+        "none yet: `serve` creates the embedded key file on its first start".to_owned()
+    } else {
+        let keyring = crate::keys::load(&settings, false)?;
+        format!("{} (active {})", keyring.ids().len(), keyring.active_id())
+    };
     crate::settings::read_ca(&settings)?;
+    let proxy_tls = crate::load_tls(&settings.proxy_tls)?.is_some();
+    let api_tls = crate::load_tls(&settings.api_tls)?.is_some();
+    let tls = |on: bool| if on { " (TLS)" } else { "" };
     println!("configuration OK");
     println!(
         "  role            {}",
@@ -165,13 +178,9 @@ pub(crate) fn config_check() -> Result<()> {
             "postgres"
         }
     );
-    println!(
-        "  master keys     {} (active {})",
-        keyring.ids().len(),
-        keyring.active_id()
-    );
-    println!("  control plane   {}", settings.api_addr);
-    println!("  data plane      {}", settings.proxy_addr);
+    println!("  master keys     {keys}");
+    println!("  control plane   {}{}", settings.api_addr, tls(api_tls));
+    println!("  data plane      {}{}", settings.proxy_addr, tls(proxy_tls));
     println!("  public url      {}", settings.public_url);
     Ok(())
 }

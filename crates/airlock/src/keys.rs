@@ -29,6 +29,7 @@ pub(crate) fn load(settings: &Settings, create: bool) -> Result<Keyring> {
     }
     let dir = sqlite_dir(&settings.database_url).unwrap_or_else(|| PathBuf::from("."));
     let path = dir.join(KEY_FILE);
+    debug_assert_eq!(embedded_key_path(settings).as_ref(), Some(&path));
     if path.exists() {
         return read_file(&path, "the embedded master key file");
     }
@@ -64,4 +65,13 @@ fn read_file(path: &Path, what: &str) -> Result<Keyring> {
             .with_context(|| format!("{what}: cannot read {}", path.display()))?,
     );
     Keyring::parse(&text).map_err(|e| anyhow::anyhow!("{what} ({}): {e}", path.display()))
+}
+
+/// Where the embedded default keeps its key file (SQLite only).
+pub(crate) fn embedded_key_path(settings: &Settings) -> Option<PathBuf> {
+    settings.is_sqlite().then(|| {
+        sqlite_dir(&settings.database_url)
+            .unwrap_or_else(|| PathBuf::from("."))
+            .join(KEY_FILE)
+    })
 }
