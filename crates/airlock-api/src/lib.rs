@@ -13,6 +13,7 @@ mod error;
 mod gateways;
 mod idempotency;
 mod json;
+mod metrics;
 mod secrets;
 mod wire;
 
@@ -34,6 +35,7 @@ use serde_json::json;
 pub use admin::{bootstrap, Bootstrap};
 pub use auth::Caller;
 pub use error::ApiError;
+pub use metrics::ApiMetrics;
 
 use crate::error::ApiResult;
 use crate::wire::ListQuery;
@@ -53,6 +55,8 @@ pub struct AppState {
     /// Whether the data plane in this process has loaded its state (always true when this
     /// process runs the control plane alone).
     pub data_plane_ready: Arc<dyn Fn() -> bool + Send + Sync>,
+    /// Requests by route template and status (`airlock_api_requests_total`).
+    pub metrics: ApiMetrics,
 }
 
 /// The whole API as a router.
@@ -104,6 +108,8 @@ pub fn router(state: AppState) -> Router {
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(axum::extract::DefaultBodyLimit::max(json::MAX_BODY))
+        // Outermost, so that every answer is counted, refusals by the layers above included.
+        .layer(from_fn_with_state(state.clone(), metrics::count))
         .with_state(state)
 }
 

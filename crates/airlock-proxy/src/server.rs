@@ -218,7 +218,17 @@ pub(crate) async fn serve(
             () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    connections.spawn(connection(shared.clone(), ctx.clone(), stream, peer));
+                    // AIRLOCK_MAX_CONNECTIONS: beyond it, close at once (dropping the stream).
+                    let Some(open) = shared.metrics.open_connection(shared.config.max_connections)
+                    else {
+                        tracing::debug!("closing a new connection: AIRLOCK_MAX_CONNECTIONS are open");
+                        continue;
+                    };
+                    let conn = connection(shared.clone(), ctx.clone(), stream, peer);
+                    connections.spawn(async move {
+                        conn.await;
+                        drop(open);
+                    });
                 }
                 Err(err) => {
                     // Out of file descriptors and the like: back off instead of spinning.

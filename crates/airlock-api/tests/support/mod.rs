@@ -48,6 +48,7 @@ pub async fn harness(backend: Backend) -> Harness {
         public_url: "http://127.0.0.1:7080".into(),
         policy,
         data_plane_ready: Arc::new(|| true),
+        metrics: airlock_api::ApiMetrics::default(),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
