@@ -13,19 +13,24 @@ pub struct Airlock {
     pub process: AirlockProcess,
     pub api: String,
     pub proxy_addr: SocketAddr,
+    /// The operations listener: `/metrics`, `/healthz`, `/readyz`.
+    pub ops: String,
     pub token: String,
 }
 
 pub const ADMIN: &str = "e2e-admin-token-0123456789abcdef";
 
 impl Airlock {
-    /// Starts the binary with the given extra environment and waits until it is ready.
+    /// Starts the binary with the given extra environment and waits until it is ready (its
+    /// operations listener's `/readyz`, which every role serves).
     pub async fn start(extra: &[(&str, &str)]) -> Airlock {
         let api_addr = free_addr();
         let proxy_addr = free_addr();
+        let ops_addr = free_addr();
         let mut env = vec![
             ("AIRLOCK_API_ADDR".to_owned(), api_addr.to_string()),
             ("AIRLOCK_PROXY_ADDR".to_owned(), proxy_addr.to_string()),
+            ("AIRLOCK_METRICS_ADDR".to_owned(), ops_addr.to_string()),
             ("AIRLOCK_LOG".to_owned(), "debug".to_owned()),
         ];
         let has_token = extra.iter().any(|(k, _)| *k == "AIRLOCK_ADMIN_TOKEN");
@@ -34,8 +39,9 @@ impl Airlock {
         }
         let mut process = AirlockProcess::spawn(&airlock_binary(), &["serve"], env).unwrap();
         let api = format!("http://{api_addr}");
+        let ops = format!("http://{ops_addr}");
         process
-            .wait_http_ok(&format!("{api}/readyz"), std::time::Duration::from_secs(60))
+            .wait_http_ok(&format!("{ops}/readyz"), std::time::Duration::from_secs(60))
             .await
             .unwrap();
         let token = if has_token {
@@ -47,6 +53,7 @@ impl Airlock {
             process,
             api,
             proxy_addr,
+            ops,
             token,
         }
     }
