@@ -11,6 +11,9 @@
 //! - idle timeout: a connection with no request in flight for `idle_timeout` is shut down
 //!   gracefully (HTTP/2 gets a GOAWAY).
 //!
+//! At most `max_connections` client connections are open at once (`AIRLOCK_MAX_CONNECTIONS`): the
+//! accept loop closes a connection over the cap as soon as it is accepted, and counts it.
+//!
 //! On shutdown the listener is dropped (new connections are refused), every connection is told
 //! to finish its requests and close, and whatever is still running after the grace period is
 //! cut off.
