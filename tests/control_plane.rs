@@ -88,6 +88,26 @@ async fn settings_that_do_not_parse_stop_the_start_with_one_line() {
         ),
         ("AIRLOCK_LOG_FORMAT", "yaml", "AIRLOCK_LOG_FORMAT"),
         ("AIRLOCK_ROLE", "both", "AIRLOCK_ROLE"),
+        (
+            "AIRLOCK_METRICS_ADDR",
+            "localhost:7090",
+            "AIRLOCK_METRICS_ADDR: \"localhost:7090\" is not an address",
+        ),
+        (
+            "AIRLOCK_MAX_CONNECTIONS",
+            "0",
+            "AIRLOCK_MAX_CONNECTIONS: \"0\" is not a whole number ≥ 1",
+        ),
+        (
+            "AIRLOCK_UPSTREAM_MAX_CONCURRENCY",
+            "-1",
+            "AIRLOCK_UPSTREAM_MAX_CONCURRENCY",
+        ),
+        (
+            "AIRLOCK_DEVBOX_RATE_LIMIT",
+            "10/h",
+            "AIRLOCK_DEVBOX_RATE_LIMIT: \"10/h\": the unit must be s or m",
+        ),
     ] {
         let mut p = AirlockProcess::spawn(
             &airlock_binary(),

@@ -16,6 +16,8 @@ pub struct Airlock {
     pub process: AirlockProcess,
     pub api: String,
     pub proxy_addr: SocketAddr,
+    /// The operations listener: `/metrics`, `/healthz`, `/readyz`.
+    pub ops: String,
     pub token: String,
     /// The client config for the control plane when it speaks TLS.
     pub api_tls: Option<Arc<rustls::ClientConfig>>,
@@ -24,7 +26,8 @@ pub struct Airlock {
 pub const ADMIN: &str = "e2e-admin-token-0123456789abcdef";
 
 impl Airlock {
-    /// Starts the binary with the given extra environment and waits until it is ready.
+    /// Starts the binary with the given extra environment and waits until it is ready (its
+    /// operations listener's `/readyz`, which every role serves).
     pub async fn start(extra: &[(&str, &str)]) -> Airlock {
         Airlock::start_with(extra, None).await
     }
@@ -37,9 +40,11 @@ impl Airlock {
     ) -> Airlock {
         let api_addr = free_addr();
         let proxy_addr = free_addr();
+        let ops_addr = free_addr();
         let mut env = vec![
             ("AIRLOCK_API_ADDR".to_owned(), api_addr.to_string()),
             ("AIRLOCK_PROXY_ADDR".to_owned(), proxy_addr.to_string()),
+            ("AIRLOCK_METRICS_ADDR".to_owned(), ops_addr.to_string()),
             ("AIRLOCK_LOG".to_owned(), "debug".to_owned()),
         ];
         let has_token = extra.iter().any(|(k, _)| *k == "AIRLOCK_ADMIN_TOKEN");
@@ -47,6 +52,12 @@ impl Airlock {
             env.push(((*k).to_owned(), (*v).to_owned()));
         }
         let mut process = AirlockProcess::spawn(&airlock_binary(), &["serve"], env).unwrap();
+        let ops = format!("http://{ops_addr}");
+        let wait = std::time::Duration::from_secs(60);
+        process
+            .wait_http_ok(&format!("{ops}/readyz"), wait)
+            .await
+            .unwrap();
         let wait = std::time::Duration::from_secs(60);
         let api = match &api_tls {
             None => {
@@ -75,6 +86,7 @@ impl Airlock {
             process,
             api,
             proxy_addr,
+            ops,
             token,
             api_tls,
         }

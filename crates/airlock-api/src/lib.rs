@@ -13,6 +13,7 @@ mod error;
 mod gateways;
 mod idempotency;
 mod json;
+mod metrics;
 mod secrets;
 mod server;
 mod wire;
@@ -35,6 +36,7 @@ pub use admin::{bootstrap, Bootstrap};
 pub use auth::Caller;
 pub use error::ApiError;
 pub use server::ServeOptions;
+pub use metrics::ApiMetrics;
 
 use crate::error::ApiResult;
 use crate::wire::ListQuery;
@@ -57,6 +59,8 @@ pub struct AppState {
     /// Whether the process is shutting down: `/readyz` answers 503 from that moment, so load
     /// balancers stop sending new work while open requests finish.
     pub draining: Arc<dyn Fn() -> bool + Send + Sync>,
+    /// Requests by route template and status (`airlock_api_requests_total`).
+    pub metrics: ApiMetrics,
 }
 
 /// The whole API as a router.
@@ -108,6 +112,8 @@ pub fn router(state: AppState) -> Router {
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(axum::extract::DefaultBodyLimit::max(json::MAX_BODY))
+        // Outermost, so that every answer is counted, refusals by the layers above included.
+        .layer(from_fn_with_state(state.clone(), metrics::count))
         .with_state(state)
 }
 

@@ -244,6 +244,7 @@ pub(crate) fn request_event_view(r: &RequestEventRow) -> Value {
         "bytes_out": e.bytes_out,
         "client_addr": e.client_addr.to_string(),
         "error_code": e.error_code,
+        "request_id": e.request_id,
     })
 }
 

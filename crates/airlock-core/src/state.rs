@@ -155,6 +155,9 @@ pub struct RequestAuditEvent {
     pub client_addr: IpAddr,
     /// Airlock's own error code (`x-airlock-error`), if it produced the response.
     pub error_code: Option<String>,
+    /// The request's `x-request-id`: the client's when usable, else generated. `None` only for
+    /// events recorded before request ids existed (an old spill file).
+    pub request_id: Option<String>,
 }
 
 /// Where request audit events go, in batches.

@@ -25,12 +25,13 @@ use std::time::{Duration, Instant};
 
 use airlock_core::state::{AuditSink, RequestAuditEvent};
 use airlock_core::{AccountId, AuditId, DevboxId, GatewayConfigId, SecretId, TokenId};
-use http::{Method, Uri};
+use http::{HeaderValue, Method, Uri};
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::ProxyError;
+use crate::metrics::{Metrics, UpstreamErrorKind};
 use crate::state::TokenEntry;
 
 /// Events per database write at most.
@@ -73,7 +74,7 @@ impl AuditQueue {
             Err(
                 mpsc::error::TrySendError::Full(event) | mpsc::error::TrySendError::Closed(event),
             ) => {
-                if let Err(err) = self.spill.append(std::slice::from_ref(&event)) {
+                if let Err(err) = self.spill.spill(std::slice::from_ref(&event)) {
                     tracing::error!(
                         error = %err,
                         "the audit queue is full and the spill file fails; an audit event is lost"
@@ -81,6 +82,21 @@ impl AuditQueue {
                 }
             }
         }
+    }
+
+    /// Events waiting in the queue.
+    pub(crate) fn depth(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
+    }
+
+    /// Events written to the spill file so far (replays putting events back not counted).
+    pub(crate) fn spilled(&self) -> u64 {
+        self.spill.spilled.load(Ordering::Relaxed)
+    }
+
+    /// Whether the spill file holds events not yet replayed.
+    pub(crate) fn spill_pending(&self) -> bool {
+        self.spill.pending()
     }
 
     /// Writes everything queued so far (to the sink, or the spill file) and returns when done.
@@ -213,7 +229,7 @@ impl<A: AuditSink> Writer<A> {
     async fn spill_async(&mut self, events: Vec<RequestAuditEvent>) {
         let spill = self.spill.clone();
         let n = events.len();
-        let result = tokio::task::spawn_blocking(move || spill.append(&events)).await;
+        let result = tokio::task::spawn_blocking(move || spill.spill(&events)).await;
         match result {
             Ok(Ok(())) => {}
             Ok(Err(err)) => {
@@ -304,6 +320,8 @@ pub(crate) struct Spill {
     /// Whether the files may hold events: set by every append, cleared when a replay finds
     /// nothing left.
     pending: AtomicBool,
+    /// Events spilled (a metric).
+    spilled: AtomicU64,
 }
 
 impl Spill {
@@ -315,6 +333,7 @@ impl Spill {
             replay_path: PathBuf::from(replay),
             lock: Mutex::new(()),
             pending: AtomicBool::new(false),
+            spilled: AtomicU64::new(0),
         };
         // Left behind by an earlier run: replayed at start.
         spill.pending.store(spill.has_events(), Ordering::Release);
@@ -332,6 +351,14 @@ impl Spill {
     fn has_events(&self) -> bool {
         let non_empty = |p: &Path| std::fs::metadata(p).is_ok_and(|m| m.len() > 0);
         non_empty(&self.path) || non_empty(&self.replay_path)
+    }
+
+    /// Appends events that the sink could not take (counted as spilled).
+    fn spill(&self, events: &[RequestAuditEvent]) -> io::Result<()> {
+        self.append(events)?;
+        self.spilled
+            .fetch_add(events.len() as u64, Ordering::Relaxed);
+        Ok(())
     }
 
     fn append(&self, events: &[RequestAuditEvent]) -> io::Result<()> {
@@ -436,6 +463,7 @@ pub(crate) fn to_json(e: &RequestAuditEvent) -> Value {
         "bytes_out": e.bytes_out,
         "client_addr": e.client_addr.to_string(),
         "error_code": e.error_code,
+        "request_id": e.request_id,
     })
 }
 
@@ -484,6 +512,12 @@ pub(crate) fn from_json(v: &Value) -> Option<RequestAuditEvent> {
             Value::String(s) => Some(s.clone()),
             _ => return None,
         },
+        // Absent in spill files written before request ids existed.
+        request_id: match v.get("request_id") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(_) => return None,
+        },
     })
 }
 
@@ -494,6 +528,8 @@ const MAX_PATH: usize = 2048;
 /// sent, or when the client went away (the recorder is dropped). Exactly one event per request.
 pub(crate) struct Recorder {
     queue: AuditQueue,
+    metrics: Arc<Metrics>,
+    request_id: HeaderValue,
     started: Instant,
     time_ms: i64,
     method: Method,
@@ -514,12 +550,16 @@ pub(crate) struct Recorder {
 impl Recorder {
     pub(crate) fn new(
         queue: &AuditQueue,
+        metrics: &Arc<Metrics>,
+        request_id: HeaderValue,
         method: &Method,
         uri: &Uri,
         client_addr: IpAddr,
     ) -> Recorder {
         Recorder {
             queue: queue.clone(),
+            metrics: metrics.clone(),
+            request_id,
             started: Instant::now(),
             time_ms: airlock_core::time::now_ms(),
             method: method.clone(),
@@ -576,6 +616,9 @@ impl Recorder {
 
     /// The response ended with an error while streaming (the upstream broke off).
     pub(crate) fn broken(mut self, code: &'static str) {
+        if code == "upstream_failed" {
+            self.metrics.upstream_error(UpstreamErrorKind::Body);
+        }
         self.error_code.get_or_insert(code);
         self.completed = true;
     }
@@ -629,6 +672,7 @@ impl Recorder {
             bytes_out: i64::try_from(self.bytes_out).unwrap_or(i64::MAX),
             client_addr: self.client_addr,
             error_code: self.error_code.map(str::to_owned),
+            request_id: self.request_id.to_str().ok().map(str::to_owned),
         }
     }
 }
@@ -636,6 +680,36 @@ impl Recorder {
 impl Drop for Recorder {
     fn drop(&mut self) {
         let event = self.event();
+        let gateway = self
+            .token
+            .as_ref()
+            .map(|t| self.metrics.gateway(&t.gateway.id));
+        self.metrics.request(
+            gateway.as_deref(),
+            event.status,
+            self.ttfb,
+            self.started.elapsed(),
+        );
+        // The access log: one line per request, under its own target so that it can be
+        // silenced alone (`AIRLOCK_LOG=info,airlock_proxy::access=warn`).
+        tracing::info!(
+            target: "airlock_proxy::access",
+            request_id = event.request_id.as_deref().unwrap_or_default(),
+            method = %event.method,
+            path = %event.path,
+            status = event.status,
+            upstream_status = event.upstream_status,
+            error_code = event.error_code.as_deref(),
+            latency_us = event.latency_us,
+            ttfb_us = event.ttfb_us,
+            bytes_in = event.bytes_in,
+            bytes_out = event.bytes_out,
+            client_addr = %event.client_addr,
+            devbox_id = event.devbox_id.as_ref().map(DevboxId::as_str),
+            gateway_config_id = event.gateway_config_id.as_ref().map(GatewayConfigId::as_str),
+            token_id = event.token_id.as_ref().map(TokenId::as_str),
+            "request"
+        );
         self.queue.push(event);
     }
 }
@@ -664,6 +738,7 @@ mod tests {
             bytes_out: 20,
             client_addr: "::1".parse().unwrap(),
             error_code: Some("upstream_failed".into()),
+            request_id: Some("req-1".into()),
         }
     }
 
@@ -676,6 +751,10 @@ mod tests {
         let mut v = to_json(&e);
         v["token_id"] = json!("not-an-id");
         assert!(from_json(&v).is_none());
+        // A line from before request ids still reads.
+        let mut old = to_json(&e);
+        old.as_object_mut().unwrap().remove("request_id");
+        assert_eq!(from_json(&old).unwrap().request_id, None);
     }
 
     #[test]

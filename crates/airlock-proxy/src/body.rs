@@ -16,6 +16,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
 use crate::audit::Recorder;
+use crate::limits::GatePermit;
 use crate::rewrite::{self, Route};
 use crate::server::InFlight;
 
@@ -85,6 +86,9 @@ pub(crate) struct ResponseBody {
     kind: Kind,
     record: Option<Recorder>,
     _in_flight: Option<InFlight>,
+    /// The request's slot of its upstream origin's concurrency cap, given back when the body
+    /// ends or is dropped.
+    _permit: Option<GatePermit>,
 }
 
 impl ResponseBody {
@@ -93,6 +97,7 @@ impl ResponseBody {
             kind,
             record,
             _in_flight: in_flight,
+            _permit: None,
         };
         // A body that is empty from the start is done as soon as it exists: hyper may never
         // poll it.
@@ -102,6 +107,13 @@ impl ResponseBody {
             }
         }
         body
+    }
+}
+
+impl ResponseBody {
+    pub(crate) fn holding(mut self, permit: Option<GatePermit>) -> Self {
+        self._permit = permit;
+        self
     }
 }
 

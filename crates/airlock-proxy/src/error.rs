@@ -81,12 +81,48 @@ pub enum ProxyError {
     UpstreamTimeout,
     #[error("the connection to the upstream failed before a response arrived")]
     UpstreamFailed,
+    /// `AIRLOCK_UPSTREAM_MAX_CONCURRENCY` requests are already in flight to this upstream.
+    #[error("too many requests are in flight to this upstream; retry shortly")]
+    UpstreamBusy(std::time::Duration),
+    /// The devbox is over `AIRLOCK_DEVBOX_RATE_LIMIT`; retry after the duration.
+    #[error("this devbox is over its request rate limit; retry later")]
+    RateLimited(std::time::Duration),
     #[error("internal error: {0}")]
     Internal(&'static str),
     /// A setting the data plane cannot start with (only from [`crate::start`]).
     #[error("{0}")]
     Config(String),
 }
+
+/// Every `code` that [`ProxyError::describe`] can produce, for the refusal metrics (one counter
+/// per code, indexed by position).
+pub const CODES: &[&str] = &[
+    "missing_token",
+    "malformed_token",
+    "unknown_token",
+    "revoked_token",
+    "expired_token",
+    "conflicting_tokens",
+    "misplaced_token",
+    "devbox_shutdown",
+    "address_not_allowed",
+    "bad_path",
+    "method_not_allowed",
+    "headers_too_large",
+    "websocket_unsupported",
+    "state_not_loaded",
+    "state_unavailable",
+    "secret_unavailable",
+    "gateway_unavailable",
+    "upstream_forbidden",
+    "upstream_unreachable",
+    "upstream_tls",
+    "upstream_timeout",
+    "upstream_failed",
+    "upstream_busy",
+    "rate_limited",
+    "internal_error",
+];
 
 /// What an error turns into on the wire.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -199,6 +235,18 @@ impl ProxyError {
                 API,
             ),
             Self::UpstreamFailed => (Upstream, StatusCode::BAD_GATEWAY, "upstream_failed", API),
+            Self::UpstreamBusy(_) => (
+                Upstream,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "upstream_busy",
+                API,
+            ),
+            Self::RateLimited(_) => (
+                Downstream,
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "rate_limit_error",
+            ),
             Self::Internal(_) | Self::Config(_) => (
                 Internal,
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -236,6 +284,11 @@ impl ProxyError {
             HeaderValue::from_static("application/json"),
         );
         headers.insert("x-airlock-error", HeaderValue::from_static(d.code));
+        if let Self::UpstreamBusy(wait) | Self::RateLimited(wait) = self {
+            // Whole seconds (RFC 9110), rounded up, at least 1: the SDKs' retry loops read it.
+            let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            headers.insert(http::header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+        }
         if d.status == StatusCode::METHOD_NOT_ALLOWED {
             // RFC 9110 requires Allow on 405; every method but CONNECT is proxied.
             headers.insert(
@@ -270,6 +323,8 @@ mod tests {
             ProxyError::SecretUnavailable,
             ProxyError::UpstreamForbidden(Forbidden::OwnListener),
             ProxyError::UpstreamTimeout,
+            ProxyError::UpstreamBusy(std::time::Duration::from_secs(1)),
+            ProxyError::RateLimited(std::time::Duration::from_millis(1500)),
         ] {
             let text = err.to_string();
             let first = text.chars().next().unwrap();
@@ -286,6 +341,22 @@ mod tests {
             assert_eq!(json["type"], "error");
             assert_eq!(json["error"]["code"], d.code);
             assert_eq!(json["error"]["type"], d.kind);
+            assert!(CODES.contains(&d.code), "{} is missing from CODES", d.code);
         }
+    }
+
+    #[test]
+    fn busy_and_rate_limited_say_when_to_retry() {
+        let busy = ProxyError::UpstreamBusy(std::time::Duration::from_secs(1)).to_response(|b| b);
+        assert_eq!(busy.status(), 503);
+        assert_eq!(busy.headers()["x-airlock-error"], "upstream_busy");
+        assert_eq!(busy.headers()["retry-after"], "1");
+        let limited =
+            ProxyError::RateLimited(std::time::Duration::from_millis(1500)).to_response(|b| b);
+        assert_eq!(limited.status(), 429);
+        assert_eq!(limited.headers()["x-airlock-error"], "rate_limited");
+        assert_eq!(limited.headers()["retry-after"], "2");
+        let soon = ProxyError::RateLimited(std::time::Duration::from_millis(3)).to_response(|b| b);
+        assert_eq!(soon.headers()["retry-after"], "1");
     }
 }

@@ -25,6 +25,7 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::ProxyError;
+use crate::metrics::Metrics;
 use crate::state::{self, State};
 
 /// How many changes one `load_changed` call takes at most.
@@ -36,6 +37,7 @@ const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// state has finished, successfully or not.
 pub(crate) async fn run<S: StateSource>(
     state: Arc<State>,
+    metrics: Arc<Metrics>,
     source: Arc<S>,
     resync_interval: Duration,
     cancel: CancellationToken,
@@ -46,7 +48,7 @@ pub(crate) async fn run<S: StateSource>(
     loop {
         let attempt = async {
             let feed = source.subscribe().await?;
-            full_reload(&state, &*source).await?;
+            full_reload(&state, &metrics, &*source).await?;
             Ok::<_, SourceError>(feed)
         };
         let result = tokio::select! {
@@ -70,7 +72,7 @@ pub(crate) async fn run<S: StateSource>(
             }
         };
         backoff = BACKOFF_START;
-        if follow(&state, &*source, feed, resync_interval, &cancel)
+        if follow(&state, &metrics, &*source, feed, resync_interval, &cancel)
             .await
             .is_break()
         {
@@ -82,6 +84,7 @@ pub(crate) async fn run<S: StateSource>(
 /// Applies changes until the feed breaks (`Continue`: resubscribe) or `cancel` fires (`Break`).
 async fn follow<S: StateSource>(
     state: &Arc<State>,
+    metrics: &Metrics,
     source: &S,
     mut feed: S::Feed,
     resync_interval: Duration,
@@ -121,14 +124,14 @@ async fn follow<S: StateSource>(
         };
         let outcome = match event {
             // The periodic safety net.
-            None => full_reload(state, source).await,
+            None => full_reload(state, metrics, source).await,
             Some(None) | Some(Some(Err(_))) => {
                 if let Some(Some(Err(err))) = event {
                     tracing::warn!(error = %err, "the change feed failed; resubscribing");
                 }
                 return std::ops::ControlFlow::Continue(());
             }
-            Some(Some(Ok(FeedEvent::Resync))) => full_reload(state, source).await,
+            Some(Some(Ok(FeedEvent::Resync))) => full_reload(state, metrics, source).await,
             Some(Some(Ok(FeedEvent::Changed(change)))) => {
                 let mut changes = vec![change];
                 let mut resync_asked = false;
@@ -149,9 +152,9 @@ async fn follow<S: StateSource>(
                     }
                 }
                 let result = if resync_asked {
-                    full_reload(state, source).await
+                    full_reload(state, metrics, source).await
                 } else {
-                    apply_changes(state, source, &changes).await
+                    apply_changes(state, metrics, source, &changes).await
                 };
                 if broken {
                     return std::ops::ControlFlow::Continue(());
@@ -169,7 +172,7 @@ async fn follow<S: StateSource>(
                     () = tokio::time::sleep(backoff) => {}
                 }
                 backoff = (backoff * 2).min(BACKOFF_MAX);
-                match full_reload(state, source).await {
+                match full_reload(state, metrics, source).await {
                     Ok(()) => break,
                     Err(err) => {
                         tracing::warn!(error = %err, "reload failed; serving the last state")
@@ -183,21 +186,33 @@ async fn follow<S: StateSource>(
 
 async fn apply_changes<S: StateSource>(
     state: &Arc<State>,
+    metrics: &Metrics,
     source: &S,
     changes: &[Change],
 ) -> Result<(), SourceError> {
-    let snapshot = source.load_changed(changes).await?;
+    let snapshot = source
+        .load_changed(changes)
+        .await
+        .inspect_err(|_| metrics.feed_failed())?;
     state.apply(&snapshot, changes);
+    metrics.synced(false);
     tracing::debug!(changes = changes.len(), "applied state changes");
     Ok(())
 }
 
 /// Loads everything and swaps it in. Building a large state is CPU work, so it runs on a
 /// blocking thread and never stalls the request-serving workers.
-async fn full_reload<S: StateSource>(state: &Arc<State>, source: &S) -> Result<(), SourceError> {
+async fn full_reload<S: StateSource>(
+    state: &Arc<State>,
+    metrics: &Metrics,
+    source: &S,
+) -> Result<(), SourceError> {
     let started = Instant::now();
     let version = state.version();
-    let snapshot = source.load_all().await?;
+    let snapshot = source
+        .load_all()
+        .await
+        .inspect_err(|_| metrics.feed_failed())?;
     let state = state.clone();
     let count = tokio::task::spawn_blocking(move || {
         let built = state::build(state.keyring(), &snapshot);
@@ -206,6 +221,7 @@ async fn full_reload<S: StateSource>(state: &Arc<State>, source: &S) -> Result<(
     })
     .await
     .map_err(|_| SourceError("building the state failed".into()))?;
+    metrics.synced(true);
     tracing::debug!(
         tokens = count,
         elapsed_ms = started.elapsed().as_millis() as u64,

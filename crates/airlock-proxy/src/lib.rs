@@ -13,6 +13,9 @@
 //! - `upstream`: the pooled client and its connector, which checks every address it dials;
 //! - `body`: request and response bodies passed through unbuffered, counted;
 //! - `audit`: the request events, batched to the store, spilled to a file when it is down;
+//! - `metrics`: Prometheus counters and histograms in atomics, encoded at scrape time;
+//! - `limits`: the per-origin concurrency cap and the per-devbox rate limit;
+//! - `request_id`: the `x-request-id` every request carries;
 //! - [`error`]: the one error type, mapped to a status and a code in one place.
 //!
 //! Invariants: the data plane never imports the store (it sees a [`StateSource`] and an
@@ -24,7 +27,10 @@ pub mod error;
 mod audit;
 mod body;
 mod feed;
+mod limits;
+mod metrics;
 mod pipeline;
+mod request_id;
 mod rewrite;
 mod scrub;
 mod server;
@@ -46,6 +52,7 @@ use hyper_util::server::conn::auto;
 use tokio_util::sync::CancellationToken;
 
 pub use crate::error::{Origin, ProxyError};
+pub use crate::limits::RateLimit;
 
 /// How the data plane runs. The binary fills it from the environment.
 #[derive(Clone, Debug)]
@@ -77,6 +84,14 @@ pub struct ProxyConfig {
     /// Load balancers whose connections start with a PROXY header naming the real client
     /// (`AIRLOCK_TRUSTED_PROXIES`). From any other peer a PROXY header closes the connection.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Client connections open at once (`AIRLOCK_MAX_CONNECTIONS`); beyond it a new connection
+    /// is closed at once.
+    pub max_connections: usize,
+    /// Requests in flight to one upstream origin (`AIRLOCK_UPSTREAM_MAX_CONCURRENCY`); beyond it
+    /// 503 `upstream_busy`. 0: unlimited.
+    pub upstream_max_concurrency: usize,
+    /// Requests per devbox (`AIRLOCK_DEVBOX_RATE_LIMIT`); beyond it 429 `rate_limited`.
+    pub devbox_rate_limit: Option<RateLimit>,
 }
 
 impl Default for ProxyConfig {
@@ -94,6 +109,9 @@ impl Default for ProxyConfig {
             audit_spill_path: PathBuf::from("airlock-audit.spill"),
             tls: None,
             trusted_proxies: Vec::new(),
+            max_connections: 10_000,
+            upstream_max_concurrency: 0,
+            devbox_rate_limit: None,
         }
     }
 }
@@ -113,6 +131,9 @@ pub(crate) struct Shared {
     audit: audit::AuditQueue,
     /// Set when `serve` begins its drain.
     draining: AtomicBool,
+    metrics: Arc<metrics::Metrics>,
+    gates: limits::OriginGates,
+    limiter: Option<limits::DevboxLimiter>,
 }
 
 /// A running data plane: its state follows the source in the background until it is dropped.
@@ -153,6 +174,7 @@ pub async fn start<S: StateSource, A: AuditSink>(
     };
     let cancel = CancellationToken::new();
     let state = Arc::new(state::State::new(keyring));
+    let metrics = Arc::new(metrics::Metrics::new());
     let shared = Arc::new(Shared {
         loader: feed::TokenLoader::new(Box::new(feed::SourceLoader(source.clone()))),
         client: upstream::client(connector(tls)),
@@ -171,11 +193,15 @@ pub async fn start<S: StateSource, A: AuditSink>(
             cancel.child_token(),
         ),
         state: state.clone(),
+        metrics: metrics.clone(),
+        gates: limits::OriginGates::new(config.upstream_max_concurrency),
+        limiter: config.devbox_rate_limit.map(limits::DevboxLimiter::new),
         config,
     });
     let (first_tx, first_rx) = tokio::sync::oneshot::channel();
     tokio::spawn(feed::run(
         state,
+        metrics,
         source,
         shared.config.resync_interval,
         cancel.child_token(),
@@ -202,6 +228,22 @@ impl DataPlane {
     /// Active tokens in memory.
     pub fn token_count(&self) -> usize {
         self.shared.state.token_count()
+    }
+
+    /// Adds this data plane's metrics to a Prometheus registry; they are read when it is
+    /// encoded (a scrape), and cost the request path only atomic increments.
+    pub fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
+        registry.register_collector(Box::new(metrics::ProxyCollector(self.shared.clone())));
+    }
+
+    /// This data plane's metrics alone, in the Prometheus text format (for tests and tools).
+    pub fn encode_metrics(&self) -> String {
+        let mut registry = prometheus_client::registry::Registry::default();
+        self.register_metrics(&mut registry);
+        let mut text = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &registry);
+        text
     }
 
     /// Serves on an already-bound listener until `shutdown` resolves, then reports

@@ -4,15 +4,19 @@
 //!    (the connection itself, its timeouts and limits, is `server`'s);
 //! 2. **identify**: find the one `gws_` token and check its format, before any lookup;
 //! 3. **authenticate**: find it in memory (or, once, in the source), not revoked, not expired;
-//! 4. **authorize**: its devbox runs and the peer address is one of the devbox's;
+//! 4. **authorize**: its devbox runs and the peer address is one of the devbox's; the devbox
+//!    is within its rate limit;
 //! 5. **rewrite**: remove the token and hop-by-hop headers, set the credential and custom headers,
 //!    build the upstream URL from the gateway config alone;
-//! 6. **forward**: send it with the shared client, bounded by the response-header timeout;
+//! 6. **forward**: take a slot of the upstream origin's concurrency cap (or answer 503 at once),
+//!    send it with the shared client, bounded by the response-header timeout;
 //! 7. **stream back**: clean the response headers and pass the body through as it arrives;
 //! 8. **record**: the [`Recorder`] follows the request and emits its audit event when the body
 //!    ends or the client goes away.
 //!
-//! Every refusal is a [`ProxyError`], turned into a response in one place.
+//! Every refusal is a [`ProxyError`], turned into a response in one place. Before all of it the
+//! request gets its id (`request_id`), which goes upstream, onto every response, into the log
+//! line and into the audit event.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::AtomicU64;
@@ -26,6 +30,9 @@ use hyper_util::rt::TokioIo;
 use crate::audit::Recorder;
 use crate::body::{Kind, RequestBody, ResponseBody};
 use crate::error::ProxyError;
+use crate::limits::GatePermit;
+use crate::metrics::UpstreamErrorKind;
+use crate::request_id;
 use crate::rewrite::{self, Presented, Route};
 use crate::server::{InFlight, ServeCtx};
 use crate::state::{CustomValue, Refusal, TokenEntry};
@@ -33,13 +40,14 @@ use crate::Shared;
 
 /// What a request turned into.
 enum Outcome {
-    /// A response to stream back.
-    Response(Response<Kind>),
+    /// A response to stream back, holding its slot of the origin's concurrency cap until done.
+    Response(Response<Kind>, Option<GatePermit>),
     /// The upstream switched protocols: answer 101 and splice the two connections.
     Upgraded {
         head: Response<Kind>,
         client: OnUpgrade,
         upstream: OnUpgrade,
+        permit: Option<GatePermit>,
     },
 }
 
@@ -51,46 +59,56 @@ pub(crate) async fn handle(
     peer: SocketAddr,
     in_flight: InFlight,
 ) -> Response<ResponseBody> {
-    let mut record = Recorder::new(&shared.audit, req.method(), req.uri(), peer.ip());
-    match proxy(shared, req, peer.ip(), &mut record).await {
-        Ok(Outcome::Response(response)) => {
+    let id = request_id::of(req.headers());
+    let mut record = Recorder::new(
+        &shared.audit,
+        &shared.metrics,
+        id.clone(),
+        req.method(),
+        req.uri(),
+        peer.ip(),
+    );
+    let (mut parts, body) = match proxy(shared, req, peer.ip(), &id, &mut record).await {
+        Ok(Outcome::Response(response, permit)) => {
             let (parts, kind) = response.into_parts();
-            Response::from_parts(
-                parts,
-                ResponseBody::new(kind, Some(record), Some(in_flight)),
-            )
+            let body = ResponseBody::new(kind, Some(record), Some(in_flight)).holding(permit);
+            (parts, body)
         }
         Ok(Outcome::Upgraded {
             head,
             client,
             upstream,
+            permit,
         }) => {
-            splice(ctx, client, upstream, record);
+            splice(ctx, client, upstream, record, permit);
             let (parts, kind) = head.into_parts();
-            Response::from_parts(parts, ResponseBody::new(kind, None, Some(in_flight)))
+            (parts, ResponseBody::new(kind, None, Some(in_flight)))
         }
         Err(err) => {
             let d = err.describe();
             tracing::debug!(
+                request_id = id.to_str().unwrap_or_default(),
                 code = d.code,
                 status = d.status.as_u16(),
                 "refused a request"
             );
+            shared.metrics.refusal(d.code);
             record.refused(&err);
             let response = err.to_response(|b| Kind::Full(Some(b)));
             let (parts, kind) = response.into_parts();
-            Response::from_parts(
-                parts,
-                ResponseBody::new(kind, Some(record), Some(in_flight)),
-            )
+            let body = ResponseBody::new(kind, Some(record), Some(in_flight));
+            (parts, body)
         }
-    }
+    };
+    request_id::stamp(&mut parts.headers, &id);
+    Response::from_parts(parts, body)
 }
 
 async fn proxy(
     shared: &Shared,
     mut req: Request<Incoming>,
     peer: IpAddr,
+    request_id: &http::HeaderValue,
     record: &mut Recorder,
 ) -> Result<Outcome, ProxyError> {
     let config = &shared.config;
@@ -113,6 +131,9 @@ async fn proxy(
     // 4. authorize
     let route = authorize(&token, peer)?;
     record.secret_version(route.secret.version);
+    if let Some(limiter) = &shared.limiter {
+        limiter.check(&token.devbox.id)?;
+    }
 
     // 5. rewrite
     let websocket = rewrite::is_websocket(req.method(), req.version(), req.headers());
@@ -120,6 +141,9 @@ async fn proxy(
     let uri = rewrite::upstream_uri(&route.gateway, req.uri())?;
     let (mut parts, body) = req.into_parts();
     rewrite::request_headers(&mut parts.headers, &presented, &route, websocket)?;
+    parts
+        .headers
+        .insert(&request_id::X_REQUEST_ID, request_id.clone());
     let body = if websocket {
         RequestBody::empty()
     } else {
@@ -133,6 +157,10 @@ async fn proxy(
     *upstream_req.headers_mut() = parts.headers;
 
     // 6. forward
+    let permit = shared
+        .gates
+        .enter(&route.gateway.scheme, &route.gateway.authority)
+        .inspect_err(|_| shared.metrics.upstream_error(UpstreamErrorKind::Busy))?;
     let client = if websocket {
         &shared.ws_client
     } else {
@@ -141,8 +169,15 @@ async fn proxy(
     let sent =
         tokio::time::timeout(config.response_header_timeout, client.request(upstream_req)).await;
     let mut response = match sent {
-        Err(_) => return Err(ProxyError::UpstreamTimeout),
-        Ok(Err(err)) => return Err(crate::upstream::classify(&err)),
+        Err(_) => {
+            shared.metrics.upstream_error(UpstreamErrorKind::Timeout);
+            return Err(ProxyError::UpstreamTimeout);
+        }
+        Ok(Err(err)) => {
+            let (err, kind) = crate::upstream::classify(&err);
+            shared.metrics.upstream_error(kind);
+            return Err(err);
+        }
         Ok(Ok(response)) => response,
     };
     record.upstream(response.status().as_u16());
@@ -160,11 +195,12 @@ async fn proxy(
             head: Response::from_parts(parts, Kind::Full(None)),
             client,
             upstream,
+            permit,
         }),
-        _ => Ok(Outcome::Response(Response::from_parts(
-            parts,
-            Kind::Upstream(body, route),
-        ))),
+        _ => Ok(Outcome::Response(
+            Response::from_parts(parts, Kind::Upstream(body, route)),
+            permit,
+        )),
     }
 }
 
@@ -251,9 +287,17 @@ fn authorize(token: &TokenEntry, peer: IpAddr) -> Result<Route, ProxyError> {
 
 /// Joins the client's and the upstream's upgraded connections (a websocket) until either side
 /// closes, or the server's grace period is over.
-fn splice(ctx: &Arc<ServeCtx>, client: OnUpgrade, upstream: OnUpgrade, mut record: Recorder) {
+fn splice(
+    ctx: &Arc<ServeCtx>,
+    client: OnUpgrade,
+    upstream: OnUpgrade,
+    mut record: Recorder,
+    permit: Option<GatePermit>,
+) {
     let kill = ctx.kill.clone();
     ctx.splices.spawn(async move {
+        // A websocket holds its slot of the origin's cap for as long as it is open.
+        let _permit = permit;
         let (client, upstream) = match tokio::try_join!(client, upstream) {
             Ok(pair) => pair,
             Err(err) => {

@@ -16,6 +16,9 @@
 //! refusal of a PROXY header from anybody else, and the TLS handshake when the listener has TLS
 //! (HTTP/2 by ALPN there; in plain text HTTP/2 is recognised by its preface, as below).
 //!
+//! At most `max_connections` client connections are open at once (`AIRLOCK_MAX_CONNECTIONS`): the
+//! accept loop closes a connection over the cap as soon as it is accepted, and counts it.
+//!
 //! On shutdown the data plane reports itself draining, the listener is dropped (new connections
 //! are refused), every connection is told to finish its requests and close, and whatever is
 //! still running after the grace period is cut off.
@@ -224,7 +227,17 @@ pub(crate) async fn serve(
             () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    connections.spawn(connection(shared.clone(), ctx.clone(), stream, peer));
+                    // AIRLOCK_MAX_CONNECTIONS: beyond it, close at once (dropping the stream).
+                    let Some(open) = shared.metrics.open_connection(shared.config.max_connections)
+                    else {
+                        tracing::debug!("closing a new connection: AIRLOCK_MAX_CONNECTIONS are open");
+                        continue;
+                    };
+                    let conn = connection(shared.clone(), ctx.clone(), stream, peer);
+                    connections.spawn(async move {
+                        conn.await;
+                        drop(open);
+                    });
                 }
                 Err(err) => {
                     // Out of file descriptors and the like: back off instead of spinning.

@@ -37,6 +37,7 @@ use tokio_util::either::Either;
 
 use crate::body::RequestBody;
 use crate::error::{Forbidden, ProxyError};
+use crate::metrics::UpstreamErrorKind;
 
 pub(crate) type UpstreamClient = Client<Connector, RequestBody>;
 
@@ -292,18 +293,28 @@ pub(crate) fn client(connector: Connector) -> UpstreamClient {
         .build(connector)
 }
 
-/// Sorts a client error into the contract's codes, from the connector's own error if there is one.
-pub(crate) fn classify(err: &hyper_util::client::legacy::Error) -> ProxyError {
+/// Sorts a client error into the contract's codes, from the connector's own error if there is
+/// one, and into the kind the upstream-error metric counts.
+pub(crate) fn classify(err: &hyper_util::client::legacy::Error) -> (ProxyError, UpstreamErrorKind) {
     let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(err);
     while let Some(cause) = source {
         if let Some(connect) = cause.downcast_ref::<ConnectError>() {
             tracing::debug!(error = %connect, "upstream connection failed");
             return match connect {
-                ConnectError::Forbidden(why) => ProxyError::UpstreamForbidden(*why),
-                ConnectError::Tls(_) => ProxyError::UpstreamTls,
-                ConnectError::Timeout => ProxyError::UpstreamConnectTimeout,
-                ConnectError::BadUri | ConnectError::Resolve(_) | ConnectError::Connect(_) => {
-                    ProxyError::UpstreamUnreachable
+                ConnectError::Forbidden(why) => (
+                    ProxyError::UpstreamForbidden(*why),
+                    UpstreamErrorKind::RefusedAddress,
+                ),
+                ConnectError::Tls(_) => (ProxyError::UpstreamTls, UpstreamErrorKind::Tls),
+                ConnectError::Timeout => (
+                    ProxyError::UpstreamConnectTimeout,
+                    UpstreamErrorKind::ConnectTimeout,
+                ),
+                ConnectError::Resolve(_) => {
+                    (ProxyError::UpstreamUnreachable, UpstreamErrorKind::Dns)
+                }
+                ConnectError::BadUri | ConnectError::Connect(_) => {
+                    (ProxyError::UpstreamUnreachable, UpstreamErrorKind::Connect)
                 }
             };
         }
@@ -311,8 +322,8 @@ pub(crate) fn classify(err: &hyper_util::client::legacy::Error) -> ProxyError {
     }
     tracing::debug!(error = %err, "upstream request failed");
     if err.is_connect() {
-        ProxyError::UpstreamUnreachable
+        (ProxyError::UpstreamUnreachable, UpstreamErrorKind::Connect)
     } else {
-        ProxyError::UpstreamFailed
+        (ProxyError::UpstreamFailed, UpstreamErrorKind::Reset)
     }
 }

@@ -51,6 +51,7 @@ fn request_event(row: &AnyRow) -> Result<RequestEventRow> {
                 .parse()
                 .map_err(|_| StoreError::Corrupt("client_addr".into()))?,
             error_code: col(row, "error_code")?,
+            request_id: col(row, "request_id")?,
         },
     })
 }
@@ -95,8 +96,8 @@ impl Store {
             sqlx::query(
                 "INSERT INTO request_events (id, time_ms, account_id, devbox_id, gateway_config_id, token_id, secret_id,
                     secret_version, method, path, status, upstream_status, latency_us, ttfb_us, bytes_in, bytes_out,
-                    client_addr, error_code)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)
+                    client_addr, error_code, request_id)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)
                  ON CONFLICT (id) DO NOTHING",
             )
             .bind(e.id.as_str().to_owned())
@@ -117,6 +118,7 @@ impl Store {
             .bind(e.bytes_out)
             .bind(e.client_addr.to_string())
             .bind(e.error_code.clone())
+            .bind(e.request_id.clone())
             .execute(&mut *tx)
             .await?;
         }
@@ -151,7 +153,7 @@ impl Store {
         };
         self.list_page(
             "SELECT id, time_ms, account_id, devbox_id, gateway_config_id, token_id, secret_id, secret_version, method, path,
-                    status, upstream_status, latency_us, ttfb_us, bytes_in, bytes_out, client_addr, error_code",
+                    status, upstream_status, latency_us, ttfb_us, bytes_in, bytes_out, client_addr, error_code, request_id",
             from,
             page,
             request_event,

@@ -101,18 +101,39 @@ impl std::fmt::Debug for Store {
 }
 
 fn migrations(backend: Backend) -> Migrator {
-    let sql: &'static str = match backend {
-        Backend::Postgres => include_str!("../../../migrations/postgres/0001_initial.sql"),
-        Backend::Sqlite => include_str!("../../../migrations/sqlite/0001_initial.sql"),
-    };
-    Migrator {
-        migrations: Cow::Owned(vec![Migration::new(
+    // (version, description, Postgres SQL, SQLite SQL), in order.
+    const ALL: [(i64, &str, &str, &str); 2] = [
+        (
             1,
-            Cow::Borrowed("initial"),
-            MigrationType::Simple,
-            Cow::Borrowed(sql),
-            false,
-        )]),
+            "initial",
+            include_str!("../../../migrations/postgres/0001_initial.sql"),
+            include_str!("../../../migrations/sqlite/0001_initial.sql"),
+        ),
+        (
+            2,
+            "request id",
+            include_str!("../../../migrations/postgres/0002_request_id.sql"),
+            include_str!("../../../migrations/sqlite/0002_request_id.sql"),
+        ),
+    ];
+    let migrations = ALL
+        .iter()
+        .map(|&(version, description, postgres, sqlite)| {
+            let sql = match backend {
+                Backend::Postgres => postgres,
+                Backend::Sqlite => sqlite,
+            };
+            Migration::new(
+                version,
+                Cow::Borrowed(description),
+                MigrationType::Simple,
+                Cow::Borrowed(sql),
+                false,
+            )
+        })
+        .collect();
+    Migrator {
+        migrations: Cow::Owned(migrations),
         ignore_missing: false,
         locking: true,
         no_tx: false,

@@ -111,7 +111,14 @@ impl Drop for AirlockProcess {
 impl AirlockProcess {
     /// Spawns `binary args…` with an environment of only PATH, HOME and `env`, in a new
     /// temporary working directory, stdout and stderr appended to `airlock.log` there.
-    pub fn spawn(binary: &Path, args: &[&str], env: Vec<(String, String)>) -> Result<Self> {
+    ///
+    /// Unless `env` sets `AIRLOCK_METRICS_ADDR`, it is set to a free port: the default
+    /// (127.0.0.1:7090) would be taken by the first of several processes started by tests
+    /// running in parallel, and the others would refuse to start.
+    pub fn spawn(binary: &Path, args: &[&str], mut env: Vec<(String, String)>) -> Result<Self> {
+        if !env.iter().any(|(k, _)| k == "AIRLOCK_METRICS_ADDR") {
+            env.push(("AIRLOCK_METRICS_ADDR".into(), free_addr().to_string()));
+        }
         let workdir = tempfile::Builder::new()
             .prefix("airlock-proc-")
             .tempdir()
@@ -145,6 +152,14 @@ impl AirlockProcess {
             &self.log_path,
         )?;
         Ok(())
+    }
+
+    /// The operations listener's address (`AIRLOCK_METRICS_ADDR`), unless it is `off`.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.env
+            .iter()
+            .find(|(k, _)| k == "AIRLOCK_METRICS_ADDR")
+            .and_then(|(_, v)| v.parse().ok())
     }
 
     /// The process id.

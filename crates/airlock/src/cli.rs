@@ -191,7 +191,18 @@ pub(crate) async fn health(url: Option<String>) -> Result<()> {
         Some(url) => url,
         None => {
             let settings = Settings::from_env()?;
-            format!("http://{}/readyz", settings.api_addr) // MERGE: ops listener
+            let Some(mut addr) = settings.metrics_addr else {
+                bail!("AIRLOCK_METRICS_ADDR is off: give the URL to probe");
+            };
+            // A wildcard listen address is reached on loopback.
+            if addr.ip().is_unspecified() {
+                addr.set_ip(if addr.is_ipv4() {
+                    std::net::Ipv4Addr::LOCALHOST.into()
+                } else {
+                    std::net::Ipv6Addr::LOCALHOST.into()
+                });
+            }
+            format!("http://{addr}/readyz")
         }
     };
     let status = tokio::time::timeout(

@@ -6,6 +6,7 @@
 mod cli;
 mod client;
 mod keys;
+mod ops;
 mod settings;
 
 use std::sync::Arc;
@@ -150,6 +151,19 @@ async fn serve(settings: Settings) -> Result<()> {
         hup_rx,
     ));
     let mut tasks = tokio::task::JoinSet::new();
+    let ops_listener = match settings.metrics_addr {
+        Some(addr) => Some(ops::bind(addr).await?),
+        None => None,
+    };
+    let ops_addr = ops_listener
+        .as_ref()
+        .map(tokio::net::TcpListener::local_addr)
+        .transpose()?;
+    let mut registry = prometheus_client::registry::Registry::default();
+    let mut ops_data_plane = None;
+    if let Some(url) = &settings.otlp_endpoint {
+        tracing::warn!(endpoint = %url, "AIRLOCK_OTLP_ENDPOINT is set but this build does not export traces; ignoring it");
+    }
 
     // Flips to true when the data plane has drained (at once when this process has none): the
     // control plane keeps answering until then, so `/readyz` can say 503 during the drain.
@@ -168,10 +182,16 @@ async fn serve(settings: Settings) -> Result<()> {
         let config = airlock_proxy::ProxyConfig {
             policy: settings.policy.clone(),
             extra_roots_pem: settings::read_ca(&settings)?,
-            own_addrs: vec![proxy_addr, settings.api_addr],
+            own_addrs: [proxy_addr, settings.api_addr]
+                .into_iter()
+                .chain(ops_addr)
+                .collect(),
             audit_spill_path: settings.audit_spill_file.clone(),
             tls: proxy_tls.clone(),
             trusted_proxies: settings.trusted_proxies.clone(),
+            max_connections: settings.max_connections,
+            upstream_max_concurrency: settings.upstream_max_concurrency,
+            devbox_rate_limit: settings.devbox_rate_limit,
             ..airlock_proxy::ProxyConfig::default()
         };
         let source = Arc::new(store.clone());
@@ -182,6 +202,8 @@ async fn serve(settings: Settings) -> Result<()> {
         );
         let dp = data_plane.clone();
         ready = Arc::new(move || dp.ready());
+        data_plane.register_metrics(&mut registry);
+        ops_data_plane = Some(data_plane.clone());
         let shutdown = signalled(rx.clone());
         let grace = settings.shutdown_grace;
         tasks.spawn(async move {
@@ -228,7 +250,9 @@ async fn serve(settings: Settings) -> Result<()> {
             policy: settings.policy.clone(),
             data_plane_ready: ready,
             draining: Arc::new(move || *stopping.borrow()),
+            metrics: airlock_api::ApiMetrics::default(),
         };
+        state.metrics.register(&mut registry);
         let options = airlock_api::ServeOptions {
             tls: api_tls.clone(),
             grace: settings.shutdown_grace,
@@ -242,11 +266,28 @@ async fn serve(settings: Settings) -> Result<()> {
         };
         tasks.spawn(airlock_api::serve(listener, state, options, shutdown));
     }
+    let ops_task = ops_listener.map(|listener| {
+        if let Some(addr) = ops_addr {
+            tracing::info!(%addr, "operations listener (/metrics, /healthz, /readyz)");
+        }
+        ops::spawn(
+            listener,
+            ops::Ops {
+                registry,
+                data_plane: ops_data_plane,
+                store: (settings.role != Role::Proxy).then(|| store.clone()),
+                draining: rx.clone(),
+            },
+        )
+    });
     while let Some(done) = tasks.join_next().await {
         done.context("a server task failed")?
             .context("a server stopped with an error")?;
     }
     reloader.abort();
+    if let Some(task) = ops_task {
+        task.abort();
+    }
     store.close().await;
     tracing::info!("stopped");
     Ok(())

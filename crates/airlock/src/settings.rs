@@ -50,6 +50,13 @@ pub(crate) struct Settings {
     pub auto_migrate: bool,
     pub shutdown_grace: Duration,
     pub audit_spill_file: PathBuf,
+    /// The operations listener (`/metrics`, `/healthz`, `/readyz`); `None`: `off`.
+    pub metrics_addr: Option<SocketAddr>,
+    pub max_connections: usize,
+    pub upstream_max_concurrency: usize,
+    pub devbox_rate_limit: Option<airlock_proxy::RateLimit>,
+    /// Read so that a start can say it is not supported (no trace exporter in this build).
+    pub otlp_endpoint: Option<String>,
 }
 
 /// The names `var` has been asked for: every setting the binary reads goes through `var`, so
@@ -125,6 +132,18 @@ fn parse_bool(name: &str, default: bool) -> Result<bool> {
         Some("1" | "true" | "yes" | "on") => Ok(true),
         Some("0" | "false" | "no" | "off") => Ok(false),
         Some(other) => bail!("{name}: {other:?} is not true or false"),
+    }
+}
+
+fn parse_count(name: &str, default: usize, min: usize) -> Result<usize> {
+    match var(name) {
+        None => Ok(default),
+        Some(text) => text
+            .trim()
+            .parse::<usize>()
+            .ok()
+            .filter(|n| *n >= min)
+            .ok_or_else(|| anyhow!("{name}: {text:?} is not a whole number ≥ {min}")),
     }
 }
 
@@ -206,6 +225,16 @@ impl Settings {
                 .unwrap_or_else(|| PathBuf::from("."))
                 .join("audit-spill.jsonl"),
         };
+        let metrics_addr = match var("AIRLOCK_METRICS_ADDR").as_deref().map(str::trim) {
+            Some("off") => None,
+            _ => Some(parse_addr("AIRLOCK_METRICS_ADDR", "127.0.0.1:7090")?),
+        };
+        let devbox_rate_limit = var("AIRLOCK_DEVBOX_RATE_LIMIT")
+            .map(|text| {
+                airlock_proxy::RateLimit::parse(&text)
+                    .map_err(|e| anyhow!("AIRLOCK_DEVBOX_RATE_LIMIT: {e}"))
+            })
+            .transpose()?;
         let settings = Settings {
             role,
             master_key: var("AIRLOCK_MASTER_KEY"),
@@ -226,6 +255,11 @@ impl Settings {
             auto_migrate: parse_bool("AIRLOCK_AUTO_MIGRATE", true)?,
             shutdown_grace: parse_secs("AIRLOCK_SHUTDOWN_GRACE", 30)?,
             audit_spill_file,
+            metrics_addr,
+            max_connections: parse_count("AIRLOCK_MAX_CONNECTIONS", 10_000, 1)?,
+            upstream_max_concurrency: parse_count("AIRLOCK_UPSTREAM_MAX_CONCURRENCY", 0, 0)?,
+            devbox_rate_limit,
+            otlp_endpoint: var("AIRLOCK_OTLP_ENDPOINT"),
         };
         check_unknown()?;
         Ok(settings)

@@ -105,15 +105,22 @@ impl StateSource for Source {
     }
 }
 
-/// The real store as the audit sink, failing the next `failures` writes.
+/// The real store as the audit sink, failing the next `failures` writes; while `stalled`, a
+/// write waits (as a database that hangs would).
 pub struct Sink {
     pub store: Store,
     pub failures: AtomicUsize,
     pub failed: AtomicUsize,
+    pub writes: AtomicUsize,
+    pub stalled: AtomicBool,
 }
 
 impl AuditSink for Sink {
     async fn write_batch(&self, events: &[RequestAuditEvent]) -> Result<(), SourceError> {
+        self.writes.fetch_add(1, Ordering::SeqCst);
+        while self.stalled.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         let left = self.failures.load(Ordering::SeqCst);
         if left > 0 {
             self.failures.store(left - 1, Ordering::SeqCst);
@@ -381,6 +388,8 @@ impl Harness {
             store: db.store.clone(),
             failures: AtomicUsize::new(options.sink_failures),
             failed: AtomicUsize::new(0),
+            writes: AtomicUsize::new(0),
+            stalled: AtomicBool::new(false),
         });
         let dir = tempfile::tempdir().unwrap();
         let spill = dir.path().join("audit.spill");
@@ -512,6 +521,36 @@ pub async fn get(h: &Harness, path: &str, token: &BearerSecret) -> airlock_testk
         .send()
         .await
         .unwrap()
+}
+
+/// The value of one sample in a scrape (`name{labels}` exactly as encoded), 0 when absent.
+pub fn sample(scrape: &str, series: &str) -> f64 {
+    scrape
+        .lines()
+        .find_map(|line| {
+            let (name, value) = line.rsplit_once(' ')?;
+            (name == series).then(|| value.parse().unwrap())
+        })
+        .unwrap_or(0.0)
+}
+
+/// The data plane's metrics now.
+pub fn scrape(h: &Harness) -> String {
+    h.plane.encode_metrics()
+}
+
+/// Waits until a sample of the data plane's metrics has the value (the request's metrics are
+/// recorded when its response ends, a moment after the client has read it).
+pub async fn wait_sample(h: &Harness, series: &str, value: f64) {
+    let reached = Harness::eventually(Duration::from_secs(5), || async {
+        sample(&scrape(h), series) == value
+    })
+    .await;
+    assert!(
+        reached,
+        "{series} never became {value}; scrape:\n{}",
+        scrape(h)
+    );
 }
 
 /// The `x-airlock-error` code of a response, or "" when there is none.

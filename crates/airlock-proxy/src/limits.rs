@@ -1,0 +1,389 @@
+//! Protection for upstreams and for the data plane itself: a cap on requests in flight to one
+//! upstream origin, and a request rate limit per devbox.
+//!
+//! Both keep their per-key state in a [`LazyMap`]: shards of immutable hash maps behind
+//! `ArcSwap`, so a request reads its entry with one atomic load and no lock; only the first
+//! request for a new key takes its shard's writer mutex (which readers never touch) to copy the
+//! shard with the entry added. The state itself is atomics: a counter per origin, and for each
+//! devbox one "theoretical arrival time" updated with compare-and-swap (GCRA, the token bucket
+//! written as a single number).
+//!
+//! The cap never queues: a request over it is answered 503 `upstream_busy` at once, so a slow
+//! upstream cannot pile up waiting requests (and their sockets) inside Airlock.
+
+use std::borrow::Borrow;
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hash, RandomState};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use http::uri::{Authority, Scheme};
+
+use airlock_core::DevboxId;
+
+use crate::error::ProxyError;
+
+const SHARDS: usize = 16;
+
+struct Shard<K, V> {
+    map: ArcSwap<HashMap<K, Arc<V>>>,
+    /// Serialises writers of this shard; readers never take it.
+    write: Mutex<()>,
+}
+
+/// A map that readers use without locks and that grows on first use of a key.
+pub(crate) struct LazyMap<K, V> {
+    shards: Box<[Shard<K, V>]>,
+    hasher: RandomState,
+}
+
+impl<K: Hash + Eq + Clone, V> LazyMap<K, V> {
+    pub(crate) fn new() -> Self {
+        LazyMap {
+            shards: (0..SHARDS)
+                .map(|_| Shard {
+                    map: ArcSwap::from_pointee(HashMap::new()),
+                    write: Mutex::new(()),
+                })
+                .collect(),
+            hasher: RandomState::new(),
+        }
+    }
+
+    fn shard<Q: Hash + ?Sized>(&self, key: &Q) -> &Shard<K, V> {
+        let hash = self.hasher.hash_one(key);
+        &self.shards[(hash as usize) % SHARDS]
+    }
+
+    /// The value for `key`, if there is one.
+    fn get<Q>(&self, key: &Q) -> Option<Arc<V>>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.shard(key).map.load().get(key).cloned()
+    }
+
+    /// The value for `key`, made by `make` the first time (`make` runs under the shard's writer
+    /// lock, and only if the key is still missing there).
+    pub(crate) fn get_or_insert<Q>(&self, key: &Q, make: impl FnOnce() -> (K, V)) -> Arc<V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let shard = self.shard(key);
+        if let Some(value) = shard.map.load().get(key) {
+            return value.clone();
+        }
+        let _w = shard.write.lock().unwrap_or_else(|p| p.into_inner());
+        let current = shard.map.load_full();
+        if let Some(value) = current.get(key) {
+            return value.clone();
+        }
+        let (k, v) = make();
+        let value = Arc::new(v);
+        let mut next = HashMap::clone(&current);
+        next.insert(k, value.clone());
+        shard.map.store(Arc::new(next));
+        value
+    }
+
+    /// Every entry, for a scrape.
+    pub(crate) fn for_each_arc(&self, mut f: impl FnMut(&K, Arc<V>)) {
+        for shard in self.shards.iter() {
+            for (k, v) in shard.map.load().iter() {
+                f(k, v.clone());
+            }
+        }
+    }
+
+    /// Drops the entries `keep` refuses, in the shard of `key` (writers only).
+    fn retain_shard_of<Q>(&self, key: &Q, keep: impl Fn(&V) -> bool)
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let shard = self.shard(key);
+        let _w = shard.write.lock().unwrap_or_else(|p| p.into_inner());
+        let current = shard.map.load_full();
+        let next: HashMap<K, Arc<V>> = current
+            .iter()
+            .filter(|(_, v)| keep(v))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        shard.map.store(Arc::new(next));
+    }
+
+    fn shard_len<Q>(&self, key: &Q) -> usize
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.shard(key).map.load().len()
+    }
+}
+
+/// An upstream origin: scheme and authority (host and port as the gateway config spells them).
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub(crate) struct Origin {
+    pub(crate) scheme: Scheme,
+    pub(crate) authority: Authority,
+}
+
+/// Requests in flight to one origin.
+pub(crate) struct Gate {
+    in_flight: AtomicUsize,
+}
+
+/// Held while a request to an origin is in flight (its response body included).
+pub(crate) struct GatePermit(Arc<Gate>);
+
+impl Drop for GatePermit {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// `AIRLOCK_UPSTREAM_MAX_CONCURRENCY`: at most `cap` requests in flight per origin.
+pub(crate) struct OriginGates {
+    cap: usize,
+    gates: LazyMap<Origin, Gate>,
+}
+
+/// What a request over the cap is told to wait before retrying.
+const BUSY_RETRY_AFTER: Duration = Duration::from_secs(1);
+
+impl OriginGates {
+    /// `cap` 0: unlimited (no state is kept at all).
+    pub(crate) fn new(cap: usize) -> Self {
+        OriginGates {
+            cap,
+            gates: LazyMap::new(),
+        }
+    }
+
+    /// A permit for one request to `origin`, or `upstream_busy` at once when the cap is reached.
+    pub(crate) fn enter(
+        &self,
+        scheme: &Scheme,
+        authority: &Authority,
+    ) -> Result<Option<GatePermit>, ProxyError> {
+        if self.cap == 0 {
+            return Ok(None);
+        }
+        let key = Origin {
+            scheme: scheme.clone(),
+            authority: authority.clone(),
+        };
+        let gate = self.gates.get_or_insert(&key, || {
+            (
+                key.clone(),
+                Gate {
+                    in_flight: AtomicUsize::new(0),
+                },
+            )
+        });
+        let before = gate.in_flight.fetch_add(1, Ordering::AcqRel);
+        // The permit exists from here on, so that an early return gives the slot back.
+        let permit = GatePermit(gate);
+        if before >= self.cap {
+            return Err(ProxyError::UpstreamBusy(BUSY_RETRY_AFTER));
+        }
+        Ok(Some(permit))
+    }
+}
+
+/// `AIRLOCK_DEVBOX_RATE_LIMIT`: `requests` per `per`, with a burst of `requests`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RateLimit {
+    pub requests: u32,
+    pub per: Duration,
+}
+
+impl RateLimit {
+    /// Parses `N/s` or `N/m` (N ≥ 1). The error says what is expected, without the setting's name.
+    pub fn parse(text: &str) -> Result<RateLimit, String> {
+        let (n, unit) = text
+            .trim()
+            .split_once('/')
+            .ok_or_else(|| format!("{text:?} is not a rate like 100/s or 600/m"))?;
+        let requests: u32 = n.trim().parse().ok().filter(|&n| n >= 1).ok_or_else(|| {
+            format!("{text:?}: the number of requests must be a whole number ≥ 1")
+        })?;
+        let per = match unit.trim() {
+            "s" => Duration::from_secs(1),
+            "m" => Duration::from_secs(60),
+            _ => {
+                return Err(format!(
+                    "{text:?}: the unit must be s or m, as in 100/s or 600/m"
+                ))
+            }
+        };
+        Ok(RateLimit { requests, per })
+    }
+}
+
+/// A devbox's bucket: the time (ns after [`DevboxLimiter::epoch`]) at which it is full again.
+struct Bucket {
+    full_at: AtomicU64,
+}
+
+/// Per-devbox token buckets (GCRA): lock-free, one atomic per devbox.
+pub(crate) struct DevboxLimiter {
+    /// The time one request "costs", in ns.
+    interval: u64,
+    /// How far ahead of now `full_at` may be and still admit a request: the burst.
+    tolerance: u64,
+    epoch: Instant,
+    buckets: LazyMap<DevboxId, Bucket>,
+}
+
+/// A shard holding this many buckets drops the full ones before growing further.
+const SWEEP_AT: usize = 1024;
+
+impl DevboxLimiter {
+    pub(crate) fn new(limit: RateLimit) -> Self {
+        let per = u64::try_from(limit.per.as_nanos()).unwrap_or(u64::MAX);
+        let interval = (per / u64::from(limit.requests)).max(1);
+        DevboxLimiter {
+            interval,
+            tolerance: interval.saturating_mul(u64::from(limit.requests) - 1),
+            epoch: Instant::now(),
+            buckets: LazyMap::new(),
+        }
+    }
+
+    fn now(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// Takes one request from the devbox's bucket, or says how long to wait (`rate_limited`).
+    pub(crate) fn check(&self, devbox: &DevboxId) -> Result<(), ProxyError> {
+        let now = self.now();
+        let bucket = match self.buckets.get(devbox) {
+            Some(bucket) => bucket,
+            None => {
+                if self.buckets.shard_len(devbox) >= SWEEP_AT {
+                    // A full bucket is the same as no bucket: forget devboxes that have been
+                    // quiet, before the shard grows.
+                    self.buckets
+                        .retain_shard_of(devbox, |b| b.full_at.load(Ordering::Acquire) > now);
+                }
+                self.buckets.get_or_insert(devbox, || {
+                    let bucket = Bucket {
+                        full_at: AtomicU64::new(0),
+                    };
+                    (devbox.clone(), bucket)
+                })
+            }
+        };
+        let mut full_at = bucket.full_at.load(Ordering::Acquire);
+        loop {
+            let start = full_at.max(now);
+            if start - now > self.tolerance {
+                let wait = start - now - self.tolerance;
+                return Err(ProxyError::RateLimited(Duration::from_nanos(wait)));
+            }
+            match bucket.full_at.compare_exchange_weak(
+                full_at,
+                start + self.interval,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return Ok(()),
+                Err(seen) => full_at = seen,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_limit_parses() {
+        for (text, expected) in [
+            ("100/s", Some((100, 1))),
+            (" 600 / m ", Some((600, 60))),
+            ("1/s", Some((1, 1))),
+            ("0/s", None),
+            ("-1/s", None),
+            ("10/h", None),
+            ("10", None),
+            ("ten/s", None),
+            ("", None),
+        ] {
+            let parsed = RateLimit::parse(text)
+                .ok()
+                .map(|r| (r.requests, r.per.as_secs()));
+            assert_eq!(parsed, expected, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn a_burst_passes_and_the_next_request_waits_one_interval() {
+        let limiter = DevboxLimiter::new(RateLimit {
+            requests: 5,
+            per: Duration::from_secs(60),
+        });
+        let a = DevboxId::generate();
+        let b = DevboxId::generate();
+        for _ in 0..5 {
+            limiter.check(&a).unwrap();
+        }
+        match limiter.check(&a) {
+            Err(ProxyError::RateLimited(wait)) => {
+                // One request's worth: 12 s, less the little time the test took.
+                assert!(wait <= Duration::from_secs(12) && wait > Duration::from_secs(11));
+            }
+            other => panic!("expected rate_limited, got {other:?}"),
+        }
+        // Another devbox has its own bucket.
+        limiter.check(&b).unwrap();
+    }
+
+    #[test]
+    fn the_origin_cap_gives_slots_back() {
+        let gates = OriginGates::new(2);
+        let authority: Authority = "api.example.com".parse().unwrap();
+        let one = gates.enter(&Scheme::HTTPS, &authority).unwrap();
+        let two = gates.enter(&Scheme::HTTPS, &authority).unwrap();
+        assert!(matches!(
+            gates.enter(&Scheme::HTTPS, &authority),
+            Err(ProxyError::UpstreamBusy(_))
+        ));
+        // Another origin is not affected.
+        let other: Authority = "api.example.com:8443".parse().unwrap();
+        assert!(gates.enter(&Scheme::HTTPS, &other).unwrap().is_some());
+        drop(one);
+        let three = gates.enter(&Scheme::HTTPS, &authority).unwrap();
+        assert!(three.is_some());
+        drop((two, three));
+        assert!(OriginGates::new(0)
+            .enter(&Scheme::HTTPS, &authority)
+            .unwrap()
+            .is_none());
+    }
+
+    #[test]
+    fn quiet_devboxes_are_forgotten() {
+        let limiter = DevboxLimiter::new(RateLimit {
+            requests: 1000,
+            per: Duration::from_secs(1),
+        });
+        let inserted = SWEEP_AT * SHARDS + SWEEP_AT * SHARDS / 2;
+        for i in 0..inserted {
+            if i == SWEEP_AT * SHARDS {
+                // Every bucket so far is full again 1 ms after its request.
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            limiter.check(&DevboxId::generate()).unwrap();
+        }
+        let mut n = 0;
+        limiter.buckets.for_each_arc(|_, _| n += 1);
+        assert!(n < inserted, "{n} of {inserted} buckets kept");
+    }
+}

@@ -1,0 +1,524 @@
+//! The data plane's Prometheus metrics.
+//!
+//! The request path only ever touches atomics: no lock, no allocation, no label strings. Each
+//! gateway config gets one [`GatewayStats`] the first time a request uses it (a lock-free
+//! [`LazyMap`] lookup by id afterwards), holding a small table of counters by status code and
+//! two histograms. Refusals and upstream errors are fixed arrays indexed by code or kind. Labels
+//! are written only when a scrape encodes them, through prometheus-client's [`Collector`].
+//! Gauges that the data plane already knows (tokens in memory, audit queue depth) are read at
+//! scrape time and cost the request path nothing.
+//!
+//! Labels carry gateway config ids, status codes, error codes and kinds: never a token, a
+//! secret, a path, a header or an address.
+
+use std::sync::atomic::{AtomicI64, AtomicU16, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use airlock_core::GatewayConfigId;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
+
+use crate::error::CODES;
+use crate::limits::LazyMap;
+use crate::Shared;
+
+/// Histogram bucket bounds in seconds: LLM calls take from milliseconds to minutes.
+const BUCKETS: [f64; 14] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+];
+
+/// A histogram of durations, in atomics.
+struct Histogram {
+    /// Per bucket (not cumulative), the last one is +Inf.
+    counts: [AtomicU64; BUCKETS.len() + 1],
+    sum_us: AtomicU64,
+}
+
+impl Histogram {
+    fn new() -> Self {
+        Histogram {
+            counts: std::array::from_fn(|_| AtomicU64::new(0)),
+            sum_us: AtomicU64::new(0),
+        }
+    }
+
+    fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        let i = BUCKETS
+            .iter()
+            .position(|&b| secs <= b)
+            .unwrap_or(BUCKETS.len());
+        self.counts[i].fetch_add(1, Ordering::Relaxed);
+        let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        self.sum_us.fetch_add(us, Ordering::Relaxed);
+    }
+
+    fn encode(&self, encoder: &mut prometheus_client::encoding::MetricEncoder<'_>) -> Fmt {
+        let mut buckets = [(0.0, 0u64); BUCKETS.len() + 1];
+        let mut count = 0;
+        for (i, slot) in buckets.iter_mut().enumerate() {
+            let n = self.counts[i].load(Ordering::Relaxed);
+            *slot = (BUCKETS.get(i).copied().unwrap_or(f64::INFINITY), n);
+            count += n;
+        }
+        let sum = self.sum_us.load(Ordering::Relaxed) as f64 / 1e6;
+        encoder.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
+    }
+}
+
+/// Distinct status codes counted per gateway; more are counted under `code="other"`.
+const CODE_SLOTS: usize = 24;
+
+/// Request counts by status code: a tiny open table that fills itself with compare-and-swap.
+struct CodeCounts {
+    codes: [AtomicU16; CODE_SLOTS],
+    counts: [AtomicU64; CODE_SLOTS],
+    other: AtomicU64,
+}
+
+impl CodeCounts {
+    fn new() -> Self {
+        CodeCounts {
+            codes: std::array::from_fn(|_| AtomicU16::new(0)),
+            counts: std::array::from_fn(|_| AtomicU64::new(0)),
+            other: AtomicU64::new(0),
+        }
+    }
+
+    fn inc(&self, code: u16) {
+        for (slot, count) in self.codes.iter().zip(&self.counts) {
+            let mut seen = slot.load(Ordering::Acquire);
+            if seen == 0 {
+                seen = match slot.compare_exchange(0, code, Ordering::AcqRel, Ordering::Acquire) {
+                    Ok(_) => code,
+                    Err(other) => other,
+                };
+            }
+            if seen == code {
+                count.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        }
+        self.other.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// What one gateway config's requests add up to.
+pub(crate) struct GatewayStats {
+    codes: CodeCounts,
+    /// From the request's arrival to the upstream's response head.
+    head: Histogram,
+    /// From the request's arrival to the end of the response body.
+    total: Histogram,
+}
+
+impl GatewayStats {
+    fn new() -> Self {
+        GatewayStats {
+            codes: CodeCounts::new(),
+            head: Histogram::new(),
+            total: Histogram::new(),
+        }
+    }
+}
+
+/// Why a request to the upstream failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum UpstreamErrorKind {
+    /// The name did not resolve.
+    Dns,
+    /// The TCP connection was refused or failed.
+    Connect,
+    /// The TLS handshake or certificate was refused.
+    Tls,
+    /// Connecting (TCP and TLS) took longer than the connect timeout.
+    ConnectTimeout,
+    /// The response head did not arrive within the response-header timeout.
+    Timeout,
+    /// The name resolved to an address the upstream policy refuses, or to Airlock itself.
+    RefusedAddress,
+    /// The connection broke before the response head arrived.
+    Reset,
+    /// The response body broke off while streaming.
+    Body,
+    /// `AIRLOCK_UPSTREAM_MAX_CONCURRENCY` was reached (answered 503 `upstream_busy`).
+    Busy,
+}
+
+impl UpstreamErrorKind {
+    const ALL: [UpstreamErrorKind; 9] = [
+        Self::Dns,
+        Self::Connect,
+        Self::Tls,
+        Self::ConnectTimeout,
+        Self::Timeout,
+        Self::RefusedAddress,
+        Self::Reset,
+        Self::Body,
+        Self::Busy,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::Dns => "dns",
+            Self::Connect => "connect",
+            Self::Tls => "tls",
+            Self::ConnectTimeout => "connect_timeout",
+            Self::Timeout => "timeout",
+            Self::RefusedAddress => "refused_address",
+            Self::Reset => "reset",
+            Self::Body => "body",
+            Self::Busy => "busy",
+        }
+    }
+}
+
+/// Milliseconds since `base`, never 0 (0 means "never").
+fn since(base: Instant) -> u64 {
+    u64::try_from(base.elapsed().as_millis()).unwrap_or(u64::MAX - 1) + 1
+}
+
+/// Every counter of one data plane.
+pub(crate) struct Metrics {
+    started: Instant,
+    gateways: LazyMap<GatewayConfigId, GatewayStats>,
+    /// Requests refused before a token (and so a gateway) was known.
+    no_gateway: GatewayStats,
+    upstream_errors: [AtomicU64; UpstreamErrorKind::ALL.len()],
+    refusals: Box<[AtomicU64]>,
+    connections_active: AtomicI64,
+    connections_refused: AtomicU64,
+    /// When the state was last loaded or updated from the source (ms after `started`; 0: never).
+    synced_at_ms: AtomicU64,
+    full_loads: AtomicU64,
+    feed_failures: AtomicU64,
+}
+
+impl Metrics {
+    pub(crate) fn new() -> Self {
+        Metrics {
+            started: Instant::now(),
+            gateways: LazyMap::new(),
+            no_gateway: GatewayStats::new(),
+            upstream_errors: std::array::from_fn(|_| AtomicU64::new(0)),
+            refusals: CODES.iter().map(|_| AtomicU64::new(0)).collect(),
+            connections_active: AtomicI64::new(0),
+            connections_refused: AtomicU64::new(0),
+            synced_at_ms: AtomicU64::new(0),
+            full_loads: AtomicU64::new(0),
+            feed_failures: AtomicU64::new(0),
+        }
+    }
+
+    /// The stats of a gateway config (made on its first request).
+    pub(crate) fn gateway(&self, id: &GatewayConfigId) -> Arc<GatewayStats> {
+        self.gateways
+            .get_or_insert(id, || (id.clone(), GatewayStats::new()))
+    }
+
+    /// One finished request: its status, and (if it reached the upstream) when its head arrived.
+    pub(crate) fn request(
+        &self,
+        gateway: Option<&GatewayStats>,
+        status: u16,
+        head: Option<Duration>,
+        total: Duration,
+    ) {
+        let stats = gateway.unwrap_or(&self.no_gateway);
+        stats.codes.inc(status);
+        if let Some(head) = head {
+            stats.head.observe(head);
+            stats.total.observe(total);
+        }
+    }
+
+    pub(crate) fn refusal(&self, code: &'static str) {
+        if let Some(i) = CODES.iter().position(|c| *c == code) {
+            self.refusals[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub(crate) fn upstream_error(&self, kind: UpstreamErrorKind) {
+        if let Some(i) = UpstreamErrorKind::ALL.iter().position(|k| *k == kind) {
+            self.upstream_errors[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Counts a new client connection, unless `max` are open already (then it is counted as
+    /// refused and `None` comes back). Called by the accept loop alone, so the check and the
+    /// increment cannot race with another accept.
+    pub(crate) fn open_connection(self: &Arc<Self>, max: usize) -> Option<ConnectionGuard> {
+        let open = self.connections_active.load(Ordering::Acquire);
+        if usize::try_from(open).unwrap_or(0) >= max {
+            self.connections_refused.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        self.connections_active.fetch_add(1, Ordering::AcqRel);
+        Some(ConnectionGuard(self.clone()))
+    }
+
+    /// The state was brought up to date with the source; `full`: by a full reload.
+    pub(crate) fn synced(&self, full: bool) {
+        self.synced_at_ms
+            .store(since(self.started), Ordering::Release);
+        if full {
+            self.full_loads.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Loading from the source failed (the last state keeps serving).
+    pub(crate) fn feed_failed(&self) {
+        self.feed_failures.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Held by a connection's task: the connection counts as open until it is dropped.
+pub(crate) struct ConnectionGuard(Arc<Metrics>);
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.0.connections_active.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+type Fmt = Result<(), std::fmt::Error>;
+
+/// Encodes one data plane's metrics at scrape time.
+pub(crate) struct ProxyCollector(pub(crate) Arc<Shared>);
+
+impl std::fmt::Debug for ProxyCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ProxyCollector")
+    }
+}
+
+fn counter(encoder: &mut DescriptorEncoder<'_>, name: &str, help: &str, value: u64) -> Fmt {
+    let c = ConstCounter::new(value);
+    c.encode(encoder.encode_descriptor(name, help, None, c.metric_type())?)
+}
+
+fn gauge<T>(encoder: &mut DescriptorEncoder<'_>, name: &str, help: &str, value: T) -> Fmt
+where
+    ConstGauge<T>: EncodeMetric,
+{
+    let g = ConstGauge::new(value);
+    g.encode(encoder.encode_descriptor(name, help, None, g.metric_type())?)
+}
+
+impl Collector for ProxyCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Fmt {
+        let shared = &self.0;
+        let m = &shared.metrics;
+        let mut gateways: Vec<(&str, &GatewayStats)> = Vec::new();
+        // Sorted by id, so that scrapes are stable.
+        let mut owned: Vec<(GatewayConfigId, Arc<GatewayStats>)> = Vec::new();
+        m.gateways
+            .for_each_arc(|id, stats| owned.push((id.clone(), stats)));
+        owned.sort_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
+        gateways.push(("none", &m.no_gateway));
+        gateways.extend(owned.iter().map(|(id, s)| (id.as_str(), &**s)));
+
+        {
+            let mut family = encoder.encode_descriptor(
+                "airlock_proxy_requests",
+                "Requests answered by the data plane, by gateway config id and HTTP status (gateway=\"none\": refused before a token was known).",
+                None,
+                MetricType::Counter,
+            )?;
+            for (gateway, stats) in &gateways {
+                let c = &stats.codes;
+                for (slot, count) in c.codes.iter().zip(&c.counts) {
+                    let code = slot.load(Ordering::Acquire);
+                    if code == 0 {
+                        continue;
+                    }
+                    let code = itoa_u16(code);
+                    let labels = [("gateway", *gateway), ("code", code.as_str())];
+                    let n = count.load(Ordering::Relaxed);
+                    family
+                        .encode_family(&labels)?
+                        .encode_counter::<NoLabelSet, _, f64>(&n, None)?;
+                }
+                let other = c.other.load(Ordering::Relaxed);
+                if other > 0 {
+                    let labels = [("gateway", *gateway), ("code", "other")];
+                    family
+                        .encode_family(&labels)?
+                        .encode_counter::<NoLabelSet, _, f64>(&other, None)?;
+                }
+            }
+        }
+        for (name, help, pick) in [
+            (
+                "airlock_proxy_request_duration_seconds",
+                "Time from a request's arrival to the upstream's response head, by gateway config id.",
+                (|s: &GatewayStats| &s.head) as fn(&GatewayStats) -> &Histogram,
+            ),
+            (
+                "airlock_proxy_request_total_duration_seconds",
+                "Time from a request's arrival to the end of its response body, by gateway config id.",
+                |s: &GatewayStats| &s.total,
+            ),
+        ] {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Histogram)?;
+            for (gateway, stats) in gateways.iter().skip(1) {
+                let labels = [("gateway", *gateway)];
+                pick(stats).encode(&mut family.encode_family(&labels)?)?;
+            }
+        }
+        {
+            let mut family = encoder.encode_descriptor(
+                "airlock_proxy_upstream_errors",
+                "Requests that failed on the way to or from the upstream, by kind.",
+                None,
+                MetricType::Counter,
+            )?;
+            for (kind, n) in UpstreamErrorKind::ALL.iter().zip(&m.upstream_errors) {
+                let labels = [("kind", kind.label())];
+                family
+                    .encode_family(&labels)?
+                    .encode_counter::<NoLabelSet, _, f64>(&n.load(Ordering::Relaxed), None)?;
+            }
+        }
+        {
+            let mut family = encoder.encode_descriptor(
+                "airlock_proxy_refusals",
+                "Error responses that Airlock itself produced, by their x-airlock-error code.",
+                None,
+                MetricType::Counter,
+            )?;
+            for (code, n) in CODES.iter().zip(m.refusals.iter()) {
+                let labels = [("reason", *code)];
+                family
+                    .encode_family(&labels)?
+                    .encode_counter::<NoLabelSet, _, f64>(&n.load(Ordering::Relaxed), None)?;
+            }
+        }
+        gauge(
+            &mut encoder,
+            "airlock_proxy_connections_active",
+            "Client connections open on the data-plane listener.",
+            m.connections_active.load(Ordering::Relaxed),
+        )?;
+        counter(
+            &mut encoder,
+            "airlock_proxy_connections_refused",
+            "Client connections closed at once because AIRLOCK_MAX_CONNECTIONS were open.",
+            m.connections_refused.load(Ordering::Relaxed),
+        )?;
+        gauge(
+            &mut encoder,
+            "airlock_proxy_tokens",
+            "Active gateway tokens held in memory.",
+            i64::try_from(shared.state.token_count()).unwrap_or(i64::MAX),
+        )?;
+        gauge(
+            &mut encoder,
+            "airlock_proxy_state_loaded",
+            "1 once a full snapshot of the state has been loaded, else 0.",
+            i64::from(shared.state.ready()),
+        )?;
+        let synced = m.synced_at_ms.load(Ordering::Acquire);
+        let now = since(m.started);
+        // Never synced: the age of the process's data plane.
+        let age_ms = if synced == 0 {
+            now
+        } else {
+            now.saturating_sub(synced)
+        };
+        gauge(
+            &mut encoder,
+            "airlock_proxy_state_sync_age_seconds",
+            "Seconds since the state was last loaded or updated from the database (it grows up to the resync interval while nothing changes).",
+            age_ms as f64 / 1000.0,
+        )?;
+        counter(
+            &mut encoder,
+            "airlock_proxy_state_full_loads",
+            "Full reloads of the state: the first load, resyncs after a lost change feed, and the periodic safety net.",
+            m.full_loads.load(Ordering::Relaxed),
+        )?;
+        counter(
+            &mut encoder,
+            "airlock_proxy_state_load_failures",
+            "Failed attempts to load or update the state (the last state keeps serving).",
+            m.feed_failures.load(Ordering::Relaxed),
+        )?;
+        gauge(
+            &mut encoder,
+            "airlock_audit_queue_depth",
+            "Request audit events waiting in memory to be written.",
+            i64::try_from(shared.audit.depth()).unwrap_or(i64::MAX),
+        )?;
+        counter(
+            &mut encoder,
+            "airlock_audit_spilled",
+            "Request audit events written to the local spill file because the database could not take them.",
+            shared.audit.spilled(),
+        )?;
+        gauge(
+            &mut encoder,
+            "airlock_audit_spill_pending",
+            "1 while the spill file holds events not yet replayed into the database, else 0.",
+            i64::from(shared.audit.spill_pending()),
+        )?;
+        Ok(())
+    }
+}
+
+/// A status code as text, without allocating.
+struct Code([u8; 5], usize);
+
+impl Code {
+    fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.0[..self.1]).unwrap_or("other")
+    }
+}
+
+fn itoa_u16(mut n: u16) -> Code {
+    let mut digits = [0u8; 5];
+    let mut len = 0;
+    loop {
+        digits[len] = b'0' + (n % 10) as u8;
+        len += 1;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    digits[..len].reverse();
+    Code(digits, len)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_fill_slots_and_overflow_to_other() {
+        let c = CodeCounts::new();
+        for code in 100..(100 + CODE_SLOTS as u16 + 3) {
+            c.inc(code);
+        }
+        c.inc(100);
+        assert_eq!(c.counts[0].load(Ordering::Relaxed), 2);
+        assert_eq!(c.other.load(Ordering::Relaxed), 3);
+        assert_eq!(itoa_u16(404).as_str(), "404");
+        assert_eq!(itoa_u16(0).as_str(), "0");
+    }
+
+    #[test]
+    fn histogram_buckets() {
+        let h = Histogram::new();
+        h.observe(Duration::from_millis(3));
+        h.observe(Duration::from_millis(700));
+        h.observe(Duration::from_secs(1000));
+        assert_eq!(h.counts[0].load(Ordering::Relaxed), 1);
+        assert_eq!(h.counts[7].load(Ordering::Relaxed), 1);
+        assert_eq!(h.counts[BUCKETS.len()].load(Ordering::Relaxed), 1);
+    }
+}

@@ -1,0 +1,275 @@
+//! The operations listener through the real binary, split into a control-plane process and a
+//! proxy-only process on one Postgres: `/healthz` and `/readyz` in both roles, `/metrics` that
+//! moves when requests flow, and scrapes that never hold a token, a secret, a raw path or an id
+//! from a URL.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::{Duration, Instant};
+
+use airlock_testkit::upstream::{self, RecordingUpstream, UpstreamOptions};
+use airlock_testkit::TestRequest;
+use airlock_tests::{Airlock, ADMIN};
+use base64::Engine as _;
+use serde_json::{json, Value};
+
+const MASTER: &str = "q2Vx0JqL3m0l2m8r8y6Wb5XyZ0a1b2c3d4e5f6g7h8k=";
+const SENTINEL: &str = "sk-SENTINEL-ops-secret-7373";
+
+fn forms(secret: &str) -> Vec<String> {
+    let bytes = secret.as_bytes();
+    vec![
+        secret.to_owned(),
+        base64::engine::general_purpose::STANDARD.encode(bytes),
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes),
+        bytes.iter().map(|b| format!("{b:02x}")).collect(),
+        bytes.iter().map(|b| format!("%{b:02X}")).collect(),
+    ]
+}
+
+async fn get(url: &str) -> (u16, String) {
+    let r = TestRequest::get(url).send().await.unwrap();
+    (r.status.as_u16(), r.text())
+}
+
+/// The value of one sample (`name{labels}` as encoded), 0 when absent.
+fn sample(scrape: &str, series: &str) -> f64 {
+    scrape
+        .lines()
+        .find_map(|line| {
+            let (name, value) = line.rsplit_once(' ')?;
+            (name == series).then(|| value.parse().unwrap())
+        })
+        .unwrap_or(0.0)
+}
+
+async fn wait_sample(ops: &str, series: &str, value: f64) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, text) = get(&format!("{ops}/metrics")).await;
+        assert_eq!(status, 200);
+        if sample(&text, series) == value {
+            return text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{series} never became {value}:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_proxy_only_process_serves_metrics_health_and_readiness() {
+    let database_url = airlock_testkit::pg::shared()
+        .await
+        .fresh_database()
+        .await
+        .unwrap();
+    let upstream = RecordingUpstream::start(UpstreamOptions::plain().responder(upstream::echo()))
+        .await
+        .unwrap();
+    let common = [
+        ("AIRLOCK_DATABASE_URL", database_url.as_str()),
+        ("AIRLOCK_MASTER_KEY", MASTER),
+        ("AIRLOCK_ADMIN_TOKEN", ADMIN),
+        ("AIRLOCK_ALLOW_PRIVATE_UPSTREAMS", "127.0.0.0/8"),
+    ];
+    let control =
+        Airlock::start(&[common.as_slice(), &[("AIRLOCK_ROLE", "control")]].concat()).await;
+    let proxy = Airlock::start(&[common.as_slice(), &[("AIRLOCK_ROLE", "proxy")]].concat()).await;
+
+    // Health and readiness in both roles, on the operations listener.
+    for airlock in [&control, &proxy] {
+        assert_eq!(get(&format!("{}/healthz", airlock.ops)).await.0, 200);
+        let (status, body) = get(&format!("{}/readyz", airlock.ops)).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let ready: Value =
+        serde_json::from_str(&get(&format!("{}/readyz", proxy.ops)).await.1).unwrap();
+    assert_eq!(ready["data_plane_loaded"], true);
+    assert_eq!(
+        ready["database"],
+        Value::Null,
+        "a proxy-only process has no control plane"
+    );
+    let ready: Value =
+        serde_json::from_str(&get(&format!("{}/readyz", control.ops)).await.1).unwrap();
+    assert_eq!(ready["database"], true);
+    assert_eq!(ready["data_plane_loaded"], Value::Null);
+    // The proxy-only process has no control-plane listener at all.
+    assert!(TestRequest::get(&format!("{}/healthz", proxy.api))
+        .send()
+        .await
+        .is_err());
+
+    // A secret, a gateway and a devbox, through the control plane.
+    control
+        .post("/v1/secrets", json!({"name": "OPS_KEY", "value": SENTINEL}))
+        .await;
+    let gateway = control
+        .post(
+            "/v1/gateway-configs",
+            json!({"name": "echo", "endpoint": format!("http://127.0.0.1:{}/v1", upstream.addr().port()), "auth_mechanism": {"type": "bearer"}}),
+        )
+        .await;
+    let gateway_id = gateway["id"].as_str().unwrap().to_owned();
+    let devbox = control
+        .post(
+            "/v1/devboxes",
+            json!({"source_addresses": ["127.0.0.1"], "gateways": {"ECHO": {"gateway": "echo", "secret": "OPS_KEY"}}}),
+        )
+        .await;
+    let token = devbox["environment"]["ECHO"].as_str().unwrap().to_owned();
+    let devbox_id = devbox["id"].as_str().unwrap().to_owned();
+
+    // Requests through the proxy-only process move its metrics by exactly their number.
+    let series = format!("airlock_proxy_requests_total{{gateway=\"{gateway_id}\",code=\"200\"}}");
+    let proxy_url = format!("http://{}", proxy.proxy_addr);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    // The token reaches the proxy through the change feed; wait for the first success.
+    loop {
+        let r = TestRequest::get(&format!("{proxy_url}/secret-path/first"))
+            .bearer(&token)
+            .send()
+            .await
+            .unwrap();
+        if r.status == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the token never worked: {}",
+            r.status
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    wait_sample(&proxy.ops, &series, 1.0).await;
+    for i in 0..4 {
+        let r = TestRequest::post(&format!("{proxy_url}/secret-path/{i}?key=value"))
+            .bearer(&token)
+            .header("x-request-id", "ops-e2e-request")
+            .body("hello")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status, 200);
+        assert_eq!(r.header("x-request-id").as_deref(), Some("ops-e2e-request"));
+    }
+    let scrape = wait_sample(&proxy.ops, &series, 5.0).await;
+    assert_eq!(sample(&scrape, "airlock_proxy_tokens"), 1.0);
+    assert_eq!(sample(&scrape, "airlock_proxy_state_loaded"), 1.0);
+    assert!(scrape.contains("airlock_proxy_connections_active"));
+    assert!(scrape.contains("airlock_audit_queue_depth"));
+    assert!(
+        !scrape.contains("airlock_api_requests"),
+        "a proxy-only process has no control-plane metrics"
+    );
+
+    // The control plane counts by route template, never by the path with its ids.
+    let (_, api_scrape) = get(&format!("{}/metrics", control.ops)).await;
+    assert!(
+        sample(
+            &api_scrape,
+            r#"airlock_api_requests_total{route="/v1/devboxes",code="200"}"#
+        ) >= 1.0,
+        "{api_scrape}"
+    );
+    control
+        .call(
+            http::Method::GET,
+            &format!("/v1/devboxes/{devbox_id}"),
+            None,
+        )
+        .await;
+    let (_, api_scrape) = get(&format!("{}/metrics", control.ops)).await;
+    assert_eq!(
+        sample(
+            &api_scrape,
+            r#"airlock_api_requests_total{route="/v1/devboxes/{id}",code="200"}"#
+        ),
+        1.0,
+        "{api_scrape}"
+    );
+    assert!(!api_scrape.contains(&airlock_tests::ADMIN.to_string()));
+
+    // Neither scrape holds the token, the secret, a raw path, an id from a URL or an address.
+    for text in [&scrape, &api_scrape] {
+        for needle in forms(SENTINEL).into_iter().chain(forms(&token)) {
+            assert!(!text.contains(&needle), "a scrape holds {needle:?}");
+        }
+        for needle in [
+            "secret-path",
+            "key=value",
+            "ops-e2e-request",
+            devbox_id.as_str(),
+            "127.0.0.1",
+        ] {
+            assert!(!text.contains(needle), "a scrape holds {needle:?}");
+        }
+    }
+
+    // The request id is in the audit trail (written in batches, a moment later).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, audit) = control
+            .call(http::Method::GET, "/v1/audit/requests?limit=100", None)
+            .await;
+        assert_eq!(status, 200);
+        let tagged = audit["requests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["request_id"] == "ops-e2e-request")
+            .count();
+        if tagged == 4 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{audit}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_operations_listener_can_be_turned_off_and_a_taken_address_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("a.db").display());
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken_addr = taken.local_addr().unwrap().to_string();
+    let api_addr = airlock_testkit::free_addr();
+    let env = |metrics: &str| {
+        vec![
+            ("AIRLOCK_DATABASE_URL".to_owned(), db.clone()),
+            ("AIRLOCK_API_ADDR".to_owned(), api_addr.to_string()),
+            (
+                "AIRLOCK_PROXY_ADDR".to_owned(),
+                airlock_testkit::free_addr().to_string(),
+            ),
+            ("AIRLOCK_ADMIN_TOKEN".to_owned(), ADMIN.to_owned()),
+            ("AIRLOCK_METRICS_ADDR".to_owned(), metrics.to_owned()),
+        ]
+    };
+    let binary = airlock_testkit::airlock_binary();
+    let mut clash =
+        airlock_testkit::AirlockProcess::spawn(&binary, &["serve"], env(&taken_addr)).unwrap();
+    let status = clash.wait_exit(Duration::from_secs(60)).await.unwrap();
+    assert!(!status.success());
+    assert!(
+        clash
+            .log()
+            .contains("AIRLOCK_METRICS_ADDR: cannot listen on"),
+        "{}",
+        clash.log()
+    );
+
+    let mut off = airlock_testkit::AirlockProcess::spawn(&binary, &["serve"], env("off")).unwrap();
+    assert!(off.metrics_addr().is_none());
+    off.wait_http_ok(
+        &format!("http://{api_addr}/readyz"),
+        Duration::from_secs(60),
+    )
+    .await
+    .unwrap();
+    assert!(!off.log().contains("operations listener"));
+    drop(taken);
+}
