@@ -194,7 +194,10 @@ async fn apply_changes<S: StateSource>(
 
 /// Loads everything and swaps it in. Building a large state is CPU work, so it runs on a
 /// blocking thread and never stalls the request-serving workers.
-async fn full_reload<S: StateSource>(state: &Arc<State>, source: &S) -> Result<(), SourceError> {
+pub(crate) async fn full_reload<S: StateSource>(
+    state: &Arc<State>,
+    source: &S,
+) -> Result<(), SourceError> {
     let started = Instant::now();
     let version = state.version();
     let snapshot = source.load_all().await?;
