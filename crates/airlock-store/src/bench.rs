@@ -7,16 +7,16 @@ use crate::devboxes::encode_addresses;
 use crate::sql::Sql;
 use crate::{DevboxRow, Result, Store, TokenRow};
 
-/// Rows per statement. sqlx binds SQLite parameters in time quadratic in their number, so
-/// statements stay small: 100 rows of 9 placeholders.
-const ROWS: usize = 100;
+/// Rows per statement: 9 placeholders each stays under SQLite's and Postgres' limits.
+const ROWS: usize = 1000;
 
 impl Store {
     /// Inserts devboxes and tokens as given (their gateway configs and secrets must exist).
     pub async fn bench_insert(&self, devboxes: &[DevboxRow], tokens: &[TokenRow]) -> Result<()> {
         let mut tx = self.begin().await?;
         for chunk in devboxes.chunks(ROWS) {
-            let mut q = Sql::new(
+            let mut q = Sql::many(
+                self.backend(),
                 "INSERT INTO devboxes (id, account_id, name, status, source_addresses, metadata, create_time_ms, update_time_ms) VALUES ",
             );
             for (i, d) in chunk.iter().enumerate() {
@@ -34,7 +34,8 @@ impl Store {
             sqlx::query_with(&text, args).execute(&mut *tx).await?;
         }
         for chunk in tokens.chunks(ROWS) {
-            let mut q = Sql::new(
+            let mut q = Sql::many(
+                self.backend(),
                 "INSERT INTO gateway_tokens (id, account_id, devbox_id, gateway_config_id, secret_id, prefix, digest, create_time_ms, expire_time_ms) VALUES ",
             );
             for (i, t) in chunk.iter().enumerate() {
