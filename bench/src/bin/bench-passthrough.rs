@@ -93,9 +93,7 @@ fn main() -> Result<()> {
                     let authority = authority.clone();
                     async move { Ok::<_, Infallible>(forward(&client, &authority, req).await) }
                 });
-                let _ = server
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
+                let _ = server.serve_connection(TokioIo::new(stream), service).await;
             });
         }
     })

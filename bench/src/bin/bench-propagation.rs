@@ -175,7 +175,8 @@ async fn run(trials: usize) -> Result<Value> {
     std::fs::write(&key_file, key.to_base64().as_bytes())?;
 
     let up_port = free_port();
-    let (api, cp_proxy, replica_api, replica) = (free_port(), free_port(), free_port(), free_port());
+    let (api, cp_proxy, replica_api, replica) =
+        (free_port(), free_port(), free_port(), free_port());
     let admin = format!("bench-admin-{}", std::process::id()) + "-0123456789abcdef0123";
     let mut procs = Procs(Vec::new());
     procs.0.push(
@@ -183,7 +184,9 @@ async fn run(trials: usize) -> Result<Value> {
             .args(["--addr", &format!("127.0.0.1:{up_port}"), "--key", "unused"])
             .stdout(Stdio::null())
             .spawn()
-            .context("starting bench-upstream (build it with cargo build --release -p airlock-bench)")?,
+            .context(
+                "starting bench-upstream (build it with cargo build --release -p airlock-bench)",
+            )?,
     );
     let airlock = |role: &str, api: u16, proxy: u16| -> Result<Child> {
         let log = std::fs::File::create(work.join(format!("{role}.log")))?;
@@ -198,7 +201,10 @@ async fn run(trials: usize) -> Result<Value> {
             .env("AIRLOCK_ADMIN_TOKEN", &admin)
             .env("AIRLOCK_LOG", "warn")
             .env("AIRLOCK_LOG_FORMAT", "text")
-            .env("AIRLOCK_AUDIT_SPILL_FILE", work.join(format!("{role}.spill")))
+            .env(
+                "AIRLOCK_AUDIT_SPILL_FILE",
+                work.join(format!("{role}.spill")),
+            )
             .current_dir(&work)
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -216,29 +222,40 @@ async fn run(trials: usize) -> Result<Value> {
     let mut call = |method: &str, path: &str, body: Value| -> Result<Value> {
         let (status, body) = cp.request(method, path, &[("authorization", &auth)], Some(&body))?;
         if status >= 300 {
-            bail!("{method} {path}: {status} {}", String::from_utf8_lossy(&body));
+            bail!(
+                "{method} {path}: {status} {}",
+                String::from_utf8_lossy(&body)
+            );
         }
         Ok(serde_json::from_slice(&body)?)
     };
-    call("POST", "/v1/secrets", json!({"name": "BENCH_KEY", "value": "sk-v0"}))?;
+    call(
+        "POST",
+        "/v1/secrets",
+        json!({"name": "BENCH_KEY", "value": "sk-v0"}),
+    )?;
     call(
         "POST",
         "/v1/gateway-configs",
         json!({"name": "bench", "endpoint": format!("http://127.0.0.1:{up_port}"),
                "auth_mechanism": {"type": "header", "key": "x-api-key"}}),
     )?;
-    let register = |call: &mut dyn FnMut(&str, &str, Value) -> Result<Value>| -> Result<(String, String)> {
-        let d = call(
-            "POST",
-            "/v1/devboxes",
-            json!({"source_addresses": ["127.0.0.1"],
+    let register =
+        |call: &mut dyn FnMut(&str, &str, Value) -> Result<Value>| -> Result<(String, String)> {
+            let d = call(
+                "POST",
+                "/v1/devboxes",
+                json!({"source_addresses": ["127.0.0.1"],
                    "gateways": {"BENCH": {"gateway": "bench", "secret": "BENCH_KEY"}}}),
-        )?;
-        Ok((
-            d["id"].as_str().context("devbox id")?.to_owned(),
-            d["environment"]["BENCH"].as_str().context("token")?.to_owned(),
-        ))
-    };
+            )?;
+            Ok((
+                d["id"].as_str().context("devbox id")?.to_owned(),
+                d["environment"]["BENCH"]
+                    .as_str()
+                    .context("token")?
+                    .to_owned(),
+            ))
+        };
     let (_, token) = register(&mut call)?;
     let mut probe = Conn::new(&format!("127.0.0.1:{replica}"));
 
@@ -251,7 +268,8 @@ async fn run(trials: usize) -> Result<Value> {
         call("POST", "/v1/secrets/BENCH_KEY", json!({"value": value}))?;
         loop {
             let sent = t0.elapsed();
-            let (status, body) = probe.request("GET", "/echo-key", &[("x-api-key", &token)], None)?;
+            let (status, body) =
+                probe.request("GET", "/echo-key", &[("x-api-key", &token)], None)?;
             if status == 200 && body == value.as_bytes() {
                 rotate_ms.push(sent.as_secs_f64() * 1e3);
                 break;

@@ -20,7 +20,8 @@ use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
-const BODY: &[u8] = br#"{"id":"msg_bench","type":"message","content":[{"type":"text","text":"hello"}]}"#;
+const BODY: &[u8] =
+    br#"{"id":"msg_bench","type":"message","content":[{"type":"text","text":"hello"}]}"#;
 const DELAY: Duration = Duration::from_millis(50);
 const SSE_EVENTS: usize = 64;
 const SSE_GAP: Duration = Duration::from_millis(20);

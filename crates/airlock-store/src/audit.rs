@@ -109,11 +109,16 @@ impl Store {
                 q.push(if i == 0 { "(" } else { ", (" });
                 q.bind(e.id.as_str().to_owned()).push(", ");
                 q.bind(e.time_ms).push(", ");
-                q.bind(e.account_id.as_ref().map(|v| v.as_str().to_owned())).push(", ");
-                q.bind(e.devbox_id.as_ref().map(|v| v.as_str().to_owned())).push(", ");
-                q.bind(e.gateway_config_id.as_ref().map(|v| v.as_str().to_owned())).push(", ");
-                q.bind(e.token_id.as_ref().map(|v| v.as_str().to_owned())).push(", ");
-                q.bind(e.secret_id.as_ref().map(|v| v.as_str().to_owned())).push(", ");
+                q.bind(e.account_id.as_ref().map(|v| v.as_str().to_owned()))
+                    .push(", ");
+                q.bind(e.devbox_id.as_ref().map(|v| v.as_str().to_owned()))
+                    .push(", ");
+                q.bind(e.gateway_config_id.as_ref().map(|v| v.as_str().to_owned()))
+                    .push(", ");
+                q.bind(e.token_id.as_ref().map(|v| v.as_str().to_owned()))
+                    .push(", ");
+                q.bind(e.secret_id.as_ref().map(|v| v.as_str().to_owned()))
+                    .push(", ");
                 q.bind(e.secret_version).push(", ");
                 q.bind(e.method.clone()).push(", ");
                 q.bind(e.path.clone()).push(", ");
