@@ -110,6 +110,21 @@ pub trait StateSource: Send + Sync + 'static {
     /// and current secret versions those tokens reference.
     fn load_all(&self) -> impl Future<Output = Result<StateSnapshot, SourceError>> + Send;
 
+    /// The same records as [`load_all`](Self::load_all), handed to `page` a bounded piece at a
+    /// time, so that a data plane with a million tokens never holds them all twice (once as
+    /// records and once in its own form). Gateway configs and secrets come first, then
+    /// devboxes, then tokens: a page may reference objects of earlier pages. The default hands
+    /// over `load_all` as one page.
+    fn load_all_paged<F>(&self, mut page: F) -> impl Future<Output = Result<(), SourceError>> + Send
+    where
+        F: FnMut(StateSnapshot) + Send,
+    {
+        async move {
+            page(self.load_all().await?);
+            Ok(())
+        }
+    }
+
     /// The current records of the given objects, plus, for a devbox, gateway config or secret, the
     /// active tokens that reference it (so that a new or changed token arrives with everything it
     /// needs).

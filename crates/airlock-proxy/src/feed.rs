@@ -200,23 +200,24 @@ async fn apply_changes<S: StateSource>(
     Ok(())
 }
 
-/// Loads everything and swaps it in. Building a large state is CPU work, so it runs on a
-/// blocking thread and never stalls the request-serving workers.
-async fn full_reload<S: StateSource>(
+/// Loads everything, page by page into a [`state::Builder`], and swaps it in. Each page is a
+/// bounded piece of CPU work on this task; the swap, which scans the old state for tokens that
+/// are gone, runs on a blocking thread and never stalls the request-serving workers.
+pub(crate) async fn full_reload<S: StateSource>(
     state: &Arc<State>,
     metrics: &Metrics,
     source: &S,
 ) -> Result<(), SourceError> {
     let started = Instant::now();
     let version = state.version();
-    let snapshot = source
-        .load_all()
+    let mut builder = state::Builder::new(state.keyring().clone(), Some(state.clone()));
+    source
+        .load_all_paged(|page| builder.absorb(&page))
         .await
         .inspect_err(|_| metrics.feed_failed())?;
     let state = state.clone();
     let count = tokio::task::spawn_blocking(move || {
-        let built = state::build(state.keyring(), &snapshot);
-        state.replace(built, version);
+        state.replace(builder.finish(), version);
         state.token_count()
     })
     .await

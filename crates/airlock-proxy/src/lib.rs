@@ -24,6 +24,10 @@
 
 pub mod error;
 
+#[cfg(feature = "bench")]
+#[doc(hidden)]
+pub mod bench;
+
 mod audit;
 mod body;
 mod feed;

@@ -259,7 +259,7 @@ fn authorize(token: &TokenEntry, peer: IpAddr) -> Result<Route, ProxyError> {
     }
     // The store never binds across accounts; a row that does was written by someone else.
     let account = &*token.account_id;
-    if &devbox.account_id != account
+    if *devbox.account_id != *account
         || &gateway.account_id != account
         || &secret.account_id != account
     {

@@ -56,6 +56,10 @@ fn request_event(row: &AnyRow) -> Result<RequestEventRow> {
     })
 }
 
+/// Rows per multi-row insert of request events: 18 placeholders each, well under SQLite's
+/// (32 766) and Postgres' (65 535) limits.
+const EVENTS_PER_STATEMENT: usize = 100;
+
 impl Store {
     pub async fn list_audit_events(
         &self,
@@ -88,39 +92,50 @@ impl Store {
         .await
     }
 
-    /// Writes proxied-request events in one transaction. Each event carries its own id so that a
-    /// batch written twice (after a spill file is replayed) is stored once.
+    /// Writes proxied-request events in one transaction, [`EVENTS_PER_STATEMENT`] rows per
+    /// statement: the data plane writes thousands per second, and one statement per event
+    /// costs a round trip to the database (on SQLite, two thread switches) each. Each event
+    /// carries its own id so that a batch written twice (after a spill file is replayed) is
+    /// stored once.
     pub async fn insert_request_events(&self, events: &[RequestAuditEvent]) -> Result<()> {
         let mut tx = self.begin().await?;
-        for e in events {
-            sqlx::query(
+        for chunk in events.chunks(EVENTS_PER_STATEMENT) {
+            let mut q = Sql::many(
+                self.backend(),
                 "INSERT INTO request_events (id, time_ms, account_id, devbox_id, gateway_config_id, token_id, secret_id,
                     secret_version, method, path, status, upstream_status, latency_us, ttfb_us, bytes_in, bytes_out,
-                    client_addr, error_code, request_id)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)
-                 ON CONFLICT (id) DO NOTHING",
-            )
-            .bind(e.id.as_str().to_owned())
-            .bind(e.time_ms)
-            .bind(e.account_id.as_ref().map(|v| v.as_str().to_owned()))
-            .bind(e.devbox_id.as_ref().map(|v| v.as_str().to_owned()))
-            .bind(e.gateway_config_id.as_ref().map(|v| v.as_str().to_owned()))
-            .bind(e.token_id.as_ref().map(|v| v.as_str().to_owned()))
-            .bind(e.secret_id.as_ref().map(|v| v.as_str().to_owned()))
-            .bind(e.secret_version)
-            .bind(e.method.clone())
-            .bind(e.path.clone())
-            .bind(i64::from(e.status))
-            .bind(e.upstream_status.map(i64::from))
-            .bind(e.latency_us)
-            .bind(e.ttfb_us)
-            .bind(e.bytes_in)
-            .bind(e.bytes_out)
-            .bind(e.client_addr.to_string())
-            .bind(e.error_code.clone())
-            .bind(e.request_id.clone())
-            .execute(&mut *tx)
-            .await?;
+                    client_addr, error_code, request_id) VALUES ",
+            );
+            for (i, e) in chunk.iter().enumerate() {
+                q.push(if i == 0 { "(" } else { ", (" });
+                q.bind(e.id.as_str().to_owned()).push(", ");
+                q.bind(e.time_ms).push(", ");
+                q.bind(e.account_id.as_ref().map(|v| v.as_str().to_owned()))
+                    .push(", ");
+                q.bind(e.devbox_id.as_ref().map(|v| v.as_str().to_owned()))
+                    .push(", ");
+                q.bind(e.gateway_config_id.as_ref().map(|v| v.as_str().to_owned()))
+                    .push(", ");
+                q.bind(e.token_id.as_ref().map(|v| v.as_str().to_owned()))
+                    .push(", ");
+                q.bind(e.secret_id.as_ref().map(|v| v.as_str().to_owned()))
+                    .push(", ");
+                q.bind(e.secret_version).push(", ");
+                q.bind(e.method.clone()).push(", ");
+                q.bind(e.path.clone()).push(", ");
+                q.bind(i64::from(e.status)).push(", ");
+                q.bind(e.upstream_status.map(i64::from)).push(", ");
+                q.bind(e.latency_us).push(", ");
+                q.bind(e.ttfb_us).push(", ");
+                q.bind(e.bytes_in).push(", ");
+                q.bind(e.bytes_out).push(", ");
+                q.bind(e.client_addr.to_string()).push(", ");
+                q.bind(e.error_code.clone()).push(", ");
+                q.bind(e.request_id.clone()).push(")");
+            }
+            q.push(" ON CONFLICT (id) DO NOTHING");
+            let (text, args) = q.build();
+            sqlx::query_with(&text, args).execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())

@@ -89,6 +89,9 @@ fn secret(row: &AnyRow) -> Result<SecretRecord> {
     })
 }
 
+/// Records per page of a paged full load.
+const PAGE: usize = 1024;
+
 const GATEWAY_SELECT: &str = "SELECT id, account_id, name, endpoint, auth_type, auth_key, custom_headers, description, create_time_ms, update_time_ms FROM gateway_configs";
 
 impl Store {
@@ -127,6 +130,65 @@ impl Store {
             gateways: gateways.iter().map(gateway_record).collect::<Result<_>>()?,
             secrets: secrets.iter().map(secret).collect::<Result<_>>()?,
         })
+    }
+
+    /// The same records as [`Self::snapshot_all`], in the same kind of transaction, handed to
+    /// `page` [`PAGE`] records at a time as the rows stream in: neither all the rows nor all
+    /// the records of a million tokens are ever in memory at once.
+    async fn snapshot_all_paged(&self, page: &mut (dyn FnMut(StateSnapshot) + Send)) -> Result<()> {
+        use futures_util::TryStreamExt;
+        let now = airlock_core::time::now_ms();
+        let mut tx = self.begin().await?;
+        if self.backend == Backend::Postgres {
+            sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                .execute(&mut *tx)
+                .await?;
+        }
+        let gateways = sqlx::query(&format!("{GATEWAY_SELECT} WHERE delete_time_ms IS NULL"))
+            .fetch_all(&mut *tx)
+            .await?;
+        let secrets = sqlx::query(
+            "SELECT id, account_id, version, sealed FROM secrets WHERE delete_time_ms IS NULL",
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        page(StateSnapshot {
+            gateways: gateways.iter().map(gateway_record).collect::<Result<_>>()?,
+            secrets: secrets.iter().map(secret).collect::<Result<_>>()?,
+            ..StateSnapshot::default()
+        });
+        drop((gateways, secrets));
+        let mut out = StateSnapshot::default();
+        {
+            let mut rows = sqlx::query(
+                "SELECT id, account_id, status, source_addresses FROM devboxes WHERE status = 'running'",
+            )
+            .fetch(&mut *tx);
+            while let Some(row) = rows.try_next().await? {
+                out.devboxes.push(devbox(&row)?);
+                if out.devboxes.len() == PAGE {
+                    page(std::mem::take(&mut out));
+                }
+            }
+        }
+        let sql = format!(
+            "SELECT {TOKEN_COLUMNS} FROM gateway_tokens t JOIN devboxes d ON d.id = t.devbox_id
+             WHERE {ACTIVE_TOKEN} AND d.status = 'running'"
+        );
+        {
+            let mut rows = sqlx::query(&sql).bind(now).fetch(&mut *tx);
+            while let Some(row) = rows.try_next().await? {
+                out.tokens.push(token(&row)?);
+                if out.tokens.len() + out.devboxes.len() >= PAGE {
+                    page(std::mem::take(&mut out));
+                }
+            }
+        }
+        if !out.tokens.is_empty() || !out.devboxes.is_empty() {
+            page(out);
+        }
+        tx.commit().await?;
+        Ok(())
     }
 
     /// Adds to `out` the devbox, gateway config and secret a token references.
@@ -259,6 +321,13 @@ impl StateSource for Store {
 
     async fn load_all(&self) -> Result<StateSnapshot, SourceError> {
         self.snapshot_all().await.map_err(source_err)
+    }
+
+    async fn load_all_paged<F>(&self, mut page: F) -> Result<(), SourceError>
+    where
+        F: FnMut(StateSnapshot) + Send,
+    {
+        self.snapshot_all_paged(&mut page).await.map_err(source_err)
     }
 
     async fn load_changed(&self, changes: &[Change]) -> Result<StateSnapshot, SourceError> {

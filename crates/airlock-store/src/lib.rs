@@ -11,6 +11,8 @@
 
 mod accounts;
 mod audit;
+#[cfg(feature = "bench")]
+mod bench;
 mod devboxes;
 mod feed;
 mod gateways;

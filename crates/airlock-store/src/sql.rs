@@ -10,6 +10,8 @@ pub(crate) struct Sql {
     text: String,
     args: AnyArguments<'static>,
     count: usize,
+    /// Plain `?` placeholders instead of `$N`.
+    positional: bool,
 }
 
 impl Sql {
@@ -18,6 +20,17 @@ impl Sql {
             text: text.to_owned(),
             args: AnyArguments::default(),
             count: 0,
+            positional: false,
+        }
+    }
+
+    /// For statements with many placeholders (multi-row inserts). sqlx binds SQLite's `$N`
+    /// parameters in time quadratic in their number (it looks each name up by index, and SQLite
+    /// scans its list for that), but plain `?` in linear time; Postgres accepts only `$N`.
+    pub(crate) fn many(backend: crate::Backend, text: &str) -> Self {
+        Self {
+            positional: backend == crate::Backend::Sqlite,
+            ..Self::new(text)
         }
     }
 
@@ -33,8 +46,12 @@ impl Sql {
         T: 'static + Send + Encode<'static, Any> + Type<Any>,
     {
         self.count += 1;
-        self.text.push('$');
-        self.text.push_str(&self.count.to_string());
+        if self.positional {
+            self.text.push('?');
+        } else {
+            self.text.push('$');
+            self.text.push_str(&self.count.to_string());
+        }
         // Encoding into AnyArguments only fails for types the Any driver lacks, which the
         // store never binds.
         let _ = self.args.add(value);
