@@ -58,24 +58,11 @@ impl Airlock {
             .wait_http_ok(&format!("{ops}/readyz"), wait)
             .await
             .unwrap();
-        let wait = std::time::Duration::from_secs(60);
+        // The operations listener starts after both planes, so its /readyz covers the control
+        // plane's listener too (and a proxy-only process has none).
         let api = match &api_tls {
-            None => {
-                let api = format!("http://{api_addr}");
-                process
-                    .wait_http_ok(&format!("{api}/readyz"), wait)
-                    .await
-                    .unwrap();
-                api
-            }
-            Some(tls) => {
-                let api = format!("https://localhost:{}", api_addr.port());
-                process
-                    .wait_https_ok(&format!("{api}/readyz"), tls.clone(), wait)
-                    .await
-                    .unwrap();
-                api
-            }
+            None => format!("http://{api_addr}"),
+            Some(_) => format!("https://localhost:{}", api_addr.port()),
         };
         let token = if has_token {
             ADMIN.to_owned()
