@@ -271,6 +271,31 @@ pub(crate) async fn serve(
     Ok(())
 }
 
+/// Warns about a connection refused before HTTP (a PROXY header from an untrusted peer, a bad
+/// one from a trusted peer) at most once per [`REFUSAL_WARN_INTERVAL_MS`]; the others in between
+/// are logged at debug level and counted into the next warning, so that a sandbox cannot flood
+/// the log.
+fn warn_refused(peer: SocketAddr, err: &airlock_net::AcceptError) {
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    static SUPPRESSED: AtomicU64 = AtomicU64::new(0);
+    let now = now_ms();
+    let last = LAST.load(Ordering::Acquire);
+    let due = last == 0 || now >= last + REFUSAL_WARN_INTERVAL_MS;
+    if due
+        && LAST
+            .compare_exchange(last, now, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    {
+        let suppressed = SUPPRESSED.swap(0, Ordering::AcqRel);
+        tracing::warn!(peer = %peer, error = %err, suppressed, "closed a connection before HTTP");
+    } else {
+        SUPPRESSED.fetch_add(1, Ordering::AcqRel);
+        tracing::debug!(peer = %peer, error = %err, "closed a connection before HTTP");
+    }
+}
+
+const REFUSAL_WARN_INTERVAL_MS: u64 = 10_000;
+
 async fn connection(shared: Arc<Shared>, ctx: Arc<ServeCtx>, stream: TcpStream, peer: SocketAddr) {
     // PROXY header and TLS handshake (TCP_NODELAY is set there); a drain drops a connection
     // that has not reached HTTP yet.
@@ -278,7 +303,7 @@ async fn connection(shared: Arc<Shared>, ctx: Arc<ServeCtx>, stream: TcpStream, 
         accepted = shared.acceptor.accept(stream, peer) => match accepted {
             Ok(accepted) => accepted,
             Err(err) if err.is_notable() => {
-                tracing::warn!(peer = %peer, error = %err, "closed a connection before HTTP");
+                warn_refused(peer, &err);
                 return;
             }
             Err(err) => {
