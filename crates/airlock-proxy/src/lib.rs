@@ -7,6 +7,7 @@
 //! the rest supports it:
 //!
 //! - `server`: the listener, HTTP/1.1 and HTTP/2, per-connection timeouts, graceful drain;
+//! - [`h1guard`]: strict HTTP/1 framing, checked on the bytes before hyper parses them;
 //! - `rewrite`: finding the token, checking the path, rewriting headers (pure functions);
 //! - `state` and `feed`: what the data plane knows, and keeping it current from the store;
 //! - `upstream`: the pooled client and its connector, which checks every address it dials;
@@ -23,6 +24,8 @@ pub mod error;
 mod audit;
 mod body;
 mod feed;
+#[doc(hidden)] // Public for the fuzz targets (`crates/airlock-fuzz`).
+pub mod h1guard;
 mod pipeline;
 mod rewrite;
 mod scrub;

@@ -65,6 +65,7 @@ pub(crate) async fn handle(
             client,
             upstream,
         }) => {
+            in_flight.upgraded();
             splice(ctx, client, upstream, record);
             let (parts, kind) = head.into_parts();
             Response::from_parts(parts, ResponseBody::new(kind, None, Some(in_flight)))
@@ -119,7 +120,7 @@ async fn proxy(
     let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
     let uri = rewrite::upstream_uri(&route.gateway, req.uri())?;
     let (mut parts, body) = req.into_parts();
-    rewrite::request_headers(&mut parts.headers, &presented, &route, websocket)?;
+    rewrite::request_headers(&mut parts.headers, &route, websocket)?;
     let body = if websocket {
         RequestBody::empty()
     } else {

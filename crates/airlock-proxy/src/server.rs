@@ -31,6 +31,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::h1guard::{self, Guarded};
 use crate::pipeline;
 use crate::Shared;
 
@@ -48,6 +49,8 @@ pub(crate) struct Activity {
     head_started: AtomicU64,
     /// When the last request finished (or the connection opened).
     idle_since: AtomicU64,
+    /// Tells the connection's HTTP/1 framing guard how its requests were answered.
+    framing: Arc<h1guard::Signal>,
 }
 
 impl Activity {
@@ -56,6 +59,7 @@ impl Activity {
             in_flight: AtomicUsize::new(0),
             head_started: AtomicU64::new(0),
             idle_since: AtomicU64::new(now_ms()),
+            framing: Arc::default(),
         })
     }
 
@@ -70,10 +74,18 @@ impl Activity {
 /// Held while a request (and its response body) is in flight.
 pub(crate) struct InFlight(Arc<Activity>);
 
+impl InFlight {
+    /// The request is answered with 101: the connection stops being HTTP/1.
+    pub(crate) fn upgraded(&self) {
+        self.0.framing.upgraded();
+    }
+}
+
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.idle_since.store(now_ms(), Ordering::Release);
         self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.0.framing.request_done();
     }
 }
 
@@ -262,6 +274,8 @@ async fn connection(shared: Arc<Shared>, ctx: Arc<ServeCtx>, stream: TcpStream, 
         prefix: [0; 4],
         prefix_len: 0,
     };
+    // Every HTTP/1 byte is checked for ambiguous framing before hyper parses it.
+    let io = Guarded::new(io, activity.framing.clone());
     let service = {
         let shared = shared.clone();
         let ctx = ctx.clone();

@@ -152,6 +152,8 @@ pub struct Seed {
     pub store: Store,
     pub keyring: Arc<Keyring>,
     pub account: AccountId,
+    /// Every token minted through this seed, for the leak checks.
+    pub minted: Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Seed {
@@ -168,6 +170,7 @@ impl Seed {
             store,
             keyring,
             account,
+            minted: Arc::default(),
         }
     }
 
@@ -274,6 +277,7 @@ impl Seed {
         let mut rows = Vec::new();
         for (i, (gateway, secret)) in bindings.iter().enumerate() {
             let token = BearerSecret::generate(SecretKind::Gateway);
+            self.minted.lock().unwrap().push(token.expose().to_owned());
             rows.push(TokenRow {
                 id: TokenId::generate(),
                 account_id: self.account.clone(),
@@ -517,6 +521,91 @@ pub async fn get(h: &Harness, path: &str, token: &BearerSecret) -> airlock_testk
 /// The `x-airlock-error` code of a response, or "" when there is none.
 pub fn code(r: &airlock_testkit::HttpResponse) -> String {
     r.header("x-airlock-error").unwrap_or_default()
+}
+
+/// What came back on a raw connection.
+pub struct RawAnswer {
+    pub text: String,
+    /// The server closed the connection before the deadline.
+    pub closed: bool,
+}
+
+impl RawAnswer {
+    /// The status of every response, in order, read by their framing (content-length or
+    /// chunked); a response that cannot be framed ends the list.
+    pub fn statuses(&self) -> Vec<u16> {
+        let bytes = self.text.as_bytes();
+        let mut out = Vec::new();
+        let mut at = 0;
+        while at < bytes.len() {
+            let Some(head_len) = find(&bytes[at..], b"\r\n\r\n") else {
+                break;
+            };
+            let head = &self.text[at..at + head_len];
+            let Some(status) = head
+                .strip_prefix("HTTP/1.")
+                .and_then(|r| r.get(2..5))
+                .and_then(|s| s.parse::<u16>().ok())
+            else {
+                break;
+            };
+            out.push(status);
+            at += head_len + 4;
+            let lower = head.to_ascii_lowercase();
+            let length = lower
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse::<usize>().ok());
+            if let Some(n) = length {
+                at += n;
+            } else if lower.contains("transfer-encoding: chunked") {
+                loop {
+                    let Some(line) = find(&bytes[at..], b"\r\n") else {
+                        return out;
+                    };
+                    let size =
+                        usize::from_str_radix(self.text[at..at + line].trim(), 16).unwrap_or(0);
+                    at += line + 2 + size + 2;
+                    if size == 0 || at >= bytes.len() {
+                        break;
+                    }
+                }
+            } else if status != 101 && status != 204 && status != 304 {
+                break;
+            }
+        }
+        out
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Sends raw bytes, reads until the server closes or `timeout` passes, and says which.
+pub async fn raw_exchange(addr: SocketAddr, request: &[u8], timeout: Duration) -> RawAnswer {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    // The server may close before reading everything; what it answered is what counts.
+    let _ = stream.write_all(request).await;
+    let mut out = Vec::new();
+    let mut buf = [0u8; 8192];
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut closed = false;
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => {
+                closed = true;
+                break;
+            }
+            Err(_) => break,
+            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+    RawAnswer {
+        text: String::from_utf8_lossy(&out).into_owned(),
+        closed,
+    }
 }
 
 /// Sends raw bytes and reads until the server closes or `timeout` passes.
