@@ -120,6 +120,11 @@ impl MasterKey {
         self.id
     }
 
+    /// The key's bytes, for deriving the binding key (`crate::binding`).
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.bytes[..]
+    }
+
     /// An AES-256-GCM key for wrapping and unwrapping data keys. Built per operation rather
     /// than cached, because ring does not zeroize its expanded key schedule: a short-lived one on
     /// the stack is better than one that lives as long as the process.

@@ -101,18 +101,39 @@ impl std::fmt::Debug for Store {
 }
 
 fn migrations(backend: Backend) -> Migrator {
-    let sql: &'static str = match backend {
-        Backend::Postgres => include_str!("../../../migrations/postgres/0001_initial.sql"),
-        Backend::Sqlite => include_str!("../../../migrations/sqlite/0001_initial.sql"),
-    };
-    Migrator {
-        migrations: Cow::Owned(vec![Migration::new(
+    // (version, description, Postgres, SQLite)
+    let all: [(i64, &'static str, &'static str, &'static str); 2] = [
+        (
             1,
-            Cow::Borrowed("initial"),
-            MigrationType::Simple,
-            Cow::Borrowed(sql),
-            false,
-        )]),
+            "initial",
+            include_str!("../../../migrations/postgres/0001_initial.sql"),
+            include_str!("../../../migrations/sqlite/0001_initial.sql"),
+        ),
+        (
+            3,
+            "gateway binding",
+            include_str!("../../../migrations/postgres/0003_gateway_binding.sql"),
+            include_str!("../../../migrations/sqlite/0003_gateway_binding.sql"),
+        ),
+    ];
+    Migrator {
+        migrations: Cow::Owned(
+            all.into_iter()
+                .map(|(version, description, pg, sqlite)| {
+                    let sql = match backend {
+                        Backend::Postgres => pg,
+                        Backend::Sqlite => sqlite,
+                    };
+                    Migration::new(
+                        version,
+                        Cow::Borrowed(description),
+                        MigrationType::Simple,
+                        Cow::Borrowed(sql),
+                        false,
+                    )
+                })
+                .collect(),
+        ),
         ignore_missing: false,
         locking: true,
         no_tx: false,

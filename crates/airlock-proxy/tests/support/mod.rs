@@ -225,7 +225,7 @@ impl Seed {
         auth: AuthMechanism,
         custom_headers: Vec<CustomHeader>,
     ) -> GatewayConfigRow {
-        let row = GatewayConfigRow {
+        let mut row = GatewayConfigRow {
             id: GatewayConfigId::generate(),
             account_id: self.account.clone(),
             name: Label::parse("name", "test gateway").unwrap(),
@@ -235,7 +235,9 @@ impl Seed {
             description: None,
             create_time_ms: now(),
             update_time_ms: now(),
+            binding: None,
         };
+        self.bind(&mut row);
         let a = audit(
             &self.account,
             "gateway_config.create",
@@ -244,6 +246,22 @@ impl Seed {
         );
         self.store.insert_gateway_config(&row, &a).await.unwrap();
         row
+    }
+
+    /// Makes the config's binding with the keyring, as the control plane does on every write.
+    pub fn bind(&self, row: &mut GatewayConfigRow) {
+        let message = airlock_core::binding::gateway_binding_message(
+            &row.account_id,
+            &row.id,
+            &row.endpoint,
+            &row.auth,
+            &row.custom_headers,
+        );
+        row.binding = Some(
+            self.keyring
+                .bind(airlock_core::binding::GATEWAY_BINDING, &message)
+                .unwrap(),
+        );
     }
 
     /// Registers a running devbox with one token per (gateway, secret) pair.
