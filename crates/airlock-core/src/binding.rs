@@ -83,15 +83,39 @@ mod tests {
             source: HeaderSource::Literal("a".into()),
         }];
         for changed in [
-            gateway_binding_message(&AccountId::generate(), &id, &endpoint, &AuthMechanism::Bearer, &headers),
-            gateway_binding_message(&account, &GatewayConfigId::generate(), &endpoint, &AuthMechanism::Bearer, &headers),
-            gateway_binding_message(&account, &id, &other_endpoint, &AuthMechanism::Bearer, &headers),
+            gateway_binding_message(
+                &AccountId::generate(),
+                &id,
+                &endpoint,
+                &AuthMechanism::Bearer,
+                &headers,
+            ),
+            gateway_binding_message(
+                &account,
+                &GatewayConfigId::generate(),
+                &endpoint,
+                &AuthMechanism::Bearer,
+                &headers,
+            ),
+            gateway_binding_message(
+                &account,
+                &id,
+                &other_endpoint,
+                &AuthMechanism::Bearer,
+                &headers,
+            ),
             gateway_binding_message(&account, &id, &other_port, &AuthMechanism::Bearer, &headers),
             gateway_binding_message(&account, &id, &other_path, &AuthMechanism::Bearer, &headers),
             gateway_binding_message(&account, &id, &endpoint, &AuthMechanism::Basic, &headers),
             gateway_binding_message(&account, &id, &endpoint, &header_auth, &headers),
             gateway_binding_message(&account, &id, &endpoint, &AuthMechanism::Bearer, &[]),
-            gateway_binding_message(&account, &id, &endpoint, &AuthMechanism::Bearer, &secret_header),
+            gateway_binding_message(
+                &account,
+                &id,
+                &endpoint,
+                &AuthMechanism::Bearer,
+                &secret_header,
+            ),
             gateway_binding_message(&account, &id, &endpoint, &AuthMechanism::Bearer, &renamed),
         ] {
             assert_ne!(changed, base);

@@ -185,12 +185,9 @@ impl ProxyError {
                 "gateway_unavailable",
                 API,
             ),
-            Self::GatewayUnverified => (
-                Internal,
-                StatusCode::BAD_GATEWAY,
-                "gateway_unverified",
-                API,
-            ),
+            Self::GatewayUnverified => {
+                (Internal, StatusCode::BAD_GATEWAY, "gateway_unverified", API)
+            }
             Self::UpstreamForbidden(_) => {
                 (Upstream, StatusCode::BAD_GATEWAY, "upstream_forbidden", API)
             }

@@ -216,11 +216,14 @@ fn authorize(token: &TokenEntry, peer: IpAddr) -> Result<Route, ProxyError> {
     if !devbox.source_addresses.contains(peer) {
         return Err(ProxyError::AddressNotAllowed);
     }
-    let gateway = token.gateway.load().ok_or(if token.gateway.is_unverified() {
-        ProxyError::GatewayUnverified
-    } else {
-        ProxyError::GatewayUnavailable
-    })?;
+    let gateway = token
+        .gateway
+        .load()
+        .ok_or(if token.gateway.is_unverified() {
+            ProxyError::GatewayUnverified
+        } else {
+            ProxyError::GatewayUnavailable
+        })?;
     let secret = token.secret.load().ok_or(ProxyError::SecretUnavailable)?;
     if secret.material().is_none() {
         return Err(ProxyError::SecretUnavailable);

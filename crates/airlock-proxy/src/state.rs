@@ -29,6 +29,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use airlock_core::binding::GATEWAY_BINDING;
 use airlock_core::state::{
     Change, DevboxRecord, GatewayRecord, SecretRecord, StateSnapshot, TokenRecord,
 };
@@ -36,7 +37,6 @@ use airlock_core::{
     AccountId, AuthMechanism, DevboxId, GatewayConfigId, HeaderSource, SecretId, SourceAddresses,
     TokenDigest, TokenId,
 };
-use airlock_core::binding::GATEWAY_BINDING;
 use airlock_crypto::{Keyring, SecretContext, SecretValue};
 use arc_swap::{ArcSwap, ArcSwapOption};
 use base64::Engine as _;
@@ -454,8 +454,10 @@ impl Registry {
         for record in &snapshot.gateways {
             let entry = self.gateway_entry(keyring, record);
             let slot = self.gateway_slot(&record.id);
-            slot.unverified
-                .store(matches!(entry, Err(Unusable::Unverified)), Ordering::Release);
+            slot.unverified.store(
+                matches!(entry, Err(Unusable::Unverified)),
+                Ordering::Release,
+            );
             slot.store(entry.ok().map(Arc::new));
         }
         for record in &snapshot.devboxes {

@@ -234,7 +234,8 @@ impl Store {
             .bind(id.as_str().to_owned())
             .execute(&mut *tx)
             .await?;
-        self.commit(tx, &[Change::GatewayConfig(id.clone())]).await?;
+        self.commit(tx, &[Change::GatewayConfig(id.clone())])
+            .await?;
         Ok(true)
     }
 

@@ -66,6 +66,23 @@ pub async fn postgres() -> Db {
     }
 }
 
+impl Db {
+    /// Runs one SQL statement behind the store's back, as someone with write access to the
+    /// database would; `bytes` are bound to `$1` when given.
+    pub async fn tamper(&self, sql: &str, bytes: Option<&[u8]>) {
+        use sqlx::Connection as _;
+        sqlx::any::install_default_drivers();
+        let mut conn = sqlx::AnyConnection::connect(&self.url).await.unwrap();
+        let mut query = sqlx::query(sql);
+        if let Some(bytes) = bytes {
+            query = query.bind(bytes.to_vec());
+        }
+        let done = query.execute(&mut conn).await.unwrap();
+        assert!(done.rows_affected() > 0, "{sql} changed nothing");
+        conn.close().await.unwrap();
+    }
+}
+
 /// The real store, counting what the data plane asks of it; full loads can be made to fail.
 pub struct Source {
     pub store: Store,
