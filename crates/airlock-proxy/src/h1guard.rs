@@ -267,6 +267,8 @@ impl Scanner {
             let take = (H2_PREFACE.len() - matched).min(input.len());
             if input[..take] == H2_PREFACE[matched..matched + take] {
                 if matched + take == H2_PREFACE.len() {
+                    // What the HTTP/1 rules made of the preface's first bytes does not count.
+                    *self = Scanner::new();
                     self.state = State::Off;
                     return Scan::Clean;
                 }

@@ -24,6 +24,8 @@ pub mod error;
 mod audit;
 mod body;
 mod feed;
+#[doc(hidden)] // For the fuzz targets and property tests (`crates/airlock-fuzz`); not an API.
+pub mod fuzzing;
 #[doc(hidden)] // Public for the fuzz targets (`crates/airlock-fuzz`).
 pub mod h1guard;
 mod pipeline;

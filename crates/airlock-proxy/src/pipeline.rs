@@ -207,7 +207,7 @@ async fn authenticate(
 }
 
 /// Checks the devbox and the peer, and takes the versions of everything the request will use.
-fn authorize(token: &TokenEntry, peer: IpAddr) -> Result<Route, ProxyError> {
+pub(crate) fn authorize(token: &TokenEntry, peer: IpAddr) -> Result<Route, ProxyError> {
     let devbox = token.devbox.load().ok_or(ProxyError::DevboxShutdown)?;
     if !devbox.running {
         return Err(ProxyError::DevboxShutdown);
