@@ -159,9 +159,10 @@ impl TokenDigest {
         Self(bytes)
     }
 
-    /// Parses the stored lower-case hex form.
+    /// Parses the stored lower-case hex form, and nothing else: one digest, one spelling.
     pub fn from_hex(text: &str) -> Option<Self> {
-        if text.len() != 64 {
+        // `from_str_radix` alone would also take a sign ("+6") and upper case.
+        if text.len() != 64 || !text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
             return None;
         }
         let mut out = [0u8; 32];
@@ -255,5 +256,15 @@ mod tests {
         let d = TokenDigest::of("gws_x");
         assert!(TokenDigest::from_hex(&d.to_hex()).unwrap().ct_eq(&d));
         assert!(TokenDigest::from_hex("zz").is_none());
+        // Found by the `token` fuzz target: a sign inside a byte, and upper case, are not hex.
+        let hex = d.to_hex();
+        for bad in [
+            format!("+{}", &hex[1..]),
+            format!("{}+{}", &hex[..40], &hex[41..]),
+            hex.to_ascii_uppercase(),
+            format!(" {}", &hex[1..]),
+        ] {
+            assert!(TokenDigest::from_hex(&bad).is_none(), "{bad}");
+        }
     }
 }
