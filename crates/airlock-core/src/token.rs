@@ -51,6 +51,20 @@ pub enum TokenFormatError {
 }
 
 /// A minted or presented bearer secret. No `Debug` of the value, no `Display`, zeroized on drop.
+///
+/// No `PartialEq` either (SECURITY #14); compare digests with [`TokenDigest::ct_eq`]:
+///
+/// ```compile_fail
+/// use airlock_core::{BearerSecret, SecretKind};
+/// let (a, b) = (BearerSecret::generate(SecretKind::Gateway), BearerSecret::generate(SecretKind::Gateway));
+/// let _ = a == b;
+/// ```
+///
+/// ```
+/// use airlock_core::{BearerSecret, SecretKind};
+/// let (a, b) = (BearerSecret::generate(SecretKind::Gateway), BearerSecret::generate(SecretKind::Gateway));
+/// assert!(!a.digest().ct_eq(&b.digest()));
+/// ```
 pub struct BearerSecret {
     kind: SecretKind,
     text: Zeroizing<String>,
@@ -144,6 +158,21 @@ fn checksum(body: &str) -> String {
 }
 
 /// SHA-256 of a bearer secret: what the store keeps and what lookups key on.
+///
+/// There is no `PartialEq` (SECURITY #14): digests are compared with [`TokenDigest::ct_eq`],
+/// in constant time. This does not compile:
+///
+/// ```compile_fail
+/// let (a, b) = (airlock_core::TokenDigest::of("gws_a"), airlock_core::TokenDigest::of("gws_b"));
+/// let _ = a == b;
+/// ```
+///
+/// and this does:
+///
+/// ```
+/// let (a, b) = (airlock_core::TokenDigest::of("gws_a"), airlock_core::TokenDigest::of("gws_b"));
+/// assert!(!a.ct_eq(&b));
+/// ```
 #[derive(Clone, Copy)]
 pub struct TokenDigest([u8; 32]);
 

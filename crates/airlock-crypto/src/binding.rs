@@ -65,9 +65,11 @@ fn make(key: &MasterKey, purpose: &str, message: &[u8]) -> Vec<u8> {
 
 /// The key id a binding names, after checking its length and version.
 fn header(binding: &[u8]) -> Result<KeyId, CryptoError> {
+    // public: a length
     if binding.len() != BINDING_LEN {
         return Err(CryptoError::Truncated);
     }
+    // public: the format byte
     if binding[0] != VERSION {
         return Err(CryptoError::UnsupportedVersion(binding[0]));
     }
@@ -105,6 +107,7 @@ impl Keyring {
     ) -> Result<Option<Vec<u8>>, CryptoError> {
         self.verify_binding(purpose, message, binding)?;
         let active = self.active()?;
+        // public: key ids
         if header(binding)? == active.id() {
             return Ok(None);
         }

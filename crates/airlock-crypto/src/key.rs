@@ -48,7 +48,18 @@ impl fmt::Debug for HexId {
 
 /// A 32-byte key-encryption key. Zeroized on drop. `Debug` prints only its id, never bytes.
 ///
-/// Deliberately not `Clone`: every copy of a master key is one more buffer to account for.
+/// Deliberately not `Clone`: every copy of a master key is one more buffer to account for. Nor
+/// `PartialEq` (SECURITY #14): keys are told apart by their public ids.
+///
+/// ```compile_fail
+/// use airlock_crypto::MasterKey;
+/// let _ = MasterKey::generate().unwrap() == MasterKey::generate().unwrap();
+/// ```
+///
+/// ```
+/// use airlock_crypto::MasterKey;
+/// assert_ne!(MasterKey::generate().unwrap().id(), MasterKey::generate().unwrap().id());
+/// ```
 pub struct MasterKey {
     bytes: Zeroizing<[u8; KEY_LEN]>,
     id: KeyId,

@@ -137,17 +137,29 @@ fn forwarded_requests_carry_one_real_credential_and_no_token() {
         .run(&strategy, |(mechanism, target, presented, noise)| {
             let mut headers: Vec<(Vec<u8>, Vec<u8>)> = noise
                 .iter()
-                .map(|(n, v)| (expand(n, mechanism).into_bytes(), expand(v, mechanism).into_bytes()))
+                .map(|(n, v)| {
+                    (
+                        expand(n, mechanism).into_bytes(),
+                        expand(v, mechanism).into_bytes(),
+                    )
+                })
                 .collect();
             if let Some((carrier, mask)) = presented {
                 let (name, value) = CARRIERS[carrier];
                 let at = (mask % 11) as usize % (headers.len() + 1);
                 headers.insert(
                     at,
-                    (recase(name, mask).into_bytes(), expand(value, mechanism).into_bytes()),
+                    (
+                        recase(name, mask).into_bytes(),
+                        expand(value, mechanism).into_bytes(),
+                    ),
                 );
             }
-            let verdict = check_rewrite(mechanism, &expand(&target, mechanism), &header_map(&headers));
+            let verdict = check_rewrite(
+                mechanism,
+                &expand(&target, mechanism),
+                &header_map(&headers),
+            );
             if verdict == Verdict::Forwarded {
                 forwarded.fetch_add(1, Ordering::Relaxed);
             }

@@ -245,7 +245,7 @@ pub(crate) fn authorize(token: &TokenEntry, peer: IpAddr) -> Result<Route, Proxy
         if let CustomValue::Secret(slot) = value {
             let s = slot
                 .load()
-                .filter(|s| s.material().is_some() && &s.account_id == account);
+                .filter(|s| s.material().is_some() && &s.account_id == account); // public: ids
             custom_secrets.push(s.ok_or(ProxyError::SecretUnavailable)?);
         }
     }
