@@ -96,30 +96,31 @@ enum Proto {
     H2,
 }
 
+/// The HTTP/2 connection preface (RFC 9113 §3.4).
+const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
 /// The accepted socket, watching the bytes read: enough to tell HTTP/1 from HTTP/2 and to
 /// notice the start of a request head.
 struct Watched {
     stream: TcpStream,
     activity: Arc<Activity>,
     proto: Proto,
-    prefix: [u8; 4],
+    /// Bytes of the HTTP/2 preface matched so far.
     prefix_len: usize,
 }
 
 impl Watched {
     fn saw(&mut self, bytes: &[u8]) {
         if self.proto == Proto::Unknown {
-            let take = (4 - self.prefix_len).min(bytes.len());
-            self.prefix[self.prefix_len..self.prefix_len + take].copy_from_slice(&bytes[..take]);
-            self.prefix_len += take;
-            if self.prefix_len == 4 {
-                // The HTTP/2 connection preface starts with "PRI "; no HTTP/1 method does.
-                self.proto = if &self.prefix == b"PRI " {
-                    Proto::H2
-                } else {
-                    Proto::H1
-                };
-                if self.proto == Proto::H2 {
+            // HTTP/2 only with its whole preface, as hyper decides: an HTTP/1 request whose
+            // method is "PRI" still gets the header timeout.
+            let take = (H2_PREFACE.len() - self.prefix_len).min(bytes.len());
+            if bytes[..take] != H2_PREFACE[self.prefix_len..self.prefix_len + take] {
+                self.proto = Proto::H1;
+            } else {
+                self.prefix_len += take;
+                if self.prefix_len == H2_PREFACE.len() {
+                    self.proto = Proto::H2;
                     self.activity.head_started.store(0, Ordering::Release);
                     return;
                 }
@@ -271,7 +272,6 @@ async fn connection(shared: Arc<Shared>, ctx: Arc<ServeCtx>, stream: TcpStream, 
         stream,
         activity: activity.clone(),
         proto: Proto::Unknown,
-        prefix: [0; 4],
         prefix_len: 0,
     };
     // Every HTTP/1 byte is checked for ambiguous framing before hyper parses it.

@@ -62,6 +62,25 @@ pub async fn run(h: &Harness, seen: &mut Seen) {
         started.elapsed()
     );
 
+    // The same with "PRI", the first word of the HTTP/2 preface, as an HTTP/1 method.
+    let mut stream = tokio::net::TcpStream::connect(h.proxy).await.unwrap();
+    stream.write_all(b"PRI / HTTP/1.1\r\nHost: local").await.unwrap();
+    let mut closed = false;
+    for _ in 0..100 {
+        if stream.write_all(b"h").await.is_err() {
+            closed = true;
+            break;
+        }
+        match tokio::time::timeout(Duration::from_millis(100), stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => {
+                closed = true;
+                break;
+            }
+            _ => {}
+        }
+    }
+    assert!(closed, "a dripping head that starts with PRI was not closed");
+
     // A connection that opens and sends nothing costs a timer until the idle timeout; one that
     // sends half a request line is cut off like the drip.
     let mut stream = tokio::net::TcpStream::connect(h.proxy).await.unwrap();
