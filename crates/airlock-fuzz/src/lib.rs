@@ -183,13 +183,7 @@ pub fn envelope(data: &[u8]) {
                     );
                 }
             }
-            Err(err) => {
-                let message = err.to_string();
-                if blob.len() >= 8 {
-                    let text = String::from_utf8_lossy(blob);
-                    assert!(!message.contains(text.as_ref()), "{message}");
-                }
-            }
+            Err(err) => assert_fixed_message(&err.to_string()),
         }
         let _ = keyring.rewrap(&ctx, blob);
         let _ = Keyring::key_id_of(blob);
@@ -202,13 +196,52 @@ pub fn envelope(data: &[u8]) {
     }
     let text = String::from_utf8_lossy(data);
     if let Err(err) = Keyring::parse(&text) {
-        let message = err.to_string();
-        for word in text.split(|c: char| c == ',' || c.is_whitespace()) {
-            if word.len() >= 8 {
-                assert!(!message.contains(word), "{message}");
-            }
-        }
+        assert_fixed_key_message(&err.to_string());
     }
+}
+
+/// A keyring error is one of the documented fixed texts, with at most a position, a length or a
+/// key id in it: never the text a key was parsed from.
+fn assert_fixed_key_message(message: &str) {
+    let rest = message.strip_prefix("master key ").map(|r| {
+        r.trim_start_matches(|c: char| c == '#' || c.is_ascii_digit())
+            .trim_start()
+            .trim_start_matches("in the list")
+            .trim_start()
+    });
+    let ok = message == "no master key given"
+        || rest == Some("is not valid base64")
+        || rest
+            .and_then(|r| r.strip_prefix("is "))
+            .and_then(|r| r.strip_suffix(" bytes, need 32"))
+            .is_some_and(|n| n.parse::<usize>().is_ok())
+        || message
+            .strip_prefix("master key ")
+            .and_then(|r| r.strip_suffix(" is listed more than once"))
+            .is_some_and(|id| id.len() == 8 && id.bytes().all(|b| b.is_ascii_hexdigit()));
+    assert!(ok, "not a fixed error text: {message}");
+}
+
+/// An error from opening a blob is one of the documented fixed texts, with at most a format byte
+/// or a key id in it, so it can quote nothing of the input.
+fn assert_fixed_message(message: &str) {
+    let fixed = [
+        "ciphertext is truncated",
+        "decryption failed: the ciphertext does not match its context or was altered",
+        "the binding does not match its record or was altered",
+        "value or context is too large to encrypt",
+    ];
+    let version = message
+        .strip_prefix("unsupported ciphertext version ")
+        .is_some_and(|n| n.parse::<u8>().is_ok());
+    let key = message
+        .strip_prefix("no master key with id ")
+        .and_then(|rest| rest.strip_suffix(" is loaded"))
+        .is_some_and(|id| id.len() == 8 && id.bytes().all(|b| b.is_ascii_hexdigit()));
+    assert!(
+        fixed.contains(&message) || version || key,
+        "not a fixed error text: {message}"
+    );
 }
 
 /// What [`scan_in_pieces`] saw.
@@ -333,5 +366,44 @@ pub fn h1guard(data: &[u8]) {
             ),
             "httparse ends a head the guard does not"
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_fixed_texts_are_recognised_and_nothing_else() {
+        let ring = fuzz_keyring();
+        let ctx = SecretContext {
+            account_id: "a",
+            secret_id: "s",
+            version: 1,
+        };
+        for blob in [&b""[..], &[9u8; 200][..], &[1u8; 200][..]] {
+            assert_fixed_message(&ring.open(&ctx, blob).unwrap_err().to_string());
+        }
+        let key = MasterKey::generate().unwrap().to_base64();
+        for text in [
+            String::new(),
+            "not base64!".to_owned(),
+            "AAAA".to_owned(),
+            format!("{},{}", key.as_str(), key.as_str()),
+            format!("{},AAAA", key.as_str()),
+        ] {
+            assert_fixed_key_message(&Keyring::parse(&text).unwrap_err().to_string());
+        }
+        for quoted in [
+            "unsupported ciphertext version 1x",
+            "master key is not valid base64: abc",
+            "decryption failed: sk-secret",
+        ] {
+            let caught = std::panic::catch_unwind(|| {
+                assert_fixed_message(quoted);
+                assert_fixed_key_message(quoted);
+            });
+            assert!(caught.is_err(), "{quoted}");
+        }
     }
 }

@@ -64,7 +64,10 @@ pub async fn run(h: &Harness, seen: &mut Seen) {
 
     // The same with "PRI", the first word of the HTTP/2 preface, as an HTTP/1 method.
     let mut stream = tokio::net::TcpStream::connect(h.proxy).await.unwrap();
-    stream.write_all(b"PRI / HTTP/1.1\r\nHost: local").await.unwrap();
+    stream
+        .write_all(b"PRI / HTTP/1.1\r\nHost: local")
+        .await
+        .unwrap();
     let mut closed = false;
     for _ in 0..100 {
         if stream.write_all(b"h").await.is_err() {
@@ -79,7 +82,10 @@ pub async fn run(h: &Harness, seen: &mut Seen) {
             _ => {}
         }
     }
-    assert!(closed, "a dripping head that starts with PRI was not closed");
+    assert!(
+        closed,
+        "a dripping head that starts with PRI was not closed"
+    );
 
     // A connection that opens and sends nothing costs a timer until the idle timeout; one that
     // sends half a request line is cut off like the drip.
