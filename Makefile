@@ -1,12 +1,15 @@
 # Task runner for Airlock. `make run` starts Airlock on the embedded SQLite default;
-# `make test` runs every test (see scripts/test).
-.PHONY: run test lint fmt venv deny
+# `make test` runs every test (see scripts/test); `make fuzz` runs each fuzz target for a minute.
+.PHONY: run test lint fmt venv deny fuzz
 
 run:
 	cargo run --release -p airlock -- serve
 
 test:
 	scripts/test $(ARGS)
+
+fuzz:
+	scripts/fuzz $(ARGS)
 
 lint:
 	cargo fmt --all -- --check

@@ -203,8 +203,18 @@ async fn cli_commands_and_master_key_rotation() {
         ("AIRLOCK_DATABASE_URL", &url),
         ("AIRLOCK_MASTER_KEY", old_key),
         ("AIRLOCK_ADMIN_TOKEN", ADMIN),
+        ("AIRLOCK_ALLOW_PRIVATE_UPSTREAMS", "127.0.0.0/8"),
     ])
     .await;
+    // A gateway to a closed local port: after the rotation its requests must fail at the dial
+    // (upstream_unreachable), not at the binding check (gateway_unverified).
+    let closed = airlock_testkit::free_port();
+    airlock
+        .post(
+            "/v1/gateway-configs",
+            json!({"name": "local-gw", "endpoint": format!("https://localhost:{closed}"), "auth_mechanism": {"type": "bearer"}}),
+        )
+        .await;
     let cli = |args: &[&str], stdin: Option<&str>, extra: &[(&str, &str)]| {
         let mut cmd = std::process::Command::new(airlock_binary());
         cmd.args(args)
@@ -311,20 +321,35 @@ async fn cli_commands_and_master_key_rotation() {
     );
     assert!(ok, "{err}");
     assert!(out.contains("re-wrapped 1 secret(s)"), "{out}");
+    assert!(out.contains("re-bound 2 gateway config(s)"), "{out}");
     let (ok, out, _) = cli(
         &["keys", "rewrap"],
         None,
         &[db[0], ("AIRLOCK_MASTER_KEY", &both)],
     );
     assert!(ok && out.contains("re-wrapped 0 secret(s)"), "{out}");
+    assert!(out.contains("re-bound 0 gateway config(s)"), "{out}");
     airlock.process.kill();
     // Only the new key: everything still opens (a rotation through the API proves the server runs).
     let mut restarted = Airlock::start(&[
         ("AIRLOCK_DATABASE_URL", &url),
         ("AIRLOCK_MASTER_KEY", &new_key),
         ("AIRLOCK_ADMIN_TOKEN", ADMIN),
+        ("AIRLOCK_ALLOW_PRIVATE_UPSTREAMS", "127.0.0.0/8"),
     ])
     .await;
+    let local = restarted.post("/v1/devboxes", json!({"source_addresses": ["127.0.0.1"], "gateways": {"L": {"gateway": "local-gw", "secret": "CLI_KEY"}}})).await;
+    let response = TestRequest::get(&format!("http://{}/x", restarted.proxy_addr))
+        .bearer(local["environment"]["L"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.header("x-airlock-error").as_deref(),
+        Some("upstream_unreachable"),
+        "the re-bound gateway config must pass its check under the new key: {}",
+        response.text()
+    );
     let dbx = restarted.post("/v1/devboxes", json!({"source_addresses": ["127.0.0.1"], "gateways": {"E": {"gateway": "cli-gw", "secret": "CLI_KEY"}}})).await;
     assert!(dbx["environment"]["E"]
         .as_str()

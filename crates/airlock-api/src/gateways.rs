@@ -1,6 +1,7 @@
 //! `/v1/gateway-configs`: an upstream endpoint and how to apply a credential to it.
 
 use airlock_core::auth::{check_custom_headers, parse_header_name, parse_header_value};
+use airlock_core::binding::{gateway_binding_message, GATEWAY_BINDING};
 use airlock_core::{
     AuthMechanism, CustomHeader, Endpoint, GatewayConfigId, HeaderSource, InvalidInput, Label,
     SecretId,
@@ -85,6 +86,23 @@ async fn parse_headers(
     Ok(out)
 }
 
+/// The config's binding: a MAC under the active master key over what decides where its secret
+/// goes and how (endpoint, auth mechanism, custom headers). The data plane refuses a config
+/// whose binding does not check, so a database writer cannot repoint it.
+fn bind(state: &AppState, row: &GatewayConfigRow) -> ApiResult<Vec<u8>> {
+    let message = gateway_binding_message(
+        &row.account_id,
+        &row.id,
+        &row.endpoint,
+        &row.auth,
+        &row.custom_headers,
+    );
+    state.keyring.bind(GATEWAY_BINDING, &message).map_err(|e| {
+        tracing::error!(error = %e, "binding a gateway config failed");
+        ApiError::Internal
+    })
+}
+
 pub(crate) fn secret_ref(text: &str) -> SecretRef<'_> {
     if SecretId::looks_like(text) {
         SecretRef::Id(text)
@@ -131,7 +149,7 @@ pub(crate) async fn create(
     )
     .await?;
     let now = airlock_core::time::now_ms();
-    let row = GatewayConfigRow {
+    let mut row = GatewayConfigRow {
         id: GatewayConfigId::generate(),
         account_id: caller.account.id.clone(),
         name,
@@ -141,7 +159,9 @@ pub(crate) async fn create(
         description,
         create_time_ms: now,
         update_time_ms: now,
+        binding: None,
     };
+    row.binding = Some(bind(&state, &row)?);
     let audit = caller.audit(
         "gateway_config.create",
         "gateway_config",
@@ -215,6 +235,7 @@ pub(crate) async fn update(
         None => check_custom_headers("custom_headers", &row.auth, &row.custom_headers)?,
     }
     row.update_time_ms = airlock_core::time::now_ms();
+    row.binding = Some(bind(&state, &row)?);
     let audit = caller.audit(
         "gateway_config.update",
         "gateway_config",

@@ -936,3 +936,75 @@ both!(
         assert_eq!(err["error"]["code"], "method_not_allowed");
     }
 );
+
+// SECURITY threat 3: every write of a gateway config stores a binding that checks under the
+// keyring for exactly what was written, and a view never shows it.
+both!(
+    gateway_configs_are_bound_on_every_write,
+    |h: Harness| async move {
+        use airlock_core::binding::GATEWAY_BINDING;
+        let (_, secret_id) = setup_pair(&h).await;
+        let created = h
+        .post(
+            "/v1/gateway-configs",
+            json!({"name": "bound", "endpoint": "https://api.example.com/v1", "auth_mechanism": {"type": "bearer"},
+                   "custom_headers": [{"name": "x-org", "secret": secret_id}]}),
+        )
+        .await;
+        let id = created["id"].as_str().unwrap().to_owned();
+        assert!(created.get("binding").is_none(), "{created}");
+        let account = airlock_core::AccountId::from_trusted(
+            created["account_id"].as_str().unwrap().to_owned(),
+        );
+        let check = |row: &airlock_store::GatewayConfigRow| {
+            let message = airlock_core::binding::gateway_binding_message(
+                &row.account_id,
+                &row.id,
+                &row.endpoint,
+                &row.auth,
+                &row.custom_headers,
+            );
+            h.keyring
+                .verify_binding(GATEWAY_BINDING, &message, row.binding.as_deref().unwrap())
+                .is_ok()
+        };
+        let first = h.store.get_gateway_config(&account, &id).await.unwrap();
+        assert!(check(&first));
+        for update in [
+            json!({"endpoint": "https://api.example.com/v2"}),
+            json!({"auth_mechanism": {"type": "header", "key": "x-api-key"}}),
+            json!({"custom_headers": []}),
+            json!({"name": "renamed", "description": "labels are not bound"}),
+        ] {
+            let before = h.store.get_gateway_config(&account, &id).await.unwrap();
+            h.post(&format!("/v1/gateway-configs/{id}"), update.clone())
+                .await;
+            let after = h.store.get_gateway_config(&account, &id).await.unwrap();
+            assert!(check(&after), "{update}");
+            let bound_fields_changed = update.get("name").is_none();
+            assert_eq!(
+                after.binding != before.binding,
+                bound_fields_changed,
+                "{update}"
+            );
+            // The old binding does not check for the new content.
+            let message = airlock_core::binding::gateway_binding_message(
+                &after.account_id,
+                &after.id,
+                &after.endpoint,
+                &after.auth,
+                &after.custom_headers,
+            );
+            if bound_fields_changed {
+                assert!(h
+                    .keyring
+                    .verify_binding(
+                        GATEWAY_BINDING,
+                        &message,
+                        before.binding.as_deref().unwrap()
+                    )
+                    .is_err());
+            }
+        }
+    }
+);

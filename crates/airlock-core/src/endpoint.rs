@@ -111,8 +111,14 @@ impl Endpoint {
                 Ok(ip) => Host::Ip(normalize_ip(IpAddr::V6(ip))),
                 Err(_) => return err("has an invalid IPv6 address"),
             }
-        } else if let Ok(ip) = Ipv4Addr::from_str(host_text) {
+        } else if let Ok(ip) = Ipv4Addr::from_str(host_text.strip_suffix('.').unwrap_or(host_text))
+        {
             Host::Ip(IpAddr::V4(ip))
+        } else if ends_in_a_number(host_text) {
+            // Resolvers read "10.1", "167772161" or "0x0a.0.0.1" as IPv4 addresses; a name that
+            // looks like one is refused rather than checked as a name here and as an address at
+            // dial time (found by the `endpoint` fuzz target, as "10.0.0.0.").
+            return err("has a numeric host that is not a dotted IPv4 address");
         } else if valid_hostname(host_text) {
             Host::Name(host_text.trim_end_matches('.').to_ascii_lowercase())
         } else {
@@ -185,6 +191,18 @@ impl fmt::Display for Endpoint {
             self.base_path
         )
     }
+}
+
+/// Whether the last label of a host name is a number (decimal, or hex with `0x`): the WHATWG URL
+/// standard's "ends in a number", which resolvers parse as an IPv4 address.
+fn ends_in_a_number(host: &str) -> bool {
+    let host = host.strip_suffix('.').unwrap_or(host);
+    let last = host.rsplit('.').next().unwrap_or(host);
+    let hex = last
+        .strip_prefix("0x")
+        .or_else(|| last.strip_prefix("0X"))
+        .is_some_and(|h| h.bytes().all(|b| b.is_ascii_hexdigit()));
+    hex || (!last.is_empty() && last.bytes().all(|b| b.is_ascii_digit()))
 }
 
 fn valid_hostname(host: &str) -> bool {
@@ -391,6 +409,21 @@ mod tests {
                 "api.anthropic.com",
                 "",
             ),
+            // A trailing dot on an IPv4 address is the address (the `endpoint` fuzz target found
+            // it parsed as a name, which re-parsed as an address).
+            ("https://10.0.0.0./", "https://10.0.0.0", "10.0.0.0", ""),
+            (
+                "https://api.example.com./v1",
+                "https://api.example.com/v1",
+                "api.example.com",
+                "/v1",
+            ),
+            (
+                "https://123.example.com",
+                "https://123.example.com",
+                "123.example.com",
+                "",
+            ),
             (
                 "HTTPS://API.Example.COM:8443/a/b/",
                 "https://api.example.com:8443/a/b",
@@ -445,6 +478,11 @@ mod tests {
             ("https://x.com//a", "empty path segments"),
             ("https://ex_ample-.com", "host name"),
             ("https://[::1", "invalid"),
+            ("https://10.1", "numeric host"),
+            ("https://167772161", "numeric host"),
+            ("https://0x0a.0.0.1", "numeric host"),
+            ("https://example.0x7f", "numeric host"),
+            ("https://a.b.123", "numeric host"),
         ] {
             let err = Endpoint::parse("endpoint", input).expect_err(input);
             assert_eq!(err.field, "endpoint");

@@ -6,6 +6,7 @@
 //! The wire format (JSON) lives in `airlock-api`; SQL lives in `airlock-store`.
 
 pub mod auth;
+pub mod binding;
 pub mod endpoint;
 pub mod error;
 pub mod ids;

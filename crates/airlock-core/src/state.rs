@@ -42,6 +42,22 @@ pub struct GatewayRecord {
     pub endpoint: Endpoint,
     pub auth: AuthMechanism,
     pub custom_headers: Vec<CustomHeader>,
+    /// The control plane's MAC over the fields above (`crate::binding`); the data plane uses
+    /// the config only if it checks.
+    pub binding: Option<Vec<u8>>,
+}
+
+impl GatewayRecord {
+    /// The bytes [`GatewayRecord::binding`] covers.
+    pub fn binding_message(&self) -> Vec<u8> {
+        crate::binding::gateway_binding_message(
+            &self.account_id,
+            &self.id,
+            &self.endpoint,
+            &self.auth,
+            &self.custom_headers,
+        )
+    }
 }
 
 /// The current version of a secret, still sealed. Open it with

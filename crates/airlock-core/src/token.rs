@@ -51,6 +51,20 @@ pub enum TokenFormatError {
 }
 
 /// A minted or presented bearer secret. No `Debug` of the value, no `Display`, zeroized on drop.
+///
+/// No `PartialEq` either (SECURITY #14); compare digests with [`TokenDigest::ct_eq`]:
+///
+/// ```compile_fail
+/// use airlock_core::{BearerSecret, SecretKind};
+/// let (a, b) = (BearerSecret::generate(SecretKind::Gateway), BearerSecret::generate(SecretKind::Gateway));
+/// let _ = a == b;
+/// ```
+///
+/// ```
+/// use airlock_core::{BearerSecret, SecretKind};
+/// let (a, b) = (BearerSecret::generate(SecretKind::Gateway), BearerSecret::generate(SecretKind::Gateway));
+/// assert!(!a.digest().ct_eq(&b.digest()));
+/// ```
 pub struct BearerSecret {
     kind: SecretKind,
     text: Zeroizing<String>,
@@ -144,6 +158,21 @@ fn checksum(body: &str) -> String {
 }
 
 /// SHA-256 of a bearer secret: what the store keeps and what lookups key on.
+///
+/// There is no `PartialEq` (SECURITY #14): digests are compared with [`TokenDigest::ct_eq`],
+/// in constant time. This does not compile:
+///
+/// ```compile_fail
+/// let (a, b) = (airlock_core::TokenDigest::of("gws_a"), airlock_core::TokenDigest::of("gws_b"));
+/// let _ = a == b;
+/// ```
+///
+/// and this does:
+///
+/// ```
+/// let (a, b) = (airlock_core::TokenDigest::of("gws_a"), airlock_core::TokenDigest::of("gws_b"));
+/// assert!(!a.ct_eq(&b));
+/// ```
 #[derive(Clone, Copy)]
 pub struct TokenDigest([u8; 32]);
 
@@ -159,9 +188,10 @@ impl TokenDigest {
         Self(bytes)
     }
 
-    /// Parses the stored lower-case hex form.
+    /// Parses the stored lower-case hex form, and nothing else: one digest, one spelling.
     pub fn from_hex(text: &str) -> Option<Self> {
-        if text.len() != 64 {
+        // `from_str_radix` alone would also take a sign ("+6") and upper case.
+        if text.len() != 64 || !text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
             return None;
         }
         let mut out = [0u8; 32];
@@ -255,5 +285,15 @@ mod tests {
         let d = TokenDigest::of("gws_x");
         assert!(TokenDigest::from_hex(&d.to_hex()).unwrap().ct_eq(&d));
         assert!(TokenDigest::from_hex("zz").is_none());
+        // Found by the `token` fuzz target: a sign inside a byte, and upper case, are not hex.
+        let hex = d.to_hex();
+        for bad in [
+            format!("+{}", &hex[1..]),
+            format!("{}+{}", &hex[..40], &hex[41..]),
+            hex.to_ascii_uppercase(),
+            format!(" {}", &hex[1..]),
+        ] {
+            assert!(TokenDigest::from_hex(&bad).is_none(), "{bad}");
+        }
     }
 }

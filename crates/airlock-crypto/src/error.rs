@@ -55,6 +55,10 @@ pub enum CryptoError {
     /// key behind a matching id) so that the error says nothing an attacker could steer by.
     #[error("decryption failed: the ciphertext does not match its context or was altered")]
     Decrypt,
+    /// A binding does not match its record: the record or the binding was changed, or it was
+    /// made for another purpose. One message for every cause, as for [`CryptoError::Decrypt`].
+    #[error("the binding does not match its record or was altered")]
+    BindingMismatch,
     /// The value or its context exceeds what the format or AES-GCM can carry.
     #[error("value or context is too large to encrypt")]
     TooLarge,

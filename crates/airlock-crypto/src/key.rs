@@ -48,7 +48,18 @@ impl fmt::Debug for HexId {
 
 /// A 32-byte key-encryption key. Zeroized on drop. `Debug` prints only its id, never bytes.
 ///
-/// Deliberately not `Clone`: every copy of a master key is one more buffer to account for.
+/// Deliberately not `Clone`: every copy of a master key is one more buffer to account for. Nor
+/// `PartialEq` (SECURITY #14): keys are told apart by their public ids.
+///
+/// ```compile_fail
+/// use airlock_crypto::MasterKey;
+/// let _ = MasterKey::generate().unwrap() == MasterKey::generate().unwrap();
+/// ```
+///
+/// ```
+/// use airlock_crypto::MasterKey;
+/// assert_ne!(MasterKey::generate().unwrap().id(), MasterKey::generate().unwrap().id());
+/// ```
 pub struct MasterKey {
     bytes: Zeroizing<[u8; KEY_LEN]>,
     id: KeyId,
@@ -118,6 +129,11 @@ impl MasterKey {
     /// The key's public id.
     pub fn id(&self) -> KeyId {
         self.id
+    }
+
+    /// The key's bytes, for deriving the binding key (`crate::binding`).
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.bytes[..]
     }
 
     /// An AES-256-GCM key for wrapping and unwrapping data keys. Built per operation rather

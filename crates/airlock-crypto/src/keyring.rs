@@ -53,12 +53,12 @@ impl Keyring {
         Keyring::new(keys)
     }
 
-    fn active(&self) -> Result<&MasterKey, CryptoError> {
+    pub(crate) fn active(&self) -> Result<&MasterKey, CryptoError> {
         // `new` guarantees a first key; the error arm only avoids a panic path.
         self.keys.first().ok_or(CryptoError::UnknownKey(KeyId(0)))
     }
 
-    fn find(&self, id: KeyId) -> Result<&MasterKey, CryptoError> {
+    pub(crate) fn find(&self, id: KeyId) -> Result<&MasterKey, CryptoError> {
         self.keys
             .iter()
             .find(|key| key.id() == id)

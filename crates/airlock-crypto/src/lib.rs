@@ -18,16 +18,23 @@
 //! [77..]   the value sealed with AES-256-GCM under the data key (len + 16 tag)
 //! ```
 //!
+//! [`Keyring::bind`] and [`Keyring::verify_binding`] make and check *bindings*: MACs under a key
+//! derived from the master key over records that are stored in plaintext but must not be
+//! changed outside the control plane (a gateway config's endpoint, credential placement and
+//! headers). The format is in the `binding` module.
+//!
 //! Invariants: no IO and no async; key and plaintext bytes live only in zeroizing buffers and
 //! are never formatted (`Debug` shows ids and lengths); error messages never contain key
 //! material or input text; secret bytes are compared only in constant time.
 
+mod binding;
 mod envelope;
 mod error;
 mod key;
 mod keyring;
 mod secret;
 
+pub use binding::BINDING_LEN;
 pub use error::{CryptoError, KeyError};
 pub use key::{KeyId, MasterKey};
 pub use keyring::Keyring;

@@ -23,7 +23,17 @@ pub struct SecretContext<'a> {
 ///
 /// `Clone` is written by hand so that every copy (the data plane keeps `Arc`'d snapshots) is a
 /// fresh zeroizing buffer of exactly the right size. There is no `PartialEq`: compare with
-/// [`SecretValue::ct_eq`], which runs in constant time.
+/// [`SecretValue::ct_eq`], which runs in constant time (SECURITY #14):
+///
+/// ```compile_fail
+/// use airlock_crypto::SecretValue;
+/// let _ = SecretValue::new(b"a".to_vec()) == SecretValue::new(b"a".to_vec());
+/// ```
+///
+/// ```
+/// use airlock_crypto::SecretValue;
+/// assert!(SecretValue::new(b"a".to_vec()).ct_eq(b"a"));
+/// ```
 pub struct SecretValue {
     bytes: Zeroizing<Vec<u8>>,
 }

@@ -69,6 +69,9 @@ pub enum ProxyError {
     SecretUnavailable,
     #[error("the gateway config of this token is not available")]
     GatewayUnavailable,
+    /// The config in the database does not match the binding the control plane made for it.
+    #[error("the gateway config of this token failed its integrity check; nothing was sent")]
+    GatewayUnverified,
     #[error("the upstream address is not allowed")]
     UpstreamForbidden(Forbidden),
     #[error("the upstream cannot be reached")]
@@ -218,6 +221,9 @@ impl ProxyError {
                 "gateway_unavailable",
                 API,
             ),
+            Self::GatewayUnverified => {
+                (Internal, StatusCode::BAD_GATEWAY, "gateway_unverified", API)
+            }
             Self::UpstreamForbidden(_) => {
                 (Upstream, StatusCode::BAD_GATEWAY, "upstream_forbidden", API)
             }
@@ -321,6 +327,7 @@ mod tests {
             ProxyError::HeadersTooLarge,
             ProxyError::StateNotLoaded,
             ProxyError::SecretUnavailable,
+            ProxyError::GatewayUnverified,
             ProxyError::UpstreamForbidden(Forbidden::OwnListener),
             ProxyError::UpstreamTimeout,
             ProxyError::UpstreamBusy(std::time::Duration::from_secs(1)),

@@ -8,6 +8,7 @@
 //!
 //! - `server`: the listener (PROXY protocol and TLS through `airlock-net`), HTTP/1.1 and HTTP/2,
 //!   per-connection timeouts, graceful drain;
+//! - [`h1guard`]: strict HTTP/1 framing, checked on the bytes before hyper parses them;
 //! - `rewrite`: finding the token, checking the path, rewriting headers (pure functions);
 //! - `state` and `feed`: what the data plane knows, and keeping it current from the store;
 //! - `upstream`: the pooled client and its connector, which checks every address it dials;
@@ -31,6 +32,10 @@ pub mod bench;
 mod audit;
 mod body;
 mod feed;
+#[doc(hidden)] // For the fuzz targets and property tests (`crates/airlock-fuzz`); not an API.
+pub mod fuzzing;
+#[doc(hidden)] // Public for the fuzz targets (`crates/airlock-fuzz`).
+pub mod h1guard;
 mod limits;
 mod metrics;
 mod pipeline;

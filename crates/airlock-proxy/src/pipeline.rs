@@ -80,6 +80,7 @@ pub(crate) async fn handle(
             upstream,
             permit,
         }) => {
+            in_flight.upgraded();
             splice(ctx, client, upstream, record, permit);
             let (parts, kind) = head.into_parts();
             (parts, ResponseBody::new(kind, None, Some(in_flight)))
@@ -140,7 +141,7 @@ async fn proxy(
     let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
     let uri = rewrite::upstream_uri(&route.gateway, req.uri())?;
     let (mut parts, body) = req.into_parts();
-    rewrite::request_headers(&mut parts.headers, &presented, &route, websocket)?;
+    rewrite::request_headers(&mut parts.headers, &route, websocket)?;
     parts
         .headers
         .insert(&request_id::X_REQUEST_ID, request_id.clone());
@@ -242,7 +243,7 @@ async fn authenticate(
 }
 
 /// Checks the devbox and the peer, and takes the versions of everything the request will use.
-fn authorize(token: &TokenEntry, peer: IpAddr) -> Result<Route, ProxyError> {
+pub(crate) fn authorize(token: &TokenEntry, peer: IpAddr) -> Result<Route, ProxyError> {
     let devbox = token.devbox.load().ok_or(ProxyError::DevboxShutdown)?;
     if !devbox.running {
         return Err(ProxyError::DevboxShutdown);
@@ -252,7 +253,14 @@ fn authorize(token: &TokenEntry, peer: IpAddr) -> Result<Route, ProxyError> {
     if !devbox.source_addresses.contains(peer) {
         return Err(ProxyError::AddressNotAllowed);
     }
-    let gateway = token.gateway.load().ok_or(ProxyError::GatewayUnavailable)?;
+    let gateway = token
+        .gateway
+        .load()
+        .ok_or(if token.gateway.is_unverified() {
+            ProxyError::GatewayUnverified
+        } else {
+            ProxyError::GatewayUnavailable
+        })?;
     let secret = token.secret.load().ok_or(ProxyError::SecretUnavailable)?;
     if secret.material().is_none() {
         return Err(ProxyError::SecretUnavailable);
@@ -274,7 +282,7 @@ fn authorize(token: &TokenEntry, peer: IpAddr) -> Result<Route, ProxyError> {
         if let CustomValue::Secret(slot) = value {
             let s = slot
                 .load()
-                .filter(|s| s.material().is_some() && &s.account_id == account);
+                .filter(|s| s.material().is_some() && &s.account_id == account); // public: ids
             custom_secrets.push(s.ok_or(ProxyError::SecretUnavailable)?);
         }
     }

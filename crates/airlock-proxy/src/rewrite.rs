@@ -46,10 +46,9 @@ const HOP_BY_HOP: [HeaderName; 9] = [
     header::UPGRADE,
 ];
 
-/// The token a request presented: its digest, and which carrier headers held it.
+/// The token a request presented.
 pub(crate) struct Presented {
     pub(crate) digest: TokenDigest,
-    carriers: u8,
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
@@ -79,8 +78,11 @@ fn bearer(value: &[u8]) -> Option<&[u8]> {
 /// lookup, so garbage never costs a map probe, let alone a database query.
 pub(crate) fn identify(headers: &HeaderMap) -> Result<Presented, ProxyError> {
     let mut found: Option<&[u8]> = None;
-    let mut carriers = 0u8;
     for (name, value) in headers {
+        // A token in a header's name would travel upstream (lower-cased) with the name.
+        if contains(name.as_str().as_bytes(), b"gws_") {
+            return Err(ProxyError::MisplacedToken);
+        }
         let bytes = value.as_bytes();
         if !contains(bytes, b"gws_") {
             continue;
@@ -95,10 +97,9 @@ pub(crate) fn identify(headers: &HeaderMap) -> Result<Presented, ProxyError> {
                 }
             })
             .filter(|t| t.starts_with(b"gws_"));
-        let (Some(i), Some(token)) = (carrier, token) else {
+        let (Some(_), Some(token)) = (carrier, token) else {
             return Err(ProxyError::MisplacedToken);
         };
-        carriers |= 1 << i;
         match found {
             None => found = Some(token),
             // Two presented tokens are compared like secrets: they may be one.
@@ -111,7 +112,6 @@ pub(crate) fn identify(headers: &HeaderMap) -> Result<Presented, ProxyError> {
     check_format(SecretKind::Gateway, text).map_err(|_| ProxyError::MalformedToken)?;
     Ok(Presented {
         digest: TokenDigest::of(text),
-        carriers,
     })
 }
 
@@ -134,10 +134,34 @@ pub(crate) fn check_request(
     }
     check_path(uri.path())?;
     let target = uri.path_and_query().map_or("", |pq| pq.as_str());
-    if contains(target.as_bytes(), b"gws_") {
+    if token_like(target.as_bytes()) {
         return Err(ProxyError::MisplacedToken);
     }
     Ok(())
+}
+
+/// Whether a request target holds `gws_`, also once percent-decoded (`gw%73_`, `gws%5F`): an
+/// upstream that decodes the target would see the token.
+fn token_like(target: &[u8]) -> bool {
+    let mut window = [0u8; 4];
+    let mut i = 0;
+    while i < target.len() {
+        let mut b = target[i];
+        if b == b'%' {
+            let digit = |j: usize| target.get(j).and_then(|c| (*c as char).to_digit(16));
+            if let (Some(hi), Some(lo)) = (digit(i + 1), digit(i + 2)) {
+                b = (hi * 16 + lo) as u8;
+                i += 2;
+            }
+        }
+        window.copy_within(1.., 0);
+        window[3] = b;
+        if &window == b"gws_" {
+            return true;
+        }
+        i += 1;
+    }
+    false
 }
 
 /// A path is forwarded only if it means what it reads as, appended to the base path.
@@ -273,17 +297,17 @@ impl Route {
 }
 
 /// Rewrites the client's headers into the upstream request's.
+///
+/// Every carrier header goes, whether it held the token or a value of the client's own, so that
+/// the upstream sees exactly one credential: the one set here.
 pub(crate) fn request_headers(
     headers: &mut HeaderMap,
-    presented: &Presented,
     route: &Route,
     websocket: bool,
 ) -> Result<(), ProxyError> {
     strip_hop_by_hop(headers, websocket);
-    for (i, (name, _)) in CARRIERS.iter().enumerate() {
-        if presented.carriers & (1 << i) != 0 {
-            headers.remove(name);
-        }
+    for (name, _) in &CARRIERS {
+        headers.remove(name);
     }
     let gateway = &route.gateway;
     headers.insert(header::HOST, gateway.host.clone());
@@ -435,6 +459,13 @@ mod tests {
                 "misplaced_token",
             ),
             (vec![("x-custom", a)], "misplaced_token"),
+            (
+                vec![
+                    ("x-api-key", a),
+                    (&format!("x-{}", a.to_ascii_lowercase()), "1"),
+                ],
+                "misplaced_token",
+            ),
         ] {
             let err = identify(&map(&headers))
                 .err()
@@ -506,14 +537,38 @@ mod tests {
                 .code,
             "headers_too_large"
         );
-        let leaky: Uri = "/v1/x?key=gws_abc".parse().unwrap();
-        assert_eq!(
-            check_request(&Method::GET, &leaky, &h, 1024)
-                .unwrap_err()
-                .describe()
-                .code,
-            "misplaced_token"
-        );
+        for leaky in [
+            "/v1/x?key=gws_abc",
+            "/v1/gws_abc",
+            "/v1/x?key=gws%5Fabc",
+            "/v1/x?key=gws%5fabc",
+            "/v1/x?key=%67%77%73%5f",
+            "/v1/x?key=g%77s_",
+        ] {
+            let leaky: Uri = leaky.parse().unwrap();
+            assert_eq!(
+                check_request(&Method::GET, &leaky, &h, 1024)
+                    .unwrap_err()
+                    .describe()
+                    .code,
+                "misplaced_token",
+                "{leaky}"
+            );
+        }
+        for fine in [
+            "/v1/gws",
+            "/v1/x?gws=1",
+            "/v1/GWS_x",
+            "/v1/gws%5",
+            "/v1/gws%",
+            "/%5F",
+        ] {
+            let fine: Uri = fine.parse().unwrap();
+            assert!(
+                check_request(&Method::GET, &fine, &h, 1024).is_ok(),
+                "{fine}"
+            );
+        }
     }
 
     #[test]

@@ -40,6 +40,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::h1guard::{self, Guarded};
 use crate::pipeline;
 use crate::Shared;
 
@@ -57,6 +58,8 @@ pub(crate) struct Activity {
     head_started: AtomicU64,
     /// When the last request finished (or the connection opened).
     idle_since: AtomicU64,
+    /// Tells the connection's HTTP/1 framing guard how its requests were answered.
+    framing: Arc<h1guard::Signal>,
 }
 
 impl Activity {
@@ -65,6 +68,7 @@ impl Activity {
             in_flight: AtomicUsize::new(0),
             head_started: AtomicU64::new(0),
             idle_since: AtomicU64::new(now_ms()),
+            framing: Arc::default(),
         })
     }
 
@@ -79,10 +83,18 @@ impl Activity {
 /// Held while a request (and its response body) is in flight.
 pub(crate) struct InFlight(Arc<Activity>);
 
+impl InFlight {
+    /// The request is answered with 101: the connection stops being HTTP/1.
+    pub(crate) fn upgraded(&self) {
+        self.0.framing.upgraded();
+    }
+}
+
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.idle_since.store(now_ms(), Ordering::Release);
         self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.0.framing.request_done();
     }
 }
 
@@ -93,30 +105,31 @@ enum Proto {
     H2,
 }
 
+/// The HTTP/2 connection preface (RFC 9113 §3.4).
+const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
 /// The accepted socket, watching the bytes read: enough to tell HTTP/1 from HTTP/2 and to
 /// notice the start of a request head.
 struct Watched {
     stream: NetStream,
     activity: Arc<Activity>,
     proto: Proto,
-    prefix: [u8; 4],
+    /// Bytes of the HTTP/2 preface matched so far.
     prefix_len: usize,
 }
 
 impl Watched {
     fn saw(&mut self, bytes: &[u8]) {
         if self.proto == Proto::Unknown {
-            let take = (4 - self.prefix_len).min(bytes.len());
-            self.prefix[self.prefix_len..self.prefix_len + take].copy_from_slice(&bytes[..take]);
-            self.prefix_len += take;
-            if self.prefix_len == 4 {
-                // The HTTP/2 connection preface starts with "PRI "; no HTTP/1 method does.
-                self.proto = if &self.prefix == b"PRI " {
-                    Proto::H2
-                } else {
-                    Proto::H1
-                };
-                if self.proto == Proto::H2 {
+            // HTTP/2 only with its whole preface, as hyper decides: an HTTP/1 request whose
+            // method is "PRI" still gets the header timeout.
+            let take = (H2_PREFACE.len() - self.prefix_len).min(bytes.len());
+            if bytes[..take] != H2_PREFACE[self.prefix_len..self.prefix_len + take] {
+                self.proto = Proto::H1;
+            } else {
+                self.prefix_len += take;
+                if self.prefix_len == H2_PREFACE.len() {
+                    self.proto = Proto::H2;
                     self.activity.head_started.store(0, Ordering::Release);
                     return;
                 }
@@ -320,9 +333,10 @@ async fn connection(shared: Arc<Shared>, ctx: Arc<ServeCtx>, stream: TcpStream, 
         stream: accepted.stream,
         activity: activity.clone(),
         proto: Proto::Unknown,
-        prefix: [0; 4],
         prefix_len: 0,
     };
+    // Every HTTP/1 byte is checked for ambiguous framing before hyper parses it.
+    let io = Guarded::new(io, activity.framing.clone());
     let service = {
         let shared = shared.clone();
         let ctx = ctx.clone();

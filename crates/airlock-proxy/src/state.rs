@@ -29,6 +29,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use airlock_core::binding::GATEWAY_BINDING;
 use airlock_core::state::{Change, GatewayRecord, SecretRecord, StateSnapshot, TokenRecord};
 use airlock_core::{
     AccountId, AuthMechanism, DevboxId, GatewayConfigId, HeaderSource, SecretId, SourceAddresses,
@@ -145,6 +146,9 @@ impl Bucket {
 pub(crate) struct Slot<K, T> {
     pub(crate) id: K,
     current: ArcSwapOption<T>,
+    /// The object is present in the database but refused: a gateway config whose binding does
+    /// not check. The slot is empty then; this only says why.
+    unverified: AtomicBool,
 }
 
 impl<K, T> Slot<K, T> {
@@ -152,7 +156,13 @@ impl<K, T> Slot<K, T> {
         Slot {
             id,
             current: ArcSwapOption::empty(),
+            unverified: AtomicBool::new(false),
         }
+    }
+
+    /// Whether the object was refused because its binding did not check.
+    pub(crate) fn is_unverified(&self) -> bool {
+        self.unverified.load(Ordering::Acquire)
     }
 
     /// The current version, for a request to keep until it ends.
@@ -501,8 +511,13 @@ impl Registry {
             }
         }
         for record in &snapshot.gateways {
-            let entry = self.gateway_entry(record);
-            self.gateway_slot(&record.id).store(entry.map(Arc::new));
+            let entry = self.gateway_entry(keyring, record);
+            let slot = self.gateway_slot(&record.id);
+            slot.unverified.store(
+                matches!(entry, Err(Unusable::Unverified)),
+                Ordering::Release,
+            );
+            slot.store(entry.ok().map(Arc::new));
         }
         for record in &snapshot.devboxes {
             let slot = self.devbox_slot(&record.id);
@@ -623,13 +638,37 @@ impl Registry {
         }
     }
 
-    /// Prepares a gateway config for the hot path. A config that cannot be prepared (which the
-    /// control plane's validation should make impossible) is logged and treated as absent.
-    fn gateway_entry(&mut self, record: &GatewayRecord) -> Option<GatewayEntry> {
+    /// Prepares a gateway config for the hot path, after checking its binding: a config changed
+    /// outside the control plane (its endpoint repointed in the database, say) is refused, and
+    /// nothing is ever sent for it. A config that cannot be prepared (which the control plane's
+    /// validation should make impossible) is logged and treated as absent.
+    fn gateway_entry(
+        &mut self,
+        keyring: &Keyring,
+        record: &GatewayRecord,
+    ) -> Result<GatewayEntry, Unusable> {
+        let checked = match &record.binding {
+            None => Err("it has no binding (written before migration 0003, or outside the API)"),
+            Some(binding) => keyring
+                .verify_binding(GATEWAY_BINDING, &record.binding_message(), binding)
+                .map_err(|err| match err {
+                    airlock_crypto::CryptoError::UnknownKey(_) => {
+                        "its binding was made with a master key that is not loaded"
+                    }
+                    _ => "its endpoint, auth or custom headers do not match its binding (changed outside the API?)",
+                }),
+        };
+        if let Err(why) = checked {
+            tracing::error!(
+                gateway_config_id = %record.id,
+                "refusing a gateway config: {why}; its tokens get gateway_unverified"
+            );
+            return Err(Unusable::Unverified);
+        }
         let endpoint = &record.endpoint;
         let fail = |what: &str| {
             tracing::error!(gateway_config_id = %record.id, "cannot use a gateway config: {what}");
-            None
+            Err(Unusable::Invalid)
         };
         let scheme = match endpoint.scheme() {
             airlock_core::Scheme::Https => Scheme::HTTPS,
@@ -663,7 +702,7 @@ impl Registry {
             };
             custom.push((name, value));
         }
-        Some(GatewayEntry {
+        Ok(GatewayEntry {
             account_id: record.account_id.clone(),
             scheme,
             authority,
@@ -675,6 +714,14 @@ impl Registry {
     }
 }
 
+/// Why a gateway config is not used.
+enum Unusable {
+    /// Its binding does not check.
+    Unverified,
+    /// It cannot be turned into header names and values.
+    Invalid,
+}
+
 /// A complete state built aside by a full reload.
 pub(crate) struct Built {
     registry: Registry,
@@ -682,8 +729,7 @@ pub(crate) struct Built {
     count: usize,
 }
 
-/// Builds a complete state from a full snapshot.
-#[cfg(test)]
+/// Builds a complete state from a full snapshot (tests and the property tests' fixtures).
 pub(crate) fn build(keyring: &Arc<Keyring>, snapshot: &StateSnapshot) -> Built {
     let mut builder = Builder::new(keyring.clone(), None);
     builder.absorb(snapshot);
@@ -1016,6 +1062,19 @@ pub(crate) mod tests {
             version: 1,
         };
         let sealed = keyring.seal(&ctx, value).unwrap();
+        let mut gateway = GatewayRecord {
+            id: GatewayConfigId::generate(),
+            account_id: account.clone(),
+            endpoint: Endpoint::parse("e", "https://api.example.com/v1").unwrap(),
+            auth: AuthMechanism::Bearer,
+            custom_headers: Vec::new(),
+            binding: None,
+        };
+        gateway.binding = Some(
+            keyring
+                .bind(GATEWAY_BINDING, &gateway.binding_message())
+                .unwrap(),
+        );
         Fixture {
             devbox: DevboxRecord {
                 id: DevboxId::generate(),
@@ -1023,13 +1082,7 @@ pub(crate) mod tests {
                 running: true,
                 source_addresses: SourceAddresses::parse("s", &["127.0.0.1"]).unwrap(),
             },
-            gateway: GatewayRecord {
-                id: GatewayConfigId::generate(),
-                account_id: account.clone(),
-                endpoint: Endpoint::parse("e", "https://api.example.com/v1").unwrap(),
-                auth: AuthMechanism::Bearer,
-                custom_headers: Vec::new(),
-            },
+            gateway,
             secret: SecretRecord {
                 id: secret_id,
                 account_id: account.clone(),

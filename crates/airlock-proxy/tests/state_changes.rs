@@ -127,6 +127,7 @@ async fn gateway_updates_apply() {
         name: "x-version".into(),
         source: HeaderSource::Literal("2".into()),
     }];
+    h.seed.bind(&mut updated);
     let audit = AuditRow {
         id: airlock_core::AuditId::generate().into_string(),
         time_ms: airlock_core::time::now_ms(),

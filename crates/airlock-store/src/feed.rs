@@ -77,6 +77,7 @@ fn gateway_record(row: &AnyRow) -> Result<GatewayRecord> {
         endpoint: g.endpoint,
         auth: g.auth,
         custom_headers: g.custom_headers,
+        binding: g.binding,
     })
 }
 
@@ -92,7 +93,7 @@ fn secret(row: &AnyRow) -> Result<SecretRecord> {
 /// Records per page of a paged full load.
 const PAGE: usize = 1024;
 
-const GATEWAY_SELECT: &str = "SELECT id, account_id, name, endpoint, auth_type, auth_key, custom_headers, description, create_time_ms, update_time_ms FROM gateway_configs";
+const GATEWAY_SELECT: &str = "SELECT id, account_id, name, endpoint, auth_type, auth_key, custom_headers, description, create_time_ms, update_time_ms, binding FROM gateway_configs";
 
 impl Store {
     /// Everything, read in one transaction so that the four queries agree with each other

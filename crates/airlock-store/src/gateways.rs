@@ -15,7 +15,7 @@ use crate::{
 };
 
 const COLUMNS: &str =
-    "id, account_id, name, endpoint, auth_type, auth_key, custom_headers, description, create_time_ms, update_time_ms";
+    "id, account_id, name, endpoint, auth_type, auth_key, custom_headers, description, create_time_ms, update_time_ms, binding";
 
 /// Custom headers are stored as a JSON list of `{"name", "value"}` or `{"name", "secret"}`.
 pub(crate) fn encode_headers(headers: &[CustomHeader]) -> String {
@@ -71,6 +71,7 @@ pub(crate) fn gateway(row: &AnyRow) -> Result<GatewayConfigRow> {
         description: col(row, "description")?,
         create_time_ms: col(row, "create_time_ms")?,
         update_time_ms: col(row, "update_time_ms")?,
+        binding: col(row, "binding")?,
     })
 }
 
@@ -82,8 +83,8 @@ impl Store {
     ) -> Result<()> {
         let mut tx = self.begin().await?;
         sqlx::query(
-            "INSERT INTO gateway_configs (id, account_id, name, endpoint, auth_type, auth_key, custom_headers, description, create_time_ms, update_time_ms)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            "INSERT INTO gateway_configs (id, account_id, name, endpoint, auth_type, auth_key, custom_headers, description, create_time_ms, update_time_ms, binding)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         )
         .bind(row.id.as_str().to_owned())
         .bind(row.account_id.as_str().to_owned())
@@ -95,6 +96,7 @@ impl Store {
         .bind(row.description.clone())
         .bind(row.create_time_ms)
         .bind(row.update_time_ms)
+        .bind(row.binding.clone())
         .execute(&mut *tx)
         .await?;
         insert_audit(&mut tx, audit).await?;
@@ -160,7 +162,7 @@ impl Store {
             }
         };
         self.list_page(
-            "SELECT id, account_id, name, endpoint, auth_type, auth_key, custom_headers, description, create_time_ms, update_time_ms",
+            "SELECT id, account_id, name, endpoint, auth_type, auth_key, custom_headers, description, create_time_ms, update_time_ms, binding",
             from,
             page,
             gateway,
@@ -176,7 +178,7 @@ impl Store {
         let mut tx = self.begin().await?;
         let done = sqlx::query(
             "UPDATE gateway_configs SET name = $1, endpoint = $2, auth_type = $3, auth_key = $4, custom_headers = $5,
-                    description = $6, update_time_ms = $7
+                    description = $6, update_time_ms = $7, binding = $10
              WHERE id = $8 AND account_id = $9 AND delete_time_ms IS NULL",
         )
         .bind(row.name.as_str().to_owned())
@@ -188,6 +190,7 @@ impl Store {
         .bind(row.update_time_ms)
         .bind(row.id.as_str().to_owned())
         .bind(row.account_id.as_str().to_owned())
+        .bind(row.binding.clone())
         .execute(&mut *tx)
         .await?;
         if done.rows_affected() == 0 {
@@ -196,6 +199,44 @@ impl Store {
         insert_audit(&mut tx, audit).await?;
         self.commit(tx, &[Change::GatewayConfig(row.id.clone())])
             .await
+    }
+
+    /// Every live gateway config of every account, for re-binding under a new master key.
+    pub async fn all_gateway_configs(&self) -> Result<Vec<GatewayConfigRow>> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM gateway_configs WHERE delete_time_ms IS NULL ORDER BY id"
+        );
+        let rows = sqlx::query(&sql).fetch_all(self.pool()).await?;
+        rows.iter().map(gateway).collect()
+    }
+
+    /// Stores a new binding for a config whose bound fields did not change (a master key
+    /// rotation). Returns false when the config was updated or deleted meanwhile: `old` must
+    /// still be the stored binding.
+    pub async fn store_rebound(
+        &self,
+        id: &GatewayConfigId,
+        old: Option<&[u8]>,
+        binding: &[u8],
+    ) -> Result<bool> {
+        let mut tx = self.begin().await?;
+        let current: Option<Option<Vec<u8>>> = sqlx::query_scalar(
+            "SELECT binding FROM gateway_configs WHERE id = $1 AND delete_time_ms IS NULL",
+        )
+        .bind(id.as_str().to_owned())
+        .fetch_optional(&mut *tx)
+        .await?;
+        if current.as_ref().map(Option::as_deref) != Some(old) {
+            return Ok(false);
+        }
+        sqlx::query("UPDATE gateway_configs SET binding = $1 WHERE id = $2")
+            .bind(binding.to_vec())
+            .bind(id.as_str().to_owned())
+            .execute(&mut *tx)
+            .await?;
+        self.commit(tx, &[Change::GatewayConfig(id.clone())])
+            .await?;
+        Ok(true)
     }
 
     /// Deletes a config; refused while a live token of a running devbox uses it.

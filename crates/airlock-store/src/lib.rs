@@ -104,7 +104,7 @@ impl std::fmt::Debug for Store {
 
 fn migrations(backend: Backend) -> Migrator {
     // (version, description, Postgres SQL, SQLite SQL), in order.
-    const ALL: [(i64, &str, &str, &str); 2] = [
+    const ALL: [(i64, &str, &str, &str); 3] = [
         (
             1,
             "initial",
@@ -116,6 +116,12 @@ fn migrations(backend: Backend) -> Migrator {
             "request id",
             include_str!("../../../migrations/postgres/0002_request_id.sql"),
             include_str!("../../../migrations/sqlite/0002_request_id.sql"),
+        ),
+        (
+            3,
+            "gateway binding",
+            include_str!("../../../migrations/postgres/0003_gateway_binding.sql"),
+            include_str!("../../../migrations/sqlite/0003_gateway_binding.sql"),
         ),
     ];
     let migrations = ALL

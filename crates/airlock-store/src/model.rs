@@ -86,6 +86,9 @@ pub struct GatewayConfigRow {
     pub description: Option<String>,
     pub create_time_ms: i64,
     pub update_time_ms: i64,
+    /// The MAC over endpoint, auth and custom headers made by the control plane
+    /// (`airlock_core::binding`); `None` for rows written before migration 0003.
+    pub binding: Option<Vec<u8>>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -86,6 +86,7 @@ async fn world(store: &Store) -> World {
         description: None,
         create_time_ms: now,
         update_time_ms: now,
+        binding: Some(vec![7; 37]),
     };
     store
         .insert_gateway_config(&gateway, &audit(&account.id, "gateway_config.create"))
@@ -161,6 +162,7 @@ async fn feed_and_snapshots(postgres: bool) {
     assert_eq!(all.devboxes.len(), 1);
     assert_eq!(all.gateways.len(), 1);
     assert_eq!(all.gateways[0].custom_headers.len(), 1);
+    assert_eq!(all.gateways[0].binding.as_deref(), Some(&[7u8; 37][..]));
     assert_eq!(all.secrets.len(), 1);
     assert_eq!(all.secrets[0].sealed, vec![1, 2, 3]);
 

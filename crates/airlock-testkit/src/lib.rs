@@ -11,6 +11,8 @@
 //!   close), including ready-made OpenAI and Anthropic imitations.
 //! - [`process`]: spawns the real `airlock` binary in a temporary working directory and waits
 //!   for it to become healthy.
+//! - [`sinkhole`]: a silent listener that stands in for an attacker's host and records what
+//!   reached it; [`h2raw`]: raw HTTP/2 frames for requests a client library would not send.
 //! - [`http`]: a small hyper client (HTTP/1.1 and HTTP/2, plain or TLS, from a chosen source
 //!   address) that records when each body chunk arrived.
 //! - [`python()`] and [`run_python`]: the interpreter of the virtual environment that holds the
@@ -24,14 +26,17 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod body;
+pub mod h2raw;
 pub mod http;
 pub mod pg;
 pub mod process;
 mod python;
+pub mod sinkhole;
 pub mod tls;
 pub mod upstream;
 
 pub use crate::http::{http_get, http_request, HttpResponse, TestRequest};
 pub use crate::process::{airlock_binary, free_addr, free_port, AirlockProcess};
 pub use crate::python::{check_python_output, python, run_python, run_python_code, workspace_root};
+pub use crate::sinkhole::Sinkhole;
 pub use crate::upstream::{RecordedRequest, RecordingUpstream, Reply, UpstreamOptions};

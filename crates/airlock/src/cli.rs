@@ -52,9 +52,14 @@ pub(crate) enum KeysCommand {
     Generate,
     /// Print the ids of the loaded master keys; the first encrypts.
     Ids,
-    /// Re-wrap every secret's data key under the active (first) master key, so that older keys
-    /// can be retired.
-    Rewrap,
+    /// Re-wrap every secret's data key, and re-make every gateway config's binding, under the
+    /// active (first) master key, so that older keys can be retired.
+    Rewrap {
+        /// Also bind gateway configs that have no binding yet (written before this version), as
+        /// they are in the database now. Check their endpoints first: this vouches for them.
+        #[arg(long)]
+        bind_unbound: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -133,7 +138,7 @@ pub(crate) async fn keys(cmd: KeysCommand) -> Result<()> {
             }
             Ok(())
         }
-        KeysCommand::Rewrap => {
+        KeysCommand::Rewrap { bind_unbound } => {
             let settings = Settings::from_env()?;
             let keyring = crate::keys::load(&settings, false)?;
             let store = crate::connect(&settings).await?;
@@ -142,6 +147,31 @@ pub(crate) async fn keys(cmd: KeysCommand) -> Result<()> {
                 "re-wrapped {moved} secret(s) under key {}; {current} already used it",
                 keyring.active_id()
             );
+            let rebound = rebind(&store, &keyring, bind_unbound).await?;
+            println!(
+                "re-bound {} gateway config(s) under key {}; {} already used it",
+                rebound.moved,
+                keyring.active_id(),
+                rebound.current
+            );
+            if !rebound.unbound.is_empty() {
+                println!(
+                    "{} gateway config(s) have no binding and are refused by the data plane: {}; \
+                     save them again through the API, or check their endpoints and run \
+                     `airlock keys rewrap --bind-unbound`",
+                    rebound.unbound.len(),
+                    rebound.unbound.join(", ")
+                );
+            }
+            if !rebound.failed.is_empty() {
+                bail!(
+                    "the binding of {} gateway config(s) does not check (changed outside the API, \
+                     or made with a master key that is not loaded); they were left as they are \
+                     and the data plane refuses them: {}",
+                    rebound.failed.len(),
+                    rebound.failed.join(", ")
+                );
+            }
             Ok(())
         }
     }
@@ -247,6 +277,67 @@ pub(crate) async fn rewrap(
         }
     }
     Ok((moved, current))
+}
+
+/// What [`rebind`] did.
+pub(crate) struct Rebound {
+    pub(crate) moved: usize,
+    pub(crate) current: usize,
+    /// Configs without a binding, left alone (ids).
+    pub(crate) unbound: Vec<String>,
+    /// Configs whose binding does not check, left alone (ids).
+    pub(crate) failed: Vec<String>,
+}
+
+/// Re-makes every gateway config's binding under the active master key, after checking it
+/// under the key that made it: a config changed in the database is not vouched for again.
+pub(crate) async fn rebind(
+    store: &airlock_store::Store,
+    keyring: &Keyring,
+    bind_unbound: bool,
+) -> Result<Rebound> {
+    use airlock_core::binding::{gateway_binding_message, GATEWAY_BINDING};
+    let mut out = Rebound {
+        moved: 0,
+        current: 0,
+        unbound: Vec::new(),
+        failed: Vec::new(),
+    };
+    for row in store.all_gateway_configs().await? {
+        let message = gateway_binding_message(
+            &row.account_id,
+            &row.id,
+            &row.endpoint,
+            &row.auth,
+            &row.custom_headers,
+        );
+        let new = match &row.binding {
+            None if bind_unbound => Some(keyring.bind(GATEWAY_BINDING, &message)?),
+            None => {
+                out.unbound.push(row.id.to_string());
+                continue;
+            }
+            Some(binding) => match keyring.rebind(GATEWAY_BINDING, &message, binding) {
+                Ok(new) => new,
+                Err(_) => {
+                    out.failed.push(row.id.to_string());
+                    continue;
+                }
+            },
+        };
+        match new {
+            None => out.current += 1,
+            Some(binding) => {
+                if store
+                    .store_rebound(&row.id, row.binding.as_deref(), &binding)
+                    .await?
+                {
+                    out.moved += 1;
+                }
+            }
+        }
+    }
+    Ok(out)
 }
 
 fn read_value() -> Result<String> {

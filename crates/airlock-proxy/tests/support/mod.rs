@@ -66,6 +66,23 @@ pub async fn postgres() -> Db {
     }
 }
 
+impl Db {
+    /// Runs one SQL statement behind the store's back, as someone with write access to the
+    /// database would; `bytes` are bound to `$1` when given.
+    pub async fn tamper(&self, sql: &str, bytes: Option<&[u8]>) {
+        use sqlx::Connection as _;
+        sqlx::any::install_default_drivers();
+        let mut conn = sqlx::AnyConnection::connect(&self.url).await.unwrap();
+        let mut query = sqlx::query(sql);
+        if let Some(bytes) = bytes {
+            query = query.bind(bytes.to_vec());
+        }
+        let done = query.execute(&mut conn).await.unwrap();
+        assert!(done.rows_affected() > 0, "{sql} changed nothing");
+        conn.close().await.unwrap();
+    }
+}
+
 /// The real store, counting what the data plane asks of it; full loads can be made to fail.
 pub struct Source {
     pub store: Store,
@@ -159,6 +176,8 @@ pub struct Seed {
     pub store: Store,
     pub keyring: Arc<Keyring>,
     pub account: AccountId,
+    /// Every token minted through this seed, for the leak checks.
+    pub minted: Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Seed {
@@ -175,6 +194,7 @@ impl Seed {
             store,
             keyring,
             account,
+            minted: Arc::default(),
         }
     }
 
@@ -229,7 +249,7 @@ impl Seed {
         auth: AuthMechanism,
         custom_headers: Vec<CustomHeader>,
     ) -> GatewayConfigRow {
-        let row = GatewayConfigRow {
+        let mut row = GatewayConfigRow {
             id: GatewayConfigId::generate(),
             account_id: self.account.clone(),
             name: Label::parse("name", "test gateway").unwrap(),
@@ -239,7 +259,9 @@ impl Seed {
             description: None,
             create_time_ms: now(),
             update_time_ms: now(),
+            binding: None,
         };
+        self.bind(&mut row);
         let a = audit(
             &self.account,
             "gateway_config.create",
@@ -248,6 +270,22 @@ impl Seed {
         );
         self.store.insert_gateway_config(&row, &a).await.unwrap();
         row
+    }
+
+    /// Makes the config's binding with the keyring, as the control plane does on every write.
+    pub fn bind(&self, row: &mut GatewayConfigRow) {
+        let message = airlock_core::binding::gateway_binding_message(
+            &row.account_id,
+            &row.id,
+            &row.endpoint,
+            &row.auth,
+            &row.custom_headers,
+        );
+        row.binding = Some(
+            self.keyring
+                .bind(airlock_core::binding::GATEWAY_BINDING, &message)
+                .unwrap(),
+        );
     }
 
     /// Registers a running devbox with one token per (gateway, secret) pair.
@@ -281,6 +319,7 @@ impl Seed {
         let mut rows = Vec::new();
         for (i, (gateway, secret)) in bindings.iter().enumerate() {
             let token = BearerSecret::generate(SecretKind::Gateway);
+            self.minted.lock().unwrap().push(token.expose().to_owned());
             rows.push(TokenRow {
                 id: TokenId::generate(),
                 account_id: self.account.clone(),
@@ -556,6 +595,91 @@ pub async fn wait_sample(h: &Harness, series: &str, value: f64) {
 /// The `x-airlock-error` code of a response, or "" when there is none.
 pub fn code(r: &airlock_testkit::HttpResponse) -> String {
     r.header("x-airlock-error").unwrap_or_default()
+}
+
+/// What came back on a raw connection.
+pub struct RawAnswer {
+    pub text: String,
+    /// The server closed the connection before the deadline.
+    pub closed: bool,
+}
+
+impl RawAnswer {
+    /// The status of every response, in order, read by their framing (content-length or
+    /// chunked); a response that cannot be framed ends the list.
+    pub fn statuses(&self) -> Vec<u16> {
+        let bytes = self.text.as_bytes();
+        let mut out = Vec::new();
+        let mut at = 0;
+        while at < bytes.len() {
+            let Some(head_len) = find(&bytes[at..], b"\r\n\r\n") else {
+                break;
+            };
+            let head = &self.text[at..at + head_len];
+            let Some(status) = head
+                .strip_prefix("HTTP/1.")
+                .and_then(|r| r.get(2..5))
+                .and_then(|s| s.parse::<u16>().ok())
+            else {
+                break;
+            };
+            out.push(status);
+            at += head_len + 4;
+            let lower = head.to_ascii_lowercase();
+            let length = lower
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse::<usize>().ok());
+            if let Some(n) = length {
+                at += n;
+            } else if lower.contains("transfer-encoding: chunked") {
+                loop {
+                    let Some(line) = find(&bytes[at..], b"\r\n") else {
+                        return out;
+                    };
+                    let size =
+                        usize::from_str_radix(self.text[at..at + line].trim(), 16).unwrap_or(0);
+                    at += line + 2 + size + 2;
+                    if size == 0 || at >= bytes.len() {
+                        break;
+                    }
+                }
+            } else if status != 101 && status != 204 && status != 304 {
+                break;
+            }
+        }
+        out
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Sends raw bytes, reads until the server closes or `timeout` passes, and says which.
+pub async fn raw_exchange(addr: SocketAddr, request: &[u8], timeout: Duration) -> RawAnswer {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    // The server may close before reading everything; what it answered is what counts.
+    let _ = stream.write_all(request).await;
+    let mut out = Vec::new();
+    let mut buf = [0u8; 8192];
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut closed = false;
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => {
+                closed = true;
+                break;
+            }
+            Err(_) => break,
+            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+    RawAnswer {
+        text: String::from_utf8_lossy(&out).into_owned(),
+        closed,
+    }
 }
 
 /// Sends raw bytes and reads until the server closes or `timeout` passes.

@@ -1,13 +1,32 @@
-//! Nothing secret in logs, errors or `Debug` (SECURITY #20), for the data plane: every event at
-//! debug level and above, from every crate in the process, is captured while requests go through
-//! the success path and the failure paths, and searched for the token and the secret in raw,
-//! base64, hex and URL-encoded forms.
+//! Nothing secret in logs, errors, audit rows or `Debug` (SECURITY #20), for the data plane:
+//! every event at debug level and above, from every crate in the process, is captured while
+//! requests go through the success path, the failure paths and the whole attack suite
+//! (`tests/attacks/`), and every log line, every answer, every audit row and the `Debug` output
+//! are searched for every token minted and every secret, in raw, base64, hex and URL-encoded
+//! forms.
 //!
 //! This file holds one test, because it installs the process-wide tracing subscriber.
+//!
+//! Metrics: this branch has no metrics endpoint yet. When the operations listener
+//! (`AIRLOCK_METRICS_ADDR`, `GET /metrics`) exists, `tests/leaks.rs` at the workspace root
+//! scrapes it through the real binary (see `scrape_metrics` there).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Tests fail loudly by design.
+#![allow(unreachable_pub)] // The attack modules are shared with tests/attacks.
 
 mod support;
+
+#[path = "attacks"]
+mod attacks {
+    pub mod carriers;
+    pub mod common;
+    pub mod h2;
+    pub mod limits;
+    pub mod line_endings;
+    pub mod routing;
+    pub mod smuggling;
+    pub mod traversal;
+}
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -109,6 +128,7 @@ async fn no_token_or_secret_in_logs_errors_or_debug() {
         Options {
             responder: Some(responder),
             sink_failures: 2,
+            configure: Box::new(|c| c.header_read_timeout = Duration::from_millis(500)),
             ..Options::default()
         },
     )
@@ -185,9 +205,57 @@ async fn no_token_or_secret_in_logs_errors_or_debug() {
             .await
             .text(),
     );
-    // Let the failing audit writes happen and be logged.
+    // The whole attack suite, with its own sentinel secret.
+    let mut seen = attacks::common::Seen::default();
+    attacks::smuggling::run(&h, &mut seen).await;
+    attacks::line_endings::run(&h, &mut seen).await;
+    attacks::routing::run(&h, &mut seen).await;
+    attacks::carriers::run(&h, &mut seen).await;
+    attacks::traversal::run(&h, &mut seen).await;
+    attacks::limits::run(&h, &mut seen).await;
+    attacks::h2::run(&h, &mut seen).await;
+    assert!(seen.answers.len() > 100, "the attack suite did not run");
+    bodies.extend(seen.answers);
+
+    // Let the failing audit writes happen and be logged, and every event reach the store.
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     let debug = format!("{:?}", h.plane);
+    let request_rows = format!("{:?}", h.seed.request_events().await);
+    assert!(
+        request_rows.contains("address_not_allowed"),
+        "the audit rows are missing"
+    );
+    // Every row of every table, whatever its account (refusals before a token is known have
+    // none): the database files themselves.
+    let db_path = h.db.url.strip_prefix("sqlite://").unwrap().to_owned();
+    let mut database = Vec::new();
+    for suffix in ["", "-wal", "-journal"] {
+        if let Ok(bytes) = std::fs::read(format!("{db_path}{suffix}")) {
+            database.extend(bytes);
+        }
+    }
+    let database = String::from_utf8_lossy(&database).into_owned();
+    assert!(
+        database.contains("misplaced_token"),
+        "the request events are not in the database"
+    );
+    let write_rows = format!(
+        "{:?}",
+        h.seed
+            .store
+            .list_audit_events(
+                &h.seed.account,
+                &airlock_store::AuditFilter::default(),
+                &airlock_store::Page {
+                    limit: 100_000,
+                    starting_after: None,
+                    include_total_count: false,
+                },
+            )
+            .await
+            .unwrap()
+            .items
+    );
 
     let logs = out.lock().unwrap().clone();
     assert!(
@@ -202,25 +270,37 @@ async fn no_token_or_secret_in_logs_errors_or_debug() {
         logs.contains("reflected an injected secret"),
         "the scrubbing path did not run"
     );
-    for secret in [
-        token.as_str(),
+    let minted = h.seed.minted.lock().unwrap().clone();
+    assert!(
+        minted.len() >= 10,
+        "the tokens of the attack suite were not recorded"
+    );
+    let fixed = [
         bad.as_str(),
         stranger.expose(),
         SENTINEL,
         CUSTOM,
-        more[0].expose(),
-    ] {
+        attacks::common::SECRET,
+    ];
+    for secret in fixed
+        .iter()
+        .copied()
+        .chain(minted.iter().map(String::as_str))
+    {
         for form in forms(secret) {
             assert!(
                 !logs.contains(&form),
                 "a log line holds a secret in the form {form:.8}…"
             );
-            assert!(!debug.contains(&form));
+            assert!(!debug.contains(&form), "Debug holds a secret");
+            assert!(
+                !request_rows.contains(&form),
+                "a request audit row holds a secret"
+            );
+            assert!(!write_rows.contains(&form), "an audit row holds a secret");
+            assert!(!database.contains(&form), "the database holds a secret");
             for body in &bodies {
-                assert!(
-                    !body.contains(&form),
-                    "a response body holds a secret: {body}"
-                );
+                assert!(!body.contains(&form), "an answer holds a secret: {body}");
             }
         }
     }

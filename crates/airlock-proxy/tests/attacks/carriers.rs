@@ -1,0 +1,124 @@
+//! Where the token may sit, and where it must not (SECURITY #5, #6, #7): odd casing of header
+//! names and schemes, duplicates, a client's own credential, hop-by-hop tricks, and the token
+//! hidden where it would travel upstream (another header, a header's name, the URL, encoded).
+//! Sent over raw TCP, so that no client library normalises the casing or the order.
+//!
+//! Whenever a request is forwarded, the upstream sees exactly one credential header, holding
+//! the real key, and no `gws_` anywhere in the bytes it received.
+
+use crate::attacks::common::{exchange, Seen, SECRET};
+use crate::support::Harness;
+use airlock_core::AuthMechanism;
+
+pub async fn run(h: &Harness, seen: &mut Seen) {
+    for (auth, credential, expected) in [
+        (
+            AuthMechanism::Header {
+                key: "x-api-key".into(),
+            },
+            "x-api-key",
+            SECRET.to_owned(),
+        ),
+        (
+            AuthMechanism::Bearer,
+            "authorization",
+            format!("Bearer {SECRET}"),
+        ),
+    ] {
+        let s = h.simple(auth.clone(), SECRET).await;
+        let t = s.token.expose();
+        let lower = t.to_ascii_lowercase();
+        let upper_prefix = format!("GWS_{}", &t[4..]);
+        let pct = t.replacen('_', "%5F", 1);
+        // (name, header lines, status, code)
+        let cases: Vec<(&str, String, u16, &str)> = vec![
+            ("upper-case name", format!("X-API-KEY: {t}"), 200, ""),
+            ("mixed-case name", format!("x-Api-kEy: {t}"), 200, ""),
+            ("upper-case bearer", format!("AUTHORIZATION: BEARER {t}"), 200, ""),
+            ("bearer with extra spaces", format!("Authorization: bearer    {t}   "), 200, ""),
+            ("the token twice, two carriers", format!("X-Api-Key: {t}\r\nauthorization: Bearer {t}"), 200, ""),
+            ("the token twice, one carrier", format!("x-api-key: {t}\r\nX-API-KEY: {t}"), 200, ""),
+            ("every carrier at once", format!("x-api-key: {t}\r\napi-key: {t}\r\nx-goog-api-key: {t}\r\nAuthorization: Bearer {t}\r\nProxy-Authorization: Bearer {t}"), 200, ""),
+            ("the client's own credentials too", format!("x-api-key: {t}\r\nAuthorization: Bearer sk-mine\r\nX-Api-Key: sk-mine\r\napi-key: sk-mine\r\nx-goog-api-key: sk-mine"), 200, ""),
+            ("proxy-authorization only", format!("Proxy-Authorization: Bearer {t}\r\nx-api-key: sk-mine\r\nauthorization: Bearer sk-mine"), 200, ""),
+            ("connection names the credential", format!("Authorization: Bearer {t}\r\nConnection: {credential}, x-api-key, authorization\r\n{credential}: sk-mine"), 200, ""),
+            ("te, trailer, keep-alive, proxy-*", format!("x-api-key: {t}\r\nTE: trailers\r\nTrailer: {credential}\r\nKeep-Alive: timeout=5\r\nProxy-Connection: keep-alive\r\nProxy-Authenticate: Basic"), 200, ""),
+            ("two different tokens", format!("x-api-key: {t}\r\napi-key: {}", s_other(t)), 400, "conflicting_tokens"),
+            ("the token in another header", format!("x-api-key: {t}\r\nx-note: {t}"), 400, "misplaced_token"),
+            ("the token in a cookie", format!("x-api-key: {t}\r\nCookie: session={t}"), 400, "misplaced_token"),
+            ("the token in a basic credential", format!("Authorization: Basic {t}"), 400, "misplaced_token"),
+            ("the token after another word", format!("x-api-key: key {t}"), 400, "misplaced_token"),
+            ("the token in a header name", format!("x-api-key: {t}\r\nx-{lower}: 1"), 400, "misplaced_token"),
+            ("the token as a header name", format!("x-api-key: {t}\r\n{lower}: 1"), 400, "misplaced_token"),
+            ("an upper-case prefix", format!("x-api-key: {upper_prefix}"), 401, "missing_token"),
+            ("a truncated token", format!("x-api-key: {}", &t[..t.len() - 1]), 401, "malformed_token"),
+            ("the token split over two lines", format!("x-api-key: {}\r\nx-api-key: {}", &t[..10], &t[10..]), 401, "malformed_token"),
+        ];
+        for (name, headers, status, code) in cases {
+            h.upstream.clear();
+            let request = format!(
+                "GET /x HTTP/1.1\r\nHost: localhost\r\n{headers}\r\nConnection: close\r\n\r\n"
+            );
+            let answer = exchange(h, seen, request.as_bytes()).await;
+            assert_eq!(
+                answer.statuses(),
+                [status],
+                "{auth:?} {name}: {}",
+                answer.text
+            );
+            assert!(
+                answer.text.contains(&format!("x-airlock-error: {code}")) || code.is_empty(),
+                "{name}: {}",
+                answer.text
+            );
+            if status == 200 {
+                let r = h.upstream.last_request().unwrap();
+                assert_eq!(
+                    r.header_values(credential),
+                    vec![expected.as_bytes()],
+                    "{auth:?} {name}"
+                );
+                let other = if credential == "x-api-key" {
+                    "authorization"
+                } else {
+                    "x-api-key"
+                };
+                assert!(
+                    r.header_values(other).is_empty(),
+                    "{auth:?} {name}: {other} was forwarded"
+                );
+                assert!(r.header_values("proxy-authorization").is_empty(), "{name}");
+            } else {
+                assert!(h.upstream.requests().is_empty(), "{name}");
+            }
+            assert!(
+                !h.upstream.received_contains(b"gws_"),
+                "{auth:?} {name}: a token went upstream"
+            );
+            assert!(!h.upstream.received_contains(lower.as_bytes()), "{name}");
+            assert!(!h.upstream.received_contains(b"sk-mine"), "{name}");
+        }
+
+        // The token in the URL, plain or percent-encoded, never goes upstream.
+        for target in [
+            format!("/x?key={t}"),
+            format!("/x?key={pct}"),
+            format!("/x/{t}"),
+            format!("/x?key=%67%77%73%5f{}", &t[4..]),
+        ] {
+            h.upstream.clear();
+            let request = format!("GET {target} HTTP/1.1\r\nHost: localhost\r\nx-api-key: {t}\r\nConnection: close\r\n\r\n");
+            let answer = exchange(h, seen, request.as_bytes()).await;
+            assert_eq!(answer.statuses(), [400], "{target}: {}", answer.text);
+            assert!(answer.text.contains("misplaced_token"), "{target}");
+            assert!(h.upstream.requests().is_empty());
+        }
+    }
+}
+
+/// Another well-formed token that is not `t`.
+fn s_other(t: &str) -> String {
+    let other = airlock_core::BearerSecret::generate(airlock_core::SecretKind::Gateway);
+    assert_ne!(other.expose(), t);
+    other.expose().to_owned()
+}
