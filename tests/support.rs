@@ -5,8 +5,8 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::path::Path;
+use std::sync::Arc;
 
 use airlock_testkit::{airlock_binary, free_addr, AirlockProcess, TestRequest};
 use serde_json::Value;

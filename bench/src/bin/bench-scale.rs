@@ -94,20 +94,34 @@ async fn fill(
         )
         .await?;
     let gateway_id = GatewayConfigId::generate();
+    let endpoint = Endpoint::parse("endpoint", "https://api.example.com/v1")?;
+    let auth = AuthMechanism::Header {
+        key: "x-api-key".into(),
+    };
+    // Bound like the control plane binds it, or the data plane would refuse the config.
+    let binding = keyring.bind(
+        airlock_core::binding::GATEWAY_BINDING,
+        &airlock_core::binding::gateway_binding_message(
+            &account,
+            &gateway_id,
+            &endpoint,
+            &auth,
+            &[],
+        ),
+    )?;
     store
         .insert_gateway_config(
             &GatewayConfigRow {
                 id: gateway_id.clone(),
                 account_id: account.clone(),
                 name: Label::parse("name", "bench")?,
-                endpoint: Endpoint::parse("endpoint", "https://api.example.com/v1")?,
-                auth: AuthMechanism::Header {
-                    key: "x-api-key".into(),
-                },
+                endpoint,
+                auth,
                 custom_headers: Vec::new(),
                 description: None,
                 create_time_ms: now,
                 update_time_ms: now,
+                binding: Some(binding),
             },
             &audit(&account, "gateway_config"),
         )

@@ -35,8 +35,8 @@ use serde_json::json;
 pub use admin::{bootstrap, Bootstrap};
 pub use auth::Caller;
 pub use error::ApiError;
-pub use server::ServeOptions;
 pub use metrics::ApiMetrics;
+pub use server::ServeOptions;
 
 use crate::error::ApiResult;
 use crate::wire::ListQuery;

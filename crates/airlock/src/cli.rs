@@ -184,7 +184,7 @@ pub(crate) fn config_check() -> Result<()> {
     let keys = if settings.master_key.is_none()
         && settings.master_key_file.is_none()
         && settings.is_sqlite()
-        && crate::keys::embedded_key_path(&settings).map_or(false, |p| !p.exists())
+        && crate::keys::embedded_key_path(&settings).is_some_and(|p| !p.exists())
     {
         "none yet: `serve` creates the embedded key file on its first start".to_owned()
     } else {
@@ -210,7 +210,11 @@ pub(crate) fn config_check() -> Result<()> {
     );
     println!("  master keys     {keys}");
     println!("  control plane   {}{}", settings.api_addr, tls(api_tls));
-    println!("  data plane      {}{}", settings.proxy_addr, tls(proxy_tls));
+    println!(
+        "  data plane      {}{}",
+        settings.proxy_addr,
+        tls(proxy_tls)
+    );
     println!("  public url      {}", settings.public_url);
     Ok(())
 }

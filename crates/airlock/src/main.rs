@@ -121,7 +121,9 @@ fn watch_signals(stop: watch::Sender<bool>, hup: watch::Sender<()>) -> Result<()
 }
 
 /// Loads a listener's certificate and key; an error names the setting.
-pub(crate) fn load_tls(files: &Option<airlock_net::CertFiles>) -> Result<Option<airlock_net::TlsServer>> {
+pub(crate) fn load_tls(
+    files: &Option<airlock_net::CertFiles>,
+) -> Result<Option<airlock_net::TlsServer>> {
     files
         .clone()
         .map(airlock_net::TlsServer::from_files)
