@@ -206,6 +206,7 @@ impl CertResolver {
         let contents = read_both(&self.files)?;
         {
             let mut tried = self.tried.lock().unwrap_or_else(|e| e.into_inner());
+            // public: a SHA-256 of the files, only to notice that they changed.
             if !force && *tried == contents.digest {
                 return Ok(Reload::Unchanged);
             }

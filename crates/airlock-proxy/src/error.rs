@@ -117,6 +117,7 @@ pub const CODES: &[&str] = &[
     "state_unavailable",
     "secret_unavailable",
     "gateway_unavailable",
+    "gateway_unverified",
     "upstream_forbidden",
     "upstream_unreachable",
     "upstream_tls",

@@ -232,6 +232,10 @@ pub(crate) struct GatewayEntry {
 pub(crate) struct SecretEntry {
     pub(crate) account_id: AccountId,
     pub(crate) version: i64,
+    /// The ciphertext it was opened from: a reload that finds the same version keeps the opened
+    /// value only if the row still holds these bytes (a ciphertext swapped in the database must
+    /// be opened, and fail, not be papered over by the value already in memory).
+    sealed: Box<[u8]>,
     /// `None` when it could not be opened (logged by id): its tokens answer `secret_unavailable`.
     material: Option<Material>,
 }
@@ -282,6 +286,7 @@ impl SecretEntry {
         SecretEntry {
             account_id: record.account_id.clone(),
             version: record.version,
+            sealed: record.sealed.clone().into_boxed_slice(),
             material,
         }
     }
@@ -504,6 +509,8 @@ impl Registry {
             let same = current.as_ref().is_some_and(|c| {
                 c.version == record.version
                     && c.account_id == record.account_id
+                    // public: ciphertexts, compared only to notice a change.
+                    && *c.sealed == *record.sealed
                     && c.material.is_some()
             });
             if !same {
