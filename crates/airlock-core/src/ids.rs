@@ -3,7 +3,9 @@
 //! An id is its type's prefix followed by 26 characters of Crockford base32 encoding 48 bits of
 //! creation time (ms) and 80 random bits, as ULIDs do. Ids therefore sort by creation time as
 //! plain strings, which is what list pagination (`starting_after`) relies on, and they carry no
-//! meaning an attacker could exploit beyond that.
+//! meaning an attacker could exploit beyond that. Within one process, ids made in the same
+//! millisecond still sort in the order they were made: the later one is the earlier one plus one
+//! (ULID's monotonic mode), so a list shows them newest first however fast they were created.
 
 use std::fmt;
 
@@ -13,6 +15,9 @@ use crate::error::InvalidInput;
 
 const CROCKFORD: &[u8; 32] = b"0123456789abcdefghjkmnpqrstvwxyz";
 const BODY_LEN: usize = 26;
+
+/// The last id value this process made, for monotonic ids within a millisecond.
+static LAST: std::sync::Mutex<u128> = std::sync::Mutex::new(0);
 
 /// 26 Crockford base32 characters for 128 bits: time first so that ids sort by creation.
 pub(crate) fn new_ulid_body(now_ms: i64) -> String {
@@ -24,6 +29,15 @@ pub(crate) fn new_ulid_body(now_ms: i64) -> String {
     let mut value: u128 = (u128::from(now_ms.max(0) as u64) & 0xFFFF_FFFF_FFFF) << 80;
     for (i, b) in random.iter().enumerate() {
         value |= u128::from(*b) << (8 * (9 - i));
+    }
+    {
+        let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
+        // Same millisecond as the last id, and not after it: follow it instead (80 random bits
+        // leave room for 2^79 such steps on average before the time part would change).
+        if value >> 80 == *last >> 80 && value <= *last {
+            value = *last + 1;
+        }
+        *last = value;
     }
     let mut out = [0u8; BODY_LEN];
     for (i, slot) in out.iter_mut().enumerate() {
@@ -136,6 +150,14 @@ mod tests {
         let early = new_ulid_body(1_000);
         let late = new_ulid_body(2_000);
         assert!(early < late);
+    }
+
+    #[test]
+    fn ids_made_in_one_millisecond_sort_in_order() {
+        let ids: Vec<String> = (0..1000).map(|_| new_ulid_body(5_000)).collect();
+        for pair in ids.windows(2) {
+            assert!(pair[0] < pair[1], "{pair:?}");
+        }
     }
 
     #[test]
