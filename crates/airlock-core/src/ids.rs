@@ -154,7 +154,11 @@ mod tests {
 
     #[test]
     fn ids_made_in_one_millisecond_sort_in_order() {
-        let ids: Vec<String> = (0..1000).map(|_| new_ulid_body(5_000)).collect();
+        // The real clock, as `generate` uses it: other tests make ids at the same time through
+        // the same process-wide state, and a fixed timestamp here would race with theirs.
+        let ids: Vec<String> = (0..1000)
+            .map(|_| new_ulid_body(crate::time::now_ms()))
+            .collect();
         for pair in ids.windows(2) {
             assert!(pair[0] < pair[1], "{pair:?}");
         }
