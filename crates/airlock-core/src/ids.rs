@@ -32,9 +32,9 @@ pub(crate) fn new_ulid_body(now_ms: i64) -> String {
     }
     {
         let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
-        // Same millisecond as the last id, and not after it: follow it instead (80 random bits
-        // leave room for 2^79 such steps on average before the time part would change).
-        if value >> 80 == *last >> 80 && value <= *last {
+        // Not after the last id (the same millisecond, or a clock that stepped back): follow it
+        // instead, so that one process's ids always sort in the order they were made.
+        if value <= *last {
             value = *last + 1;
         }
         *last = value;
