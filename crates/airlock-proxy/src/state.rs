@@ -1278,6 +1278,82 @@ pub(crate) mod tests {
         assert!(state.lookup(&t3.digest()).is_some());
     }
 
+    /// A full reload in pages of one record, shaped as the store hands them over: the live
+    /// entries of unchanged tokens are kept (the same allocation), a token whose record changed
+    /// gets a new entry, objects are updated in their live slots (which a running request does
+    /// not see: it holds the versions it loaded), and a token absent from the load is dropped.
+    #[test]
+    fn a_paged_reload_keeps_unchanged_entries_and_updates_slots_in_place() {
+        let keys = keyring();
+        let mut f = fixture(&keys, b"sk-one");
+        let (t1, r1) = token(&f);
+        let (t2, r2) = token(&f);
+        let (t3, r3) = token(&f);
+        let state = Arc::new(State::new(keys.clone()));
+        state.replace(
+            build(
+                &keys,
+                &snapshot(&f, vec![r1.clone(), r2.clone(), r3.clone()]),
+            ),
+            state.version(),
+        );
+        let e1 = state.lookup(&t1.digest()).unwrap();
+        let e2 = state.lookup(&t2.digest()).unwrap();
+        let held = e1.secret.load().unwrap();
+
+        // Meanwhile: the secret was rotated, t2's expiry changed, t3 is gone and t4 is new.
+        f.secret.version = 2;
+        f.secret.sealed = keys
+            .seal(
+                &SecretContext {
+                    account_id: f.account.as_str(),
+                    secret_id: f.secret.id.as_str(),
+                    version: 2,
+                },
+                b"sk-two",
+            )
+            .unwrap();
+        let mut r2 = r2;
+        r2.expires_at_ms = Some(airlock_core::time::now_ms() + 3_600_000);
+        let (t4, r4) = token(&f);
+        let started = state.version();
+        let mut builder = Builder::new(keys.clone(), Some(state.clone()));
+        builder.absorb(&StateSnapshot {
+            gateways: vec![f.gateway.clone()],
+            secrets: vec![f.secret.clone()],
+            ..Default::default()
+        });
+        builder.absorb(&StateSnapshot {
+            devboxes: vec![f.devbox.clone()],
+            ..Default::default()
+        });
+        for r in [r1, r2, r4] {
+            builder.absorb(&StateSnapshot {
+                tokens: vec![r],
+                ..Default::default()
+            });
+        }
+        state.replace(builder.finish(), started);
+
+        let now1 = state.lookup(&t1.digest()).unwrap();
+        assert!(
+            Arc::ptr_eq(&now1, &e1),
+            "an unchanged token got a new entry"
+        );
+        let now2 = state.lookup(&t2.digest()).unwrap();
+        assert!(!Arc::ptr_eq(&now2, &e2));
+        assert!(now2.expires_at_ms.is_some());
+        // One slot, updated in place: the kept entry sees the rotation; the request that loaded
+        // version 1 keeps it.
+        assert!(Arc::ptr_eq(&now1.secret, &now2.secret));
+        assert_eq!(now1.secret.load().unwrap().version, 2);
+        assert_eq!(held.version, 1);
+        assert!(state.lookup(&t4.digest()).is_some());
+        assert!(state.lookup(&t3.digest()).is_none());
+        assert_eq!(state.refusal(&t3.digest()), Some(Refusal::Revoked));
+        assert_eq!(state.token_count(), 3);
+    }
+
     #[test]
     fn a_secret_that_does_not_open_is_unavailable_not_a_panic() {
         let keys = keyring();

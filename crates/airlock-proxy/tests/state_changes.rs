@@ -1,15 +1,18 @@
 //! The data plane follows the store: rotations, shutdowns, revocations and config updates reach
 //! the next requests within a second, without failing any request; a database outage leaves the
-//! last state serving (SECURITY #16, #22).
+//! last state serving (SECURITY #16, #22); after the change feed was lost, the full reload
+//! catches up on everything it missed without disturbing requests in flight.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Tests fail loudly by design.
 #![allow(clippy::print_stderr)] // Propagation times are reported, never asserted beyond the 1 s bound.
 
 mod support;
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use airlock_core::state::Change;
 use airlock_core::{AuthMechanism, BearerSecret, CustomHeader, HeaderSource, SecretKind};
 use airlock_store::AuditRow;
 use airlock_testkit::TestRequest;
@@ -128,20 +131,9 @@ async fn gateway_updates_apply() {
         source: HeaderSource::Literal("2".into()),
     }];
     h.seed.bind(&mut updated);
-    let audit = AuditRow {
-        id: airlock_core::AuditId::generate().into_string(),
-        time_ms: airlock_core::time::now_ms(),
-        account_id: h.seed.account.clone(),
-        api_key_id: None,
-        action: "gateway_config.update".into(),
-        object_type: "gateway_config".into(),
-        object_id: updated.id.to_string(),
-        detail: "{}".into(),
-        client_addr: None,
-    };
     h.seed
         .store
-        .update_gateway_config(&updated, &audit)
+        .update_gateway_config(&updated, &gateway_update_audit(&h, &updated))
         .await
         .unwrap();
     let applied = Harness::eventually(Duration::from_secs(1), || async {
@@ -193,6 +185,241 @@ async fn resync_catches_silent_revocations() {
     .await;
     assert!(refused);
     assert_eq!(code(&get(&h, "/x", &s.token).await), "revoked_token");
+}
+
+/// A request held open on the client side: its head and the first half of its body are sent,
+/// and it stays in flight (authenticated, forwarded, its versions taken) until [`finish`].
+struct Held {
+    stream: tokio::net::TcpStream,
+}
+
+impl Held {
+    /// Sends the head and `first`, and returns once the upstream has received `first`: by then
+    /// the data plane has checked the token and taken the versions the request will use.
+    async fn start(h: &Harness, path: &str, token: &BearerSecret, first: &str) -> Held {
+        use tokio::io::AsyncWriteExt;
+        let mut stream = tokio::net::TcpStream::connect(h.proxy).await.unwrap();
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nhost: airlock\r\nx-api-key: {}\r\n\
+             transfer-encoding: chunked\r\nconnection: close\r\n\r\n{:x}\r\n{first}\r\n",
+            token.expose(),
+            first.len()
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        let forwarded = Harness::eventually(Duration::from_secs(5), || async {
+            h.upstream.received_contains(first.as_bytes())
+        })
+        .await;
+        assert!(
+            forwarded,
+            "the first half of the body never reached the upstream"
+        );
+        Held { stream }
+    }
+
+    /// Sends the rest of the body and reads the whole response.
+    async fn finish(mut self, rest: &str) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let tail = format!("{:x}\r\n{rest}\r\n0\r\n\r\n", rest.len());
+        self.stream.write_all(tail.as_bytes()).await.unwrap();
+        let mut out = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), self.stream.read_to_end(&mut out))
+            .await
+            .expect("the held request never completed")
+            .unwrap();
+        String::from_utf8_lossy(&out).into_owned()
+    }
+}
+
+/// The audit row of a gateway config update made through the store.
+fn gateway_update_audit(h: &Harness, updated: &airlock_store::GatewayConfigRow) -> AuditRow {
+    AuditRow {
+        id: airlock_core::AuditId::generate().into_string(),
+        time_ms: airlock_core::time::now_ms(),
+        account_id: h.seed.account.clone(),
+        api_key_id: None,
+        action: "gateway_config.update".into(),
+        object_type: "gateway_config".into(),
+        object_id: updated.id.to_string(),
+        detail: "{}".into(),
+        client_addr: None,
+    }
+}
+
+/// The change feed goes down, and while it is down a secret is rotated, a devbox is shut down
+/// (revoking its token), a gateway config is changed and a token is minted. The data plane
+/// keeps serving what it knew, and the full reload that follows the feed's return (in pages of
+/// two records): keeps the tokens that did not change serving throughout, drops the revoked
+/// one with the right refusal, picks up the rotation, the new config and the new token (without
+/// asking for it on demand), and leaves a request that was in flight across it untouched.
+async fn reload_after_feed_outage(db: Db) {
+    let h = Harness::start(
+        db,
+        Options {
+            load_page: Some(2),
+            ..Options::default()
+        },
+    )
+    .await;
+    let kept = h.simple(header_key(), OLD).await;
+    let rotated = h.simple(header_key(), OLD).await;
+    let revoked = h.simple(header_key(), OLD).await;
+    let moved = h.simple(header_key(), OLD).await;
+    for s in [&kept, &rotated, &revoked, &moved] {
+        let r = get(&h, "/x", &s.token).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    let loads = support::sample(&support::scrape(&h), "airlock_proxy_state_full_loads_total");
+    assert!(loads >= 1.0);
+
+    // In flight: one request on the token whose secret is about to be rotated, one on the token
+    // about to be revoked.
+    let held_rotated = Held::start(&h, "/held-rotated", &rotated.token, "rotated-first").await;
+    let held_revoked = Held::start(&h, "/held-revoked", &revoked.token, "revoked-first").await;
+
+    h.source.feed_down.store(true, Ordering::SeqCst);
+    h.seed.rotate(&rotated.secret, NEW).await;
+    h.seed.shutdown(&revoked.devbox).await;
+    let mut updated = moved.gateway.clone();
+    updated.endpoint = airlock_core::Endpoint::parse("endpoint", &h.endpoint("/v2")).unwrap();
+    updated.custom_headers = vec![CustomHeader {
+        name: "x-version".into(),
+        source: HeaderSource::Literal("2".into()),
+    }];
+    h.seed.bind(&mut updated);
+    h.seed
+        .store
+        .update_gateway_config(&updated, &gateway_update_audit(&h, &updated))
+        .await
+        .unwrap();
+    let minted = h.simple(header_key(), NEW).await;
+    // Changes arrive in commit order: once a last one is lost, all of the above were too (none
+    // reaches the data plane late, through the feed).
+    let marker = h.seed.secret(&support::unique_name(), "marker").await;
+    let lost = Harness::eventually(Duration::from_secs(5), || async {
+        let lost = h.source.lost.lock().unwrap();
+        lost.contains(&Change::Secret(marker.id.clone()))
+    })
+    .await;
+    assert!(lost, "the changes never reached the feed");
+
+    // The feed is down: the last state keeps serving, unchanged.
+    let r = get(&h, "/x", &rotated.token).await;
+    assert_eq!(r.status, 200);
+    let last = h.upstream.last_request().unwrap();
+    assert_eq!(last.header_values("x-api-key"), vec![OLD.as_bytes()]);
+    assert_eq!(get(&h, "/x", &revoked.token).await.status, 200);
+    get(&h, "/x", &moved.token).await;
+    assert_eq!(h.upstream.last_request().unwrap().path(), "/v1/x");
+
+    // Requests with the unchanged token run back to back before, during and after the reload.
+    let done = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let background = tokio::spawn({
+        let url = h.url("/kept");
+        let token = kept.token.expose().to_owned();
+        let (done, stop) = (done.clone(), stop.clone());
+        async move {
+            let mut statuses = Vec::new();
+            while !stop.load(Ordering::SeqCst) {
+                let r = TestRequest::get(&url)
+                    .header("x-api-key", &token)
+                    .send()
+                    .await
+                    .unwrap();
+                statuses.push(r.status.as_u16());
+                done.fetch_add(1, Ordering::SeqCst);
+            }
+            statuses
+        }
+    });
+    let some_requests = |at_least: usize| {
+        let done = done.clone();
+        async move {
+            let reached = Harness::eventually(Duration::from_secs(5), || async {
+                done.load(Ordering::SeqCst) >= at_least
+            })
+            .await;
+            assert!(reached, "the background requests stalled");
+        }
+    };
+    some_requests(5).await;
+
+    // The feed comes back; the next change it carries is a resync.
+    let lookups = h.source.token_lookups.load(Ordering::SeqCst);
+    h.source.feed_down.store(false, Ordering::SeqCst);
+    h.seed.secret(&support::unique_name(), "unrelated").await;
+    support::wait_sample(&h, "airlock_proxy_state_full_loads_total", loads + 1.0).await;
+    some_requests(done.load(Ordering::SeqCst) + 5).await;
+    stop.store(true, Ordering::SeqCst);
+    let statuses = background.await.unwrap();
+    assert!(
+        statuses.iter().all(|s| *s == 200),
+        "a request with an unchanged token failed across the reload: {statuses:?}"
+    );
+
+    // Dropped: the token revoked by the shutdown, with the reason.
+    let r = get(&h, "/x", &revoked.token).await;
+    assert_eq!(
+        (r.status.as_u16(), code(&r).as_str()),
+        (403, "devbox_shutdown")
+    );
+    // Picked up: the rotation, the gateway config and the new token.
+    assert_eq!(get(&h, "/x", &rotated.token).await.status, 200);
+    let last = h.upstream.last_request().unwrap();
+    assert_eq!(last.header_values("x-api-key"), vec![NEW.as_bytes()]);
+    assert_eq!(get(&h, "/x", &moved.token).await.status, 200);
+    let last = h.upstream.last_request().unwrap();
+    assert_eq!(last.path(), "/v2/x");
+    assert_eq!(last.header_str("x-version").as_deref(), Some("2"));
+    assert_eq!(get(&h, "/x", &minted.token).await.status, 200);
+    assert_eq!(get(&h, "/x", &kept.token).await.status, 200);
+    assert_eq!(
+        h.source.token_lookups.load(Ordering::SeqCst),
+        lookups,
+        "a token was looked up on demand: the reload should have brought it"
+    );
+    assert_eq!(h.plane.token_count(), 4);
+
+    // The requests in flight across all of it complete as they began: the old key, the whole
+    // body, and an audit event with the secret version they were authorised with.
+    for (held, path, first, s) in [
+        (held_rotated, "/held-rotated", "rotated-first", &rotated),
+        (held_revoked, "/held-revoked", "revoked-first", &revoked),
+    ] {
+        let answer = held.finish("second-half").await;
+        assert_eq!(support::raw_status(&answer), 200, "{path}: {answer}");
+        let at_upstream = h
+            .upstream
+            .requests()
+            .into_iter()
+            .find(|r| r.path() == format!("/v1{path}"))
+            .unwrap_or_else(|| panic!("{path} never completed at the upstream"));
+        let body = format!("{first}second-half");
+        assert_eq!(at_upstream.body_str(), body);
+        assert_eq!(at_upstream.header_values("x-api-key"), vec![OLD.as_bytes()]);
+        let audited = Harness::eventually(Duration::from_secs(5), || async {
+            h.seed.request_events().await.iter().any(|e| e.path == path)
+        })
+        .await;
+        assert!(audited, "{path} was never audited");
+        let events = h.seed.request_events().await;
+        let event = events.iter().find(|e| e.path == path).unwrap();
+        assert_eq!(event.status, 200, "{path}");
+        assert_eq!(event.devbox_id.as_ref(), Some(&s.devbox.id), "{path}");
+        assert_eq!(event.secret_version, Some(1), "{path}");
+        assert_eq!(event.bytes_in, body.len() as i64, "{path}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_after_feed_outage_sqlite() {
+    reload_after_feed_outage(support::sqlite().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_after_feed_outage_postgres() {
+    reload_after_feed_outage(support::postgres().await).await;
 }
 
 /// Postgres goes away: tokens in use keep working, unknown tokens are refused, and when it comes

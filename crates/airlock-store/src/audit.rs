@@ -56,9 +56,9 @@ fn request_event(row: &AnyRow) -> Result<RequestEventRow> {
     })
 }
 
-/// Rows per multi-row insert of request events: 18 placeholders each, well under SQLite's
+/// Rows per multi-row insert of request events: 19 placeholders each, well under SQLite's
 /// (32 766) and Postgres' (65 535) limits.
-const EVENTS_PER_STATEMENT: usize = 100;
+pub const EVENTS_PER_STATEMENT: usize = 100;
 
 impl Store {
     pub async fn list_audit_events(

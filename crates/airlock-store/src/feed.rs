@@ -134,7 +134,8 @@ impl Store {
     }
 
     /// The same records as [`Self::snapshot_all`], in the same kind of transaction, handed to
-    /// `page` [`PAGE`] records at a time as the rows stream in: neither all the rows nor all
+    /// `page` at most `self.load_page` devbox and token records at a time (after one page of
+    /// every gateway config and secret) as the rows stream in: neither all the rows nor all
     /// the records of a million tokens are ever in memory at once.
     async fn snapshot_all_paged(&self, page: &mut (dyn FnMut(StateSnapshot) + Send)) -> Result<()> {
         use futures_util::TryStreamExt;
@@ -167,7 +168,7 @@ impl Store {
             .fetch(&mut *tx);
             while let Some(row) = rows.try_next().await? {
                 out.devboxes.push(devbox(&row)?);
-                if out.devboxes.len() == PAGE {
+                if out.devboxes.len() >= self.load_page {
                     page(std::mem::take(&mut out));
                 }
             }
@@ -180,7 +181,7 @@ impl Store {
             let mut rows = sqlx::query(&sql).bind(now).fetch(&mut *tx);
             while let Some(row) = rows.try_next().await? {
                 out.tokens.push(token(&row)?);
-                if out.tokens.len() + out.devboxes.len() >= PAGE {
+                if out.tokens.len() + out.devboxes.len() >= self.load_page {
                     page(std::mem::take(&mut out));
                 }
             }

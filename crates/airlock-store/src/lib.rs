@@ -31,6 +31,7 @@ use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::{AnyPool, ConnectOptions};
 use tokio::sync::broadcast;
 
+pub use audit::EVENTS_PER_STATEMENT;
 pub use feed::StoreFeed;
 pub use idempotency::IdempotencyBegin;
 pub use model::*;
@@ -83,6 +84,10 @@ impl From<sqlx::Error> for StoreError {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
+/// Devbox and token records per page of a paged full load, unless
+/// [`Store::with_load_page_size`] says otherwise.
+pub const DEFAULT_LOAD_PAGE: usize = 1024;
+
 /// Handle to the database. Cheap to clone.
 #[derive(Clone)]
 pub struct Store {
@@ -92,6 +97,8 @@ pub struct Store {
     /// In-process change feed. On SQLite it is the feed; on Postgres, notifications go through
     /// `pg_notify` and this stays unused.
     local_feed: broadcast::Sender<airlock_core::state::Change>,
+    /// Records per page of a paged full load (see [`Store::with_load_page_size`]).
+    load_page: usize,
 }
 
 impl std::fmt::Debug for Store {
@@ -216,7 +223,17 @@ impl Store {
             backend,
             url,
             local_feed,
+            load_page: DEFAULT_LOAD_PAGE,
         })
+    }
+
+    /// Sets how many devbox and token records one page of a paged full load
+    /// ([`StateSource::load_all_paged`](airlock_core::state::StateSource::load_all_paged))
+    /// holds at most, [`DEFAULT_LOAD_PAGE`] unless set; at least 1. Smaller pages keep less in
+    /// memory during a reload and hand it over in more pieces.
+    pub fn with_load_page_size(mut self, records: usize) -> Store {
+        self.load_page = records.max(1);
+        self
     }
 
     pub fn backend(&self) -> Backend {

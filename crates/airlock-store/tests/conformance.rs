@@ -5,12 +5,18 @@
 
 use std::time::Duration;
 
-use airlock_core::state::{Change, ChangeFeed, FeedEvent, StateSource};
+use airlock_core::state::{self, AuditSink, Change, ChangeFeed, FeedEvent, StateSource};
 use airlock_core::token::{BearerSecret, SecretKind};
 use airlock_core::*;
 use airlock_store::*;
 
 async fn open(postgres: bool) -> (Store, tempfile::TempDir) {
+    let (store, _, dir) = open_with_url(postgres).await;
+    (store, dir)
+}
+
+/// A migrated store, its URL (for writes behind its back) and the directory of a SQLite file.
+async fn open_with_url(postgres: bool) -> (Store, String, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let url = if postgres {
         airlock_testkit::pg::shared()
@@ -25,7 +31,7 @@ async fn open(postgres: bool) -> (Store, tempfile::TempDir) {
     store.migrate().await.unwrap();
     // Migrating twice is harmless.
     store.migrate().await.unwrap();
-    (store, dir)
+    (store, url, dir)
 }
 
 fn audit(account: &AccountId, action: &str) -> AuditRow {
@@ -302,6 +308,394 @@ async fn writes_are_all_or_nothing(postgres: bool) {
         Some(2),
         "only the two successful writes are audited"
     );
+}
+
+/// A record reduced to what the data plane reads of it, comparable and sortable.
+fn token_key(t: &state::TokenRecord) -> String {
+    format!(
+        "{} {} {} {} {} {} {:?} {}",
+        t.id,
+        t.digest.to_hex(),
+        t.account_id,
+        t.devbox_id,
+        t.gateway_config_id,
+        t.secret_id,
+        t.expires_at_ms,
+        t.revoked
+    )
+}
+
+fn devbox_key(d: &state::DevboxRecord) -> String {
+    format!(
+        "{} {} {} {:?}",
+        d.id, d.account_id, d.running, d.source_addresses
+    )
+}
+
+fn gateway_key(g: &state::GatewayRecord) -> String {
+    format!(
+        "{} {} {} {:?} {:?}",
+        g.id, g.account_id, g.endpoint, g.auth, g.custom_headers
+    )
+}
+
+fn secret_key(s: &state::SecretRecord) -> String {
+    format!("{} {} {} {:?}", s.id, s.account_id, s.version, s.sealed)
+}
+
+/// Every record of a snapshot (or of all pages put together), each kind sorted.
+#[derive(Debug, PartialEq, Eq)]
+struct Keys {
+    tokens: Vec<String>,
+    devboxes: Vec<String>,
+    gateways: Vec<String>,
+    secrets: Vec<String>,
+}
+
+fn keys<'a>(snapshots: impl IntoIterator<Item = &'a state::StateSnapshot>) -> Keys {
+    let mut k = Keys {
+        tokens: vec![],
+        devboxes: vec![],
+        gateways: vec![],
+        secrets: vec![],
+    };
+    for s in snapshots {
+        k.tokens.extend(s.tokens.iter().map(token_key));
+        k.devboxes.extend(s.devboxes.iter().map(devbox_key));
+        k.gateways.extend(s.gateways.iter().map(gateway_key));
+        k.secrets.extend(s.secrets.iter().map(secret_key));
+    }
+    k.tokens.sort();
+    k.devboxes.sort();
+    k.gateways.sort();
+    k.secrets.sort();
+    k
+}
+
+fn token_row(w: &World, devbox: &DevboxId, expire_time_ms: Option<i64>) -> TokenRow {
+    TokenRow {
+        id: TokenId::generate(),
+        devbox_id: devbox.clone(),
+        digest: BearerSecret::generate(SecretKind::Gateway).digest(),
+        expire_time_ms,
+        ..w.token.clone()
+    }
+}
+
+/// Registers a running devbox with the given tokens (built by `token_row` for its id).
+async fn devbox_with(
+    store: &Store,
+    w: &World,
+    addr: &str,
+    expiries: &[Option<i64>],
+) -> (DevboxRow, Vec<TokenRow>) {
+    let devbox = DevboxRow {
+        id: DevboxId::generate(),
+        source_addresses: SourceAddresses::parse("s", &[addr]).unwrap(),
+        ..w.devbox.clone()
+    };
+    let tokens: Vec<TokenRow> = expiries
+        .iter()
+        .map(|e| token_row(w, &devbox.id, *e))
+        .collect();
+    store
+        .register_devbox(&devbox, &tokens, &audit(&w.account, "devbox.register"))
+        .await
+        .unwrap();
+    (devbox, tokens)
+}
+
+/// The paged full load hands over exactly what `load_all` returns, in pages no larger than
+/// the store's page size, gateway configs and secrets first, and a devbox never after its
+/// tokens; revoked and expired tokens, shut-down devboxes (and their tokens) and deleted
+/// gateway configs and secrets are left out of both alike.
+async fn paged_load_matches_load_all(postgres: bool) {
+    const PAGE: usize = 3;
+    let (store, url, _dir) = open_with_url(postgres).await;
+    let store = store.with_load_page_size(PAGE);
+    let w = world(&store).await;
+    let now = time::now_ms();
+    let later = now + 3_600_000;
+
+    // What must be loaded: 6 running devboxes with 2 tokens each (one expiring later), plus the
+    // world's gateway config (with a secret-backed custom header) and secret.
+    let mut want_devboxes = vec![];
+    let mut want_tokens = vec![];
+    for i in 0..6 {
+        let (d, t) = devbox_with(&store, &w, &format!("10.1.{i}.0/24"), &[None, Some(later)]).await;
+        want_devboxes.push(d.id);
+        want_tokens.extend(t.into_iter().map(|t| t.id));
+    }
+    // A second gateway config and secret of another account, with a devbox of its own.
+    let other = world(&store).await;
+    let (d, t) = devbox_with(&store, &other, "192.0.2.7", &[None]).await;
+    want_devboxes.push(d.id);
+    want_tokens.extend(t.into_iter().map(|t| t.id));
+
+    // What must not be: an expired token and a revoked one on a running devbox (loaded: the
+    // devbox and its third, live token), a shut-down devbox with its tokens, a deleted gateway
+    // config and a deleted secret.
+    let (d, t) = devbox_with(&store, &w, "10.2.0.1", &[Some(now - 1), None, None]).await;
+    want_devboxes.push(d.id);
+    want_tokens.push(t[2].id.clone());
+    // The store revokes tokens only with their devbox's shutdown, so revoke one behind its back.
+    let revoked = &t[1];
+    let pool = sqlx::AnyPool::connect(&url).await.unwrap();
+    sqlx::query("UPDATE gateway_tokens SET revoke_time_ms = $1 WHERE id = $2")
+        .bind(now)
+        .bind(revoked.id.as_str())
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    let (down, _) = devbox_with(&store, &w, "10.3.0.1", &[None, None]).await;
+    store
+        .shutdown_devbox(
+            &w.account,
+            &down.id,
+            now,
+            &audit(&w.account, "devbox.shutdown"),
+        )
+        .await
+        .unwrap();
+    let unused_gateway = GatewayConfigRow {
+        id: GatewayConfigId::generate(),
+        name: Label::parse("n", "unused").unwrap(),
+        custom_headers: vec![],
+        ..w.gateway.clone()
+    };
+    store
+        .insert_gateway_config(&unused_gateway, &audit(&w.account, "gateway_config.create"))
+        .await
+        .unwrap();
+    store
+        .delete_gateway_config(
+            &w.account,
+            &unused_gateway.id,
+            now,
+            &audit(&w.account, "gateway_config.delete"),
+        )
+        .await
+        .unwrap();
+    let unused_secret = SecretRow {
+        id: SecretId::generate(),
+        name: EnvName::parse("n", "UNUSED").unwrap(),
+        ..w.secret.clone()
+    };
+    store
+        .insert_secret(&unused_secret, &audit(&w.account, "secret.create"))
+        .await
+        .unwrap();
+    store
+        .delete_secret(
+            &w.account,
+            &unused_secret.id,
+            now,
+            &audit(&w.account, "secret.delete"),
+        )
+        .await
+        .unwrap();
+
+    let all = store.load_all().await.unwrap();
+    let mut pages = vec![];
+    store.load_all_paged(|p| pages.push(p)).await.unwrap();
+    assert_eq!(keys(&pages), keys([&all]), "the pages differ from load_all");
+
+    // And both hold exactly what is active.
+    let ids = |v: Vec<String>| {
+        let mut v: Vec<String> = v
+            .into_iter()
+            .map(|k| k.split(' ').next().unwrap().to_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    let sorted = |v: Vec<String>| {
+        let mut v = v;
+        v.sort();
+        v
+    };
+    let all_keys = keys([&all]);
+    assert_eq!(
+        ids(all_keys.tokens.clone()),
+        sorted(want_tokens.iter().map(|t| t.to_string()).collect())
+    );
+    assert_eq!(
+        ids(all_keys.devboxes.clone()),
+        sorted(want_devboxes.iter().map(|d| d.to_string()).collect())
+    );
+    assert_eq!(
+        ids(all_keys.gateways.clone()),
+        sorted(vec![w.gateway.id.to_string(), other.gateway.id.to_string()])
+    );
+    assert_eq!(
+        ids(all_keys.secrets.clone()),
+        sorted(vec![w.secret.id.to_string(), other.secret.id.to_string()])
+    );
+    assert!(all.tokens.iter().all(|t| !t.revoked));
+    assert!(all.devboxes.iter().all(|d| d.running));
+
+    // The shape of the pages: gateway configs and secrets alone in the first, then pages of at
+    // most PAGE devboxes and tokens, so 8 devboxes and 15 tokens take at least 8.
+    assert!(pages[0].tokens.is_empty() && pages[0].devboxes.is_empty());
+    assert_eq!((pages[0].gateways.len(), pages[0].secrets.len()), (2, 2));
+    assert!(pages.len() > (8 + 15) / PAGE, "{} pages", pages.len());
+    let mut devboxes_so_far = std::collections::HashSet::new();
+    for (i, p) in pages.iter().enumerate().skip(1) {
+        let n = p.devboxes.len() + p.tokens.len();
+        assert!((1..=PAGE).contains(&n), "page {i} holds {n} records");
+        assert!(p.gateways.is_empty() && p.secrets.is_empty(), "page {i}");
+        devboxes_so_far.extend(p.devboxes.iter().map(|d| d.id.clone()));
+        for t in &p.tokens {
+            assert!(
+                devboxes_so_far.contains(&t.devbox_id),
+                "page {i}: a token arrives before its devbox"
+            );
+        }
+    }
+
+    // The default page size holds all of it in one page after the first.
+    let mut pages = vec![];
+    store
+        .with_load_page_size(DEFAULT_LOAD_PAGE)
+        .load_all_paged(|p| pages.push(p))
+        .await
+        .unwrap();
+    assert_eq!(pages.len(), 2);
+    assert_eq!(keys(&pages), keys([&all]));
+}
+
+/// A request event with every field set, or (`sparse`) with every optional field empty.
+fn request_event(account: &AccountId, i: usize, sparse: bool) -> state::RequestAuditEvent {
+    let full = !sparse;
+    state::RequestAuditEvent {
+        id: AuditId::generate(),
+        time_ms: 1_700_000_000_000 + i as i64,
+        account_id: Some(account.clone()),
+        devbox_id: full.then(DevboxId::generate),
+        gateway_config_id: full.then(GatewayConfigId::generate),
+        token_id: full.then(TokenId::generate),
+        secret_id: full.then(SecretId::generate),
+        secret_version: full.then_some(i as i64 + 1),
+        method: ["GET", "POST", "DELETE"][i % 3].into(),
+        path: format!("/v1/items/{i}/ünïcode"),
+        status: [200, 401, 502, 599][i % 4],
+        upstream_status: full.then_some(201),
+        latency_us: 10_000 + i as i64,
+        ttfb_us: full.then_some(i as i64),
+        bytes_in: i as i64 * 3,
+        bytes_out: i64::MAX - i as i64,
+        client_addr: if i.is_multiple_of(2) {
+            "10.0.0.1".parse().unwrap()
+        } else {
+            "2001:db8::1".parse().unwrap()
+        },
+        error_code: if sparse {
+            None
+        } else {
+            Some(format!("code_{i}"))
+        },
+        request_id: if sparse {
+            None
+        } else {
+            Some(format!("req-{i}"))
+        },
+    }
+}
+
+/// The stored request events of an account, by id.
+async fn stored_events(store: &Store, account: &AccountId) -> Vec<state::RequestAuditEvent> {
+    let page = Page {
+        limit: 10_000,
+        starting_after: None,
+        include_total_count: false,
+    };
+    let mut events: Vec<_> = store
+        .list_request_events(account, &AuditFilter::default(), &page)
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|r| {
+            assert_eq!(r.id, r.event.id.as_str());
+            r.event
+        })
+        .collect();
+    events.sort_by(|a, b| a.id.cmp(&b.id));
+    events
+}
+
+/// Multi-row inserts of request events store each event once with every field intact, at
+/// the sizes around a statement's capacity, and a batch written again (a replayed spill file)
+/// adds nothing, even when it overlaps one written before.
+async fn request_events_round_trip(postgres: bool) {
+    let (store, _dir) = open(postgres).await;
+    let w = world(&store).await;
+    for n in [
+        0,
+        1,
+        EVENTS_PER_STATEMENT,
+        EVENTS_PER_STATEMENT + 1,
+        2 * EVENTS_PER_STATEMENT + 7,
+    ] {
+        // Each size gets its own account, so the listing shows just its events.
+        let account = AccountRow {
+            id: AccountId::generate(),
+            name: format!("n{n}"),
+            operator: false,
+            create_time_ms: time::now_ms(),
+        };
+        store.create_account(&account, None, None).await.unwrap();
+        let mut batch: Vec<_> = (0..n)
+            .map(|i| request_event(&account.id, i, i % 5 == 4))
+            .collect();
+        batch.sort_by(|a, b| a.id.cmp(&b.id));
+        let expected: Vec<String> = batch.iter().map(|e| format!("{e:?}")).collect();
+
+        store.insert_request_events(&batch).await.unwrap();
+        let got: Vec<String> = stored_events(&store, &account.id)
+            .await
+            .iter()
+            .map(|e| format!("{e:?}"))
+            .collect();
+        assert_eq!(got.len(), n, "{n} events written");
+        assert_eq!(got, expected, "{n} events written");
+
+        // The same batch again, through the sink the data plane uses: nothing more.
+        store.write_batch(&batch).await.unwrap();
+        assert_eq!(stored_events(&store, &account.id).await.len(), n);
+
+        // A batch that overlaps the stored ones stores only the new events.
+        let fresh: Vec<_> = (0..3)
+            .map(|i| request_event(&account.id, n + i, false))
+            .collect();
+        let mut overlapping = batch.clone();
+        overlapping.extend(fresh.iter().cloned());
+        store.insert_request_events(&overlapping).await.unwrap();
+        assert_eq!(stored_events(&store, &account.id).await.len(), n + 3);
+    }
+    // Another account's events were never touched.
+    assert!(stored_events(&store, &w.account).await.is_empty());
+}
+
+#[tokio::test]
+async fn sqlite_paged_load_matches_load_all() {
+    paged_load_matches_load_all(false).await;
+}
+
+#[tokio::test]
+async fn postgres_paged_load_matches_load_all() {
+    paged_load_matches_load_all(true).await;
+}
+
+#[tokio::test]
+async fn sqlite_request_events_round_trip() {
+    request_events_round_trip(false).await;
+}
+
+#[tokio::test]
+async fn postgres_request_events_round_trip() {
+    request_events_round_trip(true).await;
 }
 
 #[tokio::test]

@@ -3,7 +3,8 @@
 //! records what it received, and the data plane serving on a real listener.
 //!
 //! Two fault injectors wrap the real store (they are not mocks of the proxy): [`Source`] counts
-//! single-token lookups and can fail full loads, [`Sink`] can fail audit writes.
+//! single-token lookups, can fail full loads and can take its change feed down ([`Feed`]),
+//! [`Sink`] can fail audit writes.
 
 #![allow(dead_code, unreachable_pub)]
 
@@ -14,7 +15,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use airlock_core::state::{
-    AuditSink, Change, RequestAuditEvent, SourceError, StateSnapshot, StateSource,
+    AuditSink, Change, ChangeFeed, FeedEvent, RequestAuditEvent, SourceError, StateSnapshot,
+    StateSource,
 };
 use airlock_core::{
     AccountId, AuditId, AuthMechanism, BearerSecret, CustomHeader, DevboxId, Endpoint, EnvName,
@@ -83,16 +85,52 @@ impl Db {
     }
 }
 
-/// The real store, counting what the data plane asks of it; full loads can be made to fail.
+/// The real store, counting what the data plane asks of it; full loads can be made to fail,
+/// and the change feed can be taken down.
 pub struct Source {
     pub store: Store,
     pub token_lookups: AtomicUsize,
     pub full_loads: AtomicUsize,
     pub fail_loads: AtomicBool,
+    /// While set, the feed loses every change, as notifications are lost while a Postgres
+    /// listener is disconnected.
+    pub feed_down: Arc<AtomicBool>,
+    /// The changes the feed lost.
+    pub lost: Arc<std::sync::Mutex<Vec<Change>>>,
+}
+
+/// The store's change feed behind [`Source::feed_down`]. Changes that arrive while the feed is
+/// down are dropped; the first one after it is back up is reported as [`FeedEvent::Resync`],
+/// as the store's own feed reports a reconnect (so a test brings the feed back with
+/// `feed_down = false` followed by any change).
+pub struct Feed {
+    inner: StoreFeed,
+    down: Arc<AtomicBool>,
+    lost: Arc<std::sync::Mutex<Vec<Change>>>,
+    missed: bool,
+}
+
+impl ChangeFeed for Feed {
+    async fn next(&mut self) -> Result<FeedEvent, SourceError> {
+        loop {
+            let event = self.inner.next().await?;
+            if self.down.load(Ordering::SeqCst) {
+                if let FeedEvent::Changed(change) = event {
+                    self.lost.lock().unwrap().push(change);
+                }
+                self.missed = true;
+                continue;
+            }
+            if std::mem::take(&mut self.missed) {
+                return Ok(FeedEvent::Resync);
+            }
+            return Ok(event);
+        }
+    }
 }
 
 impl StateSource for Source {
-    type Feed = StoreFeed;
+    type Feed = Feed;
 
     async fn load_all(&self) -> Result<StateSnapshot, SourceError> {
         self.full_loads.fetch_add(1, Ordering::SeqCst);
@@ -100,6 +138,18 @@ impl StateSource for Source {
             return Err(SourceError("injected: the database is down".into()));
         }
         self.store.load_all().await
+    }
+
+    /// The store's own paged load (the one the data plane uses), not the trait's default.
+    async fn load_all_paged<F>(&self, page: F) -> Result<(), SourceError>
+    where
+        F: FnMut(StateSnapshot) + Send,
+    {
+        self.full_loads.fetch_add(1, Ordering::SeqCst);
+        if self.fail_loads.load(Ordering::SeqCst) {
+            return Err(SourceError("injected: the database is down".into()));
+        }
+        self.store.load_all_paged(page).await
     }
 
     async fn load_changed(&self, changes: &[Change]) -> Result<StateSnapshot, SourceError> {
@@ -117,8 +167,13 @@ impl StateSource for Source {
         self.store.load_token(digest).await
     }
 
-    async fn subscribe(&self) -> Result<StoreFeed, SourceError> {
-        self.store.subscribe().await
+    async fn subscribe(&self) -> Result<Feed, SourceError> {
+        Ok(Feed {
+            inner: self.store.subscribe().await?,
+            down: self.feed_down.clone(),
+            lost: self.lost.clone(),
+            missed: false,
+        })
     }
 }
 
@@ -372,6 +427,8 @@ pub struct Options {
     pub responder: Option<Responder>,
     pub sink_failures: usize,
     pub fail_loads: bool,
+    /// Records per page of the data plane's full loads (`Store::with_load_page_size`).
+    pub load_page: Option<usize>,
 }
 
 impl Default for Options {
@@ -381,6 +438,7 @@ impl Default for Options {
             responder: None,
             sink_failures: 0,
             fail_loads: false,
+            load_page: None,
         }
     }
 }
@@ -417,11 +475,17 @@ impl Harness {
             upstream_options = upstream_options.responder(responder);
         }
         let upstream = RecordingUpstream::start(upstream_options).await.unwrap();
+        let mut source_store = db.store.clone();
+        if let Some(records) = options.load_page {
+            source_store = source_store.with_load_page_size(records);
+        }
         let source = Arc::new(Source {
-            store: db.store.clone(),
+            store: source_store,
             token_lookups: AtomicUsize::new(0),
             full_loads: AtomicUsize::new(0),
             fail_loads: AtomicBool::new(options.fail_loads),
+            feed_down: Arc::new(AtomicBool::new(false)),
+            lost: Arc::default(),
         });
         let sink = Arc::new(Sink {
             store: db.store.clone(),
