@@ -90,9 +90,6 @@ fn secret(row: &AnyRow) -> Result<SecretRecord> {
     })
 }
 
-/// Records per page of a paged full load.
-const PAGE: usize = 1024;
-
 const GATEWAY_SELECT: &str = "SELECT id, account_id, name, endpoint, auth_type, auth_key, custom_headers, description, create_time_ms, update_time_ms, binding FROM gateway_configs";
 
 impl Store {
