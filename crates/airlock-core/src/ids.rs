@@ -1,50 +1,75 @@
 //! Typed, prefixed identifiers.
 //!
 //! An id is its type's prefix followed by 26 characters of Crockford base32 encoding 48 bits of
-//! creation time (ms) and 80 random bits, as ULIDs do. Ids therefore sort by creation time as
-//! plain strings, which is what list pagination (`starting_after`) relies on, and they carry no
+//! creation time (ms), a 16-bit sequence and 64 random bits. Ids therefore sort by creation time
+//! as plain strings, which is what list pagination (`starting_after`) relies on, and they carry no
 //! meaning an attacker could exploit beyond that. Within one process, ids made in the same
-//! millisecond still sort in the order they were made: the later one is the earlier one plus one
-//! (ULID's monotonic mode), so a list shows them newest first however fast they were created.
+//! millisecond still sort in the order they were made (the sequence counts them), so a list shows
+//! them newest first however fast they were created; the random bits keep ids of different
+//! processes apart.
 
+use std::cell::Cell;
 use std::fmt;
-
-use ring::rand::{SecureRandom, SystemRandom};
+use std::hash::{BuildHasher, RandomState};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::error::InvalidInput;
 
 const CROCKFORD: &[u8; 32] = b"0123456789abcdefghjkmnpqrstvwxyz";
 const BODY_LEN: usize = 26;
 
-/// The last id value this process made, for monotonic ids within a millisecond.
-static LAST: std::sync::Mutex<u128> = std::sync::Mutex::new(0);
+/// The time and sequence part (`ms << 16 | sequence`) of the last id this process made. Audit ids
+/// are made on the data plane's request path, so this is one atomic, not a lock.
+static LAST: AtomicU64 = AtomicU64::new(0);
 
-/// 26 Crockford base32 characters for 128 bits: time first so that ids sort by creation.
-pub(crate) fn new_ulid_body(now_ms: i64) -> String {
-    let mut random = [0u8; 10];
-    // The system RNG failing is not recoverable for a process that mints credentials.
-    if SystemRandom::new().fill(&mut random).is_err() {
-        panic!("system random number generator failed");
+/// The next time-and-sequence value: `now_ms` with sequence 0, unless that is not after the last
+/// one (the same millisecond, or a clock that stepped back); then the last one plus one, so that
+/// one process's ids never go backwards.
+fn next_clock(now_ms: i64) -> u64 {
+    let now = (now_ms.max(0) as u64 & 0xFFFF_FFFF_FFFF) << 16;
+    let step = |last: u64| Some(now.max(last + 1));
+    match LAST.fetch_update(Ordering::AcqRel, Ordering::Acquire, step) {
+        Ok(last) | Err(last) => now.max(last + 1),
     }
-    let mut value: u128 = (u128::from(now_ms.max(0) as u64) & 0xFFFF_FFFF_FFFF) << 80;
-    for (i, b) in random.iter().enumerate() {
-        value |= u128::from(*b) << (8 * (9 - i));
-    }
-    {
-        let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
-        // Not after the last id (the same millisecond, or a clock that stepped back): follow it
-        // instead, so that one process's ids always sort in the order they were made.
-        if value <= *last {
-            value = *last + 1;
-        }
-        *last = value;
-    }
+}
+
+thread_local! {
+    /// splitmix64 state, seeded from the standard library's per-thread random SipHash keys (which
+    /// come from the OS). Ids must be unique, not secret: secrets and tokens take their bytes from
+    /// the OS directly, and ids cost no system call (audit ids are made on every request).
+    static RANDOM: Cell<u64> = Cell::new(RandomState::new().hash_one(std::thread::current().id()));
+}
+
+fn next_random() -> u64 {
+    RANDOM.with(|s| {
+        let mut z = s.get().wrapping_add(0x9e37_79b9_7f4a_7c15);
+        s.set(z);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    })
+}
+
+/// An id body made now, as 26 Crockford base32 bytes (no allocation): the request id uses it
+/// as a header value.
+pub fn ulid_bytes() -> [u8; BODY_LEN] {
+    encode((u128::from(next_clock(crate::time::now_ms())) << 64) | u128::from(next_random()))
+}
+
+fn encode(value: u128) -> [u8; BODY_LEN] {
     let mut out = [0u8; BODY_LEN];
     for (i, slot) in out.iter_mut().enumerate() {
         let shift = 5 * (BODY_LEN - 1 - i);
         *slot = CROCKFORD[((value >> shift) & 0x1F) as usize];
     }
-    out.iter().map(|&c| c as char).collect()
+    out
+}
+
+/// 26 Crockford base32 characters for 128 bits: time and sequence first so that ids sort by
+/// creation.
+pub(crate) fn new_ulid_body(now_ms: i64) -> String {
+    let value = (u128::from(next_clock(now_ms)) << 64) | u128::from(next_random());
+    encode(value).iter().map(|&c| c as char).collect()
 }
 
 fn valid_body(body: &str) -> bool {
@@ -162,6 +187,20 @@ mod tests {
         for pair in ids.windows(2) {
             assert!(pair[0] < pair[1], "{pair:?}");
         }
+    }
+
+    #[test]
+    fn ids_from_many_threads_are_distinct() {
+        let threads: Vec<_> = (0..8)
+            .map(|_| std::thread::spawn(|| (0..2000).map(|_| ulid_bytes()).collect::<Vec<_>>()))
+            .collect();
+        let mut all = std::collections::HashSet::new();
+        for t in threads {
+            for id in t.join().unwrap() {
+                assert!(all.insert(id), "a duplicate id");
+            }
+        }
+        assert_eq!(all.len(), 16_000);
     }
 
     #[test]

@@ -6,11 +6,8 @@
 //!
 //! A client's id is kept if it is one header of 1 to 128 visible ASCII characters that does not
 //! contain `gws_` (such a request is refused anyway, and its id must not carry a token into the
-//! logs). Otherwise a ULID-shaped id is generated: 48 bits of milliseconds and 80 bits from a
-//! per-thread generator. Ids need to be unique, not secret, so no system call per request.
-
-use std::cell::Cell;
-use std::hash::{BuildHasher, RandomState};
+//! logs). Otherwise one is generated like every other Airlock id (`airlock_core::ids::ulid_bytes`:
+//! time, sequence and per-thread random bits, no system call).
 
 use http::header::HeaderName;
 use http::{HeaderMap, HeaderValue};
@@ -46,32 +43,9 @@ pub(crate) fn stamp(headers: &mut HeaderMap, id: &HeaderValue) {
     }
 }
 
-const CROCKFORD: &[u8; 32] = b"0123456789abcdefghjkmnpqrstvwxyz";
-
-thread_local! {
-    /// splitmix64 state, seeded from the standard library's per-thread random keys.
-    static STATE: Cell<u64> = Cell::new(RandomState::new().hash_one(std::thread::current().id()));
-}
-
-fn next_u64() -> u64 {
-    STATE.with(|s| {
-        let mut z = s.get().wrapping_add(0x9e37_79b9_7f4a_7c15);
-        s.set(z);
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    })
-}
-
 fn generate() -> HeaderValue {
-    let ms = u128::from(airlock_core::time::now_ms().max(0) as u64 & 0xFFFF_FFFF_FFFF);
-    let random = (u128::from(next_u64()) << 16) ^ u128::from(next_u64() & 0xFFFF);
-    let value = (ms << 80) | (random & ((1u128 << 80) - 1));
-    let mut out = [0u8; 26];
-    for (i, slot) in out.iter_mut().enumerate() {
-        *slot = CROCKFORD[((value >> (5 * (25 - i))) & 0x1F) as usize];
-    }
-    HeaderValue::from_bytes(&out).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
+    HeaderValue::from_bytes(&airlock_core::ids::ulid_bytes())
+        .unwrap_or_else(|_| HeaderValue::from_static("unknown"))
 }
 
 #[cfg(test)]
