@@ -201,6 +201,8 @@ async fn run(trials: usize) -> Result<Value> {
             .env("AIRLOCK_ADMIN_TOKEN", &admin)
             .env("AIRLOCK_LOG", "warn")
             .env("AIRLOCK_LOG_FORMAT", "text")
+            // Two processes on one machine: the operations listener's default port would clash.
+            .env("AIRLOCK_METRICS_ADDR", "off")
             .env(
                 "AIRLOCK_AUDIT_SPILL_FILE",
                 work.join(format!("{role}.spill")),

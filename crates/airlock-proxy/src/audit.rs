@@ -526,6 +526,11 @@ const MAX_PATH: usize = 2048;
 
 /// Follows one request and turns it into an event when it ends: when the response body has been
 /// sent, or when the client went away (the recorder is dropped). Exactly one event per request.
+///
+/// It holds owned copies, never hyper's `Uri` or header values: those share the connection's
+/// read buffer, and keeping one alive until the response ends makes hyper allocate a second,
+/// twice as large buffer for the next read, which the idle connection then keeps (16 KiB instead
+/// of 8 KiB per keep-alive connection).
 pub(crate) struct Recorder {
     queue: AuditQueue,
     metrics: Arc<Metrics>,
@@ -533,7 +538,8 @@ pub(crate) struct Recorder {
     started: Instant,
     time_ms: i64,
     method: Method,
-    uri: Uri,
+    /// The path as recorded: redacted or truncated already (see [`recorded_path`]).
+    path: String,
     client_addr: IpAddr,
     token: Option<Arc<TokenEntry>>,
     secret_version: Option<i64>,
@@ -555,15 +561,17 @@ impl Recorder {
         method: &Method,
         uri: &Uri,
         client_addr: IpAddr,
-    ) -> Recorder {
-        Recorder {
+    ) -> Box<Recorder> {
+        // Boxed: it travels from the pipeline into the response body, and a pointer moves
+        // cheaper than its 300 bytes (and keeps hyper's per-connection future slot small).
+        Box::new(Recorder {
             queue: queue.clone(),
             metrics: metrics.clone(),
             request_id,
             started: Instant::now(),
             time_ms: airlock_core::time::now_ms(),
             method: method.clone(),
-            uri: uri.clone(),
+            path: recorded_path(uri.path()),
             client_addr,
             token: None,
             secret_version: None,
@@ -574,7 +582,7 @@ impl Recorder {
             bytes_out: 0,
             error_code: None,
             completed: false,
-        }
+        })
     }
 
     pub(crate) fn token(&mut self, token: &Arc<TokenEntry>) {
@@ -637,19 +645,7 @@ impl Recorder {
             }
         }
         let token = self.token.as_ref();
-        let path = self.uri.path();
-        // A path that carries a token is refused (`misplaced_token`), and never recorded.
-        let path = if path.contains("gws_") {
-            "/<redacted>".to_owned()
-        } else if path.len() > MAX_PATH {
-            let mut end = MAX_PATH;
-            while !path.is_char_boundary(end) {
-                end -= 1;
-            }
-            path[..end].to_owned()
-        } else {
-            path.to_owned()
-        };
+        let path = std::mem::take(&mut self.path);
         let us = |d: Duration| i64::try_from(d.as_micros()).unwrap_or(i64::MAX);
         RequestAuditEvent {
             id: AuditId::generate(),
@@ -674,6 +670,22 @@ impl Recorder {
             error_code: self.error_code.map(str::to_owned),
             request_id: self.request_id.to_str().ok().map(str::to_owned),
         }
+    }
+}
+
+/// The path as an event records it: a path that carries a token is refused
+/// (`misplaced_token`) and never recorded; a long one is cut at [`MAX_PATH`].
+fn recorded_path(path: &str) -> String {
+    if path.contains("gws_") {
+        "/<redacted>".to_owned()
+    } else if path.len() > MAX_PATH {
+        let mut end = MAX_PATH;
+        while !path.is_char_boundary(end) {
+            end -= 1;
+        }
+        path[..end].to_owned()
+    } else {
+        path.to_owned()
     }
 }
 

@@ -84,7 +84,7 @@ pub(crate) enum Kind {
 /// The body the client receives.
 pub(crate) struct ResponseBody {
     kind: Kind,
-    record: Option<Recorder>,
+    record: Option<Box<Recorder>>,
     _in_flight: Option<InFlight>,
     /// The request's slot of its upstream origin's concurrency cap, given back when the body
     /// ends or is dropped.
@@ -92,7 +92,11 @@ pub(crate) struct ResponseBody {
 }
 
 impl ResponseBody {
-    pub(crate) fn new(kind: Kind, record: Option<Recorder>, in_flight: Option<InFlight>) -> Self {
+    pub(crate) fn new(
+        kind: Kind,
+        record: Option<Box<Recorder>>,
+        in_flight: Option<InFlight>,
+    ) -> Self {
         let mut body = ResponseBody {
             kind,
             record,

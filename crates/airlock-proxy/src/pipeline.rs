@@ -140,22 +140,23 @@ async fn proxy(
     let websocket = rewrite::is_websocket(req.method(), req.version(), req.headers());
     let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
     let uri = rewrite::upstream_uri(&route.gateway, req.uri())?;
-    let (mut parts, body) = req.into_parts();
-    rewrite::request_headers(&mut parts.headers, &route, websocket)?;
-    parts
-        .headers
+    rewrite::request_headers(req.headers_mut(), &route, websocket)?;
+    req.headers_mut()
         .insert(&request_id::X_REQUEST_ID, request_id.clone());
-    let body = if websocket {
-        RequestBody::empty()
-    } else {
-        let bytes_in = Arc::new(AtomicU64::new(0));
-        record.bytes_in(bytes_in.clone());
-        RequestBody::new(body, bytes_in)
-    };
-    let mut upstream_req = Request::new(body);
-    *upstream_req.method_mut() = parts.method;
-    *upstream_req.uri_mut() = uri;
-    *upstream_req.headers_mut() = parts.headers;
+    // The request is turned into the upstream's in place: new target, its own body type, and
+    // nothing of the client's connection (version, extensions).
+    *req.uri_mut() = uri;
+    *req.version_mut() = Version::HTTP_11;
+    *req.extensions_mut() = http::Extensions::new();
+    let upstream_req = req.map(|body| {
+        if websocket {
+            RequestBody::empty()
+        } else {
+            let bytes_in = Arc::new(AtomicU64::new(0));
+            record.bytes_in(bytes_in.clone());
+            RequestBody::new(body, bytes_in)
+        }
+    });
 
     // 6. forward
     let permit = shared
@@ -299,7 +300,7 @@ fn splice(
     ctx: &Arc<ServeCtx>,
     client: OnUpgrade,
     upstream: OnUpgrade,
-    mut record: Recorder,
+    mut record: Box<Recorder>,
     permit: Option<GatePermit>,
 ) {
     let kill = ctx.kill.clone();

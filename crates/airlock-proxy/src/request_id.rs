@@ -23,7 +23,11 @@ const MAX_LEN: usize = 128;
 pub(crate) fn of(headers: &HeaderMap) -> HeaderValue {
     let mut values = headers.get_all(&X_REQUEST_ID).iter();
     match (values.next(), values.next()) {
-        (Some(value), None) if usable(value.as_bytes()) => value.clone(),
+        // Copied, not shared: a shared value would pin the connection's read buffer for as long
+        // as the request lives (see `audit::Recorder`).
+        (Some(value), None) if usable(value.as_bytes()) => {
+            HeaderValue::from_bytes(value.as_bytes()).unwrap_or_else(|_| generate())
+        }
         _ => generate(),
     }
 }
