@@ -850,8 +850,14 @@ impl State {
         lock(&self.refusals).get(digest)
     }
 
+    /// The source does not know this digest. A tombstone already there (revoked, shut down,
+    /// expired) says more and stays: the on-demand load that ends here may have been asked
+    /// before a full reload removed the token and left that tombstone.
     pub(crate) fn remember_unknown(&self, digest: TokenDigest) {
-        lock(&self.refusals).put(digest, Refusal::Unknown);
+        let mut refusals = lock(&self.refusals);
+        if refusals.get(&digest).is_none() {
+            refusals.put(digest, Refusal::Unknown);
+        }
     }
 
     /// The registry version, read before an on-demand load.
@@ -1387,5 +1393,20 @@ pub(crate) mod tests {
         assert_eq!(b.entries().len(), 1);
         assert!(b.entries()[0].digest.ct_eq(&r2.digest));
         assert!(b.without(&r2.digest).is_none());
+    }
+
+    /// A stale "the source does not know it" answer (an on-demand load asked before a full
+    /// reload removed the token) must not replace the reload's tombstone.
+    #[test]
+    fn an_unknown_answer_does_not_replace_a_tombstone() {
+        let state = State::new(keyring());
+        let revoked = TokenDigest::of("gws_revoked");
+        lock(&state.refusals).put(revoked, Refusal::Revoked);
+        state.remember_unknown(revoked);
+        assert_eq!(state.refusal(&revoked), Some(Refusal::Revoked));
+        let never = TokenDigest::of("gws_never_seen");
+        assert_eq!(state.refusal(&never), None);
+        state.remember_unknown(never);
+        assert_eq!(state.refusal(&never), Some(Refusal::Unknown));
     }
 }
