@@ -528,9 +528,9 @@ const MAX_PATH: usize = 2048;
 /// sent, or when the client went away (the recorder is dropped). Exactly one event per request.
 ///
 /// It holds owned copies, never hyper's `Uri` or header values: those share the connection's
-/// read buffer, and keeping one alive until the response ends makes hyper allocate a second,
-/// twice as large buffer for the next read, which the idle connection then keeps (16 KiB instead
-/// of 8 KiB per keep-alive connection).
+/// read buffer, and keeping one alive until the response ends keeps that buffer referenced
+/// while hyper reads ahead, so hyper allocates another (docs/performance.md, "Memory per idle
+/// connection").
 pub(crate) struct Recorder {
     queue: AuditQueue,
     metrics: Arc<Metrics>,
