@@ -8,8 +8,7 @@ builds the release binaries first. Starts the upstream and the arm exactly as `b
 processes for `--seconds` of `wrk` at 64 connections on `/instant`. Writes
 `bench/results/profile-<arm>-<timestamp>.txt` (the report: self time by symbol, then the
 call-graph view of the heaviest) and prints the CPU time per request measured alongside.
-`--flame` also writes a folded-stack file for a flamegraph tool, when `inferno-collapse-perf`
-or `stackcollapse-perf.pl` is on the PATH.
+`--keep` keeps perf.data next to the report, for `perf report -i` or a flamegraph tool.
 """
 
 import argparse
@@ -29,7 +28,6 @@ def main():
     ap.add_argument("arm", nargs="?", default="airlock", choices=run.PROXIES)
     ap.add_argument("--seconds", type=int, default=8)
     ap.add_argument("--conns", type=int, default=64)
-    ap.add_argument("--flame", action="store_true")
     ap.add_argument("--keep", action="store_true", help="keep perf.data next to the report")
     args = ap.parse_args()
     if not shutil.which("perf"):
@@ -72,15 +70,6 @@ def main():
             f.write(f"# {args.arm}: {load['rps']:.0f} req/s, "
                     f"{load['cpu_us_per_req']:.1f} µs CPU per request, {args.conns} connections, "
                     f"{args.seconds} s\n\n## Self time\n\n{report}\n\n## Call graph\n\n{graph}")
-        if args.flame:
-            collapse = shutil.which("inferno-collapse-perf") or shutil.which("stackcollapse-perf.pl")
-            if collapse:
-                script = subprocess.run(["perf", "script", "-i", data], capture_output=True).stdout
-                folded = subprocess.run([collapse], input=script, capture_output=True).stdout
-                with open(path.replace(".txt", ".folded"), "wb") as f:
-                    f.write(folded)
-            else:
-                print("profile: no stack collapser on the PATH; skipping --flame", file=sys.stderr)
         if args.keep:
             shutil.copy(data, path.replace(".txt", ".perf.data"))
         print(f"{args.arm}: {load['rps']:.0f} req/s, {load['cpu_us_per_req']:.1f} µs CPU/request")
