@@ -42,11 +42,23 @@ async fn first_start_on_the_embedded_default() {
     assert!(log.contains("generated a new master key"), "{log}");
     let data = first.workdir().join("airlock-data");
     assert!(data.join("airlock.db").exists());
-    let mode = std::fs::metadata(data.join("master.key")).unwrap();
-    assert_eq!(
-        std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777,
-        0o600
-    );
+    // The key file, the database (and its WAL files) and their directory are the owner's alone.
+    let mode = |path: &std::path::Path| {
+        let meta = std::fs::metadata(path).unwrap();
+        std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777
+    };
+    assert_eq!(mode(&data), 0o700);
+    for file in [
+        "master.key",
+        "airlock.db",
+        "airlock.db-wal",
+        "airlock.db-shm",
+    ] {
+        let path = data.join(file);
+        if file == "master.key" || file == "airlock.db" || path.exists() {
+            assert_eq!(mode(&path), 0o600, "{file}");
+        }
+    }
 
     let resp = TestRequest::post(&format!("{api}/v1/secrets"))
         .bearer(&key)

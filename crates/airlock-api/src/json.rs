@@ -35,8 +35,8 @@ pub(crate) fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     if text.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
         return Err(ApiError::Invalid("the body must be a JSON object".into()));
     }
-    let de = &mut serde_json::Deserializer::from_slice(text);
-    serde_path_to_error::deserialize(de).map_err(|e| {
+    let mut de = serde_json::Deserializer::from_slice(text);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
         // serde_json's messages describe the problem and, for values, quote at most the type, not
@@ -50,7 +50,13 @@ pub(crate) fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         } else {
             ApiError::Invalid(format!("{path}: {what}"))
         }
-    })
+    })?;
+    // One JSON object and nothing after it but whitespace: `{…}{…}` or `{…}x` is not a body
+    // whose meaning is clear, so it is refused rather than read up to the first object.
+    de.end().map_err(|_| {
+        ApiError::Invalid("the body is not valid JSON: characters after the JSON object".into())
+    })?;
+    Ok(value)
 }
 
 /// serde quotes a mistyped string value (`invalid type: string "…", expected …`); that string may
@@ -118,6 +124,12 @@ mod tests {
                 "s: invalid type: integer `5`, expected a string",
             ),
             (b"{}", "missing field `n`"),
+            (b"{\"n\": 1}{\"n\": 2}", "characters after the JSON object"),
+            (b"{\"n\": 1} x", "characters after the JSON object"),
+            (
+                b"{\"n\": 1}\"sk-secret-value\"",
+                "characters after the JSON object",
+            ),
         ] {
             let err = parse::<Probe>(body).unwrap_err().to_string();
             assert!(err.contains(expected), "{err}");
@@ -127,5 +139,7 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("missing field `n`"));
+        // Whitespace after the object is fine.
+        assert_eq!(parse::<Probe>(b"{\"n\": 7}\r\n ").unwrap().n, 7);
     }
 }

@@ -57,7 +57,8 @@ pub(crate) async fn serve(
     let acceptor = Arc::new(Acceptor::new(AcceptOptions {
         tls: options.tls.clone(),
         trusted_proxies: Vec::new(),
-        first_byte_timeout: options.idle_timeout,
+        // A connection that sends nothing holds its socket no longer than a late head would.
+        first_byte_timeout: options.header_read_timeout,
         handshake_timeout: options.header_read_timeout,
     }));
     let mut http = auto::Builder::new(TokioExecutor::new());
@@ -65,7 +66,12 @@ pub(crate) async fn serve(
         .timer(TokioTimer::new())
         .header_read_timeout(options.header_read_timeout)
         .keep_alive(true);
-    http.http2().timer(TokioTimer::new());
+    // HTTP/2 has no header timeout: a PING every 20 s on a quiet connection, unanswered for
+    // 20 s, closes it, so a peer that sent its preface and went silent does not stay for ever.
+    http.http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(Duration::from_secs(20)))
+        .keep_alive_timeout(Duration::from_secs(20));
     let http = Arc::new(http);
     let (stop_tx, stop) = watch::channel(false);
     let mut connections = JoinSet::new();

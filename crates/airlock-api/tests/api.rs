@@ -186,6 +186,11 @@ both!(gateway_config_validation, |h: Harness| async move {
             json!({"name": "a", "endpoint": "https://x.com", "auth_mechanism": {"type": "bearer"}, "custom_headers": [{"name": "authorization", "value": "v"}]}),
             "is the header the auth mechanism sets",
         ),
+        (
+            // The harness's data plane listens there (the policy knows its own listeners).
+            json!({"name": "a", "endpoint": "http://127.0.0.1:7080/v1", "auth_mechanism": {"type": "bearer"}}),
+            "endpoint: is one of Airlock's own listen addresses",
+        ),
     ];
     for (body, expected) in cases {
         let (status, err) = h
@@ -204,6 +209,24 @@ both!(gateway_config_validation, |h: Harness| async move {
         .unwrap();
     assert_eq!(resp.status, 400);
     assert!(resp.text().contains("not valid JSON"), "{}", resp.text());
+    // A valid object followed by more bytes is refused whole, not read up to the first object.
+    for trailing in [
+        r#"{"name": "t", "endpoint": "https://x.com", "auth_mechanism": {"type": "bearer"}}{"name": "u"}"#,
+        r#"{"name": "t", "endpoint": "https://x.com", "auth_mechanism": {"type": "bearer"}} trailing"#,
+    ] {
+        let resp = airlock_testkit::TestRequest::post(&format!("{}/v1/gateway-configs", h.base))
+            .bearer(support::ADMIN)
+            .body(trailing)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status, 400, "{trailing}");
+        assert!(
+            resp.text().contains("characters after the JSON object"),
+            "{}",
+            resp.text()
+        );
+    }
     assert_eq!(
         count(&h, "/v1/gateway-configs").await,
         1,

@@ -7,7 +7,7 @@
 //! host) and at dial time (with every address the name resolved to).
 
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::str::FromStr;
 
 use ipnet::IpNet;
@@ -316,6 +316,17 @@ pub fn is_non_public(ip: IpAddr) -> bool {
 #[derive(Clone, Debug, Default)]
 pub struct UpstreamPolicy {
     allow_private: Vec<IpNet>,
+    /// Airlock's own listen addresses: never an upstream, whatever `allow_private` says.
+    own_listeners: Vec<SocketAddr>,
+}
+
+/// Whether `addr` reaches one of `listeners`. A listener on `0.0.0.0` or `::` is reachable at
+/// every local address of its port, so it counts for every address with that port.
+pub fn is_own_listener(listeners: &[SocketAddr], addr: SocketAddr) -> bool {
+    let ip = normalize_ip(addr.ip());
+    listeners.iter().any(|own| {
+        own.port() == addr.port() && (own.ip().is_unspecified() || normalize_ip(own.ip()) == ip)
+    })
 }
 
 /// Why a dial was refused. Carries no host name so that it can be logged and shown as is.
@@ -331,7 +342,16 @@ pub enum DialRefused {
 
 impl UpstreamPolicy {
     pub fn new(allow_private: Vec<IpNet>) -> Self {
-        Self { allow_private }
+        Self {
+            allow_private,
+            own_listeners: Vec::new(),
+        }
+    }
+
+    /// The same policy, also refusing endpoints at Airlock's own listen addresses.
+    pub fn with_own_listeners(mut self, listeners: impl IntoIterator<Item = SocketAddr>) -> Self {
+        self.own_listeners.extend(listeners);
+        self
     }
 
     /// Parses `AIRLOCK_ALLOW_PRIVATE_UPSTREAMS`: CIDRs or single addresses separated by commas
@@ -359,6 +379,14 @@ impl UpstreamPolicy {
     /// The check made when a gateway config is written.
     pub fn check_endpoint(&self, field: &str, endpoint: &Endpoint) -> Result<(), InvalidInput> {
         match (endpoint.scheme(), endpoint.host()) {
+            (_, Host::Ip(ip))
+                if is_own_listener(&self.own_listeners, SocketAddr::new(*ip, endpoint.port())) =>
+            {
+                Err(InvalidInput::new(
+                    field,
+                    "is one of Airlock's own listen addresses, which are never an upstream",
+                ))
+            }
             (scheme, Host::Ip(ip)) => self
                 .check_dial(scheme, *ip)
                 .map_err(|e| InvalidInput::new(field, e.to_string())),
@@ -576,5 +604,32 @@ mod tests {
         assert!(local
             .check_endpoint("endpoint", &e("http://8.8.8.8"))
             .is_err());
+    }
+
+    #[test]
+    fn own_listeners_are_refused_at_write_time() {
+        let addr = |s: &str| s.parse::<SocketAddr>().unwrap();
+        let policy = UpstreamPolicy::parse("127.0.0.0/8, ::1")
+            .unwrap()
+            .with_own_listeners([addr("127.0.0.1:7080"), addr("0.0.0.0:7070")]);
+        let e = |s: &str| Endpoint::parse("endpoint", s).unwrap();
+        // (endpoint, refused)
+        for (endpoint, refused) in [
+            ("http://127.0.0.1:7080", true),
+            ("http://127.0.0.1:7080/v1", true),
+            ("http://[::ffff:127.0.0.1]:7080", true),
+            ("http://127.0.0.2:7070", true),
+            ("http://[::1]:7070", true),
+            ("http://127.0.0.2:7080", false),
+            ("http://127.0.0.1:7081", false),
+            ("http://127.0.0.1:11434", false),
+        ] {
+            let checked = policy.check_endpoint("endpoint", &e(endpoint));
+            assert_eq!(checked.is_err(), refused, "{endpoint}: {checked:?}");
+            if let Err(err) = checked {
+                assert!(err.to_string().contains("own listen"), "{err}");
+            }
+        }
+        assert!(is_own_listener(&[addr("[::]:7090")], addr("10.1.2.3:7090")));
     }
 }

@@ -32,6 +32,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::ProxyError;
 use crate::metrics::{Metrics, UpstreamErrorKind};
+use crate::rewrite;
 use crate::state::TokenEntry;
 
 /// Events per database write at most.
@@ -537,7 +538,8 @@ pub(crate) struct Recorder {
     request_id: HeaderValue,
     started: Instant,
     time_ms: i64,
-    method: Method,
+    /// The method if it may be recorded (see [`recorded_method`]).
+    method: Option<Method>,
     /// The path as recorded: redacted or truncated already (see [`recorded_path`]).
     path: String,
     client_addr: IpAddr,
@@ -570,7 +572,7 @@ impl Recorder {
             request_id,
             started: Instant::now(),
             time_ms: airlock_core::time::now_ms(),
-            method: method.clone(),
+            method: recorded_method(method),
             path: recorded_path(uri.path()),
             client_addr,
             token: None,
@@ -656,7 +658,11 @@ impl Recorder {
             token_id: token.map(|t| t.id.clone()),
             secret_id: token.map(|t| t.secret.id.clone()),
             secret_version: self.secret_version,
-            method: self.method.as_str().to_owned(),
+            method: self
+                .method
+                .as_ref()
+                .map_or("<invalid>", Method::as_str)
+                .to_owned(),
             path,
             status: self.status,
             upstream_status: self.upstream_status,
@@ -673,10 +679,22 @@ impl Recorder {
     }
 }
 
-/// The path as an event records it: a path that carries a token is refused
-/// (`misplaced_token`) and never recorded; a long one is cut at [`MAX_PATH`].
+/// The method as an event records it: only one that passed the pipeline's own check, or was
+/// refused for a reason that makes it safe to keep (`TRACE`). A method refused for its length
+/// or for holding a token is recorded as `<invalid>`, so neither reaches the audit trail or the
+/// access log.
+fn recorded_method(method: &Method) -> Option<Method> {
+    match rewrite::check_method(method) {
+        Err(ProxyError::BadMethod | ProxyError::MisplacedToken) => None,
+        _ => Some(method.clone()),
+    }
+}
+
+/// The path as an event records it: a path that carries a token (by the same test as the
+/// refusal, `misplaced_token`, so also percent-encoded) is never recorded; a long one is cut at
+/// [`MAX_PATH`].
 fn recorded_path(path: &str) -> String {
-    if path.contains("gws_") {
+    if rewrite::token_like(path.as_bytes()) {
         "/<redacted>".to_owned()
     } else if path.len() > MAX_PATH {
         let mut end = MAX_PATH;

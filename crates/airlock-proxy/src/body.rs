@@ -85,7 +85,9 @@ pub(crate) enum Kind {
 pub(crate) struct ResponseBody {
     kind: Kind,
     record: Option<Box<Recorder>>,
-    _in_flight: Option<InFlight>,
+    /// The connection's in-flight guard, also told when a frame waits for the client (the
+    /// send timeout, `server`).
+    in_flight: Option<InFlight>,
     /// The request's slot of its upstream origin's concurrency cap, given back when the body
     /// ends or is dropped.
     _permit: Option<GatePermit>,
@@ -100,15 +102,17 @@ impl ResponseBody {
         let mut body = ResponseBody {
             kind,
             record,
-            _in_flight: in_flight,
+            in_flight,
             _permit: None,
         };
         // A body that is empty from the start is done as soon as it exists: hyper may never
-        // poll it.
+        // poll it. Any other waits for the client from now on, until hyper polls it.
         if body.is_end_stream() {
             if let Some(record) = body.record.take() {
                 record.complete();
             }
+        } else if let Some(in_flight) = &body.in_flight {
+            in_flight.handed();
         }
         body
     }
@@ -130,6 +134,9 @@ impl Body for ResponseBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = &mut *self;
+        if let Some(in_flight) = &this.in_flight {
+            in_flight.taken();
+        }
         let mut polled = match &mut this.kind {
             Kind::Upstream(incoming, _) => Pin::new(incoming).poll_frame(cx),
             Kind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
@@ -144,6 +151,11 @@ impl Body for ResponseBody {
             Poll::Ready(Some(Ok(frame))) => {
                 if let (Some(data), Some(record)) = (frame.data_ref(), this.record.as_mut()) {
                     record.add_bytes_out(data.len());
+                }
+                // Also the last frame: hyper may hold it until the client's window opens, and
+                // the body lives until it is sent.
+                if let Some(in_flight) = &this.in_flight {
+                    in_flight.handed();
                 }
                 if this.is_end_stream() {
                     if let Some(record) = this.record.take() {

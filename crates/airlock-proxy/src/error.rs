@@ -55,8 +55,12 @@ pub enum ProxyError {
     AddressNotAllowed,
     #[error("{0}")]
     BadPath(&'static str),
-    #[error("CONNECT is not supported: call the data plane's URL directly")]
-    MethodNotAllowed,
+    /// `CONNECT`, `TRACE` or `TRACK`; the text says which and why.
+    #[error("{0}")]
+    MethodNotAllowed(&'static str),
+    /// A method longer than any real one (`rewrite::MAX_METHOD`).
+    #[error("the request method is too long")]
+    BadMethod,
     #[error("the request headers are larger than allowed")]
     HeadersTooLarge,
     #[error("websocket upgrades are not supported over this connection")]
@@ -111,6 +115,7 @@ pub const CODES: &[&str] = &[
     "address_not_allowed",
     "bad_path",
     "method_not_allowed",
+    "bad_method",
     "headers_too_large",
     "websocket_unsupported",
     "state_not_loaded",
@@ -183,12 +188,13 @@ impl ProxyError {
                 PERMISSION,
             ),
             Self::BadPath(_) => (Downstream, StatusCode::BAD_REQUEST, "bad_path", INVALID),
-            Self::MethodNotAllowed => (
+            Self::MethodNotAllowed(_) => (
                 Downstream,
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method_not_allowed",
                 INVALID,
             ),
+            Self::BadMethod => (Downstream, StatusCode::BAD_REQUEST, "bad_method", INVALID),
             Self::HeadersTooLarge => (
                 Downstream,
                 StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -297,7 +303,8 @@ impl ProxyError {
             headers.insert(http::header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
         }
         if d.status == StatusCode::METHOD_NOT_ALLOWED {
-            // RFC 9110 requires Allow on 405; every method but CONNECT is proxied.
+            // RFC 9110 requires Allow on 405; every method but CONNECT, TRACE and TRACK is
+            // proxied.
             headers.insert(
                 http::header::ALLOW,
                 HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"),
@@ -324,7 +331,9 @@ mod tests {
             ProxyError::DevboxShutdown,
             ProxyError::AddressNotAllowed,
             ProxyError::BadPath("the path must not contain dot segments"),
-            ProxyError::MethodNotAllowed,
+            ProxyError::MethodNotAllowed("CONNECT is not supported"),
+            ProxyError::MethodNotAllowed("TRACE and TRACK are not forwarded"),
+            ProxyError::BadMethod,
             ProxyError::HeadersTooLarge,
             ProxyError::StateNotLoaded,
             ProxyError::SecretUnavailable,
@@ -337,7 +346,7 @@ mod tests {
             let text = err.to_string();
             let first = text.chars().next().unwrap();
             assert!(
-                !first.is_uppercase() || text.starts_with("CONNECT"),
+                !first.is_uppercase() || text.starts_with("CONNECT") || text.starts_with("TRACE"),
                 "{text}"
             );
             assert!(!text.ends_with('.'), "{text}");

@@ -77,6 +77,12 @@ pub struct ProxyConfig {
     pub header_read_timeout: Duration,
     /// A connection with no request in flight for this long is closed.
     pub idle_timeout: Duration,
+    /// A response the client does not take any of for this long closes its connection (a full
+    /// socket buffer, an HTTP/2 window held at zero), like nginx's `send_timeout`.
+    pub send_timeout: Duration,
+    /// HTTP/2 connections quiet this long are PINGed, and closed when the PING goes unanswered
+    /// as long.
+    pub h2_keep_alive_interval: Duration,
     /// Resolving and connecting to the upstream, TLS included.
     pub connect_timeout: Duration,
     /// The upstream must send its response head within this (504 otherwise). LLM calls are slow.
@@ -96,6 +102,10 @@ pub struct ProxyConfig {
     /// Client connections open at once (`AIRLOCK_MAX_CONNECTIONS`); beyond it a new connection
     /// is closed at once.
     pub max_connections: usize,
+    /// Client connections open at once from one source, an IPv4 address or an IPv6 /64
+    /// (`AIRLOCK_MAX_CONNECTIONS_PER_SOURCE`); beyond it a new connection is closed at once.
+    /// 0: no cap per source.
+    pub max_connections_per_source: usize,
     /// Requests in flight to one upstream origin (`AIRLOCK_UPSTREAM_MAX_CONCURRENCY`); beyond it
     /// 503 `upstream_busy`. 0: unlimited.
     pub upstream_max_concurrency: usize,
@@ -111,6 +121,8 @@ impl Default for ProxyConfig {
             own_addrs: Vec::new(),
             header_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(90),
+            send_timeout: Duration::from_secs(60),
+            h2_keep_alive_interval: Duration::from_secs(20),
             connect_timeout: Duration::from_secs(10),
             response_header_timeout: Duration::from_secs(300),
             max_header_bytes: 64 * 1024,
@@ -119,6 +131,7 @@ impl Default for ProxyConfig {
             tls: None,
             trusted_proxies: Vec::new(),
             max_connections: 10_000,
+            max_connections_per_source: 1_000,
             upstream_max_concurrency: 0,
             devbox_rate_limit: None,
         }
@@ -143,6 +156,7 @@ pub(crate) struct Shared {
     metrics: Arc<metrics::Metrics>,
     gates: limits::OriginGates,
     limiter: Option<limits::DevboxLimiter>,
+    sources: Option<limits::SourceCaps>,
 }
 
 /// A running data plane: its state follows the source in the background until it is dropped.
@@ -192,7 +206,8 @@ pub async fn start<S: StateSource, A: AuditSink>(
         acceptor: airlock_net::Acceptor::new(airlock_net::AcceptOptions {
             tls: config.tls.clone(),
             trusted_proxies: config.trusted_proxies.clone(),
-            first_byte_timeout: config.idle_timeout,
+            // A connection that sends nothing holds a slot no longer than a late head would.
+            first_byte_timeout: config.header_read_timeout,
             handshake_timeout: config.header_read_timeout,
         }),
         draining: AtomicBool::new(false),
@@ -205,6 +220,8 @@ pub async fn start<S: StateSource, A: AuditSink>(
         metrics: metrics.clone(),
         gates: limits::OriginGates::new(config.upstream_max_concurrency),
         limiter: config.devbox_rate_limit.map(limits::DevboxLimiter::new),
+        sources: (config.max_connections_per_source > 0)
+            .then(|| limits::SourceCaps::new(config.max_connections_per_source)),
         config,
     });
     let (first_tx, first_rx) = tokio::sync::oneshot::channel();

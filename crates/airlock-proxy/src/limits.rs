@@ -1,7 +1,8 @@
 //! Protection for upstreams and for the data plane itself: a cap on requests in flight to one
-//! upstream origin, and a request rate limit per devbox.
+//! upstream origin, a request rate limit per devbox, and a cap on connections per source
+//! address.
 //!
-//! Both keep their per-key state in a [`LazyMap`]: shards of immutable hash maps behind
+//! All three keep their per-key state in a [`LazyMap`]: shards of immutable hash maps behind
 //! `ArcSwap`, so a request reads its entry with one atomic load and no lock; only the first
 //! request for a new key takes its shard's writer mutex (which readers never touch) to copy the
 //! shard with the entry added. The state itself is atomics: a counter per origin, and for each
@@ -14,6 +15,7 @@
 use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash, RandomState};
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -299,6 +301,71 @@ impl DevboxLimiter {
     }
 }
 
+/// Connections open per source (`AIRLOCK_MAX_CONNECTIONS_PER_SOURCE`), so that one address
+/// cannot take the whole of `AIRLOCK_MAX_CONNECTIONS` and lock every sandbox out.
+///
+/// A source is an IPv4 address or an IPv6 /64 (one host usually holds a whole /64, so counting
+/// single IPv6 addresses would be no cap at all). The count is taken once per connection, not
+/// per request: one atomic increment on the source's counter, found without a lock.
+pub(crate) struct SourceCaps {
+    cap: usize,
+    counts: LazyMap<IpAddr, AtomicUsize>,
+}
+
+/// A connection's place in its source's count, given back when dropped.
+pub(crate) struct SourceSlot(Arc<AtomicUsize>);
+
+impl Drop for SourceSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl SourceCaps {
+    pub(crate) fn new(cap: usize) -> Self {
+        SourceCaps {
+            cap,
+            counts: LazyMap::new(),
+        }
+    }
+
+    /// The source an address counts under.
+    fn source(ip: IpAddr) -> IpAddr {
+        match airlock_core::endpoint::normalize_ip(ip) {
+            IpAddr::V6(v6) => {
+                let mut seg = v6.segments();
+                seg[4..].fill(0);
+                IpAddr::V6(Ipv6Addr::from(seg))
+            }
+            v4 => v4,
+        }
+    }
+
+    /// Takes a place for a connection from `ip`, or `None` when its source is at the cap.
+    pub(crate) fn enter(&self, ip: IpAddr) -> Option<SourceSlot> {
+        let source = Self::source(ip);
+        let count = match self.counts.get(&source) {
+            Some(count) => count,
+            None => {
+                if self.counts.shard_len(&source) >= SWEEP_AT {
+                    // Sources without an open connection are the same as no entry. (A
+                    // connection racing with the sweep may count on an entry just dropped: the
+                    // cap can then be passed by the few connections of that race.)
+                    self.counts
+                        .retain_shard_of(&source, |c| c.load(Ordering::Acquire) > 0);
+                }
+                self.counts
+                    .get_or_insert(&source, || (source, AtomicUsize::new(0)))
+            }
+        };
+        if count.fetch_add(1, Ordering::AcqRel) >= self.cap {
+            count.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(SourceSlot(count))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -385,5 +452,37 @@ mod tests {
         let mut n = 0;
         limiter.buckets.for_each_arc(|_, _| n += 1);
         assert!(n < inserted, "{n} of {inserted} buckets kept");
+    }
+
+    #[test]
+    fn sources_are_capped_apart_and_an_ipv6_slash_64_is_one_source() {
+        let caps = SourceCaps::new(2);
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let a1 = caps.enter(ip("10.0.0.1")).unwrap();
+        let a2 = caps.enter(ip("::ffff:10.0.0.1")).unwrap();
+        assert!(caps.enter(ip("10.0.0.1")).is_none());
+        // Another address has its own count.
+        let _b = caps.enter(ip("10.0.0.2")).unwrap();
+        drop(a1);
+        let a3 = caps.enter(ip("10.0.0.1")).unwrap();
+        drop((a2, a3));
+        let v6a = caps.enter(ip("2001:db8:1:2::1")).unwrap();
+        let v6b = caps.enter(ip("2001:db8:1:2:ffff::9")).unwrap();
+        assert!(caps.enter(ip("2001:db8:1:2::77")).is_none());
+        assert!(caps.enter(ip("2001:db8:1:3::1")).is_some());
+        drop((v6a, v6b));
+    }
+
+    #[test]
+    fn closed_sources_are_forgotten() {
+        let caps = SourceCaps::new(1);
+        let inserted = SWEEP_AT * SHARDS * 2;
+        for i in 0..inserted {
+            let ip = IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + i as u32));
+            drop(caps.enter(ip).unwrap());
+        }
+        let mut n = 0;
+        caps.counts.for_each_arc(|_, _| n += 1);
+        assert!(n < inserted, "{n} of {inserted} sources kept");
     }
 }

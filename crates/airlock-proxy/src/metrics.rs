@@ -192,6 +192,7 @@ pub(crate) struct Metrics {
     refusals: Box<[AtomicU64]>,
     connections_active: AtomicI64,
     connections_refused: AtomicU64,
+    connections_refused_per_source: AtomicU64,
     /// When the state was last loaded or updated from the source (ms after `started`; 0: never).
     synced_at_ms: AtomicU64,
     full_loads: AtomicU64,
@@ -208,6 +209,7 @@ impl Metrics {
             refusals: CODES.iter().map(|_| AtomicU64::new(0)).collect(),
             connections_active: AtomicI64::new(0),
             connections_refused: AtomicU64::new(0),
+            connections_refused_per_source: AtomicU64::new(0),
             synced_at_ms: AtomicU64::new(0),
             full_loads: AtomicU64::new(0),
             feed_failures: AtomicU64::new(0),
@@ -259,6 +261,13 @@ impl Metrics {
         }
         self.connections_active.fetch_add(1, Ordering::AcqRel);
         Some(ConnectionGuard(self.clone()))
+    }
+
+    /// A new connection was closed because its source had
+    /// `AIRLOCK_MAX_CONNECTIONS_PER_SOURCE` open.
+    pub(crate) fn refused_per_source(&self) {
+        self.connections_refused_per_source
+            .fetch_add(1, Ordering::Relaxed);
     }
 
     /// The state was brought up to date with the source; `full`: by a full reload.
@@ -409,6 +418,12 @@ impl Collector for ProxyCollector {
             "airlock_proxy_connections_refused",
             "Client connections closed at once because AIRLOCK_MAX_CONNECTIONS were open.",
             m.connections_refused.load(Ordering::Relaxed),
+        )?;
+        counter(
+            &mut encoder,
+            "airlock_proxy_connections_refused_per_source",
+            "Client connections closed at once because AIRLOCK_MAX_CONNECTIONS_PER_SOURCE were open from their source.",
+            m.connections_refused_per_source.load(Ordering::Relaxed),
         )?;
         gauge(
             &mut encoder,

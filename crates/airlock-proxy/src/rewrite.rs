@@ -115,6 +115,10 @@ pub(crate) fn identify(headers: &HeaderMap) -> Result<Presented, ProxyError> {
     })
 }
 
+/// Longest method forwarded. The longest registered method (`UPDATEREDIRECTREF`) has 17 bytes;
+/// anything much longer is not a method but something smuggled in its place.
+pub(crate) const MAX_METHOD: usize = 32;
+
 /// Request-line checks: the method, the size of the head, the shape of the target.
 pub(crate) fn check_request(
     method: &Method,
@@ -122,9 +126,7 @@ pub(crate) fn check_request(
     headers: &HeaderMap,
     max_header_bytes: usize,
 ) -> Result<(), ProxyError> {
-    if method == Method::CONNECT {
-        return Err(ProxyError::MethodNotAllowed);
-    }
+    check_method(method)?;
     let size: usize = headers
         .iter()
         .map(|(n, v)| n.as_str().len() + v.len() + 4)
@@ -140,9 +142,35 @@ pub(crate) fn check_request(
     Ok(())
 }
 
-/// Whether a request target holds `gws_`, also once percent-decoded (`gw%73_`, `gws%5F`): an
-/// upstream that decodes the target would see the token.
-fn token_like(target: &[u8]) -> bool {
+/// The method is forwarded as sent, so it is checked like every other place a token could
+/// hide: not a token, not longer than any real method, and not one that makes the upstream echo
+/// the request back (`TRACE`, and IIS's `TRACK`: the echo would hold the injected credential).
+/// Methods are case-sensitive, but some servers fold them, so these are refused in any case.
+pub(crate) fn check_method(method: &Method) -> Result<(), ProxyError> {
+    let m = method.as_str();
+    if token_like(m.as_bytes()) {
+        return Err(ProxyError::MisplacedToken);
+    }
+    if m.len() > MAX_METHOD {
+        return Err(ProxyError::BadMethod);
+    }
+    if m.eq_ignore_ascii_case("CONNECT") {
+        return Err(ProxyError::MethodNotAllowed(
+            "CONNECT is not supported: call the data plane's URL directly",
+        ));
+    }
+    if m.eq_ignore_ascii_case("TRACE") || m.eq_ignore_ascii_case("TRACK") {
+        return Err(ProxyError::MethodNotAllowed(
+            "TRACE and TRACK are not forwarded: the upstream would echo the credential back",
+        ));
+    }
+    Ok(())
+}
+
+/// Whether bytes hold `gws_`, also once percent-decoded (`gw%73_`, `gws%5F`): an upstream that
+/// decodes a target would see the token. The refusal (`misplaced_token`) and what the audit
+/// trail records use this one test.
+pub(crate) fn token_like(target: &[u8]) -> bool {
     let mut window = [0u8; 4];
     let mut i = 0;
     while i < target.len() {
@@ -165,6 +193,13 @@ fn token_like(target: &[u8]) -> bool {
 }
 
 /// A path is forwarded only if it means what it reads as, appended to the base path.
+///
+/// Servers disagree about what a path means: some decode it twice (`%252e` is `.`), IIS reads
+/// `%u002e`, lenient UTF-8 decoders read overlong `%c0%ae` as `.`, best-fit mappings turn a
+/// full-width `．` into `.`, and Tomcat and Spring drop `;params` from a segment before they
+/// resolve dot segments (`..;` is `..`). So the checks run on the path as written and again on
+/// every decoding of it; a path without `%`, `;` or non-ASCII bytes (nearly all of them) is
+/// checked in one pass without allocating.
 pub(crate) fn check_path(path: &str) -> Result<(), ProxyError> {
     let Some(rest) = path.strip_prefix('/') else {
         return Err(ProxyError::BadPath(
@@ -174,19 +209,6 @@ pub(crate) fn check_path(path: &str) -> Result<(), ProxyError> {
     let bytes = path.as_bytes();
     if bytes.contains(&b'\\') {
         return Err(ProxyError::BadPath("the path must not contain backslashes"));
-    }
-    for (i, _) in bytes.iter().enumerate().filter(|(_, b)| **b == b'%') {
-        let code = bytes
-            .get(i + 1..i + 3)
-            .map(|c| [c[0].to_ascii_lowercase(), c[1].to_ascii_lowercase()]);
-        if matches!(
-            code,
-            Some([b'2', b'e'] | [b'2', b'f'] | [b'5', b'c'] | [b'0', b'0'])
-        ) {
-            return Err(ProxyError::BadPath(
-                "the path must not contain encoded dots, slashes, backslashes or nul",
-            ));
-        }
     }
     let mut segments = rest.split('/').peekable();
     while let Some(segment) = segments.next() {
@@ -201,7 +223,111 @@ pub(crate) fn check_path(path: &str) -> Result<(), ProxyError> {
             ));
         }
     }
+    if bytes
+        .iter()
+        .any(|b| matches!(b, b'%' | b';') || !b.is_ascii())
+    {
+        check_decoded(bytes)?;
+    }
     Ok(())
+}
+
+/// How many rounds of percent-decoding are looked through (`%25252e` needs three).
+const DECODE_ROUNDS: usize = 4;
+
+const ENCODED: ProxyError = ProxyError::BadPath(
+    "the path must not contain encoded dots, slashes, backslashes or nul, in any spelling",
+);
+const DOTS: ProxyError = ProxyError::BadPath(
+    "the path must not contain . or .. segments, in any spelling (..; %252e full-width dots)",
+);
+
+/// The checks of [`check_path`] on what other servers may decode the path into.
+fn check_decoded(raw: &[u8]) -> Result<(), ProxyError> {
+    let mut current = std::borrow::Cow::Borrowed(raw);
+    for _ in 0..DECODE_ROUNDS {
+        match decode_once(&current)? {
+            Some(next) => current = std::borrow::Cow::Owned(next),
+            None => break,
+        }
+    }
+    // Overlong or otherwise invalid UTF-8 (`%c0%ae`) is how lenient decoders are fooled.
+    let text = std::str::from_utf8(&current)
+        .map_err(|_| ProxyError::BadPath("the path must be valid UTF-8 once percent-decoded"))?;
+    for segment in text.split('/') {
+        // Tomcat and Spring drop `;params` before resolving dot segments.
+        let name = segment.split(';').next().unwrap_or_default();
+        let mut dots = 0;
+        let mut other = false;
+        for c in name.chars() {
+            match fold(c) {
+                '.' => dots += 1,
+                '/' | '\\' => return Err(ENCODED),
+                _ => other = true,
+            }
+        }
+        if !other && (dots == 1 || dots == 2) {
+            return Err(DOTS);
+        }
+    }
+    Ok(())
+}
+
+/// Look-alikes that best-fit mappings and Unicode normalisation (NFKC) turn into `.`, `/` or
+/// `\`.
+fn fold(c: char) -> char {
+    match c {
+        '\u{ff0e}' | '\u{2024}' | '\u{fe52}' => '.',
+        '\u{ff0f}' | '\u{2215}' | '\u{2044}' => '/',
+        '\u{ff3c}' | '\u{fe68}' | '\u{2216}' => '\\',
+        c => c,
+    }
+}
+
+/// One round of decoding `%XX` and `%uXXXX`; `None` when there is nothing to decode. An escape
+/// that decodes to `.`, `/`, `\` or NUL is refused here: the path would mean something else
+/// to a server that decodes before it resolves.
+fn decode_once(input: &[u8]) -> Result<Option<Vec<u8>>, ProxyError> {
+    if !input.contains(&b'%') {
+        return Ok(None);
+    }
+    let hex = |at: usize, n: usize| -> Option<u32> {
+        let digits = input.get(at..at + n)?;
+        digits
+            .iter()
+            .try_fold(0u32, |acc, d| Some(acc * 16 + (*d as char).to_digit(16)?))
+    };
+    let mut out = Vec::with_capacity(input.len());
+    let mut changed = false;
+    let mut i = 0;
+    while i < input.len() {
+        if input[i] == b'%' {
+            if let Some(v) = hex(i + 1, 2) {
+                if matches!(v, 0x2e | 0x2f | 0x5c | 0x00) {
+                    return Err(ENCODED);
+                }
+                out.push(v as u8);
+                i += 3;
+                changed = true;
+                continue;
+            }
+            if matches!(input.get(i + 1), Some(b'u' | b'U')) {
+                if let Some(v) = hex(i + 2, 4) {
+                    let c = char::from_u32(v).unwrap_or('\u{fffd}');
+                    if matches!(fold(c), '.' | '/' | '\\' | '\0') {
+                        return Err(ENCODED);
+                    }
+                    out.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes());
+                    i += 6;
+                    changed = true;
+                    continue;
+                }
+            }
+        }
+        out.push(input[i]);
+        i += 1;
+    }
+    Ok(changed.then_some(out))
 }
 
 /// The upstream URL: endpoint scheme and authority, base path + request path + query.
@@ -349,17 +475,35 @@ pub(crate) fn response_headers(headers: &mut HeaderMap, route: &Route, upgraded:
     }
 }
 
-/// Removes every header value that contains an injected secret (response headers and trailers).
+/// Removes every header value that contains an injected secret, and every header whose name
+/// contains one (response headers and trailers). A tainted name is not logged: it is the secret.
 pub(crate) fn scrub(headers: &mut HeaderMap, route: &Route) {
-    let mut tainted: Vec<HeaderName> = Vec::new();
+    let mut tainted_names: Vec<HeaderName> = Vec::new();
+    let mut tainted_values: Vec<HeaderName> = Vec::new();
     for needle in route.needles() {
         for (name, value) in headers.iter() {
-            if needle.found_in(value.as_bytes()) && !tainted.contains(name) {
-                tainted.push(name.clone());
+            if needle.found_in_name(name.as_str().as_bytes()) {
+                if !tainted_names.contains(name) {
+                    tainted_names.push(name.clone());
+                }
+            } else if needle.found_in(value.as_bytes()) && !tainted_values.contains(name) {
+                tainted_values.push(name.clone());
             }
         }
     }
-    for name in tainted {
+    if !tainted_names.is_empty() {
+        tracing::warn!(
+            headers = tainted_names.len(),
+            "the upstream reflected an injected secret in a response header's name; removed it"
+        );
+        for name in &tainted_names {
+            headers.remove(name);
+        }
+    }
+    for name in tainted_values {
+        if tainted_names.contains(&name) {
+            continue;
+        }
         tracing::warn!(
             header = %name,
             "the upstream reflected an injected secret in a response header; removed it"
@@ -484,6 +628,11 @@ mod tests {
             "/a.b/c..d/.e",
             "/%41%20",
             "/files/a%2Dz",
+            "/a;b/c;d=1",
+            "/files/100%25",
+            "/%ef%bc%8e.x",
+            "/caf%c3%a9",
+            "/v1/gws%5",
         ] {
             assert!(check_path(ok).is_ok(), "{ok}");
         }
@@ -507,6 +656,16 @@ mod tests {
             "/a\\b",
             "/a%00",
             "/x/%2e",
+            "/..;/x",
+            "/a/.;x=1/b",
+            "/%252e%252e/x",
+            "/%25252f",
+            "/%u002e%u002e/x",
+            "/a%u2215b",
+            "/%c0%ae%c0%ae/x",
+            "/%ff",
+            "/%ef%bc%8e%ef%bc%8e/x",
+            "/%ef%b9%92/x",
         ] {
             let err = check_path(bad)
                 .err()
@@ -568,6 +727,25 @@ mod tests {
                 check_request(&Method::GET, &fine, &h, 1024).is_ok(),
                 "{fine}"
             );
+        }
+    }
+
+    #[test]
+    fn methods() {
+        let m = |s: &str| Method::from_bytes(s.as_bytes()).unwrap();
+        for (method, code) in [
+            ("GET", ""),
+            ("PROPFIND", ""),
+            (&"M".repeat(MAX_METHOD), ""),
+            (&"M".repeat(MAX_METHOD + 1), "bad_method"),
+            ("CONNECT", "method_not_allowed"),
+            ("TRACE", "method_not_allowed"),
+            ("Track", "method_not_allowed"),
+            ("gws_abc", "misplaced_token"),
+            ("Xgw%73_", "misplaced_token"),
+        ] {
+            let got = check_method(&m(method)).err().map(|e| e.describe().code);
+            assert_eq!(got.unwrap_or(""), code, "{method}");
         }
     }
 

@@ -15,29 +15,53 @@ use zeroize::Zeroizing;
 /// An odd 64-bit multiplier (the FNV prime); arithmetic is modulo 2^64.
 const BASE: u64 = 0x0000_0100_0000_01b3;
 
-/// One secret to look for.
+/// One secret to look for: its exact bytes in header values, and its lower-cased bytes in
+/// header names (which HTTP/2 and hyper lower-case, so an echoed `Sk-Key` arrives as `sk-key`).
 pub(crate) struct Needle {
+    exact: Pattern,
+    lower: Pattern,
+}
+
+impl Needle {
+    pub(crate) fn new(bytes: &[u8]) -> Needle {
+        Needle {
+            exact: Pattern::new(bytes.to_vec()),
+            lower: Pattern::new(bytes.to_ascii_lowercase()),
+        }
+    }
+
+    /// Whether the secret occurs in a header value. An empty secret occurs nowhere.
+    pub(crate) fn found_in(&self, haystack: &[u8]) -> bool {
+        self.exact.found_in(haystack)
+    }
+
+    /// Whether the secret occurs, in any letter case, in a (lower-case) header name.
+    pub(crate) fn found_in_name(&self, name: &[u8]) -> bool {
+        self.lower.found_in(name)
+    }
+}
+
+struct Pattern {
     bytes: Zeroizing<Vec<u8>>,
     hash: u64,
     /// `BASE^len`, to drop the byte that leaves the window.
     drop: u64,
 }
 
-impl Needle {
-    pub(crate) fn new(bytes: &[u8]) -> Needle {
+impl Pattern {
+    fn new(bytes: Vec<u8>) -> Pattern {
         let hash = bytes.iter().fold(0u64, |h, &b| {
             h.wrapping_mul(BASE).wrapping_add(u64::from(b))
         });
         let drop = (0..bytes.len()).fold(1u64, |p, _| p.wrapping_mul(BASE));
-        Needle {
-            bytes: Zeroizing::new(bytes.to_vec()),
+        Pattern {
+            bytes: Zeroizing::new(bytes),
             hash,
             drop,
         }
     }
 
-    /// Whether the secret occurs in `haystack`. An empty secret occurs nowhere.
-    pub(crate) fn found_in(&self, haystack: &[u8]) -> bool {
+    fn found_in(&self, haystack: &[u8]) -> bool {
         let m = self.bytes.len();
         if m == 0 || haystack.len() < m {
             return false;
@@ -84,6 +108,11 @@ mod tests {
             );
         }
         assert!(!Needle::new(b"").found_in(b"anything"));
+        // Names are searched in lower case; values exactly.
+        let mixed = Needle::new(b"Sk-Real-Secret");
+        assert!(mixed.found_in_name(b"x-sk-real-secret"));
+        assert!(!mixed.found_in(b"x-sk-real-secret"));
+        assert!(!mixed.found_in_name(b"x-sk-real-secre"));
     }
 
     #[test]

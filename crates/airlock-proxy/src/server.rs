@@ -9,15 +9,32 @@
 //!   head must arrive (and the request reach the pipeline) within `header_read_timeout`, or the
 //!   connection is closed (a slowly dripped header costs a timer, not a worker);
 //! - idle timeout: a connection with no request in flight for `idle_timeout` is shut down
-//!   gracefully (HTTP/2 gets a GOAWAY).
+//!   gracefully (HTTP/2 gets a GOAWAY);
+//! - close deadline: a connection that is shutting down and has no request in flight is dropped
+//!   `header_read_timeout` later, whether or not the peer answered the GOAWAY's PING (an HTTP/2
+//!   peer that sent its preface and nothing else would otherwise stay for ever);
+//! - send timeout: a response that the client does not take (a full socket buffer, an HTTP/2
+//!   flow-control window held at zero) for `send_timeout` closes the connection, as nginx's
+//!   `send_timeout` does. The response body marks when it handed hyper a frame that hyper has
+//!   not come back for; waiting for the upstream is not waiting for the client.
 //!
+//! HTTP/2 connections are also PINGed every `h2_keep_alive_interval` while quiet, and closed
+//! when a PING goes unanswered as long (hyper's keep-alive), so a vanished peer does not hold a
+//! stream open.
+//!
+//! The first byte of a connection must arrive within `header_read_timeout` (the acceptor's
+//! first-byte deadline), so a connection that sends nothing holds its slot seconds, not the idle
+//! timeout.
 //! Before any of that, `airlock_net::Acceptor` turns the TCP connection into a stream for HTTP:
 //! the PROXY header from a trusted load balancer (whose named address becomes the caller's),
 //! refusal of a PROXY header from anybody else, and the TLS handshake when the listener has TLS
 //! (HTTP/2 by ALPN there; in plain text HTTP/2 is recognised by its preface, as below).
 //!
-//! At most `max_connections` client connections are open at once (`AIRLOCK_MAX_CONNECTIONS`): the
-//! accept loop closes a connection over the cap as soon as it is accepted, and counts it.
+//! At most `max_connections` client connections are open at once (`AIRLOCK_MAX_CONNECTIONS`), and
+//! at most `max_connections_per_source` from one source (`AIRLOCK_MAX_CONNECTIONS_PER_SOURCE`,
+//! `limits::SourceCaps`): the accept loop closes a connection over either cap as soon as it is
+//! accepted, and counts it. A trusted load balancer's connections count under the client
+//! address its PROXY header names, once that header is read.
 //!
 //! On shutdown the data plane reports itself draining, the listener is dropped (new connections
 //! are refused), every connection is told to finish its requests and close, and whatever is
@@ -27,12 +44,12 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use airlock_net::NetStream;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -41,6 +58,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::h1guard::{self, Guarded};
+use crate::limits::SourceSlot;
 use crate::pipeline;
 use crate::Shared;
 
@@ -60,6 +78,18 @@ pub(crate) struct Activity {
     idle_since: AtomicU64,
     /// Tells the connection's HTTP/1 framing guard how its requests were answered.
     framing: Arc<h1guard::Signal>,
+    /// The requests in flight, for the send timeout. Connection-local: its lock is taken twice
+    /// per request and by the watchdog, never across connections.
+    streams: Mutex<Vec<Arc<Stream>>>,
+}
+
+/// One request in flight, as the send timeout sees it.
+#[derive(Default)]
+struct Stream {
+    /// When the response body handed hyper a frame (or came into being) and hyper has not
+    /// polled it since, so the client has not taken that frame yet; 0: the body is being polled,
+    /// is waiting for the upstream, or has ended.
+    waiting_since: AtomicU64,
 }
 
 impl Activity {
@@ -69,6 +99,7 @@ impl Activity {
             head_started: AtomicU64::new(0),
             idle_since: AtomicU64::new(now_ms()),
             framing: Arc::default(),
+            streams: Mutex::default(),
         })
     }
 
@@ -76,25 +107,59 @@ impl Activity {
     pub(crate) fn begin(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
         self.head_started.store(0, Ordering::Release);
-        InFlight(self.clone())
+        let stream = Arc::new(Stream::default());
+        lock(&self.streams).push(stream.clone());
+        InFlight {
+            activity: self.clone(),
+            stream,
+        }
+    }
+
+    /// Since when the longest-waiting response has been waiting for the client, if one is.
+    fn oldest_wait(&self) -> Option<u64> {
+        lock(&self.streams)
+            .iter()
+            .map(|s| s.waiting_since.load(Ordering::Acquire))
+            .filter(|&t| t != 0)
+            .min()
     }
 }
 
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// Held while a request (and its response body) is in flight.
-pub(crate) struct InFlight(Arc<Activity>);
+pub(crate) struct InFlight {
+    activity: Arc<Activity>,
+    stream: Arc<Stream>,
+}
 
 impl InFlight {
     /// The request is answered with 101: the connection stops being HTTP/1.
     pub(crate) fn upgraded(&self) {
-        self.0.framing.upgraded();
+        self.activity.framing.upgraded();
+    }
+
+    /// The response body gave hyper a frame (or exists and has yet to be polled): from now on
+    /// it waits for the client to take it.
+    pub(crate) fn handed(&self) {
+        self.stream.waiting_since.store(now_ms(), Ordering::Release);
+    }
+
+    /// hyper polls the response body again: the client took what it had.
+    pub(crate) fn taken(&self) {
+        self.stream.waiting_since.store(0, Ordering::Release);
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.idle_since.store(now_ms(), Ordering::Release);
-        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
-        self.0.framing.request_done();
+        let a = &self.activity;
+        lock(&a.streams).retain(|s| !Arc::ptr_eq(s, &self.stream));
+        a.idle_since.store(now_ms(), Ordering::Release);
+        a.in_flight.fetch_sub(1, Ordering::AcqRel);
+        a.framing.request_done();
     }
 }
 
@@ -218,7 +283,12 @@ pub(crate) fn builder(config: &crate::ProxyConfig) -> auto::Builder<TokioExecuto
     builder
         .http2()
         .max_header_list_size(u32::try_from(hyper_limit).unwrap_or(u32::MAX))
-        .max_concurrent_streams(256);
+        .max_concurrent_streams(256)
+        // A PING when the connection has been quiet this long, and the connection closed when
+        // it goes unanswered as long: a vanished peer does not keep its streams open.
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(config.h2_keep_alive_interval))
+        .keep_alive_timeout(config.h2_keep_alive_interval);
     builder
 }
 
@@ -246,7 +316,17 @@ pub(crate) async fn serve(
                         tracing::debug!("closing a new connection: AIRLOCK_MAX_CONNECTIONS are open");
                         continue;
                     };
-                    let conn = connection(shared.clone(), ctx.clone(), stream, peer);
+                    // AIRLOCK_MAX_CONNECTIONS_PER_SOURCE, by the TCP peer; a trusted load
+                    // balancer's connections are counted by client in `connection`.
+                    let slot = if shared.acceptor.is_trusted(peer.ip()) {
+                        None
+                    } else {
+                        match enter_source(&shared, peer.ip()) {
+                            Ok(slot) => slot,
+                            Err(()) => continue,
+                        }
+                    };
+                    let conn = connection(shared.clone(), ctx.clone(), stream, peer, slot);
                     connections.spawn(async move {
                         conn.await;
                         drop(open);
@@ -309,7 +389,32 @@ fn warn_refused(peer: SocketAddr, err: &airlock_net::AcceptError) {
 
 const REFUSAL_WARN_INTERVAL_MS: u64 = 10_000;
 
-async fn connection(shared: Arc<Shared>, ctx: Arc<ServeCtx>, stream: TcpStream, peer: SocketAddr) {
+/// A place in the source's connection count; `Err` (counted, logged at debug level) when the
+/// source is at `AIRLOCK_MAX_CONNECTIONS_PER_SOURCE`; `Ok(None)` when there is no such cap.
+fn enter_source(shared: &Shared, ip: std::net::IpAddr) -> Result<Option<SourceSlot>, ()> {
+    let Some(caps) = &shared.sources else {
+        return Ok(None);
+    };
+    match caps.enter(ip) {
+        Some(slot) => Ok(Some(slot)),
+        None => {
+            shared.metrics.refused_per_source();
+            tracing::debug!(
+                peer = %ip,
+                "closing a new connection: AIRLOCK_MAX_CONNECTIONS_PER_SOURCE are open from its source"
+            );
+            Err(())
+        }
+    }
+}
+
+async fn connection(
+    shared: Arc<Shared>,
+    ctx: Arc<ServeCtx>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    mut slot: Option<SourceSlot>,
+) {
     // PROXY header and TLS handshake (TCP_NODELAY is set there); a drain drops a connection
     // that has not reached HTTP yet.
     let accepted = tokio::select! {
@@ -328,6 +433,14 @@ async fn connection(shared: Arc<Shared>, ctx: Arc<ServeCtx>, stream: TcpStream, 
     };
     // The caller: the address a trusted proxy named, else the socket's peer.
     let peer = accepted.client;
+    if shared.acceptor.is_trusted(accepted.peer.ip()) {
+        match enter_source(&shared, peer.ip()) {
+            Ok(counted) => slot = counted,
+            Err(()) => return,
+        }
+    }
+    // Held for as long as the connection lives.
+    let _slot = slot;
     let activity = Activity::new();
     let io = Watched {
         stream: accepted.stream,
@@ -356,12 +469,17 @@ async fn connection(shared: Arc<Shared>, ctx: Arc<ServeCtx>, stream: TcpStream, 
     let mut conn = std::pin::pin!(conn);
     let header_timeout = shared.config.header_read_timeout;
     let idle_timeout = shared.config.idle_timeout;
+    let send_timeout = shared.config.send_timeout;
+    // A connection shutting down with nothing in flight is dropped this long after.
+    let close_grace = header_timeout;
     let tick = header_timeout
         .min(idle_timeout)
+        .min(send_timeout)
         .max(Duration::from_millis(10));
     let watchdog = tokio::time::sleep(tick);
     let mut watchdog = std::pin::pin!(watchdog);
-    let mut stopping = false;
+    // Since when the connection has been shutting down (GOAWAY sent, or HTTP/1 told to close).
+    let mut stopping: Option<u64> = None;
     loop {
         tokio::select! {
             result = conn.as_mut() => {
@@ -370,8 +488,8 @@ async fn connection(shared: Arc<Shared>, ctx: Arc<ServeCtx>, stream: TcpStream, 
                 }
                 return;
             }
-            () = ctx.stop.cancelled(), if !stopping => {
-                stopping = true;
+            () = ctx.stop.cancelled(), if stopping.is_none() => {
+                stopping = Some(now_ms());
                 conn.as_mut().graceful_shutdown();
             }
             () = &mut watchdog => {
@@ -381,20 +499,37 @@ async fn connection(shared: Arc<Shared>, ctx: Arc<ServeCtx>, stream: TcpStream, 
                 if activity.in_flight.load(Ordering::Acquire) == 0 {
                     let head = activity.head_started.load(Ordering::Acquire);
                     let idle = activity.idle_since.load(Ordering::Acquire);
+                    if let Some(since) = stopping {
+                        // Nothing in flight is lost by closing now; the peer had its chance to
+                        // close cleanly.
+                        let close_at = since.max(idle) + ms(close_grace);
+                        if now >= close_at {
+                            tracing::debug!("closing a connection: it did not close after its shutdown");
+                            return;
+                        }
+                        next = next.min(close_at);
+                    }
                     if head != 0 {
                         if now >= head + ms(header_timeout) {
                             tracing::debug!("closing a connection: its request head is late");
                             return;
                         }
-                        next = head + ms(header_timeout);
+                        next = next.min(head + ms(header_timeout));
                     } else if now >= idle + ms(idle_timeout) {
-                        if !stopping {
-                            stopping = true;
+                        if stopping.is_none() {
+                            stopping = Some(now);
                             conn.as_mut().graceful_shutdown();
+                            next = next.min(now + ms(close_grace));
                         }
                     } else {
                         next = next.min(idle + ms(idle_timeout));
                     }
+                } else if let Some(since) = activity.oldest_wait() {
+                    if now >= since + ms(send_timeout) {
+                        tracing::debug!("closing a connection: the client has not taken its response within the send timeout");
+                        return;
+                    }
+                    next = next.min(since + ms(send_timeout));
                 }
                 let wait = Duration::from_millis(next.saturating_sub(now).max(1));
                 watchdog.as_mut().reset(tokio::time::Instant::now() + wait);

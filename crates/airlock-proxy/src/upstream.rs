@@ -175,11 +175,7 @@ impl Dialer {
         self.policy
             .check_dial(scheme, ip)
             .map_err(|refused| ConnectError::Forbidden(Forbidden::Policy(refused)))?;
-        let own = self.own_addrs.iter().any(|own| {
-            // A listener on 0.0.0.0 or :: is reachable at every local address of its port.
-            own.port() == addr.port() && (own.ip().is_unspecified() || normalize_ip(own.ip()) == ip)
-        });
-        if own {
+        if airlock_core::endpoint::is_own_listener(&self.own_addrs, addr) {
             return Err(ConnectError::Forbidden(Forbidden::OwnListener));
         }
         Ok(())

@@ -332,6 +332,14 @@ async fn a_reflected_secret_is_removed_from_response_headers() {
                     .with_header("x-debug", &format!("got {v} here"));
             }
         }
+        // An upstream that reflects the key as a header's name (lower-cased on the way, as
+        // HTTP/2 and hyper do).
+        if let Some(v) = req.header_str("x-api-key") {
+            let lower = v.to_ascii_lowercase();
+            reply = reply
+                .with_header(&lower, "1")
+                .with_header(&format!("x-seen-{lower}"), "1");
+        }
         reply.with_header("x-debug", "harmless")
     });
     let h = Harness::start(
@@ -365,6 +373,10 @@ async fn a_reflected_secret_is_removed_from_response_headers() {
                 assert!(
                     !String::from_utf8_lossy(value.as_bytes()).contains(form.as_str()),
                     "{name} reflects the secret"
+                );
+                assert!(
+                    !name.as_str().contains(&form.to_ascii_lowercase()),
+                    "a header name reflects the secret"
                 );
             }
         }

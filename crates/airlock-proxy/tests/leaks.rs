@@ -99,6 +99,8 @@ fn forms(secret: &str) -> Vec<String> {
     let bytes = secret.as_bytes();
     vec![
         secret.to_owned(),
+        // A header name that held it would be logged lower-cased.
+        secret.to_ascii_lowercase(),
         base64::engine::general_purpose::STANDARD.encode(bytes),
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes),
         bytes.iter().map(|b| format!("{b:02x}")).collect(),
@@ -120,6 +122,10 @@ async fn no_token_or_secret_in_logs_errors_or_debug() {
         let mut reply = Reply::json(200, &serde_json::json!({"ok": true}));
         if let Some(v) = req.header_str("authorization") {
             reply = reply.with_header("x-echo", &v);
+            // And as a header's name, whose removal is logged without the name.
+            if let Some(key) = v.strip_prefix("Bearer ") {
+                reply = reply.with_header(&format!("x-{}", key.to_ascii_lowercase()), "1");
+            }
         }
         reply
     });

@@ -22,6 +22,7 @@ mod secrets;
 mod sql;
 
 use std::borrow::Cow;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
@@ -155,6 +156,25 @@ fn migrations(backend: Backend) -> Migrator {
     }
 }
 
+/// Creates the SQLite database file readable by its owner alone (0600) if it does not exist yet:
+/// SQLite would create it with the umask's mode (usually 0644), and its WAL and shared-memory
+/// files take the main file's mode. An existing file is not touched.
+fn create_private_file(file: &Path) -> Result<()> {
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(file)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(StoreError::Config(format!(
+            "cannot create the database file {}: {e}",
+            file.display()
+        ))),
+    }
+}
+
 impl Store {
     /// Connects to `postgres://…` or `sqlite://PATH`. For SQLite the file (and its directory) is
     /// created if missing. Fails fast when the database cannot be reached.
@@ -173,13 +193,20 @@ impl Store {
                 .parent()
                 .filter(|d| !d.as_os_str().is_empty())
             {
-                std::fs::create_dir_all(dir).map_err(|e| {
-                    StoreError::Config(format!(
-                        "cannot create the database directory {}: {e}",
-                        dir.display()
-                    ))
-                })?;
+                // Only its owner may list or enter a directory this creates (an existing one
+                // is left as the operator made it).
+                std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(dir)
+                    .map_err(|e| {
+                        StoreError::Config(format!(
+                            "cannot create the database directory {}: {e}",
+                            dir.display()
+                        ))
+                    })?;
             }
+            create_private_file(Path::new(file))?;
             let url = if path.contains('?') {
                 url.to_owned()
             } else {

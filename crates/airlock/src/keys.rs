@@ -2,7 +2,7 @@
 //! start beside the database.
 
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use airlock_crypto::{Keyring, MasterKey};
@@ -39,7 +39,11 @@ pub(crate) fn load(settings: &Settings, create: bool) -> Result<Keyring> {
             path.display()
         );
     }
-    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)
+        .with_context(|| format!("cannot create {}", dir.display()))?;
     let key =
         MasterKey::generate().map_err(|e| anyhow::anyhow!("cannot generate a master key: {e}"))?;
     let mut file = std::fs::OpenOptions::new()

@@ -192,6 +192,7 @@ async fn serve(settings: Settings) -> Result<()> {
             tls: proxy_tls.clone(),
             trusted_proxies: settings.trusted_proxies.clone(),
             max_connections: settings.max_connections,
+            max_connections_per_source: settings.max_connections_per_source,
             upstream_max_concurrency: settings.upstream_max_concurrency,
             devbox_rate_limit: settings.devbox_rate_limit,
             ..airlock_proxy::ProxyConfig::default()
@@ -249,7 +250,12 @@ async fn serve(settings: Settings) -> Result<()> {
             store: store.clone(),
             keyring: keyring.clone(),
             public_url: settings.public_url.clone(),
-            policy: settings.policy.clone(),
+            // An endpoint at one of these is refused when it is written, not only when dialled.
+            policy: settings.policy.clone().with_own_listeners(
+                [settings.api_addr, settings.proxy_addr]
+                    .into_iter()
+                    .chain(ops_addr),
+            ),
             data_plane_ready: ready,
             draining: Arc::new(move || *stopping.borrow()),
             metrics: airlock_api::ApiMetrics::default(),

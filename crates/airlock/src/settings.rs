@@ -53,6 +53,7 @@ pub(crate) struct Settings {
     /// The operations listener (`/metrics`, `/healthz`, `/readyz`); `None`: `off`.
     pub metrics_addr: Option<SocketAddr>,
     pub max_connections: usize,
+    pub max_connections_per_source: usize,
     pub upstream_max_concurrency: usize,
     pub devbox_rate_limit: Option<airlock_proxy::RateLimit>,
     /// Read so that a start can say it is not supported (no trace exporter in this build).
@@ -257,6 +258,11 @@ impl Settings {
             audit_spill_file,
             metrics_addr,
             max_connections: parse_count("AIRLOCK_MAX_CONNECTIONS", 10_000, 1)?,
+            max_connections_per_source: parse_count(
+                "AIRLOCK_MAX_CONNECTIONS_PER_SOURCE",
+                1_000,
+                0,
+            )?,
             upstream_max_concurrency: parse_count("AIRLOCK_UPSTREAM_MAX_CONCURRENCY", 0, 0)?,
             devbox_rate_limit,
             otlp_endpoint: var("AIRLOCK_OTLP_ENDPOINT"),

@@ -41,7 +41,9 @@ pub async fn harness(backend: Backend) -> Harness {
     store.migrate().await.unwrap();
     airlock_api::bootstrap(&store, Some(ADMIN)).await.unwrap();
     let keyring = Arc::new(Keyring::new(vec![MasterKey::generate().unwrap()]).unwrap());
-    let policy = airlock_core::UpstreamPolicy::parse("127.0.0.0/8").unwrap();
+    let policy = airlock_core::UpstreamPolicy::parse("127.0.0.0/8")
+        .unwrap()
+        .with_own_listeners(["127.0.0.1:7080".parse().unwrap()]);
     let state = airlock_api::AppState {
         store: store.clone(),
         keyring: keyring.clone(),

@@ -6,7 +6,7 @@
 //! Whenever a request is forwarded, the upstream sees exactly one credential header, holding
 //! the real key, and no `gws_` anywhere in the bytes it received.
 
-use crate::attacks::common::{exchange, Seen, SECRET};
+use crate::attacks::common::{exchange, Seen, SECRET, WAIT};
 use crate::support::Harness;
 use airlock_core::AuthMechanism;
 
@@ -114,6 +114,159 @@ pub async fn run(h: &Harness, seen: &mut Seen) {
             assert!(h.upstream.requests().is_empty());
         }
     }
+    methods(h, seen).await;
+}
+
+/// The method is a carrier too (it travels upstream as sent): a token there, an over-long
+/// method, and methods that make the upstream echo the request (the credential with it) are
+/// refused before anything is sent; and what the audit trail records of a refused request is
+/// only what passed the same checks (a token in the method or, percent-encoded, in the path is
+/// never recorded).
+async fn methods(h: &Harness, seen: &mut Seen) {
+    let s = h
+        .simple(
+            AuthMechanism::Header {
+                key: "x-api-key".into(),
+            },
+            SECRET,
+        )
+        .await;
+    let t = s.token.expose();
+    let long = "A".repeat(60_000);
+    let rest = &t[4..];
+    // (name, request line, status, code)
+    let cases: Vec<(&str, String, u16, &str)> = vec![
+        (
+            "the token as the method",
+            format!("{t} /x HTTP/1.1"),
+            400,
+            "misplaced_token",
+        ),
+        (
+            "the token inside the method",
+            format!("X{t} /x HTTP/1.1"),
+            400,
+            "misplaced_token",
+        ),
+        (
+            "a 60 000-byte method",
+            format!("{long} /x HTTP/1.1"),
+            400,
+            "bad_method",
+        ),
+        (
+            "a 33-byte method",
+            format!("{} /x HTTP/1.1", "B".repeat(33)),
+            400,
+            "bad_method",
+        ),
+        (
+            "TRACE",
+            "TRACE /x HTTP/1.1".to_owned(),
+            405,
+            "method_not_allowed",
+        ),
+        (
+            "TRACK",
+            "TRACK /x HTTP/1.1".to_owned(),
+            405,
+            "method_not_allowed",
+        ),
+        (
+            "trace in lower case",
+            "trace /x HTTP/1.1".to_owned(),
+            405,
+            "method_not_allowed",
+        ),
+        (
+            "CONNECT",
+            "CONNECT localhost:443 HTTP/1.1".to_owned(),
+            405,
+            "method_not_allowed",
+        ),
+        (
+            "the token percent-encoded in the path",
+            format!("GET /gw%73_{rest} HTTP/1.1"),
+            400,
+            "misplaced_token",
+        ),
+        (
+            "the token with an encoded underscore",
+            format!("GET /a/gws%5F{rest} HTTP/1.1"),
+            400,
+            "misplaced_token",
+        ),
+        (
+            "a 32-byte method",
+            format!("{} /x HTTP/1.1", "C".repeat(32)),
+            200,
+            "",
+        ),
+        ("PROPFIND", "PROPFIND /x HTTP/1.1".to_owned(), 200, ""),
+    ];
+    for (name, line, status, code) in cases {
+        h.upstream.clear();
+        let request =
+            format!("{line}\r\nHost: localhost\r\nx-api-key: {t}\r\nConnection: close\r\n\r\n");
+        let answer = exchange(h, seen, request.as_bytes()).await;
+        assert_eq!(answer.statuses(), [status], "{name}: {:.300}", answer.text);
+        if status == 200 {
+            let sent = h.upstream.last_request().unwrap();
+            assert_eq!(line.split(' ').next(), Some(sent.method.as_str()), "{name}");
+        } else {
+            assert!(
+                answer.text.contains(&format!("x-airlock-error: {code}")),
+                "{name}: {:.300}",
+                answer.text
+            );
+            assert!(h.upstream.requests().is_empty(), "{name}: forwarded");
+        }
+        assert!(!h.upstream.received_contains(b"gws_"), "{name}");
+    }
+    // The same over HTTP/2, where the method is the `:method` pseudo-header.
+    for (name, method, status) in [
+        ("h2: the token as the method", t.to_owned(), Some(400)),
+        ("h2: a 1 000-byte method", "D".repeat(1000), Some(400)),
+        // 405 is not in HPACK's static table; its literal may be Huffman-coded.
+        ("h2: TRACE", "TRACE".to_owned(), None),
+    ] {
+        h.upstream.clear();
+        let mut frames = airlock_testkit::h2raw::settings();
+        frames.extend(airlock_testkit::h2raw::frame(
+            airlock_testkit::h2raw::HEADERS,
+            airlock_testkit::h2raw::END_HEADERS | airlock_testkit::h2raw::END_STREAM,
+            1,
+            &airlock_testkit::h2raw::request_block(&method, "/h2", &[("x-api-key", t)]),
+        ));
+        let answer = airlock_testkit::h2raw::exchange(h.proxy, &frames, WAIT).await;
+        seen.push(format!("{name}: {answer:?}"));
+        assert!(answer.responded(1), "{name}: {answer:?}");
+        if status.is_some() {
+            assert_eq!(answer.status(1), status, "{name}: {answer:?}");
+        }
+        assert!(h.upstream.requests().is_empty(), "{name}: forwarded");
+    }
+    // Every event written holds a checked method and path: no token, nothing over-long.
+    let recorded = Harness::eventually(std::time::Duration::from_secs(10), || async {
+        h.sink.written().iter().any(|e| e.method == "PROPFIND")
+    })
+    .await;
+    assert!(recorded, "the events were not written");
+    let events = h.sink.written();
+    for e in &events {
+        let text = format!("{e:?}");
+        assert!(
+            !text.contains("gws_") && !text.contains(rest),
+            "{text:.300}"
+        );
+        assert!(
+            e.method.len() <= 32 || e.method == "<invalid>",
+            "{:.100}",
+            e.method
+        );
+    }
+    assert!(events.iter().any(|e| e.method == "<invalid>"));
+    assert!(events.iter().any(|e| e.path == "/<redacted>"));
 }
 
 /// Another well-formed token that is not `t`.

@@ -8,10 +8,11 @@
 //! | `smuggling` | #8: ambiguous lengths, hidden requests, upgrade tricks |
 //! | `line_endings` | #8: bare LF and CR, obs-fold, whitespace before the colon |
 //! | `routing` | #1: absolute-form, `Host`, `:authority`, `CONNECT` |
-//! | `carriers` | #5, #6, #7: casing, duplicates, hop-by-hop tricks, misplaced tokens |
-//! | `traversal` | #10: dot segments, encoded dots and slashes, doubled slashes |
+//! | `carriers` | #5, #6, #7, #20: casing, duplicates, hop-by-hop tricks, misplaced tokens, the token as the method, `TRACE` |
+//! | `traversal` | #10: dot segments in every spelling (`..;`, `%252e`, `%u002e`, overlong UTF-8, full-width dots), encoded slashes, doubled slashes |
 //! | `limits` | #11: oversized heads, too many headers, long targets, slow heads |
 //! | `h2` | #9: HTTP/2 frames that lie about lengths, malformed header blocks |
+//! | `exhaustion` | #11, #15: silent connections, HTTP/2 peers that never close, stalled responses, one address filling the connection cap |
 //!
 //! The modules are also run by `tests/leaks.rs`, which searches everything they produced for
 //! the sentinel secret and tokens.
@@ -26,6 +27,7 @@ mod support;
 mod attacks {
     pub mod carriers;
     pub mod common;
+    pub mod exhaustion;
     pub mod h2;
     pub mod limits;
     pub mod line_endings;
@@ -83,4 +85,9 @@ async fn limits() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2() {
     attacks::h2::run(&harness().await, &mut Seen::default()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exhaustion() {
+    attacks::exhaustion::run(&mut Seen::default()).await;
 }

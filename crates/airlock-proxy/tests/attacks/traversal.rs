@@ -30,6 +30,30 @@ pub async fn run(h: &Harness, seen: &mut Seen) {
         "/a%00b",
         "/a;/../b",
         "http://localhost/../admin",
+        // Other spellings of dot segments: `;params` that Tomcat and Spring drop, double and
+        // triple encoding, IIS's %u, overlong UTF-8, full-width and other look-alike dots and
+        // slashes (best-fit mappings and NFKC turn them into the real ones).
+        "/..;/admin",
+        "/a/..;jsessionid=x/b",
+        "/a/.;/b",
+        "/a/%2e%2e;/b",
+        "/%252e%252e/admin",
+        "/a%252e%252e/../b",
+        "/a/%252e%252e/b",
+        "/%25252e%25252e/admin",
+        "/a%252fb",
+        "/a%255cb",
+        "/%u002e%u002e/admin",
+        "/%U002E./admin",
+        "/a%u002fb",
+        "/%c0%ae%c0%ae/admin",
+        "/%c0%af",
+        "/%e0%80%ae%e0%80%ae/admin",
+        "/%ef%bc%8e%ef%bc%8e/admin",
+        "/%e2%80%a4%e2%80%a4/admin",
+        "/a%ef%bc%8fb",
+        "/a%ef%bc%bcb",
+        "/%ef%bc%8e%252e/x",
     ];
     for target in refused {
         h.upstream.clear();
@@ -59,9 +83,11 @@ pub async fn run(h: &Harness, seen: &mut Seen) {
     }
     // Forwarded exactly as checked: nothing is decoded or normalised on the way.
     for (target, upstream) in [
-        ("/a%252e%252e/b", "/v1/a%252e%252e/b"),
-        ("/%c0%ae%c0%ae/x", "/v1/%c0%ae%c0%ae/x"),
         ("/a..b/.c/d.", "/v1/a..b/.c/d."),
+        ("/a;b/c;d=1", "/v1/a;b/c;d=1"),
+        ("/files/100%25", "/v1/files/100%25"),
+        ("/a%2541/%e2%82%ac", "/v1/a%2541/%e2%82%ac"),
+        ("/%ef%bc%8e.x/y", "/v1/%ef%bc%8e.x/y"),
         ("/x?path=../../admin&u=%2F", "/v1/x?path=../../admin&u=%2F"),
         ("/%41%42", "/v1/%41%42"),
         ("/a?", "/v1/a?"),

@@ -11,7 +11,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use airlock_core::state::{
@@ -185,6 +185,15 @@ pub struct Sink {
     pub failed: AtomicUsize,
     pub writes: AtomicUsize,
     pub stalled: AtomicBool,
+    /// Every event stored, those without an account (refused before authentication) included.
+    pub written: Mutex<Vec<RequestAuditEvent>>,
+}
+
+impl Sink {
+    /// Every event stored so far.
+    pub fn written(&self) -> Vec<RequestAuditEvent> {
+        self.written.lock().unwrap().clone()
+    }
 }
 
 impl AuditSink for Sink {
@@ -199,7 +208,9 @@ impl AuditSink for Sink {
             self.failed.fetch_add(1, Ordering::SeqCst);
             return Err(SourceError("injected: audit write failed".into()));
         }
-        self.store.write_batch(events).await
+        self.store.write_batch(events).await?;
+        self.written.lock().unwrap().extend_from_slice(events);
+        Ok(())
     }
 }
 
@@ -493,6 +504,7 @@ impl Harness {
             failed: AtomicUsize::new(0),
             writes: AtomicUsize::new(0),
             stalled: AtomicBool::new(false),
+            written: Mutex::default(),
         });
         let dir = tempfile::tempdir().unwrap();
         let spill = dir.path().join("audit.spill");
