@@ -2,7 +2,8 @@
 //!
 //! Everything that crosses a trust boundary is parsed here into a type that can only hold a valid
 //! value ("parse, don't validate"): ids with their prefixes, environment-variable names,
-//! upstream endpoints, auth mechanisms, custom headers, source addresses and the `gws_` token.
+//! upstream endpoints, auth mechanisms, custom headers, source addresses, the `gws_` token, and
+//! the LLM dialects, model lists, usage and money of `llm`.
 //! The wire format (JSON) lives in `airlock-api`; SQL lives in `airlock-store`.
 
 pub mod auth;
@@ -10,6 +11,7 @@ pub mod binding;
 pub mod endpoint;
 pub mod error;
 pub mod ids;
+pub mod llm;
 pub mod names;
 pub mod source;
 pub mod state;
@@ -20,6 +22,7 @@ pub use auth::{AuthMechanism, CustomHeader, HeaderSource, MAX_CUSTOM_HEADERS};
 pub use endpoint::{Endpoint, Scheme, UpstreamPolicy};
 pub use error::InvalidInput;
 pub use ids::{AccountId, ApiKeyId, AuditId, DevboxId, GatewayConfigId, SecretId, TokenId};
+pub use llm::{Api, Metered, ModelSpec, Price, Usage};
 pub use names::{EnvName, Label};
 pub use source::SourceAddresses;
 pub use token::{BearerSecret, SecretKind, TokenDigest};

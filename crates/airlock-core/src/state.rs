@@ -11,6 +11,7 @@ use std::net::IpAddr;
 use crate::auth::{AuthMechanism, CustomHeader};
 use crate::endpoint::Endpoint;
 use crate::ids::{AccountId, AuditId, DevboxId, GatewayConfigId, SecretId, TokenId};
+use crate::llm::{Api, Metered, ModelSpec};
 use crate::source::SourceAddresses;
 use crate::token::TokenDigest;
 
@@ -45,6 +46,19 @@ pub struct GatewayRecord {
     /// The control plane's MAC over the fields above (`crate::binding`); the data plane uses
     /// the config only if it checks.
     pub binding: Option<Vec<u8>>,
+    /// What the data plane knows of the endpoint's LLM traffic. Not covered by the binding:
+    /// it decides what is metered and how it is priced, never where a credential goes.
+    pub llm: LlmSettings,
+}
+
+/// A gateway config's LLM settings: its provider preset, dialect and model list.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LlmSettings {
+    /// The preset id (`anthropic`, `openai`, …), if the config was made from one.
+    pub provider: Option<String>,
+    pub api: Api,
+    /// The operator's model list; its prices win over the bundled table.
+    pub models: Vec<ModelSpec>,
 }
 
 impl GatewayRecord {
@@ -189,6 +203,8 @@ pub struct RequestAuditEvent {
     /// The request's `x-request-id`: the client's when usable, else generated. `None` only for
     /// events recorded before request ids existed (an old spill file).
     pub request_id: Option<String>,
+    /// Provider, model, usage and cost, for a gateway whose `api` is not `none`.
+    pub llm: Option<Metered>,
 }
 
 /// Where request audit events go, in batches.

@@ -519,6 +519,7 @@ pub(crate) fn from_json(v: &Value) -> Option<RequestAuditEvent> {
             Some(Value::String(s)) => Some(s.clone()),
             Some(_) => return None,
         },
+        llm: None,
     })
 }
 
@@ -675,6 +676,7 @@ impl Recorder {
             client_addr: self.client_addr,
             error_code: self.error_code.map(str::to_owned),
             request_id: self.request_id.to_str().ok().map(str::to_owned),
+            llm: None,
         }
     }
 }
@@ -769,6 +771,7 @@ mod tests {
             client_addr: "::1".parse().unwrap(),
             error_code: Some("upstream_failed".into()),
             request_id: Some("req-1".into()),
+            llm: None,
         }
     }
 

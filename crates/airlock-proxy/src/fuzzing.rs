@@ -147,6 +147,7 @@ impl Bench {
                     },
                 ],
                 binding: None,
+                llm: Default::default(),
             };
             gateway.binding = Some(
                 keyring

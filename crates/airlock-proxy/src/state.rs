@@ -1082,6 +1082,7 @@ pub(crate) mod tests {
             auth: AuthMechanism::Bearer,
             custom_headers: Vec::new(),
             binding: None,
+            llm: Default::default(),
         };
         gateway.binding = Some(
             keyring

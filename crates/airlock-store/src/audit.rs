@@ -52,6 +52,7 @@ fn request_event(row: &AnyRow) -> Result<RequestEventRow> {
                 .map_err(|_| StoreError::Corrupt("client_addr".into()))?,
             error_code: col(row, "error_code")?,
             request_id: col(row, "request_id")?,
+            llm: None,
         },
     })
 }

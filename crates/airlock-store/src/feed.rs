@@ -78,6 +78,7 @@ fn gateway_record(row: &AnyRow) -> Result<GatewayRecord> {
         auth: g.auth,
         custom_headers: g.custom_headers,
         binding: g.binding,
+        llm: Default::default(),
     })
 }
 

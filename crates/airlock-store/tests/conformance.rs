@@ -600,6 +600,7 @@ fn request_event(account: &AccountId, i: usize, sparse: bool) -> state::RequestA
         } else {
             Some(format!("req-{i}"))
         },
+        llm: None,
     }
 }
 
