@@ -1,12 +1,15 @@
 //! Airlock's knowledge of LLM APIs, without IO: which providers exist and how they are reached,
-//! the dialects they speak, and token usage in Airlock's convention.
+//! the dialects they speak, token usage in Airlock's convention, and a streaming meter that reads
+//! usage from upstream responses as they pass.
 
 pub mod api;
 pub mod error;
+pub mod meter;
 pub mod providers;
 pub mod usage;
 
 pub use api::Api;
 pub use error::InvalidInput;
+pub use meter::Meter;
 pub use providers::{preset, presets, Preset, PresetAuth};
 pub use usage::{Metered, Usage};
