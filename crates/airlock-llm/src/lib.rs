@@ -6,10 +6,15 @@ pub mod api;
 pub mod error;
 pub mod meter;
 pub mod providers;
+pub mod request;
 pub mod usage;
 
 pub use api::Api;
 pub use error::InvalidInput;
 pub use meter::Meter;
 pub use providers::{preset, presets, Preset, PresetAuth};
+pub use request::{
+    gemini_path_streams, is_usage_only_chunk, model_from_gemini_path, parse_request,
+    with_include_usage, RequestInfo,
+};
 pub use usage::{Metered, Usage};
