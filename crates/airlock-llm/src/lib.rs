@@ -5,6 +5,7 @@
 pub mod api;
 pub mod error;
 pub mod meter;
+pub mod price;
 pub mod providers;
 pub mod request;
 pub mod usage;
@@ -12,6 +13,10 @@ pub mod usage;
 pub use api::Api;
 pub use error::InvalidInput;
 pub use meter::Meter;
+pub use price::{
+    cost_nanos, format_usd, parse_models, parse_usd, price_for, resolve_price, ModelDef, ModelInfo,
+    Price,
+};
 pub use providers::{preset, presets, Preset, PresetAuth};
 pub use request::{
     gemini_path_streams, is_usage_only_chunk, model_from_gemini_path, parse_request,
