@@ -4,6 +4,8 @@
 
 pub mod api;
 pub mod error;
+#[doc(hidden)] // For the fuzz target and the property tests; not an API.
+pub mod fuzzing;
 pub mod meter;
 pub mod price;
 pub mod providers;
@@ -12,6 +14,7 @@ pub mod usage;
 
 pub use api::Api;
 pub use error::InvalidInput;
+pub use fuzzing::fuzz_meter;
 pub use meter::Meter;
 pub use price::{
     cost_nanos, format_usd, parse_models, parse_usd, price_for, resolve_price, ModelDef, ModelInfo,

@@ -64,7 +64,13 @@ impl Usage {
         }
         let cached = self.cache_read_tokens + self.cache_write_tokens;
         if cached > self.input_tokens {
-            self.input_tokens = cached;
+            if cached <= MAX_TOKENS {
+                self.input_tokens = cached;
+            } else {
+                // Only absurd counts get here; the bound wins over the parts.
+                self.input_tokens = MAX_TOKENS;
+                self.cache_write_tokens = MAX_TOKENS - self.cache_read_tokens;
+            }
             changed = true;
         }
         if self.reasoning_tokens > self.output_tokens {
@@ -142,6 +148,11 @@ mod tests {
             ((4, 5, 3, 2, 1), (5, 5, 3, 2, 1), true),
             ((10, 1, 0, 0, 4), (10, 4, 0, 0, 4), true),
             ((MAX_TOKENS + 1, 0, 0, 0, 0), (MAX_TOKENS, 0, 0, 0, 0), true),
+            (
+                (0, 0, MAX_TOKENS, MAX_TOKENS, 0),
+                (MAX_TOKENS, 0, MAX_TOKENS, 0, 0),
+                true,
+            ),
         ];
         for (before, after, changed) in cases {
             let (

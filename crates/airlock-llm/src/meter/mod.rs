@@ -393,8 +393,8 @@ impl Meter {
         self.metered(None)
     }
 
-    /// Like [`Meter::finish`], and when the final usage has not arrived and no input count was
-    /// reported, the input is estimated from the request body's size (`request_body_bytes`).
+    /// Like [`Meter::finish`], and when the final usage has not arrived and no input count (or
+    /// only 0) was reported, the input is estimated from the request body's size (`request_body_bytes`).
     /// This is what a request event records: never zero for a request that sent anything
     /// (SECURITY #29).
     pub fn finish_estimated(&self, request_body_bytes: u64) -> Metered {
@@ -417,7 +417,8 @@ impl Meter {
                 .output_tokens
                 .max(estimate_tokens(totals.content_bytes));
             if let Some(request) = request_body_bytes {
-                if !totals.has(Field::Input) {
+                // A count of 0 is no better than none: an unfinished answer is never free.
+                if !totals.has(Field::Input) || usage.input_tokens == 0 {
                     usage.input_tokens = usage.input_tokens.max(estimate_tokens(request));
                 }
             }
