@@ -282,3 +282,58 @@ fn estimates_fill_what_is_missing() {
     let metered = meter(Api::AnthropicMessages, true, [&body[..]]).finish_estimated(1_000_000);
     assert_eq!(metered.usage.input_tokens, 4200);
 }
+
+/// Not an assertion (a timing is a benchmark): run with `--release --ignored --nocapture` to
+/// see the meter's state size and throughput on this machine, fed in 16 KiB frames.
+#[test]
+#[ignore = "prints timings"]
+fn measure_throughput() {
+    const TARGET: usize = 64 * 1024 * 1024;
+    let inputs = [
+        ("openai_chat_stream.sse", Api::OpenaiCompletions, true),
+        (
+            "anthropic_stream_cache_thinking.sse",
+            Api::AnthropicMessages,
+            true,
+        ),
+        ("openai_responses_stream.sse", Api::OpenaiResponses, true),
+        ("gemini_stream.sse", Api::Gemini, true),
+        ("openai_responses.json", Api::OpenaiResponses, false),
+    ];
+    println!(
+        "state: {} bytes",
+        Meter::new(Api::OpenaiCompletions, true).state_bytes()
+    );
+    for (file, api, sse) in inputs {
+        let one = fixture(file);
+        let mut body = Vec::with_capacity(TARGET + one.len());
+        while body.len() < TARGET {
+            body.extend_from_slice(&one);
+            if sse {
+                body.extend_from_slice(b"\n\n");
+            }
+        }
+        let start = std::time::Instant::now();
+        let mut meter = Meter::new(api, sse);
+        for frame in body.chunks(16 * 1024) {
+            meter.feed(frame);
+        }
+        let metered = meter.finish();
+        let elapsed = start.elapsed();
+        let mb_s = body.len() as f64 / elapsed.as_secs_f64() / 1e6;
+        println!(
+            "{file}: {mb_s:.0} MB/s ({} input tokens last seen)",
+            metered.usage.input_tokens
+        );
+    }
+    // Generated text dominates real streams: one long content string.
+    let mut body = b"data: {\"choices\":[{\"delta\":{\"content\":\"".to_vec();
+    body.resize(TARGET, b'x');
+    let start = std::time::Instant::now();
+    let mut meter = Meter::new(Api::OpenaiCompletions, true);
+    for frame in body.chunks(16 * 1024) {
+        meter.feed(frame);
+    }
+    let mb_s = body.len() as f64 / start.elapsed().as_secs_f64() / 1e6;
+    println!("one long content string: {mb_s:.0} MB/s");
+}

@@ -284,7 +284,7 @@ impl Scanner {
                         continue;
                     }
                     let rest = &bytes[i..];
-                    match rest.iter().position(|&b| b == b'"' || b == b'\\') {
+                    match memchr::memchr2(b'"', b'\\', rest) {
                         None => {
                             self.take(rest, event);
                             i = bytes.len();

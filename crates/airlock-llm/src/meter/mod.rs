@@ -307,10 +307,7 @@ impl Meter {
                 Line::NameStart => self.framing.line = Line::Name,
                 Line::Data => {
                     let rest = &chunk[i..];
-                    let end = rest
-                        .iter()
-                        .position(|&b| b == b'\n' || b == b'\r')
-                        .unwrap_or(rest.len());
+                    let end = memchr::memchr2(b'\n', b'\r', rest).unwrap_or(rest.len());
                     // One event is one document: the scanner never ends one early here.
                     let _ = self.scanner.feed(&rest[..end], self.rules, &mut self.event);
                     i += end;
@@ -336,7 +333,7 @@ impl Meter {
                 }
                 Line::Skip => {
                     let rest = &chunk[i..];
-                    match rest.iter().position(|&b| b == b'\n' || b == b'\r') {
+                    match memchr::memchr2(b'\n', b'\r', rest) {
                         Some(n) => {
                             self.end_line(rest[n]);
                             i += n + 1;
