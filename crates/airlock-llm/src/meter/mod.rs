@@ -2,13 +2,13 @@
 //! reports about tokens and model, with state of fixed size whatever the upstream sends.
 //!
 //! Two layers:
-//! - framing: a plain body goes straight to one JSON [`json::Scanner`] (several documents in a
-//!   row, or a top-level array of documents, each count as one event); an SSE body is split into
-//!   lines (LF, CRLF or CR, across any chunk boundary), `event:` names are kept (8 bytes: only
-//!   `error` matters), and each event's `data:` lines go to the scanner, which starts over at the
-//!   blank line that ends the event;
-//! - the dialect's [`rules`]: which paths hold counts, the model, generated text, errors and
-//!   finish marks.
+//! - framing: a plain body goes straight to one JSON path scanner (`json.rs`; several documents
+//!   in a row, or a top-level array of documents, each count as one event); an SSE body is split
+//!   into lines (LF, CRLF or CR, across any chunk boundary), `event:` names are kept (8 bytes:
+//!   only `error` matters), and each event's `data:` lines go to the scanner, which starts over
+//!   at the blank line that ends the event;
+//! - the dialect's rules (`rules.rs`): which paths hold counts, the model, generated text, errors
+//!   and finish marks.
 //!
 //! Each event's counts replace the ones before them field by field (never add): Anthropic's
 //! `message_delta`, Gemini's `usageMetadata` and vLLM's continuous usage are all running totals.
