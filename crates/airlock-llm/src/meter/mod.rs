@@ -393,7 +393,9 @@ impl Meter {
     /// Like [`Meter::finish`], and when the final usage has not arrived and no input count (or
     /// only 0) was reported, the input is estimated from the request body's size (`request_body_bytes`).
     /// This is what a request event records: never zero for a request that sent anything
-    /// (SECURITY #29).
+    /// (SECURITY #29). Four bytes per token fits text; an image or file sent inline as base64
+    /// costs far fewer tokens than its bytes suggest, so this over-estimates such requests (it
+    /// only matters when the usage never arrived, and errs towards charging).
     pub fn finish_estimated(&self, request_body_bytes: u64) -> Metered {
         self.metered(Some(request_body_bytes))
     }
