@@ -19,10 +19,10 @@ use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 
 use crate::audit::Recorder;
+use crate::conn::InFlight;
 use crate::error::ProxyError;
 use crate::limits::GatePermit;
 use crate::rewrite::{self, Route};
-use crate::conn::InFlight;
 
 /// The client's request body, streamed upstream as it arrives. When a stage read it ahead
 /// (`stage::StageRun::request_body`), what was read goes first, then whatever is left.
@@ -61,11 +61,7 @@ impl RequestBody {
         let Some(inner) = self.inner.as_mut() else {
             return Ok(Some(self.prefix.take().unwrap_or_default()));
         };
-        if inner
-            .size_hint()
-            .exact()
-            .is_some_and(|n| n > cap as u64)
-        {
+        if inner.size_hint().exact().is_some_and(|n| n > cap as u64) {
             return Ok(None);
         }
         let mut read = bytes::BytesMut::new();
@@ -106,8 +102,7 @@ impl Body for RequestBody {
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = &mut *self;
         if let Some(prefix) = this.prefix.take() {
-            this.bytes
-                .fetch_add(prefix.len() as u64, Ordering::Relaxed);
+            this.bytes.fetch_add(prefix.len() as u64, Ordering::Relaxed);
             return Poll::Ready(Some(Ok(Frame::data(prefix))));
         }
         let Some(inner) = this.inner.as_mut() else {

@@ -32,12 +32,12 @@ use hyper_util::rt::TokioIo;
 
 use crate::audit::Recorder;
 use crate::body::{Kind, RequestBody, ResponseBody};
+use crate::conn::{InFlight, ServeCtx};
 use crate::error::ProxyError;
 use crate::limits::GatePermit;
 use crate::metrics::UpstreamErrorKind;
 use crate::request_id;
 use crate::rewrite::{self, Presented, Route};
-use crate::conn::{InFlight, ServeCtx};
 use crate::stage::{RequestHead, Runs};
 use crate::state::{CustomValue, Refusal, TokenEntry};
 use crate::Shared;
