@@ -667,6 +667,11 @@ impl Recorder {
         !self.runs.is_empty()
     }
 
+    /// Whether a stage holds bytes back that must still reach the client.
+    pub(crate) fn holds(&self) -> bool {
+        self.runs.holds()
+    }
+
     /// Whether reading the rest of the response after the client left is worth it.
     pub(crate) fn wants_drain(&self) -> bool {
         self.runs.wants_drain()

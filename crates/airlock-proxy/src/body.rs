@@ -293,13 +293,22 @@ impl Body for ResponseBody {
             Kind::Upstream(incoming, _) => Pin::new(incoming).poll_frame(cx),
             Kind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
         };
-        if let (Poll::Ready(Some(Ok(frame))), Some(record), Kind::Upstream(..)) =
-            (&mut polled, this.record.as_mut(), &this.kind)
-        {
-            if let Some(data) = frame.data_mut() {
-                // The stages' frame watchers (the upstream's frames only; nothing for a gateway
-                // without stages).
-                record.runs().frame(data);
+        if let (Some(record), Kind::Upstream(..)) = (this.record.as_mut(), &this.kind) {
+            match &mut polled {
+                Poll::Ready(Some(Ok(frame))) => {
+                    if let Some(data) = frame.data_mut() {
+                        // The stages' frame watchers (the upstream's frames only; nothing for
+                        // a gateway without stages).
+                        record.runs().frame(data);
+                    }
+                }
+                // What a stage held back goes last.
+                Poll::Ready(None) => {
+                    if let Some(last) = record.runs().end() {
+                        polled = Poll::Ready(Some(Ok(Frame::data(last))));
+                    }
+                }
+                _ => {}
             }
         }
         if let (Poll::Ready(Some(Ok(frame))), Kind::Upstream(_, route)) = (&mut polled, &this.kind)
@@ -341,7 +350,9 @@ impl Body for ResponseBody {
 
     fn is_end_stream(&self) -> bool {
         match &self.kind {
-            Kind::Upstream(incoming, _) => incoming.is_end_stream(),
+            Kind::Upstream(incoming, _) => {
+                incoming.is_end_stream() && !self.record.as_ref().is_some_and(|r| r.holds())
+            }
             Kind::Full(bytes) => bytes.is_none(),
         }
     }

@@ -148,7 +148,6 @@ async fn proxy(
         let head = RequestHead {
             method: req.method(),
             path: req.uri().path(),
-            headers: req.headers(),
         };
         *record.runs() = Runs::start(&route.gateway.stages, &head);
         record.runs().admit()?;
