@@ -122,6 +122,7 @@ async fn fill(
                 create_time_ms: now,
                 update_time_ms: now,
                 binding: Some(binding),
+                llm: Default::default(),
             },
             &audit(&account, "gateway_config"),
         )

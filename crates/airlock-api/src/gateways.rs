@@ -160,6 +160,7 @@ pub(crate) async fn create(
         create_time_ms: now,
         update_time_ms: now,
         binding: None,
+        llm: Default::default(),
     };
     row.binding = Some(bind(&state, &row)?);
     let audit = caller.audit(

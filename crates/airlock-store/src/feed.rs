@@ -15,7 +15,7 @@ use sqlx::postgres::PgListener;
 use tokio::sync::broadcast;
 
 use crate::devboxes::{decode_addresses, devbox_status};
-use crate::gateways::gateway;
+use crate::gateways::{gateway, COLUMNS as GATEWAY_COLUMNS};
 use crate::{col, Backend, DevboxStatus, Result, Store, StoreError, CHANNEL};
 
 pub(crate) fn encode(change: &Change) -> String {
@@ -78,7 +78,7 @@ fn gateway_record(row: &AnyRow) -> Result<GatewayRecord> {
         auth: g.auth,
         custom_headers: g.custom_headers,
         binding: g.binding,
-        llm: Default::default(),
+        llm: g.llm,
     })
 }
 
@@ -90,8 +90,6 @@ fn secret(row: &AnyRow) -> Result<SecretRecord> {
         sealed: col(row, "sealed")?,
     })
 }
-
-const GATEWAY_SELECT: &str = "SELECT id, account_id, name, endpoint, auth_type, auth_key, custom_headers, description, create_time_ms, update_time_ms, binding FROM gateway_configs";
 
 impl Store {
     /// Everything, read in one transaction so that the four queries agree with each other
@@ -114,9 +112,11 @@ impl Store {
         )
         .fetch_all(&mut *tx)
         .await?;
-        let gateways = sqlx::query(&format!("{GATEWAY_SELECT} WHERE delete_time_ms IS NULL"))
-            .fetch_all(&mut *tx)
-            .await?;
+        let gateways = sqlx::query(&format!(
+            "SELECT {GATEWAY_COLUMNS} FROM gateway_configs WHERE delete_time_ms IS NULL"
+        ))
+        .fetch_all(&mut *tx)
+        .await?;
         let secrets = sqlx::query(
             "SELECT id, account_id, version, sealed FROM secrets WHERE delete_time_ms IS NULL",
         )
@@ -144,9 +144,11 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
         }
-        let gateways = sqlx::query(&format!("{GATEWAY_SELECT} WHERE delete_time_ms IS NULL"))
-            .fetch_all(&mut *tx)
-            .await?;
+        let gateways = sqlx::query(&format!(
+            "SELECT {GATEWAY_COLUMNS} FROM gateway_configs WHERE delete_time_ms IS NULL"
+        ))
+        .fetch_all(&mut *tx)
+        .await?;
         let secrets = sqlx::query(
             "SELECT id, account_id, version, sealed FROM secrets WHERE delete_time_ms IS NULL",
         )
@@ -213,7 +215,7 @@ impl Store {
             return Ok(());
         }
         if let Some(r) = sqlx::query(&format!(
-            "{GATEWAY_SELECT} WHERE id = $1 AND delete_time_ms IS NULL"
+            "SELECT {GATEWAY_COLUMNS} FROM gateway_configs WHERE id = $1 AND delete_time_ms IS NULL"
         ))
         .bind(id.as_str().to_owned())
         .fetch_optional(self.pool())

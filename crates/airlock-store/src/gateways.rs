@@ -1,9 +1,9 @@
 //! Gateway configs.
 
-use airlock_core::state::Change;
+use airlock_core::state::{Change, LlmSettings};
 use airlock_core::{
-    AccountId, AuthMechanism, CustomHeader, Endpoint, GatewayConfigId, HeaderSource, Label,
-    SecretId,
+    AccountId, Api, AuthMechanism, CustomHeader, Endpoint, GatewayConfigId, HeaderSource, Label,
+    ModelSpec, Price, SecretId,
 };
 use serde_json::{json, Value};
 use sqlx::any::AnyRow;
@@ -14,8 +14,15 @@ use crate::{
     StoreError,
 };
 
-const COLUMNS: &str =
-    "id, account_id, name, endpoint, auth_type, auth_key, custom_headers, description, create_time_ms, update_time_ms, binding";
+/// The columns [`gateway`] reads, in every query that returns whole gateway configs (a macro, so
+/// that `concat!` can make the `&'static str` a listing needs).
+macro_rules! gateway_columns {
+    () => {
+        "id, account_id, name, endpoint, auth_type, auth_key, custom_headers, description, create_time_ms, update_time_ms, binding, provider, api, models"
+    };
+}
+
+pub(crate) const COLUMNS: &str = gateway_columns!();
 
 /// Custom headers are stored as a JSON list of `{"name", "value"}` or `{"name", "secret"}`.
 pub(crate) fn encode_headers(headers: &[CustomHeader]) -> String {
@@ -54,6 +61,89 @@ pub(crate) fn decode_headers(text: &str) -> Result<Vec<CustomHeader>> {
         .collect()
 }
 
+/// A model list is stored as a JSON list of `{"id", "name"?, "reasoning", "images", "cost"?:
+/// {"input", "output", "cache_read", "cache_write"}, "context_window"?, "max_tokens"?}`, prices
+/// in integer nano-dollars per million tokens; an empty list as NULL.
+pub(crate) fn encode_models(models: &[ModelSpec]) -> Option<String> {
+    if models.is_empty() {
+        return None;
+    }
+    let list = models
+        .iter()
+        .map(|m| {
+            let mut item = json!({"id": m.id, "reasoning": m.reasoning, "images": m.images});
+            if let Value::Object(o) = &mut item {
+                if let Some(name) = &m.name {
+                    o.insert("name".into(), json!(name));
+                }
+                if let Some(c) = &m.cost {
+                    o.insert(
+                        "cost".into(),
+                        json!({"input": c.input, "output": c.output, "cache_read": c.cache_read, "cache_write": c.cache_write}),
+                    );
+                }
+                if let Some(n) = m.context_window {
+                    o.insert("context_window".into(), json!(n));
+                }
+                if let Some(n) = m.max_tokens {
+                    o.insert("max_tokens".into(), json!(n));
+                }
+            }
+            item
+        })
+        .collect();
+    Some(Value::Array(list).to_string())
+}
+
+pub(crate) fn decode_models(text: Option<&str>) -> Result<Vec<ModelSpec>> {
+    let Some(text) = text else {
+        return Ok(Vec::new());
+    };
+    let corrupt = || StoreError::Corrupt("models".into());
+    let list: Vec<Value> = serde_json::from_str(text).map_err(|_| corrupt())?;
+    // A present key must hold the right type: a wrong one is corruption, not an absent value.
+    let opt_u64 = |item: &Value, key: &str| match item.get(key) {
+        None => Ok(None),
+        Some(v) => v.as_u64().map(Some).ok_or_else(corrupt),
+    };
+    let flag = |item: &Value, key: &str| match item.get(key) {
+        None => Ok(false),
+        Some(v) => v.as_bool().ok_or_else(corrupt),
+    };
+    list.iter()
+        .map(|item| {
+            let cost = match item.get("cost") {
+                None => None,
+                Some(c) => {
+                    let price = |key: &str| c.get(key).and_then(Value::as_u64).ok_or_else(corrupt);
+                    Some(Price {
+                        input: price("input")?,
+                        output: price("output")?,
+                        cache_read: price("cache_read")?,
+                        cache_write: price("cache_write")?,
+                    })
+                }
+            };
+            Ok(ModelSpec {
+                id: item
+                    .get("id")
+                    .and_then(Value::as_str)
+                    .ok_or_else(corrupt)?
+                    .to_owned(),
+                name: match item.get("name") {
+                    None => None,
+                    Some(v) => Some(v.as_str().ok_or_else(corrupt)?.to_owned()),
+                },
+                reasoning: flag(item, "reasoning")?,
+                images: flag(item, "images")?,
+                cost,
+                context_window: opt_u64(item, "context_window")?,
+                max_tokens: opt_u64(item, "max_tokens")?,
+            })
+        })
+        .collect()
+}
+
 pub(crate) fn gateway(row: &AnyRow) -> Result<GatewayConfigRow> {
     let endpoint: String = col(row, "endpoint")?;
     let auth_type: String = col(row, "auth_type")?;
@@ -72,6 +162,12 @@ pub(crate) fn gateway(row: &AnyRow) -> Result<GatewayConfigRow> {
         create_time_ms: col(row, "create_time_ms")?,
         update_time_ms: col(row, "update_time_ms")?,
         binding: col(row, "binding")?,
+        llm: LlmSettings {
+            provider: col(row, "provider")?,
+            api: Api::parse("api", &col::<String>(row, "api")?)
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            models: decode_models(col::<Option<String>>(row, "models")?.as_deref())?,
+        },
     })
 }
 
@@ -83,8 +179,9 @@ impl Store {
     ) -> Result<()> {
         let mut tx = self.begin().await?;
         sqlx::query(
-            "INSERT INTO gateway_configs (id, account_id, name, endpoint, auth_type, auth_key, custom_headers, description, create_time_ms, update_time_ms, binding)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+            "INSERT INTO gateway_configs (id, account_id, name, endpoint, auth_type, auth_key, custom_headers, description, create_time_ms, update_time_ms, binding,
+                provider, api, models)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
         )
         .bind(row.id.as_str().to_owned())
         .bind(row.account_id.as_str().to_owned())
@@ -97,6 +194,9 @@ impl Store {
         .bind(row.create_time_ms)
         .bind(row.update_time_ms)
         .bind(row.binding.clone())
+        .bind(row.llm.provider.clone())
+        .bind(row.llm.api.as_str())
+        .bind(encode_models(&row.llm.models))
         .execute(&mut *tx)
         .await?;
         insert_audit(&mut tx, audit).await?;
@@ -161,13 +261,8 @@ impl Store {
                     .push(" ESCAPE '\\')");
             }
         };
-        self.list_page(
-            "SELECT id, account_id, name, endpoint, auth_type, auth_key, custom_headers, description, create_time_ms, update_time_ms, binding",
-            from,
-            page,
-            gateway,
-        )
-        .await
+        self.list_page(concat!("SELECT ", gateway_columns!()), from, page, gateway)
+            .await
     }
 
     pub async fn update_gateway_config(
@@ -178,7 +273,7 @@ impl Store {
         let mut tx = self.begin().await?;
         let done = sqlx::query(
             "UPDATE gateway_configs SET name = $1, endpoint = $2, auth_type = $3, auth_key = $4, custom_headers = $5,
-                    description = $6, update_time_ms = $7, binding = $10
+                    description = $6, update_time_ms = $7, binding = $10, provider = $11, api = $12, models = $13
              WHERE id = $8 AND account_id = $9 AND delete_time_ms IS NULL",
         )
         .bind(row.name.as_str().to_owned())
@@ -191,6 +286,9 @@ impl Store {
         .bind(row.id.as_str().to_owned())
         .bind(row.account_id.as_str().to_owned())
         .bind(row.binding.clone())
+        .bind(row.llm.provider.clone())
+        .bind(row.llm.api.as_str())
+        .bind(encode_models(&row.llm.models))
         .execute(&mut *tx)
         .await?;
         if done.rows_affected() == 0 {

@@ -1,5 +1,6 @@
 //! Rows as the store reads and writes them, in domain types.
 
+use airlock_core::state::LlmSettings;
 use airlock_core::{
     AccountId, ApiKeyId, AuthMechanism, CustomHeader, DevboxId, Endpoint, EnvName, GatewayConfigId,
     Label, SecretId, SourceAddresses, TokenDigest, TokenId,
@@ -89,6 +90,9 @@ pub struct GatewayConfigRow {
     /// The MAC over endpoint, auth and custom headers made by the control plane
     /// (`airlock_core::binding`); `None` for rows written before migration 0003.
     pub binding: Option<Vec<u8>>,
+    /// Provider preset, dialect and model list; rows written before migration 0004 read as the
+    /// default (no provider, `api` none, no models).
+    pub llm: LlmSettings,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -201,4 +205,52 @@ pub struct AuditFilter {
     pub secret_id: Option<String>,
     pub since_ms: Option<i64>,
     pub until_ms: Option<i64>,
+}
+
+/// What usage can be grouped by (`GET /v1/usage?group_by=`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum UsageKey {
+    Model,
+    Provider,
+    Devbox,
+    Gateway,
+    /// The UTC calendar day of the request.
+    Day,
+}
+
+/// Which metered request events a usage query sums. Times are Unix ms: `start_ms` inclusive,
+/// `end_ms` exclusive, so that consecutive windows never count an event twice.
+#[derive(Clone, Debug, Default)]
+pub struct UsageFilter {
+    pub start_ms: Option<i64>,
+    pub end_ms: Option<i64>,
+    pub devbox_id: Option<DevboxId>,
+    pub gateway_config_id: Option<GatewayConfigId>,
+    pub model: Option<String>,
+}
+
+/// At most this many groups in one usage answer; a query with more is refused rather than cut
+/// short, so a total is never silently partial.
+pub const MAX_USAGE_GROUPS: usize = 10_000;
+
+/// One group of a usage query. A key field is `None` when the query did not group by it, and
+/// also when it did and the events have no value there (a request whose model is unknown).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct UsageRow {
+    pub model: Option<String>,
+    pub provider: Option<String>,
+    pub devbox_id: Option<DevboxId>,
+    pub gateway_config_id: Option<GatewayConfigId>,
+    /// Days since 1970-01-01 (UTC).
+    pub day: Option<i64>,
+    pub requests: u64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cache_read_tokens: u64,
+    pub cache_write_tokens: u64,
+    pub reasoning_tokens: u64,
+    /// The sum of the known costs; `None` when no request of the group had one.
+    pub cost_nanos: Option<u64>,
+    /// Requests of the group whose cost is unknown (not in `cost_nanos`).
+    pub unpriced_requests: u64,
 }

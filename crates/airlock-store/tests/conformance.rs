@@ -93,6 +93,7 @@ async fn world(store: &Store) -> World {
         create_time_ms: now,
         update_time_ms: now,
         binding: Some(vec![7; 37]),
+        llm: llm_settings(),
     };
     store
         .insert_gateway_config(&gateway, &audit(&account.id, "gateway_config.create"))
@@ -127,6 +128,35 @@ async fn world(store: &Store) -> World {
         secret,
         devbox,
         token,
+    }
+}
+
+/// LLM settings with every field of a model list exercised: a priced model with all of its
+/// options, and a bare one.
+fn llm_settings() -> state::LlmSettings {
+    state::LlmSettings {
+        provider: Some("anthropic".into()),
+        api: Api::AnthropicMessages,
+        models: vec![
+            ModelSpec {
+                id: "claude-sonnet-4-5".into(),
+                name: Some("Claude Sonnet 4.5 ünïcode".into()),
+                reasoning: true,
+                images: true,
+                cost: Some(Price {
+                    input: 3_000_000_000,
+                    output: 15_000_000_000,
+                    cache_read: 300_000_000,
+                    cache_write: u64::MAX,
+                }),
+                context_window: Some(200_000),
+                max_tokens: Some(64_000),
+            },
+            ModelSpec {
+                id: "bare".into(),
+                ..ModelSpec::default()
+            },
+        ],
     }
 }
 
@@ -334,8 +364,8 @@ fn devbox_key(d: &state::DevboxRecord) -> String {
 
 fn gateway_key(g: &state::GatewayRecord) -> String {
     format!(
-        "{} {} {} {:?} {:?}",
-        g.id, g.account_id, g.endpoint, g.auth, g.custom_headers
+        "{} {} {} {:?} {:?} {:?}",
+        g.id, g.account_id, g.endpoint, g.auth, g.custom_headers, g.llm
     )
 }
 
@@ -600,7 +630,33 @@ fn request_event(account: &AccountId, i: usize, sparse: bool) -> state::RequestA
         } else {
             Some(format!("req-{i}"))
         },
-        llm: None,
+        // Metered with a known cost, metered with an unknown one (and no model), not metered.
+        llm: match (sparse, i % 3) {
+            (false, 0) => Some(Metered {
+                provider: Some("openai".into()),
+                model: Some(format!("gpt-{i}")),
+                usage: Usage {
+                    input_tokens: 1_000 + i as u64,
+                    output_tokens: 20,
+                    cache_read_tokens: 300,
+                    cache_write_tokens: 5,
+                    reasoning_tokens: 7,
+                    exact: true,
+                },
+                cost_nanos: Some(4_215_000 + i as u64),
+            }),
+            (false, 1) => Some(Metered {
+                provider: None,
+                model: None,
+                usage: Usage {
+                    input_tokens: 12,
+                    exact: false,
+                    ..Usage::default()
+                },
+                cost_nanos: None,
+            }),
+            _ => None,
+        },
     }
 }
 
@@ -677,6 +733,446 @@ async fn request_events_round_trip(postgres: bool) {
     }
     // Another account's events were never touched.
     assert!(stored_events(&store, &w.account).await.is_empty());
+}
+
+/// A gateway config's LLM settings survive every way it is written and read: insert, get, by
+/// name, list, update, and the data plane's full, paged and partial loads.
+async fn gateway_llm_round_trip(postgres: bool) {
+    let (store, _dir) = open(postgres).await;
+    let w = world(&store).await;
+    let want = llm_settings();
+    let got = store
+        .get_gateway_config(&w.account, w.gateway.id.as_str())
+        .await
+        .unwrap();
+    assert_eq!(got.llm, want);
+    assert_eq!(
+        store
+            .gateway_config_by_name(&w.account, "g")
+            .await
+            .unwrap()
+            .llm,
+        want
+    );
+    let page = Page {
+        limit: 10,
+        starting_after: None,
+        include_total_count: false,
+    };
+    let listed = store
+        .list_gateway_configs(&w.account, &GatewayFilter::default(), &page)
+        .await
+        .unwrap();
+    assert_eq!(listed.items[0].llm, want);
+    assert_eq!(store.load_all().await.unwrap().gateways[0].llm, want);
+    let changed = store
+        .load_changed(&[Change::GatewayConfig(w.gateway.id.clone())])
+        .await
+        .unwrap();
+    assert_eq!(changed.gateways[0].llm, want);
+
+    // An update replaces the settings, down to none at all.
+    for llm in [
+        state::LlmSettings {
+            provider: None,
+            api: Api::Gemini,
+            models: vec![want.models[1].clone()],
+        },
+        state::LlmSettings::default(),
+    ] {
+        let row = GatewayConfigRow {
+            llm: llm.clone(),
+            update_time_ms: time::now_ms(),
+            ..w.gateway.clone()
+        };
+        store
+            .update_gateway_config(&row, &audit(&w.account, "gateway_config.update"))
+            .await
+            .unwrap();
+        let got = store
+            .get_gateway_config(&w.account, w.gateway.id.as_str())
+            .await
+            .unwrap();
+        assert_eq!(got.llm, llm);
+        assert_eq!(store.all_gateway_configs().await.unwrap()[0].llm, llm);
+    }
+}
+
+/// Metered request events for usage queries: `(account, devbox, gateway, model, provider,
+/// time_ms, input, output, cost)`.
+type Metering<'a> = (
+    &'a AccountId,
+    &'a DevboxId,
+    &'a GatewayConfigId,
+    Option<&'a str>,
+    Option<&'a str>,
+    i64,
+    u64,
+    u64,
+    Option<u64>,
+);
+
+fn metered_event(m: Metering<'_>) -> state::RequestAuditEvent {
+    let (account, devbox, gateway, model, provider, time_ms, input, output, cost) = m;
+    state::RequestAuditEvent {
+        time_ms,
+        account_id: Some(account.clone()),
+        devbox_id: Some(devbox.clone()),
+        gateway_config_id: Some(gateway.clone()),
+        llm: Some(Metered {
+            provider: provider.map(str::to_owned),
+            model: model.map(str::to_owned),
+            usage: Usage {
+                input_tokens: input,
+                output_tokens: output,
+                cache_read_tokens: input / 10,
+                cache_write_tokens: 1,
+                reasoning_tokens: output / 2,
+                exact: true,
+            },
+            cost_nanos: cost,
+        }),
+        ..request_event(account, 0, true)
+    }
+}
+
+/// A usage row reduced to its keys and sums, for tables of expectations.
+fn usage_line(r: &UsageRow) -> String {
+    let mut parts = vec![];
+    if let Some(v) = &r.model {
+        parts.push(format!("model={v}"));
+    }
+    if let Some(v) = &r.provider {
+        parts.push(format!("provider={v}"));
+    }
+    if let Some(v) = &r.devbox_id {
+        parts.push(format!("devbox={v}"));
+    }
+    if let Some(v) = &r.gateway_config_id {
+        parts.push(format!("gateway={v}"));
+    }
+    if let Some(v) = r.day {
+        parts.push(format!("day={v}"));
+    }
+    parts.push(format!(
+        "n={} in={} out={} cr={} cw={} rs={} cost={:?} unpriced={}",
+        r.requests,
+        r.input_tokens,
+        r.output_tokens,
+        r.cache_read_tokens,
+        r.cache_write_tokens,
+        r.reasoning_tokens,
+        r.cost_nanos,
+        r.unpriced_requests
+    ));
+    parts.join(" ")
+}
+
+/// Usage sums the metered events of one account only, grouped by any set of keys, filtered by
+/// time (start inclusive, end exclusive), devbox, gateway config and model; events that were
+/// not metered never count; unknown costs are left out of the sum and counted apart.
+async fn usage_grouping_and_filters(postgres: bool) {
+    let (store, _dir) = open(postgres).await;
+    let w = world(&store).await;
+    let other = world(&store).await;
+    let (a, d1, d2) = (&w.account, &w.devbox.id, &DevboxId::generate());
+    let (g1, g2) = (&w.gateway.id, &GatewayConfigId::generate());
+    // Day 19_700 starts at 1_702_080_000_000 ms (2023-12-09 UTC).
+    let day = |n: i64| n * 86_400_000;
+    let t0 = day(19_700);
+    let events = vec![
+        metered_event((
+            a,
+            d1,
+            g1,
+            Some("m1"),
+            Some("openai"),
+            t0,
+            100,
+            10,
+            Some(1_000),
+        )),
+        metered_event((
+            a,
+            d1,
+            g1,
+            Some("m1"),
+            Some("openai"),
+            t0 + 5,
+            200,
+            20,
+            Some(2_000),
+        )),
+        metered_event((
+            a,
+            d2,
+            g1,
+            Some("m2"),
+            Some("openai"),
+            t0 + day(1) - 1,
+            300,
+            30,
+            None,
+        )),
+        metered_event((
+            a,
+            d2,
+            g2,
+            Some("m2"),
+            None,
+            t0 + day(1),
+            400,
+            40,
+            Some(4_000),
+        )),
+        metered_event((a, d2, g2, None, None, t0 + day(2), 500, 50, None)),
+        // Another account's event and an unmetered event of this account never count.
+        metered_event((
+            &other.account,
+            d1,
+            g1,
+            Some("m1"),
+            Some("openai"),
+            t0,
+            9_000,
+            9_000,
+            Some(9_000),
+        )),
+        request_event(a, 1, true),
+    ];
+    store.insert_request_events(&events).await.unwrap();
+
+    let all = UsageFilter::default();
+    let k = |keys: &[UsageKey], filter: &UsageFilter| {
+        let store = store.clone();
+        let keys = keys.to_vec();
+        let filter = filter.clone();
+        let a = a.clone();
+        async move {
+            store
+                .usage(&a, &filter, &keys)
+                .await
+                .unwrap()
+                .iter()
+                .map(usage_line)
+                .collect::<Vec<_>>()
+        }
+    };
+    use UsageKey::*;
+    let cases: Vec<(&[UsageKey], UsageFilter, Vec<String>)> = vec![
+        (
+            &[],
+            all.clone(),
+            vec!["n=5 in=1500 out=150 cr=150 cw=5 rs=75 cost=Some(7000) unpriced=2".into()],
+        ),
+        (
+            &[Model],
+            all.clone(),
+            vec![
+                "model=m1 n=2 in=300 out=30 cr=30 cw=2 rs=15 cost=Some(3000) unpriced=0".into(),
+                "model=m2 n=2 in=700 out=70 cr=70 cw=2 rs=35 cost=Some(4000) unpriced=1".into(),
+                // Unknown values group together, last.
+                "n=1 in=500 out=50 cr=50 cw=1 rs=25 cost=None unpriced=1".into(),
+            ],
+        ),
+        (
+            &[Day, Provider],
+            all.clone(),
+            vec![
+                "provider=openai day=19700 n=3 in=600 out=60 cr=60 cw=3 rs=30 cost=Some(3000) unpriced=1".into(),
+                "day=19701 n=1 in=400 out=40 cr=40 cw=1 rs=20 cost=Some(4000) unpriced=0".into(),
+                "day=19702 n=1 in=500 out=50 cr=50 cw=1 rs=25 cost=None unpriced=1".into(),
+            ],
+        ),
+        (
+            // Keys repeat harmlessly, and the order given is the sort order.
+            &[Gateway, Devbox, Gateway],
+            all.clone(),
+            {
+                let mut v = vec![
+                    format!("devbox={d1} gateway={g1} n=2 in=300 out=30 cr=30 cw=2 rs=15 cost=Some(3000) unpriced=0"),
+                    format!("devbox={d2} gateway={g1} n=1 in=300 out=30 cr=30 cw=1 rs=15 cost=None unpriced=1"),
+                    format!("devbox={d2} gateway={g2} n=2 in=900 out=90 cr=90 cw=2 rs=45 cost=Some(4000) unpriced=1"),
+                ];
+                // Sorted by gateway first, then devbox.
+                v.sort_by_key(|l| {
+                    let g = l.split(' ').nth(1).unwrap().to_owned();
+                    let d = l.split(' ').next().unwrap().to_owned();
+                    (g, d)
+                });
+                v
+            },
+        ),
+        (
+            &[Day],
+            UsageFilter {
+                start_ms: Some(t0 + 5),
+                end_ms: Some(t0 + day(1)),
+                ..all.clone()
+            },
+            vec!["day=19700 n=2 in=500 out=50 cr=50 cw=2 rs=25 cost=Some(2000) unpriced=1".into()],
+        ),
+        (
+            &[Model],
+            UsageFilter {
+                devbox_id: Some(d2.clone()),
+                gateway_config_id: Some(g2.clone()),
+                ..all.clone()
+            },
+            vec![
+                "model=m2 n=1 in=400 out=40 cr=40 cw=1 rs=20 cost=Some(4000) unpriced=0".into(),
+                "n=1 in=500 out=50 cr=50 cw=1 rs=25 cost=None unpriced=1".into(),
+            ],
+        ),
+        (
+            &[],
+            UsageFilter {
+                model: Some("m1".into()),
+                ..all.clone()
+            },
+            vec!["n=2 in=300 out=30 cr=30 cw=2 rs=15 cost=Some(3000) unpriced=0".into()],
+        ),
+        // Nothing matches: no rows, also without keys.
+        (
+            &[],
+            UsageFilter {
+                start_ms: Some(t0 + day(3)),
+                ..all.clone()
+            },
+            vec![],
+        ),
+        (
+            &[Model, Day],
+            UsageFilter {
+                model: Some("nope".into()),
+                ..all.clone()
+            },
+            vec![],
+        ),
+    ];
+    for (keys, filter, want) in cases {
+        assert_eq!(k(keys, &filter).await, want, "{keys:?} {filter:?}");
+    }
+    // The other account sees only its own.
+    let theirs = store
+        .usage(&other.account, &all, &[UsageKey::Model])
+        .await
+        .unwrap();
+    assert_eq!(
+        theirs.iter().map(usage_line).collect::<Vec<_>>(),
+        vec!["model=m1 n=1 in=9000 out=9000 cr=900 cw=1 rs=4500 cost=Some(9000) unpriced=0"]
+    );
+}
+
+/// A database written by the release before migration 0004 upgrades in place: its gateway
+/// configs read as unmetered (`api` none, no provider, no models) and its request events as not
+/// metered, and both can be written with the new fields afterwards.
+async fn migration_from_0003_keeps_old_rows(postgres: bool) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = if postgres {
+        airlock_testkit::pg::shared()
+            .await
+            .fresh_database()
+            .await
+            .unwrap()
+    } else {
+        format!("sqlite://{}/t.db", dir.path().display())
+    };
+    let store = Store::connect(&url).await.unwrap();
+    store.migrate_up_to(3).await.unwrap();
+    // Rows as the 0003 release wrote them, in its own columns.
+    let pool = sqlx::AnyPool::connect(&url).await.unwrap();
+    let account = AccountId::generate();
+    let gateway = GatewayConfigId::generate();
+    let event = AuditId::generate();
+    for (sql, binds) in [
+        (
+            "INSERT INTO accounts (id, name, operator, create_time_ms) VALUES ($1, 'old', 0, 1)",
+            vec![account.to_string()],
+        ),
+        (
+            "INSERT INTO gateway_configs (id, account_id, name, endpoint, auth_type, auth_key, custom_headers, description,
+                create_time_ms, update_time_ms, binding)
+             VALUES ($1, $2, 'old-gw', 'https://api.example.com/v1', 'bearer', NULL, '[]', NULL, 1, 1, NULL)",
+            vec![gateway.to_string(), account.to_string()],
+        ),
+        (
+            "INSERT INTO request_events (id, time_ms, account_id, method, path, status, latency_us, bytes_in, bytes_out,
+                client_addr, request_id)
+             VALUES ($1, 1700000000000, $2, 'POST', '/v1/messages', 200, 5, 1, 2, '10.0.0.1', 'req-old')",
+            vec![event.to_string(), account.to_string()],
+        ),
+    ] {
+        let mut q = sqlx::query(sql);
+        for b in binds {
+            q = q.bind(b);
+        }
+        q.execute(&pool).await.unwrap();
+    }
+    pool.close().await;
+
+    store.migrate().await.unwrap();
+    let row = store
+        .get_gateway_config(&account, gateway.as_str())
+        .await
+        .unwrap();
+    assert_eq!(row.llm, state::LlmSettings::default());
+    assert_eq!(row.llm.api, Api::None);
+    assert_eq!(row.endpoint.to_string(), "https://api.example.com/v1");
+    let events = stored_events(&store, &account).await;
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].request_id.as_deref(), Some("req-old"));
+    assert!(events[0].llm.is_none());
+    assert!(store
+        .usage(&account, &UsageFilter::default(), &[])
+        .await
+        .unwrap()
+        .is_empty());
+    // The upgraded config takes the new fields.
+    let mut updated = row.clone();
+    updated.llm = llm_settings();
+    store
+        .update_gateway_config(&updated, &audit(&account, "gateway_config.update"))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .get_gateway_config(&account, gateway.as_str())
+            .await
+            .unwrap()
+            .llm,
+        llm_settings()
+    );
+}
+
+#[tokio::test]
+async fn sqlite_gateway_llm_round_trip() {
+    gateway_llm_round_trip(false).await;
+}
+
+#[tokio::test]
+async fn postgres_gateway_llm_round_trip() {
+    gateway_llm_round_trip(true).await;
+}
+
+#[tokio::test]
+async fn sqlite_usage_grouping_and_filters() {
+    usage_grouping_and_filters(false).await;
+}
+
+#[tokio::test]
+async fn postgres_usage_grouping_and_filters() {
+    usage_grouping_and_filters(true).await;
+}
+
+#[tokio::test]
+async fn sqlite_migration_from_0003_keeps_old_rows() {
+    migration_from_0003_keeps_old_rows(false).await;
+}
+
+#[tokio::test]
+async fn postgres_migration_from_0003_keeps_old_rows() {
+    migration_from_0003_keeps_old_rows(true).await;
 }
 
 #[tokio::test]
