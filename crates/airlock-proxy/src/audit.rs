@@ -24,15 +24,18 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use airlock_core::state::{AuditSink, RequestAuditEvent};
-use airlock_core::{AccountId, AuditId, DevboxId, GatewayConfigId, SecretId, TokenId};
+use airlock_core::{
+    AccountId, AuditId, DevboxId, GatewayConfigId, Metered, SecretId, TokenId, Usage,
+};
 use http::{HeaderValue, Method, Uri};
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::ProxyError;
 use crate::metrics::{Metrics, UpstreamErrorKind};
 use crate::rewrite;
+use crate::stage::{End, Runs};
 use crate::state::TokenEntry;
 
 /// Events per database write at most.
@@ -365,7 +368,7 @@ impl Spill {
     fn append(&self, events: &[RequestAuditEvent]) -> io::Result<()> {
         let mut text = String::with_capacity(events.len() * 320);
         for e in events {
-            text.push_str(&to_json(e).to_string());
+            text.push_str(&to_line(e));
             text.push('\n');
         }
         let _g = self.guard();
@@ -432,10 +435,7 @@ fn read_chunk(reader: &mut BufReader<File>, n: usize) -> io::Result<Vec<RequestA
         if reader.read_line(&mut line)? == 0 {
             break;
         }
-        match serde_json::from_str::<Value>(&line)
-            .ok()
-            .and_then(|v| from_json(&v))
-        {
+        match from_line(&line) {
             Some(event) => out.push(event),
             None if line.trim().is_empty() => {}
             None => tracing::warn!("skipping an unreadable line of the audit spill file"),
@@ -444,90 +444,153 @@ fn read_chunk(reader: &mut BufReader<File>, n: usize) -> io::Result<Vec<RequestA
     Ok(out)
 }
 
-pub(crate) fn to_json(e: &RequestAuditEvent) -> Value {
-    json!({
-        "id": e.id.as_str(),
-        "time_ms": e.time_ms,
-        "account_id": e.account_id.as_ref().map(AccountId::as_str),
-        "devbox_id": e.devbox_id.as_ref().map(DevboxId::as_str),
-        "gateway_config_id": e.gateway_config_id.as_ref().map(GatewayConfigId::as_str),
-        "token_id": e.token_id.as_ref().map(TokenId::as_str),
-        "secret_id": e.secret_id.as_ref().map(SecretId::as_str),
-        "secret_version": e.secret_version,
-        "method": e.method,
-        "path": e.path,
-        "status": e.status,
-        "upstream_status": e.upstream_status,
-        "latency_us": e.latency_us,
-        "ttfb_us": e.ttfb_us,
-        "bytes_in": e.bytes_in,
-        "bytes_out": e.bytes_out,
-        "client_addr": e.client_addr.to_string(),
-        "error_code": e.error_code,
-        "request_id": e.request_id,
-    })
+/// One line of the spill file: a request event as JSON. Its shape is this struct's; a field
+/// added to events is a field here (optional, so older files still read).
+#[derive(Serialize, Deserialize)]
+struct SpillLine {
+    id: String,
+    time_ms: i64,
+    account_id: Option<String>,
+    devbox_id: Option<String>,
+    gateway_config_id: Option<String>,
+    token_id: Option<String>,
+    secret_id: Option<String>,
+    secret_version: Option<i64>,
+    method: String,
+    path: String,
+    status: u16,
+    upstream_status: Option<u16>,
+    latency_us: i64,
+    ttfb_us: Option<i64>,
+    bytes_in: i64,
+    bytes_out: i64,
+    client_addr: IpAddr,
+    error_code: Option<String>,
+    /// Absent in spill files written before request ids existed.
+    #[serde(default)]
+    request_id: Option<String>,
+    /// Absent for gateways that are not metered, and in files written before metering.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    llm: Option<SpillLlm>,
 }
 
-/// The inverse of [`to_json`]; ids are parsed, not trusted, since the file is outside the database.
-pub(crate) fn from_json(v: &Value) -> Option<RequestAuditEvent> {
-    fn id<T>(
-        v: &Value,
-        key: &str,
-        parse: fn(&str, &str) -> Result<T, airlock_core::InvalidInput>,
-    ) -> Option<Option<T>> {
-        match v.get(key)? {
-            Value::Null => Some(None),
-            Value::String(s) => parse(key, s).ok().map(Some),
-            _ => None,
+/// The metered part of a [`SpillLine`].
+#[derive(Serialize, Deserialize)]
+struct SpillLlm {
+    provider: Option<String>,
+    model: Option<String>,
+    input_tokens: u64,
+    output_tokens: u64,
+    cache_read_tokens: u64,
+    cache_write_tokens: u64,
+    reasoning_tokens: u64,
+    exact: bool,
+    cost_nanos: Option<u64>,
+}
+
+impl SpillLine {
+    fn of(e: &RequestAuditEvent) -> SpillLine {
+        let s = |id: Option<&str>| id.map(str::to_owned);
+        SpillLine {
+            id: e.id.as_str().to_owned(),
+            time_ms: e.time_ms,
+            account_id: s(e.account_id.as_ref().map(AccountId::as_str)),
+            devbox_id: s(e.devbox_id.as_ref().map(DevboxId::as_str)),
+            gateway_config_id: s(e.gateway_config_id.as_ref().map(GatewayConfigId::as_str)),
+            token_id: s(e.token_id.as_ref().map(TokenId::as_str)),
+            secret_id: s(e.secret_id.as_ref().map(SecretId::as_str)),
+            secret_version: e.secret_version,
+            method: e.method.clone(),
+            path: e.path.clone(),
+            status: e.status,
+            upstream_status: e.upstream_status,
+            latency_us: e.latency_us,
+            ttfb_us: e.ttfb_us,
+            bytes_in: e.bytes_in,
+            bytes_out: e.bytes_out,
+            client_addr: e.client_addr,
+            error_code: e.error_code.clone(),
+            request_id: e.request_id.clone(),
+            llm: e.llm.as_ref().map(|m| SpillLlm {
+                provider: m.provider.clone(),
+                model: m.model.clone(),
+                input_tokens: m.usage.input_tokens,
+                output_tokens: m.usage.output_tokens,
+                cache_read_tokens: m.usage.cache_read_tokens,
+                cache_write_tokens: m.usage.cache_write_tokens,
+                reasoning_tokens: m.usage.reasoning_tokens,
+                exact: m.usage.exact,
+                cost_nanos: m.cost_nanos,
+            }),
         }
     }
-    let int = |key: &str| v.get(key).and_then(Value::as_i64);
-    let opt_int = |key: &str| match v.get(key) {
-        Some(Value::Null) => Some(None),
-        Some(x) => x.as_i64().map(Some),
-        None => None,
-    };
-    Some(RequestAuditEvent {
-        id: AuditId::parse("id", v.get("id")?.as_str()?).ok()?,
-        time_ms: int("time_ms")?,
-        account_id: id(v, "account_id", AccountId::parse)?,
-        devbox_id: id(v, "devbox_id", DevboxId::parse)?,
-        gateway_config_id: id(v, "gateway_config_id", GatewayConfigId::parse)?,
-        token_id: id(v, "token_id", TokenId::parse)?,
-        secret_id: id(v, "secret_id", SecretId::parse)?,
-        secret_version: opt_int("secret_version")?,
-        method: v.get("method")?.as_str()?.to_owned(),
-        path: v.get("path")?.as_str()?.to_owned(),
-        status: u16::try_from(int("status")?).ok()?,
-        upstream_status: match opt_int("upstream_status")? {
-            Some(s) => Some(u16::try_from(s).ok()?),
-            None => None,
-        },
-        latency_us: int("latency_us")?,
-        ttfb_us: opt_int("ttfb_us")?,
-        bytes_in: int("bytes_in")?,
-        bytes_out: int("bytes_out")?,
-        client_addr: v.get("client_addr")?.as_str()?.parse::<IpAddr>().ok()?,
-        error_code: match v.get("error_code")? {
-            Value::Null => None,
-            Value::String(s) => Some(s.clone()),
-            _ => return None,
-        },
-        // Absent in spill files written before request ids existed.
-        request_id: match v.get("request_id") {
-            None | Some(Value::Null) => None,
-            Some(Value::String(s)) => Some(s.clone()),
-            Some(_) => return None,
-        },
-        llm: None,
-    })
+
+    /// The event; ids are parsed, not trusted, since the file is outside the database.
+    fn into_event(self) -> Option<RequestAuditEvent> {
+        fn id<T>(
+            text: Option<String>,
+            parse: fn(&str, &str) -> Result<T, airlock_core::InvalidInput>,
+        ) -> Option<Option<T>> {
+            match text {
+                None => Some(None),
+                Some(t) => parse("id", &t).ok().map(Some),
+            }
+        }
+        Some(RequestAuditEvent {
+            id: AuditId::parse("id", &self.id).ok()?,
+            time_ms: self.time_ms,
+            account_id: id(self.account_id, AccountId::parse)?,
+            devbox_id: id(self.devbox_id, DevboxId::parse)?,
+            gateway_config_id: id(self.gateway_config_id, GatewayConfigId::parse)?,
+            token_id: id(self.token_id, TokenId::parse)?,
+            secret_id: id(self.secret_id, SecretId::parse)?,
+            secret_version: self.secret_version,
+            method: self.method,
+            path: self.path,
+            status: self.status,
+            upstream_status: self.upstream_status,
+            latency_us: self.latency_us,
+            ttfb_us: self.ttfb_us,
+            bytes_in: self.bytes_in,
+            bytes_out: self.bytes_out,
+            client_addr: self.client_addr,
+            error_code: self.error_code,
+            request_id: self.request_id,
+            llm: self.llm.map(|m| Metered {
+                provider: m.provider,
+                model: m.model,
+                usage: Usage {
+                    input_tokens: m.input_tokens,
+                    output_tokens: m.output_tokens,
+                    cache_read_tokens: m.cache_read_tokens,
+                    cache_write_tokens: m.cache_write_tokens,
+                    reasoning_tokens: m.reasoning_tokens,
+                    exact: m.exact,
+                },
+                cost_nanos: m.cost_nanos,
+            }),
+        })
+    }
+}
+
+/// An event as one line of the spill file (without the newline).
+pub(crate) fn to_line(e: &RequestAuditEvent) -> String {
+    // Serialising plain strings and numbers cannot fail.
+    serde_json::to_string(&SpillLine::of(e)).unwrap_or_default()
+}
+
+/// The event of one spill line; `None` for a line that does not read as one.
+pub(crate) fn from_line(line: &str) -> Option<RequestAuditEvent> {
+    serde_json::from_str::<SpillLine>(line).ok()?.into_event()
 }
 
 /// Longest path kept in an event.
 const MAX_PATH: usize = 2048;
 
-/// Follows one request and turns it into an event when it ends: when the response body has been
-/// sent, or when the client went away (the recorder is dropped). Exactly one event per request.
+/// The per-request context: follows one request from its head to its end, holds the runs of its
+/// gateway's stages (`stage`), and turns it into an event when it ends: when the response body
+/// has been sent, or when the client went away (the recorder is dropped), or when a drain of
+/// the rest of the response ends. Exactly one event per request.
 ///
 /// It holds owned copies, never hyper's `Uri` or header values: those share the connection's
 /// read buffer, and keeping one alive until the response ends keeps that buffer referenced
@@ -554,6 +617,10 @@ pub(crate) struct Recorder {
     bytes_out: u64,
     error_code: Option<&'static str>,
     completed: bool,
+    /// The client left and the rest of the response was read without it.
+    drained: bool,
+    /// The stages' state for this request; empty for a gateway without stages.
+    runs: Runs,
 }
 
 impl Recorder {
@@ -585,7 +652,29 @@ impl Recorder {
             bytes_out: 0,
             error_code: None,
             completed: false,
+            drained: false,
+            runs: Runs::default(),
         })
+    }
+
+    /// The stages' runs of this request.
+    pub(crate) fn runs(&mut self) -> &mut Runs {
+        &mut self.runs
+    }
+
+    /// Whether the request's gateway has stages that run for it.
+    pub(crate) fn has_runs(&self) -> bool {
+        !self.runs.is_empty()
+    }
+
+    /// Whether reading the rest of the response after the client left is worth it.
+    pub(crate) fn wants_drain(&self) -> bool {
+        self.runs.wants_drain()
+    }
+
+    /// The client left, and the rest of the response was read without it (as far as it went).
+    pub(crate) fn drained(mut self) {
+        self.drained = true;
     }
 
     pub(crate) fn token(&mut self, token: &Arc<TokenEntry>) {
@@ -640,6 +729,14 @@ impl Recorder {
     }
 
     fn event(&mut self) -> RequestAuditEvent {
+        let end = match (self.completed, self.drained) {
+            (_, true) => End::Drained,
+            (false, false) => End::ClientGone,
+            (true, false) if self.error_code.is_some() || self.upstream_status.is_none() => {
+                End::Failed
+            }
+            (true, false) => End::Complete,
+        };
         if !self.completed {
             self.error_code.get_or_insert("client_disconnected");
             if self.status == 0 {
@@ -650,7 +747,7 @@ impl Recorder {
         let token = self.token.as_ref();
         let path = std::mem::take(&mut self.path);
         let us = |d: Duration| i64::try_from(d.as_micros()).unwrap_or(i64::MAX);
-        RequestAuditEvent {
+        let mut event = RequestAuditEvent {
             id: AuditId::generate(),
             time_ms: self.time_ms,
             account_id: token.map(|t| AccountId::clone(&t.account_id)),
@@ -677,7 +774,9 @@ impl Recorder {
             error_code: self.error_code.map(str::to_owned),
             request_id: self.request_id.to_str().ok().map(str::to_owned),
             llm: None,
-        }
+        };
+        self.runs.finish(end, &mut event);
+        event
     }
 }
 
@@ -749,6 +848,7 @@ impl Drop for Recorder {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::{json, Value};
 
     fn event(i: i64) -> RequestAuditEvent {
         RequestAuditEvent {
@@ -776,18 +876,35 @@ mod tests {
     }
 
     #[test]
-    fn json_round_trip() {
-        let e = event(1);
-        let back = from_json(&to_json(&e)).unwrap();
+    fn spill_lines_round_trip() {
+        let mut e = event(1);
+        let back = from_line(&to_line(&e)).unwrap();
         assert_eq!(format!("{e:?}"), format!("{back:?}"));
-        assert!(from_json(&json!({"time_ms": 1})).is_none());
-        let mut v = to_json(&e);
+        e.llm = Some(Metered {
+            provider: Some("anthropic".into()),
+            model: Some("claude-sonnet-4-5".into()),
+            usage: Usage {
+                input_tokens: 12,
+                output_tokens: 34,
+                cache_read_tokens: 5,
+                cache_write_tokens: 6,
+                reasoning_tokens: 7,
+                exact: true,
+            },
+            cost_nanos: Some(987_654),
+        });
+        let back = from_line(&to_line(&e)).unwrap();
+        assert_eq!(back.llm, e.llm);
+        assert!(from_line(r#"{"time_ms": 1}"#).is_none());
+        let mut v: Value = serde_json::from_str(&to_line(&e)).unwrap();
         v["token_id"] = json!("not-an-id");
-        assert!(from_json(&v).is_none());
-        // A line from before request ids still reads.
-        let mut old = to_json(&e);
+        assert!(from_line(&v.to_string()).is_none());
+        // A line from before request ids and metering still reads.
+        let mut old: Value = serde_json::from_str(&to_line(&event(2))).unwrap();
         old.as_object_mut().unwrap().remove("request_id");
-        assert_eq!(from_json(&old).unwrap().request_id, None);
+        assert!(old.get("llm").is_none());
+        let back = from_line(&old.to_string()).unwrap();
+        assert_eq!((back.request_id, back.llm), (None, None));
     }
 
     #[test]

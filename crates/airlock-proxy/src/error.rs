@@ -63,6 +63,9 @@ pub enum ProxyError {
     BadMethod,
     #[error("the request headers are larger than allowed")]
     HeadersTooLarge,
+    /// The client's body broke off while a stage read it ahead.
+    #[error("the request body could not be read")]
+    ClientBodyFailed,
     #[error("websocket upgrades are not supported over this connection")]
     WebsocketUnsupported,
     #[error("the data plane has not loaded its state yet")]
@@ -117,6 +120,7 @@ pub const CODES: &[&str] = &[
     "method_not_allowed",
     "bad_method",
     "headers_too_large",
+    "bad_request_body",
     "websocket_unsupported",
     "state_not_loaded",
     "state_unavailable",
@@ -195,6 +199,12 @@ impl ProxyError {
                 INVALID,
             ),
             Self::BadMethod => (Downstream, StatusCode::BAD_REQUEST, "bad_method", INVALID),
+            Self::ClientBodyFailed => (
+                Downstream,
+                StatusCode::BAD_REQUEST,
+                "bad_request_body",
+                INVALID,
+            ),
             Self::HeadersTooLarge => (
                 Downstream,
                 StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,

@@ -31,6 +31,7 @@ pub mod bench;
 
 mod audit;
 mod body;
+mod conn;
 mod feed;
 #[doc(hidden)] // For the fuzz targets and property tests (`crates/airlock-fuzz`); not an API.
 pub mod fuzzing;
@@ -43,6 +44,7 @@ mod request_id;
 mod rewrite;
 mod scrub;
 mod server;
+mod stage;
 mod state;
 mod upstream;
 
@@ -138,6 +140,12 @@ impl Default for ProxyConfig {
     }
 }
 
+/// Responses read on at once after their client left (an LLM stream whose usage is still to
+/// come); beyond this, such a request is recorded with estimated usage.
+const MAX_DRAINS: usize = 256;
+/// How long one such response is read on at most.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(120);
+
 /// How long `start` waits for the first load before returning not ready.
 const FIRST_LOAD_WAIT: Duration = Duration::from_secs(15);
 
@@ -157,6 +165,8 @@ pub(crate) struct Shared {
     gates: limits::OriginGates,
     limiter: Option<limits::DevboxLimiter>,
     sources: Option<limits::SourceCaps>,
+    /// Responses read on after their client left, for the stages that need their ends.
+    drains: Arc<body::Drains>,
 }
 
 /// A running data plane: its state follows the source in the background until it is dropped.
@@ -220,6 +230,7 @@ pub async fn start<S: StateSource, A: AuditSink>(
         metrics: metrics.clone(),
         gates: limits::OriginGates::new(config.upstream_max_concurrency),
         limiter: config.devbox_rate_limit.map(limits::DevboxLimiter::new),
+        drains: body::Drains::new(MAX_DRAINS, DRAIN_TIMEOUT),
         sources: (config.max_connections_per_source > 0)
             .then(|| limits::SourceCaps::new(config.max_connections_per_source)),
         config,

@@ -5,12 +5,15 @@
 //! 2. **identify**: find the one `gws_` token and check its format, before any lookup;
 //! 3. **authenticate**: find it in memory (or, once, in the source), not revoked, not expired;
 //! 4. **authorize**: its devbox runs and the peer address is one of the devbox's; the devbox
-//!    is within its rate limit;
+//!    is within its rate limit; the gateway's stages start their runs for this request and may
+//!    refuse it (`stage`: nothing at all for a gateway without stages);
 //! 5. **rewrite**: remove the token and hop-by-hop headers, set the credential and custom headers,
 //!    build the upstream URL from the gateway config alone;
+//!    if a stage asks, the request body is read ahead (capped) for it to read or rewrite;
 //! 6. **forward**: take a slot of the upstream origin's concurrency cap (or answer 503 at once),
 //!    send it with the shared client, bounded by the response-header timeout;
-//! 7. **stream back**: clean the response headers and pass the body through as it arrives;
+//! 7. **stream back**: clean the response headers and pass the body through as it arrives, the
+//!    stages watching its frames;
 //! 8. **record**: the [`Recorder`] follows the request and emits its audit event when the body
 //!    ends or the client goes away.
 //!
@@ -34,7 +37,8 @@ use crate::limits::GatePermit;
 use crate::metrics::UpstreamErrorKind;
 use crate::request_id;
 use crate::rewrite::{self, Presented, Route};
-use crate::server::{InFlight, ServeCtx};
+use crate::conn::{InFlight, ServeCtx};
+use crate::stage::{RequestHead, Runs};
 use crate::state::{CustomValue, Refusal, TokenEntry};
 use crate::Shared;
 
@@ -71,7 +75,11 @@ pub(crate) async fn handle(
     let (mut parts, body) = match proxy(shared, req, peer.ip(), &id, &mut record).await {
         Ok(Outcome::Response(response, permit)) => {
             let (parts, kind) = response.into_parts();
-            let body = ResponseBody::new(kind, Some(record), Some(in_flight)).holding(permit);
+            let staged = record.has_runs();
+            let mut body = ResponseBody::new(kind, Some(record), Some(in_flight)).holding(permit);
+            if staged {
+                body = body.draining_to(&shared.drains);
+            }
             (parts, body)
         }
         Ok(Outcome::Upgraded {
@@ -135,6 +143,16 @@ async fn proxy(
     if let Some(limiter) = &shared.limiter {
         limiter.check(&token.devbox.id)?;
     }
+    let staged = !route.gateway.stages.is_empty();
+    if staged {
+        let head = RequestHead {
+            method: req.method(),
+            path: req.uri().path(),
+            headers: req.headers(),
+        };
+        *record.runs() = Runs::start(&route.gateway.stages, &head);
+        record.runs().admit()?;
+    }
 
     // 5. rewrite
     let websocket = rewrite::is_websocket(req.method(), req.version(), req.headers());
@@ -148,7 +166,7 @@ async fn proxy(
     *req.uri_mut() = uri;
     *req.version_mut() = Version::HTTP_11;
     *req.extensions_mut() = http::Extensions::new();
-    let upstream_req = req.map(|body| {
+    let mut upstream_req = req.map(|body| {
         if websocket {
             RequestBody::empty()
         } else {
@@ -157,6 +175,9 @@ async fn proxy(
             RequestBody::new(body, bytes_in)
         }
     });
+    if staged {
+        read_ahead(&mut upstream_req, record).await?;
+    }
 
     // 6. forward
     let permit = shared
@@ -188,6 +209,9 @@ async fn proxy(
     let upgraded = websocket && response.status() == StatusCode::SWITCHING_PROTOCOLS;
     let upstream_upgrade = upgraded.then(|| hyper::upgrade::on(&mut response));
     let (mut parts, body) = response.into_parts();
+    if staged {
+        record.runs().response_head(&mut parts);
+    }
     rewrite::response_headers(&mut parts.headers, &route, upgraded);
     // The client's connection has its own version; extensions belong to the upstream connection.
     parts.version = Version::HTTP_11;
@@ -204,6 +228,28 @@ async fn proxy(
             permit,
         )),
     }
+}
+
+/// The request-body phase of the stages: reads the body ahead when a run asks (up to the
+/// largest cap asked for), hands it to the runs, sends what they leave (its length set anew),
+/// and lets them see the head that goes upstream.
+async fn read_ahead(
+    req: &mut Request<RequestBody>,
+    record: &mut Recorder,
+) -> Result<(), ProxyError> {
+    if let Some(cap) = record.runs().body_cap() {
+        let mut read = req.body_mut().read_ahead(cap).await?;
+        record.runs().request_body(read.as_mut())?;
+        if let Some(body) = read {
+            req.headers_mut()
+                .insert(http::header::CONTENT_LENGTH, body.len().into());
+            req.body_mut().replace(body);
+        }
+    }
+    let (mut head, body) = std::mem::replace(req, Request::new(RequestBody::empty())).into_parts();
+    record.runs().upstream_request(&mut head);
+    *req = Request::from_parts(head, body);
+    Ok(())
 }
 
 /// Finds the token: in memory first; a token that is not there may have been minted a moment

@@ -43,10 +43,10 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use airlock_net::NetStream;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -57,111 +57,11 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::h1guard::{self, Guarded};
+use crate::conn::{now_ms, Activity, ServeCtx};
+use crate::h1guard::Guarded;
 use crate::limits::SourceSlot;
 use crate::pipeline;
 use crate::Shared;
-
-/// Milliseconds on a monotonic clock, never 0 (0 means "unset" in the atomics below).
-fn now_ms() -> u64 {
-    static BASE: OnceLock<Instant> = OnceLock::new();
-    let base = *BASE.get_or_init(Instant::now);
-    u64::try_from(base.elapsed().as_millis()).unwrap_or(u64::MAX - 1) + 1
-}
-
-/// What the watchdog needs to know about one connection.
-pub(crate) struct Activity {
-    in_flight: AtomicUsize,
-    /// When the first byte of a request head arrived while no request was in flight; 0: none.
-    head_started: AtomicU64,
-    /// When the last request finished (or the connection opened).
-    idle_since: AtomicU64,
-    /// Tells the connection's HTTP/1 framing guard how its requests were answered.
-    framing: Arc<h1guard::Signal>,
-    /// The requests in flight, for the send timeout. Connection-local: its lock is taken twice
-    /// per request and by the watchdog, never across connections.
-    streams: Mutex<Vec<Arc<Stream>>>,
-}
-
-/// One request in flight, as the send timeout sees it.
-#[derive(Default)]
-struct Stream {
-    /// When the response body handed hyper a frame (or came into being) and hyper has not
-    /// polled it since, so the client has not taken that frame yet; 0: the body is being polled,
-    /// is waiting for the upstream, or has ended.
-    waiting_since: AtomicU64,
-}
-
-impl Activity {
-    fn new() -> Arc<Activity> {
-        Arc::new(Activity {
-            in_flight: AtomicUsize::new(0),
-            head_started: AtomicU64::new(0),
-            idle_since: AtomicU64::new(now_ms()),
-            framing: Arc::default(),
-            streams: Mutex::default(),
-        })
-    }
-
-    /// A request reached the pipeline: its head is complete.
-    pub(crate) fn begin(self: &Arc<Self>) -> InFlight {
-        self.in_flight.fetch_add(1, Ordering::AcqRel);
-        self.head_started.store(0, Ordering::Release);
-        let stream = Arc::new(Stream::default());
-        lock(&self.streams).push(stream.clone());
-        InFlight {
-            activity: self.clone(),
-            stream,
-        }
-    }
-
-    /// Since when the longest-waiting response has been waiting for the client, if one is.
-    fn oldest_wait(&self) -> Option<u64> {
-        lock(&self.streams)
-            .iter()
-            .map(|s| s.waiting_since.load(Ordering::Acquire))
-            .filter(|&t| t != 0)
-            .min()
-    }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-/// Held while a request (and its response body) is in flight.
-pub(crate) struct InFlight {
-    activity: Arc<Activity>,
-    stream: Arc<Stream>,
-}
-
-impl InFlight {
-    /// The request is answered with 101: the connection stops being HTTP/1.
-    pub(crate) fn upgraded(&self) {
-        self.activity.framing.upgraded();
-    }
-
-    /// The response body gave hyper a frame (or exists and has yet to be polled): from now on
-    /// it waits for the client to take it.
-    pub(crate) fn handed(&self) {
-        self.stream.waiting_since.store(now_ms(), Ordering::Release);
-    }
-
-    /// hyper polls the response body again: the client took what it had.
-    pub(crate) fn taken(&self) {
-        self.stream.waiting_since.store(0, Ordering::Release);
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        let a = &self.activity;
-        lock(&a.streams).retain(|s| !Arc::ptr_eq(s, &self.stream));
-        a.idle_since.store(now_ms(), Ordering::Release);
-        a.in_flight.fetch_sub(1, Ordering::AcqRel);
-        a.framing.request_done();
-    }
-}
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Proto {
@@ -260,16 +160,6 @@ impl AsyncWrite for Watched {
     }
 }
 
-/// Tasks and signals of one `serve` call, shared with its connections.
-pub(crate) struct ServeCtx {
-    /// Stop taking new requests and close when idle.
-    pub(crate) stop: CancellationToken,
-    /// Cut everything off (the grace period is over).
-    pub(crate) kill: CancellationToken,
-    /// Spliced websocket connections, which outlive their HTTP connection.
-    pub(crate) splices: TaskTracker,
-}
-
 pub(crate) fn builder(config: &crate::ProxyConfig) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     // hyper answers 431 itself beyond this; below it the pipeline answers with the JSON error.
@@ -348,6 +238,7 @@ pub(crate) async fn serve(
     let drained = tokio::time::timeout(grace, async {
         while connections.join_next().await.is_some() {}
         ctx.splices.wait().await;
+        shared.drains.wait().await;
     })
     .await;
     if drained.is_err() {

@@ -42,6 +42,7 @@ use http::uri::{Authority, Scheme};
 use http::{HeaderName, HeaderValue};
 
 use crate::scrub::Needle;
+use crate::stage::Stage;
 
 /// Number of token shards. A power of two; see [`shard_of`].
 pub(crate) const SHARDS: usize = 256;
@@ -226,6 +227,9 @@ pub(crate) struct GatewayEntry {
     pub(crate) base_path: Box<str>,
     pub(crate) credential: Credential,
     pub(crate) custom: Box<[(HeaderName, CustomValue)]>,
+    /// The stages its requests go through (`stage`), chosen when the entry is built; empty for
+    /// a plain passthrough gateway.
+    pub(crate) stages: Box<[Arc<dyn Stage>]>,
 }
 
 /// A secret's current version, opened.
@@ -717,6 +721,7 @@ impl Registry {
             base_path: endpoint.base_path().into(),
             credential,
             custom: custom.into_boxed_slice(),
+            stages: crate::stage::for_gateway(&record.llm),
         })
     }
 }
