@@ -66,11 +66,17 @@ impl Api {
     }
 }
 
+impl std::fmt::Display for Api {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Nano-dollars in one US dollar.
 pub const NANOS_PER_USD: u64 = 1_000_000_000;
 
 /// Prices in nano-dollars per million tokens (so `$3.00 / M` is `3_000_000_000`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Price {
     pub input: u64,
     pub output: u64,
@@ -141,7 +147,7 @@ impl ModelSpec {
 /// Tokens of one request. Every count is of the request as the provider billed it;
 /// `input_tokens` counts every input token, cached ones included, whatever the provider's own
 /// convention.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Usage {
     pub input_tokens: u64,
     pub output_tokens: u64,
@@ -152,6 +158,20 @@ pub struct Usage {
     /// False when the numbers were estimated: the client left before the usage arrived, or the
     /// upstream sent none.
     pub exact: bool,
+}
+
+impl Usage {
+    /// Input tokens billed at the plain input price: neither read from nor written to a cache.
+    pub fn uncached_input_tokens(&self) -> u64 {
+        self.input_tokens
+            .saturating_sub(self.cache_read_tokens)
+            .saturating_sub(self.cache_write_tokens)
+    }
+
+    /// All tokens, input and output.
+    pub fn total_tokens(&self) -> u64 {
+        self.input_tokens.saturating_add(self.output_tokens)
+    }
 }
 
 /// What the audit trail records of an LLM request.
@@ -179,40 +199,36 @@ pub fn format_usd(nanos: u64) -> String {
 }
 
 /// Parses a non-negative decimal amount of dollars with at most 9 decimals (`"12.5"`,
-/// `"0.000000001"`) into nano-dollars. No sign, exponent or separators.
+/// `"0.000000001"`) into nano-dollars. No sign, exponent, separators or bare `.5`; errors say why
+/// without repeating the text.
 pub fn parse_usd(field: &str, text: &str) -> Result<u64, InvalidInput> {
-    let bad = || {
-        InvalidInput::new(
-            field,
-            "must be a non-negative decimal amount of dollars, like \"12.50\"",
-        )
-    };
-    let (whole, frac) = match text.split_once('.') {
-        Some((w, f)) => (w, f),
-        None => (text, ""),
-    };
-    if whole.is_empty() && frac.is_empty() {
-        return Err(bad());
+    let invalid = |message: &str| InvalidInput::new(field, message);
+    if text.is_empty() {
+        return Err(invalid("must not be empty"));
     }
-    if !whole.bytes().all(|b| b.is_ascii_digit()) || !frac.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(bad());
+    if text.starts_with('-') {
+        return Err(invalid("must not be negative"));
     }
-    if text.ends_with('.') {
-        return Err(bad());
+    let (whole, fraction) = text.split_once('.').unwrap_or((text, ""));
+    let digits = |part: &str| part.bytes().all(|b| b.is_ascii_digit());
+    if whole.is_empty()
+        || !digits(whole)
+        || !digits(fraction)
+        || (text.contains('.') && fraction.is_empty())
+    {
+        return Err(invalid(
+            "must be a decimal number of dollars such as 0.004215",
+        ));
     }
-    if frac.len() > 9 {
-        return Err(InvalidInput::new(field, "must have at most 9 decimals"));
+    if fraction.len() > 9 {
+        return Err(invalid("must have at most 9 decimals"));
     }
-    let too_large = || InvalidInput::new(field, "is too large");
-    let whole: u64 = if whole.is_empty() {
-        0
-    } else {
-        whole.parse().map_err(|_| too_large())?
-    };
-    let frac: u64 = format!("{frac:0<9}").parse().map_err(|_| bad())?;
+    let too_large = || invalid("is too large");
+    let whole: u64 = whole.parse().map_err(|_| too_large())?;
+    let fraction: u64 = format!("{fraction:0<9}").parse().map_err(|_| too_large())?;
     whole
         .checked_mul(NANOS_PER_USD)
-        .and_then(|w| w.checked_add(frac))
+        .and_then(|nanos| nanos.checked_add(fraction))
         .ok_or_else(too_large)
 }
 
@@ -244,7 +260,7 @@ mod tests {
         }
         for (text, ok) in [
             ("12.50", Some(12_500_000_000)),
-            (".5", Some(500_000_000)),
+            (".5", None),
             ("007", Some(7_000_000_000)),
             ("", None),
             (".", None),

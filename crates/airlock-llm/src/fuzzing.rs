@@ -4,7 +4,7 @@
 
 use crate::api::Api;
 use crate::meter::Meter;
-use crate::usage::{Metered, MAX_MODEL_LEN, MAX_TOKENS};
+use crate::usage::{Reading, MAX_MODEL_LEN, MAX_TOKENS};
 
 /// The most state a meter may hold, whatever it is fed.
 pub const MAX_STATE_BYTES: usize = 16 * 1024;
@@ -52,7 +52,7 @@ pub fn fuzz_meter(data: &[u8]) {
     assert_eq!(whole.content_bytes(), cut.content_bytes());
     assert_sane(&metered);
     assert!(
-        !metered.exact || whole.is_complete(),
+        !metered.usage.exact || whole.is_complete(),
         "exact but incomplete"
     );
 
@@ -61,7 +61,7 @@ pub fn fuzz_meter(data: &[u8]) {
     assert_eq!(estimated, cut.finish_estimated(request_bytes));
     assert_sane(&estimated);
     if api == Api::None {
-        assert_eq!(estimated, Metered::default());
+        assert_eq!(estimated, Reading::default());
     } else {
         if !whole.is_complete() {
             assert!(
@@ -69,13 +69,13 @@ pub fn fuzz_meter(data: &[u8]) {
                 "a request was billed nothing"
             );
         }
-        if metered.exact {
+        if metered.usage.exact {
             assert_eq!(estimated, metered, "an estimate replaced exact usage");
         }
     }
 }
 
-fn assert_sane(metered: &Metered) {
+fn assert_sane(metered: &Reading) {
     let usage = &metered.usage;
     for count in [
         usage.input_tokens,

@@ -8,17 +8,17 @@
 //! data plane reads the request body with [`request`] (model, output cap, streaming; for Chat
 //! Completions it turns on `stream_options.include_usage` so the stream reports usage), feeds
 //! every response frame to a [`Meter`] as it passes (never holding it back), and at the end
-//! takes a [`Metered`] usage from it, prices it with [`price`] and records the cost as a
+//! takes a [`Reading`] from it, prices it with [`price`] and records the cost as a
 //! decimal string of dollars.
 //!
 //! | module | what it does |
 //! |---|---|
 //! | [`api`] | the dialects: `openai-completions`, `openai-responses`, `anthropic-messages`, `gemini`, `none` |
 //! | [`providers`] | the 24 built-in presets: endpoint (the base URL the provider's SDK uses), auth, dialect, required headers, a few model ids |
-//! | [`usage`] | [`Usage`] in Airlock's convention (input counts every input token, cached ones included) and [`Metered`] |
+//! | [`usage`] | [`Usage`] in Airlock's convention (input counts every input token, cached ones included) and a meter's [`Reading`] |
 //! | [`meter`] | the streaming meter: SSE framing over a bounded JSON path scanner, one table of paths per dialect, estimates when usage is missing |
 //! | [`request`] | what a request body says; `include_usage` injection; the usage-only chunk test; Gemini's model from the URL path |
-//! | [`price`] | nano-dollar prices and costs, `"0.004215"` strings, a gateway's own model list ([`ModelInfo`]) and the bundled genai-prices table |
+//! | [`price`] | nano-dollar prices and costs, `"0.004215"` strings, a gateway's own model list ([`ModelSpec`]) and the bundled genai-prices table |
 //! | [`error`] | [`InvalidInput`] `{ field, message }`, the shape of `airlock_core`'s |
 //!
 //! # Invariants
@@ -51,12 +51,12 @@ pub use error::InvalidInput;
 pub use fuzzing::fuzz_meter;
 pub use meter::Meter;
 pub use price::{
-    cost_nanos, format_usd, parse_models, parse_usd, price_for, resolve_price, ModelDef, ModelInfo,
-    Price,
+    cost_nanos, format_usd, model_def, parse_model, parse_models, parse_usd, price_for,
+    resolve_price, ModelDef, ModelSpec, Price,
 };
 pub use providers::{preset, presets, Preset, PresetAuth};
 pub use request::{
     gemini_path_streams, is_usage_only_chunk, model_from_gemini_path, parse_request,
     with_include_usage, RequestInfo,
 };
-pub use usage::{Metered, Usage};
+pub use usage::{Reading, Usage};

@@ -6,7 +6,7 @@
 //! under-charged by rounding and the sum of parts cannot drift.
 //!
 //! Where prices come from, first match wins:
-//! 1. the gateway's own model list ([`ModelInfo`], Polpo's custom model definition shape), when
+//! 1. the gateway's own model list ([`ModelSpec`], Polpo's custom model definition shape), when
 //!    the model is listed there with a cost;
 //! 2. the bundled price table (genai-prices, pydantic's maintained data, pinned in Cargo.lock),
 //!    for presets that map to one of its providers;
@@ -21,79 +21,12 @@ use crate::error::InvalidInput;
 use crate::providers::preset;
 use crate::usage::{sanitize_model, Usage, MAX_MODEL_LEN, MAX_TOKENS};
 
-/// Nano-dollars in a dollar.
-pub const NANOS_PER_USD: u64 = 1_000_000_000;
-/// Decimals a dollar amount may have: exactly what nano-dollars hold.
-pub const MAX_DECIMALS: usize = 9;
+pub use airlock_core::llm::{format_usd, parse_usd, Price, NANOS_PER_USD};
 
-/// Prices of one model in nano-USD per million tokens.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub struct Price {
-    /// Input tokens neither read from nor written to a cache.
-    pub input: u64,
-    /// Output tokens, reasoning included.
-    pub output: u64,
-    pub cache_read: u64,
-    pub cache_write: u64,
-}
-
-/// What `usage` costs at `price`, in nano-USD, rounded up. Cached input tokens are part of
-/// `input_tokens` (see [`crate::usage`]), so plain input is what remains after them. Saturates
-/// at `u64::MAX` nano-USD (about $18 billion), far beyond any request.
+/// The cost of `usage` at `price` in nano-USD: [`Price::cost_nanos`] (summed, divided by a
+/// million once, rounded up, saturating).
 pub fn cost_nanos(price: &Price, usage: &Usage) -> u64 {
-    let term = |tokens: u64, per_million: u64| u128::from(tokens) * u128::from(per_million);
-    // Each term is below 2^40 * 2^64, so the sum of four fits in u128 with room to spare.
-    let total = term(usage.uncached_input_tokens(), price.input)
-        + term(usage.output_tokens, price.output)
-        + term(usage.cache_read_tokens, price.cache_read)
-        + term(usage.cache_write_tokens, price.cache_write);
-    u64::try_from(total.div_ceil(1_000_000)).unwrap_or(u64::MAX)
-}
-
-/// Nano-USD as a decimal string of dollars: up to 9 decimals, trailing zeros dropped
-/// (`4_215_000` → `"0.004215"`, `3 * NANOS_PER_USD` → `"3"`).
-pub fn format_usd(nanos: u64) -> String {
-    let whole = nanos / NANOS_PER_USD;
-    let fraction = nanos % NANOS_PER_USD;
-    if fraction == 0 {
-        return whole.to_string();
-    }
-    let digits = format!("{fraction:09}");
-    format!("{whole}.{}", digits.trim_end_matches('0'))
-}
-
-/// Parses a decimal string of dollars (`"0.004215"`, `"12"`, `"0.5"`) into nano-USD. No sign,
-/// exponent or whitespace; at most 9 decimals, since a finer amount could not be kept exactly.
-/// Errors name no field: the caller adds it with [`InvalidInput::within`].
-pub fn parse_usd(text: &str) -> Result<u64, InvalidInput> {
-    let invalid = |message: &str| InvalidInput::new("", message);
-    if text.is_empty() {
-        return Err(invalid("must not be empty"));
-    }
-    if text.starts_with('-') {
-        return Err(invalid("must not be negative"));
-    }
-    let (whole, fraction) = text.split_once('.').unwrap_or((text, ""));
-    let digits = |part: &str| part.bytes().all(|b| b.is_ascii_digit());
-    if whole.is_empty()
-        || !digits(whole)
-        || !digits(fraction)
-        || (text.contains('.') && fraction.is_empty())
-    {
-        return Err(invalid(
-            "must be a decimal number of dollars such as 0.004215",
-        ));
-    }
-    if fraction.len() > MAX_DECIMALS {
-        return Err(invalid("must have at most 9 decimals"));
-    }
-    let too_large = || invalid("is too large");
-    let whole: u64 = whole.parse().map_err(|_| too_large())?;
-    let fraction: u64 = format!("{fraction:0<9}").parse().map_err(|_| too_large())?;
-    whole
-        .checked_mul(NANOS_PER_USD)
-        .and_then(|nanos| nanos.checked_add(fraction))
-        .ok_or_else(too_large)
+    price.cost_nanos(usage)
 }
 
 /// A price given as a JSON number of dollars, made exact: the number's shortest decimal
@@ -107,29 +40,10 @@ fn usd_from_number(value: f64) -> Result<u64, InvalidInput> {
         return Ok(0);
     }
     // Display never uses an exponent for f64, so `1e-10` reads as 0.0000000001 and is refused.
-    parse_usd(&value.to_string())
+    parse_usd("", &value.to_string())
 }
 
-/// The input kinds a model accepts.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct Modalities {
-    pub text: bool,
-    pub image: bool,
-}
-
-/// One model of a gateway's own list, validated. Its `cost` wins over the bundled price table.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ModelInfo {
-    pub id: String,
-    /// A display name; the id when none was given.
-    pub name: String,
-    /// The model reasons (thinks) before answering.
-    pub reasoning: bool,
-    pub input: Modalities,
-    pub cost: Option<Price>,
-    pub context_window: Option<u64>,
-    pub max_tokens: Option<u64>,
-}
+pub use airlock_core::ModelSpec;
 
 /// A custom model definition as Polpo writes it (`models` of a gateway config):
 /// `{"id", "name"?, "reasoning"?, "input"?: ["text", "image"], "cost"?: {"input", "output",
@@ -171,102 +85,90 @@ pub struct CostDef {
 /// The most models one gateway may list.
 pub const MAX_MODELS: usize = 1000;
 
-impl ModelInfo {
-    /// Validates one definition. Errors name the field within it (`cost.input`); the caller
-    /// adds where the definition sits (`models[3]`).
-    pub fn parse(def: &ModelDef) -> Result<Self, InvalidInput> {
-        let id = sanitize_model(def.id.as_bytes()).ok_or_else(|| {
-            InvalidInput::new("id", "must be 1 to 256 printable ascii characters")
-        })?;
-        let name = match &def.name {
-            None => id.clone(),
-            Some(name) if name.is_empty() || name.chars().count() > MAX_MODEL_LEN => {
-                return Err(InvalidInput::new("name", "must be 1 to 256 characters"));
-            }
-            Some(name) if name.chars().any(char::is_control) => {
-                return Err(InvalidInput::new(
-                    "name",
-                    "must not contain control characters",
-                ));
-            }
-            Some(name) => name.clone(),
-        };
-        let input = match &def.input {
-            None => Modalities {
-                text: true,
-                image: false,
-            },
-            Some(kinds) if kinds.is_empty() => {
-                return Err(InvalidInput::new("input", "must not be empty"));
-            }
-            Some(kinds) => {
-                let mut modalities = Modalities {
-                    text: false,
-                    image: false,
-                };
-                for (i, kind) in kinds.iter().enumerate() {
-                    match kind.as_str() {
-                        "text" => modalities.text = true,
-                        "image" => modalities.image = true,
-                        _ => {
-                            return Err(InvalidInput::new(
-                                format!("input[{i}]"),
-                                "must be text or image",
-                            ));
-                        }
+/// Validates one definition into the domain's [`ModelSpec`]. Errors name the field within it
+/// (`cost.input`); the caller adds where the definition sits (`models[3]`).
+pub fn parse_model(def: &ModelDef) -> Result<ModelSpec, InvalidInput> {
+    let id = sanitize_model(def.id.as_bytes())
+        .ok_or_else(|| InvalidInput::new("id", "must be 1 to 256 printable ascii characters"))?;
+    let name = match &def.name {
+        None => None,
+        Some(name) if name.is_empty() || name.chars().count() > MAX_MODEL_LEN => {
+            return Err(InvalidInput::new("name", "must be 1 to 256 characters"));
+        }
+        Some(name) if name.chars().any(char::is_control) => {
+            return Err(InvalidInput::new(
+                "name",
+                "must not contain control characters",
+            ));
+        }
+        Some(name) => Some(name.clone()),
+    };
+    let images = match &def.input {
+        None => false,
+        Some(kinds) if kinds.is_empty() => {
+            return Err(InvalidInput::new("input", "must not be empty"));
+        }
+        Some(kinds) => {
+            let mut images = false;
+            for (i, kind) in kinds.iter().enumerate() {
+                match kind.as_str() {
+                    "text" => {}
+                    "image" => images = true,
+                    _ => {
+                        return Err(InvalidInput::new(
+                            format!("input[{i}]"),
+                            "must be text or image",
+                        ));
                     }
                 }
-                modalities
             }
-        };
-        let cost = def
-            .cost
-            .as_ref()
-            .map(parse_cost)
-            .transpose()
-            .map_err(|e| e.within("cost"))?;
-        let tokens = |field: &str, value: Option<u64>| match value {
-            Some(0) => Err(InvalidInput::new(field, "must be positive")),
-            Some(n) if n > MAX_TOKENS => Err(InvalidInput::new(field, "is too large")),
-            _ => Ok(value),
-        };
-        Ok(Self {
-            id,
-            name,
-            reasoning: def.reasoning.unwrap_or(false),
-            input,
-            cost,
-            context_window: tokens("contextWindow", def.context_window)?,
-            max_tokens: tokens("maxTokens", def.max_tokens)?,
-        })
-    }
+            images
+        }
+    };
+    let cost = def
+        .cost
+        .as_ref()
+        .map(parse_cost)
+        .transpose()
+        .map_err(|e| e.within("cost"))?;
+    let tokens = |field: &str, value: Option<u64>| match value {
+        Some(0) => Err(InvalidInput::new(field, "must be positive")),
+        Some(n) if n > MAX_TOKENS => Err(InvalidInput::new(field, "is too large")),
+        _ => Ok(value),
+    };
+    Ok(ModelSpec {
+        id,
+        name,
+        reasoning: def.reasoning.unwrap_or(false),
+        images,
+        cost,
+        context_window: tokens("contextWindow", def.context_window)?,
+        max_tokens: tokens("maxTokens", def.max_tokens)?,
+    })
+}
 
-    /// The definition this model was parsed from, in its canonical form (for reads).
-    pub fn to_def(&self) -> ModelDef {
-        let mut input = Vec::new();
-        if self.input.text {
-            input.push("text".to_owned());
-        }
-        if self.input.image {
-            input.push("image".to_owned());
-        }
-        // An integer below 2^53 nano-USD divided by 10^9 is the f64 nearest the decimal, whose
-        // shortest spelling is that decimal again.
-        let usd = |nanos: u64| nanos as f64 / NANOS_PER_USD as f64;
-        ModelDef {
-            id: self.id.clone(),
-            name: Some(self.name.clone()),
-            reasoning: Some(self.reasoning),
-            input: Some(input),
-            cost: self.cost.map(|cost| CostDef {
-                input: Some(usd(cost.input)),
-                output: Some(usd(cost.output)),
-                cache_read: Some(usd(cost.cache_read)),
-                cache_write: Some(usd(cost.cache_write)),
-            }),
-            context_window: self.context_window,
-            max_tokens: self.max_tokens,
-        }
+/// The definition a model was parsed from, in its canonical form (for reads).
+pub fn model_def(model: &ModelSpec) -> ModelDef {
+    let mut input = vec!["text".to_owned()];
+    if model.images {
+        input.push("image".to_owned());
+    }
+    // An integer below 2^53 nano-USD divided by 10^9 is the f64 nearest the decimal, whose
+    // shortest spelling is that decimal again.
+    let usd = |nanos: u64| nanos as f64 / NANOS_PER_USD as f64;
+    ModelDef {
+        id: model.id.clone(),
+        name: model.name.clone(),
+        reasoning: Some(model.reasoning),
+        input: Some(input),
+        cost: model.cost.map(|cost| CostDef {
+            input: Some(usd(cost.input)),
+            output: Some(usd(cost.output)),
+            cache_read: Some(usd(cost.cache_read)),
+            cache_write: Some(usd(cost.cache_write)),
+        }),
+        context_window: model.context_window,
+        max_tokens: model.max_tokens,
     }
 }
 
@@ -298,13 +200,13 @@ fn parse_cost(cost: &CostDef) -> Result<Price, InvalidInput> {
 
 /// Validates a gateway's whole model list: each definition, at most [`MAX_MODELS`], ids unique.
 /// Errors name the place in the list (`[3].cost.input`); the caller adds `models`.
-pub fn parse_models(defs: &[ModelDef]) -> Result<Vec<ModelInfo>, InvalidInput> {
+pub fn parse_models(defs: &[ModelDef]) -> Result<Vec<ModelSpec>, InvalidInput> {
     if defs.len() > MAX_MODELS {
         return Err(InvalidInput::new("", "must have at most 1000 models"));
     }
-    let mut models: Vec<ModelInfo> = Vec::with_capacity(defs.len());
+    let mut models: Vec<ModelSpec> = Vec::with_capacity(defs.len());
     for (i, def) in defs.iter().enumerate() {
-        let model = ModelInfo::parse(def).map_err(|e| e.within(&format!("[{i}]")))?;
+        let model = parse_model(def).map_err(|e| e.within(&format!("[{i}]")))?;
         if models.iter().any(|other| other.id == model.id) {
             return Err(InvalidInput::new(format!("[{i}].id"), "is listed twice"));
         }
@@ -398,7 +300,7 @@ fn nanos_per_million(usd: f64) -> Option<u64> {
 /// then the bundled table for `provider_id`; `None` when neither knows it. `model` is best the
 /// name the upstream reported (what answered), else the one requested.
 pub fn resolve_price(
-    models: &[ModelInfo],
+    models: &[ModelSpec],
     provider_id: &str,
     model: &str,
     input_tokens: u64,
@@ -437,6 +339,7 @@ mod tests {
             cache_read_tokens: cache_read,
             cache_write_tokens: cache_write,
             reasoning_tokens: 0,
+            exact: true,
         }
     }
 
@@ -497,10 +400,10 @@ mod tests {
         ];
         for (nanos, text) in cases {
             assert_eq!(format_usd(nanos), text);
-            assert_eq!(parse_usd(text), Ok(nanos), "{text}");
+            assert_eq!(parse_usd("", text), Ok(nanos), "{text}");
         }
-        assert_eq!(parse_usd("007.50"), Ok(usd(7, 500_000_000)));
-        assert_eq!(parse_usd("0.000000000"), Ok(0));
+        assert_eq!(parse_usd("", "007.50"), Ok(usd(7, 500_000_000)));
+        assert_eq!(parse_usd("", "0.000000000"), Ok(0));
     }
 
     #[test]
@@ -526,7 +429,7 @@ mod tests {
             ("$1", "must be a decimal number of dollars such as 0.004215"),
         ];
         for (text, message) in cases {
-            let error = parse_usd(text).unwrap_err();
+            let error = parse_usd("", text).unwrap_err();
             assert_eq!(error.message, message, "{text:?}");
             assert_eq!(error.within("cost_usd_total").field, "cost_usd_total");
         }
@@ -538,7 +441,7 @@ mod tests {
 
     #[test]
     fn model_definitions_as_polpo_writes_them() {
-        let model = ModelInfo::parse(&def(
+        let model = parse_model(&def(
             r#"{"id":"qwen3-coder","name":"Qwen3 Coder","reasoning":true,"input":["text","image"],
                 "cost":{"input":0.3,"output":1.2,"cacheRead":0.03,"cacheWrite":0.375},
                 "contextWindow":262144,"maxTokens":65536,"api":"openai-completions","baseUrl":"x"}"#,
@@ -546,14 +449,11 @@ mod tests {
         .unwrap();
         assert_eq!(
             model,
-            ModelInfo {
+            ModelSpec {
                 id: "qwen3-coder".into(),
-                name: "Qwen3 Coder".into(),
+                name: Some("Qwen3 Coder".into()),
                 reasoning: true,
-                input: Modalities {
-                    text: true,
-                    image: true
-                },
+                images: true,
                 cost: Some(Price {
                     input: 300_000_000,
                     output: 1_200_000_000,
@@ -565,15 +465,15 @@ mod tests {
             }
         );
         // The canonical form parses back to the same model.
-        assert_eq!(ModelInfo::parse(&model.to_def()), Ok(model));
+        assert_eq!(parse_model(&model_def(&model)), Ok(model));
 
-        let minimal = ModelInfo::parse(&def(r#"{"id":"m"}"#)).unwrap();
-        assert_eq!(minimal.name, "m");
+        let minimal = parse_model(&def(r#"{"id":"m"}"#)).unwrap();
+        assert_eq!(minimal.name, None);
         assert_eq!(minimal.cost, None);
-        assert!(minimal.input.text && !minimal.input.image && !minimal.reasoning);
+        assert!(!minimal.images && !minimal.reasoning);
 
         // Missing cache prices are charged as plain input.
-        let partial = ModelInfo::parse(&def(r#"{"id":"m","cost":{"input":2,"output":8}}"#))
+        let partial = parse_model(&def(r#"{"id":"m","cost":{"input":2,"output":8}}"#))
             .unwrap()
             .cost
             .unwrap();
@@ -649,7 +549,7 @@ mod tests {
             ),
         ];
         for (json, field, message) in cases {
-            let error = ModelInfo::parse(&def(json)).unwrap_err();
+            let error = parse_model(&def(json)).unwrap_err();
             assert_eq!(
                 (error.field.as_str(), error.message.as_str()),
                 (field, message),

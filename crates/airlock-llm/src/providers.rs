@@ -65,6 +65,10 @@ pub struct Preset {
     pub models: &'static [&'static str],
     /// The provider's id in the bundled price table (genai-prices), where it has one.
     pub price_provider: Option<&'static str>,
+    /// Chat Completions streams: the provider honours `stream_options.include_usage`, so the
+    /// data plane may turn it on to read a stream's exact usage (and drops the usage chunk the
+    /// client did not ask for). Off where a provider might refuse the field.
+    pub stream_usage_option: bool,
 }
 
 /// A cloud preset or a hosted OpenAI-compatible one, without the rarely differing fields.
@@ -86,6 +90,7 @@ const fn hosted(
         headers: &[],
         models,
         price_provider,
+        stream_usage_option: false,
     }
 }
 
@@ -110,13 +115,16 @@ static PRESETS: [Preset; 24] = [
             &["claude-opus-4-1", "claude-sonnet-4-5", "claude-haiku-4-5"],
         )
     },
-    hosted(
-        "openai",
-        "OpenAI",
-        "https://api.openai.com/v1",
-        Some("openai"),
-        &["gpt-5", "gpt-5-mini", "gpt-4.1", "gpt-4o-mini"],
-    ),
+    Preset {
+        stream_usage_option: true,
+        ..hosted(
+            "openai",
+            "OpenAI",
+            "https://api.openai.com/v1",
+            Some("openai"),
+            &["gpt-5", "gpt-5-mini", "gpt-4.1", "gpt-4o-mini"],
+        )
+    },
     // Google AI Studio (the Gemini API). The google-genai SDK appends `/v1beta/models/...`.
     Preset {
         auth: PresetAuth::Header("x-goog-api-key"),
@@ -151,6 +159,7 @@ static PRESETS: [Preset; 24] = [
     Preset {
         endpoint_required: true,
         auth: PresetAuth::Header("api-key"),
+        stream_usage_option: true,
         ..hosted(
             "azure-openai",
             "Azure OpenAI",
@@ -171,13 +180,16 @@ static PRESETS: [Preset; 24] = [
             &[],
         )
     },
-    hosted(
-        "xai",
-        "xAI",
-        "https://api.x.ai/v1",
-        Some("x-ai"),
-        &["grok-4-0709", "grok-code-fast-1", "grok-3-mini"],
-    ),
+    Preset {
+        stream_usage_option: true,
+        ..hosted(
+            "xai",
+            "xAI",
+            "https://api.x.ai/v1",
+            Some("x-ai"),
+            &["grok-4-0709", "grok-code-fast-1", "grok-3-mini"],
+        )
+    },
     hosted(
         "openrouter",
         "OpenRouter",
@@ -214,27 +226,36 @@ static PRESETS: [Preset; 24] = [
         Some("cerebras"),
         &["llama-3.3-70b", "gpt-oss-120b"],
     ),
-    hosted(
-        "deepseek",
-        "DeepSeek",
-        "https://api.deepseek.com",
-        Some("deepseek"),
-        &["deepseek-chat", "deepseek-reasoner"],
-    ),
-    hosted(
-        "together",
-        "Together AI",
-        "https://api.together.xyz/v1",
-        Some("together"),
-        &[],
-    ),
-    hosted(
-        "fireworks",
-        "Fireworks AI",
-        "https://api.fireworks.ai/inference/v1",
-        Some("fireworks"),
-        &[],
-    ),
+    Preset {
+        stream_usage_option: true,
+        ..hosted(
+            "deepseek",
+            "DeepSeek",
+            "https://api.deepseek.com",
+            Some("deepseek"),
+            &["deepseek-chat", "deepseek-reasoner"],
+        )
+    },
+    Preset {
+        stream_usage_option: true,
+        ..hosted(
+            "together",
+            "Together AI",
+            "https://api.together.xyz/v1",
+            Some("together"),
+            &[],
+        )
+    },
+    Preset {
+        stream_usage_option: true,
+        ..hosted(
+            "fireworks",
+            "Fireworks AI",
+            "https://api.fireworks.ai/inference/v1",
+            Some("fireworks"),
+            &[],
+        )
+    },
     hosted(
         "sambanova",
         "SambaNova",
@@ -288,7 +309,10 @@ static PRESETS: [Preset; 24] = [
         &[],
     ),
     local("ollama", "Ollama", "http://localhost:11434/v1"),
-    local("vllm", "vLLM", "http://localhost:8000/v1"),
+    Preset {
+        stream_usage_option: true,
+        ..local("vllm", "vLLM", "http://localhost:8000/v1")
+    },
     local("lmstudio", "LM Studio", "http://localhost:1234/v1"),
 ];
 

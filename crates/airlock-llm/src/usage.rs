@@ -15,81 +15,52 @@ pub const MAX_TOKENS: u64 = 1 << 40;
 
 /// The longest model name recorded, in bytes; a longer one is dropped rather than cut, because
 /// a cut name would name another model.
-pub const MAX_MODEL_LEN: usize = 256;
+pub const MAX_MODEL_LEN: usize = airlock_core::llm::MAX_MODEL_LEN;
 
-/// Tokens of one request.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub struct Usage {
-    /// Every input token, cached ones included.
-    pub input_tokens: u64,
-    /// Every output token, reasoning included.
-    pub output_tokens: u64,
-    /// Input tokens read from the provider's prompt cache (part of `input_tokens`).
-    pub cache_read_tokens: u64,
-    /// Input tokens written to the provider's prompt cache (part of `input_tokens`).
-    pub cache_write_tokens: u64,
-    /// Output tokens spent on reasoning (part of `output_tokens`).
-    pub reasoning_tokens: u64,
-}
+pub use airlock_core::Usage;
 
-impl Usage {
-    /// Input tokens billed at the plain input price: neither read from nor written to a cache.
-    pub fn uncached_input_tokens(&self) -> u64 {
-        self.input_tokens
-            .saturating_sub(self.cache_read_tokens)
-            .saturating_sub(self.cache_write_tokens)
-    }
-
-    /// All tokens, input and output.
-    pub fn total_tokens(&self) -> u64 {
-        self.input_tokens.saturating_add(self.output_tokens)
-    }
-
-    /// Restores the invariants after counts from an upstream were put together, raising a total
-    /// rather than lowering a part (so nothing is under-charged). Returns whether anything had
-    /// to change, which means the upstream's numbers did not add up.
-    pub(crate) fn reconcile(&mut self) -> bool {
-        let mut changed = false;
-        for count in [
-            &mut self.input_tokens,
-            &mut self.output_tokens,
-            &mut self.cache_read_tokens,
-            &mut self.cache_write_tokens,
-            &mut self.reasoning_tokens,
-        ] {
-            if *count > MAX_TOKENS {
-                *count = MAX_TOKENS;
-                changed = true;
-            }
-        }
-        let cached = self.cache_read_tokens + self.cache_write_tokens;
-        if cached > self.input_tokens {
-            if cached <= MAX_TOKENS {
-                self.input_tokens = cached;
-            } else {
-                // Only absurd counts get here; the bound wins over the parts.
-                self.input_tokens = MAX_TOKENS;
-                self.cache_write_tokens = MAX_TOKENS - self.cache_read_tokens;
-            }
+/// Restores the invariants after counts from an upstream were put together, raising a total
+/// rather than lowering a part (so nothing is under-charged). Returns whether anything had
+/// to change, which means the upstream's numbers did not add up.
+pub(crate) fn reconcile(usage: &mut Usage) -> bool {
+    let mut changed = false;
+    for count in [
+        &mut usage.input_tokens,
+        &mut usage.output_tokens,
+        &mut usage.cache_read_tokens,
+        &mut usage.cache_write_tokens,
+        &mut usage.reasoning_tokens,
+    ] {
+        if *count > MAX_TOKENS {
+            *count = MAX_TOKENS;
             changed = true;
         }
-        if self.reasoning_tokens > self.output_tokens {
-            self.output_tokens = self.reasoning_tokens;
-            changed = true;
-        }
-        changed
     }
+    let cached = usage.cache_read_tokens + usage.cache_write_tokens;
+    if cached > usage.input_tokens {
+        if cached <= MAX_TOKENS {
+            usage.input_tokens = cached;
+        } else {
+            // Only absurd counts get here; the bound wins over the parts.
+            usage.input_tokens = MAX_TOKENS;
+            usage.cache_write_tokens = MAX_TOKENS - usage.cache_read_tokens;
+        }
+        changed = true;
+    }
+    if usage.reasoning_tokens > usage.output_tokens {
+        usage.output_tokens = usage.reasoning_tokens;
+        changed = true;
+    }
+    changed
 }
 
-/// What a response was metered as.
+/// What a response was metered as: the model the upstream says answered, if it said (see
+/// [`sanitize_model`]), and its usage, whose `exact` is true when the upstream reported it in
+/// full and the numbers added up, false when any of them was estimated or adjusted.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Metered {
-    /// The model the upstream says answered, if it said (see [`sanitize_model`]).
+pub struct Reading {
     pub model: Option<String>,
     pub usage: Usage,
-    /// True when the upstream reported the usage in full and the numbers added up; false when
-    /// any of them was estimated or adjusted.
-    pub exact: bool,
 }
 
 /// A model name as recorded: at most [`MAX_MODEL_LEN`] bytes of printable ASCII, not empty. The
@@ -168,8 +139,9 @@ mod tests {
                 cache_read_tokens,
                 cache_write_tokens,
                 reasoning_tokens,
+                exact: true,
             };
-            assert_eq!(usage.reconcile(), changed, "{before:?}");
+            assert_eq!(reconcile(&mut usage), changed, "{before:?}");
             let got = (
                 usage.input_tokens,
                 usage.output_tokens,

@@ -4,7 +4,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Tests fail loudly by design.
 
-use airlock_llm::{Api, Meter, Metered, Usage};
+use airlock_llm::{Api, Meter, Reading, Usage};
 
 struct Case {
     file: &'static str,
@@ -86,10 +86,10 @@ fn meter<'a>(api: Api, sse: bool, pieces: impl IntoIterator<Item = &'a [u8]>) ->
     meter
 }
 
-fn expected(case: &Case) -> Metered {
+fn expected(case: &Case) -> Reading {
     let (input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, reasoning_tokens) =
         case.usage;
-    Metered {
+    Reading {
         model: case.model.map(str::to_owned),
         usage: Usage {
             input_tokens,
@@ -97,8 +97,8 @@ fn expected(case: &Case) -> Metered {
             cache_read_tokens,
             cache_write_tokens,
             reasoning_tokens,
+            exact: case.exact,
         },
-        exact: case.exact,
     }
 }
 
@@ -183,7 +183,7 @@ fn every_prefix_is_billed_and_sane() {
                 "{} at {at}",
                 case.file
             );
-            if estimated.exact {
+            if estimated.usage.exact {
                 assert_eq!(
                     estimated, full,
                     "{} at {at}: exact before the end",
@@ -222,7 +222,7 @@ fn a_usage_that_does_not_add_up_is_not_exact() {
             "{}",
             String::from_utf8_lossy(body)
         );
-        assert!(!metered.exact, "{}", String::from_utf8_lossy(body));
+        assert!(!metered.usage.exact, "{}", String::from_utf8_lossy(body));
     }
 }
 
@@ -251,7 +251,7 @@ fn huge_lines_and_strings_keep_state_bounded() {
         meter.feed(tail);
         let metered = meter.finish();
         assert_eq!((metered.usage.input_tokens, metered.usage.output_tokens), (7, 3), "{api}");
-        assert!(metered.exact, "{api}");
+        assert!(metered.usage.exact, "{api}");
         assert!(metered.model.as_ref().is_none_or(|m| m.len() <= 256));
     }
 }
@@ -260,8 +260,8 @@ fn huge_lines_and_strings_keep_state_bounded() {
 fn api_none_meters_nothing() {
     let body = fixture("openai_chat.json");
     let metered = meter(Api::None, false, [&body[..]]);
-    assert_eq!(metered.finish(), Metered::default());
-    assert_eq!(metered.finish_estimated(4000), Metered::default());
+    assert_eq!(metered.finish(), Reading::default());
+    assert_eq!(metered.finish_estimated(4000), Reading::default());
 }
 
 #[test]
@@ -273,7 +273,7 @@ fn estimates_fill_what_is_missing() {
         (
             metered.usage.input_tokens,
             metered.usage.output_tokens,
-            metered.exact
+            metered.usage.exact
         ),
         (1001, 0, false)
     );

@@ -166,7 +166,7 @@ proptest! {
             from = point;
         }
         prop_assert_eq!(whole.finish(), cut.finish());
-        prop_assert!(whole.finish().exact);
+        prop_assert!(whole.finish().usage.exact);
     }
 }
 

@@ -19,10 +19,10 @@ use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 
 use crate::audit::Recorder;
+use crate::conn::InFlight;
 use crate::error::ProxyError;
 use crate::limits::GatePermit;
 use crate::rewrite::{self, Route};
-use crate::conn::InFlight;
 
 /// The client's request body, streamed upstream as it arrives. When a stage read it ahead
 /// (`stage::StageRun::request_body`), what was read goes first, then whatever is left.
@@ -61,11 +61,7 @@ impl RequestBody {
         let Some(inner) = self.inner.as_mut() else {
             return Ok(Some(self.prefix.take().unwrap_or_default()));
         };
-        if inner
-            .size_hint()
-            .exact()
-            .is_some_and(|n| n > cap as u64)
-        {
+        if inner.size_hint().exact().is_some_and(|n| n > cap as u64) {
             return Ok(None);
         }
         let mut read = bytes::BytesMut::new();
@@ -106,8 +102,7 @@ impl Body for RequestBody {
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = &mut *self;
         if let Some(prefix) = this.prefix.take() {
-            this.bytes
-                .fetch_add(prefix.len() as u64, Ordering::Relaxed);
+            this.bytes.fetch_add(prefix.len() as u64, Ordering::Relaxed);
             return Poll::Ready(Some(Ok(Frame::data(prefix))));
         }
         let Some(inner) = this.inner.as_mut() else {
@@ -298,13 +293,22 @@ impl Body for ResponseBody {
             Kind::Upstream(incoming, _) => Pin::new(incoming).poll_frame(cx),
             Kind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
         };
-        if let (Poll::Ready(Some(Ok(frame))), Some(record), Kind::Upstream(..)) =
-            (&mut polled, this.record.as_mut(), &this.kind)
-        {
-            if let Some(data) = frame.data_mut() {
-                // The stages' frame watchers (the upstream's frames only; nothing for a gateway
-                // without stages).
-                record.runs().frame(data);
+        if let (Some(record), Kind::Upstream(..)) = (this.record.as_mut(), &this.kind) {
+            match &mut polled {
+                Poll::Ready(Some(Ok(frame))) => {
+                    if let Some(data) = frame.data_mut() {
+                        // The stages' frame watchers (the upstream's frames only; nothing for
+                        // a gateway without stages).
+                        record.runs().frame(data);
+                    }
+                }
+                // What a stage held back goes last.
+                Poll::Ready(None) => {
+                    if let Some(last) = record.runs().end() {
+                        polled = Poll::Ready(Some(Ok(Frame::data(last))));
+                    }
+                }
+                _ => {}
             }
         }
         if let (Poll::Ready(Some(Ok(frame))), Kind::Upstream(_, route)) = (&mut polled, &this.kind)
@@ -346,7 +350,9 @@ impl Body for ResponseBody {
 
     fn is_end_stream(&self) -> bool {
         match &self.kind {
-            Kind::Upstream(incoming, _) => incoming.is_end_stream(),
+            Kind::Upstream(incoming, _) => {
+                incoming.is_end_stream() && !self.record.as_ref().is_some_and(|r| r.holds())
+            }
             Kind::Full(bytes) => bytes.is_none(),
         }
     }

@@ -125,4 +125,3 @@ pub(crate) struct ServeCtx {
     /// Spliced websocket connections, which outlive their HTTP connection.
     pub(crate) splices: TaskTracker,
 }
-

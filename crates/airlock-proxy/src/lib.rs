@@ -38,6 +38,7 @@ pub mod fuzzing;
 #[doc(hidden)] // Public for the fuzz targets (`crates/airlock-fuzz`).
 pub mod h1guard;
 mod limits;
+mod meter;
 mod metrics;
 mod pipeline;
 mod request_id;

@@ -32,12 +32,12 @@ use hyper_util::rt::TokioIo;
 
 use crate::audit::Recorder;
 use crate::body::{Kind, RequestBody, ResponseBody};
+use crate::conn::{InFlight, ServeCtx};
 use crate::error::ProxyError;
 use crate::limits::GatePermit;
 use crate::metrics::UpstreamErrorKind;
 use crate::request_id;
 use crate::rewrite::{self, Presented, Route};
-use crate::conn::{InFlight, ServeCtx};
 use crate::stage::{RequestHead, Runs};
 use crate::state::{CustomValue, Refusal, TokenEntry};
 use crate::Shared;
@@ -148,7 +148,6 @@ async fn proxy(
         let head = RequestHead {
             method: req.method(),
             path: req.uri().path(),
-            headers: req.headers(),
         };
         *record.runs() = Runs::start(&route.gateway.stages, &head);
         record.runs().admit()?;

@@ -22,7 +22,7 @@
 //! never read ahead, and no frame is looked at.
 
 use bytes::Bytes;
-use http::{HeaderMap, Method};
+use http::Method;
 
 use std::sync::Arc;
 
@@ -34,7 +34,6 @@ use crate::error::ProxyError;
 pub(crate) struct RequestHead<'a> {
     pub(crate) method: &'a Method,
     pub(crate) path: &'a str,
-    pub(crate) headers: &'a HeaderMap,
 }
 
 /// A feature that acts on the requests of the gateway configs it is attached to.
@@ -81,8 +80,19 @@ pub(crate) trait StageRun: Send {
     /// The upstream's response head, before it is cleaned and sent on.
     fn response_head(&mut self, _head: &mut http::response::Parts) {}
 
-    /// A DATA frame of the response on its way to the client. May trim it, never hold it.
+    /// A DATA frame of the response on its way to the client. May trim it; may hold back an
+    /// incomplete tail (a partial SSE event) that the next frame completes, never a whole one.
     fn frame(&mut self, _data: &mut Bytes) {}
+
+    /// Whether the run holds bytes back that must still reach the client.
+    fn holds(&self) -> bool {
+        false
+    }
+
+    /// The upstream's body ended: what the run held back, to send last.
+    fn end(&mut self) -> Option<Bytes> {
+        None
+    }
 
     /// Whether the rest of the response is worth reading after the client left (it holds what
     /// this run needs, such as the usage of a stream).
@@ -95,8 +105,12 @@ pub(crate) trait StageRun: Send {
 }
 
 /// The stages of a gateway config, from its LLM settings: none for `api: none`.
-pub(crate) fn for_gateway(_llm: &LlmSettings) -> Box<[Arc<dyn Stage>]> {
-    Box::new([])
+pub(crate) fn for_gateway(llm: &LlmSettings) -> Box<[Arc<dyn Stage>]> {
+    if llm.api.is_metered() {
+        Box::new([Arc::new(crate::meter::MeterStage::new(llm)) as Arc<dyn Stage>])
+    } else {
+        Box::new([])
+    }
 }
 
 /// The runs of one request, in stage order.
@@ -140,6 +154,24 @@ impl Runs {
 
     pub(crate) fn frame(&mut self, data: &mut Bytes) {
         self.0.iter_mut().for_each(|r| r.frame(data));
+    }
+
+    pub(crate) fn holds(&self) -> bool {
+        self.0.iter().any(|r| r.holds())
+    }
+
+    /// What the runs held back, in one last frame.
+    pub(crate) fn end(&mut self) -> Option<Bytes> {
+        let mut last: Option<Bytes> = None;
+        for run in &mut self.0 {
+            if let Some(held) = run.end() {
+                last = Some(match last {
+                    None => held,
+                    Some(before) => [before, held].concat().into(),
+                });
+            }
+        }
+        last
     }
 
     pub(crate) fn wants_drain(&self) -> bool {

@@ -29,7 +29,7 @@ mod rules;
 use self::json::{Event, Fed, ModelBuf, Scanner};
 use self::rules::{Field, Rule, FIELDS};
 use crate::api::Api;
-use crate::usage::{sanitize_model, Metered, Usage, MAX_TOKENS};
+use crate::usage::{reconcile, sanitize_model, Reading, Usage, MAX_TOKENS};
 
 /// Bytes of generated text per estimated token: the usual rule of thumb for English text and
 /// code with the common BPE tokenizers (a JSON escape such as `\n` counts as its two bytes).
@@ -170,6 +170,7 @@ fn normalize(api: Api, totals: &Totals) -> Usage {
             cache_read_tokens: get(Field::CacheRead),
             cache_write_tokens: get(Field::CacheWrite),
             reasoning_tokens: get(Field::Reasoning),
+            exact: false,
         },
         // Gemini's `candidatesTokenCount` leaves out the thoughts, which are billed as output;
         // tool results fed back (`toolUsePromptTokenCount`) are billed as input.
@@ -179,6 +180,7 @@ fn normalize(api: Api, totals: &Totals) -> Usage {
             cache_read_tokens: get(Field::CacheRead),
             cache_write_tokens: get(Field::CacheWrite),
             reasoning_tokens: get(Field::Reasoning),
+            exact: false,
         },
         // OpenAI's totals already include cached input and reasoning output.
         Api::OpenaiCompletions | Api::OpenaiResponses | Api::None => Usage {
@@ -187,6 +189,7 @@ fn normalize(api: Api, totals: &Totals) -> Usage {
             cache_read_tokens: get(Field::CacheRead),
             cache_write_tokens: get(Field::CacheWrite),
             reasoning_tokens: get(Field::Reasoning),
+            exact: false,
         },
     }
 }
@@ -386,7 +389,7 @@ impl Meter {
     /// What the upstream reported, as far as it got. When the final usage has not arrived, the
     /// output is at least the estimate from the generated text that passed, the input is what
     /// was reported (0 if nothing was), and `exact` is false.
-    pub fn finish(&self) -> Metered {
+    pub fn finish(&self) -> Reading {
         self.metered(None)
     }
 
@@ -396,18 +399,18 @@ impl Meter {
     /// (SECURITY #29). Four bytes per token fits text; an image or file sent inline as base64
     /// costs far fewer tokens than its bytes suggest, so this over-estimates such requests (it
     /// only matters when the usage never arrived, and errs towards charging).
-    pub fn finish_estimated(&self, request_body_bytes: u64) -> Metered {
+    pub fn finish_estimated(&self, request_body_bytes: u64) -> Reading {
         self.metered(Some(request_body_bytes))
     }
 
-    fn metered(&self, request_body_bytes: Option<u64>) -> Metered {
+    fn metered(&self, request_body_bytes: Option<u64>) -> Reading {
         if self.rules.is_empty() {
-            return Metered::default();
+            return Reading::default();
         }
         let totals = self.totals_now();
         let mut usage = normalize(self.api, &totals);
         let mut exact = totals.complete && !totals.anomaly;
-        if usage.reconcile() {
+        if reconcile(&mut usage) {
             exact = false;
         }
         if !totals.complete {
@@ -421,12 +424,12 @@ impl Meter {
                     usage.input_tokens = usage.input_tokens.max(estimate_tokens(request));
                 }
             }
-            usage.reconcile();
+            reconcile(&mut usage);
         }
-        Metered {
+        usage.exact = exact;
+        Reading {
             model: totals.model.raw().and_then(sanitize_model),
             usage,
-            exact,
         }
     }
 

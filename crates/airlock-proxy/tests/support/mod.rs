@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use airlock_core::state::LlmSettings;
 use airlock_core::state::{
     AuditSink, Change, ChangeFeed, FeedEvent, RequestAuditEvent, SourceError, StateSnapshot,
     StateSource,
@@ -315,6 +316,18 @@ impl Seed {
         auth: AuthMechanism,
         custom_headers: Vec<CustomHeader>,
     ) -> GatewayConfigRow {
+        self.gateway_llm(endpoint, auth, custom_headers, LlmSettings::default())
+            .await
+    }
+
+    /// A gateway config with LLM settings (provider, dialect, model list): a metered gateway.
+    pub async fn gateway_llm(
+        &self,
+        endpoint: &str,
+        auth: AuthMechanism,
+        custom_headers: Vec<CustomHeader>,
+        llm: LlmSettings,
+    ) -> GatewayConfigRow {
         let mut row = GatewayConfigRow {
             id: GatewayConfigId::generate(),
             account_id: self.account.clone(),
@@ -326,6 +339,7 @@ impl Seed {
             create_time_ms: now(),
             update_time_ms: now(),
             binding: None,
+            llm,
         };
         self.bind(&mut row);
         let a = audit(
