@@ -351,7 +351,7 @@ pub(crate) async fn create(
     };
     let api = match (&input.api, preset) {
         (Some(text), _) => Api::parse("api", text)?,
-        (None, Some(p)) => providers::api(p),
+        (None, Some(p)) => p.api,
         (None, None) => Api::None,
     };
     let models = parse_models(input.models.unwrap_or_default())?;
@@ -462,7 +462,7 @@ pub(crate) async fn update(
     }
     match (input.api, switched) {
         (Some(api), _) => row.llm.api = Api::parse("api", &api)?,
-        (None, Some(p)) => row.llm.api = providers::api(p),
+        (None, Some(p)) => row.llm.api = p.api,
         (None, None) => {}
     }
     if let Some(models) = input.models {

@@ -3,7 +3,7 @@
 //! The presets themselves (endpoints, auth, dialects, required headers) are `airlock-llm`'s;
 //! this module turns them into the API's views and into the defaults of a gateway config.
 
-use airlock_core::{Api, AuthMechanism, CustomHeader, HeaderSource, InvalidInput};
+use airlock_core::{AuthMechanism, CustomHeader, HeaderSource, InvalidInput};
 use airlock_llm::{Preset, PresetAuth};
 use axum::Json;
 use serde_json::{json, Value};
@@ -18,18 +18,6 @@ pub(crate) fn find(field: &str, id: &str) -> Result<&'static Preset, InvalidInpu
             "is not a known provider; GET /v1/providers lists them",
         )
     })
-}
-
-/// The preset's dialect in the domain's terms. An exhaustive match rather than a parse of the
-/// name, so that a dialect added to one crate and not the other fails to compile.
-pub(crate) fn api(preset: &Preset) -> Api {
-    match preset.api {
-        airlock_llm::Api::OpenaiCompletions => Api::OpenaiCompletions,
-        airlock_llm::Api::OpenaiResponses => Api::OpenaiResponses,
-        airlock_llm::Api::AnthropicMessages => Api::AnthropicMessages,
-        airlock_llm::Api::Gemini => Api::Gemini,
-        airlock_llm::Api::None => Api::None,
-    }
 }
 
 /// How the preset's credential is presented.
@@ -67,7 +55,7 @@ pub(crate) async fn list() -> Json<ProviderList> {
             endpoint: p.endpoint,
             endpoint_required: p.endpoint_required,
             auth_mechanism: auth_view(p.auth),
-            api: api(p).as_str(),
+            api: p.api.as_str(),
             custom_headers: p
                 .headers
                 .iter()
@@ -89,8 +77,7 @@ mod tests {
     fn every_preset_makes_a_valid_config() {
         for p in airlock_llm::presets() {
             let auth = auth(p).unwrap();
-            assert!(api(p).is_metered(), "{}", p.id);
-            assert_eq!(api(p).as_str(), p.api.as_str(), "{}", p.id);
+            assert!(p.api.is_metered(), "{}", p.id);
             let mut headers = vec![];
             add_required_headers(p, &mut headers);
             for h in &headers {
