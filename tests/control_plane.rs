@@ -1,5 +1,5 @@
 //! The control plane through the real binary: first start on the embedded default, the
-//! bootstrap key, and Runloop's generated SDK unchanged.
+//! bootstrap key, Runloop's generated SDK unchanged, the CLI, and usage from a metered request.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -651,4 +651,132 @@ async fn cli_commands_and_master_key_rotation() {
     assert!(!ok, "a retired key must not open re-wrapped secrets");
     assert!(err.contains("no master key with id"), "{err}");
     assert!(!err.contains("cli-sentinel-value"));
+}
+
+/// The whole loop through the real binary: a gateway config made from a preset with its own
+/// model price, a request through the data plane to an OpenAI imitation, and the metered event
+/// in `GET /v1/audit/requests`, `GET /v1/usage` and `airlock usage`.
+#[tokio::test]
+async fn a_metered_request_shows_in_usage() {
+    use airlock_testkit::tls::{TestCa, ALPN_H2_HTTP11};
+    use airlock_testkit::upstream::{self, RecordingUpstream, UpstreamOptions};
+
+    let url = airlock_testkit::pg::shared()
+        .await
+        .fresh_database()
+        .await
+        .unwrap();
+    let ca = TestCa::new();
+    let ca_dir = tempfile::tempdir().unwrap();
+    let ca_file = ca.write_pem(ca_dir.path());
+    let openai = RecordingUpstream::start(
+        UpstreamOptions::tls(ca.server_config(&["localhost"], ALPN_H2_HTTP11))
+            .responder(upstream::openai_chat()),
+    )
+    .await
+    .unwrap();
+    let airlock = Airlock::start(&[
+        ("AIRLOCK_DATABASE_URL", &url),
+        (
+            "AIRLOCK_MASTER_KEY",
+            "q2Vx0JqL3m0l2m8r8y6Wb5XyZ0a1b2c3d4e5f6g7h8k=",
+        ),
+        ("AIRLOCK_ADMIN_TOKEN", ADMIN),
+        ("AIRLOCK_UPSTREAM_CA_FILE", ca_file.to_str().unwrap()),
+        ("AIRLOCK_ALLOW_PRIVATE_UPSTREAMS", "127.0.0.0/8"),
+    ])
+    .await;
+    airlock
+        .post(
+            "/v1/secrets",
+            json!({"name": "OPENAI_KEY", "value": "sk-usage-sentinel-1234"}),
+        )
+        .await;
+    // $1 per million input tokens and $2 per million output tokens: the gateway's own price
+    // wins over the bundled table, so the cost is known exactly.
+    let gateway = airlock
+        .post(
+            "/v1/gateway-configs",
+            json!({"name": "gpt", "provider": "openai",
+                   "endpoint": format!("https://localhost:{}/v1", openai.addr().port()),
+                   "models": [{"id": "gpt-4o-mini", "cost": {"input": 1, "output": 2}}]}),
+        )
+        .await;
+    assert_eq!(gateway["api"], "openai-completions");
+    let dbx = airlock
+        .post(
+            "/v1/devboxes",
+            json!({"source_addresses": ["127.0.0.1"],
+                   "gateways": {"OPENAI": {"gateway": "gpt", "secret": "OPENAI_KEY"}}}),
+        )
+        .await;
+    let token = dbx["environment"]["OPENAI"].as_str().unwrap();
+    let answer = TestRequest::post(&format!(
+        "http://{}/chat/completions",
+        airlock.proxy_addr
+    ))
+    .bearer(token)
+    .json(&json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "count my tokens please"}]}))
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    let reply: serde_json::Value = answer.json().unwrap();
+
+    // Events are written in batches: wait for this one.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let event = loop {
+        let (_, listed) = airlock
+            .call(http::Method::GET, "/v1/audit/requests", None)
+            .await;
+        if let Some(e) = listed["requests"].as_array().and_then(|r| r.first()) {
+            break e.clone();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no request event within 20 s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let input = reply["usage"]["prompt_tokens"].as_u64().unwrap();
+    let output = reply["usage"]["completion_tokens"].as_u64().unwrap();
+    assert!(input > 0 && output > 0, "{reply}");
+    assert_eq!(event["provider"], "openai", "{event}");
+    assert_eq!(event["model"], reply["model"], "{event}");
+    assert_eq!(event["usage"]["input_tokens"], input, "{event}");
+    assert_eq!(event["usage"]["output_tokens"], output, "{event}");
+    assert_eq!(event["usage"]["exact"], true, "{event}");
+    // input × 1000 + output × 2000 nano-dollars, as a decimal string of dollars.
+    let nanos = input * 1_000 + output * 2_000;
+    let cost = format!("0.{:09}", nanos).trim_end_matches('0').to_owned();
+    assert_eq!(event["cost_usd"], cost.as_str(), "{event}");
+
+    let (status, usage) = airlock
+        .call(
+            http::Method::GET,
+            "/v1/usage?group_by=provider,model,gateway",
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{usage}");
+    assert_eq!(
+        usage,
+        json!({"usage": [{"provider": "openai", "model": reply["model"], "gateway_id": gateway["id"],
+                          "requests": 1, "input_tokens": input, "output_tokens": output,
+                          "cache_read_tokens": event["usage"]["cache_read_tokens"],
+                          "cache_write_tokens": event["usage"]["cache_write_tokens"],
+                          "reasoning_tokens": event["usage"]["reasoning_tokens"],
+                          "cost_usd": cost, "unpriced_requests": 0}]})
+    );
+    let (ok, out, err) = run_cli(
+        &airlock.api,
+        &["usage", "--group-by", "model", "--since", "1h"],
+        None,
+        &[],
+    );
+    assert!(ok, "{err}");
+    let row: Vec<&str> = out.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!(row[0], reply["model"].as_str().unwrap(), "{out}");
+    assert_eq!(row[1], "1", "{out}");
+    assert_eq!(row[7], cost, "{out}");
 }
