@@ -16,7 +16,8 @@ use crate::error::{ApiError, ApiResult};
 use crate::gateways::{resolve, secret_ref};
 use crate::json::{Body, Query};
 use crate::wire::{
-    auth_view, devbox_view, list_view, DevboxRegister, DevboxUpdate, Empty, GatewayRefIn, ListQuery,
+    auth_view, devbox_view, list_view, DevboxRegister, DevboxUpdate, Empty, GatewayRefIn,
+    ListQuery, TokenView,
 };
 use crate::{page, AppState};
 
@@ -335,4 +336,58 @@ pub(crate) async fn create_gateway_token(
         "endpoint": gateway.endpoint.to_string(),
         "auth_mechanism": auth_view(&gateway.auth),
     })))
+}
+
+/// `GET /v1/devboxes/{id}/gateway_tokens`: the devbox's tokens, newest first, with their last
+/// use and use count (from the request audit trail).
+pub(crate) async fn list_tokens(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let devbox = DevboxId::parse("id", &id).map_err(|_| ApiError::not_found("devbox", &id))?;
+    let tokens = state
+        .store
+        .list_gateway_tokens(&caller.account.id, &devbox)
+        .await
+        .map_err(|e| ApiError::for_object(e, "devbox", &id))?;
+    let now = airlock_core::time::now_ms();
+    let views: Vec<TokenView> = tokens.iter().map(|t| TokenView::of(t, now)).collect();
+    Ok(Json(json!({ "gateway_tokens": views })))
+}
+
+/// `POST /v1/devboxes/{id}/gateway_tokens/{token_id}/revoke`: that token stops working on every
+/// replica at once; the devbox and its other tokens keep working. Revoking twice is fine.
+pub(crate) async fn revoke_token(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path((id, token_id)): Path<(String, String)>,
+    Body(_): Body<Empty>,
+) -> ApiResult<Json<Value>> {
+    let devbox = DevboxId::parse("id", &id).map_err(|_| ApiError::not_found("devbox", &id))?;
+    let token = TokenId::parse("token_id", &token_id)
+        .map_err(|_| ApiError::not_found("gateway token", &token_id))?;
+    let audit = caller.audit(
+        "gateway_token.revoke",
+        "gateway_token",
+        token.as_str(),
+        json!({ "devbox_id": devbox.as_str() }),
+    );
+    let now = airlock_core::time::now_ms();
+    state
+        .store
+        .revoke_gateway_token(&caller.account.id, &devbox, &token, now, &audit)
+        .await
+        .map_err(|e| ApiError::for_object(e, "gateway token", &token_id))?;
+    let tokens = state
+        .store
+        .list_gateway_tokens(&caller.account.id, &devbox)
+        .await
+        .map_err(|e| ApiError::for_object(e, "devbox", &id))?;
+    let view = tokens
+        .iter()
+        .find(|t| t.id == token)
+        .map(|t| TokenView::of(t, now))
+        .ok_or_else(|| ApiError::not_found("gateway token", &token_id))?;
+    Ok(Json(serde_json::to_value(view).unwrap_or_default()))
 }
