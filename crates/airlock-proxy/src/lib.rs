@@ -16,6 +16,8 @@
 //! - `audit`: the request events, batched to the store, spilled to a file when it is down;
 //! - `metrics`: Prometheus counters and histograms in atomics, encoded at scrape time;
 //! - `limits`: the per-origin concurrency cap and the per-devbox rate limit;
+//! - `shardmap`: the one concurrent map (lock-free reads, writers copy a shard), which `state`,
+//!   `limits`, `metrics` and `meter` keep their per-key data in;
 //! - `request_id`: the `x-request-id` every request carries;
 //! - [`error`]: the one error type, mapped to a status and a code in one place.
 //!
@@ -45,6 +47,7 @@ mod request_id;
 mod rewrite;
 mod scrub;
 mod server;
+mod shardmap;
 mod stage;
 mod state;
 mod upstream;

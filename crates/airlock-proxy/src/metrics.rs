@@ -23,7 +23,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 
 use crate::error::CODES;
-use crate::limits::LazyMap;
+use crate::shardmap::LazyMap;
 use crate::Shared;
 
 /// Histogram bucket bounds in seconds: LLM calls take from milliseconds to minutes.

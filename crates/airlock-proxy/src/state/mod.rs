@@ -9,15 +9,16 @@
 //! the slots at its start keeps the versions it loaded (a rotation mid-stream changes nothing for
 //! a running request).
 //!
-//! Tokens live in [`SHARDS`] hash maps keyed by [`TokenDigest::lookup_key`], each behind an
-//! `ArcSwap`. A lookup is two atomic loads and one probe, with no lock: readers never wait for
-//! writers. A writer clones one shard (about `n / 256` entries), changes it and swaps it in, so
-//! adding a token costs microseconds even with a million of them. Writers are serialised by the
-//! registry mutex, which readers never touch. A full reload builds a complete new set of slots
-//! and shards aside (in a blocking thread), then swaps the shards in one by one; requests keep
-//! running on the old shards meanwhile. Sharded `RwLock`s (dashmap-style) were the alternative;
-//! they make readers and writers contend on the same shard lock, and a million-token reload
-//! would have to hold them.
+//! Tokens live in the crate's `ShardMap` (`shardmap`): [`SHARDS`] hash maps keyed by
+//! [`TokenDigest::lookup_key`], each behind an `ArcSwap`. A lookup is two atomic loads and one
+//! probe, with no lock: readers never wait for writers. A writer clones one shard (about
+//! `n / 256` entries), changes it and swaps it in, so adding a token costs microseconds even with
+//! a million of them. Writers are serialised by the registry mutex, which readers never touch
+//! (so a shard's own writer lock is never contended). A full reload builds a complete new set of
+//! slots and shards aside (in a blocking thread), then swaps the shards in one by one; requests
+//! keep running on the old shards meanwhile. Sharded `RwLock`s (dashmap-style) were the
+//! alternative; they make readers and writers contend on the same shard lock, and a
+//! million-token reload would have to hold them.
 //!
 //! Tokens that disappear (revoked, expired, their devbox shut down) leave a tombstone in a
 //! small bounded cache, so that the next request can be told why it is refused without asking
@@ -45,7 +46,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use airlock_core::state::{Change, StateSnapshot};
 use airlock_core::TokenDigest;
 use airlock_crypto::Keyring;
-use arc_swap::ArcSwap;
 
 pub(crate) use self::entries::{
     Credential, CustomValue, GatewayEntry, Material, SecretEntry, TokenEntry,
@@ -54,11 +54,11 @@ pub(crate) use self::refusals::Refusal;
 use self::refusals::Refusals;
 pub(crate) use self::registry::{build, Builder, Built};
 use self::registry::{Registry, TokenOp};
-use self::tokens::{digest_eq, shard_of, Bucket, Shard, SHARDS};
+use self::tokens::{Tokens, SHARDS};
 
 /// The live state.
 pub(crate) struct State {
-    shards: Box<[ArcSwap<Shard>]>,
+    tokens: Tokens,
     registry: Mutex<Registry>,
     refusals: Mutex<Refusals>,
     count: AtomicUsize,
@@ -69,9 +69,7 @@ pub(crate) struct State {
 impl State {
     pub(crate) fn new(keyring: Arc<Keyring>) -> State {
         State {
-            shards: (0..SHARDS)
-                .map(|_| ArcSwap::from_pointee(Shard::default()))
-                .collect(),
+            tokens: Tokens::default(),
             registry: Mutex::new(Registry::default()),
             refusals: Mutex::new(Refusals::default()),
             count: AtomicUsize::new(0),
@@ -94,14 +92,7 @@ impl State {
 
     /// The hot-path lookup: no lock, no allocation; the full digest is compared in constant time.
     pub(crate) fn lookup(&self, digest: &TokenDigest) -> Option<Arc<TokenEntry>> {
-        let key = digest.lookup_key();
-        let shard = self.shards[shard_of(key)].load();
-        let bucket = shard.get(&key)?;
-        bucket
-            .entries()
-            .iter()
-            .find(|e| digest_eq(&e.digest, digest))
-            .cloned()
+        tokens::find(&self.tokens, digest)
     }
 
     /// Why a token absent from the map was refused before, if it was.
@@ -130,20 +121,15 @@ impl State {
     pub(crate) fn replace(&self, built: Built, started: u64) {
         let Built {
             registry,
-            shards,
+            tokens,
             count,
         } = built;
-        let old: Vec<Arc<Shard>> = {
+        let old = {
             let mut reg = lock(&self.registry);
             let version = reg.version + 1;
             *reg = registry;
             reg.version = version;
-            let old = self
-                .shards
-                .iter()
-                .zip(shards)
-                .map(|(slot, new)| slot.swap(Arc::new(new)))
-                .collect();
+            let old = self.tokens.replace_all(tokens);
             self.count.store(count, Ordering::Relaxed);
             old
         };
@@ -151,7 +137,7 @@ impl State {
         let now = airlock_core::time::now_ms();
         let mut gone = Vec::new();
         for (i, shard) in old.iter().enumerate() {
-            let current = self.shards[i].load();
+            let current = self.tokens.table(i);
             for (key, bucket) in shard.iter() {
                 for entry in bucket.entries() {
                     let still = current
@@ -215,11 +201,11 @@ impl State {
         for op in ops {
             match &op {
                 TokenOp::Put(e) => by_shard
-                    .entry(shard_of(e.digest.lookup_key()))
+                    .entry(self.tokens.index(&e.digest.lookup_key()))
                     .or_default()
                     .push(op),
                 TokenOp::Remove(d, _) => by_shard
-                    .entry(shard_of(d.lookup_key()))
+                    .entry(self.tokens.index(&d.lookup_key()))
                     .or_default()
                     .push(op),
                 TokenOp::RemoveId(id) => by_id.push(id.clone()),
@@ -227,44 +213,43 @@ impl State {
         }
         let mut tombs = Vec::new();
         for (index, ops) in by_shard {
-            let mut shard = Shard::clone(&self.shards[index].load());
-            for op in ops {
-                match op {
-                    TokenOp::Put(entry) => {
-                        let key = entry.digest.lookup_key();
-                        let digest = entry.digest;
-                        let bucket = Bucket::with(shard.get(&key), entry);
-                        if shard.insert(key, bucket).is_none() {
-                            self.count.fetch_add(1, Ordering::Relaxed);
+            self.tokens.update(index, |shard| {
+                for op in ops {
+                    match op {
+                        TokenOp::Put(entry) => {
+                            let digest = entry.digest;
+                            if tokens::put(shard, entry) {
+                                self.count.fetch_add(1, Ordering::Relaxed);
+                            }
+                            lock(&self.refusals).forget(&digest);
                         }
-                        lock(&self.refusals).forget(&digest);
-                    }
-                    TokenOp::Remove(digest, reason) => {
-                        let key = digest.lookup_key();
-                        if let Some(bucket) = shard.get(&key) {
-                            match bucket.without(&digest) {
-                                Some(rest) => {
-                                    shard.insert(key, rest);
-                                }
-                                None => {
-                                    shard.remove(&key);
-                                    self.count.fetch_sub(1, Ordering::Relaxed);
+                        TokenOp::Remove(digest, reason) => {
+                            let key = digest.lookup_key();
+                            if let Some(bucket) = shard.get(&key) {
+                                match bucket.without(&digest) {
+                                    Some(rest) => {
+                                        shard.insert(key, rest);
+                                    }
+                                    None => {
+                                        shard.remove(&key);
+                                        self.count.fetch_sub(1, Ordering::Relaxed);
+                                    }
                                 }
                             }
+                            tombs.push((digest, reason));
                         }
-                        tombs.push((digest, reason));
+                        TokenOp::RemoveId(_) => {}
                     }
-                    TokenOp::RemoveId(_) => {}
                 }
-            }
-            self.shards[index].store(Arc::new(shard));
+            });
         }
         // A token row that vanished entirely (never happens through the store, which only
         // revokes) can only be found by scanning.
         for id in by_id {
-            for slot in self.shards.iter() {
-                let shard = slot.load();
-                let hits: Vec<(u64, TokenDigest)> = shard
+            for index in 0..SHARDS {
+                let hits: Vec<(u64, TokenDigest)> = self
+                    .tokens
+                    .table(index)
                     .iter()
                     .flat_map(|(k, b)| {
                         b.entries()
@@ -276,20 +261,20 @@ impl State {
                 if hits.is_empty() {
                     continue;
                 }
-                let mut copy = Shard::clone(&shard);
-                for (key, digest) in hits {
-                    match copy.get(&key).and_then(|b| b.without(&digest)) {
-                        Some(rest) => {
-                            copy.insert(key, rest);
+                self.tokens.update(index, |copy| {
+                    for (key, digest) in hits {
+                        match copy.get(&key).and_then(|b| b.without(&digest)) {
+                            Some(rest) => {
+                                copy.insert(key, rest);
+                            }
+                            None => {
+                                copy.remove(&key);
+                                self.count.fetch_sub(1, Ordering::Relaxed);
+                            }
                         }
-                        None => {
-                            copy.remove(&key);
-                            self.count.fetch_sub(1, Ordering::Relaxed);
-                        }
+                        tombs.push((digest, Refusal::Revoked));
                     }
-                    tombs.push((digest, Refusal::Revoked));
-                }
-                slot.store(Arc::new(copy));
+                });
             }
         }
         if !tombs.is_empty() {

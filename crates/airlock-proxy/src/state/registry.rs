@@ -21,7 +21,7 @@ use super::entries::{
     SecretSlot, Slot, TokenEntry,
 };
 use super::refusals::Refusal;
-use super::tokens::{shard_of, Bucket, Shard, SHARDS};
+use super::tokens::{self, TokenTables};
 use super::{lock, State};
 
 /// The writer's side: ids to slots. Only writers (the feed task, on-demand loads) touch it.
@@ -355,7 +355,7 @@ enum Unusable {
 /// A complete state built aside by a full reload.
 pub(crate) struct Built {
     pub(super) registry: Registry,
-    pub(super) shards: Vec<Shard>,
+    pub(super) tokens: TokenTables,
     pub(super) count: usize,
 }
 
@@ -387,7 +387,7 @@ impl Builder {
             live,
             built: Built {
                 registry: Registry::default(),
-                shards: (0..SHARDS).map(|_| Shard::default()).collect(),
+                tokens: TokenTables::new(),
                 count: 0,
             },
             now_ms: airlock_core::time::now_ms(),
@@ -405,10 +405,8 @@ impl Builder {
         for op in ops {
             // A full load holds active tokens only; `token_ops` turns nothing else into a `Put`.
             if let TokenOp::Put(entry) = op {
-                let key = entry.digest.lookup_key();
-                let shard = &mut self.built.shards[shard_of(key)];
-                let bucket = Bucket::with(shard.get(&key), entry);
-                if shard.insert(key, bucket).is_none() {
+                let table = self.built.tokens.table_for(&entry.digest.lookup_key());
+                if tokens::put(table, entry) {
                     self.built.count += 1;
                 }
             }

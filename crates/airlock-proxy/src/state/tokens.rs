@@ -1,22 +1,22 @@
-//! The token map: tokens by the first 8 bytes of their digest, in [`SHARDS`] shards that
-//! readers use without a lock (see the module docs of `state`), and the constant-time
-//! comparison of the full digest that a lookup ends with.
+//! The token map: tokens by the first 8 bytes of their digest in a [`ShardMap`] of [`SHARDS`]
+//! shards, which readers use without a lock (see the module docs of `state`), and the
+//! constant-time comparison of the full digest that a lookup ends with.
 
-use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
 use airlock_core::TokenDigest;
 
 use super::entries::TokenEntry;
+use crate::shardmap::{ShardMap, Table, Tables};
 
-/// Number of token shards. A power of two; see [`shard_of`].
-pub(crate) const SHARDS: usize = 256;
+/// Number of token shards: a writer copies about `n / 256` entries.
+pub(super) const SHARDS: usize = 256;
 
 /// The digest is uniformly distributed, so its first 8 bytes are already a good hash: no need to
 /// hash them again on every lookup.
 #[derive(Default, Clone, Copy)]
-pub(crate) struct KeyHasher(u64);
+pub(super) struct KeyHasher(u64);
 
 impl Hasher for KeyHasher {
     fn finish(&self) -> u64 {
@@ -33,11 +33,38 @@ impl Hasher for KeyHasher {
     }
 }
 
-pub(super) type Shard = HashMap<u64, Bucket, BuildHasherDefault<KeyHasher>>;
+type KeyHash = BuildHasherDefault<KeyHasher>;
+
+/// Tokens by [`TokenDigest::lookup_key`].
+pub(super) type Tokens = ShardMap<u64, Bucket, KeyHash, SHARDS>;
+/// One shard of [`Tokens`].
+pub(super) type TokenTable = Table<u64, Bucket, KeyHash>;
+/// A complete token map, built aside by a full reload.
+pub(super) type TokenTables = Tables<u64, Bucket, KeyHasher, SHARDS>;
+
+/// The hot-path lookup: no lock, no allocation; the full digest is compared in constant time.
+pub(super) fn find(tokens: &Tokens, digest: &TokenDigest) -> Option<Arc<TokenEntry>> {
+    tokens
+        .get_with(&digest.lookup_key(), |bucket| {
+            bucket
+                .entries()
+                .iter()
+                .find(|e| digest_eq(&e.digest, digest))
+                .cloned()
+        })
+        .flatten()
+}
+
+/// Adds `entry` to the table of its shard; true when its lookup key is new there (a token more).
+pub(super) fn put(table: &mut TokenTable, entry: Arc<TokenEntry>) -> bool {
+    let key = entry.digest.lookup_key();
+    let bucket = Bucket::with(table.get(&key), entry);
+    table.insert(key, bucket).is_none()
+}
 
 /// Compares two digests in constant time, as four 64-bit words: no early exit, and about a
 /// tenth of the cost of a byte-by-byte `subtle` comparison, which the lookup profile showed.
-pub(super) fn digest_eq(a: &TokenDigest, b: &TokenDigest) -> bool {
+fn digest_eq(a: &TokenDigest, b: &TokenDigest) -> bool {
     let (a, b) = (a.as_bytes(), b.as_bytes());
     let mut diff = 0u64;
     for i in 0..4 {
@@ -49,13 +76,6 @@ pub(super) fn digest_eq(a: &TokenDigest, b: &TokenDigest) -> bool {
         diff |= word(a) ^ word(b);
     }
     std::hint::black_box(diff) == 0
-}
-
-/// The shard a key lives in. hashbrown indexes buckets with the low bits and tags them with the
-/// top seven, so the shard is chosen from bits in between: within a shard, keys still differ in
-/// the bits the table uses.
-pub(super) fn shard_of(key: u64) -> usize {
-    ((key >> 32) as usize) & (SHARDS - 1)
 }
 
 /// Tokens under one lookup key: almost always one; a 64-bit collision is handled, not assumed away.
