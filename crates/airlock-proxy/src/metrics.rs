@@ -22,7 +22,7 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 
-use crate::error::CODES;
+use crate::error::Code;
 use crate::shardmap::LazyMap;
 use crate::Shared;
 
@@ -291,7 +291,8 @@ pub(crate) struct Metrics {
     /// Requests refused before a token (and so a gateway) was known.
     no_gateway: GatewayStats,
     upstream_errors: [AtomicU64; UpstreamErrorKind::ALL.len()],
-    refusals: Box<[AtomicU64]>,
+    /// By [`Code`], at `code as usize`.
+    refusals: [AtomicU64; Code::ALL.len()],
     connections_active: AtomicI64,
     connections_refused: AtomicU64,
     connections_refused_per_source: AtomicU64,
@@ -308,7 +309,7 @@ impl Metrics {
             gateways: LazyMap::new(),
             no_gateway: GatewayStats::new(),
             upstream_errors: std::array::from_fn(|_| AtomicU64::new(0)),
-            refusals: CODES.iter().map(|_| AtomicU64::new(0)).collect(),
+            refusals: std::array::from_fn(|_| AtomicU64::new(0)),
             connections_active: AtomicI64::new(0),
             connections_refused: AtomicU64::new(0),
             connections_refused_per_source: AtomicU64::new(0),
@@ -340,9 +341,9 @@ impl Metrics {
         }
     }
 
-    pub(crate) fn refusal(&self, code: &'static str) {
-        if let Some(i) = CODES.iter().position(|c| *c == code) {
-            self.refusals[i].fetch_add(1, Ordering::Relaxed);
+    pub(crate) fn refusal(&self, code: Code) {
+        if let Some(n) = self.refusals.get(code as usize) {
+            n.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -562,8 +563,8 @@ impl Collector for ProxyCollector {
                 None,
                 MetricType::Counter,
             )?;
-            for (code, n) in CODES.iter().zip(m.refusals.iter()) {
-                let labels = [("reason", *code)];
+            for (code, n) in Code::ALL.iter().zip(&m.refusals) {
+                let labels = [("reason", code.as_str())];
                 family
                     .encode_family(&labels)?
                     .encode_counter::<NoLabelSet, _, f64>(&n.load(Ordering::Relaxed), None)?;
@@ -648,15 +649,15 @@ impl Collector for ProxyCollector {
 }
 
 /// A status code as text, without allocating.
-struct Code([u8; 5], usize);
+struct StatusText([u8; 5], usize);
 
-impl Code {
+impl StatusText {
     fn as_str(&self) -> &str {
         std::str::from_utf8(&self.0[..self.1]).unwrap_or("other")
     }
 }
 
-fn itoa_u16(mut n: u16) -> Code {
+fn itoa_u16(mut n: u16) -> StatusText {
     let mut digits = [0u8; 5];
     let mut len = 0;
     loop {
@@ -668,7 +669,7 @@ fn itoa_u16(mut n: u16) -> Code {
         }
     }
     digits[..len].reverse();
-    Code(digits, len)
+    StatusText(digits, len)
 }
 
 #[cfg(test)]

@@ -97,7 +97,7 @@ pub(crate) async fn handle(
             let d = err.describe();
             tracing::debug!(
                 request_id = id.to_str().unwrap_or_default(),
-                code = d.code,
+                code = d.code.as_str(),
                 status = d.status.as_u16(),
                 "refused a request"
             );
