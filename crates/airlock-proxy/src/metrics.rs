@@ -22,9 +22,10 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 
+use crate::audit::AuditQueue;
 use crate::error::Code;
 use crate::shardmap::LazyMap;
-use crate::Shared;
+use crate::state::State;
 
 /// Histogram bucket bounds in seconds: LLM calls take from milliseconds to minutes.
 const BUCKETS: [f64; 14] = [
@@ -399,8 +400,13 @@ impl Drop for ConnectionGuard {
 
 type Fmt = Result<(), std::fmt::Error>;
 
-/// Encodes one data plane's metrics at scrape time.
-pub(crate) struct ProxyCollector(pub(crate) Arc<Shared>);
+/// Encodes one data plane's metrics at scrape time: its counters, and the gauges read from its
+/// state and its audit queue.
+pub(crate) struct ProxyCollector {
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) state: Arc<State>,
+    pub(crate) audit: AuditQueue,
+}
 
 impl std::fmt::Debug for ProxyCollector {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -423,8 +429,7 @@ where
 
 impl Collector for ProxyCollector {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Fmt {
-        let shared = &self.0;
-        let m = &shared.metrics;
+        let m = &self.metrics;
         let mut gateways: Vec<(&str, &GatewayStats)> = Vec::new();
         // Sorted by id, so that scrapes are stable.
         let mut owned: Vec<(GatewayConfigId, Arc<GatewayStats>)> = Vec::new();
@@ -592,13 +597,13 @@ impl Collector for ProxyCollector {
             &mut encoder,
             "airlock_proxy_tokens",
             "Active gateway tokens held in memory.",
-            i64::try_from(shared.state.token_count()).unwrap_or(i64::MAX),
+            i64::try_from(self.state.token_count()).unwrap_or(i64::MAX),
         )?;
         gauge(
             &mut encoder,
             "airlock_proxy_state_loaded",
             "1 once a full snapshot of the state has been loaded, else 0.",
-            i64::from(shared.state.ready()),
+            i64::from(self.state.ready()),
         )?;
         let synced = m.synced_at_ms.load(Ordering::Acquire);
         let now = since(m.started);
@@ -630,19 +635,19 @@ impl Collector for ProxyCollector {
             &mut encoder,
             "airlock_audit_queue_depth",
             "Request audit events waiting in memory to be written.",
-            i64::try_from(shared.audit.depth()).unwrap_or(i64::MAX),
+            i64::try_from(self.audit.depth()).unwrap_or(i64::MAX),
         )?;
         counter(
             &mut encoder,
             "airlock_audit_spilled",
             "Request audit events written to the local spill file because the database could not take them.",
-            shared.audit.spilled(),
+            self.audit.spilled(),
         )?;
         gauge(
             &mut encoder,
             "airlock_audit_spill_pending",
             "1 while the spill file holds events not yet replayed into the database, else 0.",
-            i64::from(shared.audit.spill_pending()),
+            i64::from(self.audit.spill_pending()),
         )?;
         Ok(())
     }
