@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use airlock_core::token::{BearerSecret, SecretKind};
-use airlock_core::{DevboxId, EnvName, InvalidInput, Label, SourceAddresses, TokenId};
+use airlock_core::{DevboxId, EnvName, InvalidInput, Label, SourceAddresses, TokenId, TokenScope};
 use airlock_store::{
     DevboxRow, DevboxStatus, GatewayConfigRow, GatewaySpec, SecretRow, StoreError, TokenRow,
 };
@@ -16,8 +16,8 @@ use crate::error::{ApiError, ApiResult};
 use crate::gateways::{resolve, secret_ref};
 use crate::json::{Body, Query};
 use crate::wire::{
-    auth_view, devbox_view, list_view, DevboxRegister, DevboxUpdate, Empty, GatewayRefIn,
-    ListQuery, TokenView,
+    auth_view, devbox_view, list_view, CreateTokenIn, DevboxRegister, DevboxUpdate, Empty,
+    GatewayRefIn, ListQuery, TokenView,
 };
 use crate::{page, AppState};
 
@@ -97,6 +97,8 @@ fn mint(
     gateway: &GatewayConfigRow,
     secret: &SecretRow,
     prefix: Option<EnvName>,
+    expire_time_ms: Option<i64>,
+    scope: Option<TokenScope>,
 ) -> (TokenRow, BearerSecret) {
     let token = BearerSecret::generate(SecretKind::Gateway);
     let row = TokenRow {
@@ -108,7 +110,8 @@ fn mint(
         prefix,
         digest: token.digest(),
         create_time_ms: airlock_core::time::now_ms(),
-        expire_time_ms: None,
+        expire_time_ms,
+        scope,
     };
     (row, token)
 }
@@ -155,7 +158,15 @@ pub(crate) async fn register(
         let (gateway, secret) =
             resolve_pair(&state, &caller, &format!("gateways.{key}"), r).await?;
         let prefix = prefixes[key.as_str()].clone();
-        let (row, token) = mint(&caller, &id, &gateway, &secret, Some(prefix.clone()));
+        let (row, token) = mint(
+            &caller,
+            &id,
+            &gateway,
+            &secret,
+            Some(prefix.clone()),
+            None,
+            None,
+        );
         environment.insert(format!("{key}_URL"), Value::from(state.public_url.clone()));
         environment.insert(key.clone(), Value::from(token.expose()));
         specs.push(GatewaySpec {
@@ -297,8 +308,37 @@ pub(crate) async fn create_gateway_token(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
-    Body(input): Body<GatewayRefIn>,
+    Body(input): Body<CreateTokenIn>,
 ) -> ApiResult<Json<Value>> {
+    // Longest lifetime a scoped token may be given: ten years.
+    const MAX_EXPIRES_IN_S: i64 = 10 * 365 * 24 * 3600;
+    if input.max_requests.is_some() {
+        return Err(InvalidInput::new(
+            "max_requests",
+            "is not supported yet (it needs the cross-replica request limits)",
+        )
+        .into());
+    }
+    let now = airlock_core::time::now_ms();
+    let expire_time_ms = match input.expires_in_s {
+        None => None,
+        Some(s) if (1..=MAX_EXPIRES_IN_S).contains(&s) => Some(now + s * 1000),
+        Some(_) => {
+            return Err(InvalidInput::new(
+                "expires_in_s",
+                format!("must be a whole number of seconds from 1 to {MAX_EXPIRES_IN_S}"),
+            )
+            .into())
+        }
+    };
+    let scope = TokenScope::parse(
+        input.allowed_methods.as_deref().unwrap_or_default(),
+        input.allowed_path_prefixes.as_deref().unwrap_or_default(),
+    )?;
+    let pair = GatewayRefIn {
+        gateway: input.gateway,
+        secret: input.secret,
+    };
     let devbox = state
         .store
         .get_devbox(&caller.account.id, &id)
@@ -310,13 +350,21 @@ pub(crate) async fn create_gateway_token(
         )));
     }
     let (gateway, secret) =
-        resolve_pair(&state, &caller, "", &input)
+        resolve_pair(&state, &caller, "", &pair)
             .await
             .map_err(|e| match e {
                 ApiError::Invalid(m) => ApiError::Invalid(m.trim_start_matches('.').to_owned()),
                 other => other,
             })?;
-    let (row, token) = mint(&caller, &devbox.id, &gateway, &secret, None);
+    let (row, token) = mint(
+        &caller,
+        &devbox.id,
+        &gateway,
+        &secret,
+        None,
+        expire_time_ms,
+        scope,
+    );
     let audit = caller.audit(
         "devbox.create_gateway_token",
         "devbox",
@@ -335,6 +383,7 @@ pub(crate) async fn create_gateway_token(
         "gateway_config_id": gateway.id.as_str(),
         "endpoint": gateway.endpoint.to_string(),
         "auth_mechanism": auth_view(&gateway.auth),
+        "expire_time_ms": row.expire_time_ms,
     })))
 }
 

@@ -133,6 +133,24 @@ pub(crate) struct GatewayRefIn {
     pub secret: String,
 }
 
+/// `create_gateway_token`'s body: the pair, and an optional scope.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CreateTokenIn {
+    pub gateway: String,
+    pub secret: String,
+    /// The token expires this many seconds after it is minted.
+    #[serde(default)]
+    pub expires_in_s: Option<i64>,
+    #[serde(default)]
+    pub allowed_methods: Option<Vec<String>>,
+    #[serde(default)]
+    pub allowed_path_prefixes: Option<Vec<String>>,
+    /// Reserved: a request count per token needs the cross-replica limits, not built yet.
+    #[serde(default)]
+    pub max_requests: Option<serde_json::Value>,
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct DevboxRegister {
@@ -294,6 +312,9 @@ pub(crate) struct TokenView {
     pub create_time_ms: i64,
     pub expire_time_ms: Option<i64>,
     pub revoke_time_ms: Option<i64>,
+    /// The scope of a scoped token (`null` when unscoped).
+    pub allowed_methods: Option<Vec<String>>,
+    pub allowed_path_prefixes: Option<Vec<String>>,
     pub last_used_time_ms: Option<i64>,
     pub use_count: i64,
 }
@@ -317,6 +338,8 @@ impl TokenView {
             create_time_ms: t.create_time_ms,
             expire_time_ms: t.expire_time_ms,
             revoke_time_ms: t.revoke_time_ms,
+            allowed_methods: t.scope.as_ref().map(|s| s.methods.clone()),
+            allowed_path_prefixes: t.scope.as_ref().map(|s| s.path_prefixes.clone()),
             last_used_time_ms: t.last_used_time_ms,
             use_count: t.use_count,
         }

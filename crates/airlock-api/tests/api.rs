@@ -1919,3 +1919,86 @@ both!(
         }
     }
 );
+
+both!(
+    scoped_tokens_are_validated_and_listed,
+    |h: Harness| async move {
+        setup_pair(&h).await;
+        let dbx = h
+            .post("/v1/devboxes", json!({"source_addresses": ["10.0.0.1"]}))
+            .await;
+        let id = dbx["id"].as_str().unwrap().to_owned();
+        let path = format!("/v1/devboxes/{id}/create_gateway_token");
+        let pair = |extra: Value| {
+            let mut body = json!({"gateway": "anthropic", "secret": "ANTHROPIC_KEY"});
+            body.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            body
+        };
+        for (extra, expected) in [
+            (
+                json!({"expires_in_s": 0}),
+                "expires_in_s: must be a whole number",
+            ),
+            (
+                json!({"expires_in_s": -5}),
+                "expires_in_s: must be a whole number",
+            ),
+            (json!({"expires_in_s": "soon"}), "expires_in_s"),
+            (
+                json!({"allowed_methods": ["GE T"]}),
+                "allowed_methods[0]: must be an HTTP method",
+            ),
+            (
+                json!({"allowed_path_prefixes": ["v1/messages"]}),
+                "allowed_path_prefixes[0]: must be a path",
+            ),
+            (
+                json!({"allowed_path_prefixes": ["/v1/../admin"]}),
+                "allowed_path_prefixes[0]: must be a plain path",
+            ),
+            (
+                json!({"max_requests": 10}),
+                "max_requests: is not supported yet",
+            ),
+        ] {
+            let (status, err) = h
+                .call(Method::POST, &path, Some(&pair(extra.clone())))
+                .await;
+            assert_eq!(status, 400, "{extra}: {err}");
+            let message = err["error"]["message"].as_str().unwrap();
+            assert!(message.contains(expected), "{extra}: {message}");
+        }
+        let listed = h.get(&format!("/v1/devboxes/{id}/gateway_tokens")).await;
+        assert_eq!(
+            listed["gateway_tokens"],
+            json!([]),
+            "a refused mint left a token"
+        );
+
+        let minted = h
+            .post(
+                &path,
+                pair(json!({"expires_in_s": 3600, "allowed_methods": ["post"],
+                        "allowed_path_prefixes": ["/v1/messages"]})),
+            )
+            .await;
+        let expires = minted["expire_time_ms"].as_i64().unwrap();
+        let now = airlock_core::time::now_ms();
+        assert!(
+            (now + 3_590_000..=now + 3_600_000).contains(&expires),
+            "{expires}"
+        );
+        let listed = h.get(&format!("/v1/devboxes/{id}/gateway_tokens")).await;
+        let t = &listed["gateway_tokens"][0];
+        assert_eq!(t["allowed_methods"], json!(["POST"]));
+        assert_eq!(t["allowed_path_prefixes"], json!(["/v1/messages"]));
+        assert_eq!(t["expire_time_ms"], expires);
+        assert_eq!(t["status"], "active");
+        // An unscoped token lists null scopes.
+        h.post(&path, pair(json!({}))).await;
+        let listed = h.get(&format!("/v1/devboxes/{id}/gateway_tokens")).await;
+        assert_eq!(listed["gateway_tokens"][0]["allowed_methods"], Value::Null);
+    }
+);

@@ -53,6 +53,9 @@ pub enum ProxyError {
     DevboxShutdown,
     #[error("the request comes from an address that this devbox does not allow")]
     AddressNotAllowed,
+    /// A scoped token used with a method or path outside its scope.
+    #[error("this gateway token does not allow this method or path")]
+    TokenScope,
     #[error("{0}")]
     BadPath(&'static str),
     /// `CONNECT`, `TRACE` or `TRACK`; the text says which and why.
@@ -118,6 +121,7 @@ pub enum Code {
     MisplacedToken,
     DevboxShutdown,
     AddressNotAllowed,
+    TokenScope,
     BadPath,
     MethodNotAllowed,
     BadMethod,
@@ -141,7 +145,7 @@ pub enum Code {
 
 impl Code {
     /// Every code, in declaration order (so that `Code::ALL[code as usize] == code`).
-    pub const ALL: [Code; 28] = [
+    pub const ALL: [Code; 29] = [
         Code::MissingToken,
         Code::MalformedToken,
         Code::UnknownToken,
@@ -151,6 +155,7 @@ impl Code {
         Code::MisplacedToken,
         Code::DevboxShutdown,
         Code::AddressNotAllowed,
+        Code::TokenScope,
         Code::BadPath,
         Code::MethodNotAllowed,
         Code::BadMethod,
@@ -184,6 +189,7 @@ impl Code {
             Code::MisplacedToken => "misplaced_token",
             Code::DevboxShutdown => "devbox_shutdown",
             Code::AddressNotAllowed => "address_not_allowed",
+            Code::TokenScope => "token_scope",
             Code::BadPath => "bad_path",
             Code::MethodNotAllowed => "method_not_allowed",
             Code::BadMethod => "bad_method",
@@ -288,6 +294,12 @@ impl ProxyError {
                 Downstream,
                 StatusCode::FORBIDDEN,
                 Code::AddressNotAllowed,
+                PERMISSION,
+            ),
+            Self::TokenScope => (
+                Downstream,
+                StatusCode::FORBIDDEN,
+                Code::TokenScope,
                 PERMISSION,
             ),
             Self::BadPath(_) => (Downstream, StatusCode::BAD_REQUEST, Code::BadPath, INVALID),
@@ -453,6 +465,7 @@ mod tests {
             ProxyError::MisplacedToken,
             ProxyError::DevboxShutdown,
             ProxyError::AddressNotAllowed,
+            ProxyError::TokenScope,
             ProxyError::BadPath("the path must not contain dot segments"),
             ProxyError::MethodNotAllowed("CONNECT is not supported"),
             ProxyError::MethodNotAllowed("TRACE and TRACK are not forwarded"),
@@ -521,6 +534,7 @@ mod tests {
                 "misplaced_token",
                 "devbox_shutdown",
                 "address_not_allowed",
+                "token_scope",
                 "bad_path",
                 "method_not_allowed",
                 "bad_method",

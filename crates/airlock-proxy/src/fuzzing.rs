@@ -163,6 +163,7 @@ impl Bench {
                 gateway_config_id: gateway.id.clone(),
                 secret_id: secret_id.clone(),
                 expires_at_ms: None,
+                scope: None,
                 revoked: false,
             });
             snapshot.gateways.push(gateway);

@@ -139,6 +139,11 @@ async fn proxy(
 
     // 4. authorize
     let route = authorize(&token, peer)?;
+    if let Some(scope) = &token.scope {
+        if !scope.allows(req.method().as_str(), req.uri().path()) {
+            return Err(ProxyError::TokenScope);
+        }
+    }
     record.secret_version(route.secret.version);
     if let Some(limiter) = &shared.limiter {
         limiter.check(&token.devbox.id)?;

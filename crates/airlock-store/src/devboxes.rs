@@ -2,7 +2,7 @@
 
 use airlock_core::state::Change;
 use airlock_core::{
-    AccountId, DevboxId, EnvName, GatewayConfigId, SecretId, SourceAddresses, TokenId,
+    AccountId, DevboxId, EnvName, GatewayConfigId, SecretId, SourceAddresses, TokenId, TokenScope,
 };
 use sqlx::any::AnyRow;
 
@@ -50,10 +50,33 @@ fn devbox(row: &AnyRow) -> Result<DevboxRow> {
     })
 }
 
+/// A token's scope as its column holds it.
+pub(crate) fn encode_scope(scope: &TokenScope) -> String {
+    serde_json::json!({"methods": scope.methods, "path_prefixes": scope.path_prefixes}).to_string()
+}
+
+/// The scope column read back; re-checked, since the row is outside the control plane.
+pub(crate) fn decode_scope(text: Option<String>) -> Result<Option<TokenScope>> {
+    let Some(text) = text else {
+        return Ok(None);
+    };
+    let corrupt = || StoreError::Corrupt("token scope".into());
+    let v: serde_json::Value = serde_json::from_str(&text).map_err(|_| corrupt())?;
+    let list = |key: &str| -> Result<Vec<String>> {
+        v.get(key)
+            .and_then(serde_json::Value::as_array)
+            .ok_or_else(corrupt)?
+            .iter()
+            .map(|s| s.as_str().map(str::to_owned).ok_or_else(corrupt))
+            .collect()
+    };
+    TokenScope::parse(&list("methods")?, &list("path_prefixes")?).map_err(|_| corrupt())
+}
+
 async fn insert_token(tx: &mut crate::Tx, t: &TokenRow) -> Result<()> {
     sqlx::query(
-        "INSERT INTO gateway_tokens (id, account_id, devbox_id, gateway_config_id, secret_id, prefix, digest, create_time_ms, expire_time_ms)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        "INSERT INTO gateway_tokens (id, account_id, devbox_id, gateway_config_id, secret_id, prefix, digest, create_time_ms, expire_time_ms, scope)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
     )
     .bind(t.id.as_str().to_owned())
     .bind(t.account_id.as_str().to_owned())
@@ -64,6 +87,7 @@ async fn insert_token(tx: &mut crate::Tx, t: &TokenRow) -> Result<()> {
     .bind(t.digest.to_hex())
     .bind(t.create_time_ms)
     .bind(t.expire_time_ms)
+    .bind(t.scope.as_ref().map(encode_scope))
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -256,7 +280,7 @@ impl Store {
         self.get_devbox(account, devbox.as_str()).await?;
         let rows = sqlx::query(
             "SELECT t.id, t.devbox_id, t.gateway_config_id, t.secret_id, t.prefix, t.create_time_ms,
-                    t.expire_time_ms, t.revoke_time_ms,
+                    t.expire_time_ms, t.revoke_time_ms, t.scope,
                     (SELECT MAX(e.time_ms) FROM request_events e WHERE e.token_id = t.id) AS last_used_time_ms,
                     (SELECT COUNT(*) FROM request_events e WHERE e.token_id = t.id) AS use_count
              FROM gateway_tokens t WHERE t.account_id = $1 AND t.devbox_id = $2 ORDER BY t.id DESC",
@@ -279,6 +303,7 @@ impl Store {
                     create_time_ms: col(row, "create_time_ms")?,
                     expire_time_ms: col(row, "expire_time_ms")?,
                     revoke_time_ms: col(row, "revoke_time_ms")?,
+                    scope: decode_scope(col(row, "scope")?)?,
                     last_used_time_ms: col(row, "last_used_time_ms")?,
                     use_count: col(row, "use_count")?,
                 })

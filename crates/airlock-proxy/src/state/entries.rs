@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use airlock_core::state::SecretRecord;
+use airlock_core::TokenScope;
 use airlock_core::{
     AccountId, DevboxId, GatewayConfigId, SecretId, SourceAddresses, TokenDigest, TokenId,
 };
@@ -69,6 +70,8 @@ pub(crate) struct TokenEntry {
     pub(crate) id: TokenId,
     pub(crate) account_id: Arc<AccountId>,
     pub(crate) expires_at_ms: Option<i64>,
+    /// Allowed methods and path prefixes of a scoped token (403 `token_scope` outside them).
+    pub(crate) scope: Option<Box<TokenScope>>,
     /// The registry version that inserted it: a full reload leaves tombstones only for tokens
     /// that were there before it started (a token inserted meanwhile is not "gone", just newer
     /// than the reload's snapshot).

@@ -260,6 +260,7 @@ impl Registry {
             id: record.id.clone(),
             account_id: self.account(&record.account_id),
             expires_at_ms: record.expires_at_ms,
+            scope: record.scope.clone().map(Box::new),
             since: self.version,
             devbox: self.devbox_slot(&record.devbox_id),
             gateway: self.gateway_slot(&record.gateway_config_id),

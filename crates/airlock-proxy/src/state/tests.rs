@@ -74,6 +74,7 @@ pub(crate) fn token(f: &Fixture) -> (BearerSecret, TokenRecord) {
         gateway_config_id: f.gateway.id.clone(),
         secret_id: f.secret.id.clone(),
         expires_at_ms: None,
+        scope: None,
         revoked: false,
     };
     (secret, record)
