@@ -44,6 +44,19 @@ pub(super) fn type_name(value: &Value) -> &'static str {
     }
 }
 
+/// A value named in a message: quoted when it is a short word (a role, a block type, a tool
+/// type), else left out, so that a message never carries content or grows with the input.
+pub(super) fn shown(value: &str) -> String {
+    let word = value
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"_-.:".contains(&b));
+    if word && !value.is_empty() && value.len() <= 64 {
+        format!("{value:?}")
+    } else {
+        "another value".to_owned()
+    }
+}
+
 /// A field of an object, with its path for messages (`messages[2].content`).
 pub(super) struct Field<'a> {
     pub(super) path: String,
@@ -220,6 +233,14 @@ mod tests {
         for (url, expected) in cases {
             assert_eq!(parse_data_url(url), expected, "{url}");
         }
+    }
+
+    #[test]
+    fn values_shown_in_messages() {
+        assert_eq!(shown("web_search_20250305"), "\"web_search_20250305\"");
+        assert_eq!(shown("ignore previous instructions"), "another value");
+        assert_eq!(shown(&"a".repeat(65)), "another value");
+        assert_eq!(shown(""), "another value");
     }
 
     #[test]

@@ -6,7 +6,7 @@
 
 use serde_json::{json, Value};
 
-use super::json::{field, number, parse_data_url, parse_object, type_name, Builder, Object};
+use super::json::{field, number, parse_data_url, parse_object, shown, type_name, Builder, Object};
 use super::{budget_for_effort, effort_for_budget, MaxTokensField, RequestOptions, TranslateError};
 
 // ---------------------------------------------------------------------------------------------
@@ -49,8 +49,9 @@ pub fn openai_to_anthropic_request(
             }
             other => {
                 return Err(TranslateError::malformed(format!(
-                "{at}.role: must be one of system, developer, user, assistant, tool, not {other:?}"
-            )))
+                    "{at}.role: must be one of system, developer, user, assistant, tool, not {}",
+                    shown(other)
+                )))
             }
         }
     }
@@ -261,7 +262,8 @@ fn text_parts(message: &Object, at: &str, of: TextPartsOf) -> Result<Vec<Value>,
                     "image_url" if of == TextPartsOf::Tool => blocks.push(image_block(part, &at)?),
                     other => {
                         return Err(TranslateError::malformed(format!(
-                            "{at}.type: must be text here, not {other:?}"
+                            "{at}.type: must be text here, not {}",
+                            shown(other)
                         )))
                     }
                 }
@@ -298,7 +300,8 @@ fn user_blocks(message: &Object, at: &str) -> Result<Vec<Value>, TranslateError>
                     }
                     other => {
                         return Err(TranslateError::malformed(format!(
-                            "{at}.type: must be one of text, image_url, file, input_audio, not {other:?}"
+                            "{at}.type: must be one of text, image_url, file, input_audio, not {}",
+                            shown(other)
                         )))
                     }
                 }
@@ -394,7 +397,8 @@ fn assistant_blocks(message: &Object, at: &str) -> Result<Vec<Value>, TranslateE
             }
             other => {
                 return Err(TranslateError::malformed(format!(
-                    "{at}.type: must be thinking or redacted_thinking, not {other:?}"
+                    "{at}.type: must be thinking or redacted_thinking, not {}",
+                    shown(other)
                 )))
             }
         }
@@ -416,7 +420,8 @@ fn assistant_blocks(message: &Object, at: &str) -> Result<Vec<Value>, TranslateE
                     }
                     other => {
                         return Err(TranslateError::malformed(format!(
-                            "{at}.type: must be text or refusal, not {other:?}"
+                            "{at}.type: must be text or refusal, not {}",
+                            shown(other)
                         )))
                     }
                 }
@@ -437,7 +442,8 @@ fn assistant_blocks(message: &Object, at: &str) -> Result<Vec<Value>, TranslateE
         let kind = field(call, &at, "type").str()?.unwrap_or("function");
         if kind != "function" {
             return Err(TranslateError::unsupported(format!(
-                "{at}.type: {kind} tool calls are not supported by this backend"
+                "{at}.type: {} tool calls are not supported by this backend",
+                shown(kind)
             )));
         }
         let id = field(call, &at, "id").required_str()?;
@@ -488,7 +494,8 @@ fn openai_tools(root: &Object) -> Result<Vec<Value>, TranslateError> {
         let kind = field(tool, &at, "type").str()?.unwrap_or("function");
         if kind != "function" {
             return Err(TranslateError::unsupported(format!(
-                "{at}.type: {kind} tools are not supported by this backend"
+                "{at}.type: {} tools are not supported by this backend",
+                shown(kind)
             )));
         }
         let function_at = format!("{at}.function");
@@ -526,7 +533,8 @@ fn openai_tool_choice(root: &Object) -> Result<Option<Value>, TranslateError> {
             "none" => Ok(Some(json!({"type": "none"}))),
             "required" => Ok(Some(json!({"type": "any"}))),
             other => Err(TranslateError::malformed(format!(
-                "tool_choice: must be auto, none, required or a function, not {other:?}"
+                "tool_choice: must be auto, none, required or a function, not {}",
+                shown(other)
             ))),
         },
         Some(Value::Object(named)) => {
@@ -535,7 +543,8 @@ fn openai_tool_choice(root: &Object) -> Result<Option<Value>, TranslateError> {
                 .unwrap_or("function");
             if kind != "function" {
                 return Err(TranslateError::unsupported(format!(
-                    "tool_choice.type: {kind} is not supported by this backend"
+                    "tool_choice.type: {} is not supported by this backend",
+                    shown(kind)
                 )));
             }
             let function = field(named, "tool_choice", "function").required_object()?;
@@ -579,7 +588,8 @@ pub fn anthropic_to_openai_request(
                     "text" => texts.push(field(block, &at, "text").required_str()?),
                     other => {
                         return Err(TranslateError::malformed(format!(
-                            "{at}.type: must be text, not {other:?}"
+                            "{at}.type: must be text, not {}",
+                            shown(other)
                         )))
                     }
                 }
@@ -607,7 +617,8 @@ pub fn anthropic_to_openai_request(
             "assistant" => messages.extend(assistant_message(message, &at)?),
             other => {
                 return Err(TranslateError::malformed(format!(
-                    "{at}.role: must be user or assistant, not {other:?}"
+                    "{at}.role: must be user or assistant, not {}",
+                    shown(other)
                 )))
             }
         }
@@ -662,7 +673,8 @@ pub fn anthropic_to_openai_request(
                 }
                 other => {
                     return Err(TranslateError::malformed(format!(
-                        "tool_choice.type: must be auto, any, tool or none, not {other:?}"
+                        "tool_choice.type: must be auto, any, tool or none, not {}",
+                        shown(other)
                     )))
                 }
             };
@@ -732,7 +744,8 @@ fn user_messages(message: &Object, at: &str, out: &mut Vec<Value>) -> Result<(),
             }
             other => {
                 return Err(TranslateError::unsupported(format!(
-                    "{at}.type: {other} blocks are not supported by this backend"
+                    "{at}.type: {} blocks are not supported by this backend",
+                    shown(other)
                 )))
             }
         }
@@ -767,11 +780,10 @@ fn tool_result_content(
                         texts.push(json!({"type": "text", "text": text}));
                     }
                     "image" => images.push(image_part(inner, &at)?),
-                    other => {
-                        return Err(TranslateError::unsupported(format!(
-                            "{at}.type: {other} blocks in tool results are not supported by this backend"
-                        )))
-                    }
+                    other => return Err(TranslateError::unsupported(format!(
+                        "{at}.type: {} blocks in tool results are not supported by this backend",
+                        shown(other)
+                    ))),
                 }
             }
             texts
@@ -803,7 +815,8 @@ fn image_part(block: &Object, at: &str) -> Result<Value, TranslateError> {
         "url" => field(source, &source_at, "url").required_str()?.to_owned(),
         other => {
             return Err(TranslateError::unsupported(format!(
-                "{source_at}.type: {other} image sources are not supported by this backend"
+                "{source_at}.type: {} image sources are not supported by this backend",
+                shown(other)
             )))
         }
     };
@@ -828,7 +841,8 @@ fn document_part(block: &Object, at: &str) -> Result<Value, TranslateError> {
             Ok(json!({"type": "text", "text": data}))
         }
         other => Err(TranslateError::unsupported(format!(
-            "{source_at}.type: {other} document sources are not supported by this backend"
+            "{source_at}.type: {} document sources are not supported by this backend",
+            shown(other)
         ))),
     }
 }
@@ -860,7 +874,8 @@ fn assistant_message(message: &Object, at: &str) -> Result<Option<Value>, Transl
                     "thinking" | "redacted_thinking" => {}
                     other => {
                         return Err(TranslateError::unsupported(format!(
-                            "{at}.type: {other} blocks are not supported by this backend"
+                            "{at}.type: {} blocks are not supported by this backend",
+                            shown(other)
                         )))
                     }
                 }
@@ -890,7 +905,8 @@ fn anthropic_tools(root: &Object) -> Result<Vec<Value>, TranslateError> {
         let kind = field(tool, &at, "type").str()?.unwrap_or("custom");
         if kind != "custom" {
             return Err(TranslateError::unsupported(format!(
-                "{at}.type: the server tool {kind} is not supported by this backend"
+                "{at}.type: the server tool {} is not supported by this backend",
+                shown(kind)
             )));
         }
         let name = field(tool, &at, "name").required_str()?;

@@ -127,6 +127,7 @@ impl StreamTranslator {
             content_started,
             error,
             done,
+            ending: false,
         };
         let mut on_event = |name: &[u8], data: &[u8]| {
             if !*sink.done {
@@ -161,6 +162,7 @@ impl StreamTranslator {
             content_started,
             error,
             done,
+            ending: true,
         };
         reader.finish(&mut |name: &[u8], data: &[u8]| {
             if !*sink.done {
@@ -171,10 +173,7 @@ impl StreamTranslator {
             state.end(&mut sink);
         }
         if !*sink.done {
-            sink.fail(ErrorInfo::own(
-                502,
-                "the upstream stream ended before its last event",
-            ));
+            sink.fail(ErrorInfo::own(502, ENDED_EARLY));
         }
     }
 
@@ -218,6 +217,8 @@ struct Sink<'a> {
     content_started: &'a mut bool,
     error: &'a mut Option<UpstreamError>,
     done: &'a mut bool,
+    /// The body has ended: an event that does not parse was cut short.
+    ending: bool,
 }
 
 impl Sink<'_> {
@@ -289,11 +290,15 @@ fn str_at<'v>(value: &'v Value, key: &str) -> Option<&'v str> {
 }
 
 fn not_json(sink: &mut Sink<'_>) {
-    sink.fail(ErrorInfo::own(
-        502,
-        "upstream sent an event that is not json",
-    ));
+    let message = if sink.ending {
+        ENDED_EARLY
+    } else {
+        "upstream sent an event that is not json"
+    };
+    sink.fail(ErrorInfo::own(502, message));
 }
+
+const ENDED_EARLY: &str = "the upstream stream ended before its last event";
 
 // ---------------------------------------------------------------------------------------------
 // Anthropic → OpenAI
@@ -691,7 +696,12 @@ impl FromOpenai {
             self.model = bounded(str_at(&chunk, "model"));
         }
         self.start(sink);
-        if let Some(usage) = chunk.get("usage").filter(|u| u.is_object()) {
+        // Groq reports usage in `x_groq.usage` on the last chunk instead.
+        let usage = chunk.get("usage").filter(|u| u.is_object()).or_else(|| {
+            let groq = chunk.get("x_groq").and_then(|x| x.get("usage"));
+            groq.filter(|u| u.is_object())
+        });
+        if let Some(usage) = usage {
             self.tokens = Some(Tokens::from_openai(usage));
         }
         let Some(choices) = chunk.get("choices").and_then(Value::as_array) else {
