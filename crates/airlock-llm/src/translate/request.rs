@@ -780,10 +780,12 @@ fn tool_result_content(
                         texts.push(json!({"type": "text", "text": text}));
                     }
                     "image" => images.push(image_part(inner, &at)?),
-                    other => return Err(TranslateError::unsupported(format!(
+                    other => {
+                        return Err(TranslateError::unsupported(format!(
                         "{at}.type: {} blocks in tool results are not supported by this backend",
                         shown(other)
-                    ))),
+                    )))
+                    }
                 }
             }
             texts
