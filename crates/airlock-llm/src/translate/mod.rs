@@ -1,4 +1,110 @@
-//! DOCS-PLACEHOLDER
+//! Translation between the two chat dialects a router gateway serves: OpenAI Chat Completions
+//! and Anthropic Messages. When the backend the router picked speaks the other dialect than the
+//! client, the request, the response (whole or streamed) and any error are rewritten here, as
+//! pure functions of bytes (SECURITY #30: translation keeps meaning).
+//!
+//! | entry point | from → to |
+//! |---|---|
+//! | [`openai_to_anthropic_request`] / [`anthropic_to_openai_request`] | client's request → backend's, for [`RequestOptions::model`] |
+//! | [`anthropic_to_openai_response`] / [`openai_to_anthropic_response`] | backend's 2xx body → client's |
+//! | [`translate_error_body`] | backend's error body → client's shape (the status is kept by the caller) |
+//! | [`error_body`], [`TranslateError::body`] | Airlock's own error in the client's dialect |
+//! | [`StreamTranslator`] | backend's SSE → client's SSE, fed in any pieces ([`stream`](StreamTranslator) has the event tables) |
+//! | [`translate_request`], [`translate_response`] | the same, by the client's or backend's [`Dialect`] |
+//!
+//! # How a router uses it
+//!
+//! 1. `RequestOptions::new(backend_model)` (then, when the operator's model list knows the
+//!    model's output limit, set `default_max_tokens` to it; for a compatible provider that only
+//!    knows `max_tokens`, set `max_tokens_field`; for a model without reasoning, `reasoning:
+//!    false`). A [`TranslateError`] is answered 400 with [`TranslateError::body`] in the
+//!    client's dialect; an [`ErrorKind::Unsupported`] one may instead be served by a backend
+//!    of the client's own dialect.
+//! 2. A 2xx body goes through the response function; a non-2xx body through
+//!    [`translate_error_body`], status unchanged.
+//! 3. A stream goes through a [`StreamTranslator`] with [`StreamOptions::include_usage`] as the
+//!    client asked ([`crate::RequestInfo::include_usage`]). Until
+//!    [`StreamTranslator::is_content_started`], the router may hold the output back; if
+//!    [`StreamTranslator::failed_before_content`] turns true (a 200 whose first event is an
+//!    error, or that ended early), the attempt failed and the next backend may be tried.
+//!
+//! # Invariants
+//!
+//! - **No IO, no clock, no panics.** `created` comes from the caller. Any bytes give a result:
+//!   JSON or a [`TranslateError`] (property tests and [`fuzzing::fuzz_translate`]).
+//! - **Nothing unknown is forwarded.** A translated body is built field by field from what this
+//!   module understands; an unknown field is dropped, a field whose meaning would be lost is
+//!   refused ([`ErrorKind::Unsupported`]).
+//! - **Messages name fields, not values**: a path such as `messages[2].content[0].type` and, at
+//!   most, a short enum word the client sent (a role, a block type).
+//! - **Streams are bounded and cut-proof**: at most [`MAX_EVENT_BYTES`] of partial event, every
+//!   complete event written at once, the same bytes however the input is cut.
+//!
+//! # Requests
+//!
+//! | OpenAI Chat Completions | Anthropic Messages | notes |
+//! |---|---|---|
+//! | `model` | `model` | the backend's, from [`RequestOptions::model`] |
+//! | `system` / `developer` messages (string or text parts) | top-level `system` (a string, or text blocks when several or with `cache_control`) | system messages anywhere in the conversation are hoisted, in order; Anthropic → OpenAI joins blocks with a blank line into one `system` message |
+//! | `user` content: string, `text`, `image_url` (data URL / http URL), `file` (PDF `file_data`) | `text`, `image` (`source: base64 / url`), `document` (PDF base64; Anthropic's `text` documents become text) | empty text is dropped (Anthropic refuses it); `detail` is dropped |
+//! | `assistant` `content` / `refusal`, `tool_calls[]{id, function{name, arguments}}` | `text`, `tool_use{id, name, input}` | `arguments` (a JSON string) ↔ `input` (an object); invalid or non-object arguments become `{}` |
+//! | `assistant` `thinking_blocks[]{type: thinking, thinking, signature}` / `{type: redacted_thinking, data}` (LiteLLM's extension), `reasoning_content` | `thinking` / `redacted_thinking` blocks, first in the turn | to Anthropic: only blocks with a signature (Anthropic verifies it); to OpenAI: dropped (Chat Completions cannot send reasoning back) |
+//! | `tool` messages `{tool_call_id, content}` | `tool_result{tool_use_id, content}` blocks | consecutive tool messages (parallel calls) and the user message after them merge into one user turn, tool results first; to OpenAI, each result is a `tool` message and images in results move to the user message that follows |
+//! | consecutive messages of one role | one turn | Anthropic wants user and assistant to alternate |
+//! | `tools[]{type: function, function{name, description, parameters}}` | `tools[]{name, description, input_schema}` | no `parameters` → `{"type":"object","properties":{}}`; `strict` dropped; `cache_control` kept to Anthropic |
+//! | `tool_choice`: `auto` / `none` / `required` / `{function{name}}` | `{type: auto}` / `{type: none}` / `{type: any}` / `{type: tool, name}` | `none` keeps the tools (a history with tool calls needs them defined); sent only with tools |
+//! | `parallel_tool_calls: false` | `tool_choice.disable_parallel_tool_use: true` | |
+//! | `max_completion_tokens`, else `max_tokens` | `max_tokens` (required) | none given → [`RequestOptions::default_max_tokens`] ([`DEFAULT_MAX_TOKENS`]); to OpenAI, the field named by [`MaxTokensField`] |
+//! | `stop` (string or list) | `stop_sequences` | whitespace-only sequences dropped (Anthropic refuses them) |
+//! | `temperature` (0–2) | `temperature` (0–1) | clamped to 1 towards Anthropic; dropped when thinking is on |
+//! | `top_p` | `top_p` | dropped under 0.95 when thinking is on (Anthropic's rule) |
+//! | `stream`, `stream_options.include_usage` | `stream` | to OpenAI, `include_usage: true` is always asked (Anthropic clients always get usage) |
+//! | `user`, else `safety_identifier` | `metadata.user_id` | |
+//! | `reasoning_effort` | `thinking: {type: enabled, budget_tokens}` | [`EFFORT_BUDGETS`], capped at 80 % of `max_tokens`, off under 1024 or with a forced tool; back: [`effort_for_budget`], only when [`RequestOptions::reasoning`] |
+//! | `thinking` (an Anthropic object some OpenAI clients send) | `thinking` | passed as is |
+//!
+//! # Responses
+//!
+//! | OpenAI | Anthropic | notes |
+//! |---|---|---|
+//! | `id`, `model` | `id`, `model` | the upstream's, as they are |
+//! | `created` | — | the caller's clock |
+//! | `message.content` | `text` blocks | blocks are concatenated; no text and tool calls → `null` |
+//! | `message.tool_calls` | `tool_use` blocks | ids kept |
+//! | `message.reasoning_content` + `thinking_blocks` | `thinking` / `redacted_thinking` | OpenAI-compatible `reasoning_content` (or `reasoning`) → a `thinking` block with an empty signature |
+//! | `message.refusal` | a `text` block, `stop_reason: refusal` | |
+//! | `finish_reason`: `stop` / `length` / `tool_calls` / `content_filter` | `stop_reason`: `end_turn` (also `stop_sequence`, `pause_turn`) / `max_tokens` (also `model_context_window_exceeded`) / `tool_use` / `refusal` | back: `stop` → `end_turn` (which stop sequence matched is not reported by OpenAI) |
+//! | `usage.prompt_tokens` | `input_tokens + cache_read_input_tokens + cache_creation_input_tokens` | |
+//! | `usage.prompt_tokens_details.cached_tokens` | `cache_read_input_tokens` | |
+//! | `usage.completion_tokens` | `output_tokens` | |
+//! | `usage.completion_tokens_details.reasoning_tokens` | `output_tokens_details.thinking_tokens`, when reported | |
+//!
+//! Errors: see [`translate_error_body`]; streams: see [`StreamTranslator`].
+//!
+//! # Known limits
+//!
+//! | direction | what | what happens |
+//! |---|---|---|
+//! | OpenAI → Anthropic | `n > 1` | refused (`Unsupported`) |
+//! | OpenAI → Anthropic | audio input and output (`input_audio`, `audio`, `modalities`) | refused |
+//! | OpenAI → Anthropic | `response_format` `json_object` / `json_schema` | refused (not mapped to a forced tool: the answer would come back as a tool call) |
+//! | OpenAI → Anthropic | `functions` / `function_call` (deprecated), `custom` tools, `allowed_tools` tool choice, `web_search_options` | refused |
+//! | OpenAI → Anthropic | uploaded files (`file_id`), non-PDF files | refused |
+//! | OpenAI → Anthropic | `logprobs`, `top_logprobs`, `logit_bias`, `seed`, `frequency_penalty`, `presence_penalty`, `prediction`, `store`, `metadata`, `service_tier`, `verbosity`, `image_url.detail`, message `name` | dropped |
+//! | OpenAI → Anthropic | system messages in the middle of a conversation | hoisted to the top-level system prompt |
+//! | OpenAI → Anthropic | `temperature` above 1 | clamped to 1 |
+//! | OpenAI → Anthropic | `reasoning_content` without a signature (from another provider) | dropped (Anthropic refuses unsigned thinking) |
+//! | OpenAI → Anthropic (response) | reasoning from an OpenAI-compatible backend | a `thinking` block with an empty signature: shown, but Anthropic refuses it if later sent to an Anthropic backend directly |
+//! | OpenAI → Anthropic (response) | which stop sequence matched; cache writes (OpenAI reports none); choices after the first; `logprobs` | lost (`stop_sequence: null`) |
+//! | Anthropic → OpenAI | thinking and redacted thinking in assistant turns | dropped (Chat Completions has no field to send them back) |
+//! | Anthropic → OpenAI | `cache_control` | dropped (OpenAI caches on its own) |
+//! | Anthropic → OpenAI | `top_k`, `service_tier`, `tool_result.is_error`, document titles of text documents, citations settings | dropped |
+//! | Anthropic → OpenAI | server tools (`web_search_…`, `bash_…`, `code_execution_…`, …), `mcp_servers`, `container`, file and URL document sources, `search_result` and other block types | refused |
+//! | Anthropic → OpenAI | several system blocks | joined into one system message |
+//! | Anthropic → OpenAI (response) | `citations`, server tool use and results blocks | dropped; their text stays |
+//! | Anthropic → OpenAI (response) | `cache_creation_input_tokens` | counted in `prompt_tokens`, not shown apart (OpenAI has no field) |
+//! | both | JSON key order inside schemas and tool inputs | not kept (the contents are) |
+//! | both | fields this module does not list | dropped |
 
 mod errors;
 #[doc(hidden)] // For the fuzz target and the property tests; not an API.
@@ -17,6 +123,31 @@ pub use stream::{
 };
 
 use crate::api::Api;
+
+/// Translates a request from the client's dialect to the other one (the backend's).
+pub fn translate_request(
+    client: Dialect,
+    body: &[u8],
+    opts: &RequestOptions<'_>,
+) -> Result<Vec<u8>, TranslateError> {
+    match client {
+        Dialect::OpenaiChat => openai_to_anthropic_request(body, opts),
+        Dialect::AnthropicMessages => anthropic_to_openai_request(body, opts),
+    }
+}
+
+/// Translates a 2xx response body from the backend's dialect to the other one (the client's).
+/// `created` is the Unix time in seconds reported to Chat Completions clients.
+pub fn translate_response(
+    backend: Dialect,
+    body: &[u8],
+    created: u64,
+) -> Result<Vec<u8>, TranslateError> {
+    match backend {
+        Dialect::AnthropicMessages => anthropic_to_openai_response(body, created),
+        Dialect::OpenaiChat => openai_to_anthropic_response(body),
+    }
+}
 
 /// The two dialects a router translates between.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
