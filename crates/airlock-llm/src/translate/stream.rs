@@ -80,6 +80,13 @@ pub struct StreamTranslator {
     from: Dialect,
     reader: SseReader,
     state: State,
+    flags: Flags,
+}
+
+/// What the router asks of a stream, kept apart so that events can set it while the reader
+/// is borrowed.
+#[derive(Default)]
+struct Flags {
     content_started: bool,
     error: Option<UpstreamError>,
     done: bool,
@@ -101,40 +108,28 @@ impl StreamTranslator {
             from,
             reader: SseReader::new(MAX_EVENT_BYTES),
             state,
-            content_started: false,
-            error: None,
-            done: false,
+            flags: Flags::default(),
         }
     }
 
     /// Reads a piece of the upstream body and appends the client's bytes for every event it
     /// completes to `out`.
     pub fn feed(&mut self, chunk: &[u8], out: &mut Vec<u8>) {
-        if self.done {
+        if self.flags.done {
             return;
         }
-        let Self {
-            reader,
-            state,
-            content_started,
-            error,
-            done,
-            from,
-        } = self;
         let mut sink = Sink {
             out,
-            to: from.other(),
-            content_started,
-            error,
-            done,
+            to: self.from.other(),
+            flags: &mut self.flags,
             ending: false,
         };
-        let mut on_event = |name: &[u8], data: &[u8]| {
-            if !*sink.done {
-                state.event(name, data, &mut sink);
-            }
-        };
-        if reader.feed(chunk, &mut on_event).is_err() && !*sink.done {
+        let state = &mut self.state;
+        let overflow = self
+            .reader
+            .feed(chunk, &mut |name, data| state.event(name, data, &mut sink))
+            .is_err();
+        if overflow && !sink.flags.done {
             sink.fail(ErrorInfo::own(
                 502,
                 &format!("upstream sent an event larger than {MAX_EVENT_BYTES} bytes"),
@@ -145,34 +140,22 @@ impl StreamTranslator {
     /// The upstream body ended: writes what the client still needs. A stream that ended
     /// before its last event gets an error event (and counts as an upstream error).
     pub fn finish(&mut self, out: &mut Vec<u8>) {
-        if self.done {
+        if self.flags.done {
             return;
         }
-        let Self {
-            reader,
-            state,
-            content_started,
-            error,
-            done,
-            from,
-        } = self;
         let mut sink = Sink {
             out,
-            to: from.other(),
-            content_started,
-            error,
-            done,
+            to: self.from.other(),
+            flags: &mut self.flags,
             ending: true,
         };
-        reader.finish(&mut |name: &[u8], data: &[u8]| {
-            if !*sink.done {
-                state.event(name, data, &mut sink);
-            }
-        });
-        if !*sink.done {
+        let state = &mut self.state;
+        self.reader
+            .finish(&mut |name, data| state.event(name, data, &mut sink));
+        if !sink.flags.done {
             state.end(&mut sink);
         }
-        if !*sink.done {
+        if !sink.flags.done {
             sink.fail(ErrorInfo::own(502, ENDED_EARLY));
         }
     }
@@ -180,23 +163,23 @@ impl StreamTranslator {
     /// Whether any content (text, reasoning, a tool call) has been written for the client.
     /// Until then a router may still retry the request elsewhere.
     pub fn is_content_started(&self) -> bool {
-        self.content_started
+        self.flags.content_started
     }
 
     /// The error the stream ended with, if it did.
     pub fn upstream_error(&self) -> Option<&UpstreamError> {
-        self.error.as_ref()
+        self.flags.error.as_ref()
     }
 
     /// The stream failed before any content: a 200 whose first event was an error (or that
     /// ended before saying anything) is a failed attempt, not an answer.
     pub fn failed_before_content(&self) -> bool {
-        self.error.is_some() && !self.content_started
+        self.flags.error.is_some() && !self.flags.content_started
     }
 
     /// The stream is over (its last event, or an error, was written); further input is ignored.
     pub fn is_done(&self) -> bool {
-        self.done
+        self.flags.done
     }
 
     /// Bytes held for upstream events not yet complete.
@@ -214,9 +197,7 @@ impl StreamTranslator {
 struct Sink<'a> {
     out: &'a mut Vec<u8>,
     to: Dialect,
-    content_started: &'a mut bool,
-    error: &'a mut Option<UpstreamError>,
-    done: &'a mut bool,
+    flags: &'a mut Flags,
     /// The body has ended: an event that does not parse was cut short.
     ending: bool,
 }
@@ -238,7 +219,7 @@ impl Sink<'_> {
     }
 
     fn content(&mut self) {
-        *self.content_started = true;
+        self.flags.content_started = true;
     }
 
     /// Writes the error in the client's dialect and ends the stream.
@@ -248,16 +229,20 @@ impl Sink<'_> {
             Dialect::OpenaiChat => self.openai(&body),
             Dialect::AnthropicMessages => self.anthropic("error", &body),
         }
-        *self.error = Some(UpstreamError {
+        self.flags.error = Some(UpstreamError {
             error_type: info.anthropic_type,
             message: info.message,
         });
-        *self.done = true;
+        self.flags.done = true;
     }
 }
 
 impl State {
     fn event(&mut self, name: &[u8], data: &[u8], sink: &mut Sink<'_>) {
+        // Whatever follows the stream's end (or an error) is ignored.
+        if sink.flags.done {
+            return;
+        }
         match self {
             State::FromAnthropic(state) => state.event(name, data, sink),
             State::FromOpenai(state) => state.event(data, sink),
@@ -589,7 +574,7 @@ impl FromAnthropic {
                     });
                 }
                 sink.out.extend_from_slice(b"data: [DONE]\n\n");
-                *sink.done = true;
+                sink.flags.done = true;
             }
             "error" => sink.fail(read_anthropic_error(None, data)),
             // `ping` and events this module does not know.
@@ -744,7 +729,7 @@ impl FromOpenai {
             }
             if let Some(calls) = delta.get("tool_calls").and_then(Value::as_array) {
                 for (position, call) in calls.iter().enumerate() {
-                    if *sink.done {
+                    if sink.flags.done {
                         return;
                     }
                     self.tool_call(position as u64, call, sink);
@@ -900,6 +885,6 @@ impl FromOpenai {
             }),
         );
         sink.anthropic("message_stop", &json!({"type": "message_stop"}));
-        *sink.done = true;
+        sink.flags.done = true;
     }
 }
