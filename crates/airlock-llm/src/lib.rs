@@ -18,6 +18,7 @@
 //! | [`usage`] | [`Usage`] in Airlock's convention (input counts every input token, cached ones included) and a meter's [`Reading`] |
 //! | [`meter`] | the streaming meter: SSE framing over a bounded JSON path scanner, one table of paths per dialect, estimates when usage is missing |
 //! | [`request`] | what a request body says; `include_usage` injection; the usage-only chunk test; Gemini's model from the URL path |
+//! | [`translate`] | router gateways: requests, responses, errors and streams from Chat Completions to Messages and back, no IO |
 //! | [`price`] | nano-dollar prices and costs, `"0.004215"` strings, a gateway's own model list ([`ModelSpec`]) and the bundled genai-prices table |
 //! | [`error`] | [`InvalidInput`] `{ field, message }`, the shape of `airlock_core`'s |
 //!
@@ -44,6 +45,7 @@ pub mod meter;
 pub mod price;
 pub mod providers;
 pub mod request;
+pub mod translate;
 pub mod usage;
 
 pub use api::Api;
@@ -55,5 +57,9 @@ pub use providers::{preset, presets, Preset, PresetAuth};
 pub use request::{
     gemini_path_streams, is_usage_only_chunk, model_from_gemini_path, parse_request,
     with_include_usage, RequestInfo,
+};
+pub use translate::{
+    fuzzing::fuzz_translate, Dialect, RequestOptions, StreamOptions, StreamTranslator,
+    TranslateError,
 };
 pub use usage::{Reading, Usage};

@@ -1,0 +1,69 @@
+//! The translation's fuzz target body, as a plain function: the property tests (and a
+//! cargo-fuzz target, when one is added) call [`fuzz_translate`] with arbitrary bytes, and it
+//! panics if a promise of SECURITY #30 is broken.
+
+use super::{
+    anthropic_to_openai_request, anthropic_to_openai_response, openai_to_anthropic_request,
+    openai_to_anthropic_response, translate_error_body, Dialect, RequestOptions, StreamOptions,
+    StreamTranslator, MAX_EVENT_BYTES,
+};
+
+/// Reads the first byte as a choice of direction and a seed for where to cut, then runs every
+/// translation on the rest and checks:
+/// - nothing panics; every result is either an error or JSON;
+/// - an error body is always JSON in the target dialect;
+/// - a stream translated whole and cut into pieces of 1 to 64 bytes gives the same bytes, the
+///   same flags, and never holds more than [`MAX_EVENT_BYTES`] of partial event.
+pub fn fuzz_translate(data: &[u8]) {
+    let Some((&control, body)) = data.split_first() else {
+        return;
+    };
+    let from = if control & 1 == 0 {
+        Dialect::OpenaiChat
+    } else {
+        Dialect::AnthropicMessages
+    };
+    let opts = RequestOptions::new("model-x");
+    let results = [
+        openai_to_anthropic_request(body, &opts),
+        anthropic_to_openai_request(body, &opts),
+        anthropic_to_openai_response(body, 1),
+        openai_to_anthropic_response(body),
+    ];
+    for result in results {
+        match result {
+            Ok(out) => assert!(serde_json::from_slice::<serde_json::Value>(&out).is_ok()),
+            Err(error) => assert!(!error.message.is_empty()),
+        }
+    }
+    let error = translate_error_body(from, 500, body);
+    assert!(serde_json::from_slice::<serde_json::Value>(&error).is_ok());
+
+    let stream_opts = StreamOptions {
+        created: 1,
+        include_usage: control & 2 != 0,
+    };
+    let mut whole = StreamTranslator::new(from, stream_opts);
+    let mut whole_out = Vec::new();
+    whole.feed(body, &mut whole_out);
+    whole.finish(&mut whole_out);
+
+    let mut cut = StreamTranslator::new(from, stream_opts);
+    let mut cut_out = Vec::new();
+    let mut seed = u64::from(control >> 2) ^ 0x9e37_79b9_7f4a_7c15;
+    let mut rest = body;
+    while !rest.is_empty() {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let n = (1 + (seed % 64) as usize).min(rest.len());
+        cut.feed(&rest[..n], &mut cut_out);
+        assert!(cut.buffered_bytes() <= MAX_EVENT_BYTES + 64);
+        rest = &rest[n..];
+    }
+    cut.finish(&mut cut_out);
+    assert_eq!(whole_out, cut_out, "cutting the stream changed the output");
+    assert_eq!(whole.is_content_started(), cut.is_content_started());
+    assert_eq!(whole.upstream_error(), cut.upstream_error());
+    assert!(whole.is_done(), "a finished stream is done");
+}
