@@ -3,7 +3,7 @@
 
 Run through `scripts/bench` (which installs the tools and builds release binaries first):
 
-    scripts/bench            # the default profile (about 10 minutes on 2 cores)
+    scripts/bench            # the default profile (about 12 minutes on 2 cores)
     scripts/bench --quick    # a smoke run
     scripts/bench --baseline /path/to/old/airlock    # adds A2b, the same arm from another binary
 
