@@ -3,13 +3,21 @@
 
 Run through `scripts/bench` (which installs the tools and builds release binaries first):
 
-    scripts/bench            # the default profile (under 10 minutes on 2 cores)
+    scripts/bench            # the default profile (about 12 minutes on 2 cores)
     scripts/bench --quick    # a smoke run
+    scripts/bench --baseline /path/to/old/airlock    # adds A2b, the same arm from another binary
 
 Arms, all against the same upstream (`bench-upstream`):
   A0 direct    the client talks to the upstream itself
   A1 bare      `bench-passthrough`, the smallest hyper proxy
-  A2 airlock   `airlock serve` on embedded SQLite, a real token minted through the CLI
+  A2 airlock   `airlock serve` on embedded SQLite, a real token minted through the REST API
+  A2m metered  the same Airlock process, a second gateway config with `api: anthropic-messages`
+               (usage read from every POST's answer), its own devbox and token; measured with
+               Anthropic Messages calls (`POST /v1/messages`, JSON and SSE) next to A2 and A0
+               making the same calls (skipped with a note if the control plane refuses `api`)
+  A2p postgres A2 on a throwaway PostgreSQL (audit events written there, as in production),
+               the cluster pinned with the upstream (skipped with a note without PostgreSQL)
+  A2b baseline A2 from another airlock binary (`--baseline PATH`): a change's cost as a ratio
   A3 nginx     Debian's nginx, map token -> key, proxy_set_header, keep-alive pool
   A4 haproxy   Debian's HAProxy, the same swap with a map file
 
@@ -20,7 +28,9 @@ Writes bench/results/<timestamp>.md and .json. Standard library only.
 """
 
 import argparse
+import base64
 import datetime
+import glob
 import json
 import os
 import re
@@ -33,18 +43,37 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ARMS = ["direct", "bare", "airlock", "nginx", "haproxy"]
+# Every arm, in report order; a run has the ones it could start.
+ARMS = ["direct", "bare", "airlock", "metered", "airlock_pg", "airlock_base", "nginx", "haproxy"]
+# The arms every run starts (and `bench/profile.py` can profile).
 PROXIES = ["bare", "airlock", "nginx", "haproxy"]
 LABEL = {
     "direct": "A0 direct",
     "bare": "A1 bare hyper",
     "airlock": "A2 Airlock",
+    "metered": "A2m Airlock, metered",
+    "airlock_pg": "A2p Airlock on Postgres",
+    "airlock_base": "A2b Airlock baseline",
     "nginx": "A3 nginx",
     "haproxy": "A4 HAProxy",
 }
+# The LLM-shaped workload: an Anthropic Messages call, as JSON and as a stream. A2m runs it, and so
+# do A2 (the same process, a passthrough gateway) and A0 in the same rounds, so that A2m's cost is
+# a ratio over the same request and its added latency a difference over the same answer.
+MESSAGES_PATH = "/v1/messages"
+MESSAGES_BODY = json.dumps({
+    "model": "claude-sonnet-4-5", "max_tokens": 256,
+    "messages": [{"role": "user", "content": "Say hello."}],
+}, separators=(",", ":"))
+MESSAGES_STREAM_BODY = json.dumps({
+    "model": "claude-sonnet-4-5", "max_tokens": 256, "stream": True,
+    "messages": [{"role": "user", "content": "Say hello."}],
+}, separators=(",", ":"))
+MESSAGES_ARMS = ["direct", "airlock", "metered"]
 REAL_KEY = "sk-bench-real-key-" + secrets.token_hex(8)
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -74,6 +103,14 @@ end
 """
 
 
+def wrk_post_lua(body):
+    """A wrk script that POSTs `body` as JSON on every request, with the same reporter."""
+    assert "]==]" not in body
+    return ('wrk.method = "POST"\n'
+            f"wrk.body = [==[{body}]==]\n"
+            'wrk.headers["Content-Type"] = "application/json"\n' + WRK_LUA)
+
+
 def log(msg):
     print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
@@ -99,6 +136,19 @@ def wait_port(port, proc=None, timeout=30.0):
         except OSError:
             time.sleep(0.05)
     raise RuntimeError(f"nothing listens on port {port} after {timeout}s")
+
+
+def pg_bindir():
+    """The directory of the local PostgreSQL's server programs (`initdb`, `postgres`), or None:
+    on PATH (Debian links them into /usr/local/bin), else the newest /usr/lib/postgresql/*/bin."""
+    found = shutil.which("initdb")
+    candidates = [os.path.dirname(os.path.realpath(found))] if found else []
+    candidates += sorted(glob.glob("/usr/lib/postgresql/*/bin"),
+                         key=lambda d: [int(x) for x in re.findall(r"\d+", d)], reverse=True)
+    for d in candidates:
+        if all(os.access(os.path.join(d, p), os.X_OK) for p in ("initdb", "postgres")):
+            return d
+    return None
 
 
 def cpu_split():
@@ -195,6 +245,12 @@ def stats(values):
     }
 
 
+def rotate(arms, rnd):
+    """The arms in round `rnd`'s order: rotated each round so no arm always runs first or last."""
+    k = (rnd - 1) % len(arms) if arms else 0
+    return arms[k:] + arms[:k]
+
+
 def pct(sorted_vals, q):
     if not sorted_vals:
         return None
@@ -211,6 +267,8 @@ class Bench:
             self.p["rounds"] = args.rounds
         self.release = os.path.join(os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")), "release")
         self.tmp = tempfile.mkdtemp(prefix="airlock-bench-")
+        # Traversable (not listable) by the `postgres` user, whose cluster lives in here when we are root.
+        os.chmod(self.tmp, 0o711)
         self.client_cores, self.proxy_cores, self.split = cpu_split()
         self.workers = len(self.proxy_cores)
         self.procs = {}
@@ -226,25 +284,28 @@ class Bench:
     def bin(self, name):
         return os.path.join(self.release, name)
 
-    def spawn(self, name, argv, env=None, cores=None, stdout=None):
+    def spawn(self, name, argv, env=None, cores=None, stdout=None, cwd=None, stop_signal=signal.SIGTERM):
         logf = open(os.path.join(self.tmp, f"{name}.log"), "w")
         full = (taskset(cores) if cores else []) + argv
         proc = subprocess.Popen(
             full, env={**os.environ, **(env or {})}, stdout=stdout or logf, stderr=logf,
-            cwd=self.tmp, start_new_session=True,
+            cwd=cwd or self.tmp, start_new_session=True,
         )
         proc.log_path = logf.name
+        proc.stop_signal = stop_signal
         self.procs[name] = proc
         return proc
 
     def stop_all(self):
-        for name, proc in self.procs.items():
+        """Stops every process, the last started first: an Airlock flushes its audit trail to its
+        database before that database goes."""
+        for name in reversed(list(self.procs)):
+            proc = self.procs.pop(name)
             if proc.poll() is None:
                 try:
-                    os.killpg(proc.pid, signal.SIGTERM)
+                    os.killpg(proc.pid, proc.stop_signal)
                 except OSError:
                     pass
-        for proc in self.procs.values():
             try:
                 proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
@@ -252,6 +313,7 @@ class Bench:
                     os.killpg(proc.pid, signal.SIGKILL)
                 except OSError:
                     pass
+                proc.wait(timeout=10)
 
     # ---------------------------------------------------------------- arms
 
@@ -277,43 +339,168 @@ class Bench:
         wait_port(port, proc)
         self.arms["bare"] = {"port": port, "header": f"x-api-key: {REAL_KEY}", "pid": proc.pid}
 
-    def start_airlock(self):
-        api, port = free_port(), free_port()
-        data = os.path.join(self.tmp, "airlock-data")
+    def start_airlock(self, arm="airlock", binary=None, database_url=None, env=None):
+        """`airlock serve` as arm `arm`: `binary` (default: this tree's release build) on
+        `database_url` (default: a fresh embedded SQLite), with the bench key as a secret, a
+        passthrough gateway config that swaps `x-api-key`, and a devbox whose token the arm sends.
+        Every instance has its own ports, data directory and spill file, so several run at once."""
+        api, port, metrics = free_port(), free_port(), free_port()
+        data = os.path.join(self.tmp, f"{arm}-data")
+        os.makedirs(data, exist_ok=True)
         admin = "bench-admin-" + secrets.token_hex(16)
-        env = {
-            "AIRLOCK_DATABASE_URL": f"sqlite://{data}/airlock.db",
+        proc = self.spawn(arm, [binary or self.bin("airlock"), "serve"], cores=self.proxy_cores, env={
+            "AIRLOCK_DATABASE_URL": database_url or f"sqlite://{data}/airlock.db",
             "AIRLOCK_API_ADDR": f"127.0.0.1:{api}",
             "AIRLOCK_PROXY_ADDR": f"127.0.0.1:{port}",
+            "AIRLOCK_METRICS_ADDR": f"127.0.0.1:{metrics}",
+            "AIRLOCK_AUDIT_SPILL_FILE": os.path.join(data, "audit-spill.jsonl"),
             "AIRLOCK_ALLOW_PRIVATE_UPSTREAMS": "127.0.0.0/8",
             "AIRLOCK_ADMIN_TOKEN": admin,
             "AIRLOCK_LOG": "error",
             "AIRLOCK_LOG_FORMAT": "text",
             "TOKIO_WORKER_THREADS": str(self.workers),
-        }
-        proc = self.spawn("airlock", [self.bin("airlock"), "serve"], env=env, cores=self.proxy_cores)
+            # Every client here is 127.0.0.1, and the idle figure holds up to 10 000 connections
+            # from it: without this the per-source cap (1 000) refuses the rest. nginx and HAProxy
+            # have no such cap in this rig either.
+            "AIRLOCK_MAX_CONNECTIONS_PER_SOURCE": "0",
+            **(env or {}),
+        })
         wait_port(port, proc)
         wait_port(api, proc)
-        cli_env = {**os.environ, "AIRLOCK_URL": f"http://127.0.0.1:{api}", "AIRLOCK_TOKEN": admin}
-
-        def cli(*argv, stdin=None):
-            r = subprocess.run([self.bin("airlock"), *argv], env=cli_env, input=stdin,
-                               capture_output=True, text=True, timeout=30)
-            if r.returncode != 0:
-                raise RuntimeError(f"airlock {' '.join(argv)}: {r.stderr.strip()}")
-            return r.stdout
-
-        cli("secret", "set", "BENCH_KEY", stdin=REAL_KEY)
-        cli("gateway", "create", "--name", "bench", "--endpoint", f"http://127.0.0.1:{self.up_port}",
-            "--auth", "header:x-api-key")
-        out = cli("devbox", "register", "--name", "bench", "--source", "127.0.0.1",
-                  "--gateway", "BENCH=bench:BENCH_KEY")
-        token = re.search(r"export BENCH=(gws_\S+)", out).group(1)
-        self.token = token
-        self.arms["airlock"] = {"port": port, "header": f"x-api-key: {token}", "pid": proc.pid,
-                                "api": api, "admin": admin}
+        a = {"port": port, "pid": proc.pid, "api": api, "admin": admin, "metrics": metrics}
+        self.rest_ok(a, "POST", "/v1/secrets", {"name": "BENCH_KEY", "value": REAL_KEY})
+        self.rest_ok(a, "POST", "/v1/gateway-configs", {
+            "name": "bench", "endpoint": f"http://127.0.0.1:{self.up_port}",
+            "auth_mechanism": {"type": "header", "key": "x-api-key"}})
+        a["header"] = f"x-api-key: {self.devbox_token(a, 'bench')}"
+        self.arms[arm] = a
+        if arm == "airlock":
+            self.token = a["header"].split(": ", 1)[1]  # nginx and HAProxy map this token
         # The token must work before any measurement.
-        self.check("airlock")
+        self.check(arm)
+        return a
+
+    def rest(self, a, method, path, body=None):
+        """A call to an Airlock's REST API as its admin: (status, parsed JSON body)."""
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{a['api']}{path}", method=method,
+            data=None if body is None else json.dumps(body).encode())
+        req.add_header("authorization", f"Bearer {a['admin']}")
+        req.add_header("content-type", "application/json")
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                status, text = r.status, r.read()
+        except urllib.error.HTTPError as e:
+            status, text = e.code, e.read()
+        try:
+            return status, json.loads(text or b"null")
+        except json.JSONDecodeError:
+            return status, {"raw": text.decode(errors="replace")[:300]}
+
+    def rest_ok(self, a, method, path, body=None):
+        status, out = self.rest(a, method, path, body)
+        if status >= 300:
+            raise RuntimeError(f"{method} {path}: {status} {json.dumps(out)[:300]}")
+        return out
+
+    def devbox_token(self, a, gateway):
+        """Registers a running devbox at 127.0.0.1 with a token for gateway config `gateway`."""
+        d = self.rest_ok(a, "POST", "/v1/devboxes", {
+            "name": gateway, "source_addresses": ["127.0.0.1"],
+            "gateways": {"BENCH": {"gateway": gateway, "secret": "BENCH_KEY"}}})
+        return d["environment"]["BENCH"]
+
+    def start_metered(self):
+        """A2m: a metered gateway config (`api: anthropic-messages`, provider `anthropic`) on A2's
+        process, with its own devbox and token. Skipped with a note when the control plane does
+        not take `api` and `provider` yet."""
+        a = self.arms["airlock"]
+        status, out = self.rest(a, "POST", "/v1/gateway-configs", {
+            "name": "bench-metered", "api": "anthropic-messages", "provider": "anthropic",
+            "endpoint": f"http://127.0.0.1:{self.up_port}",
+            "auth_mechanism": {"type": "header", "key": "x-api-key"}})
+        if status >= 300:
+            msg = (out or {}).get("error", {}).get("message") if isinstance(out, dict) else None
+            self.notes.append(
+                f"A2m skipped: this control plane refuses a metered gateway config "
+                f"(POST /v1/gateway-configs with api and provider answered {status}: {msg or out})")
+            return
+        m = {**a, "header": f"x-api-key: {self.devbox_token(a, 'bench-metered')}"}
+        self.arms["metered"] = m
+        self.check("metered", MESSAGES_PATH, MESSAGES_BODY)
+        # The arm is only worth its name if the data plane metered that request.
+        deadline = time.monotonic() + 5
+        while self.llm_requests(m) < 1:
+            if time.monotonic() > deadline:
+                self.notes.append("A2m: airlock_proxy_llm_requests_total did not count the check "
+                                  "request: the gateway config may not be metered")
+                break
+            time.sleep(0.1)
+
+    def llm_requests(self, a):
+        """airlock_proxy_llm_requests_total, summed over its labels, from the arm's operations listener."""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{a['metrics']}/metrics", timeout=5) as r:
+                text = r.read().decode()
+        except OSError:
+            return 0
+        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                   if line.startswith("airlock_proxy_llm_requests_total"))
+
+    def start_postgres(self):
+        """A throwaway PostgreSQL cluster from the local installation, pinned with the upstream
+        (it is the database's host, not the proxy's); returns a superuser URL, or None with a
+        note. No flushes to disk: the figure is the data plane's cost, not this machine's disk."""
+        bindir = pg_bindir()
+        if not bindir:
+            self.notes.append("A2p skipped: no PostgreSQL installation (initdb and postgres on PATH "
+                              "or under /usr/lib/postgresql/*/bin)")
+            return None
+        d = os.path.join(self.tmp, "pg")
+        os.makedirs(d)
+        runas = []
+        if os.geteuid() == 0:  # initdb and postgres refuse root
+            runas = ["runuser", "-u", "postgres", "--"]
+            shutil.chown(d, "postgres")
+        data = os.path.join(d, "data")
+        r = subprocess.run(runas + [os.path.join(bindir, "initdb"), "-D", data, "--username=postgres",
+                                    "--auth=trust", "--encoding=UTF8", "--locale=C", "--no-sync"],
+                           cwd=d, capture_output=True, text=True, timeout=120)
+        if r.returncode != 0:
+            self.notes.append(f"A2p skipped: initdb failed: {(r.stdout + r.stderr).strip()[-300:]}")
+            return None
+        port = free_port()
+        proc = self.spawn("postgres", runas + [
+            os.path.join(bindir, "postgres"), "-D", data, "-p", str(port), "-k", d,
+            "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "full_page_writes=off",
+        ], cores=self.client_cores, cwd=d, stop_signal=signal.SIGINT)  # SIGINT: fast shutdown
+        wait_port(port, proc, timeout=60)
+        isready = os.path.join(bindir, "pg_isready")
+        deadline = time.monotonic() + 30
+        while os.access(isready, os.X_OK) and subprocess.run(
+                [isready, "-q", "-h", "127.0.0.1", "-p", str(port)]).returncode != 0:
+            if time.monotonic() > deadline:
+                raise RuntimeError("PostgreSQL accepts connections but is not ready after 30 s")
+            time.sleep(0.2)
+        self.pg_pid = proc.pid
+        return f"postgres://postgres@127.0.0.1:{port}/postgres"
+
+    def start_airlock_pg(self):
+        """A2p: Airlock on PostgreSQL, as production runs it."""
+        url = self.start_postgres()
+        if url:
+            key = base64.b64encode(secrets.token_bytes(32)).decode()
+            a = self.start_airlock("airlock_pg", database_url=url, env={"AIRLOCK_MASTER_KEY": key})
+            a["side_pid"] = self.pg_pid  # the database's CPU is reported beside the proxy's
+
+    def start_baseline(self, binary):
+        """A2b: A2 from another airlock binary (an older build), for a before/after ratio."""
+        binary = os.path.abspath(binary)
+        if not os.access(binary, os.X_OK):
+            raise RuntimeError(f"--baseline {binary}: not an executable file")
+        r = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10)
+        self.baseline = {"path": binary, "version": (r.stdout or r.stderr).strip()}
+        self.start_airlock("airlock_base", binary=binary)
 
     def start_nginx(self):
         port = free_port()
@@ -404,20 +591,27 @@ backend be
         wait_port(port, proc)
         self.arms["haproxy"] = {"port": port, "header": f"x-api-key: {self.token}", "pid": proc.pid}
 
-    def check(self, arm):
+    def check(self, arm, path="/instant", body=None):
+        """Waits until `path` answers 200 through the arm (a POST of JSON `body` if given)."""
         a = self.arms[arm]
-        req = urllib.request.Request(f"http://127.0.0.1:{a['port']}/instant")
+        req = urllib.request.Request(f"http://127.0.0.1:{a['port']}{path}",
+                                     data=body.encode() if body else None)
         name, value = a["header"].split(": ", 1)
         req.add_header(name, value)
+        if body:
+            req.add_header("content-type", "application/json")
         deadline = time.monotonic() + 10
         while True:
             try:
                 with urllib.request.urlopen(req, timeout=5) as r:
+                    r.read()
                     if r.status == 200:
                         return
-            except Exception as e:  # noqa: BLE001 - retried, then reported
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"{arm}: /instant does not answer 200 ({e})")
+                    e = f"status {r.status}"
+            except Exception as err:  # noqa: BLE001 - retried, then reported
+                e = err
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{arm}: {path} does not answer 200 ({e})")
             time.sleep(0.1)
 
     def pids(self, arm):
@@ -426,20 +620,22 @@ backend be
 
     # ---------------------------------------------------------------- load tools
 
-    def wrk(self, arm, path, conns, seconds):
+    def wrk(self, arm, path, conns, seconds, body=None):
+        """Closed loop: GET `path`, or POST JSON `body` to it, on `conns` connections. CPU per
+        request counts the arm's processes (and, as `side_cpu_us_per_req`, its database's)."""
         a = self.arms[arm]
-        lua = os.path.join(self.tmp, "report.lua")
-        if not os.path.exists(lua):
-            with open(lua, "w") as f:
-                f.write(WRK_LUA)
+        lua = os.path.join(self.tmp, "report-post.lua" if body else "report.lua")
+        with open(lua, "w") as f:
+            f.write(wrk_post_lua(body) if body else WRK_LUA)
         cmd = taskset(self.client_cores) + [
             "wrk", "-t", str(min(len(self.client_cores), conns)), "-c", str(conns), "-d", f"{seconds}s",
             "--timeout", "10s", "-H", a["header"], "-s", lua, f"http://127.0.0.1:{a['port']}{path}",
         ]
         pids = self.pids(arm)
-        cpu0 = cpu_seconds(pids)
+        side = proc_tree(a["side_pid"]) if a.get("side_pid") else []
+        cpu0, side0 = cpu_seconds(pids), cpu_seconds(side)
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60)
-        cpu1 = cpu_seconds(pids)
+        cpu1, side1 = cpu_seconds(pids), cpu_seconds(side)
         line = [ln for ln in r.stdout.splitlines() if ln.startswith("{")]
         if not line:
             raise RuntimeError(f"wrk failed for {arm}: {r.stdout}{r.stderr}")
@@ -447,9 +643,11 @@ backend be
         out["rps"] = out["requests"] / (out["duration_us"] / 1e6)
         out["cpu_s"] = cpu1 - cpu0
         out["cpu_us_per_req"] = (cpu1 - cpu0) * 1e6 / max(out["requests"], 1) if pids else None
+        if side:
+            out["side_cpu_us_per_req"] = (side1 - side0) * 1e6 / max(out["requests"], 1)
         if out["errors"] or out["status_errors"]:
-            self.notes.append(f"{arm} {path} c={conns}: {out['errors']} socket errors, "
-                              f"{out['status_errors']} non-2xx answers")
+            self.notes.append(f"{LABEL[arm]} {'POST ' if body else ''}{path} c={conns}: {out['errors']} "
+                              f"socket errors, {out['status_errors']} non-2xx answers")
         return out
 
     def oha_run(self, arm, rate, seconds):
@@ -476,12 +674,13 @@ backend be
             "p50": us("p50"), "p99": us("p99"), "p999": us("p99.9"),
         }
 
-    def sse(self, arm, streams):
+    def sse(self, arm, streams, path="/sse", body=None):
+        """`streams` SSE streams at once: GET `path`, or POST JSON `body` to it."""
         a = self.arms[arm]
         cmd = taskset(self.client_cores) + [
             self.bin("bench-probe"), "sse", "--addr", f"127.0.0.1:{a['port']}", "--header", a["header"],
-            "--streams", str(streams), "--concurrency", str(streams),
-        ]
+            "--streams", str(streams), "--concurrency", str(streams), "--path", path,
+        ] + (["--post", body] if body else [])
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
         if r.returncode != 0:
             raise RuntimeError(f"sse probe failed for {arm}: {r.stderr}")
@@ -527,7 +726,49 @@ backend be
         self.results["runs"].append({"round": round_, "arm": arm, "figure": figure, **value})
         brief = {k: (round(v, 1) if isinstance(v, float) else v) for k, v in value.items()
                  if k in ("rps", "p50", "p99", "p999", "cpu_us_per_req", "first_p99", "head_p99", "rss_mb")}
-        log(f"round {round_} {LABEL[arm]:14} {figure:14} {brief}")
+        log(f"round {round_} {LABEL[arm]:24} {figure:18} {brief}")
+
+    def plain_arms(self):
+        """The arms of the plain workload (`/instant`, `/delay`, `/sse`): every arm but A2m."""
+        return [a for a in ARMS if a in self.arms and a != "metered"]
+
+    def messages_arms(self):
+        """The arms of the Anthropic Messages workload: A0, A2 and A2m, when A2m runs."""
+        return [a for a in MESSAGES_ARMS if a in self.arms] if "metered" in self.arms else []
+
+    def processes(self):
+        """The proxy arms that are processes of their own (A2m is A2's process)."""
+        return [a for a in self.plain_arms() if self.arms[a]["pid"]]
+
+    def plain_round(self, rnd):
+        p = self.p
+        order = rotate(self.plain_arms(), rnd)
+        for arm in order:
+            self.record(rnd, arm, "throughput", self.wrk(arm, "/instant", 64, p["throughput_s"]))
+        for arm in order:
+            self.record(rnd, arm, "latency_1conn", self.wrk(arm, "/instant", 1, p["latency_s"]))
+        if self.oha:
+            for rate in p["rates"]:
+                for arm in order:
+                    self.record(rnd, arm, f"open_{rate}", self.oha_run(arm, rate, p["open_s"]))
+        for arm in order:
+            self.record(rnd, arm, "delay", self.wrk(arm, "/delay", p["delay_conns"], p["delay_s"]))
+        for arm in order:
+            self.record(rnd, arm, "sse", self.sse(arm, p["sse_streams"]))
+
+    def messages_round(self, rnd):
+        """A2m next to A2 and A0, all sending the same Anthropic Messages calls."""
+        p = self.p
+        order = rotate(self.messages_arms(), rnd)
+        for arm in order:
+            self.record(rnd, arm, "msg_throughput",
+                        self.wrk(arm, MESSAGES_PATH, 64, p["throughput_s"], MESSAGES_BODY))
+        for arm in order:
+            self.record(rnd, arm, "msg_latency_1conn",
+                        self.wrk(arm, MESSAGES_PATH, 1, p["latency_s"], MESSAGES_BODY))
+        for arm in order:
+            self.record(rnd, arm, "msg_sse",
+                        self.sse(arm, p["sse_streams"], MESSAGES_PATH, MESSAGES_STREAM_BODY))
 
     def run(self):
         nofile = self.nofile = raise_nofile()
@@ -544,32 +785,32 @@ backend be
         self.start_airlock()
         self.start_nginx()
         self.start_haproxy()
-        for arm in ARMS:
+        if not self.args.skip_metered:
+            self.start_metered()
+        if not self.args.skip_postgres:
+            self.start_airlock_pg()
+        if self.args.baseline:
+            self.start_baseline(self.args.baseline)
+        log("arms: " + ", ".join(LABEL[a] for a in ARMS if a in self.arms))
+        for arm in self.plain_arms():
             self.check(arm)
-        for arm in ARMS:
+        for arm in self.plain_arms():
             self.wrk(arm, "/instant", 64, p["warmup_s"])
+        for arm in self.messages_arms():
+            self.wrk(arm, MESSAGES_PATH, 64, p["warmup_s"], MESSAGES_BODY)
         if not self.oha:
             self.notes.append("oha is not installed (cargo install oha failed or was skipped): "
                               "the open-loop figures are missing")
         for rnd in range(1, p["rounds"] + 1):
-            # Rotate the order each round so no arm always runs first or last.
-            order = ARMS[rnd - 1:] + ARMS[:rnd - 1]
-            for arm in order:
-                self.record(rnd, arm, "throughput", self.wrk(arm, "/instant", 64, p["throughput_s"]))
-            for arm in order:
-                self.record(rnd, arm, "latency_1conn", self.wrk(arm, "/instant", 1, p["latency_s"]))
-            if self.oha:
-                for rate in p["rates"]:
-                    for arm in order:
-                        self.record(rnd, arm, f"open_{rate}", self.oha_run(arm, rate, p["open_s"]))
-            for arm in order:
-                self.record(rnd, arm, "delay", self.wrk(arm, "/delay", p["delay_conns"], p["delay_s"]))
-            for arm in order:
-                self.record(rnd, arm, "sse", self.sse(arm, p["sse_streams"]))
+            self.plain_round(rnd)
+            if self.messages_arms():
+                self.messages_round(rnd)
         # Peak RSS over all load so far, then the idle keep-alive figure.
-        self.peak = {arm: status_kb(self.pids(arm), "VmHWM") / 1024 for arm in PROXIES}
-        for arm in PROXIES:
+        self.peak = {arm: status_kb(self.pids(arm), "VmHWM") / 1024 for arm in self.processes()}
+        for arm in self.processes():
             self.record(0, arm, "idle", self.idle(arm, p["idle_conns"]))
+        if "metered" in self.arms:
+            self.results["metered_llm_requests"] = self.llm_requests(self.arms["metered"])
         self.stop_all()
         self.results["load_elapsed_s"] = time.monotonic() - started
         if not self.args.skip_scale:
@@ -606,16 +847,17 @@ backend be
                 keys = [k for k, v in rows[0].items() if isinstance(v, (int, float)) and not isinstance(v, bool)
                         and k not in ("round",)]
                 out[fig][arm] = {k: stats([r.get(k) for r in rows]) for k in keys}
-                if fig == "sse":
+                if fig in ("sse", "msg_sse"):
                     out[fig][arm]["one_to_one"] = all(
                         r["ok"] and r["events_min"] == 64 and r["coalesced"] == 0 and r["stalls"] == 0
                         for r in rows)
         # Added latency: arm minus direct, per round, then the median over rounds.
         added = {}
+        sse_keys = ["head_p50", "head_p99", "first_p50", "first_p99", "gap_mean", "gap_p99"]
         for fig, keys in [("latency_1conn", ["p50", "p99", "p999"])] + [
                 (f"open_{r}", ["p50", "p99", "p999"]) for r in self.p["rates"]] + [
-                ("sse", ["head_p50", "head_p99", "first_p50", "first_p99", "gap_mean", "gap_p99"])]:
-            for arm in PROXIES:
+                ("sse", sse_keys), ("msg_latency_1conn", ["p50", "p99", "p999"]), ("msg_sse", sse_keys)]:
+            for arm in ARMS[1:]:
                 for k in keys:
                     vals = []
                     for rnd in range(1, self.p["rounds"] + 1):
@@ -629,9 +871,10 @@ backend be
         out["added"] = added
         # Throughput ratios, per round then median.
         ratios = {}
-        for fig, key in [("throughput", "rps"), ("throughput", "cpu_us_per_req"), ("delay", "rps")]:
-            for a in PROXIES + ["direct"]:
-                for b in PROXIES + ["direct"]:
+        for fig, key in [("throughput", "rps"), ("throughput", "cpu_us_per_req"), ("delay", "rps"),
+                         ("msg_throughput", "rps"), ("msg_throughput", "cpu_us_per_req")]:
+            for a in ARMS:
+                for b in ARMS:
                     if a == b:
                         continue
                     vals = []
@@ -660,6 +903,8 @@ backend be
             "machine": machine,
             "cores": self.split,
             "workers_per_proxy": self.workers,
+            "arms": [a for a in ARMS if a in self.arms],
+            "baseline": getattr(self, "baseline", None),
             "loadavg_before": self.load_before,
             "loadavg_after": self.load_after,
             "notes": self.notes,
@@ -731,6 +976,9 @@ def render(doc):
     L.append(f"- Rounds: {doc['parameters']['rounds']}, arms interleaved (order rotated each round). "
              "Cells: median over rounds (min–max).")
     L.append(f"- Elapsed: {doc['elapsed_s']:.0f} s")
+    L.append("- Arms: " + ", ".join(LABEL[a] for a in doc.get("arms", [])))
+    if doc.get("baseline"):
+        L.append(f"- A2b baseline binary: `{doc['baseline']['path']}` ({doc['baseline']['version']})")
     for n in doc["notes"]:
         L.append(f"- Note: {n}")
     L.append("")
@@ -757,7 +1005,9 @@ def render(doc):
     L.append("| ratio | req/s | CPU per request |")
     L.append("|---|---|---|")
     for a, b in [("airlock", "nginx"), ("airlock", "haproxy"), ("airlock", "bare"), ("airlock", "direct"),
-                 ("bare", "nginx"), ("haproxy", "nginx")]:
+                 ("airlock_pg", "airlock"), ("airlock", "airlock_base"), ("bare", "nginx"), ("haproxy", "nginx")]:
+        if f"{a}/{b}" not in r.get("throughput.rps", {}):
+            continue
         L.append(f"| {LABEL[a]} / {LABEL[b]} | {spread(r.get('throughput.rps', {}).get(f'{a}/{b}'), 2)} | "
                  f"{spread(r.get('throughput.cpu_us_per_req', {}).get(f'{a}/{b}'), 2)} |")
     L.append("")
@@ -771,10 +1021,16 @@ def render(doc):
         L.append(f"**{title}** (arm − direct, µs, per round then median):\n")
         L.append("| arm | " + " | ".join(k[0] for k in keys) + " |")
         L.append("|---|" + "---|" * len(keys))
-        for arm in PROXIES:
-            row = ad[fig].get(arm, {})
+        for arm in [a for a in ARMS if a in ad[fig]]:
+            row = ad[fig][arm]
             L.append(f"| {LABEL[arm]} | " + " | ".join(spread(row.get(k[1])) for k in keys) + " |")
         L.append("")
+
+    def one_to_one(fig):
+        if fig in s:
+            L.append("Events one to one (64 per stream, no read carrying two events, no gap over 35 ms): " +
+                     ", ".join(f"{LABEL[a]} {'yes' if s[fig][a].get('one_to_one') else 'NO'}"
+                               for a in ARMS if a in s[fig]) + "\n")
 
     added_table("Added latency at one connection", "latency_1conn",
                 [("p50", "p50"), ("p99", "p99"), ("p99.9", "p999")])
@@ -786,12 +1042,16 @@ def render(doc):
     L.append("## 3. CPU and memory\n")
     L.append("| arm | CPU µs/request at 64 conns | peak RSS MB (whole run) | RSS MB, 10k idle keep-alive | connected |")
     L.append("|---|---|---|---|---|")
-    for arm in PROXIES:
+    for arm in [a for a in ARMS if a in s["peak_rss_mb"]]:
         t = s.get("throughput", {}).get(arm, {})
         i = s.get("idle", {}).get(arm, {})
         L.append(f"| {LABEL[arm]} | {spread(t.get('cpu_us_per_req'), 1)} | {fmt(s['peak_rss_mb'].get(arm), 1)} | "
                  f"{spread(i.get('rss_mb'), 1)} | {spread(i.get('connected'))} |")
     L.append("")
+    side = s.get("throughput", {}).get("airlock_pg", {}).get("side_cpu_us_per_req")
+    if side:
+        L.append(f"A2p's PostgreSQL, on the upstream's core and not counted above: {spread(side, 1)} µs CPU "
+                 "per request at 64 connections.\n")
     table(f"Many in flight: `/delay` (50 ms upstream), {doc['parameters']['delay_conns']} connections",
           "delay", [("req/s", "rps"), ("CPU µs/request", "cpu_us_per_req", 1), ("p50 µs", "p50"),
                     ("p99 µs", "p99")])
@@ -801,10 +1061,8 @@ def render(doc):
     added_table("SSE added time", "sse",
                 [("head p50", "head_p50"), ("head p99", "head_p99"), ("first event p50", "first_p50"),
                  ("first event p99", "first_p99"), ("mean gap", "gap_mean"), ("gap p99", "gap_p99")])
-    if "sse" in s:
-        L.append("Events one to one (64 per stream, no read carrying two events, no gap over 35 ms): " +
-                 ", ".join(f"{LABEL[a]} {'yes' if s['sse'][a].get('one_to_one') else 'NO'}"
-                           for a in ARMS if a in s["sse"]) + "\n")
+    one_to_one("sse")
+    render_messages(doc, L, table, added_table, one_to_one)
     sc = doc.get("scale")
     if sc:
         L.append("## 5. Scale: active tokens in the data plane\n")
@@ -835,12 +1093,68 @@ def render(doc):
     return "\n".join(L) + "\n"
 
 
+def render_messages(doc, L, table, added_table, one_to_one):
+    """The LLM-gateway section: A2m next to A2 and A0 on Anthropic Messages calls, and the
+    milestone's targets against this run (PERF.md, "LLM gateways")."""
+    s = doc["summary"]
+    r = s["ratios"]
+    if "msg_throughput" in s:
+        table(f"4m. Metering: Anthropic Messages (`POST {MESSAGES_PATH}`), closed loop, 64 connections",
+              "msg_throughput", [("req/s", "rps"), ("CPU µs/request (proxy)", "cpu_us_per_req", 1),
+                                 ("p50 µs", "p50"), ("p99 µs", "p99")])
+        L.append("A2 is the same process and the same request through a passthrough gateway config; "
+                 "A2m's gateway config has `api: anthropic-messages` and reads the usage of every answer.\n")
+        for a, b in [("metered", "airlock"), ("metered", "direct"), ("airlock", "direct")]:
+            L.append(f"- {LABEL[a]} / {LABEL[b]}: req/s {spread(r.get('msg_throughput.rps', {}).get(f'{a}/{b}'), 2)}, "
+                     f"CPU per request {spread(r.get('msg_throughput.cpu_us_per_req', {}).get(f'{a}/{b}'), 2)}")
+        L.append("")
+        table(f"Metering: latency at one connection (`POST {MESSAGES_PATH}`), µs", "msg_latency_1conn",
+              [("p50", "p50"), ("p99", "p99"), ("p99.9", "p999")])
+        added_table("Added latency at one connection, Messages", "msg_latency_1conn",
+                    [("p50", "p50"), ("p99", "p99"), ("p99.9", "p999")])
+        keys = [("head p50", "head_p50"), ("head p99", "head_p99"), ("first event p50", "first_p50"),
+                ("first event p99", "first_p99"), ("mean gap", "gap_mean"), ("gap p99", "gap_p99")]
+        table("Metering: Anthropic SSE (`\"stream\": true`, 64 events, 20 ms apart), µs", "msg_sse", keys)
+        added_table("Anthropic SSE added time", "msg_sse", keys)
+        one_to_one("msg_sse")
+        if doc.get("metered_llm_requests") is not None:
+            L.append(f"A2m's process counted {doc['metered_llm_requests']:,.0f} metered requests "
+                     "(`airlock_proxy_llm_requests_total`).\n")
+    checks = []
+
+    def check(name, value, target, ok):
+        if value is not None:
+            checks.append(f"| {name} | {value} | {target} | {'met' if ok else 'miss'} |")
+
+    cpu_m = r.get("msg_throughput.cpu_us_per_req", {}).get("metered/airlock")
+    check("Metering: CPU per request A2m / A2", spread(cpu_m, 3) if cpu_m else None, "≤ 1.10",
+          cpu_m and cpu_m["median"] <= 1.10)
+    first = s.get("added", {}).get("msg_sse", {}).get("metered", {}).get("first_p99")
+    check("Metering: SSE added first-event p99", spread(first) + " µs" if first else None, "≤ 300 µs",
+          first and first["median"] <= 300)
+    o2o = s.get("msg_sse", {}).get("metered", {}).get("one_to_one")
+    check("Metering: SSE events one to one", None if o2o is None else ("yes" if o2o else "no"), "yes", o2o)
+    cpu_b = r.get("throughput.cpu_us_per_req", {}).get("airlock/airlock_base")
+    check("Passthrough: CPU per request A2 / A2b", spread(cpu_b, 3) if cpu_b else None, "≤ 1.03",
+          cpu_b and cpu_b["median"] <= 1.03)
+    if checks:
+        L.append("**LLM-gateway milestone targets in this run** (PERF.md; medians, one run):\n")
+        L.append("| target | measured | bar | |")
+        L.append("|---|---|---|---|")
+        L.extend(checks)
+        L.append("")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="a short smoke run")
     ap.add_argument("--rounds", type=int, help="override the profile's rounds")
     ap.add_argument("--skip-scale", action="store_true")
     ap.add_argument("--skip-propagation", action="store_true")
+    ap.add_argument("--skip-metered", action="store_true", help="leave out A2m (Airlock, metered)")
+    ap.add_argument("--skip-postgres", action="store_true", help="leave out A2p (Airlock on Postgres)")
+    ap.add_argument("--baseline", metavar="AIRLOCK_BINARY",
+                    help="add A2b: A2 from this airlock binary (an older build), for a before/after ratio")
     args = ap.parse_args()
     b = Bench(args)
     try:

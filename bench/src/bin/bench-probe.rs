@@ -4,6 +4,9 @@
 //!   opens streams to `/sse` one connection each, and times, per stream, the response head, the
 //!   first event, and the gaps between events; counts events, and reads that carried more than
 //!   one event (coalescing) and gaps over 35 ms (a Nagle or delayed-ACK stall is 40 ms).
+//!   `--path /v1/messages` asks another path; `--post BODY` sends a `POST` with
+//!   `content-type: application/json` and that body instead of a `GET` (a metered LLM stream:
+//!   `--path /v1/messages --post '{"model":"…","stream":true,…}'`).
 //! - `bench-probe idle --addr HOST:PORT --header '…' --connections 10000 --hold 5`: opens that
 //!   many keep-alive connections, sends one `/instant` request on each, prints
 //!   `{"ready": n}` once all answered, then holds them idle for `--hold` seconds.
@@ -37,6 +40,22 @@ fn request(path: &str, addr: &str, headers: &[String]) -> String {
         r.push_str("\r\n");
     }
     r.push_str("\r\n");
+    r
+}
+
+/// A `POST` of a JSON body, in one write with its head.
+fn post_request(path: &str, addr: &str, headers: &[String], body: &str) -> String {
+    let mut r = format!(
+        "POST {path} HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\n",
+        body.len()
+    );
+    for h in headers {
+        r.push_str(h);
+        r.push_str("\r\n");
+    }
+    r.push_str("\r\n");
+    r.push_str(body);
     r
 }
 
@@ -136,7 +155,11 @@ fn sse(args: &[String]) -> Result<()> {
         .collect();
     let streams = num(args, "--streams", 32)?;
     let concurrency = num(args, "--concurrency", 8)?.max(1);
-    let req = request("/sse", &addr, &headers);
+    let path = arg(args, "--path").unwrap_or_else(|| "/sse".to_owned());
+    let req = match arg(args, "--post") {
+        Some(body) => post_request(&path, &addr, &headers, &body),
+        None => request(&path, &addr, &headers),
+    };
     let mut results = Vec::new();
     let mut left = streams;
     while left > 0 {
@@ -260,6 +283,9 @@ fn main() -> Result<()> {
     match args.get(1).map(String::as_str) {
         Some("sse") => sse(&args),
         Some("idle") => idle(&args),
-        _ => bail!("usage: bench-probe sse|idle --addr HOST:PORT [--header 'name: value']…"),
+        _ => bail!(
+            "usage: bench-probe sse|idle --addr HOST:PORT [--header 'name: value']… \
+             [sse: --path /sse --post BODY]"
+        ),
     }
 }
