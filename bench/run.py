@@ -348,7 +348,7 @@ class Bench:
         data = os.path.join(self.tmp, f"{arm}-data")
         os.makedirs(data, exist_ok=True)
         admin = "bench-admin-" + secrets.token_hex(16)
-        proc = self.spawn(arm, [binary or self.bin("airlock"), "serve"], cores=self.proxy_cores, env={
+        settings = {
             "AIRLOCK_DATABASE_URL": database_url or f"sqlite://{data}/airlock.db",
             "AIRLOCK_API_ADDR": f"127.0.0.1:{api}",
             "AIRLOCK_PROXY_ADDR": f"127.0.0.1:{port}",
@@ -363,8 +363,15 @@ class Bench:
             # from it: without this the per-source cap (1 000) refuses the rest. nginx and HAProxy
             # have no such cap in this rig either.
             "AIRLOCK_MAX_CONNECTIONS_PER_SOURCE": "0",
-            **(env or {}),
-        })
+        }
+        # A value of None removes a setting (an older binary refuses settings it does not know).
+        for key, value in (env or {}).items():
+            if value is None:
+                settings.pop(key, None)
+            else:
+                settings[key] = value
+        proc = self.spawn(arm, [binary or self.bin("airlock"), "serve"], cores=self.proxy_cores,
+                          env=settings)
         wait_port(port, proc)
         wait_port(api, proc)
         a = {"port": port, "pid": proc.pid, "api": api, "admin": admin, "metrics": metrics}
@@ -500,7 +507,9 @@ class Bench:
             raise RuntimeError(f"--baseline {binary}: not an executable file")
         r = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10)
         self.baseline = {"path": binary, "version": (r.stdout or r.stderr).strip()}
-        self.start_airlock("airlock_base", binary=binary)
+        # Binaries from before the per-source cap refuse its setting, and have no such cap.
+        self.start_airlock("airlock_base", binary=binary,
+                           env={"AIRLOCK_MAX_CONNECTIONS_PER_SOURCE": None})
 
     def start_nginx(self):
         port = free_port()
