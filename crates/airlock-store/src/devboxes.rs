@@ -272,6 +272,11 @@ impl Store {
 
     /// The tokens of a devbox (newest first), with their last use and use count from the request
     /// events. `NotFound` when the devbox is not the account's.
+    ///
+    /// The counts read the account's request events through their account index: no index by
+    /// token is kept, because one more index on every audit insert is paid by every proxied
+    /// request, while this listing is an operator's occasional call. Its cost grows with the
+    /// account's audit trail.
     pub async fn list_gateway_tokens(
         &self,
         account: &AccountId,
@@ -281,8 +286,10 @@ impl Store {
         let rows = sqlx::query(
             "SELECT t.id, t.devbox_id, t.gateway_config_id, t.secret_id, t.prefix, t.create_time_ms,
                     t.expire_time_ms, t.revoke_time_ms, t.scope,
-                    (SELECT MAX(e.time_ms) FROM request_events e WHERE e.token_id = t.id) AS last_used_time_ms,
-                    (SELECT COUNT(*) FROM request_events e WHERE e.token_id = t.id) AS use_count
+                    (SELECT MAX(e.time_ms) FROM request_events e
+                      WHERE e.account_id = t.account_id AND e.token_id = t.id) AS last_used_time_ms,
+                    (SELECT COUNT(*) FROM request_events e
+                      WHERE e.account_id = t.account_id AND e.token_id = t.id) AS use_count
              FROM gateway_tokens t WHERE t.account_id = $1 AND t.devbox_id = $2 ORDER BY t.id DESC",
         )
         .bind(account.as_str().to_owned())
