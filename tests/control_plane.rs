@@ -1,5 +1,5 @@
 //! The control plane through the real binary: first start on the embedded default, the
-//! bootstrap key, and Runloop's generated SDK unchanged.
+//! bootstrap key, Runloop's generated SDK unchanged, the CLI, and usage from a metered request.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -201,6 +201,296 @@ async fn runloop_sdk_works_unchanged() {
     );
 }
 
+/// Runs the real binary as a CLI client of the control plane at `api` with the admin key:
+/// (succeeded, standard output, standard error).
+fn run_cli(
+    api: &str,
+    args: &[&str],
+    stdin: Option<&str>,
+    extra: &[(&str, &str)],
+) -> (bool, String, String) {
+    let mut cmd = std::process::Command::new(airlock_binary());
+    cmd.args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("AIRLOCK_URL", api)
+        .env("AIRLOCK_TOKEN", ADMIN)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    for (k, v) in extra {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    {
+        use std::io::Write;
+        let mut input = child.stdin.take().unwrap();
+        if let Some(text) = stdin {
+            input.write_all(text.as_bytes()).unwrap();
+        }
+    }
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The LLM commands through the real binary: `providers`, `gateway create --provider`, and
+/// `usage` as a table and as JSON over request events written behind the server's back (the
+/// data plane that meters them is tested on its own).
+#[tokio::test]
+async fn cli_providers_presets_and_usage() {
+    let url = airlock_testkit::pg::shared()
+        .await
+        .fresh_database()
+        .await
+        .unwrap();
+    let airlock = Airlock::start(&[
+        ("AIRLOCK_DATABASE_URL", &url),
+        (
+            "AIRLOCK_MASTER_KEY",
+            "q2Vx0JqL3m0l2m8r8y6Wb5XyZ0a1b2c3d4e5f6g7h8k=",
+        ),
+        ("AIRLOCK_ADMIN_TOKEN", ADMIN),
+    ])
+    .await;
+    let cli = |args: &[&str]| run_cli(&airlock.api, args, None, &[]);
+
+    let (ok, out, err) = cli(&["providers"]);
+    assert!(ok, "{err}");
+    let mut lines = out.lines();
+    let header: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    assert_eq!(header, ["ID", "NAME", "API", "AUTH", "ENDPOINT"]);
+    let anthropic = lines.find(|l| l.starts_with("anthropic ")).unwrap();
+    for part in [
+        "Anthropic",
+        "anthropic-messages",
+        "header:x-api-key",
+        "https://api.anthropic.com",
+    ] {
+        assert!(anthropic.contains(part), "{anthropic}");
+    }
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("azure-openai ") && l.ends_with("(give --endpoint)")),
+        "{out}"
+    );
+    let (ok, out, _) = cli(&["providers", "--output", "json"]);
+    assert!(ok);
+    let listed: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(listed["providers"].as_array().unwrap().len() >= 24);
+
+    let (ok, out, err) = cli(&[
+        "gateway",
+        "create",
+        "--provider",
+        "anthropic",
+        "--name",
+        "claude",
+    ]);
+    assert!(ok, "{err}");
+    let created: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(created["provider"], "anthropic");
+    assert_eq!(created["api"], "anthropic-messages");
+    assert_eq!(created["endpoint"], "https://api.anthropic.com");
+    assert_eq!(
+        created["auth_mechanism"],
+        json!({"type": "header", "key": "x-api-key"})
+    );
+    assert_eq!(
+        created["custom_headers"],
+        json!([{"name": "anthropic-version", "value": "2023-06-01"}])
+    );
+    let (ok, out, err) = cli(&[
+        "gateway",
+        "create",
+        "--provider",
+        "openai",
+        "--name",
+        "gpt-proxy",
+        "--endpoint",
+        "https://llm-proxy.example.com/v1",
+        "--api",
+        "openai-responses",
+    ]);
+    assert!(ok, "{err}");
+    let gpt: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (&gpt["endpoint"], &gpt["api"], &gpt["auth_mechanism"]),
+        (
+            &json!("https://llm-proxy.example.com/v1"),
+            &json!("openai-responses"),
+            &json!({"type": "bearer"})
+        )
+    );
+    for (args, expected) in [
+        (
+            &[
+                "gateway",
+                "create",
+                "--provider",
+                "azure-openai",
+                "--name",
+                "az",
+            ][..],
+            "endpoint: is required with provider azure-openai",
+        ),
+        (
+            &["gateway", "create", "--provider", "nope", "--name", "x"][..],
+            "provider: is not a known provider",
+        ),
+        // Without a provider, the endpoint is required before anything is sent.
+        (&["gateway", "create", "--name", "x"][..], "--endpoint"),
+        (&["usage", "--group-by", "models"][..], "group_by: must be"),
+        (&["usage", "--since", "a week"][..], "--since a week"),
+        (
+            &["usage", "--gateway", "claude"][..],
+            "gateway_id: must be an id",
+        ),
+    ] {
+        let (ok, _, err) = cli(args);
+        assert!(!ok, "{args:?}");
+        assert!(err.contains(expected), "{args:?}: {err}");
+    }
+
+    // Metered events as the data plane writes them: two days, two models, one unknown cost,
+    // and one ten minutes ago for --since.
+    let account = created["account_id"].as_str().unwrap();
+    let gateway = created["id"].as_str().unwrap();
+    let t = 1_767_225_600_000_i64; // 2026-01-01T00:00:00Z
+    let now = i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis(),
+    )
+    .unwrap();
+    let mut values = vec![];
+    for (i, (time_ms, model, input, output, cost)) in [
+        (t, "'claude-sonnet-4-5'", 1_000, 100, "4215000"),
+        (t + 60_000, "'claude-sonnet-4-5'", 2_000, 50, "1000000"),
+        (t + 86_400_000, "'claude-haiku-4-5'", 300, 30, "NULL"),
+        (now - 600_000, "'recent-model'", 7, 7, "7"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        values.push(format!(
+            "('aud_01kdxz0000000000000000000{i}', {time_ms}, '{account}', 'dbx_01kdxz00000000000000000000', '{gateway}',
+              'POST', '/v1/messages', 200, 5, 1, 1, '10.0.0.1', 'anthropic', {model}, {input}, {output}, 0, 0, 0, 1, {cost})"
+        ));
+    }
+    airlock_testkit::pg::psql(
+        &url,
+        &format!(
+            "INSERT INTO request_events (id, time_ms, account_id, devbox_id, gateway_config_id, method, path, status,
+               latency_us, bytes_in, bytes_out, client_addr, provider, model, input_tokens, output_tokens,
+               cache_read_tokens, cache_write_tokens, reasoning_tokens, usage_exact, cost_nanos) VALUES {}",
+            values.join(", ")
+        ),
+    )
+    .await
+    .unwrap();
+
+    let end = (t + 2 * 86_400_000).to_string();
+    let (ok, out, err) = cli(&["usage", "--group-by", "day,model", "--end-ms", &end]);
+    assert!(ok, "{err}");
+    let rows: Vec<Vec<&str>> = out
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        rows,
+        vec![
+            vec![
+                "DAY",
+                "MODEL",
+                "REQUESTS",
+                "INPUT",
+                "OUTPUT",
+                "CACHE",
+                "READ",
+                "CACHE",
+                "WRITE",
+                "REASONING",
+                "COST",
+                "USD",
+                "UNPRICED"
+            ],
+            vec![
+                "2026-01-01",
+                "claude-sonnet-4-5",
+                "2",
+                "3000",
+                "150",
+                "0",
+                "0",
+                "0",
+                "0.005215",
+                "0"
+            ],
+            vec![
+                "2026-01-02",
+                "claude-haiku-4-5",
+                "1",
+                "300",
+                "30",
+                "0",
+                "0",
+                "0",
+                "-",
+                "1"
+            ],
+        ],
+        "{out}"
+    );
+    let (ok, out, err) = cli(&[
+        "usage",
+        "--start-ms",
+        &(t + 1).to_string(),
+        "--end-ms",
+        &end,
+        "--gateway",
+        gateway,
+        "--output",
+        "json",
+    ]);
+    assert!(ok, "{err}");
+    let usage: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        usage,
+        json!({"usage": [{"requests": 2, "input_tokens": 2300, "output_tokens": 80, "cache_read_tokens": 0,
+                          "cache_write_tokens": 0, "reasoning_tokens": 0, "cost_usd": "0.001", "unpriced_requests": 1}]})
+    );
+    let (ok, out, err) = cli(&["usage", "--since", "1h", "--group-by", "model"]);
+    assert!(ok, "{err}");
+    let rows: Vec<Vec<&str>> = out
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        rows[1..],
+        [vec![
+            "recent-model",
+            "1",
+            "7",
+            "7",
+            "0",
+            "0",
+            "0",
+            "0.000000007",
+            "0"
+        ]],
+        "{out}"
+    );
+    let (ok, out, err) = cli(&["usage", "--since", "1h", "--model", "claude-haiku-4-5"]);
+    assert!(ok, "{err}");
+    assert_eq!(out.lines().count(), 1, "{out}");
+    assert!(err.contains("no metered requests match"), "{err}");
+}
+
 /// The CLI's admin commands against a running control plane, and a master key rotation with
 /// `airlock keys rewrap` followed by retiring the old key (SECURITY #18).
 #[tokio::test]
@@ -228,32 +518,7 @@ async fn cli_commands_and_master_key_rotation() {
         )
         .await;
     let cli = |args: &[&str], stdin: Option<&str>, extra: &[(&str, &str)]| {
-        let mut cmd = std::process::Command::new(airlock_binary());
-        cmd.args(args)
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("AIRLOCK_URL", &airlock.api)
-            .env("AIRLOCK_TOKEN", ADMIN)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped());
-        for (k, v) in extra {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().unwrap();
-        {
-            use std::io::Write;
-            let mut input = child.stdin.take().unwrap();
-            if let Some(text) = stdin {
-                input.write_all(text.as_bytes()).unwrap();
-            }
-        }
-        let out = child.wait_with_output().unwrap();
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        run_cli(&airlock.api, args, stdin, extra)
     };
     let (ok, out, err) = cli(
         &["secret", "set", "CLI_KEY"],
@@ -386,4 +651,132 @@ async fn cli_commands_and_master_key_rotation() {
     assert!(!ok, "a retired key must not open re-wrapped secrets");
     assert!(err.contains("no master key with id"), "{err}");
     assert!(!err.contains("cli-sentinel-value"));
+}
+
+/// The whole loop through the real binary: a gateway config made from a preset with its own
+/// model price, a request through the data plane to an OpenAI imitation, and the metered event
+/// in `GET /v1/audit/requests`, `GET /v1/usage` and `airlock usage`.
+#[tokio::test]
+async fn a_metered_request_shows_in_usage() {
+    use airlock_testkit::tls::{TestCa, ALPN_H2_HTTP11};
+    use airlock_testkit::upstream::{self, RecordingUpstream, UpstreamOptions};
+
+    let url = airlock_testkit::pg::shared()
+        .await
+        .fresh_database()
+        .await
+        .unwrap();
+    let ca = TestCa::new();
+    let ca_dir = tempfile::tempdir().unwrap();
+    let ca_file = ca.write_pem(ca_dir.path());
+    let openai = RecordingUpstream::start(
+        UpstreamOptions::tls(ca.server_config(&["localhost"], ALPN_H2_HTTP11))
+            .responder(upstream::openai_chat()),
+    )
+    .await
+    .unwrap();
+    let airlock = Airlock::start(&[
+        ("AIRLOCK_DATABASE_URL", &url),
+        (
+            "AIRLOCK_MASTER_KEY",
+            "q2Vx0JqL3m0l2m8r8y6Wb5XyZ0a1b2c3d4e5f6g7h8k=",
+        ),
+        ("AIRLOCK_ADMIN_TOKEN", ADMIN),
+        ("AIRLOCK_UPSTREAM_CA_FILE", ca_file.to_str().unwrap()),
+        ("AIRLOCK_ALLOW_PRIVATE_UPSTREAMS", "127.0.0.0/8"),
+    ])
+    .await;
+    airlock
+        .post(
+            "/v1/secrets",
+            json!({"name": "OPENAI_KEY", "value": "sk-usage-sentinel-1234"}),
+        )
+        .await;
+    // $1 per million input tokens and $2 per million output tokens: the gateway's own price
+    // wins over the bundled table, so the cost is known exactly.
+    let gateway = airlock
+        .post(
+            "/v1/gateway-configs",
+            json!({"name": "gpt", "provider": "openai",
+                   "endpoint": format!("https://localhost:{}/v1", openai.addr().port()),
+                   "models": [{"id": "gpt-4o-mini", "cost": {"input": 1, "output": 2}}]}),
+        )
+        .await;
+    assert_eq!(gateway["api"], "openai-completions");
+    let dbx = airlock
+        .post(
+            "/v1/devboxes",
+            json!({"source_addresses": ["127.0.0.1"],
+                   "gateways": {"OPENAI": {"gateway": "gpt", "secret": "OPENAI_KEY"}}}),
+        )
+        .await;
+    let token = dbx["environment"]["OPENAI"].as_str().unwrap();
+    let answer = TestRequest::post(&format!(
+        "http://{}/chat/completions",
+        airlock.proxy_addr
+    ))
+    .bearer(token)
+    .json(&json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "count my tokens please"}]}))
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    let reply: serde_json::Value = answer.json().unwrap();
+
+    // Events are written in batches: wait for this one.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let event = loop {
+        let (_, listed) = airlock
+            .call(http::Method::GET, "/v1/audit/requests", None)
+            .await;
+        if let Some(e) = listed["requests"].as_array().and_then(|r| r.first()) {
+            break e.clone();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no request event within 20 s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let input = reply["usage"]["prompt_tokens"].as_u64().unwrap();
+    let output = reply["usage"]["completion_tokens"].as_u64().unwrap();
+    assert!(input > 0 && output > 0, "{reply}");
+    assert_eq!(event["provider"], "openai", "{event}");
+    assert_eq!(event["model"], reply["model"], "{event}");
+    assert_eq!(event["usage"]["input_tokens"], input, "{event}");
+    assert_eq!(event["usage"]["output_tokens"], output, "{event}");
+    assert_eq!(event["usage"]["exact"], true, "{event}");
+    // input × 1000 + output × 2000 nano-dollars, as a decimal string of dollars.
+    let nanos = input * 1_000 + output * 2_000;
+    let cost = format!("0.{:09}", nanos).trim_end_matches('0').to_owned();
+    assert_eq!(event["cost_usd"], cost.as_str(), "{event}");
+
+    let (status, usage) = airlock
+        .call(
+            http::Method::GET,
+            "/v1/usage?group_by=provider,model,gateway",
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{usage}");
+    assert_eq!(
+        usage,
+        json!({"usage": [{"provider": "openai", "model": reply["model"], "gateway_id": gateway["id"],
+                          "requests": 1, "input_tokens": input, "output_tokens": output,
+                          "cache_read_tokens": event["usage"]["cache_read_tokens"],
+                          "cache_write_tokens": event["usage"]["cache_write_tokens"],
+                          "reasoning_tokens": event["usage"]["reasoning_tokens"],
+                          "cost_usd": cost, "unpriced_requests": 0}]})
+    );
+    let (ok, out, err) = run_cli(
+        &airlock.api,
+        &["usage", "--group-by", "model", "--since", "1h"],
+        None,
+        &[],
+    );
+    assert!(ok, "{err}");
+    let row: Vec<&str> = out.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!(row[0], reply["model"].as_str().unwrap(), "{out}");
+    assert_eq!(row[1], "1", "{out}");
+    assert_eq!(row[7], cost, "{out}");
 }

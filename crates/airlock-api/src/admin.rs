@@ -4,6 +4,7 @@ use airlock_core::token::{BearerSecret, SecretKind};
 use airlock_core::{AccountId, ApiKeyId, Label, TokenDigest};
 use airlock_store::{AccountRow, ApiKeyRow, AuditFilter, AuditRow, Scope, Store, StoreError};
 use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use serde_json::{json, Value};
 
@@ -11,8 +12,8 @@ use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::json::{Body, Query};
 use crate::wire::{
-    api_key_view, audit_view, list_view, request_event_view, AccountCreate, ApiKeyCreate, Empty,
-    ListQuery,
+    api_key_view, audit_view, list_view, AccountCreate, ApiKeyCreate, Empty, ListQuery,
+    RequestEventList,
 };
 use crate::{int_param, page, AppState};
 
@@ -281,11 +282,12 @@ pub(crate) async fn list_request_events(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Query(q): Query<ListQuery>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Response> {
     caller.require_admin()?;
     let listed = state
         .store
         .list_request_events(&caller.account.id, &audit_filter(&q)?, &page(&q)?)
         .await?;
-    Ok(Json(list_view("requests", &listed, request_event_view)))
+    // Serialized here, while the views still borrow the rows.
+    Ok(Json(RequestEventList::from(&listed)).into_response())
 }

@@ -2,21 +2,25 @@
 
 use airlock_core::auth::{check_custom_headers, parse_header_name, parse_header_value};
 use airlock_core::binding::{gateway_binding_message, GATEWAY_BINDING};
+use airlock_core::llm::{parse_usd, MAX_MODELS};
+use airlock_core::state::LlmSettings;
 use airlock_core::{
-    AuthMechanism, CustomHeader, Endpoint, GatewayConfigId, HeaderSource, InvalidInput, Label,
-    SecretId,
+    Api, AuthMechanism, CustomHeader, Endpoint, GatewayConfigId, HeaderSource, InvalidInput, Label,
+    ModelSpec, Price, SecretId, MAX_CUSTOM_HEADERS,
 };
+use airlock_llm::Preset;
 use airlock_store::{GatewayConfigRow, GatewayFilter, SecretRef};
 use axum::extract::{Path, State};
 use axum::{Extension, Json};
-use serde_json::{json, Value};
+use serde_json::{json, Number, Value};
 
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::json::{Body, Query};
+use crate::providers;
 use crate::wire::{
-    gateway_view, list_view, AuthMechanismIn, CustomHeaderIn, Empty, GatewayConfigCreate,
-    GatewayConfigUpdate, ListQuery,
+    gateway_view, list_view, AuthMechanismIn, CostIn, CustomHeaderIn, Empty, GatewayConfigCreate,
+    GatewayConfigUpdate, ListQuery, ModelIn,
 };
 use crate::{page, AppState};
 
@@ -30,6 +34,187 @@ fn parse_endpoint(state: &AppState, text: &str) -> Result<Endpoint, InvalidInput
     let endpoint = Endpoint::parse("endpoint", text)?;
     state.policy.check_endpoint("endpoint", &endpoint)?;
     Ok(endpoint)
+}
+
+/// `type`: only plain (passthrough) gateways exist so far.
+fn parse_type(kind: Option<&str>) -> Result<(), InvalidInput> {
+    match kind {
+        None | Some("passthrough") => Ok(()),
+        Some("router") => Err(InvalidInput::new(
+            "type",
+            "router gateways are not supported yet",
+        )),
+        Some(_) => Err(InvalidInput::new("type", "must be passthrough or router")),
+    }
+}
+
+/// The preset's endpoint. A preset whose endpoint names the operator's own resource (Azure,
+/// Vertex, Bedrock) has only an example, which must never become a config's upstream.
+fn preset_endpoint(state: &AppState, preset: &Preset) -> Result<Endpoint, InvalidInput> {
+    if preset.endpoint_required {
+        return Err(InvalidInput::new(
+            "endpoint",
+            format!(
+                "is required with provider {}: its endpoint names your own resource, like {}",
+                preset.id, preset.endpoint
+            ),
+        ));
+    }
+    // A local server's preset (Ollama on localhost) is refused like any private upstream until
+    // the operator allows it; say where the endpoint came from, since the caller did not send one.
+    parse_endpoint(state, preset.endpoint).map_err(|e| {
+        InvalidInput::new(
+            "endpoint",
+            format!(
+                "the {} preset's endpoint {} is refused ({}); give endpoint",
+                preset.id, preset.endpoint, e.message
+            ),
+        )
+    })
+}
+
+/// USD per million tokens, a JSON number with at most 9 decimals, as nano-dollars. The number
+/// is read back through its shortest decimal spelling, which is what the operator wrote for
+/// any price with up to 15 significant digits, so `0.1` is exactly 100 000 000.
+fn parse_price(field: &str, n: &Number) -> Result<u64, InvalidInput> {
+    let bad = || {
+        InvalidInput::new(
+            field,
+            "must be a non-negative number with at most 9 decimals",
+        )
+    };
+    let text = if let Some(u) = n.as_u64() {
+        u.to_string()
+    } else {
+        match n.as_f64() {
+            Some(0.0) => return Ok(0),
+            // `Display` for f64 never writes an exponent: 1e-10 reads as 0.0000000001 and is
+            // refused for its decimals instead of being rounded away.
+            Some(f) if f > 0.0 && f.is_finite() => f.to_string(),
+            _ => return Err(bad()),
+        }
+    };
+    parse_usd(field, &text).map_err(|e| {
+        if e.message.contains("too large") {
+            e
+        } else {
+            bad()
+        }
+    })
+}
+
+fn parse_cost(field: &str, c: &CostIn) -> Result<Price, InvalidInput> {
+    let input = parse_price(&format!("{field}.input"), &c.input)?;
+    let optional = |name: &str, n: &Option<Number>| {
+        n.as_ref()
+            .map(|n| parse_price(&format!("{field}.{name}"), n))
+            .transpose()
+    };
+    Ok(Price {
+        input,
+        output: parse_price(&format!("{field}.output"), &c.output)?,
+        // A cache price the operator did not give is charged as plain input: it is unknown, and
+        // plain input never under-charges (airlock-llm reads Polpo's shape the same way).
+        cache_read: optional("cacheRead", &c.cache_read)?.unwrap_or(input),
+        cache_write: optional("cacheWrite", &c.cache_write)?.unwrap_or(input),
+    })
+}
+
+/// A gateway config's model list (Polpo's custom model definitions), every error naming the
+/// model's place in the list and the field.
+fn parse_models(input: Vec<ModelIn>) -> Result<Vec<ModelSpec>, InvalidInput> {
+    if input.len() > MAX_MODELS {
+        return Err(InvalidInput::new(
+            "models",
+            format!("must have at most {MAX_MODELS} entries"),
+        ));
+    }
+    let mut out: Vec<ModelSpec> = Vec::with_capacity(input.len());
+    for (i, m) in input.into_iter().enumerate() {
+        let field = format!("models[{i}]");
+        ModelSpec::check_id(&format!("{field}.id"), &m.id)?;
+        if out.iter().any(|prev| prev.id == m.id) {
+            return Err(InvalidInput::new(format!("{field}.id"), "appears twice"));
+        }
+        let name = m
+            .name
+            .map(|n| Label::parse(&format!("{field}.name"), &n))
+            .transpose()?;
+        let mut images = false;
+        if let Some(kinds) = &m.input {
+            if kinds.is_empty() {
+                return Err(InvalidInput::new(
+                    format!("{field}.input"),
+                    "must not be empty",
+                ));
+            }
+            for (j, kind) in kinds.iter().enumerate() {
+                match kind.as_str() {
+                    "text" => {}
+                    "image" => images = true,
+                    _ => {
+                        return Err(InvalidInput::new(
+                            format!("{field}.input[{j}]"),
+                            "must be text or image",
+                        ))
+                    }
+                }
+            }
+        }
+        let positive = |name: &str, v: Option<u64>| match v {
+            Some(0) => Err(InvalidInput::new(
+                format!("{field}.{name}"),
+                "must be a positive integer",
+            )),
+            _ => Ok(v),
+        };
+        out.push(ModelSpec {
+            id: m.id,
+            name: name.map(|n| n.as_str().to_owned()),
+            reasoning: m.reasoning.unwrap_or(false),
+            images,
+            cost: m
+                .cost
+                .as_ref()
+                .map(|c| parse_cost(&format!("{field}.cost"), c))
+                .transpose()?,
+            context_window: positive("contextWindow", m.context_window)?,
+            max_tokens: positive("maxTokens", m.max_tokens)?,
+        });
+    }
+    Ok(out)
+}
+
+/// Adds the provider's required headers and checks the whole list again: they count against
+/// the limit of [`MAX_CUSTOM_HEADERS`] like any other.
+fn finish_headers(
+    preset: Option<&Preset>,
+    auth: &AuthMechanism,
+    headers: &mut Vec<CustomHeader>,
+) -> Result<(), InvalidInput> {
+    if let Some(p) = preset {
+        let before = headers.len();
+        providers::add_required_headers(p, headers);
+        if headers.len() > MAX_CUSTOM_HEADERS && before <= MAX_CUSTOM_HEADERS {
+            return Err(InvalidInput::new(
+                "custom_headers",
+                format!(
+                    "must have at most {MAX_CUSTOM_HEADERS} entries, the headers provider {} requires included",
+                    p.id
+                ),
+            ));
+        }
+    }
+    check_custom_headers("custom_headers", auth, headers)
+}
+
+fn audit_detail(row: &GatewayConfigRow) -> Value {
+    json!({
+        "name": row.name.as_str(),
+        "endpoint": row.endpoint.to_string(),
+        "provider": row.llm.provider,
+        "api": row.llm.api.as_str(),
+    })
 }
 
 fn parse_description(text: Option<String>) -> Result<Option<String>, InvalidInput> {
@@ -138,16 +323,47 @@ pub(crate) async fn create(
 ) -> ApiResult<Json<Value>> {
     caller.require_admin()?;
     let name = Label::parse("name", &input.name)?;
-    let endpoint = parse_endpoint(&state, &input.endpoint)?;
-    let auth = parse_auth("auth_mechanism", &input.auth_mechanism)?;
+    parse_type(input.kind.as_deref())?;
+    let preset = input
+        .provider
+        .as_deref()
+        .map(|id| providers::find("provider", id))
+        .transpose()?;
+    // Given fields win over the preset's; without a preset, endpoint and auth are required as
+    // they always were.
+    let endpoint = match (&input.endpoint, preset) {
+        (Some(text), _) => parse_endpoint(&state, text)?,
+        (None, Some(p)) => preset_endpoint(&state, p)?,
+        (None, None) => {
+            return Err(
+                InvalidInput::new("endpoint", "is required unless provider is given").into(),
+            )
+        }
+    };
+    let auth = match (&input.auth_mechanism, preset) {
+        (Some(a), _) => parse_auth("auth_mechanism", a)?,
+        (None, Some(p)) => providers::auth(p)?,
+        (None, None) => {
+            return Err(
+                InvalidInput::new("auth_mechanism", "is required unless provider is given").into(),
+            )
+        }
+    };
+    let api = match (&input.api, preset) {
+        (Some(text), _) => Api::parse("api", text)?,
+        (None, Some(p)) => p.api,
+        (None, None) => Api::None,
+    };
+    let models = parse_models(input.models.unwrap_or_default())?;
     let description = parse_description(input.description)?;
-    let custom_headers = parse_headers(
+    let mut custom_headers = parse_headers(
         &state,
         &caller,
         &auth,
         input.custom_headers.unwrap_or_default(),
     )
     .await?;
+    finish_headers(preset, &auth, &mut custom_headers)?;
     let now = airlock_core::time::now_ms();
     let mut row = GatewayConfigRow {
         id: GatewayConfigId::generate(),
@@ -160,14 +376,18 @@ pub(crate) async fn create(
         create_time_ms: now,
         update_time_ms: now,
         binding: None,
-        llm: Default::default(),
+        llm: LlmSettings {
+            provider: preset.map(|p| p.id.to_owned()),
+            api,
+            models,
+        },
     };
     row.binding = Some(bind(&state, &row)?);
     let audit = caller.audit(
         "gateway_config.create",
         "gateway_config",
         row.id.as_str(),
-        json!({"name": row.name.as_str(), "endpoint": row.endpoint.to_string()}),
+        audit_detail(&row),
     );
     state.store.insert_gateway_config(&row, &audit).await?;
     Ok(Json(gateway_view(&row)))
@@ -219,29 +439,55 @@ pub(crate) async fn update(
     if let Some(name) = input.name {
         row.name = Label::parse("name", &name)?;
     }
-    if let Some(endpoint) = input.endpoint {
-        row.endpoint = parse_endpoint(&state, &endpoint)?;
+    parse_type(input.kind.as_deref())?;
+    // A new provider brings its defaults, as on create: endpoint, auth and api follow it unless
+    // given. Naming the config's own provider again changes nothing else.
+    let switched = match &input.provider {
+        Some(id) if row.llm.provider.as_deref() != Some(id.as_str()) => {
+            let p = providers::find("provider", id)?;
+            row.llm.provider = Some(p.id.to_owned());
+            Some(p)
+        }
+        _ => None,
+    };
+    match (input.endpoint, switched) {
+        (Some(endpoint), _) => row.endpoint = parse_endpoint(&state, &endpoint)?,
+        (None, Some(p)) => row.endpoint = preset_endpoint(&state, p)?,
+        (None, None) => {}
     }
-    if let Some(auth) = input.auth_mechanism {
-        row.auth = parse_auth("auth_mechanism", &auth)?;
+    match (input.auth_mechanism, switched) {
+        (Some(auth), _) => row.auth = parse_auth("auth_mechanism", &auth)?,
+        (None, Some(p)) => row.auth = providers::auth(p)?,
+        (None, None) => {}
+    }
+    match (input.api, switched) {
+        (Some(api), _) => row.llm.api = Api::parse("api", &api)?,
+        (None, Some(p)) => row.llm.api = p.api,
+        (None, None) => {}
+    }
+    if let Some(models) = input.models {
+        row.llm.models = parse_models(models)?;
     }
     if let Some(description) = input.description {
         row.description = parse_description(Some(description))?;
     }
-    match input.custom_headers {
-        Some(headers) => {
-            row.custom_headers = parse_headers(&state, &caller, &row.auth, headers).await?
-        }
-        // A new auth mechanism must not collide with the headers that stay.
-        None => check_custom_headers("custom_headers", &row.auth, &row.custom_headers)?,
+    if let Some(headers) = input.custom_headers {
+        row.custom_headers = parse_headers(&state, &caller, &row.auth, headers).await?;
     }
+    // The provider's required headers stay whatever list replaced the old one, and a new auth
+    // mechanism must not collide with the headers that stay.
+    let preset = match &row.llm.provider {
+        Some(id) => airlock_llm::preset(id),
+        None => None,
+    };
+    finish_headers(preset, &row.auth, &mut row.custom_headers)?;
     row.update_time_ms = airlock_core::time::now_ms();
     row.binding = Some(bind(&state, &row)?);
     let audit = caller.audit(
         "gateway_config.update",
         "gateway_config",
         row.id.as_str(),
-        json!({"name": row.name.as_str(), "endpoint": row.endpoint.to_string()}),
+        audit_detail(&row),
     );
     state
         .store

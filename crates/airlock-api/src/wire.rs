@@ -3,12 +3,13 @@
 
 use std::collections::BTreeMap;
 
-use airlock_core::{AuthMechanism, CustomHeader, HeaderSource};
+use airlock_core::llm::format_usd;
+use airlock_core::{AuthMechanism, CustomHeader, HeaderSource, ModelSpec};
 use airlock_store::{
     ApiKeyRow, AuditRow, DevboxRow, GatewayConfigRow, Listed, RequestEventRow, SecretRow,
 };
-use serde::Deserialize;
-use serde_json::{json, Map, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Number, Value};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -29,12 +30,60 @@ pub(crate) struct CustomHeaderIn {
     pub value: Option<String>,
 }
 
+/// One model of a gateway config's `models`, in Polpo's shape for custom model definitions.
+/// Unknown fields are refused like everywhere else: a misspelt `contextwindow` or `cacheread`
+/// would otherwise drop a limit or a price without a word.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(crate) struct ModelIn {
+    pub id: String,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub reasoning: Option<bool>,
+    #[serde(default)]
+    pub input: Option<Vec<String>>,
+    #[serde(default)]
+    pub cost: Option<CostIn>,
+    #[serde(default)]
+    pub context_window: Option<u64>,
+    #[serde(default)]
+    pub max_tokens: Option<u64>,
+}
+
+/// USD per million tokens, as JSON numbers. Kept as `Number` so that the handler, not serde,
+/// says what is wrong with a value (negative, too many decimals).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(crate) struct CostIn {
+    pub input: Number,
+    pub output: Number,
+    #[serde(default)]
+    pub cache_read: Option<Number>,
+    #[serde(default)]
+    pub cache_write: Option<Number>,
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct GatewayConfigCreate {
     pub name: String,
-    pub endpoint: String,
-    pub auth_mechanism: AuthMechanismIn,
+    /// `passthrough` (the default) or `router` (refused until router gateways exist).
+    #[serde(default, rename = "type")]
+    pub kind: Option<String>,
+    /// A preset id from `GET /v1/providers`; `endpoint`, `auth_mechanism` and `api` default from it.
+    #[serde(default)]
+    pub provider: Option<String>,
+    /// Required unless `provider` is given.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// Required unless `provider` is given.
+    #[serde(default)]
+    pub auth_mechanism: Option<AuthMechanismIn>,
+    #[serde(default)]
+    pub api: Option<String>,
+    #[serde(default)]
+    pub models: Option<Vec<ModelIn>>,
     #[serde(default)]
     pub custom_headers: Option<Vec<CustomHeaderIn>>,
     #[serde(default)]
@@ -46,10 +95,18 @@ pub(crate) struct GatewayConfigCreate {
 pub(crate) struct GatewayConfigUpdate {
     #[serde(default)]
     pub name: Option<String>,
+    #[serde(default, rename = "type")]
+    pub kind: Option<String>,
+    #[serde(default)]
+    pub provider: Option<String>,
     #[serde(default)]
     pub endpoint: Option<String>,
     #[serde(default)]
     pub auth_mechanism: Option<AuthMechanismIn>,
+    #[serde(default)]
+    pub api: Option<String>,
+    #[serde(default)]
+    pub models: Option<Vec<ModelIn>>,
     #[serde(default)]
     pub custom_headers: Option<Vec<CustomHeaderIn>>,
     #[serde(default)]
@@ -154,12 +211,59 @@ pub(crate) fn headers_view(headers: &[CustomHeader]) -> Value {
     )
 }
 
+/// Nano-dollars per million tokens as the JSON number of dollars an operator wrote. Parsing
+/// the exact decimal gives the `f64` nearest to it, whose shortest spelling (what serde_json
+/// writes) is that decimal again for any price with up to 15 significant digits.
+fn usd_number(nanos: u64) -> Value {
+    let dollars = format_usd(nanos).parse::<f64>().unwrap_or(f64::MAX);
+    Number::from_f64(dollars).map_or(Value::Null, Value::Number)
+}
+
+/// A model of a gateway config's list, in the Polpo shape it was given in.
+pub(crate) fn model_view(m: &ModelSpec) -> Value {
+    let mut out = Map::new();
+    out.insert("id".into(), Value::from(m.id.as_str()));
+    if let Some(name) = &m.name {
+        out.insert("name".into(), Value::from(name.as_str()));
+    }
+    out.insert("reasoning".into(), Value::Bool(m.reasoning));
+    let input = if m.images {
+        json!(["text", "image"])
+    } else {
+        json!(["text"])
+    };
+    out.insert("input".into(), input);
+    if let Some(c) = &m.cost {
+        out.insert(
+            "cost".into(),
+            json!({
+                "input": usd_number(c.input),
+                "output": usd_number(c.output),
+                "cacheRead": usd_number(c.cache_read),
+                "cacheWrite": usd_number(c.cache_write),
+            }),
+        );
+    }
+    if let Some(n) = m.context_window {
+        out.insert("contextWindow".into(), Value::from(n));
+    }
+    if let Some(n) = m.max_tokens {
+        out.insert("maxTokens".into(), Value::from(n));
+    }
+    Value::Object(out)
+}
+
 pub(crate) fn gateway_view(g: &GatewayConfigRow) -> Value {
     json!({
         "id": g.id.as_str(),
         "name": g.name.as_str(),
+        // Router gateways do not exist yet; every stored config forwards to its endpoint.
+        "type": "passthrough",
+        "provider": g.llm.provider,
         "endpoint": g.endpoint.to_string(),
         "auth_mechanism": auth_view(&g.auth),
+        "api": g.llm.api.as_str(),
+        "models": g.llm.models.iter().map(model_view).collect::<Vec<_>>(),
         "custom_headers": headers_view(&g.custom_headers),
         "description": g.description,
         "create_time_ms": g.create_time_ms,
@@ -223,29 +327,168 @@ pub(crate) fn audit_view(a: &AuditRow) -> Value {
     })
 }
 
-pub(crate) fn request_event_view(r: &RequestEventRow) -> Value {
-    let e = &r.event;
-    json!({
-        "id": r.id,
-        "time_ms": e.time_ms,
-        "account_id": e.account_id.as_ref().map(|v| v.as_str()),
-        "devbox_id": e.devbox_id.as_ref().map(|v| v.as_str()),
-        "gateway_config_id": e.gateway_config_id.as_ref().map(|v| v.as_str()),
-        "token_id": e.token_id.as_ref().map(|v| v.as_str()),
-        "secret_id": e.secret_id.as_ref().map(|v| v.as_str()),
-        "secret_version": e.secret_version,
-        "method": e.method,
-        "path": e.path,
-        "status": e.status,
-        "upstream_status": e.upstream_status,
-        "latency_us": e.latency_us,
-        "ttfb_us": e.ttfb_us,
-        "bytes_in": e.bytes_in,
-        "bytes_out": e.bytes_out,
-        "client_addr": e.client_addr.to_string(),
-        "error_code": e.error_code,
-        "request_id": e.request_id,
-    })
+/// One proxied request (`GET /v1/audit/requests`). Every field is always present; the LLM
+/// fields are null for a request that was not metered (a gateway whose `api` is `none`).
+#[derive(Serialize)]
+pub(crate) struct RequestEventView<'a> {
+    id: &'a str,
+    time_ms: i64,
+    account_id: Option<&'a str>,
+    devbox_id: Option<&'a str>,
+    gateway_config_id: Option<&'a str>,
+    token_id: Option<&'a str>,
+    secret_id: Option<&'a str>,
+    secret_version: Option<i64>,
+    method: &'a str,
+    path: &'a str,
+    status: u16,
+    upstream_status: Option<u16>,
+    latency_us: i64,
+    ttfb_us: Option<i64>,
+    bytes_in: i64,
+    bytes_out: i64,
+    client_addr: String,
+    error_code: Option<&'a str>,
+    request_id: Option<&'a str>,
+    provider: Option<&'a str>,
+    model: Option<&'a str>,
+    usage: Option<UsageView>,
+    /// Dollars as a decimal string (never a float); null when the model's price is unknown.
+    cost_usd: Option<String>,
+}
+
+/// The tokens of one metered request.
+#[derive(Serialize)]
+pub(crate) struct UsageView {
+    input_tokens: u64,
+    output_tokens: u64,
+    cache_read_tokens: u64,
+    cache_write_tokens: u64,
+    reasoning_tokens: u64,
+    exact: bool,
+}
+
+impl<'a> From<&'a RequestEventRow> for RequestEventView<'a> {
+    fn from(r: &'a RequestEventRow) -> Self {
+        let e = &r.event;
+        let llm = e.llm.as_ref();
+        RequestEventView {
+            id: &r.id,
+            time_ms: e.time_ms,
+            account_id: e.account_id.as_ref().map(|v| v.as_str()),
+            devbox_id: e.devbox_id.as_ref().map(|v| v.as_str()),
+            gateway_config_id: e.gateway_config_id.as_ref().map(|v| v.as_str()),
+            token_id: e.token_id.as_ref().map(|v| v.as_str()),
+            secret_id: e.secret_id.as_ref().map(|v| v.as_str()),
+            secret_version: e.secret_version,
+            method: &e.method,
+            path: &e.path,
+            status: e.status,
+            upstream_status: e.upstream_status,
+            latency_us: e.latency_us,
+            ttfb_us: e.ttfb_us,
+            bytes_in: e.bytes_in,
+            bytes_out: e.bytes_out,
+            client_addr: e.client_addr.to_string(),
+            error_code: e.error_code.as_deref(),
+            request_id: e.request_id.as_deref(),
+            provider: llm.and_then(|m| m.provider.as_deref()),
+            model: llm.and_then(|m| m.model.as_deref()),
+            usage: llm.map(|m| UsageView {
+                input_tokens: m.usage.input_tokens,
+                output_tokens: m.usage.output_tokens,
+                cache_read_tokens: m.usage.cache_read_tokens,
+                cache_write_tokens: m.usage.cache_write_tokens,
+                reasoning_tokens: m.usage.reasoning_tokens,
+                exact: m.usage.exact,
+            }),
+            cost_usd: llm.and_then(|m| m.cost_nanos).map(format_usd),
+        }
+    }
+}
+
+/// `{"requests": [...], "has_more", "total_count"?}`.
+#[derive(Serialize)]
+pub(crate) struct RequestEventList<'a> {
+    pub requests: Vec<RequestEventView<'a>>,
+    pub has_more: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub total_count: Option<i64>,
+}
+
+impl<'a> From<&'a Listed<RequestEventRow>> for RequestEventList<'a> {
+    fn from(listed: &'a Listed<RequestEventRow>) -> Self {
+        RequestEventList {
+            requests: listed.items.iter().map(RequestEventView::from).collect(),
+            has_more: listed.has_more,
+            total_count: listed.total_count,
+        }
+    }
+}
+
+/// Query string of `GET /v1/usage`. Unknown parameters are refused: a misspelt filter would
+/// otherwise widen the sum without a word.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct UsageQuery {
+    pub start_time_ms: Option<String>,
+    pub end_time_ms: Option<String>,
+    pub group_by: Option<String>,
+    pub devbox_id: Option<String>,
+    pub gateway_id: Option<String>,
+    pub model: Option<String>,
+}
+
+/// One group of `GET /v1/usage`. A key the query did not group by is absent (the outer
+/// `None`); a key it grouped by whose value is unknown is null.
+#[derive(Serialize)]
+pub(crate) struct UsageRowView {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<Option<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provider: Option<Option<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub devbox_id: Option<Option<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gateway_id: Option<Option<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub day: Option<Option<String>>,
+    pub requests: u64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cache_read_tokens: u64,
+    pub cache_write_tokens: u64,
+    pub reasoning_tokens: u64,
+    /// The sum of the known costs; null when no request of the group had one.
+    pub cost_usd: Option<String>,
+    /// Requests whose cost is unknown, so not in `cost_usd`.
+    pub unpriced_requests: u64,
+}
+
+#[derive(Serialize)]
+pub(crate) struct UsageList {
+    pub usage: Vec<UsageRowView>,
+}
+
+/// One built-in provider preset (`GET /v1/providers`).
+#[derive(Serialize)]
+pub(crate) struct ProviderView {
+    pub id: &'static str,
+    pub name: &'static str,
+    pub endpoint: &'static str,
+    /// The endpoint is an example: a gateway config naming this provider must give its own.
+    pub endpoint_required: bool,
+    pub auth_mechanism: Value,
+    pub api: &'static str,
+    /// Headers the provider requires, added to a gateway config made from the preset.
+    pub custom_headers: Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub models: Option<Vec<&'static str>>,
+}
+
+#[derive(Serialize)]
+pub(crate) struct ProviderList {
+    pub providers: Vec<ProviderView>,
 }
 
 /// `{"<field>": [views], "has_more", "total_count"}`.

@@ -1031,3 +1031,760 @@ both!(
         }
     }
 );
+
+/// Every preset id the contract names.
+const CONTRACT_PROVIDERS: [&str; 24] = [
+    "anthropic",
+    "openai",
+    "google",
+    "vertex",
+    "azure-openai",
+    "bedrock",
+    "xai",
+    "openrouter",
+    "groq",
+    "mistral",
+    "cerebras",
+    "deepseek",
+    "together",
+    "fireworks",
+    "sambanova",
+    "minimax",
+    "huggingface",
+    "perplexity",
+    "cohere",
+    "moonshot",
+    "meta",
+    "ollama",
+    "vllm",
+    "lmstudio",
+];
+
+/// The fields of a gateway view that a provider decides, for tables of expectations.
+fn llm_fields(v: &Value) -> Value {
+    json!({
+        "type": v["type"],
+        "provider": v["provider"],
+        "endpoint": v["endpoint"],
+        "auth_mechanism": v["auth_mechanism"],
+        "api": v["api"],
+        "custom_headers": v["custom_headers"],
+        "models": v["models"],
+    })
+}
+
+const ANTHROPIC_VERSION: &str = "2023-06-01";
+
+both!(gateway_configs_from_presets, |h: Harness| async move {
+    let bearer = json!({"type": "bearer"});
+    let version = json!([{"name": "anthropic-version", "value": ANTHROPIC_VERSION}]);
+    let full_model = json!({
+        "id": "llama-3.3-70b", "name": "Llama 3.3 70B", "reasoning": true, "input": ["text", "image"],
+        "cost": {"input": 0.59, "output": 0.79, "cacheRead": 0.000000001, "cacheWrite": 12345.123456789},
+        "contextWindow": 131072, "maxTokens": 8192
+    });
+    let cases: Vec<(Value, Value)> = vec![
+        // A preset alone: endpoint, auth, dialect and the required header all come from it.
+        (
+            json!({"name": "claude", "provider": "anthropic"}),
+            json!({"type": "passthrough", "provider": "anthropic", "endpoint": "https://api.anthropic.com",
+                   "auth_mechanism": {"type": "header", "key": "x-api-key"}, "api": "anthropic-messages",
+                   "custom_headers": version, "models": []}),
+        ),
+        // Given fields win over the preset's, a header the caller set included.
+        (
+            json!({"name": "claude-via-proxy", "type": "passthrough", "provider": "anthropic",
+                   "endpoint": "https://llm-proxy.example.com/anthropic", "auth_mechanism": bearer,
+                   "custom_headers": [{"name": "Anthropic-Version", "value": "2024-01-01"}]}),
+            json!({"type": "passthrough", "provider": "anthropic", "endpoint": "https://llm-proxy.example.com/anthropic",
+                   "auth_mechanism": bearer, "api": "anthropic-messages",
+                   "custom_headers": [{"name": "anthropic-version", "value": "2024-01-01"}], "models": []}),
+        ),
+        (
+            json!({"name": "gpt", "provider": "openai", "api": "openai-responses"}),
+            json!({"type": "passthrough", "provider": "openai", "endpoint": "https://api.openai.com/v1",
+                   "auth_mechanism": bearer, "api": "openai-responses", "custom_headers": [], "models": []}),
+        ),
+        (
+            json!({"name": "gemini", "provider": "google"}),
+            json!({"type": "passthrough", "provider": "google", "endpoint": "https://generativelanguage.googleapis.com",
+                   "auth_mechanism": {"type": "header", "key": "x-goog-api-key"}, "api": "gemini",
+                   "custom_headers": [], "models": []}),
+        ),
+        // A per-resource preset with the endpoint of the operator's resource.
+        (
+            json!({"name": "azure", "provider": "azure-openai", "endpoint": "https://acme.openai.azure.com/openai/v1"}),
+            json!({"type": "passthrough", "provider": "azure-openai", "endpoint": "https://acme.openai.azure.com/openai/v1",
+                   "auth_mechanism": {"type": "header", "key": "api-key"}, "api": "openai-completions",
+                   "custom_headers": [], "models": []}),
+        ),
+        // A local server's preset (the harness allows private upstreams), with a model list
+        // whose prices come back as the numbers that were sent.
+        (
+            json!({"name": "local", "provider": "ollama", "models": [full_model, {"id": "tiny"}]}),
+            json!({"type": "passthrough", "provider": "ollama", "endpoint": "http://localhost:11434/v1",
+                   "auth_mechanism": bearer, "api": "openai-completions", "custom_headers": [],
+                   "models": [full_model, {"id": "tiny", "reasoning": false, "input": ["text"]}]}),
+        ),
+        // A cache price that is not given is charged as plain input.
+        (
+            json!({"name": "custom", "endpoint": "https://llm.example.com/v1", "auth_mechanism": bearer,
+                   "api": "openai-completions", "models": [{"id": "m", "cost": {"input": 3, "output": 15}}]}),
+            json!({"type": "passthrough", "provider": null, "endpoint": "https://llm.example.com/v1",
+                   "auth_mechanism": bearer, "api": "openai-completions", "custom_headers": [],
+                   "models": [{"id": "m", "reasoning": false, "input": ["text"],
+                               "cost": {"input": 3.0, "output": 15.0, "cacheRead": 3.0, "cacheWrite": 3.0}}]}),
+        ),
+        // Runloop's shape: no provider, not metered.
+        (
+            gateway_body(),
+            json!({"type": "passthrough", "provider": null, "endpoint": "https://api.anthropic.com",
+                   "auth_mechanism": {"type": "header", "key": "x-api-key"}, "api": "none",
+                   "custom_headers": [], "models": []}),
+        ),
+    ];
+    for (body, want) in cases {
+        let created = h.post("/v1/gateway-configs", body.clone()).await;
+        assert_eq!(llm_fields(&created), want, "{body}");
+        let id = created["id"].as_str().unwrap();
+        assert_eq!(h.get(&format!("/v1/gateway-configs/{id}")).await, created);
+    }
+
+    // Updates: a new provider brings its defaults; naming the same one changes nothing; the
+    // required header survives a replaced list; models are replaced whole.
+    let plain = h.post("/v1/gateway-configs", gateway_body()).await;
+    let id = plain["id"].as_str().unwrap();
+    let path = format!("/v1/gateway-configs/{id}");
+    let updates: Vec<(Value, Value)> = vec![
+        (
+            json!({"provider": "openai"}),
+            json!({"type": "passthrough", "provider": "openai", "endpoint": "https://api.openai.com/v1",
+                   "auth_mechanism": bearer, "api": "openai-completions", "custom_headers": [], "models": []}),
+        ),
+        (
+            json!({"provider": "openai", "api": "openai-responses", "models": [{"id": "gpt-5"}]}),
+            json!({"type": "passthrough", "provider": "openai", "endpoint": "https://api.openai.com/v1",
+                   "auth_mechanism": bearer, "api": "openai-responses", "custom_headers": [],
+                   "models": [{"id": "gpt-5", "reasoning": false, "input": ["text"]}]}),
+        ),
+        (
+            json!({"provider": "anthropic", "endpoint": "https://anthropic.example.com"}),
+            json!({"type": "passthrough", "provider": "anthropic", "endpoint": "https://anthropic.example.com",
+                   "auth_mechanism": {"type": "header", "key": "x-api-key"}, "api": "anthropic-messages",
+                   "custom_headers": version, "models": [{"id": "gpt-5", "reasoning": false, "input": ["text"]}]}),
+        ),
+        (
+            json!({"custom_headers": [], "models": []}),
+            json!({"type": "passthrough", "provider": "anthropic", "endpoint": "https://anthropic.example.com",
+                   "auth_mechanism": {"type": "header", "key": "x-api-key"}, "api": "anthropic-messages",
+                   "custom_headers": version, "models": []}),
+        ),
+        (
+            json!({"api": "none", "type": "passthrough"}),
+            json!({"type": "passthrough", "provider": "anthropic", "endpoint": "https://anthropic.example.com",
+                   "auth_mechanism": {"type": "header", "key": "x-api-key"}, "api": "none",
+                   "custom_headers": version, "models": []}),
+        ),
+    ];
+    for (body, want) in updates {
+        let updated = h.post(&path, body.clone()).await;
+        assert_eq!(llm_fields(&updated), want, "{body}");
+        assert_eq!(h.get(&path).await, updated, "{body}");
+    }
+});
+
+both!(gateway_llm_validation, |h: Harness| async move {
+    setup_pair(&h).await;
+    let bearer = json!({"type": "bearer"});
+    let base = |extra: Value| {
+        let mut body = json!({"name": "m", "endpoint": "https://x.com", "auth_mechanism": bearer});
+        for (k, v) in extra.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        body
+    };
+    let model = |extra: Value| {
+        let mut m = json!({"id": "m1"});
+        for (k, v) in extra.as_object().unwrap() {
+            m[k] = v.clone();
+        }
+        base(json!({"models": [{"id": "m0"}, m]}))
+    };
+    let cost = |c: Value| model(json!({"cost": c}));
+    let many: Vec<Value> = (0..513).map(|i| json!({"id": format!("m{i}")})).collect();
+    let eight: Vec<Value> = (0..8)
+        .map(|i| json!({"name": format!("h{i}"), "value": "v"}))
+        .collect();
+    let non_negative = "must be a non-negative number with at most 9 decimals";
+    let cases: Vec<(Value, String)> = vec![
+        (json!({"name": "a", "provider": "nope"}), "provider: is not a known provider".into()),
+        (json!({"name": "a", "provider": 7}), "provider: invalid type".into()),
+        (json!({"name": "a", "type": "router", "provider": "openai"}), "type: router gateways are not supported yet".into()),
+        (json!({"name": "a", "type": "proxy", "provider": "openai"}), "type: must be passthrough or router".into()),
+        (json!({"name": "a", "auth_mechanism": bearer}), "endpoint: is required unless provider is given".into()),
+        (json!({"name": "a", "endpoint": "https://x.com"}), "auth_mechanism: is required unless provider is given".into()),
+        (json!({"name": "a", "provider": "azure-openai"}), "endpoint: is required with provider azure-openai".into()),
+        (json!({"name": "a", "provider": "vertex"}), "endpoint: is required with provider vertex".into()),
+        (json!({"name": "a", "provider": "bedrock", "auth_mechanism": bearer}), "endpoint: is required with provider bedrock".into()),
+        (json!({"name": "a", "provider": "openai", "endpoint": "https://u:p@x.com"}), "endpoint: must not contain user info".into()),
+        (base(json!({"api": "openai"})), "api: must be one of openai-completions, openai-responses, anthropic-messages, gemini, none".into()),
+        (json!({"name": "a", "provider": "anthropic", "custom_headers": eight}), "custom_headers: must have at most 8 entries, the headers provider anthropic requires included".into()),
+        (json!({"name": "a", "provider": "anthropic", "auth_mechanism": {"type": "header", "key": "anthropic-version"}}), "custom_headers[0].name: is the header the auth mechanism sets".into()),
+        (base(json!({"models": many})), "models: must have at most 512 entries".into()),
+        (base(json!({"models": {"id": "m"}})), "models: invalid type".into()),
+        (model(json!({"id": "m0"})), "models[1].id: appears twice".into()),
+        (model(json!({"id": ""})), "models[1].id: must be 1 to 256 characters".into()),
+        (model(json!({"id": "x".repeat(257)})), "models[1].id: must be 1 to 256 characters".into()),
+        (model(json!({"id": "my model"})), "models[1].id: must be visible ASCII".into()),
+        (base(json!({"models": [{"name": "no id"}]})), "models[0]: missing field `id`".into()),
+        (model(json!({"name": ""})), "models[1].name: must not be empty".into()),
+        (model(json!({"reasoning": "yes"})), "models[1].reasoning: invalid type".into()),
+        (model(json!({"input": []})), "models[1].input: must not be empty".into()),
+        (model(json!({"input": ["text", "video"]})), "models[1].input[1]: must be text or image".into()),
+        (model(json!({"contextWindow": 0})), "models[1].contextWindow: must be a positive integer".into()),
+        (model(json!({"maxTokens": -1})), "models[1].maxTokens: invalid value".into()),
+        (model(json!({"maxTokens": 1.5})), "models[1].maxTokens: invalid type".into()),
+        (model(json!({"baseUrl": "https://x.com"})), "models[1].baseUrl: unknown field `baseUrl`".into()),
+        (cost(json!({"input": -1, "output": 1})), format!("models[1].cost.input: {non_negative}")),
+        (cost(json!({"input": 1, "output": 0.0000000001})), format!("models[1].cost.output: {non_negative}")),
+        (cost(json!({"input": 1, "output": 1, "cacheRead": 1.1234567891})), format!("models[1].cost.cacheRead: {non_negative}")),
+        (cost(json!({"input": 1, "output": 1, "cacheWrite": -0.5})), format!("models[1].cost.cacheWrite: {non_negative}")),
+        (cost(json!({"input": 1e12, "output": 1})), "models[1].cost.input: is too large".into()),
+        (cost(json!({"input": "3", "output": 1})), "models[1].cost.input: invalid type".into()),
+        (cost(json!({"input": 3})), "models[1].cost: missing field `output`".into()),
+        (cost(json!({"input": 3, "output": 1, "cache_read": 1})), "models[1].cost.cache_read: unknown field `cache_read`".into()),
+    ];
+    for (body, expected) in &cases {
+        let (status, err) = h
+            .call(Method::POST, "/v1/gateway-configs", Some(body))
+            .await;
+        assert_eq!(status, 400, "{body}: {err}");
+        let message = err["error"]["message"].as_str().unwrap();
+        assert!(message.contains(expected.as_str()), "{body}: {message}");
+    }
+    assert_eq!(
+        count(&h, "/v1/gateway-configs").await,
+        1,
+        "a refused create left a row"
+    );
+
+    // The same rules on update, which leaves the config as it was.
+    let created = h
+        .post(
+            "/v1/gateway-configs",
+            json!({"name": "u", "provider": "anthropic"}),
+        )
+        .await;
+    let path = format!("/v1/gateway-configs/{}", created["id"].as_str().unwrap());
+    for (body, expected) in [
+        (json!({"provider": "nope"}), "provider: is not a known provider"),
+        (
+            json!({"type": "router"}),
+            "type: router gateways are not supported yet",
+        ),
+        (
+            json!({"provider": "vertex"}),
+            "endpoint: is required with provider vertex",
+        ),
+        (json!({"api": "gemini-2"}), "api: must be one of"),
+        (
+            json!({"models": [{"id": "a"}, {"id": "a"}]}),
+            "models[1].id: appears twice",
+        ),
+        (
+            json!({"models": [{"id": "a", "cost": {"input": 1, "output": -2}}]}),
+            "models[0].cost.output: must be a non-negative number",
+        ),
+        (
+            json!({"custom_headers": eight}),
+            "custom_headers: must have at most 8 entries, the headers provider anthropic requires included",
+        ),
+    ] {
+        let (status, err) = h.call(Method::POST, &path, Some(&body)).await;
+        assert_eq!(status, 400, "{body}: {err}");
+        let message = err["error"]["message"].as_str().unwrap();
+        assert!(message.contains(expected), "{body}: {message}");
+        assert_eq!(h.get(&path).await, created, "{body} changed the config");
+    }
+});
+
+both!(providers_list, |h: Harness| async move {
+    let listed = h.get("/v1/providers").await;
+    let providers = listed["providers"].as_array().unwrap();
+    assert!(providers.len() >= 24, "{} providers", providers.len());
+    let ids: Vec<&str> = providers
+        .iter()
+        .map(|p| p["id"].as_str().unwrap())
+        .collect();
+    for id in CONTRACT_PROVIDERS {
+        assert_eq!(ids.iter().filter(|i| **i == id).count(), 1, "{id}");
+    }
+    let anthropic = providers.iter().find(|p| p["id"] == "anthropic").unwrap();
+    assert_eq!(
+        *anthropic,
+        json!({"id": "anthropic", "name": "Anthropic", "endpoint": "https://api.anthropic.com",
+               "endpoint_required": false, "auth_mechanism": {"type": "header", "key": "x-api-key"},
+               "api": "anthropic-messages",
+               "custom_headers": [{"name": "anthropic-version", "value": ANTHROPIC_VERSION}],
+               "models": anthropic["models"]})
+    );
+    assert!(!anthropic["models"].as_array().unwrap().is_empty());
+    for p in providers {
+        // Every preset is a gateway config away, its dialect metered and its auth one of ours.
+        assert!(
+            ["bearer", "header"].contains(&p["auth_mechanism"]["type"].as_str().unwrap()),
+            "{p}"
+        );
+        assert_ne!(p["api"], "none", "{p}");
+        assert!(p
+            .get("models")
+            .is_none_or(|m| !m.as_array().unwrap().is_empty()));
+        if p["endpoint_required"] == false {
+            h.post(
+                "/v1/gateway-configs",
+                json!({"name": format!("from-{}", p["id"].as_str().unwrap()), "provider": p["id"]}),
+            )
+            .await;
+        }
+    }
+    let required: Vec<&Value> = providers
+        .iter()
+        .filter(|p| p["endpoint_required"] == true)
+        .map(|p| &p["id"])
+        .collect();
+    assert_eq!(
+        required,
+        [&json!("vertex"), &json!("azure-openai"), &json!("bedrock")]
+    );
+    // A launcher key may read the list too.
+    let launcher = h
+        .post("/v1/api-keys", json!({"name": "l", "scope": "launcher"}))
+        .await["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (status, body) = h
+        .call_as(&launcher, Method::GET, "/v1/providers", None)
+        .await;
+    assert_eq!((status, &body), (200, &listed));
+    let (status, _) = h.call_as("", Method::GET, "/v1/providers", None).await;
+    assert_eq!(status, 401);
+});
+
+/// A request event of `account`, metered when `llm` is given.
+fn event(
+    account: &airlock_core::AccountId,
+    time_ms: i64,
+    devbox: &airlock_core::DevboxId,
+    gateway: &airlock_core::GatewayConfigId,
+    llm: Option<airlock_core::Metered>,
+) -> airlock_core::state::RequestAuditEvent {
+    airlock_core::state::RequestAuditEvent {
+        id: airlock_core::AuditId::generate(),
+        time_ms,
+        account_id: Some(account.clone()),
+        devbox_id: Some(devbox.clone()),
+        gateway_config_id: Some(gateway.clone()),
+        token_id: None,
+        secret_id: None,
+        secret_version: None,
+        method: "POST".into(),
+        path: "/v1/messages".into(),
+        status: 200,
+        upstream_status: Some(200),
+        latency_us: 1_000,
+        ttfb_us: Some(500),
+        bytes_in: 10,
+        bytes_out: 20,
+        client_addr: "10.0.0.1".parse().unwrap(),
+        error_code: None,
+        request_id: Some(format!("req-{time_ms}")),
+        llm,
+    }
+}
+
+fn metered(
+    model: Option<&str>,
+    provider: Option<&str>,
+    input: u64,
+    output: u64,
+    cost_nanos: Option<u64>,
+) -> airlock_core::Metered {
+    airlock_core::Metered {
+        provider: provider.map(str::to_owned),
+        model: model.map(str::to_owned),
+        usage: airlock_core::Usage {
+            input_tokens: input,
+            output_tokens: output,
+            cache_read_tokens: input / 2,
+            cache_write_tokens: input / 4,
+            reasoning_tokens: output / 2,
+            exact: cost_nanos.is_some(),
+        },
+        cost_nanos,
+    }
+}
+
+both!(request_events_show_usage, |h: Harness| async move {
+    use airlock_core::state::AuditSink;
+    let account = airlock_core::AccountId::from_trusted(created_account(&h).await);
+    let devbox = airlock_core::DevboxId::generate();
+    let gateway = airlock_core::GatewayConfigId::generate();
+    let t = 1_767_225_600_000; // 2026-01-01T00:00:00Z
+    h.store
+        .write_batch(&[
+            event(&account, t, &devbox, &gateway, None),
+            event(
+                &account,
+                t + 1,
+                &devbox,
+                &gateway,
+                Some(metered(
+                    Some("claude-sonnet-4-5"),
+                    Some("anthropic"),
+                    1_000,
+                    100,
+                    Some(4_215_000),
+                )),
+            ),
+            event(
+                &account,
+                t + 2,
+                &devbox,
+                &gateway,
+                Some(metered(None, None, 8, 0, None)),
+            ),
+        ])
+        .await
+        .unwrap();
+    let listed = h.get("/v1/audit/requests").await;
+    assert_eq!(listed["total_count"], 3);
+    let requests = listed["requests"].as_array().unwrap();
+    let llm = |r: &Value| json!({"provider": r["provider"], "model": r["model"], "usage": r["usage"], "cost_usd": r["cost_usd"]});
+    // Newest first.
+    assert_eq!(
+        llm(&requests[0]),
+        json!({"provider": null, "model": null, "cost_usd": null,
+               "usage": {"input_tokens": 8, "output_tokens": 0, "cache_read_tokens": 4, "cache_write_tokens": 2,
+                         "reasoning_tokens": 0, "exact": false}})
+    );
+    assert_eq!(
+        llm(&requests[1]),
+        json!({"provider": "anthropic", "model": "claude-sonnet-4-5", "cost_usd": "0.004215",
+               "usage": {"input_tokens": 1000, "output_tokens": 100, "cache_read_tokens": 500, "cache_write_tokens": 250,
+                         "reasoning_tokens": 50, "exact": true}})
+    );
+    assert_eq!(
+        llm(&requests[2]),
+        json!({"provider": null, "model": null, "usage": null, "cost_usd": null})
+    );
+    // Every field of the view, also for an event that was not metered.
+    let mut keys: Vec<&str> = requests[2]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    keys.sort_unstable();
+    let mut want = [
+        "id",
+        "time_ms",
+        "account_id",
+        "devbox_id",
+        "gateway_config_id",
+        "token_id",
+        "secret_id",
+        "secret_version",
+        "method",
+        "path",
+        "status",
+        "upstream_status",
+        "latency_us",
+        "ttfb_us",
+        "bytes_in",
+        "bytes_out",
+        "client_addr",
+        "error_code",
+        "request_id",
+        "provider",
+        "model",
+        "usage",
+        "cost_usd",
+    ];
+    want.sort_unstable();
+    assert_eq!(keys, want);
+    assert_eq!(requests[2]["request_id"], format!("req-{t}"));
+    assert_eq!(requests[2]["client_addr"], "10.0.0.1");
+    let page = h
+        .get("/v1/audit/requests?limit=1&include_total_count=false")
+        .await;
+    assert_eq!(page["has_more"], true);
+    assert!(page.get("total_count").is_none());
+});
+
+both!(usage_aggregation, |h: Harness| async move {
+    use airlock_core::state::AuditSink;
+    let account = airlock_core::AccountId::from_trusted(created_account(&h).await);
+    let other = h.post("/v1/accounts", json!({"name": "tenant-b"})).await;
+    let other_key = other["api_key"]["key"].as_str().unwrap().to_owned();
+    let other_account =
+        airlock_core::AccountId::from_trusted(other["id"].as_str().unwrap().to_owned());
+    let (d1, d2) = (
+        airlock_core::DevboxId::generate(),
+        airlock_core::DevboxId::generate(),
+    );
+    let (g1, g2) = (
+        airlock_core::GatewayConfigId::generate(),
+        airlock_core::GatewayConfigId::generate(),
+    );
+    let day = 86_400_000;
+    let t = 1_767_225_600_000; // 2026-01-01T00:00:00Z
+    let sonnet = Some("claude-sonnet-4-5");
+    let gpt = Some("gpt-5");
+    h.store
+        .write_batch(&[
+            event(
+                &account,
+                t,
+                &d1,
+                &g1,
+                Some(metered(
+                    sonnet,
+                    Some("anthropic"),
+                    1_000,
+                    100,
+                    Some(4_215_000),
+                )),
+            ),
+            event(
+                &account,
+                t + 10,
+                &d1,
+                &g1,
+                Some(metered(sonnet, Some("anthropic"), 2_000, 200, Some(1))),
+            ),
+            event(
+                &account,
+                t + day,
+                &d2,
+                &g2,
+                Some(metered(gpt, Some("openai"), 400, 40, Some(3_000_000_000))),
+            ),
+            event(
+                &account,
+                t + day + 1,
+                &d2,
+                &g2,
+                Some(metered(None, Some("openai"), 8, 0, None)),
+            ),
+            // Not metered: never counted.
+            event(&account, t + 2, &d1, &g1, None),
+            // Another account's, which the caller must never see.
+            event(
+                &other_account,
+                t,
+                &d1,
+                &g1,
+                Some(metered(sonnet, Some("anthropic"), 9_999, 9_999, Some(9))),
+            ),
+        ])
+        .await
+        .unwrap();
+    let row = |keys: Value, n: u64, input: u64, output: u64, cost: Value, unpriced: u64| {
+        let mut v = keys;
+        for (k, val) in [
+            ("requests", json!(n)),
+            ("input_tokens", json!(input)),
+            ("output_tokens", json!(output)),
+            ("cache_read_tokens", json!(input / 2)),
+            ("cache_write_tokens", json!(input / 4)),
+            ("reasoning_tokens", json!(output / 2)),
+            ("cost_usd", cost),
+            ("unpriced_requests", json!(unpriced)),
+        ] {
+            v[k] = val;
+        }
+        v
+    };
+    let cases: Vec<(String, Value)> = vec![
+        (
+            String::new(),
+            json!([row(json!({}), 4, 3_408, 340, json!("3.004215001"), 1)]),
+        ),
+        (
+            "?group_by=model".into(),
+            json!([
+                row(
+                    json!({"model": "claude-sonnet-4-5"}),
+                    2,
+                    3_000,
+                    300,
+                    json!("0.004215001"),
+                    0
+                ),
+                row(json!({"model": "gpt-5"}), 1, 400, 40, json!("3"), 0),
+                row(json!({"model": null}), 1, 8, 0, json!(null), 1),
+            ]),
+        ),
+        (
+            "?group_by=day,provider".into(),
+            json!([
+                row(
+                    json!({"day": "2026-01-01", "provider": "anthropic"}),
+                    2,
+                    3_000,
+                    300,
+                    json!("0.004215001"),
+                    0
+                ),
+                row(
+                    json!({"day": "2026-01-02", "provider": "openai"}),
+                    2,
+                    408,
+                    40,
+                    json!("3"),
+                    1
+                ),
+            ]),
+        ),
+        (
+            format!("?group_by=devbox,gateway&devbox_id={d2}"),
+            json!([row(
+                json!({"devbox_id": d2.to_string(), "gateway_id": g2.to_string()}),
+                2,
+                408,
+                40,
+                json!("3"),
+                1
+            )]),
+        ),
+        (
+            format!("?group_by=gateway&gateway_id={g1}&model=claude-sonnet-4-5"),
+            json!([row(
+                json!({"gateway_id": g1.to_string()}),
+                2,
+                3_000,
+                300,
+                json!("0.004215001"),
+                0
+            )]),
+        ),
+        (
+            format!(
+                "?start_time_ms={}&end_time_ms={}&group_by=model",
+                t + 10,
+                t + day + 1
+            ),
+            json!([
+                row(
+                    json!({"model": "claude-sonnet-4-5"}),
+                    1,
+                    2_000,
+                    200,
+                    json!("0.000000001"),
+                    0
+                ),
+                row(json!({"model": "gpt-5"}), 1, 400, 40, json!("3"), 0),
+            ]),
+        ),
+        (format!("?start_time_ms={}", t + 2 * day), json!([])),
+        ("?model=nope&group_by=day".into(), json!([])),
+        // Empty parameters are no filter, and a key named twice counts once.
+        ("?group_by=model,model&devbox_id=&model=".into(), {
+            let v = h.get("/v1/usage?group_by=model").await;
+            v["usage"].clone()
+        }),
+    ];
+    for (query, want) in cases {
+        let got = h.get(&format!("/v1/usage{query}")).await;
+        assert_eq!(got, json!({"usage": want}), "{query}");
+    }
+    // The other account sees its own only, even when it filters by this account's ids.
+    let (status, theirs) = h
+        .call_as(
+            &other_key,
+            Method::GET,
+            &format!("/v1/usage?group_by=model&gateway_id={g1}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        theirs,
+        json!({"usage": [row(json!({"model": "claude-sonnet-4-5"}), 1, 9_999, 9_999, json!("0.000000009"), 0)]})
+    );
+    for (query, expected) in [
+        (
+            "group_by=models",
+            "group_by: must be a comma-separated list of model, provider, devbox, gateway, day",
+        ),
+        ("group_by=model;day", "group_by:"),
+        (
+            "devbox_id=nope",
+            "devbox_id: must be an id of the form dbx_",
+        ),
+        (
+            "devbox_id=gwc_01h8xg3r5y3vq6z8k9m2n4p6r8",
+            "devbox_id: must be an id of the form dbx_",
+        ),
+        (
+            "gateway_id=anthropic",
+            "gateway_id: must be an id of the form gwc_",
+        ),
+        (
+            "start_time_ms=yesterday",
+            "start_time_ms: must be an integer",
+        ),
+        ("end_time_ms=1.5", "end_time_ms: must be an integer"),
+        (
+            "start_time_ms=10&end_time_ms=10",
+            "end_time_ms: must be greater than start_time_ms",
+        ),
+        ("model=a%20b", "model: must be visible ASCII"),
+        ("groupby=model", "unknown field `groupby`"),
+    ] {
+        let (status, err) = h
+            .call(Method::GET, &format!("/v1/usage?{query}"), None)
+            .await;
+        assert_eq!(status, 400, "{query}: {err}");
+        let message = err["error"]["message"].as_str().unwrap();
+        assert!(message.contains(expected), "{query}: {message}");
+    }
+    let launcher = h
+        .post("/v1/api-keys", json!({"name": "l", "scope": "launcher"}))
+        .await["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        h.call_as(&launcher, Method::GET, "/v1/usage", None).await.0,
+        403
+    );
+});
+
+// Every operation the OpenAPI document describes is served by the router with that method
+// (the paths themselves are checked against the route table by a unit test in lib.rs).
+both!(openapi_methods_are_served, |h: Harness| async move {
+    let (_, body) = airlock_testkit::http_get(&format!("{}/v1/openapi.json", h.base))
+        .await
+        .unwrap();
+    let doc: Value = serde_json::from_slice(&body).unwrap();
+    let mut checked = 0;
+    for (path, ops) in doc["paths"].as_object().unwrap() {
+        let concrete = path
+            .replace("{id}", "x_00000000000000000000000000")
+            .replace("{name}", "NAME");
+        for method in ops.as_object().unwrap().keys() {
+            let method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+            let body = (method == Method::POST).then(|| json!({}));
+            let (status, answer) = h.call(method.clone(), &concrete, body.as_ref()).await;
+            assert_ne!(status, 405, "{method} {path}: {answer}");
+            assert_ne!(
+                answer["error"]["message"], "no such endpoint",
+                "{method} {path}"
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 25, "{checked} operations");
+});

@@ -15,6 +15,7 @@
 //! | `envelope` | ciphertext blobs, keyrings, bindings | nothing but a real blob opens; a flipped byte never does; errors never quote input |
 //! | `rewrite` | request targets and headers with real tokens in them | what would go upstream has one real credential and no token |
 //! | `h1guard` | raw HTTP/1 byte streams | the verdict does not depend on how the bytes are split; head boundaries agree with httparse |
+//! | `meter` | upstream response bodies, JSON and SSE, in every dialect (the first byte picks the dialect and the cuts) | state stays fixed and bounded; cutting the body anywhere changes nothing; counts keep their invariants; exact only when complete |
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -27,7 +28,9 @@ use airlock_crypto::{Keyring, MasterKey, SecretContext};
 use airlock_proxy::h1guard::{Scan, Scanner};
 
 /// Every target, by name.
-pub const TARGETS: [&str; 5] = ["token", "endpoint", "envelope", "rewrite", "h1guard"];
+pub const TARGETS: [&str; 6] = [
+    "token", "endpoint", "envelope", "rewrite", "h1guard", "meter",
+];
 
 /// Runs the body of the target `name` on `data`.
 pub fn run(name: &str, data: &[u8]) {
@@ -37,6 +40,7 @@ pub fn run(name: &str, data: &[u8]) {
         "envelope" => envelope(data),
         "rewrite" => airlock_proxy::fuzzing::rewrite_input(data),
         "h1guard" => h1guard(data),
+        "meter" => airlock_llm::fuzz_meter(data),
         other => panic!("no fuzz target named {other}"),
     }
 }

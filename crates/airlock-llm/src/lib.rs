@@ -50,10 +50,7 @@ pub use api::Api;
 pub use error::InvalidInput;
 pub use fuzzing::fuzz_meter;
 pub use meter::Meter;
-pub use price::{
-    cost_nanos, format_usd, model_def, parse_model, parse_models, parse_usd, price_for,
-    resolve_price, ModelDef, ModelSpec, Price,
-};
+pub use price::{cost_nanos, format_usd, parse_usd, price_for, resolve_price, ModelSpec, Price};
 pub use providers::{preset, presets, Preset, PresetAuth};
 pub use request::{
     gemini_path_streams, is_usage_only_chunk, model_from_gemini_path, parse_request,

@@ -6,213 +6,25 @@
 //! under-charged by rounding and the sum of parts cannot drift.
 //!
 //! Where prices come from, first match wins:
-//! 1. the gateway's own model list ([`ModelSpec`], Polpo's custom model definition shape), when
-//!    the model is listed there with a cost;
+//! 1. the gateway's own model list ([`ModelSpec`]; its JSON shape, Polpo's custom model
+//!    definitions, is the control plane's to parse), when the model is listed there with a cost;
 //! 2. the bundled price table (genai-prices, pydantic's maintained data, pinned in Cargo.lock),
 //!    for presets that map to one of its providers;
 //! 3. nothing: the cost is null. A price is never guessed.
 
 use std::time::SystemTime;
 
-use genai_prices::{Calculator, PriceRequest, UsageKey};
-use serde::{Deserialize, Serialize};
-
-use crate::error::InvalidInput;
 use crate::providers::preset;
-use crate::usage::{sanitize_model, Usage, MAX_MODEL_LEN, MAX_TOKENS};
+use crate::usage::{Usage, MAX_TOKENS};
+use genai_prices::{Calculator, PriceRequest, UsageKey};
 
 pub use airlock_core::llm::{format_usd, parse_usd, Price, NANOS_PER_USD};
+pub use airlock_core::ModelSpec;
 
 /// The cost of `usage` at `price` in nano-USD: [`Price::cost_nanos`] (summed, divided by a
 /// million once, rounded up, saturating).
 pub fn cost_nanos(price: &Price, usage: &Usage) -> u64 {
     price.cost_nanos(usage)
-}
-
-/// A price given as a JSON number of dollars, made exact: the number's shortest decimal
-/// spelling (what the operator wrote, for any price with up to 17 significant digits) must have
-/// at most 9 decimals.
-fn usd_from_number(value: f64) -> Result<u64, InvalidInput> {
-    if !value.is_finite() {
-        return Err(InvalidInput::new("", "must be a finite number"));
-    }
-    if value == 0.0 {
-        return Ok(0);
-    }
-    // Display never uses an exponent for f64, so `1e-10` reads as 0.0000000001 and is refused.
-    parse_usd("", &value.to_string())
-}
-
-pub use airlock_core::ModelSpec;
-
-/// A custom model definition as Polpo writes it (`models` of a gateway config):
-/// `{"id", "name"?, "reasoning"?, "input"?: ["text", "image"], "cost"?: {"input", "output",
-/// "cacheRead", "cacheWrite"} (USD per million tokens), "contextWindow"?, "maxTokens"?}`.
-/// Other fields of Polpo's shape (`api`, `provider`, `baseUrl`, ...) are ignored, so a Polpo
-/// definition can be pasted as it is.
-#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ModelDef {
-    pub id: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reasoning: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub input: Option<Vec<String>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cost: Option<CostDef>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub context_window: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_tokens: Option<u64>,
-}
-
-/// Prices in USD per million tokens, as JSON numbers.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Deserialize, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct CostDef {
-    #[serde(default)]
-    pub input: Option<f64>,
-    #[serde(default)]
-    pub output: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cache_read: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cache_write: Option<f64>,
-}
-
-/// The most models one gateway may list.
-pub const MAX_MODELS: usize = 1000;
-
-/// Validates one definition into the domain's [`ModelSpec`]. Errors name the field within it
-/// (`cost.input`); the caller adds where the definition sits (`models[3]`).
-pub fn parse_model(def: &ModelDef) -> Result<ModelSpec, InvalidInput> {
-    let id = sanitize_model(def.id.as_bytes())
-        .ok_or_else(|| InvalidInput::new("id", "must be 1 to 256 printable ascii characters"))?;
-    let name = match &def.name {
-        None => None,
-        Some(name) if name.is_empty() || name.chars().count() > MAX_MODEL_LEN => {
-            return Err(InvalidInput::new("name", "must be 1 to 256 characters"));
-        }
-        Some(name) if name.chars().any(char::is_control) => {
-            return Err(InvalidInput::new(
-                "name",
-                "must not contain control characters",
-            ));
-        }
-        Some(name) => Some(name.clone()),
-    };
-    let images = match &def.input {
-        None => false,
-        Some(kinds) if kinds.is_empty() => {
-            return Err(InvalidInput::new("input", "must not be empty"));
-        }
-        Some(kinds) => {
-            let mut images = false;
-            for (i, kind) in kinds.iter().enumerate() {
-                match kind.as_str() {
-                    "text" => {}
-                    "image" => images = true,
-                    _ => {
-                        return Err(InvalidInput::new(
-                            format!("input[{i}]"),
-                            "must be text or image",
-                        ));
-                    }
-                }
-            }
-            images
-        }
-    };
-    let cost = def
-        .cost
-        .as_ref()
-        .map(parse_cost)
-        .transpose()
-        .map_err(|e| e.within("cost"))?;
-    let tokens = |field: &str, value: Option<u64>| match value {
-        Some(0) => Err(InvalidInput::new(field, "must be positive")),
-        Some(n) if n > MAX_TOKENS => Err(InvalidInput::new(field, "is too large")),
-        _ => Ok(value),
-    };
-    Ok(ModelSpec {
-        id,
-        name,
-        reasoning: def.reasoning.unwrap_or(false),
-        images,
-        cost,
-        context_window: tokens("contextWindow", def.context_window)?,
-        max_tokens: tokens("maxTokens", def.max_tokens)?,
-    })
-}
-
-/// The definition a model was parsed from, in its canonical form (for reads).
-pub fn model_def(model: &ModelSpec) -> ModelDef {
-    let mut input = vec!["text".to_owned()];
-    if model.images {
-        input.push("image".to_owned());
-    }
-    // An integer below 2^53 nano-USD divided by 10^9 is the f64 nearest the decimal, whose
-    // shortest spelling is that decimal again.
-    let usd = |nanos: u64| nanos as f64 / NANOS_PER_USD as f64;
-    ModelDef {
-        id: model.id.clone(),
-        name: model.name.clone(),
-        reasoning: Some(model.reasoning),
-        input: Some(input),
-        cost: model.cost.map(|cost| CostDef {
-            input: Some(usd(cost.input)),
-            output: Some(usd(cost.output)),
-            cache_read: Some(usd(cost.cache_read)),
-            cache_write: Some(usd(cost.cache_write)),
-        }),
-        context_window: model.context_window,
-        max_tokens: model.max_tokens,
-    }
-}
-
-/// `input` and `output` are required. A missing `cacheRead` or `cacheWrite` is charged as plain
-/// input: the provider's cache price is unknown, and plain input never under-charges.
-fn parse_cost(cost: &CostDef) -> Result<Price, InvalidInput> {
-    let usd_per_million = |field: &str, value: Option<f64>| -> Result<Option<u64>, InvalidInput> {
-        value
-            .map(|value| {
-                if value < 0.0 {
-                    return Err(InvalidInput::new(field, "must not be negative"));
-                }
-                usd_from_number(value).map_err(|e| e.within(field))
-            })
-            .transpose()
-    };
-    let required = |field: &str, value: Option<f64>| {
-        usd_per_million(field, value)?.ok_or_else(|| InvalidInput::new(field, "is required"))
-    };
-    let input = required("input", cost.input)?;
-    let output = required("output", cost.output)?;
-    Ok(Price {
-        input,
-        output,
-        cache_read: usd_per_million("cacheRead", cost.cache_read)?.unwrap_or(input),
-        cache_write: usd_per_million("cacheWrite", cost.cache_write)?.unwrap_or(input),
-    })
-}
-
-/// Validates a gateway's whole model list: each definition, at most [`MAX_MODELS`], ids unique.
-/// Errors name the place in the list (`[3].cost.input`); the caller adds `models`.
-pub fn parse_models(defs: &[ModelDef]) -> Result<Vec<ModelSpec>, InvalidInput> {
-    if defs.len() > MAX_MODELS {
-        return Err(InvalidInput::new("", "must have at most 1000 models"));
-    }
-    let mut models: Vec<ModelSpec> = Vec::with_capacity(defs.len());
-    for (i, def) in defs.iter().enumerate() {
-        let model = parse_model(def).map_err(|e| e.within(&format!("[{i}]")))?;
-        if models.iter().any(|other| other.id == model.id) {
-            return Err(InvalidInput::new(format!("[{i}].id"), "is listed twice"));
-        }
-        models.push(model);
-    }
-    Ok(models)
 }
 
 /// The bundled price table, decoded on first use (tens of milliseconds; see [`warm_up`]).
@@ -435,147 +247,6 @@ mod tests {
         }
     }
 
-    fn def(json: &str) -> ModelDef {
-        serde_json::from_str(json).unwrap()
-    }
-
-    #[test]
-    fn model_definitions_as_polpo_writes_them() {
-        let model = parse_model(&def(
-            r#"{"id":"qwen3-coder","name":"Qwen3 Coder","reasoning":true,"input":["text","image"],
-                "cost":{"input":0.3,"output":1.2,"cacheRead":0.03,"cacheWrite":0.375},
-                "contextWindow":262144,"maxTokens":65536,"api":"openai-completions","baseUrl":"x"}"#,
-        ))
-        .unwrap();
-        assert_eq!(
-            model,
-            ModelSpec {
-                id: "qwen3-coder".into(),
-                name: Some("Qwen3 Coder".into()),
-                reasoning: true,
-                images: true,
-                cost: Some(Price {
-                    input: 300_000_000,
-                    output: 1_200_000_000,
-                    cache_read: 30_000_000,
-                    cache_write: 375_000_000,
-                }),
-                context_window: Some(262_144),
-                max_tokens: Some(65_536),
-            }
-        );
-        // The canonical form parses back to the same model.
-        assert_eq!(parse_model(&model_def(&model)), Ok(model));
-
-        let minimal = parse_model(&def(r#"{"id":"m"}"#)).unwrap();
-        assert_eq!(minimal.name, None);
-        assert_eq!(minimal.cost, None);
-        assert!(!minimal.images && !minimal.reasoning);
-
-        // Missing cache prices are charged as plain input.
-        let partial = parse_model(&def(r#"{"id":"m","cost":{"input":2,"output":8}}"#))
-            .unwrap()
-            .cost
-            .unwrap();
-        assert_eq!(
-            (partial.cache_read, partial.cache_write),
-            (usd(2, 0), usd(2, 0))
-        );
-    }
-
-    #[test]
-    fn bad_model_definitions_name_the_field() {
-        let cases = [
-            (
-                r#"{"id":""}"#,
-                "id",
-                "must be 1 to 256 printable ascii characters",
-            ),
-            (
-                r#"{"id":"a b\u0001"}"#,
-                "id",
-                "must be 1 to 256 printable ascii characters",
-            ),
-            (
-                r#"{"id":"m","name":""}"#,
-                "name",
-                "must be 1 to 256 characters",
-            ),
-            (
-                r#"{"id":"m","name":"a\nb"}"#,
-                "name",
-                "must not contain control characters",
-            ),
-            (r#"{"id":"m","input":[]}"#, "input", "must not be empty"),
-            (
-                r#"{"id":"m","input":["text","audio"]}"#,
-                "input[1]",
-                "must be text or image",
-            ),
-            (
-                r#"{"id":"m","cost":{"output":1}}"#,
-                "cost.input",
-                "is required",
-            ),
-            (
-                r#"{"id":"m","cost":{"input":1}}"#,
-                "cost.output",
-                "is required",
-            ),
-            (
-                r#"{"id":"m","cost":{"input":-1,"output":1}}"#,
-                "cost.input",
-                "must not be negative",
-            ),
-            (
-                r#"{"id":"m","cost":{"input":1,"output":0.0000000001}}"#,
-                "cost.output",
-                "must have at most 9 decimals",
-            ),
-            (
-                r#"{"id":"m","cost":{"input":1,"output":1,"cacheRead":1e300}}"#,
-                "cost.cacheRead",
-                "is too large",
-            ),
-            (
-                r#"{"id":"m","contextWindow":0}"#,
-                "contextWindow",
-                "must be positive",
-            ),
-            (
-                r#"{"id":"m","maxTokens":2000000000000}"#,
-                "maxTokens",
-                "is too large",
-            ),
-        ];
-        for (json, field, message) in cases {
-            let error = parse_model(&def(json)).unwrap_err();
-            assert_eq!(
-                (error.field.as_str(), error.message.as_str()),
-                (field, message),
-                "{json}"
-            );
-        }
-    }
-
-    #[test]
-    fn model_lists() {
-        let defs = [
-            def(r#"{"id":"a"}"#),
-            def(r#"{"id":"b","cost":{"input":1}}"#),
-        ];
-        let error = parse_models(&defs).unwrap_err().within("models");
-        assert_eq!(error.to_string(), "models[1].cost.output: is required");
-        let defs = [def(r#"{"id":"a"}"#), def(r#"{"id":"a"}"#)];
-        assert_eq!(parse_models(&defs).unwrap_err().field, "[1].id");
-        let many = vec![def(r#"{"id":"a"}"#); MAX_MODELS + 1];
-        assert_eq!(
-            parse_models(&many).unwrap_err().message,
-            "must have at most 1000 models"
-        );
-        assert_eq!(parse_models(&[]), Ok(vec![]));
-    }
-
     #[test]
     fn bundled_prices() {
         let price = |input: f64, output: f64, cache_read: f64, cache_write: f64| {
@@ -676,12 +347,24 @@ mod tests {
 
     #[test]
     fn the_gateway_list_wins_over_the_table() {
-        let models = parse_models(&[
-            def(r#"{"id":"gpt-4o","cost":{"input":1,"output":2,"cacheRead":0.5,"cacheWrite":1}}"#),
-            def(r#"{"id":"gpt-4o-mini"}"#),
-            def(r#"{"id":"house-model","cost":{"input":0,"output":0}}"#),
-        ])
-        .unwrap();
+        let model = |id: &str, cost: Option<Price>| ModelSpec {
+            id: id.into(),
+            cost,
+            ..ModelSpec::default()
+        };
+        let models = [
+            model(
+                "gpt-4o",
+                Some(Price {
+                    input: usd(1, 0),
+                    output: usd(2, 0),
+                    cache_read: usd(0, 500_000_000),
+                    cache_write: usd(1, 0),
+                }),
+            ),
+            model("gpt-4o-mini", None),
+            model("house-model", Some(Price::default())),
+        ];
         let listed = resolve_price(&models, "openai", "gpt-4o", 10).unwrap();
         assert_eq!((listed.input, listed.output), (usd(1, 0), usd(2, 0)));
         // Listed without a cost: the table prices it.

@@ -59,7 +59,8 @@ pub struct Preset {
     pub local: bool,
     pub auth: PresetAuth,
     pub api: Api,
-    /// Headers the provider requires on every request, sent unless the client sends its own.
+    /// Headers the provider requires on every request: a gateway config made from the preset
+    /// gets them as literal custom headers (so they replace a value the client sent).
     pub headers: &'static [(&'static str, &'static str)],
     /// A few well-known model ids, for listings; never a restriction.
     pub models: &'static [&'static str],

@@ -820,6 +820,9 @@ impl Drop for Recorder {
             .token
             .as_ref()
             .map(|t| self.metrics.gateway(&t.gateway.id));
+        if let (Some(stats), Some(metered)) = (&gateway, &event.llm) {
+            stats.metered(metered);
+        }
         self.metrics.request(
             gateway.as_deref(),
             event.status,
@@ -844,6 +847,11 @@ impl Drop for Recorder {
             devbox_id = event.devbox_id.as_ref().map(DevboxId::as_str),
             gateway_config_id = event.gateway_config_id.as_ref().map(GatewayConfigId::as_str),
             token_id = event.token_id.as_ref().map(TokenId::as_str),
+            model = event.llm.as_ref().and_then(|m| m.model.as_deref()),
+            input_tokens = event.llm.as_ref().map(|m| m.usage.input_tokens),
+            output_tokens = event.llm.as_ref().map(|m| m.usage.output_tokens),
+            usage_exact = event.llm.as_ref().map(|m| m.usage.exact),
+            cost_nanos = event.llm.as_ref().and_then(|m| m.cost_nanos),
             "request"
         );
         self.queue.push(event);

@@ -11,11 +11,11 @@
 //! Labels carry gateway config ids, status codes, error codes and kinds: never a token, a
 //! secret, a path, a header or an address.
 
-use std::sync::atomic::{AtomicI64, AtomicU16, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU16, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use airlock_core::GatewayConfigId;
+use airlock_core::{GatewayConfigId, Metered};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet};
 use prometheus_client::metrics::counter::ConstCounter;
@@ -107,6 +107,100 @@ impl CodeCounts {
     }
 }
 
+/// Distinct models counted per gateway; more are counted under `model="other"`.
+const MODEL_SLOTS: usize = 16;
+
+/// The token kinds of `airlock_proxy_llm_tokens_total`, in `ModelUsage::tokens` order.
+const TOKEN_KINDS: [&str; 5] = ["input", "output", "cache_read", "cache_write", "reasoning"];
+
+/// Metered usage of one model at one gateway.
+#[derive(Default)]
+struct ModelUsage {
+    /// Set once, by the request that claimed the slot; a slot claimed but not yet named is
+    /// skipped (two racing requests may then name two slots alike: a scrape adds them up).
+    name: OnceLock<Box<str>>,
+    claimed: AtomicBool,
+    requests: AtomicU64,
+    /// Requests whose usage was estimated (`exact: false`).
+    estimated: AtomicU64,
+    tokens: [AtomicU64; TOKEN_KINDS.len()],
+    cost_nanos: AtomicU64,
+}
+
+impl ModelUsage {
+    fn add(&self, m: &Metered) {
+        let u = &m.usage;
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        if !u.exact {
+            self.estimated.fetch_add(1, Ordering::Relaxed);
+        }
+        for (slot, n) in self.tokens.iter().zip([
+            u.input_tokens,
+            u.output_tokens,
+            u.cache_read_tokens,
+            u.cache_write_tokens,
+            u.reasoning_tokens,
+        ]) {
+            slot.fetch_add(n, Ordering::Relaxed);
+        }
+        self.cost_nanos
+            .fetch_add(m.cost_nanos.unwrap_or(0), Ordering::Relaxed);
+    }
+}
+
+/// Metered usage by model: a few slots named by their first request, then `other`, so that
+/// the label set stays bounded whatever models upstreams report. Allocated on a gateway's first
+/// metered request only.
+#[derive(Default)]
+struct ModelTable {
+    slots: OnceLock<Box<[ModelUsage; MODEL_SLOTS]>>,
+    other: ModelUsage,
+}
+
+impl ModelTable {
+    fn add(&self, m: &Metered) {
+        let model = m.model.as_deref().unwrap_or("unknown");
+        let slots = self
+            .slots
+            .get_or_init(|| Box::new(std::array::from_fn(|_| ModelUsage::default())));
+        for slot in slots.iter() {
+            match slot.name.get() {
+                Some(name) if **name == *model => return slot.add(m),
+                Some(_) => continue,
+                None => {}
+            }
+            if slot
+                .claimed
+                .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                let _ = slot.name.set(model.into());
+                return slot.add(m);
+            }
+        }
+        self.other.add(m);
+    }
+
+    /// (model, usage) of every named slot, and `other` when used.
+    fn each(&self) -> Vec<(&str, &ModelUsage)> {
+        let mut out: Vec<(&str, &ModelUsage)> = self
+            .slots
+            .get()
+            .map(|slots| {
+                slots
+                    .iter()
+                    .filter_map(|s| s.name.get().map(|n| (&**n, s)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if self.other.requests.load(Ordering::Relaxed) > 0 {
+            out.push(("other", &self.other));
+        }
+        out.sort_by(|a, b| a.0.cmp(b.0));
+        out
+    }
+}
+
 /// What one gateway config's requests add up to.
 pub(crate) struct GatewayStats {
     codes: CodeCounts,
@@ -114,6 +208,8 @@ pub(crate) struct GatewayStats {
     head: Histogram,
     /// From the request's arrival to the end of the response body.
     total: Histogram,
+    /// Metered usage and cost, by model.
+    models: ModelTable,
 }
 
 impl GatewayStats {
@@ -122,7 +218,13 @@ impl GatewayStats {
             codes: CodeCounts::new(),
             head: Histogram::new(),
             total: Histogram::new(),
+            models: ModelTable::default(),
         }
+    }
+
+    /// A metered request's usage and cost.
+    pub(crate) fn metered(&self, m: &Metered) {
+        self.models.add(m);
     }
 }
 
@@ -377,6 +479,66 @@ impl Collector for ProxyCollector {
             for (gateway, stats) in gateways.iter().skip(1) {
                 let labels = [("gateway", *gateway)];
                 pick(stats).encode(&mut family.encode_family(&labels)?)?;
+            }
+        }
+        {
+            let mut family = encoder.encode_descriptor(
+                "airlock_proxy_llm_tokens",
+                "Tokens of metered requests, by gateway config id, model (the first 16 per gateway, then \"other\") and kind (input counts cached tokens too; reasoning is part of output).",
+                None,
+                MetricType::Counter,
+            )?;
+            for (gateway, stats) in gateways.iter().skip(1) {
+                for (model, usage) in stats.models.each() {
+                    for (kind, n) in TOKEN_KINDS.iter().zip(&usage.tokens) {
+                        let labels = [("gateway", *gateway), ("model", model), ("kind", *kind)];
+                        family
+                            .encode_family(&labels)?
+                            .encode_counter::<NoLabelSet, _, f64>(
+                                &n.load(Ordering::Relaxed),
+                                None,
+                            )?;
+                    }
+                }
+            }
+        }
+        for (name, help, pick) in [
+            (
+                "airlock_proxy_llm_requests",
+                "Metered requests, by gateway config id and model.",
+                (|u: &ModelUsage| u.requests.load(Ordering::Relaxed)) as fn(&ModelUsage) -> u64,
+            ),
+            (
+                "airlock_proxy_llm_estimated_requests",
+                "Metered requests whose usage was estimated (the client left before it arrived, or the upstream sent none), by gateway config id and model.",
+                |u: &ModelUsage| u.estimated.load(Ordering::Relaxed),
+            ),
+        ] {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for (gateway, stats) in gateways.iter().skip(1) {
+                for (model, usage) in stats.models.each() {
+                    let labels = [("gateway", *gateway), ("model", model)];
+                    family
+                        .encode_family(&labels)?
+                        .encode_counter::<NoLabelSet, _, f64>(&pick(usage), None)?;
+                }
+            }
+        }
+        {
+            let mut family = encoder.encode_descriptor(
+                "airlock_proxy_llm_cost_usd",
+                "Cost of metered requests in US dollars (from integer nano-dollars; requests of unpriced models add 0), by gateway config id and model.",
+                None,
+                MetricType::Counter,
+            )?;
+            for (gateway, stats) in gateways.iter().skip(1) {
+                for (model, usage) in stats.models.each() {
+                    let labels = [("gateway", *gateway), ("model", model)];
+                    let usd = usage.cost_nanos.load(Ordering::Relaxed) as f64 / 1e9;
+                    family
+                        .encode_family(&labels)?
+                        .encode_counter::<NoLabelSet, _, f64>(&usd, None)?;
+                }
             }
         }
         {

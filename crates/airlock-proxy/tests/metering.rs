@@ -207,6 +207,34 @@ async fn usage_and_cost_of_json_and_sse_answers() {
     // 405 000 + 1 305 000 + 3 072 000 + 7 691 250.
     assert_eq!(m.cost_nanos, Some(12_473_250));
     assert_eq!(airlock_core::llm::format_usd(12_473_250), "0.01247325");
+
+    // The same in the metrics, labelled by gateway and model.
+    let scrape = support::scrape(&h);
+    let series = |name: &str, extra: &str| {
+        format!(
+            "{name}{{gateway=\"{}\",model=\"claude-opus-4-1-20250805\"{extra}}}",
+            gateway.as_str()
+        )
+    };
+    for (kind, n) in [
+        ("input", 12_426.0),
+        ("output", 87.0),
+        ("cache_read", 10_240.0),
+        ("cache_write", 2051.0),
+        ("reasoning", 67.0),
+    ] {
+        let s = series(
+            "airlock_proxy_llm_tokens_total",
+            &format!(",kind=\"{kind}\""),
+        );
+        assert_eq!(support::sample(&scrape, &s), n, "{s}\n{scrape}");
+    }
+    let cost = support::sample(&scrape, &series("airlock_proxy_llm_cost_usd_total", ""));
+    assert!((cost - 0.01247325).abs() < 1e-12, "{cost}");
+    assert_eq!(
+        support::sample(&scrape, &series("airlock_proxy_llm_requests_total", "")),
+        1.0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,7 +4,7 @@ use std::io::{IsTerminal, Read};
 
 use airlock_crypto::{Keyring, MasterKey, SecretContext};
 use anyhow::{anyhow, bail, Context, Result};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde_json::{json, Map, Value};
 
 use crate::client::ApiClient;
@@ -44,6 +44,49 @@ pub(crate) enum Command {
     /// Devboxes (talks to AIRLOCK_URL with AIRLOCK_TOKEN).
     #[command(subcommand)]
     Devbox(DevboxCommand),
+    /// List the built-in provider presets a gateway config may name with --provider.
+    Providers {
+        #[arg(long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
+    /// Tokens and cost of metered requests, summed per group (talks to AIRLOCK_URL).
+    Usage(UsageArgs),
+}
+
+/// How a listing is printed.
+#[derive(Clone, Copy, ValueEnum)]
+pub(crate) enum Output {
+    /// Aligned columns for people.
+    Table,
+    /// The API's JSON answer, for scripts.
+    Json,
+}
+
+#[derive(Args)]
+pub(crate) struct UsageArgs {
+    /// Comma-separated keys to group by: model, provider, devbox, gateway, day (UTC).
+    #[arg(long)]
+    group_by: Option<String>,
+    /// Only requests in the last DURATION: 90s, 30m, 24h, 7d.
+    #[arg(long, conflicts_with = "start_ms")]
+    since: Option<String>,
+    /// Only requests at or after this time (Unix milliseconds).
+    #[arg(long)]
+    start_ms: Option<i64>,
+    /// Only requests before this time (Unix milliseconds).
+    #[arg(long)]
+    end_ms: Option<i64>,
+    /// Only requests of this devbox (dbx_…).
+    #[arg(long)]
+    devbox: Option<String>,
+    /// Only requests through this gateway config (gwc_…).
+    #[arg(long)]
+    gateway: Option<String>,
+    /// Only requests answered by this model.
+    #[arg(long)]
+    model: Option<String>,
+    #[arg(long, value_enum, default_value_t = Output::Table)]
+    output: Output,
 }
 
 #[derive(Subcommand)]
@@ -96,12 +139,20 @@ pub(crate) enum GatewayCommand {
 pub(crate) struct GatewayCreate {
     #[arg(long)]
     name: String,
-    /// Upstream base URL, e.g. https://api.anthropic.com
+    /// A provider preset (see `airlock providers`): the endpoint, auth, api and required
+    /// headers default from it.
     #[arg(long)]
-    endpoint: String,
-    /// bearer, basic, or header:NAME (e.g. header:x-api-key)
-    #[arg(long, default_value = "bearer")]
-    auth: String,
+    provider: Option<String>,
+    /// Upstream base URL, e.g. https://api.anthropic.com (required without --provider)
+    #[arg(long, required_unless_present = "provider")]
+    endpoint: Option<String>,
+    /// bearer, basic, or header:NAME (e.g. header:x-api-key); default: the provider's, else bearer
+    #[arg(long)]
+    auth: Option<String>,
+    /// The dialect spoken at the endpoint: openai-completions, openai-responses,
+    /// anthropic-messages, gemini or none; default: the provider's, else none
+    #[arg(long)]
+    api: Option<String>,
     #[arg(long)]
     description: Option<String>,
 }
@@ -402,17 +453,55 @@ pub(crate) async fn remote(cmd: Command) -> Result<()> {
             .await?
         }
         Command::Gateway(GatewayCommand::Create(g)) => {
-            let auth = match g.auth.split_once(':') {
-                Some(("header", key)) => json!({"type": "header", "key": key}),
-                None if g.auth == "bearer" || g.auth == "basic" => json!({"type": g.auth}),
-                _ => bail!("--auth must be bearer, basic or header:NAME"),
+            // Without a provider the auth mechanism is required by the API; the CLI has always
+            // defaulted it to bearer.
+            let auth = match (g.auth.as_deref(), &g.provider) {
+                (Some(text), _) => Some(parse_auth_flag(text)?),
+                (None, None) => Some(json!({"type": "bearer"})),
+                (None, Some(_)) => None,
             };
-            let mut body = json!({"name": g.name, "endpoint": g.endpoint, "auth_mechanism": auth});
-            if let (Some(d), Value::Object(m)) = (g.description, &mut body) {
-                m.insert("description".into(), Value::from(d));
+            let mut body = Map::new();
+            body.insert("name".into(), Value::from(g.name));
+            let optional = [
+                ("provider", g.provider.map(Value::from)),
+                ("endpoint", g.endpoint.map(Value::from)),
+                ("auth_mechanism", auth),
+                ("api", g.api.map(Value::from)),
+                ("description", g.description.map(Value::from)),
+            ];
+            for (key, value) in optional {
+                if let Some(v) = value {
+                    body.insert(key.into(), v);
+                }
             }
-            api.call(http::Method::POST, "/v1/gateway-configs", Some(body))
-                .await?
+            api.call(
+                http::Method::POST,
+                "/v1/gateway-configs",
+                Some(Value::Object(body)),
+            )
+            .await?
+        }
+        Command::Providers { output } => {
+            let listed = api.call(http::Method::GET, "/v1/providers", None).await?;
+            match output {
+                Output::Json => println!("{}", serde_json::to_string_pretty(&listed)?),
+                Output::Table => print!("{}", providers_table(&listed)),
+            }
+            return Ok(());
+        }
+        Command::Usage(args) => {
+            let (path, keys) = usage_path(&args, airlock_core::time::now_ms())?;
+            let listed = api.call(http::Method::GET, &path, None).await?;
+            match args.output {
+                Output::Json => println!("{}", serde_json::to_string_pretty(&listed)?),
+                Output::Table => {
+                    print!("{}", usage_table(&keys, &listed));
+                    if listed["usage"].as_array().is_none_or(Vec::is_empty) {
+                        eprintln!("no metered requests match");
+                    }
+                }
+            }
+            return Ok(());
         }
         Command::Gateway(GatewayCommand::List) => {
             api.call(http::Method::GET, "/v1/gateway-configs?limit=5000", None)
@@ -464,4 +553,273 @@ pub(crate) async fn remote(cmd: Command) -> Result<()> {
     };
     println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(())
+}
+
+/// `--auth`: bearer, basic or header:NAME.
+fn parse_auth_flag(text: &str) -> Result<Value> {
+    match text.split_once(':') {
+        Some(("header", key)) => Ok(json!({"type": "header", "key": key})),
+        None if text == "bearer" || text == "basic" => Ok(json!({"type": text})),
+        _ => bail!("--auth must be bearer, basic or header:NAME"),
+    }
+}
+
+/// `--since`: a number and a unit (s, m, h, d), in milliseconds.
+fn parse_duration_ms(text: &str) -> Result<i64> {
+    let bad = || anyhow!("--since {text}: expected a number and a unit, like 90s, 30m, 24h or 7d");
+    let split = text.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+    let (number, unit) = text.split_at(split);
+    let n: i64 = number.parse().map_err(|_| bad())?;
+    let unit_ms: i64 = match unit {
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return Err(bad()),
+    };
+    n.checked_mul(unit_ms).ok_or_else(bad)
+}
+
+/// Percent-encodes a query parameter's value (model ids hold `/`, `:` and worse).
+fn query_value(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The `GET /v1/usage` path for the flags, and the group keys as the server names them in a
+/// row, in the order asked for (the table's first columns).
+fn usage_path(args: &UsageArgs, now_ms: i64) -> Result<(String, Vec<&'static str>)> {
+    let mut params: Vec<(&str, String)> = Vec::new();
+    let mut keys = Vec::new();
+    if let Some(group_by) = &args.group_by {
+        params.push(("group_by", group_by.clone()));
+        // Unknown keys are left to the server, whose answer names the parameter.
+        for key in group_by.split(',').map(str::trim) {
+            let field = match key {
+                "model" => "model",
+                "provider" => "provider",
+                "devbox" => "devbox_id",
+                "gateway" => "gateway_id",
+                "day" => "day",
+                _ => continue,
+            };
+            if !keys.contains(&field) {
+                keys.push(field);
+            }
+        }
+    }
+    let start = match (&args.since, args.start_ms) {
+        (Some(since), _) => Some(now_ms.saturating_sub(parse_duration_ms(since)?)),
+        (None, start) => start,
+    };
+    let optional = [
+        ("start_time_ms", start.map(|v| v.to_string())),
+        ("end_time_ms", args.end_ms.map(|v| v.to_string())),
+        ("devbox_id", args.devbox.clone()),
+        ("gateway_id", args.gateway.clone()),
+        ("model", args.model.clone()),
+    ];
+    params.extend(
+        optional
+            .into_iter()
+            .filter_map(|(name, value)| value.map(|v| (name, v))),
+    );
+    let query: Vec<String> = params
+        .iter()
+        .map(|(name, value)| format!("{name}={}", query_value(value)))
+        .collect();
+    let path = if query.is_empty() {
+        "/v1/usage".to_owned()
+    } else {
+        format!("/v1/usage?{}", query.join("&"))
+    };
+    Ok((path, keys))
+}
+
+/// Aligned columns: text left-aligned, numbers (`numeric[i]`) right-aligned.
+fn table(header: &[&str], numeric: &[bool], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut out = String::new();
+        for (i, cell) in cells.iter().enumerate() {
+            let pad = widths[i].saturating_sub(cell.chars().count());
+            if i > 0 {
+                out.push_str("  ");
+            }
+            if numeric.get(i).copied().unwrap_or(false) {
+                out.push_str(&" ".repeat(pad));
+                out.push_str(cell);
+            } else {
+                out.push_str(cell);
+                if i + 1 < cells.len() {
+                    out.push_str(&" ".repeat(pad));
+                }
+            }
+        }
+        out.push('\n');
+        out
+    };
+    let mut out = line(header.to_vec());
+    for row in rows {
+        out.push_str(&line(row.iter().map(String::as_str).collect()));
+    }
+    out
+}
+
+/// A JSON value as a table cell: strings bare, numbers as written, null as `-`.
+fn cell(v: &Value) -> String {
+    match v {
+        Value::Null => "-".to_owned(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn providers_table(listed: &Value) -> String {
+    let rows: Vec<Vec<String>> = listed["providers"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .map(|p| {
+            let auth = match p["auth_mechanism"]["key"].as_str() {
+                Some(key) => format!("header:{key}"),
+                None => cell(&p["auth_mechanism"]["type"]),
+            };
+            let mut endpoint = cell(&p["endpoint"]);
+            if p["endpoint_required"] == true {
+                endpoint.push_str(" (give --endpoint)");
+            }
+            vec![
+                cell(&p["id"]),
+                cell(&p["name"]),
+                cell(&p["api"]),
+                auth,
+                endpoint,
+            ]
+        })
+        .collect();
+    table(&["ID", "NAME", "API", "AUTH", "ENDPOINT"], &[], &rows)
+}
+
+/// The usage rows as a table: the group keys first, then the sums.
+fn usage_table(keys: &[&str], listed: &Value) -> String {
+    const SUMS: [(&str, &str); 8] = [
+        ("requests", "REQUESTS"),
+        ("input_tokens", "INPUT"),
+        ("output_tokens", "OUTPUT"),
+        ("cache_read_tokens", "CACHE READ"),
+        ("cache_write_tokens", "CACHE WRITE"),
+        ("reasoning_tokens", "REASONING"),
+        ("cost_usd", "COST USD"),
+        ("unpriced_requests", "UNPRICED"),
+    ];
+    let mut header: Vec<String> = keys
+        .iter()
+        .map(|k| k.trim_end_matches("_id").to_uppercase())
+        .collect();
+    header.extend(SUMS.iter().map(|(_, title)| (*title).to_owned()));
+    let header: Vec<&str> = header.iter().map(String::as_str).collect();
+    let numeric: Vec<bool> = keys
+        .iter()
+        .map(|_| false)
+        .chain(SUMS.iter().map(|_| true))
+        .collect();
+    let rows: Vec<Vec<String>> = listed["usage"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .map(|r| {
+            keys.iter()
+                .map(|k| cell(&r[*k]))
+                .chain(SUMS.iter().map(|(k, _)| cell(&r[*k])))
+                .collect()
+        })
+        .collect();
+    table(&header, &numeric, &rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        for (text, ms) in [
+            ("90s", Some(90_000)),
+            ("30m", Some(1_800_000)),
+            ("24h", Some(86_400_000)),
+            ("7d", Some(604_800_000)),
+            ("0d", Some(0)),
+            ("7", None),
+            ("d", None),
+            ("1w", None),
+            ("-1d", None),
+            ("1.5h", None),
+            ("99999999999999999d", None),
+        ] {
+            assert_eq!(parse_duration_ms(text).ok(), ms, "{text}");
+        }
+    }
+
+    #[test]
+    fn usage_paths_carry_every_flag_encoded() {
+        let args = UsageArgs {
+            group_by: Some("model,day,bogus,model".into()),
+            since: Some("1h".into()),
+            start_ms: None,
+            end_ms: Some(9_000_000),
+            devbox: Some("dbx_1".into()),
+            gateway: None,
+            model: Some("meta-llama/Llama 3:70b&x".into()),
+            output: Output::Table,
+        };
+        let (path, keys) = usage_path(&args, 10_000_000).unwrap();
+        assert_eq!(
+            path,
+            "/v1/usage?group_by=model%2Cday%2Cbogus%2Cmodel&start_time_ms=6400000&end_time_ms=9000000\
+             &devbox_id=dbx_1&model=meta-llama%2FLlama%203%3A70b%26x"
+        );
+        assert_eq!(keys, ["model", "day"]);
+        let bare = UsageArgs {
+            group_by: None,
+            since: None,
+            model: None,
+            devbox: None,
+            end_ms: None,
+            ..args
+        };
+        assert_eq!(usage_path(&bare, 0).unwrap().0, "/v1/usage");
+    }
+
+    #[test]
+    fn usage_tables_align_and_show_unknowns() {
+        let listed = json!({"usage": [
+            {"model": "claude-sonnet-4-5", "devbox_id": "dbx_1", "requests": 12, "input_tokens": 1500, "output_tokens": 20,
+             "cache_read_tokens": 0, "cache_write_tokens": 0, "reasoning_tokens": 0, "cost_usd": "0.004215", "unpriced_requests": 0},
+            {"model": null, "devbox_id": "dbx_2", "requests": 1, "input_tokens": 8, "output_tokens": 0,
+             "cache_read_tokens": 0, "cache_write_tokens": 0, "reasoning_tokens": 0, "cost_usd": null, "unpriced_requests": 1}
+        ]});
+        assert_eq!(
+            usage_table(&["model", "devbox_id"], &listed),
+            "\
+MODEL              DEVBOX  REQUESTS  INPUT  OUTPUT  CACHE READ  CACHE WRITE  REASONING  COST USD  UNPRICED
+claude-sonnet-4-5  dbx_1         12   1500      20           0            0          0  0.004215         0
+-                  dbx_2          1      8       0           0            0          0         -         1
+"
+        );
+    }
 }
