@@ -321,6 +321,7 @@ mod tests {
 
     #[test]
     fn token_counts_follow_the_documented_formula() {
+        assert_eq!(REPLY_WORDS, count_words(REPLY_OPENING));
         // (model, prompt words, last user text, tool, asks reasoning, cache writes) → tokens
         let cases = [
             (
