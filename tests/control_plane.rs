@@ -569,6 +569,36 @@ async fn cli_commands_and_master_key_rotation() {
     assert!(out.contains("export EXAMPLE=gws_"), "{out}");
     let id = err.split_whitespace().last().unwrap().to_owned();
     assert!(id.starts_with("dbx_"), "{err}");
+    // The devbox's tokens, listed and revoked one by one.
+    let (ok, out, err) = cli(&["devbox", "tokens", &id, "--output", "json"], None, &[]);
+    assert!(ok, "{err}");
+    let listed: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let token_id = listed["gateway_tokens"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(listed["gateway_tokens"][0]["prefix"], "EXAMPLE");
+    let (ok, out, _) = cli(&["devbox", "tokens", &id], None, &[]);
+    assert!(
+        ok && out.starts_with("ID") && out.contains("active"),
+        "{out}"
+    );
+    let (ok, out, err) = cli(&["devbox", "revoke-token", &id, &token_id], None, &[]);
+    assert!(ok && out.contains("\"revoked\""), "{out}{err}");
+    let (ok, _, err) = cli(
+        &[
+            "devbox",
+            "revoke-token",
+            &id,
+            "gwt_01h8xg3r5y3vq6z8k9m2n4p6r8",
+        ],
+        None,
+        &[],
+    );
+    assert!(
+        !ok && err.contains("404") || err.contains("not found"),
+        "{err}"
+    );
     let (ok, out, _) = cli(&["devbox", "shutdown", &id], None, &[]);
     assert!(ok && out.contains("\"shutdown\""), "{out}");
     let (ok, _, err) = cli(

@@ -174,6 +174,7 @@ async fn fill(
                 digest,
                 create_time_ms: now,
                 expire_time_ms: None,
+                scope: None,
             });
         }
         store.bench_insert(&devboxes, &rows).await?;

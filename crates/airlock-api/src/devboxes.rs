@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use airlock_core::token::{BearerSecret, SecretKind};
-use airlock_core::{DevboxId, EnvName, InvalidInput, Label, SourceAddresses, TokenId};
+use airlock_core::{DevboxId, EnvName, InvalidInput, Label, SourceAddresses, TokenId, TokenScope};
 use airlock_store::{
     DevboxRow, DevboxStatus, GatewayConfigRow, GatewaySpec, SecretRow, StoreError, TokenRow,
 };
@@ -16,7 +16,8 @@ use crate::error::{ApiError, ApiResult};
 use crate::gateways::{resolve, secret_ref};
 use crate::json::{Body, Query};
 use crate::wire::{
-    auth_view, devbox_view, list_view, DevboxRegister, DevboxUpdate, Empty, GatewayRefIn, ListQuery,
+    auth_view, devbox_view, list_view, CreateTokenIn, DevboxRegister, DevboxUpdate, Empty,
+    GatewayRefIn, ListQuery, TokenView,
 };
 use crate::{page, AppState};
 
@@ -96,6 +97,8 @@ fn mint(
     gateway: &GatewayConfigRow,
     secret: &SecretRow,
     prefix: Option<EnvName>,
+    expire_time_ms: Option<i64>,
+    scope: Option<TokenScope>,
 ) -> (TokenRow, BearerSecret) {
     let token = BearerSecret::generate(SecretKind::Gateway);
     let row = TokenRow {
@@ -107,7 +110,8 @@ fn mint(
         prefix,
         digest: token.digest(),
         create_time_ms: airlock_core::time::now_ms(),
-        expire_time_ms: None,
+        expire_time_ms,
+        scope,
     };
     (row, token)
 }
@@ -154,7 +158,15 @@ pub(crate) async fn register(
         let (gateway, secret) =
             resolve_pair(&state, &caller, &format!("gateways.{key}"), r).await?;
         let prefix = prefixes[key.as_str()].clone();
-        let (row, token) = mint(&caller, &id, &gateway, &secret, Some(prefix.clone()));
+        let (row, token) = mint(
+            &caller,
+            &id,
+            &gateway,
+            &secret,
+            Some(prefix.clone()),
+            None,
+            None,
+        );
         environment.insert(format!("{key}_URL"), Value::from(state.public_url.clone()));
         environment.insert(key.clone(), Value::from(token.expose()));
         specs.push(GatewaySpec {
@@ -296,8 +308,37 @@ pub(crate) async fn create_gateway_token(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
-    Body(input): Body<GatewayRefIn>,
+    Body(input): Body<CreateTokenIn>,
 ) -> ApiResult<Json<Value>> {
+    // Longest lifetime a scoped token may be given: ten years.
+    const MAX_EXPIRES_IN_S: i64 = 10 * 365 * 24 * 3600;
+    if input.max_requests.is_some() {
+        return Err(InvalidInput::new(
+            "max_requests",
+            "is not supported yet (it needs the cross-replica request limits)",
+        )
+        .into());
+    }
+    let now = airlock_core::time::now_ms();
+    let expire_time_ms = match input.expires_in_s {
+        None => None,
+        Some(s) if (1..=MAX_EXPIRES_IN_S).contains(&s) => Some(now + s * 1000),
+        Some(_) => {
+            return Err(InvalidInput::new(
+                "expires_in_s",
+                format!("must be a whole number of seconds from 1 to {MAX_EXPIRES_IN_S}"),
+            )
+            .into())
+        }
+    };
+    let scope = TokenScope::parse(
+        input.allowed_methods.as_deref().unwrap_or_default(),
+        input.allowed_path_prefixes.as_deref().unwrap_or_default(),
+    )?;
+    let pair = GatewayRefIn {
+        gateway: input.gateway,
+        secret: input.secret,
+    };
     let devbox = state
         .store
         .get_devbox(&caller.account.id, &id)
@@ -309,13 +350,21 @@ pub(crate) async fn create_gateway_token(
         )));
     }
     let (gateway, secret) =
-        resolve_pair(&state, &caller, "", &input)
+        resolve_pair(&state, &caller, "", &pair)
             .await
             .map_err(|e| match e {
                 ApiError::Invalid(m) => ApiError::Invalid(m.trim_start_matches('.').to_owned()),
                 other => other,
             })?;
-    let (row, token) = mint(&caller, &devbox.id, &gateway, &secret, None);
+    let (row, token) = mint(
+        &caller,
+        &devbox.id,
+        &gateway,
+        &secret,
+        None,
+        expire_time_ms,
+        scope,
+    );
     let audit = caller.audit(
         "devbox.create_gateway_token",
         "devbox",
@@ -334,5 +383,60 @@ pub(crate) async fn create_gateway_token(
         "gateway_config_id": gateway.id.as_str(),
         "endpoint": gateway.endpoint.to_string(),
         "auth_mechanism": auth_view(&gateway.auth),
+        "expire_time_ms": row.expire_time_ms,
     })))
+}
+
+/// `GET /v1/devboxes/{id}/gateway_tokens`: the devbox's tokens, newest first, with their last
+/// use and use count (from the request audit trail).
+pub(crate) async fn list_tokens(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let devbox = DevboxId::parse("id", &id).map_err(|_| ApiError::not_found("devbox", &id))?;
+    let tokens = state
+        .store
+        .list_gateway_tokens(&caller.account.id, &devbox)
+        .await
+        .map_err(|e| ApiError::for_object(e, "devbox", &id))?;
+    let now = airlock_core::time::now_ms();
+    let views: Vec<TokenView> = tokens.iter().map(|t| TokenView::of(t, now)).collect();
+    Ok(Json(json!({ "gateway_tokens": views })))
+}
+
+/// `POST /v1/devboxes/{id}/gateway_tokens/{token_id}/revoke`: that token stops working on every
+/// replica at once; the devbox and its other tokens keep working. Revoking twice is fine.
+pub(crate) async fn revoke_token(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path((id, token_id)): Path<(String, String)>,
+    Body(_): Body<Empty>,
+) -> ApiResult<Json<Value>> {
+    let devbox = DevboxId::parse("id", &id).map_err(|_| ApiError::not_found("devbox", &id))?;
+    let token = TokenId::parse("token_id", &token_id)
+        .map_err(|_| ApiError::not_found("gateway token", &token_id))?;
+    let audit = caller.audit(
+        "gateway_token.revoke",
+        "gateway_token",
+        token.as_str(),
+        json!({ "devbox_id": devbox.as_str() }),
+    );
+    let now = airlock_core::time::now_ms();
+    state
+        .store
+        .revoke_gateway_token(&caller.account.id, &devbox, &token, now, &audit)
+        .await
+        .map_err(|e| ApiError::for_object(e, "gateway token", &token_id))?;
+    let tokens = state
+        .store
+        .list_gateway_tokens(&caller.account.id, &devbox)
+        .await
+        .map_err(|e| ApiError::for_object(e, "devbox", &id))?;
+    let view = tokens
+        .iter()
+        .find(|t| t.id == token)
+        .map(|t| TokenView::of(t, now))
+        .ok_or_else(|| ApiError::not_found("gateway token", &token_id))?;
+    Ok(Json(serde_json::to_value(view).unwrap_or_default()))
 }

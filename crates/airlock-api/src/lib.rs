@@ -96,6 +96,11 @@ fn v1_routes() -> Vec<(&'static str, MethodRouter<AppState>)> {
             "/devboxes/{id}/create_gateway_token",
             post(devboxes::create_gateway_token),
         ),
+        ("/devboxes/{id}/gateway_tokens", get(devboxes::list_tokens)),
+        (
+            "/devboxes/{id}/gateway_tokens/{token_id}/revoke",
+            post(devboxes::revoke_token),
+        ),
         (
             "/accounts",
             post(admin::create_account).get(admin::list_accounts),

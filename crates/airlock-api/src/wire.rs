@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use airlock_core::llm::format_usd;
 use airlock_core::{AuthMechanism, CustomHeader, HeaderSource, ModelSpec};
 use airlock_store::{
-    ApiKeyRow, AuditRow, DevboxRow, GatewayConfigRow, Listed, RequestEventRow, SecretRow,
+    ApiKeyRow, AuditRow, DevboxRow, GatewayConfigRow, Listed, RequestEventRow, SecretRow, TokenInfo,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Number, Value};
@@ -131,6 +131,24 @@ pub(crate) struct SecretUpdate {
 pub(crate) struct GatewayRefIn {
     pub gateway: String,
     pub secret: String,
+}
+
+/// `create_gateway_token`'s body: the pair, and an optional scope.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CreateTokenIn {
+    pub gateway: String,
+    pub secret: String,
+    /// The token expires this many seconds after it is minted.
+    #[serde(default)]
+    pub expires_in_s: Option<i64>,
+    #[serde(default)]
+    pub allowed_methods: Option<Vec<String>>,
+    #[serde(default)]
+    pub allowed_path_prefixes: Option<Vec<String>>,
+    /// Reserved: a request count per token needs the cross-replica limits, not built yet.
+    #[serde(default)]
+    pub max_requests: Option<serde_json::Value>,
 }
 
 #[derive(Deserialize)]
@@ -278,6 +296,54 @@ pub(crate) fn secret_view(s: &SecretRow) -> Value {
         "create_time_ms": s.create_time_ms,
         "update_time_ms": s.update_time_ms,
     })
+}
+
+/// A gateway token in a devbox's token list: ids and times, never the token or its digest.
+#[derive(Serialize)]
+pub(crate) struct TokenView {
+    pub id: String,
+    pub devbox_id: String,
+    pub gateway_config_id: String,
+    pub secret_id: String,
+    /// The environment-variable prefix, for tokens minted at registration.
+    pub prefix: Option<String>,
+    /// `active`, `revoked` or `expired`.
+    pub status: &'static str,
+    pub create_time_ms: i64,
+    pub expire_time_ms: Option<i64>,
+    pub revoke_time_ms: Option<i64>,
+    /// The scope of a scoped token (`null` when unscoped).
+    pub allowed_methods: Option<Vec<String>>,
+    pub allowed_path_prefixes: Option<Vec<String>>,
+    pub last_used_time_ms: Option<i64>,
+    pub use_count: i64,
+}
+
+impl TokenView {
+    pub(crate) fn of(t: &TokenInfo, now_ms: i64) -> TokenView {
+        let status = if t.revoke_time_ms.is_some() {
+            "revoked"
+        } else if t.expire_time_ms.is_some_and(|e| e <= now_ms) {
+            "expired"
+        } else {
+            "active"
+        };
+        TokenView {
+            id: t.id.as_str().to_owned(),
+            devbox_id: t.devbox_id.as_str().to_owned(),
+            gateway_config_id: t.gateway_config_id.as_str().to_owned(),
+            secret_id: t.secret_id.as_str().to_owned(),
+            prefix: t.prefix.clone(),
+            status,
+            create_time_ms: t.create_time_ms,
+            expire_time_ms: t.expire_time_ms,
+            revoke_time_ms: t.revoke_time_ms,
+            allowed_methods: t.scope.as_ref().map(|s| s.methods.clone()),
+            allowed_path_prefixes: t.scope.as_ref().map(|s| s.path_prefixes.clone()),
+            last_used_time_ms: t.last_used_time_ms,
+            use_count: t.use_count,
+        }
+    }
 }
 
 pub(crate) fn devbox_view(d: &DevboxRow) -> Value {

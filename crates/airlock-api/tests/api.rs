@@ -1788,3 +1788,217 @@ both!(openapi_methods_are_served, |h: Harness| async move {
     }
     assert!(checked >= 25, "{checked} operations");
 });
+
+both!(
+    devbox_tokens_are_listed_and_revoked_one_by_one,
+    |h: Harness| async move {
+        use airlock_core::state::AuditSink;
+        setup_pair(&h).await;
+        let dbx = h
+        .post(
+            "/v1/devboxes",
+            json!({"source_addresses": ["10.0.0.1"], "gateways": {"ANTHROPIC": {"gateway": "anthropic", "secret": "ANTHROPIC_KEY"}}}),
+        )
+        .await;
+        let id = dbx["id"].as_str().unwrap().to_owned();
+        let minted = h
+            .post(
+                &format!("/v1/devboxes/{id}/create_gateway_token"),
+                json!({"gateway": "anthropic", "secret": "ANTHROPIC_KEY"}),
+            )
+            .await;
+        let listed = h.get(&format!("/v1/devboxes/{id}/gateway_tokens")).await;
+        let tokens = listed["gateway_tokens"].as_array().unwrap().clone();
+        assert_eq!(tokens.len(), 2, "{listed}");
+        // Newest first: the minted one, then the one of the registration (with its prefix).
+        assert_eq!(tokens[1]["prefix"], "ANTHROPIC");
+        assert_eq!(tokens[0]["prefix"], Value::Null);
+        for t in &tokens {
+            assert_eq!(t["status"], "active");
+            assert_eq!(
+                (t["use_count"].as_i64(), &t["last_used_time_ms"]),
+                (Some(0), &Value::Null)
+            );
+            assert!(t["id"].as_str().unwrap().starts_with("gwt_"));
+        }
+        // Neither the token nor anything derived from it is listed.
+        let text = listed.to_string();
+        let secret_token = minted["token"].as_str().unwrap();
+        assert!(
+            !text.contains(secret_token) && !text.contains("gws_"),
+            "{text}"
+        );
+
+        // Uses come from the request audit trail.
+        let account = airlock_core::AccountId::from_trusted(created_account(&h).await);
+        let token_id = tokens[1]["id"].as_str().unwrap().to_owned();
+        let devbox = airlock_core::DevboxId::from_trusted(id.clone());
+        let gateway = airlock_core::GatewayConfigId::generate();
+        let with_token = |t: i64| {
+            let mut e = event(&account, t, &devbox, &gateway, None);
+            e.token_id = Some(airlock_core::TokenId::from_trusted(token_id.clone()));
+            e
+        };
+        h.store
+            .write_batch(&[with_token(1_000), with_token(3_000), with_token(2_000)])
+            .await
+            .unwrap();
+        let listed = h.get(&format!("/v1/devboxes/{id}/gateway_tokens")).await;
+        let used = &listed["gateway_tokens"][1];
+        assert_eq!(
+            (
+                used["use_count"].as_i64(),
+                used["last_used_time_ms"].as_i64()
+            ),
+            (Some(3), Some(3_000))
+        );
+
+        // Revoking one token leaves the devbox and the other token as they were; twice is fine.
+        for _ in 0..2 {
+            let revoked = h
+                .post(
+                    &format!("/v1/devboxes/{id}/gateway_tokens/{token_id}/revoke"),
+                    json!({}),
+                )
+                .await;
+            assert_eq!(revoked["status"], "revoked", "{revoked}");
+            assert!(revoked["revoke_time_ms"].as_i64().is_some());
+        }
+        let listed = h.get(&format!("/v1/devboxes/{id}/gateway_tokens")).await;
+        assert_eq!(listed["gateway_tokens"][0]["status"], "active");
+        assert_eq!(
+            h.get(&format!("/v1/devboxes/{id}")).await["status"],
+            "running"
+        );
+
+        // Unknown ids, another devbox's token and another account: 404.
+        let other = h
+            .post("/v1/devboxes", json!({"source_addresses": ["10.0.0.2"]}))
+            .await;
+        let other_id = other["id"].as_str().unwrap();
+        let b = h.post("/v1/accounts", json!({"name": "tenant-b"})).await;
+        let b_key = b["api_key"]["key"].as_str().unwrap().to_owned();
+        for (key, method, path) in [
+            (
+                None,
+                Method::POST,
+                format!("/v1/devboxes/{other_id}/gateway_tokens/{token_id}/revoke"),
+            ),
+            (
+                None,
+                Method::POST,
+                format!("/v1/devboxes/{id}/gateway_tokens/gwt_01h8xg3r5y3vq6z8k9m2n4p6r8/revoke"),
+            ),
+            (
+                None,
+                Method::POST,
+                format!("/v1/devboxes/{id}/gateway_tokens/not-an-id/revoke"),
+            ),
+            (
+                None,
+                Method::GET,
+                "/v1/devboxes/dbx_01h8xg3r5y3vq6z8k9m2n4p6r8/gateway_tokens".to_owned(),
+            ),
+            (
+                Some(&b_key),
+                Method::GET,
+                format!("/v1/devboxes/{id}/gateway_tokens"),
+            ),
+            (
+                Some(&b_key),
+                Method::POST,
+                format!("/v1/devboxes/{id}/gateway_tokens/{token_id}/revoke"),
+            ),
+        ] {
+            let body = (method == Method::POST).then(|| json!({}));
+            let (status, err) = match key {
+                Some(k) => h.call_as(k, method, &path, body.as_ref()).await,
+                None => h.call(method, &path, body.as_ref()).await,
+            };
+            assert_eq!(status, 404, "{path}: {err}");
+        }
+    }
+);
+
+both!(
+    scoped_tokens_are_validated_and_listed,
+    |h: Harness| async move {
+        setup_pair(&h).await;
+        let dbx = h
+            .post("/v1/devboxes", json!({"source_addresses": ["10.0.0.1"]}))
+            .await;
+        let id = dbx["id"].as_str().unwrap().to_owned();
+        let path = format!("/v1/devboxes/{id}/create_gateway_token");
+        let pair = |extra: Value| {
+            let mut body = json!({"gateway": "anthropic", "secret": "ANTHROPIC_KEY"});
+            body.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            body
+        };
+        for (extra, expected) in [
+            (
+                json!({"expires_in_s": 0}),
+                "expires_in_s: must be a whole number",
+            ),
+            (
+                json!({"expires_in_s": -5}),
+                "expires_in_s: must be a whole number",
+            ),
+            (json!({"expires_in_s": "soon"}), "expires_in_s"),
+            (
+                json!({"allowed_methods": ["GE T"]}),
+                "allowed_methods[0]: must be an HTTP method",
+            ),
+            (
+                json!({"allowed_path_prefixes": ["v1/messages"]}),
+                "allowed_path_prefixes[0]: must be a path",
+            ),
+            (
+                json!({"allowed_path_prefixes": ["/v1/../admin"]}),
+                "allowed_path_prefixes[0]: must be a plain path",
+            ),
+            (
+                json!({"max_requests": 10}),
+                "max_requests: is not supported yet",
+            ),
+        ] {
+            let (status, err) = h
+                .call(Method::POST, &path, Some(&pair(extra.clone())))
+                .await;
+            assert_eq!(status, 400, "{extra}: {err}");
+            let message = err["error"]["message"].as_str().unwrap();
+            assert!(message.contains(expected), "{extra}: {message}");
+        }
+        let listed = h.get(&format!("/v1/devboxes/{id}/gateway_tokens")).await;
+        assert_eq!(
+            listed["gateway_tokens"],
+            json!([]),
+            "a refused mint left a token"
+        );
+
+        let minted = h
+            .post(
+                &path,
+                pair(json!({"expires_in_s": 3600, "allowed_methods": ["post"],
+                        "allowed_path_prefixes": ["/v1/messages"]})),
+            )
+            .await;
+        let expires = minted["expire_time_ms"].as_i64().unwrap();
+        let now = airlock_core::time::now_ms();
+        assert!(
+            (now + 3_590_000..=now + 3_600_000).contains(&expires),
+            "{expires}"
+        );
+        let listed = h.get(&format!("/v1/devboxes/{id}/gateway_tokens")).await;
+        let t = &listed["gateway_tokens"][0];
+        assert_eq!(t["allowed_methods"], json!(["POST"]));
+        assert_eq!(t["allowed_path_prefixes"], json!(["/v1/messages"]));
+        assert_eq!(t["expire_time_ms"], expires);
+        assert_eq!(t["status"], "active");
+        // An unscoped token lists null scopes.
+        h.post(&path, pair(json!({}))).await;
+        let listed = h.get(&format!("/v1/devboxes/{id}/gateway_tokens")).await;
+        assert_eq!(listed["gateway_tokens"][0]["allowed_methods"], Value::Null);
+    }
+);

@@ -25,4 +25,4 @@ pub use ids::{AccountId, ApiKeyId, AuditId, DevboxId, GatewayConfigId, SecretId,
 pub use llm::{Api, Metered, ModelSpec, Price, Usage};
 pub use names::{EnvName, Label};
 pub use source::SourceAddresses;
-pub use token::{BearerSecret, SecretKind, TokenDigest};
+pub use token::{BearerSecret, SecretKind, TokenDigest, TokenScope};

@@ -13,7 +13,7 @@ use crate::endpoint::Endpoint;
 use crate::ids::{AccountId, AuditId, DevboxId, GatewayConfigId, SecretId, TokenId};
 use crate::llm::{Api, Metered, ModelSpec};
 use crate::source::SourceAddresses;
-use crate::token::TokenDigest;
+use crate::token::{TokenDigest, TokenScope};
 
 /// One gateway token as the data plane needs it.
 #[derive(Clone, Debug)]
@@ -26,6 +26,8 @@ pub struct TokenRecord {
     pub secret_id: SecretId,
     pub expires_at_ms: Option<i64>,
     pub revoked: bool,
+    /// What the token may do; `None`: whatever its gateway allows.
+    pub scope: Option<TokenScope>,
 }
 
 #[derive(Clone, Debug)]

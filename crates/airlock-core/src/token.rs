@@ -13,6 +13,8 @@ use ring::rand::{SecureRandom, SystemRandom};
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
+use crate::error::InvalidInput;
+
 const BASE62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 const RANDOM_LEN: usize = 32;
 const CHECKSUM_LEN: usize = 6;
@@ -294,6 +296,136 @@ mod tests {
             format!(" {}", &hex[1..]),
         ] {
             assert!(TokenDigest::from_hex(&bad).is_none(), "{bad}");
+        }
+    }
+}
+
+/// What a scoped gateway token may do besides being valid (`create_gateway_token`'s
+/// `allowed_methods` and `allowed_path_prefixes`): a request outside it is refused with 403
+/// `token_scope`. An empty list allows everything of its kind.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TokenScope {
+    /// Upper-case method names, compared exactly.
+    pub methods: Vec<String>,
+    /// Path prefixes (`/v1/messages`), matched on whole segments.
+    pub path_prefixes: Vec<String>,
+}
+
+/// At most this many methods or path prefixes in a scope.
+pub const MAX_SCOPE_ENTRIES: usize = 32;
+
+impl TokenScope {
+    /// Parses a scope; `None` when both lists are empty (an unscoped token).
+    pub fn parse(
+        methods: &[String],
+        path_prefixes: &[String],
+    ) -> Result<Option<TokenScope>, InvalidInput> {
+        if methods.len() > MAX_SCOPE_ENTRIES {
+            return Err(InvalidInput::new(
+                "allowed_methods",
+                format!("must have at most {MAX_SCOPE_ENTRIES} entries"),
+            ));
+        }
+        if path_prefixes.len() > MAX_SCOPE_ENTRIES {
+            return Err(InvalidInput::new(
+                "allowed_path_prefixes",
+                format!("must have at most {MAX_SCOPE_ENTRIES} entries"),
+            ));
+        }
+        let mut scope = TokenScope::default();
+        for (i, m) in methods.iter().enumerate() {
+            let upper = m.to_ascii_uppercase();
+            let token_char = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+            if upper.is_empty() || upper.len() > 32 || !upper.bytes().all(token_char) {
+                return Err(InvalidInput::new(
+                    format!("allowed_methods[{i}]"),
+                    "must be an HTTP method such as GET or POST",
+                ));
+            }
+            if !scope.methods.contains(&upper) {
+                scope.methods.push(upper);
+            }
+        }
+        for (i, p) in path_prefixes.iter().enumerate() {
+            let field = format!("allowed_path_prefixes[{i}]");
+            if !p.starts_with('/') || p.len() > 512 {
+                return Err(InvalidInput::new(
+                    field,
+                    "must be a path starting with / of at most 512 characters",
+                ));
+            }
+            let bad = p
+                .bytes()
+                .any(|b| !b.is_ascii_graphic() || b == b'?' || b == b'#')
+                || p.split('/').any(|s| s == "." || s == "..")
+                || p.contains("//")
+                || p.contains('%');
+            if bad {
+                return Err(InvalidInput::new(
+                    field,
+                    "must be a plain path: no query, fragment, percent-encoding, dot or empty segments",
+                ));
+            }
+            scope.path_prefixes.push(p.clone());
+        }
+        Ok((!scope.methods.is_empty() || !scope.path_prefixes.is_empty()).then_some(scope))
+    }
+
+    /// Whether a request with this method and path is within the scope. A prefix matches whole
+    /// segments: `/v1/messages` allows `/v1/messages` and `/v1/messages/count_tokens`, not
+    /// `/v1/messagesx`; a prefix ending in `/` allows what starts with it.
+    pub fn allows(&self, method: &str, path: &str) -> bool {
+        let method_ok = self.methods.is_empty() || self.methods.iter().any(|m| m == method);
+        let path_ok = self.path_prefixes.is_empty()
+            || self.path_prefixes.iter().any(|p| {
+                path.strip_prefix(p.as_str()).is_some_and(|rest| {
+                    rest.is_empty() || rest.starts_with('/') || p.ends_with('/')
+                })
+            });
+        method_ok && path_ok
+    }
+}
+
+#[cfg(test)]
+mod scope_tests {
+    use super::*;
+
+    #[test]
+    fn scopes_parse_and_match() {
+        let s = |m: &[&str], p: &[&str]| {
+            TokenScope::parse(
+                &m.iter().map(|x| x.to_string()).collect::<Vec<_>>(),
+                &p.iter().map(|x| x.to_string()).collect::<Vec<_>>(),
+            )
+        };
+        assert_eq!(s(&[], &[]).unwrap(), None);
+        let scope = s(&["post", "POST"], &["/v1/messages", "/v1/models/"])
+            .unwrap()
+            .unwrap();
+        assert_eq!(scope.methods, ["POST"]);
+        for (method, path, ok) in [
+            ("POST", "/v1/messages", true),
+            ("POST", "/v1/messages/count_tokens", true),
+            ("POST", "/v1/messagesx", false),
+            ("POST", "/v1/models/claude", true),
+            ("POST", "/v1/models", false),
+            ("GET", "/v1/messages", false),
+            ("post", "/v1/messages", false),
+            ("POST", "/v2/messages", false),
+        ] {
+            assert_eq!(scope.allows(method, path), ok, "{method} {path}");
+        }
+        for (m, p, field) in [
+            (vec!["GE T"], vec![], "allowed_methods[0]"),
+            (vec![""], vec![], "allowed_methods[0]"),
+            (vec![], vec!["v1"], "allowed_path_prefixes[0]"),
+            (vec![], vec!["/a/../b"], "allowed_path_prefixes[0]"),
+            (vec![], vec!["/ok", "/a?b"], "allowed_path_prefixes[1]"),
+            (vec![], vec!["/a%2e"], "allowed_path_prefixes[0]"),
+            (vec![], vec!["//a"], "allowed_path_prefixes[0]"),
+        ] {
+            let err = s(&m, &p).unwrap_err();
+            assert_eq!(err.field, field, "{m:?} {p:?}");
         }
     }
 }

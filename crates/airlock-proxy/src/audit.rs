@@ -704,7 +704,7 @@ impl Recorder {
     pub(crate) fn refused(&mut self, err: &ProxyError) {
         let d = err.describe();
         self.status = d.status.as_u16();
-        self.error_code = Some(d.code);
+        self.error_code = Some(d.code.as_str());
     }
 
     pub(crate) fn add_bytes_out(&mut self, n: usize) {

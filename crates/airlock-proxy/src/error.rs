@@ -2,7 +2,7 @@
 //!
 //! Every refusal or failure on the request path is a [`ProxyError`]. It knows where the fault
 //! lies ([`Origin`]): the client (downstream), the upstream, or Airlock itself.
-//! [`ProxyError::describe`] maps each kind to its status, its stable `code` (sent as
+//! [`ProxyError::describe`] maps each kind to its status, its stable [`Code`] (sent as
 //! `x-airlock-error` and in the JSON body) and the OpenAI/Anthropic-style error `type`, so that
 //! SDKs of either family read it.
 //!
@@ -53,6 +53,9 @@ pub enum ProxyError {
     DevboxShutdown,
     #[error("the request comes from an address that this devbox does not allow")]
     AddressNotAllowed,
+    /// A scoped token used with a method or path outside its scope.
+    #[error("this gateway token does not allow this method or path")]
+    TokenScope,
     #[error("{0}")]
     BadPath(&'static str),
     /// `CONNECT`, `TRACE` or `TRACK`; the text says which and why.
@@ -104,38 +107,120 @@ pub enum ProxyError {
     Config(String),
 }
 
-/// Every `code` that [`ProxyError::describe`] can produce, for the refusal metrics (one counter
-/// per code, indexed by position).
-pub const CODES: &[&str] = &[
-    "missing_token",
-    "malformed_token",
-    "unknown_token",
-    "revoked_token",
-    "expired_token",
-    "conflicting_tokens",
-    "misplaced_token",
-    "devbox_shutdown",
-    "address_not_allowed",
-    "bad_path",
-    "method_not_allowed",
-    "bad_method",
-    "headers_too_large",
-    "bad_request_body",
-    "websocket_unsupported",
-    "state_not_loaded",
-    "state_unavailable",
-    "secret_unavailable",
-    "gateway_unavailable",
-    "gateway_unverified",
-    "upstream_forbidden",
-    "upstream_unreachable",
-    "upstream_tls",
-    "upstream_timeout",
-    "upstream_failed",
-    "upstream_busy",
-    "rate_limited",
-    "internal_error",
-];
+/// An error's stable, machine-readable name: the `x-airlock-error` header and `error.code`.
+///
+/// The refusal metrics keep one counter per code, at the index `code as usize`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Code {
+    MissingToken,
+    MalformedToken,
+    UnknownToken,
+    RevokedToken,
+    ExpiredToken,
+    ConflictingTokens,
+    MisplacedToken,
+    DevboxShutdown,
+    AddressNotAllowed,
+    TokenScope,
+    BadPath,
+    MethodNotAllowed,
+    BadMethod,
+    HeadersTooLarge,
+    BadRequestBody,
+    WebsocketUnsupported,
+    StateNotLoaded,
+    StateUnavailable,
+    SecretUnavailable,
+    GatewayUnavailable,
+    GatewayUnverified,
+    UpstreamForbidden,
+    UpstreamUnreachable,
+    UpstreamTls,
+    UpstreamTimeout,
+    UpstreamFailed,
+    UpstreamBusy,
+    RateLimited,
+    InternalError,
+}
+
+impl Code {
+    /// Every code, in declaration order (so that `Code::ALL[code as usize] == code`).
+    pub const ALL: [Code; 29] = [
+        Code::MissingToken,
+        Code::MalformedToken,
+        Code::UnknownToken,
+        Code::RevokedToken,
+        Code::ExpiredToken,
+        Code::ConflictingTokens,
+        Code::MisplacedToken,
+        Code::DevboxShutdown,
+        Code::AddressNotAllowed,
+        Code::TokenScope,
+        Code::BadPath,
+        Code::MethodNotAllowed,
+        Code::BadMethod,
+        Code::HeadersTooLarge,
+        Code::BadRequestBody,
+        Code::WebsocketUnsupported,
+        Code::StateNotLoaded,
+        Code::StateUnavailable,
+        Code::SecretUnavailable,
+        Code::GatewayUnavailable,
+        Code::GatewayUnverified,
+        Code::UpstreamForbidden,
+        Code::UpstreamUnreachable,
+        Code::UpstreamTls,
+        Code::UpstreamTimeout,
+        Code::UpstreamFailed,
+        Code::UpstreamBusy,
+        Code::RateLimited,
+        Code::InternalError,
+    ];
+
+    /// The code as it is sent.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Code::MissingToken => "missing_token",
+            Code::MalformedToken => "malformed_token",
+            Code::UnknownToken => "unknown_token",
+            Code::RevokedToken => "revoked_token",
+            Code::ExpiredToken => "expired_token",
+            Code::ConflictingTokens => "conflicting_tokens",
+            Code::MisplacedToken => "misplaced_token",
+            Code::DevboxShutdown => "devbox_shutdown",
+            Code::AddressNotAllowed => "address_not_allowed",
+            Code::TokenScope => "token_scope",
+            Code::BadPath => "bad_path",
+            Code::MethodNotAllowed => "method_not_allowed",
+            Code::BadMethod => "bad_method",
+            Code::HeadersTooLarge => "headers_too_large",
+            Code::BadRequestBody => "bad_request_body",
+            Code::WebsocketUnsupported => "websocket_unsupported",
+            Code::StateNotLoaded => "state_not_loaded",
+            Code::StateUnavailable => "state_unavailable",
+            Code::SecretUnavailable => "secret_unavailable",
+            Code::GatewayUnavailable => "gateway_unavailable",
+            Code::GatewayUnverified => "gateway_unverified",
+            Code::UpstreamForbidden => "upstream_forbidden",
+            Code::UpstreamUnreachable => "upstream_unreachable",
+            Code::UpstreamTls => "upstream_tls",
+            Code::UpstreamTimeout => "upstream_timeout",
+            Code::UpstreamFailed => "upstream_failed",
+            Code::UpstreamBusy => "upstream_busy",
+            Code::RateLimited => "rate_limited",
+            Code::InternalError => "internal_error",
+        }
+    }
+}
+
+// `Code::ALL` is in declaration order, so that a code's discriminant is its index there.
+const _: () = {
+    let mut i = 0;
+    while i < Code::ALL.len() {
+        assert!(Code::ALL[i] as usize == i);
+        i += 1;
+    }
+};
 
 /// What an error turns into on the wire.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -143,7 +228,7 @@ pub struct Described {
     pub origin: Origin,
     pub status: StatusCode,
     /// Stable, machine-readable; the `x-airlock-error` header and `error.code`.
-    pub code: &'static str,
+    pub code: Code,
     /// The error family in OpenAI/Anthropic terms: `error.type`.
     pub kind: &'static str,
 }
@@ -157,123 +242,163 @@ impl ProxyError {
         const INVALID: &str = "invalid_request_error";
         const API: &str = "api_error";
         let (origin, status, code, kind) = match self {
-            Self::MissingToken => (Downstream, StatusCode::UNAUTHORIZED, "missing_token", AUTH),
+            Self::MissingToken => (
+                Downstream,
+                StatusCode::UNAUTHORIZED,
+                Code::MissingToken,
+                AUTH,
+            ),
             Self::MalformedToken => (
                 Downstream,
                 StatusCode::UNAUTHORIZED,
-                "malformed_token",
+                Code::MalformedToken,
                 AUTH,
             ),
-            Self::UnknownToken => (Downstream, StatusCode::UNAUTHORIZED, "unknown_token", AUTH),
-            Self::RevokedToken => (Downstream, StatusCode::UNAUTHORIZED, "revoked_token", AUTH),
-            Self::ExpiredToken => (Downstream, StatusCode::UNAUTHORIZED, "expired_token", AUTH),
+            Self::UnknownToken => (
+                Downstream,
+                StatusCode::UNAUTHORIZED,
+                Code::UnknownToken,
+                AUTH,
+            ),
+            Self::RevokedToken => (
+                Downstream,
+                StatusCode::UNAUTHORIZED,
+                Code::RevokedToken,
+                AUTH,
+            ),
+            Self::ExpiredToken => (
+                Downstream,
+                StatusCode::UNAUTHORIZED,
+                Code::ExpiredToken,
+                AUTH,
+            ),
             Self::ConflictingTokens => (
                 Downstream,
                 StatusCode::BAD_REQUEST,
-                "conflicting_tokens",
+                Code::ConflictingTokens,
                 INVALID,
             ),
             Self::MisplacedToken => (
                 Downstream,
                 StatusCode::BAD_REQUEST,
-                "misplaced_token",
+                Code::MisplacedToken,
                 INVALID,
             ),
             Self::DevboxShutdown => (
                 Downstream,
                 StatusCode::FORBIDDEN,
-                "devbox_shutdown",
+                Code::DevboxShutdown,
                 PERMISSION,
             ),
             Self::AddressNotAllowed => (
                 Downstream,
                 StatusCode::FORBIDDEN,
-                "address_not_allowed",
+                Code::AddressNotAllowed,
                 PERMISSION,
             ),
-            Self::BadPath(_) => (Downstream, StatusCode::BAD_REQUEST, "bad_path", INVALID),
+            Self::TokenScope => (
+                Downstream,
+                StatusCode::FORBIDDEN,
+                Code::TokenScope,
+                PERMISSION,
+            ),
+            Self::BadPath(_) => (Downstream, StatusCode::BAD_REQUEST, Code::BadPath, INVALID),
             Self::MethodNotAllowed(_) => (
                 Downstream,
                 StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
+                Code::MethodNotAllowed,
                 INVALID,
             ),
-            Self::BadMethod => (Downstream, StatusCode::BAD_REQUEST, "bad_method", INVALID),
+            Self::BadMethod => (
+                Downstream,
+                StatusCode::BAD_REQUEST,
+                Code::BadMethod,
+                INVALID,
+            ),
             Self::ClientBodyFailed => (
                 Downstream,
                 StatusCode::BAD_REQUEST,
-                "bad_request_body",
+                Code::BadRequestBody,
                 INVALID,
             ),
             Self::HeadersTooLarge => (
                 Downstream,
                 StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-                "headers_too_large",
+                Code::HeadersTooLarge,
                 INVALID,
             ),
             Self::WebsocketUnsupported => (
                 Downstream,
                 StatusCode::NOT_IMPLEMENTED,
-                "websocket_unsupported",
+                Code::WebsocketUnsupported,
                 INVALID,
             ),
             Self::StateNotLoaded => (
                 Internal,
                 StatusCode::SERVICE_UNAVAILABLE,
-                "state_not_loaded",
+                Code::StateNotLoaded,
                 API,
             ),
             Self::StateUnavailable => (
                 Internal,
                 StatusCode::SERVICE_UNAVAILABLE,
-                "state_unavailable",
+                Code::StateUnavailable,
                 API,
             ),
-            Self::SecretUnavailable => {
-                (Internal, StatusCode::BAD_GATEWAY, "secret_unavailable", API)
-            }
+            Self::SecretUnavailable => (
+                Internal,
+                StatusCode::BAD_GATEWAY,
+                Code::SecretUnavailable,
+                API,
+            ),
             Self::GatewayUnavailable => (
                 Internal,
                 StatusCode::BAD_GATEWAY,
-                "gateway_unavailable",
+                Code::GatewayUnavailable,
                 API,
             ),
-            Self::GatewayUnverified => {
-                (Internal, StatusCode::BAD_GATEWAY, "gateway_unverified", API)
-            }
-            Self::UpstreamForbidden(_) => {
-                (Upstream, StatusCode::BAD_GATEWAY, "upstream_forbidden", API)
-            }
+            Self::GatewayUnverified => (
+                Internal,
+                StatusCode::BAD_GATEWAY,
+                Code::GatewayUnverified,
+                API,
+            ),
+            Self::UpstreamForbidden(_) => (
+                Upstream,
+                StatusCode::BAD_GATEWAY,
+                Code::UpstreamForbidden,
+                API,
+            ),
             Self::UpstreamUnreachable => (
                 Upstream,
                 StatusCode::BAD_GATEWAY,
-                "upstream_unreachable",
+                Code::UpstreamUnreachable,
                 API,
             ),
-            Self::UpstreamTls => (Upstream, StatusCode::BAD_GATEWAY, "upstream_tls", API),
+            Self::UpstreamTls => (Upstream, StatusCode::BAD_GATEWAY, Code::UpstreamTls, API),
             Self::UpstreamConnectTimeout | Self::UpstreamTimeout => (
                 Upstream,
                 StatusCode::GATEWAY_TIMEOUT,
-                "upstream_timeout",
+                Code::UpstreamTimeout,
                 API,
             ),
-            Self::UpstreamFailed => (Upstream, StatusCode::BAD_GATEWAY, "upstream_failed", API),
+            Self::UpstreamFailed => (Upstream, StatusCode::BAD_GATEWAY, Code::UpstreamFailed, API),
             Self::UpstreamBusy(_) => (
                 Upstream,
                 StatusCode::SERVICE_UNAVAILABLE,
-                "upstream_busy",
+                Code::UpstreamBusy,
                 API,
             ),
             Self::RateLimited(_) => (
                 Downstream,
                 StatusCode::TOO_MANY_REQUESTS,
-                "rate_limited",
+                Code::RateLimited,
                 "rate_limit_error",
             ),
             Self::Internal(_) | Self::Config(_) => (
                 Internal,
                 StatusCode::INTERNAL_SERVER_ERROR,
-                "internal_error",
+                Code::InternalError,
                 API,
             ),
         };
@@ -297,7 +422,7 @@ impl ProxyError {
         };
         let json = serde_json::json!({
             "type": "error",
-            "error": { "type": d.kind, "code": d.code, "message": message },
+            "error": { "type": d.kind, "code": d.code.as_str(), "message": message },
         });
         let mut response = Response::new(body(Bytes::from(json.to_string())));
         *response.status_mut() = d.status;
@@ -306,7 +431,7 @@ impl ProxyError {
             http::header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
-        headers.insert("x-airlock-error", HeaderValue::from_static(d.code));
+        headers.insert("x-airlock-error", HeaderValue::from_static(d.code.as_str()));
         if let Self::UpstreamBusy(wait) | Self::RateLimited(wait) = self {
             // Whole seconds (RFC 9110), rounded up, at least 1: the SDKs' retry loops read it.
             let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
@@ -340,6 +465,7 @@ mod tests {
             ProxyError::MisplacedToken,
             ProxyError::DevboxShutdown,
             ProxyError::AddressNotAllowed,
+            ProxyError::TokenScope,
             ProxyError::BadPath("the path must not contain dot segments"),
             ProxyError::MethodNotAllowed("CONNECT is not supported"),
             ProxyError::MethodNotAllowed("TRACE and TRACK are not forwarded"),
@@ -363,12 +489,16 @@ mod tests {
             let response = err.to_response(|b| b);
             let d = err.describe();
             assert_eq!(response.status(), d.status);
-            assert_eq!(response.headers()["x-airlock-error"], d.code);
+            assert_eq!(response.headers()["x-airlock-error"], d.code.as_str());
             let json: serde_json::Value = serde_json::from_slice(response.body()).unwrap();
             assert_eq!(json["type"], "error");
-            assert_eq!(json["error"]["code"], d.code);
+            assert_eq!(json["error"]["code"], d.code.as_str());
             assert_eq!(json["error"]["type"], d.kind);
-            assert!(CODES.contains(&d.code), "{} is missing from CODES", d.code);
+            assert!(
+                Code::ALL.contains(&d.code),
+                "{:?} is missing from Code::ALL",
+                d.code
+            );
         }
     }
 
@@ -385,5 +515,46 @@ mod tests {
         assert_eq!(limited.headers()["retry-after"], "2");
         let soon = ProxyError::RateLimited(std::time::Duration::from_millis(3)).to_response(|b| b);
         assert_eq!(soon.headers()["retry-after"], "1");
+    }
+
+    /// The codes are a contract with clients (SDKs, alerts, dashboards): their wire spelling
+    /// never changes.
+    #[test]
+    fn codes_keep_their_wire_spelling() {
+        let wire: Vec<&str> = Code::ALL.iter().map(|c| c.as_str()).collect();
+        assert_eq!(
+            wire,
+            [
+                "missing_token",
+                "malformed_token",
+                "unknown_token",
+                "revoked_token",
+                "expired_token",
+                "conflicting_tokens",
+                "misplaced_token",
+                "devbox_shutdown",
+                "address_not_allowed",
+                "token_scope",
+                "bad_path",
+                "method_not_allowed",
+                "bad_method",
+                "headers_too_large",
+                "bad_request_body",
+                "websocket_unsupported",
+                "state_not_loaded",
+                "state_unavailable",
+                "secret_unavailable",
+                "gateway_unavailable",
+                "gateway_unverified",
+                "upstream_forbidden",
+                "upstream_unreachable",
+                "upstream_tls",
+                "upstream_timeout",
+                "upstream_failed",
+                "upstream_busy",
+                "rate_limited",
+                "internal_error",
+            ]
+        );
     }
 }

@@ -163,6 +163,7 @@ impl Bench {
                 gateway_config_id: gateway.id.clone(),
                 secret_id: secret_id.clone(),
                 expires_at_ms: None,
+                scope: None,
                 revoked: false,
             });
             snapshot.gateways.push(gateway);
@@ -224,11 +225,11 @@ pub fn check_rewrite(mechanism: Mechanism, target: &str, headers: &HeaderMap) ->
         return Verdict::Refused("bad_target");
     };
     if let Err(err) = rewrite::check_request(&Method::POST, &uri, headers, 64 * 1024) {
-        return Verdict::Refused(err.describe().code);
+        return Verdict::Refused(err.describe().code.as_str());
     }
     let presented = match rewrite::identify(headers) {
         Ok(presented) => presented,
-        Err(err) => return Verdict::Refused(err.describe().code),
+        Err(err) => return Verdict::Refused(err.describe().code.as_str()),
     };
     // Whatever was accepted was presented in a carrier, whole: no other header, name or value,
     // holds `gws_`.
@@ -237,7 +238,7 @@ pub fn check_rewrite(mechanism: Mechanism, target: &str, headers: &HeaderMap) ->
     };
     let route = match crate::pipeline::authorize(&token, IpAddr::V4(Ipv4Addr::LOCALHOST)) {
         Ok(route) => route,
-        Err(err) => return Verdict::Refused(err.describe().code),
+        Err(err) => return Verdict::Refused(err.describe().code.as_str()),
     };
     // Which gateway the token belongs to decides the expected credential.
     let mechanism = bench
@@ -247,11 +248,11 @@ pub fn check_rewrite(mechanism: Mechanism, target: &str, headers: &HeaderMap) ->
         .map_or(mechanism, |(m, _)| *m);
     let mut out = headers.clone();
     if let Err(err) = rewrite::request_headers(&mut out, &route, false) {
-        return Verdict::Refused(err.describe().code);
+        return Verdict::Refused(err.describe().code.as_str());
     }
     let upstream = match rewrite::upstream_uri(&route.gateway, &uri) {
         Ok(u) => u,
-        Err(err) => return Verdict::Refused(err.describe().code),
+        Err(err) => return Verdict::Refused(err.describe().code.as_str()),
     };
 
     let (credential, expected) = mechanism.expected();

@@ -16,6 +16,8 @@
 //! - `audit`: the request events, batched to the store, spilled to a file when it is down;
 //! - `metrics`: Prometheus counters and histograms in atomics, encoded at scrape time;
 //! - `limits`: the per-origin concurrency cap and the per-devbox rate limit;
+//! - `shardmap`: the one concurrent map (lock-free reads, writers copy a shard), which `state`,
+//!   `limits`, `metrics` and `meter` keep their per-key data in;
 //! - `request_id`: the `x-request-id` every request carries;
 //! - [`error`]: the one error type, mapped to a status and a code in one place.
 //!
@@ -45,6 +47,7 @@ mod request_id;
 mod rewrite;
 mod scrub;
 mod server;
+mod shardmap;
 mod stage;
 mod state;
 mod upstream;
@@ -150,29 +153,56 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long `start` waits for the first load before returning not ready.
 const FIRST_LOAD_WAIT: Duration = Duration::from_secs(15);
 
-/// What every request and connection shares.
-pub(crate) struct Shared {
-    config: ProxyConfig,
+/// What the pipeline serves a request with (`pipeline::handle`): the state, the upstream
+/// clients, the limits on requests, and where a request is recorded.
+pub(crate) struct RequestCtx {
+    config: RequestConfig,
     state: Arc<state::State>,
     loader: feed::TokenLoader,
     client: upstream::UpstreamClient,
     ws_client: upstream::UpstreamClient,
-    http: auto::Builder<TokioExecutor>,
-    acceptor: airlock_net::Acceptor,
-    audit: audit::AuditQueue,
-    /// Set when `serve` begins its drain.
-    draining: AtomicBool,
-    metrics: Arc<metrics::Metrics>,
     gates: limits::OriginGates,
     limiter: Option<limits::DevboxLimiter>,
-    sources: Option<limits::SourceCaps>,
+    audit: audit::AuditQueue,
+    metrics: Arc<metrics::Metrics>,
     /// Responses read on after their client left, for the stages that need their ends.
     drains: Arc<body::Drains>,
 }
 
+/// The settings of [`ProxyConfig`] that a request is served with.
+pub(crate) struct RequestConfig {
+    /// The request head's size limit (431 beyond it).
+    max_header_bytes: usize,
+    /// The upstream must send its response head within this (504 otherwise).
+    response_header_timeout: Duration,
+}
+
+/// What the accept loop and its connections need (`server`): how a TCP connection becomes HTTP,
+/// and the limits on connections. Their requests go on to the pipeline with a [`RequestCtx`].
+pub(crate) struct Connections {
+    acceptor: airlock_net::Acceptor,
+    http: auto::Builder<TokioExecutor>,
+    /// An HTTP/1 request head must arrive within this, once its first byte has.
+    header_read_timeout: Duration,
+    /// A connection with no request in flight for this long is closed.
+    idle_timeout: Duration,
+    /// A response the client does not take any of for this long closes its connection.
+    send_timeout: Duration,
+    /// `AIRLOCK_MAX_CONNECTIONS`.
+    max_connections: usize,
+    /// `AIRLOCK_MAX_CONNECTIONS_PER_SOURCE`, unless 0.
+    sources: Option<limits::SourceCaps>,
+    /// Counts open and refused connections.
+    metrics: Arc<metrics::Metrics>,
+    /// Set when `serve` begins its drain.
+    draining: AtomicBool,
+}
+
 /// A running data plane: its state follows the source in the background until it is dropped.
 pub struct DataPlane {
-    shared: Arc<Shared>,
+    state: Arc<state::State>,
+    connections: Arc<Connections>,
+    requests: Arc<RequestCtx>,
     cancel: CancellationToken,
 }
 
@@ -209,11 +239,26 @@ pub async fn start<S: StateSource, A: AuditSink>(
     let cancel = CancellationToken::new();
     let state = Arc::new(state::State::new(keyring));
     let metrics = Arc::new(metrics::Metrics::new());
-    let shared = Arc::new(Shared {
+    let requests = Arc::new(RequestCtx {
+        config: RequestConfig {
+            max_header_bytes: config.max_header_bytes,
+            response_header_timeout: config.response_header_timeout,
+        },
+        state: state.clone(),
         loader: feed::TokenLoader::new(Box::new(feed::SourceLoader(source.clone()))),
         client: upstream::client(connector(tls)),
         ws_client: upstream::client(connector(ws_tls)),
-        http: server::builder(&config),
+        gates: limits::OriginGates::new(config.upstream_max_concurrency),
+        limiter: config.devbox_rate_limit.map(limits::DevboxLimiter::new),
+        audit: audit::AuditQueue::start(
+            audit,
+            config.audit_spill_path.clone(),
+            cancel.child_token(),
+        ),
+        metrics: metrics.clone(),
+        drains: body::Drains::new(MAX_DRAINS, DRAIN_TIMEOUT),
+    });
+    let connections = Arc::new(Connections {
         acceptor: airlock_net::Acceptor::new(airlock_net::AcceptOptions {
             tls: config.tls.clone(),
             trusted_proxies: config.trusted_proxies.clone(),
@@ -221,57 +266,61 @@ pub async fn start<S: StateSource, A: AuditSink>(
             first_byte_timeout: config.header_read_timeout,
             handshake_timeout: config.header_read_timeout,
         }),
-        draining: AtomicBool::new(false),
-        audit: audit::AuditQueue::start(
-            audit,
-            config.audit_spill_path.clone(),
-            cancel.child_token(),
-        ),
-        state: state.clone(),
-        metrics: metrics.clone(),
-        gates: limits::OriginGates::new(config.upstream_max_concurrency),
-        limiter: config.devbox_rate_limit.map(limits::DevboxLimiter::new),
-        drains: body::Drains::new(MAX_DRAINS, DRAIN_TIMEOUT),
+        http: server::builder(&config),
+        header_read_timeout: config.header_read_timeout,
+        idle_timeout: config.idle_timeout,
+        send_timeout: config.send_timeout,
+        max_connections: config.max_connections,
         sources: (config.max_connections_per_source > 0)
             .then(|| limits::SourceCaps::new(config.max_connections_per_source)),
-        config,
+        metrics: metrics.clone(),
+        draining: AtomicBool::new(false),
     });
     let (first_tx, first_rx) = tokio::sync::oneshot::channel();
     tokio::spawn(feed::run(
-        state,
+        state.clone(),
         metrics,
         source,
-        shared.config.resync_interval,
+        config.resync_interval,
         cancel.child_token(),
         first_tx,
     ));
     // Wait for the first attempt, so that a healthy start returns ready; a failed (or hanging)
     // one returns and keeps retrying in the background.
     let _ = tokio::time::timeout(FIRST_LOAD_WAIT, first_rx).await;
-    Ok(DataPlane { shared, cancel })
+    Ok(DataPlane {
+        state,
+        connections,
+        requests,
+        cancel,
+    })
 }
 
 impl DataPlane {
     /// Whether a full snapshot of the state has been loaded.
     pub fn ready(&self) -> bool {
-        self.shared.state.ready()
+        self.state.ready()
     }
 
     /// Whether a shutdown has begun: the listener no longer accepts and open requests are
     /// finishing. A readiness probe should fail from this moment.
     pub fn draining(&self) -> bool {
-        self.shared.draining.load(Ordering::Acquire)
+        self.connections.draining.load(Ordering::Acquire)
     }
 
     /// Active tokens in memory.
     pub fn token_count(&self) -> usize {
-        self.shared.state.token_count()
+        self.state.token_count()
     }
 
     /// Adds this data plane's metrics to a Prometheus registry; they are read when it is
     /// encoded (a scrape), and cost the request path only atomic increments.
     pub fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
-        registry.register_collector(Box::new(metrics::ProxyCollector(self.shared.clone())));
+        registry.register_collector(Box::new(metrics::ProxyCollector {
+            metrics: self.requests.metrics.clone(),
+            state: self.state.clone(),
+            audit: self.requests.audit.clone(),
+        }));
     }
 
     /// This data plane's metrics alone, in the Prometheus text format (for tests and tools).
@@ -293,7 +342,14 @@ impl DataPlane {
         shutdown: impl Future<Output = ()> + Send,
         grace: Duration,
     ) -> std::io::Result<()> {
-        server::serve(self.shared.clone(), listener, shutdown, grace).await
+        server::serve(
+            self.connections.clone(),
+            self.requests.clone(),
+            listener,
+            shutdown,
+            grace,
+        )
+        .await
     }
 }
 

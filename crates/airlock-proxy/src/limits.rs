@@ -2,130 +2,27 @@
 //! upstream origin, a request rate limit per devbox, and a cap on connections per source
 //! address.
 //!
-//! All three keep their per-key state in a [`LazyMap`]: shards of immutable hash maps behind
-//! `ArcSwap`, so a request reads its entry with one atomic load and no lock; only the first
-//! request for a new key takes its shard's writer mutex (which readers never touch) to copy the
-//! shard with the entry added. The state itself is atomics: a counter per origin, and for each
-//! devbox one "theoretical arrival time" updated with compare-and-swap (GCRA, the token bucket
-//! written as a single number).
+//! All three keep their per-key state in a [`LazyMap`] (`shardmap`): shards of immutable hash
+//! maps behind `ArcSwap`, so a request reads its entry with one atomic load and no lock; only the
+//! first request for a new key takes its shard's writer mutex (which readers never touch) to copy
+//! the shard with the entry added. The state itself is atomics: a counter per origin, and for
+//! each devbox one "theoretical arrival time" updated with compare-and-swap (GCRA, the token
+//! bucket written as a single number).
 //!
 //! The cap never queues: a request over it is answered 503 `upstream_busy` at once, so a slow
 //! upstream cannot pile up waiting requests (and their sockets) inside Airlock.
 
-use std::borrow::Borrow;
-use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash, RandomState};
 use std::net::{IpAddr, Ipv6Addr};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arc_swap::ArcSwap;
 use http::uri::{Authority, Scheme};
 
 use airlock_core::DevboxId;
 
 use crate::error::ProxyError;
-
-const SHARDS: usize = 16;
-
-struct Shard<K, V> {
-    map: ArcSwap<HashMap<K, Arc<V>>>,
-    /// Serialises writers of this shard; readers never take it.
-    write: Mutex<()>,
-}
-
-/// A map that readers use without locks and that grows on first use of a key.
-pub(crate) struct LazyMap<K, V> {
-    shards: Box<[Shard<K, V>]>,
-    hasher: RandomState,
-}
-
-impl<K: Hash + Eq + Clone, V> LazyMap<K, V> {
-    pub(crate) fn new() -> Self {
-        LazyMap {
-            shards: (0..SHARDS)
-                .map(|_| Shard {
-                    map: ArcSwap::from_pointee(HashMap::new()),
-                    write: Mutex::new(()),
-                })
-                .collect(),
-            hasher: RandomState::new(),
-        }
-    }
-
-    fn shard<Q: Hash + ?Sized>(&self, key: &Q) -> &Shard<K, V> {
-        let hash = self.hasher.hash_one(key);
-        &self.shards[(hash as usize) % SHARDS]
-    }
-
-    /// The value for `key`, if there is one.
-    fn get<Q>(&self, key: &Q) -> Option<Arc<V>>
-    where
-        K: Borrow<Q>,
-        Q: Hash + Eq + ?Sized,
-    {
-        self.shard(key).map.load().get(key).cloned()
-    }
-
-    /// The value for `key`, made by `make` the first time (`make` runs under the shard's writer
-    /// lock, and only if the key is still missing there).
-    pub(crate) fn get_or_insert<Q>(&self, key: &Q, make: impl FnOnce() -> (K, V)) -> Arc<V>
-    where
-        K: Borrow<Q>,
-        Q: Hash + Eq + ?Sized,
-    {
-        let shard = self.shard(key);
-        if let Some(value) = shard.map.load().get(key) {
-            return value.clone();
-        }
-        let _w = shard.write.lock().unwrap_or_else(|p| p.into_inner());
-        let current = shard.map.load_full();
-        if let Some(value) = current.get(key) {
-            return value.clone();
-        }
-        let (k, v) = make();
-        let value = Arc::new(v);
-        let mut next = HashMap::clone(&current);
-        next.insert(k, value.clone());
-        shard.map.store(Arc::new(next));
-        value
-    }
-
-    /// Every entry, for a scrape.
-    pub(crate) fn for_each_arc(&self, mut f: impl FnMut(&K, Arc<V>)) {
-        for shard in self.shards.iter() {
-            for (k, v) in shard.map.load().iter() {
-                f(k, v.clone());
-            }
-        }
-    }
-
-    /// Drops the entries `keep` refuses, in the shard of `key` (writers only).
-    fn retain_shard_of<Q>(&self, key: &Q, keep: impl Fn(&V) -> bool)
-    where
-        K: Borrow<Q>,
-        Q: Hash + Eq + ?Sized,
-    {
-        let shard = self.shard(key);
-        let _w = shard.write.lock().unwrap_or_else(|p| p.into_inner());
-        let current = shard.map.load_full();
-        let next: HashMap<K, Arc<V>> = current
-            .iter()
-            .filter(|(_, v)| keep(v))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        shard.map.store(Arc::new(next));
-    }
-
-    fn shard_len<Q>(&self, key: &Q) -> usize
-    where
-        K: Borrow<Q>,
-        Q: Hash + Eq + ?Sized,
-    {
-        self.shard(key).map.load().len()
-    }
-}
+use crate::shardmap::LazyMap;
 
 /// An upstream origin: scheme and authority (host and port as the gateway config spells them).
 #[derive(Clone, PartialEq, Eq, Hash)]
@@ -369,6 +266,7 @@ impl SourceCaps {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::shardmap::LAZY_SHARDS as SHARDS;
 
     #[test]
     fn rate_limit_parses() {

@@ -26,7 +26,7 @@ use bytes::{Bytes, BytesMut};
 use http::{Method, StatusCode};
 
 use crate::error::ProxyError;
-use crate::limits::LazyMap;
+use crate::shardmap::LazyMap;
 use crate::stage::{End, RequestHead, Stage, StageRun};
 
 /// The largest request body read ahead to ask a stream for its usage; a larger one streams

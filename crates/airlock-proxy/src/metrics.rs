@@ -22,9 +22,10 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 
-use crate::error::CODES;
-use crate::limits::LazyMap;
-use crate::Shared;
+use crate::audit::AuditQueue;
+use crate::error::Code;
+use crate::shardmap::LazyMap;
+use crate::state::State;
 
 /// Histogram bucket bounds in seconds: LLM calls take from milliseconds to minutes.
 const BUCKETS: [f64; 14] = [
@@ -291,7 +292,8 @@ pub(crate) struct Metrics {
     /// Requests refused before a token (and so a gateway) was known.
     no_gateway: GatewayStats,
     upstream_errors: [AtomicU64; UpstreamErrorKind::ALL.len()],
-    refusals: Box<[AtomicU64]>,
+    /// By [`Code`], at `code as usize`.
+    refusals: [AtomicU64; Code::ALL.len()],
     connections_active: AtomicI64,
     connections_refused: AtomicU64,
     connections_refused_per_source: AtomicU64,
@@ -308,7 +310,7 @@ impl Metrics {
             gateways: LazyMap::new(),
             no_gateway: GatewayStats::new(),
             upstream_errors: std::array::from_fn(|_| AtomicU64::new(0)),
-            refusals: CODES.iter().map(|_| AtomicU64::new(0)).collect(),
+            refusals: std::array::from_fn(|_| AtomicU64::new(0)),
             connections_active: AtomicI64::new(0),
             connections_refused: AtomicU64::new(0),
             connections_refused_per_source: AtomicU64::new(0),
@@ -340,9 +342,9 @@ impl Metrics {
         }
     }
 
-    pub(crate) fn refusal(&self, code: &'static str) {
-        if let Some(i) = CODES.iter().position(|c| *c == code) {
-            self.refusals[i].fetch_add(1, Ordering::Relaxed);
+    pub(crate) fn refusal(&self, code: Code) {
+        if let Some(n) = self.refusals.get(code as usize) {
+            n.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -398,8 +400,13 @@ impl Drop for ConnectionGuard {
 
 type Fmt = Result<(), std::fmt::Error>;
 
-/// Encodes one data plane's metrics at scrape time.
-pub(crate) struct ProxyCollector(pub(crate) Arc<Shared>);
+/// Encodes one data plane's metrics at scrape time: its counters, and the gauges read from its
+/// state and its audit queue.
+pub(crate) struct ProxyCollector {
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) state: Arc<State>,
+    pub(crate) audit: AuditQueue,
+}
 
 impl std::fmt::Debug for ProxyCollector {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -422,8 +429,7 @@ where
 
 impl Collector for ProxyCollector {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Fmt {
-        let shared = &self.0;
-        let m = &shared.metrics;
+        let m = &self.metrics;
         let mut gateways: Vec<(&str, &GatewayStats)> = Vec::new();
         // Sorted by id, so that scrapes are stable.
         let mut owned: Vec<(GatewayConfigId, Arc<GatewayStats>)> = Vec::new();
@@ -562,8 +568,8 @@ impl Collector for ProxyCollector {
                 None,
                 MetricType::Counter,
             )?;
-            for (code, n) in CODES.iter().zip(m.refusals.iter()) {
-                let labels = [("reason", *code)];
+            for (code, n) in Code::ALL.iter().zip(&m.refusals) {
+                let labels = [("reason", code.as_str())];
                 family
                     .encode_family(&labels)?
                     .encode_counter::<NoLabelSet, _, f64>(&n.load(Ordering::Relaxed), None)?;
@@ -591,13 +597,13 @@ impl Collector for ProxyCollector {
             &mut encoder,
             "airlock_proxy_tokens",
             "Active gateway tokens held in memory.",
-            i64::try_from(shared.state.token_count()).unwrap_or(i64::MAX),
+            i64::try_from(self.state.token_count()).unwrap_or(i64::MAX),
         )?;
         gauge(
             &mut encoder,
             "airlock_proxy_state_loaded",
             "1 once a full snapshot of the state has been loaded, else 0.",
-            i64::from(shared.state.ready()),
+            i64::from(self.state.ready()),
         )?;
         let synced = m.synced_at_ms.load(Ordering::Acquire);
         let now = since(m.started);
@@ -629,34 +635,34 @@ impl Collector for ProxyCollector {
             &mut encoder,
             "airlock_audit_queue_depth",
             "Request audit events waiting in memory to be written.",
-            i64::try_from(shared.audit.depth()).unwrap_or(i64::MAX),
+            i64::try_from(self.audit.depth()).unwrap_or(i64::MAX),
         )?;
         counter(
             &mut encoder,
             "airlock_audit_spilled",
             "Request audit events written to the local spill file because the database could not take them.",
-            shared.audit.spilled(),
+            self.audit.spilled(),
         )?;
         gauge(
             &mut encoder,
             "airlock_audit_spill_pending",
             "1 while the spill file holds events not yet replayed into the database, else 0.",
-            i64::from(shared.audit.spill_pending()),
+            i64::from(self.audit.spill_pending()),
         )?;
         Ok(())
     }
 }
 
 /// A status code as text, without allocating.
-struct Code([u8; 5], usize);
+struct StatusText([u8; 5], usize);
 
-impl Code {
+impl StatusText {
     fn as_str(&self) -> &str {
         std::str::from_utf8(&self.0[..self.1]).unwrap_or("other")
     }
 }
 
-fn itoa_u16(mut n: u16) -> Code {
+fn itoa_u16(mut n: u16) -> StatusText {
     let mut digits = [0u8; 5];
     let mut len = 0;
     loop {
@@ -668,7 +674,7 @@ fn itoa_u16(mut n: u16) -> Code {
         }
     }
     digits[..len].reverse();
-    Code(digits, len)
+    StatusText(digits, len)
 }
 
 #[cfg(test)]

@@ -40,7 +40,7 @@ use crate::request_id;
 use crate::rewrite::{self, Presented, Route};
 use crate::stage::{RequestHead, Runs};
 use crate::state::{CustomValue, Refusal, TokenEntry};
-use crate::Shared;
+use crate::RequestCtx;
 
 /// What a request turned into.
 enum Outcome {
@@ -57,7 +57,7 @@ enum Outcome {
 
 /// Serves one request. Never fails: errors become the contract's JSON error responses.
 pub(crate) async fn handle(
-    shared: &Shared,
+    shared: &RequestCtx,
     ctx: &Arc<ServeCtx>,
     req: Request<Incoming>,
     peer: SocketAddr,
@@ -97,7 +97,7 @@ pub(crate) async fn handle(
             let d = err.describe();
             tracing::debug!(
                 request_id = id.to_str().unwrap_or_default(),
-                code = d.code,
+                code = d.code.as_str(),
                 status = d.status.as_u16(),
                 "refused a request"
             );
@@ -114,7 +114,7 @@ pub(crate) async fn handle(
 }
 
 async fn proxy(
-    shared: &Shared,
+    shared: &RequestCtx,
     mut req: Request<Incoming>,
     peer: IpAddr,
     request_id: &http::HeaderValue,
@@ -139,6 +139,11 @@ async fn proxy(
 
     // 4. authorize
     let route = authorize(&token, peer)?;
+    if let Some(scope) = &token.scope {
+        if !scope.allows(req.method().as_str(), req.uri().path()) {
+            return Err(ProxyError::TokenScope);
+        }
+    }
     record.secret_version(route.secret.version);
     if let Some(limiter) = &shared.limiter {
         limiter.check(&token.devbox.id)?;
@@ -254,7 +259,7 @@ async fn read_ahead(
 /// Finds the token: in memory first; a token that is not there may have been minted a moment
 /// ago, so the source is asked once (guarded by [`crate::feed::TokenLoader`]).
 async fn authenticate(
-    shared: &Shared,
+    shared: &RequestCtx,
     presented: &Presented,
 ) -> Result<Arc<TokenEntry>, ProxyError> {
     let state = &shared.state;

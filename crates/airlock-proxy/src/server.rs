@@ -61,7 +61,7 @@ use crate::conn::{now_ms, Activity, ServeCtx};
 use crate::h1guard::Guarded;
 use crate::limits::SourceSlot;
 use crate::pipeline;
-use crate::Shared;
+use crate::{Connections, RequestCtx};
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Proto {
@@ -183,7 +183,8 @@ pub(crate) fn builder(config: &crate::ProxyConfig) -> auto::Builder<TokioExecuto
 }
 
 pub(crate) async fn serve(
-    shared: Arc<Shared>,
+    conns: Arc<Connections>,
+    requests: Arc<RequestCtx>,
     listener: TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send,
     grace: Duration,
@@ -201,22 +202,29 @@ pub(crate) async fn serve(
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     // AIRLOCK_MAX_CONNECTIONS: beyond it, close at once (dropping the stream).
-                    let Some(open) = shared.metrics.open_connection(shared.config.max_connections)
+                    let Some(open) = conns.metrics.open_connection(conns.max_connections)
                     else {
                         tracing::debug!("closing a new connection: AIRLOCK_MAX_CONNECTIONS are open");
                         continue;
                     };
                     // AIRLOCK_MAX_CONNECTIONS_PER_SOURCE, by the TCP peer; a trusted load
                     // balancer's connections are counted by client in `connection`.
-                    let slot = if shared.acceptor.is_trusted(peer.ip()) {
+                    let slot = if conns.acceptor.is_trusted(peer.ip()) {
                         None
                     } else {
-                        match enter_source(&shared, peer.ip()) {
+                        match enter_source(&conns, peer.ip()) {
                             Ok(slot) => slot,
                             Err(()) => continue,
                         }
                     };
-                    let conn = connection(shared.clone(), ctx.clone(), stream, peer, slot);
+                    let conn = connection(
+                        conns.clone(),
+                        requests.clone(),
+                        ctx.clone(),
+                        stream,
+                        peer,
+                        slot,
+                    );
                     connections.spawn(async move {
                         conn.await;
                         drop(open);
@@ -231,14 +239,14 @@ pub(crate) async fn serve(
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
         }
     }
-    shared.draining.store(true, Ordering::Release);
+    conns.draining.store(true, Ordering::Release);
     drop(listener);
     ctx.stop.cancel();
     ctx.splices.close();
     let drained = tokio::time::timeout(grace, async {
         while connections.join_next().await.is_some() {}
         ctx.splices.wait().await;
-        shared.drains.wait().await;
+        requests.drains.wait().await;
     })
     .await;
     if drained.is_err() {
@@ -251,7 +259,7 @@ pub(crate) async fn serve(
         while connections.join_next().await.is_some() {}
         ctx.splices.wait().await;
     }
-    shared.audit.flush().await;
+    requests.audit.flush().await;
     Ok(())
 }
 
@@ -282,14 +290,14 @@ const REFUSAL_WARN_INTERVAL_MS: u64 = 10_000;
 
 /// A place in the source's connection count; `Err` (counted, logged at debug level) when the
 /// source is at `AIRLOCK_MAX_CONNECTIONS_PER_SOURCE`; `Ok(None)` when there is no such cap.
-fn enter_source(shared: &Shared, ip: std::net::IpAddr) -> Result<Option<SourceSlot>, ()> {
-    let Some(caps) = &shared.sources else {
+fn enter_source(conns: &Connections, ip: std::net::IpAddr) -> Result<Option<SourceSlot>, ()> {
+    let Some(caps) = &conns.sources else {
         return Ok(None);
     };
     match caps.enter(ip) {
         Some(slot) => Ok(Some(slot)),
         None => {
-            shared.metrics.refused_per_source();
+            conns.metrics.refused_per_source();
             tracing::debug!(
                 peer = %ip,
                 "closing a new connection: AIRLOCK_MAX_CONNECTIONS_PER_SOURCE are open from its source"
@@ -300,7 +308,8 @@ fn enter_source(shared: &Shared, ip: std::net::IpAddr) -> Result<Option<SourceSl
 }
 
 async fn connection(
-    shared: Arc<Shared>,
+    conns: Arc<Connections>,
+    requests: Arc<RequestCtx>,
     ctx: Arc<ServeCtx>,
     stream: TcpStream,
     peer: SocketAddr,
@@ -309,7 +318,7 @@ async fn connection(
     // PROXY header and TLS handshake (TCP_NODELAY is set there); a drain drops a connection
     // that has not reached HTTP yet.
     let accepted = tokio::select! {
-        accepted = shared.acceptor.accept(stream, peer) => match accepted {
+        accepted = conns.acceptor.accept(stream, peer) => match accepted {
             Ok(accepted) => accepted,
             Err(err) if err.is_notable() => {
                 warn_refused(peer, &err);
@@ -324,8 +333,8 @@ async fn connection(
     };
     // The caller: the address a trusted proxy named, else the socket's peer.
     let peer = accepted.client;
-    if shared.acceptor.is_trusted(accepted.peer.ip()) {
-        match enter_source(&shared, peer.ip()) {
+    if conns.acceptor.is_trusted(accepted.peer.ip()) {
+        match enter_source(&conns, peer.ip()) {
             Ok(counted) => slot = counted,
             Err(()) => return,
         }
@@ -342,25 +351,24 @@ async fn connection(
     // Every HTTP/1 byte is checked for ambiguous framing before hyper parses it.
     let io = Guarded::new(io, activity.framing.clone());
     let service = {
-        let shared = shared.clone();
         let ctx = ctx.clone();
         let activity = activity.clone();
         hyper::service::service_fn(move |req| {
-            let shared = shared.clone();
+            let requests = requests.clone();
             let ctx = ctx.clone();
             let in_flight = activity.begin();
             async move {
-                Ok::<_, Infallible>(pipeline::handle(&shared, &ctx, req, peer, in_flight).await)
+                Ok::<_, Infallible>(pipeline::handle(&requests, &ctx, req, peer, in_flight).await)
             }
         })
     };
-    let conn = shared
+    let conn = conns
         .http
         .serve_connection_with_upgrades(TokioIo::new(io), service);
     let mut conn = std::pin::pin!(conn);
-    let header_timeout = shared.config.header_read_timeout;
-    let idle_timeout = shared.config.idle_timeout;
-    let send_timeout = shared.config.send_timeout;
+    let header_timeout = conns.header_read_timeout;
+    let idle_timeout = conns.idle_timeout;
+    let send_timeout = conns.send_timeout;
     // A connection shutting down with nothing in flight is dropped this long after.
     let close_grace = header_timeout;
     let tick = header_timeout

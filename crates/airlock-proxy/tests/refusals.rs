@@ -253,3 +253,71 @@ async fn source_down_at_start() {
     assert_eq!(get(&h, "/x", &s.token).await.status, 200);
     assert!(h.plane.token_count() >= 1);
 }
+
+/// A scoped token works for its methods and path prefixes only: anything else gets 403
+/// `token_scope` and nothing reaches the upstream (SECURITY #31).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scoped_tokens_stay_in_scope() {
+    let h = Harness::sqlite().await;
+    let s = h.simple(header_key(), SECRET).await;
+    let token = BearerSecret::generate(SecretKind::Gateway);
+    let row = airlock_store::TokenRow {
+        id: airlock_core::TokenId::generate(),
+        account_id: h.seed.account.clone(),
+        devbox_id: s.devbox.id.clone(),
+        gateway_config_id: s.gateway.id.clone(),
+        secret_id: s.secret.id.clone(),
+        prefix: None,
+        digest: token.digest(),
+        create_time_ms: airlock_core::time::now_ms(),
+        expire_time_ms: None,
+        scope: airlock_core::TokenScope::parse(
+            &["POST".to_owned()],
+            &["/v1/messages".to_owned(), "/v1/models/".to_owned()],
+        )
+        .unwrap(),
+    };
+    let audit = airlock_store::AuditRow {
+        id: airlock_core::AuditId::generate().into_string(),
+        time_ms: airlock_core::time::now_ms(),
+        account_id: h.seed.account.clone(),
+        api_key_id: None,
+        action: "devbox.create_gateway_token".into(),
+        object_type: "devbox".into(),
+        object_id: s.devbox.id.as_str().into(),
+        detail: "{}".into(),
+        client_addr: None,
+    };
+    h.seed
+        .store
+        .insert_gateway_token(&row, &audit)
+        .await
+        .unwrap();
+    let t = token.expose();
+    for (method, path, status) in [
+        (http::Method::POST, "/v1/messages", 200),
+        (http::Method::POST, "/v1/messages/count_tokens", 200),
+        (http::Method::POST, "/v1/models/x", 200),
+        (http::Method::GET, "/v1/messages", 403),
+        (http::Method::POST, "/v1/messagesx", 403),
+        (http::Method::POST, "/v1/models", 403),
+        (http::Method::POST, "/v1/files", 403),
+    ] {
+        h.upstream.clear();
+        let r = TestRequest::new(method.clone(), &h.url(path))
+            .header("x-api-key", t)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status.as_u16(), status, "{method} {path}: {}", r.text());
+        if status == 403 {
+            assert_eq!(code(&r), "token_scope", "{method} {path}");
+            assert!(
+                h.upstream.requests().is_empty(),
+                "{method} {path} was forwarded"
+            );
+        }
+    }
+    // The devbox's unscoped token is not affected.
+    assert_eq!(get(&h, "/v1/files", &s.token).await.status, 200);
+}

@@ -118,6 +118,73 @@ async fn shutdown_postgres() {
     shutdown(support::postgres().await).await;
 }
 
+/// Revoking one token of a devbox refuses that token at once (401 `revoked_token`) and leaves
+/// the devbox's other token working.
+async fn one_token_revoked(db: Db) {
+    let h = Harness::start(db, Options::default()).await;
+    let s = h.simple(header_key(), OLD).await;
+    let secret = h.seed.secret(&support::unique_name(), OLD).await;
+    let (devbox, tokens) = h
+        .seed
+        .devbox(
+            &["127.0.0.1"],
+            &[(&s.gateway, &secret), (&s.gateway, &secret)],
+        )
+        .await;
+    for t in &tokens {
+        assert_eq!(get(&h, "/x", t).await.status, 200);
+    }
+    let listed = h
+        .seed
+        .store
+        .list_gateway_tokens(&h.seed.account, &devbox.id)
+        .await
+        .unwrap();
+    let first = listed
+        .iter()
+        .find(|t| t.prefix.as_deref() == Some("GW0"))
+        .unwrap();
+    let audit = airlock_store::AuditRow {
+        id: airlock_core::AuditId::generate().into_string(),
+        time_ms: airlock_core::time::now_ms(),
+        account_id: h.seed.account.clone(),
+        api_key_id: None,
+        action: "gateway_token.revoke".into(),
+        object_type: "gateway_token".into(),
+        object_id: first.id.as_str().into(),
+        detail: "{}".into(),
+        client_addr: None,
+    };
+    h.seed
+        .store
+        .revoke_gateway_token(
+            &h.seed.account,
+            &devbox.id,
+            &first.id,
+            airlock_core::time::now_ms(),
+            &audit,
+        )
+        .await
+        .unwrap();
+    let refused = Harness::eventually(Duration::from_secs(1), || async {
+        get(&h, "/x", &tokens[0]).await.status == 401
+    })
+    .await;
+    assert!(refused, "still accepted 1 s after the revocation");
+    assert_eq!(code(&get(&h, "/x", &tokens[0]).await), "revoked_token");
+    assert_eq!(get(&h, "/x", &tokens[1]).await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_token_revoked_sqlite() {
+    one_token_revoked(support::sqlite().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_token_revoked_postgres() {
+    one_token_revoked(support::postgres().await).await;
+}
+
 /// A gateway config update (a new custom header, a new base path) is used by the next requests.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gateway_updates_apply() {

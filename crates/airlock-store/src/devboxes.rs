@@ -2,14 +2,14 @@
 
 use airlock_core::state::Change;
 use airlock_core::{
-    AccountId, DevboxId, EnvName, GatewayConfigId, SecretId, SourceAddresses, TokenId,
+    AccountId, DevboxId, EnvName, GatewayConfigId, SecretId, SourceAddresses, TokenId, TokenScope,
 };
 use sqlx::any::AnyRow;
 
 use crate::sql::Sql;
 use crate::{
     col, insert_audit, AuditRow, DevboxRow, DevboxStatus, GatewaySpec, Listed, Page, Result, Store,
-    StoreError, TokenRow,
+    StoreError, TokenInfo, TokenRow,
 };
 
 const COLUMNS: &str = "id, account_id, name, status, source_addresses, metadata, create_time_ms, update_time_ms, shutdown_time_ms";
@@ -50,10 +50,33 @@ fn devbox(row: &AnyRow) -> Result<DevboxRow> {
     })
 }
 
+/// A token's scope as its column holds it.
+pub(crate) fn encode_scope(scope: &TokenScope) -> String {
+    serde_json::json!({"methods": scope.methods, "path_prefixes": scope.path_prefixes}).to_string()
+}
+
+/// The scope column read back; re-checked, since the row is outside the control plane.
+pub(crate) fn decode_scope(text: Option<String>) -> Result<Option<TokenScope>> {
+    let Some(text) = text else {
+        return Ok(None);
+    };
+    let corrupt = || StoreError::Corrupt("token scope".into());
+    let v: serde_json::Value = serde_json::from_str(&text).map_err(|_| corrupt())?;
+    let list = |key: &str| -> Result<Vec<String>> {
+        v.get(key)
+            .and_then(serde_json::Value::as_array)
+            .ok_or_else(corrupt)?
+            .iter()
+            .map(|s| s.as_str().map(str::to_owned).ok_or_else(corrupt))
+            .collect()
+    };
+    TokenScope::parse(&list("methods")?, &list("path_prefixes")?).map_err(|_| corrupt())
+}
+
 async fn insert_token(tx: &mut crate::Tx, t: &TokenRow) -> Result<()> {
     sqlx::query(
-        "INSERT INTO gateway_tokens (id, account_id, devbox_id, gateway_config_id, secret_id, prefix, digest, create_time_ms, expire_time_ms)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        "INSERT INTO gateway_tokens (id, account_id, devbox_id, gateway_config_id, secret_id, prefix, digest, create_time_ms, expire_time_ms, scope)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
     )
     .bind(t.id.as_str().to_owned())
     .bind(t.account_id.as_str().to_owned())
@@ -64,6 +87,7 @@ async fn insert_token(tx: &mut crate::Tx, t: &TokenRow) -> Result<()> {
     .bind(t.digest.to_hex())
     .bind(t.create_time_ms)
     .bind(t.expire_time_ms)
+    .bind(t.scope.as_ref().map(encode_scope))
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -244,6 +268,81 @@ impl Store {
                 .map(|t| Change::Token(TokenId::from_trusted(t))),
         );
         self.commit(tx, &changes).await
+    }
+
+    /// The tokens of a devbox (newest first), with their last use and use count from the request
+    /// events. `NotFound` when the devbox is not the account's.
+    pub async fn list_gateway_tokens(
+        &self,
+        account: &AccountId,
+        devbox: &DevboxId,
+    ) -> Result<Vec<TokenInfo>> {
+        self.get_devbox(account, devbox.as_str()).await?;
+        let rows = sqlx::query(
+            "SELECT t.id, t.devbox_id, t.gateway_config_id, t.secret_id, t.prefix, t.create_time_ms,
+                    t.expire_time_ms, t.revoke_time_ms, t.scope,
+                    (SELECT MAX(e.time_ms) FROM request_events e WHERE e.token_id = t.id) AS last_used_time_ms,
+                    (SELECT COUNT(*) FROM request_events e WHERE e.token_id = t.id) AS use_count
+             FROM gateway_tokens t WHERE t.account_id = $1 AND t.devbox_id = $2 ORDER BY t.id DESC",
+        )
+        .bind(account.as_str().to_owned())
+        .bind(devbox.as_str().to_owned())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(TokenInfo {
+                    id: TokenId::from_trusted(col(row, "id")?),
+                    devbox_id: DevboxId::from_trusted(col(row, "devbox_id")?),
+                    gateway_config_id: GatewayConfigId::from_trusted(col(
+                        row,
+                        "gateway_config_id",
+                    )?),
+                    secret_id: SecretId::from_trusted(col(row, "secret_id")?),
+                    prefix: col(row, "prefix")?,
+                    create_time_ms: col(row, "create_time_ms")?,
+                    expire_time_ms: col(row, "expire_time_ms")?,
+                    revoke_time_ms: col(row, "revoke_time_ms")?,
+                    scope: decode_scope(col(row, "scope")?)?,
+                    last_used_time_ms: col(row, "last_used_time_ms")?,
+                    use_count: col(row, "use_count")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Revokes one token of a devbox, leaving the devbox and its other tokens as they are; every
+    /// data plane drops it at the change notification. Revoking a revoked token changes nothing
+    /// and succeeds. `NotFound` when the account has no such token on that devbox.
+    pub async fn revoke_gateway_token(
+        &self,
+        account: &AccountId,
+        devbox: &DevboxId,
+        token: &TokenId,
+        now_ms: i64,
+        audit: &AuditRow,
+    ) -> Result<()> {
+        let mut tx = self.begin().await?;
+        let revoked: Option<Option<i64>> = sqlx::query_scalar(
+            "SELECT revoke_time_ms FROM gateway_tokens WHERE account_id = $1 AND devbox_id = $2 AND id = $3",
+        )
+        .bind(account.as_str().to_owned())
+        .bind(devbox.as_str().to_owned())
+        .bind(token.as_str().to_owned())
+        .fetch_optional(&mut *tx)
+        .await?;
+        match revoked {
+            None => return Err(StoreError::NotFound),
+            Some(Some(_)) => return Ok(()),
+            Some(None) => {}
+        }
+        sqlx::query("UPDATE gateway_tokens SET revoke_time_ms = $1 WHERE id = $2")
+            .bind(now_ms)
+            .bind(token.as_str().to_owned())
+            .execute(&mut *tx)
+            .await?;
+        insert_audit(&mut tx, audit).await?;
+        self.commit(tx, &[Change::Token(token.clone())]).await
     }
 
     /// Stores a token minted for a running devbox.

@@ -39,7 +39,7 @@ pub(crate) fn decode(payload: &str) -> Option<Change> {
 }
 
 const TOKEN_COLUMNS: &str =
-    "t.id, t.digest, t.account_id, t.devbox_id, t.gateway_config_id, t.secret_id, t.expire_time_ms, t.revoke_time_ms";
+    "t.id, t.digest, t.account_id, t.devbox_id, t.gateway_config_id, t.secret_id, t.expire_time_ms, t.revoke_time_ms, t.scope";
 const ACTIVE_TOKEN: &str =
     "t.revoke_time_ms IS NULL AND (t.expire_time_ms IS NULL OR t.expire_time_ms > $1)";
 
@@ -55,6 +55,7 @@ fn token(row: &AnyRow) -> Result<TokenRecord> {
         secret_id: SecretId::from_trusted(col(row, "secret_id")?),
         expires_at_ms: col(row, "expire_time_ms")?,
         revoked: col::<Option<i64>>(row, "revoke_time_ms")?.is_some(),
+        scope: crate::devboxes::decode_scope(col(row, "scope")?)?,
     })
 }
 

@@ -112,7 +112,7 @@ impl std::fmt::Debug for Store {
 
 fn migrations(backend: Backend, last: i64) -> Migrator {
     // (version, description, Postgres SQL, SQLite SQL), in order.
-    const ALL: [(i64, &str, &str, &str); 4] = [
+    const ALL: [(i64, &str, &str, &str); 6] = [
         (
             1,
             "initial",
@@ -136,6 +136,18 @@ fn migrations(backend: Backend, last: i64) -> Migrator {
             "llm",
             include_str!("../../../migrations/postgres/0004_llm.sql"),
             include_str!("../../../migrations/sqlite/0004_llm.sql"),
+        ),
+        (
+            5,
+            "token use",
+            include_str!("../../../migrations/postgres/0005_token_use.sql"),
+            include_str!("../../../migrations/sqlite/0005_token_use.sql"),
+        ),
+        (
+            6,
+            "token scope",
+            include_str!("../../../migrations/postgres/0006_token_scope.sql"),
+            include_str!("../../../migrations/sqlite/0006_token_scope.sql"),
         ),
     ];
     let migrations = ALL

@@ -1,6 +1,7 @@
 //! Rows as the store reads and writes them, in domain types.
 
 use airlock_core::state::LlmSettings;
+use airlock_core::TokenScope;
 use airlock_core::{
     AccountId, ApiKeyId, AuthMechanism, CustomHeader, DevboxId, Endpoint, EnvName, GatewayConfigId,
     Label, SecretId, SourceAddresses, TokenDigest, TokenId,
@@ -145,6 +146,26 @@ pub struct TokenRow {
     pub digest: TokenDigest,
     pub create_time_ms: i64,
     pub expire_time_ms: Option<i64>,
+    /// Allowed methods and path prefixes; `None`: unscoped.
+    pub scope: Option<TokenScope>,
+}
+
+/// A gateway token as a devbox's token list shows it: never its value or digest.
+#[derive(Clone, Debug)]
+pub struct TokenInfo {
+    pub id: TokenId,
+    pub devbox_id: DevboxId,
+    pub gateway_config_id: GatewayConfigId,
+    pub secret_id: SecretId,
+    pub prefix: Option<String>,
+    pub create_time_ms: i64,
+    pub expire_time_ms: Option<i64>,
+    pub revoke_time_ms: Option<i64>,
+    pub scope: Option<TokenScope>,
+    /// The time of the last request event that presented it, refused ones included.
+    pub last_used_time_ms: Option<i64>,
+    /// Request events that presented it.
+    pub use_count: i64,
 }
 
 /// A control-plane audit event: who did what to which object, never a value.

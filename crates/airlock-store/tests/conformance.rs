@@ -121,6 +121,7 @@ async fn world(store: &Store) -> World {
         digest: BearerSecret::generate(SecretKind::Gateway).digest(),
         create_time_ms: now,
         expire_time_ms: None,
+        scope: None,
     };
     World {
         account: account.id,
@@ -408,6 +409,7 @@ fn token_row(w: &World, devbox: &DevboxId, expire_time_ms: Option<i64>) -> Token
         devbox_id: devbox.clone(),
         digest: BearerSecret::generate(SecretKind::Gateway).digest(),
         expire_time_ms,
+        scope: None,
         ..w.token.clone()
     }
 }

@@ -172,6 +172,19 @@ pub(crate) enum DevboxCommand {
     },
     /// Shut a devbox down: its tokens stop working at once.
     Shutdown { id: String },
+    /// List a devbox's gateway tokens: status, gateway, created, last used, use count.
+    ///
+    /// Example: `airlock devbox tokens dbx_01J… --output json`
+    Tokens {
+        id: String,
+        #[arg(long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
+    /// Revoke one gateway token of a devbox: it stops working at once on every replica; the
+    /// devbox and its other tokens keep working.
+    ///
+    /// Example: `airlock devbox revoke-token dbx_01J… gwt_01J…`
+    RevokeToken { id: String, token_id: String },
 }
 
 pub(crate) async fn keys(cmd: KeysCommand) -> Result<()> {
@@ -537,6 +550,28 @@ pub(crate) async fn remote(cmd: Command) -> Result<()> {
             }
             return Ok(());
         }
+        Command::Devbox(DevboxCommand::Tokens { id, output }) => {
+            let listed = api
+                .call(
+                    http::Method::GET,
+                    &format!("/v1/devboxes/{id}/gateway_tokens"),
+                    None,
+                )
+                .await?;
+            match output {
+                Output::Json => println!("{}", serde_json::to_string_pretty(&listed)?),
+                Output::Table => print!("{}", tokens_table(&listed)),
+            }
+            return Ok(());
+        }
+        Command::Devbox(DevboxCommand::RevokeToken { id, token_id }) => {
+            api.call(
+                http::Method::POST,
+                &format!("/v1/devboxes/{id}/gateway_tokens/{token_id}/revoke"),
+                None,
+            )
+            .await?
+        }
         Command::Devbox(DevboxCommand::Shutdown { id }) => {
             api.call(
                 http::Method::POST,
@@ -685,6 +720,42 @@ fn cell(v: &Value) -> String {
         Value::String(s) => s.clone(),
         other => other.to_string(),
     }
+}
+
+fn tokens_table(listed: &Value) -> String {
+    let rows: Vec<Vec<String>> = listed["gateway_tokens"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .map(|t| {
+            [
+                "id",
+                "status",
+                "prefix",
+                "gateway_config_id",
+                "create_time_ms",
+                "last_used_time_ms",
+                "use_count",
+            ]
+            .iter()
+            .map(|k| cell(&t[*k]))
+            .collect()
+        })
+        .collect();
+    table(
+        &[
+            "ID",
+            "STATUS",
+            "PREFIX",
+            "GATEWAY",
+            "CREATED_MS",
+            "LAST_USED_MS",
+            "USES",
+        ],
+        &[false, false, false, false, true, true, true],
+        &rows,
+    )
 }
 
 fn providers_table(listed: &Value) -> String {

@@ -410,6 +410,7 @@ impl Seed {
                 digest: token.digest(),
                 create_time_ms: now(),
                 expire_time_ms,
+                scope: None,
             });
             tokens.push(token);
         }
