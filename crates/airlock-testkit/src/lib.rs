@@ -8,7 +8,8 @@
 //!   rustls configs built on the `ring` provider.
 //! - [`upstream`]: an HTTP/1.1 + HTTP/2 server, plain or TLS, that records every request it
 //!   received byte for byte and answers with a configurable reply (full, streamed SSE, hang,
-//!   close), including ready-made OpenAI and Anthropic imitations.
+//!   close), including ready-made OpenAI, Anthropic and Gemini imitations that report
+//!   predictable token usage.
 //! - [`process`]: spawns the real `airlock` binary in a temporary working directory and waits
 //!   for it to become healthy.
 //! - [`sinkhole`]: a silent listener that stands in for an attacker's host and records what

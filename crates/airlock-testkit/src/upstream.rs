@@ -10,8 +10,8 @@
 //!
 //! What it answers is up to a [`Responder`]: a function from the recorded request to a
 //! [`Reply`]: a whole response, an SSE stream written chunk by chunk with pauses, a hang, or a
-//! closed connection. [`openai_chat`] and [`anthropic_messages`] imitate the two providers well
-//! enough for their official SDKs.
+//! closed connection. [`openai_chat`], [`anthropic_messages`] and [`gemini`] imitate the providers
+//! well enough for their official SDKs, with token usage a test can predict ([`llm`]).
 
 use std::io;
 use std::net::SocketAddr;
@@ -37,9 +37,9 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::body::{self, AnyBody};
 
-mod llm;
+pub mod llm;
 
-pub use self::llm::{anthropic_messages, openai_chat, ERROR_MODEL};
+pub use self::llm::{anthropic_messages, gemini, openai_chat, ERROR_MODEL};
 
 /// Decides what the upstream answers to a recorded request.
 pub type Responder = Arc<dyn Fn(&RecordedRequest) -> Reply + Send + Sync>;
