@@ -12,15 +12,22 @@ use crate::{
     UsageFilter, UsageKey, UsageRow, MAX_USAGE_GROUPS,
 };
 
-/// The columns of a request event, written and read in this order (a macro, so that `concat!`
-/// can make the `&'static str` a listing needs). The last nine are the metered usage, all NULL
-/// for a request that was not metered.
-macro_rules! request_event_columns {
+/// The columns of a request event, written and read in this order (macros, so that `concat!`
+/// can make the `&'static str` a statement needs): the plain ones, then the nine of the metered
+/// usage, all NULL for a request that was not metered.
+macro_rules! plain_event_columns {
     () => {
         "id, time_ms, account_id, devbox_id, gateway_config_id, token_id, secret_id, secret_version, method, path, \
-         status, upstream_status, latency_us, ttfb_us, bytes_in, bytes_out, client_addr, error_code, request_id, \
-         provider, model, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, reasoning_tokens, \
-         usage_exact, cost_nanos"
+         status, upstream_status, latency_us, ttfb_us, bytes_in, bytes_out, client_addr, error_code, request_id"
+    };
+}
+macro_rules! request_event_columns {
+    () => {
+        concat!(
+            plain_event_columns!(),
+            ", provider, model, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, \
+             reasoning_tokens, usage_exact, cost_nanos"
+        )
     };
 }
 
@@ -38,16 +45,19 @@ const fn count_columns(list: &str) -> usize {
     n
 }
 
-/// Placeholders one request event takes in a multi-row insert.
-const EVENT_COLUMNS: usize = count_columns(request_event_columns!());
-
 /// Placeholders per multi-row insert: the size that 100 events of 19 columns had when the batch
 /// size was measured, well under SQLite's (32 766) and Postgres' (65 535) limits. Adding a column
 /// shrinks the rows per statement instead of growing the statement.
 const PLACEHOLDERS_PER_STATEMENT: usize = 1_900;
 
-/// Rows per multi-row insert of request events.
-pub const EVENTS_PER_STATEMENT: usize = PLACEHOLDERS_PER_STATEMENT / EVENT_COLUMNS;
+/// Rows per multi-row insert of events that were not metered: their usage columns are left out,
+/// so a passthrough request costs the audit trail what it did before metering existed.
+pub const EVENTS_PER_STATEMENT: usize =
+    PLACEHOLDERS_PER_STATEMENT / count_columns(plain_event_columns!());
+
+/// Rows per multi-row insert of metered events.
+const METERED_PER_STATEMENT: usize =
+    PLACEHOLDERS_PER_STATEMENT / count_columns(request_event_columns!());
 
 /// A token count or an amount as the database holds it. Counts beyond `i64::MAX` are not real
 /// usage; they are stored saturated rather than refused, so one absurd event cannot lose a batch.
@@ -62,6 +72,50 @@ fn db_count(row: &AnyRow, name: &str) -> Result<Option<u64>> {
             u64::try_from(v).map_err(|_| StoreError::Corrupt(format!("column {name}: negative")))
         })
         .transpose()
+}
+
+/// Binds one event's values in the order of the column lists above (`with_usage`: the nine
+/// usage columns too).
+fn bind_event(q: &mut Sql, e: &RequestAuditEvent, with_usage: bool) {
+    q.bind(e.id.as_str().to_owned()).push(", ");
+    q.bind(e.time_ms).push(", ");
+    q.bind(e.account_id.as_ref().map(|v| v.as_str().to_owned()))
+        .push(", ");
+    q.bind(e.devbox_id.as_ref().map(|v| v.as_str().to_owned()))
+        .push(", ");
+    q.bind(e.gateway_config_id.as_ref().map(|v| v.as_str().to_owned()))
+        .push(", ");
+    q.bind(e.token_id.as_ref().map(|v| v.as_str().to_owned()))
+        .push(", ");
+    q.bind(e.secret_id.as_ref().map(|v| v.as_str().to_owned()))
+        .push(", ");
+    q.bind(e.secret_version).push(", ");
+    q.bind(e.method.clone()).push(", ");
+    q.bind(e.path.clone()).push(", ");
+    q.bind(i64::from(e.status)).push(", ");
+    q.bind(e.upstream_status.map(i64::from)).push(", ");
+    q.bind(e.latency_us).push(", ");
+    q.bind(e.ttfb_us).push(", ");
+    q.bind(e.bytes_in).push(", ");
+    q.bind(e.bytes_out).push(", ");
+    q.bind(e.client_addr.to_string()).push(", ");
+    q.bind(e.error_code.clone()).push(", ");
+    q.bind(e.request_id.clone());
+    if !with_usage {
+        return;
+    }
+    q.push(", ");
+    let m = e.llm.as_ref();
+    q.bind(m.and_then(|m| m.provider.clone())).push(", ");
+    q.bind(m.and_then(|m| m.model.clone())).push(", ");
+    let u = m.map(|m| m.usage);
+    q.bind(u.map(|u| db_int(u.input_tokens))).push(", ");
+    q.bind(u.map(|u| db_int(u.output_tokens))).push(", ");
+    q.bind(u.map(|u| db_int(u.cache_read_tokens))).push(", ");
+    q.bind(u.map(|u| db_int(u.cache_write_tokens))).push(", ");
+    q.bind(u.map(|u| db_int(u.reasoning_tokens))).push(", ");
+    q.bind(u.map(|u| i64::from(u.exact))).push(", ");
+    q.bind(m.and_then(|m| m.cost_nanos).map(db_int));
 }
 
 /// The metered part of a request event: absent when `input_tokens` is NULL (not metered).
@@ -175,57 +229,37 @@ impl Store {
     /// carries its own id so that a batch written twice (after a spill file is replayed) is
     /// stored once.
     pub async fn insert_request_events(&self, events: &[RequestAuditEvent]) -> Result<()> {
+        let (metered, plain): (Vec<&RequestAuditEvent>, Vec<&RequestAuditEvent>) =
+            events.iter().partition(|e| e.llm.is_some());
         let mut tx = self.begin().await?;
-        for chunk in events.chunks(EVENTS_PER_STATEMENT) {
-            let mut q = Sql::many(
-                self.backend(),
-                concat!(
-                    "INSERT INTO request_events (",
-                    request_event_columns!(),
-                    ") VALUES "
-                ),
-            );
-            for (i, e) in chunk.iter().enumerate() {
-                q.push(if i == 0 { "(" } else { ", (" });
-                q.bind(e.id.as_str().to_owned()).push(", ");
-                q.bind(e.time_ms).push(", ");
-                q.bind(e.account_id.as_ref().map(|v| v.as_str().to_owned()))
-                    .push(", ");
-                q.bind(e.devbox_id.as_ref().map(|v| v.as_str().to_owned()))
-                    .push(", ");
-                q.bind(e.gateway_config_id.as_ref().map(|v| v.as_str().to_owned()))
-                    .push(", ");
-                q.bind(e.token_id.as_ref().map(|v| v.as_str().to_owned()))
-                    .push(", ");
-                q.bind(e.secret_id.as_ref().map(|v| v.as_str().to_owned()))
-                    .push(", ");
-                q.bind(e.secret_version).push(", ");
-                q.bind(e.method.clone()).push(", ");
-                q.bind(e.path.clone()).push(", ");
-                q.bind(i64::from(e.status)).push(", ");
-                q.bind(e.upstream_status.map(i64::from)).push(", ");
-                q.bind(e.latency_us).push(", ");
-                q.bind(e.ttfb_us).push(", ");
-                q.bind(e.bytes_in).push(", ");
-                q.bind(e.bytes_out).push(", ");
-                q.bind(e.client_addr.to_string()).push(", ");
-                q.bind(e.error_code.clone()).push(", ");
-                q.bind(e.request_id.clone()).push(", ");
-                let m = e.llm.as_ref();
-                q.bind(m.and_then(|m| m.provider.clone())).push(", ");
-                q.bind(m.and_then(|m| m.model.clone())).push(", ");
-                let u = m.map(|m| m.usage);
-                q.bind(u.map(|u| db_int(u.input_tokens))).push(", ");
-                q.bind(u.map(|u| db_int(u.output_tokens))).push(", ");
-                q.bind(u.map(|u| db_int(u.cache_read_tokens))).push(", ");
-                q.bind(u.map(|u| db_int(u.cache_write_tokens))).push(", ");
-                q.bind(u.map(|u| db_int(u.reasoning_tokens))).push(", ");
-                q.bind(u.map(|u| i64::from(u.exact))).push(", ");
-                q.bind(m.and_then(|m| m.cost_nanos).map(db_int)).push(")");
+        for (rows, per_statement, with_usage) in [
+            (plain, EVENTS_PER_STATEMENT, false),
+            (metered, METERED_PER_STATEMENT, true),
+        ] {
+            for chunk in rows.chunks(per_statement) {
+                let head = if with_usage {
+                    concat!(
+                        "INSERT INTO request_events (",
+                        request_event_columns!(),
+                        ") VALUES "
+                    )
+                } else {
+                    concat!(
+                        "INSERT INTO request_events (",
+                        plain_event_columns!(),
+                        ") VALUES "
+                    )
+                };
+                let mut q = Sql::many(self.backend(), head);
+                for (i, e) in chunk.iter().enumerate() {
+                    q.push(if i == 0 { "(" } else { ", (" });
+                    bind_event(&mut q, e, with_usage);
+                    q.push(")");
+                }
+                q.push(" ON CONFLICT (id) DO NOTHING");
+                let (text, args) = q.build();
+                sqlx::query_with(&text, args).execute(&mut *tx).await?;
             }
-            q.push(" ON CONFLICT (id) DO NOTHING");
-            let (text, args) = q.build();
-            sqlx::query_with(&text, args).execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())
