@@ -52,7 +52,9 @@ pub use api::Api;
 pub use error::InvalidInput;
 pub use fuzzing::fuzz_meter;
 pub use meter::Meter;
-pub use price::{cost_nanos, format_usd, parse_usd, price_for, resolve_price, ModelSpec, Price};
+pub use price::{
+    cost_nanos, format_usd, listed_price, parse_usd, price_for, resolve_price, ModelSpec, Price,
+};
 pub use providers::{preset, presets, Preset, PresetAuth};
 pub use request::{
     gemini_path_streams, is_usage_only_chunk, model_from_gemini_path, parse_request,

@@ -117,14 +117,15 @@ pub fn resolve_price(
     model: &str,
     input_tokens: u64,
 ) -> Option<Price> {
-    if let Some(cost) = models
+    listed_price(models, model).or_else(|| price_for(provider_id, model, input_tokens))
+}
+
+/// The price a gateway's own model list gives `model`, if it lists it with a cost.
+pub fn listed_price(models: &[ModelSpec], model: &str) -> Option<Price> {
+    models
         .iter()
         .find(|listed| listed.id == model)
         .and_then(|listed| listed.cost)
-    {
-        return Some(cost);
-    }
-    price_for(provider_id, model, input_tokens)
 }
 
 #[cfg(test)]

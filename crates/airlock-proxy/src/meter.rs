@@ -72,12 +72,7 @@ impl MeterStage {
 impl Gateway {
     /// The price of `model`: the gateway's own list first, then the bundled table.
     fn price(&self, model: &str, input_tokens: u64) -> Option<Price> {
-        if let Some(cost) = self
-            .models
-            .iter()
-            .find(|m| m.id == model)
-            .and_then(|m| m.cost)
-        {
+        if let Some(cost) = airlock_llm::listed_price(&self.models, model) {
             return Some(cost);
         }
         let provider = self.provider.as_deref()?;
