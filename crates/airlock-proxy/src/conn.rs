@@ -6,7 +6,7 @@
 //! another: `server` drives connections and reads these atomics, `pipeline` starts requests,
 //! `body` reports the progress of a response.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
@@ -31,8 +31,12 @@ pub(crate) struct Activity {
     pub(crate) idle_since: AtomicU64,
     /// Tells the connection's HTTP/1 framing guard how its requests were answered.
     pub(crate) framing: Arc<h1guard::Signal>,
-    /// The requests in flight, for the send timeout. Connection-local: its lock is taken twice
-    /// per request and by the watchdog, never across connections.
+    /// The send-timeout clock of one request in flight, kept inline: HTTP/1 has one request at a
+    /// time and most HTTP/2 connections too, so most requests take no allocation and no lock.
+    inline: Stream,
+    inline_taken: AtomicBool,
+    /// The other requests in flight (concurrent HTTP/2 streams). Connection-local: its lock is
+    /// taken twice per such request and by the watchdog, never across connections.
     streams: Mutex<Vec<Arc<Stream>>>,
 }
 
@@ -52,6 +56,8 @@ impl Activity {
             head_started: AtomicU64::new(0),
             idle_since: AtomicU64::new(now_ms()),
             framing: Arc::default(),
+            inline: Stream::default(),
+            inline_taken: AtomicBool::new(false),
             streams: Mutex::default(),
         })
     }
@@ -60,19 +66,30 @@ impl Activity {
     pub(crate) fn begin(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
         self.head_started.store(0, Ordering::Release);
-        let stream = Arc::new(Stream::default());
-        lock(&self.streams).push(stream.clone());
+        let slot = if self
+            .inline_taken
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            Slot::Inline
+        } else {
+            let stream = Arc::new(Stream::default());
+            lock(&self.streams).push(stream.clone());
+            Slot::Listed(stream)
+        };
         InFlight {
             activity: self.clone(),
-            stream,
+            slot,
         }
     }
 
     /// Since when the longest-waiting response has been waiting for the client, if one is.
     pub(crate) fn oldest_wait(&self) -> Option<u64> {
+        let inline = self.inline.waiting_since.load(Ordering::Acquire);
         lock(&self.streams)
             .iter()
             .map(|s| s.waiting_since.load(Ordering::Acquire))
+            .chain(std::iter::once(inline))
             .filter(|&t| t != 0)
             .min()
     }
@@ -82,13 +99,28 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// Where a request's send-timeout clock lives.
+enum Slot {
+    /// The connection's inline one.
+    Inline,
+    /// One of its own, in the connection's list.
+    Listed(Arc<Stream>),
+}
+
 /// Held while a request (and its response body) is in flight.
 pub(crate) struct InFlight {
     activity: Arc<Activity>,
-    stream: Arc<Stream>,
+    slot: Slot,
 }
 
 impl InFlight {
+    fn stream(&self) -> &Stream {
+        match &self.slot {
+            Slot::Inline => &self.activity.inline,
+            Slot::Listed(stream) => stream,
+        }
+    }
+
     /// The request is answered with 101: the connection stops being HTTP/1.
     pub(crate) fn upgraded(&self) {
         self.activity.framing.upgraded();
@@ -97,19 +129,28 @@ impl InFlight {
     /// The response body gave hyper a frame (or exists and has yet to be polled): from now on
     /// it waits for the client to take it.
     pub(crate) fn handed(&self) {
-        self.stream.waiting_since.store(now_ms(), Ordering::Release);
+        self.stream()
+            .waiting_since
+            .store(now_ms(), Ordering::Release);
     }
 
     /// hyper polls the response body again: the client took what it had.
     pub(crate) fn taken(&self) {
-        self.stream.waiting_since.store(0, Ordering::Release);
+        self.stream().waiting_since.store(0, Ordering::Release);
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
         let a = &self.activity;
-        lock(&a.streams).retain(|s| !Arc::ptr_eq(s, &self.stream));
+        match &self.slot {
+            Slot::Inline => {
+                // Cleared before it is given back, so the next request starts from nothing.
+                a.inline.waiting_since.store(0, Ordering::Release);
+                a.inline_taken.store(false, Ordering::Release);
+            }
+            Slot::Listed(stream) => lock(&a.streams).retain(|s| !Arc::ptr_eq(s, stream)),
+        }
         a.idle_since.store(now_ms(), Ordering::Release);
         a.in_flight.fetch_sub(1, Ordering::AcqRel);
         a.framing.request_done();
