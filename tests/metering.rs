@@ -541,7 +541,17 @@ fn check_events(rig: &Rig, events: &[Value]) {
                 "{model}: {e}"
             );
             assert_eq!(e["status"], x.status, "{model}: {e}");
-            assert_eq!(e["error_code"].as_str(), x.error_code, "{model}: {e}");
+            // A streaming SDK closes its response as soon as it has read the last event, which
+            // can be before the data plane has read the upstream's end of body: such a request
+            // is recorded `client_disconnected`, with its full usage. Only the cases that leave
+            // on purpose must say so.
+            match x.error_code {
+                Some(code) => assert_eq!(e["error_code"].as_str(), Some(code), "{model}: {e}"),
+                None => assert!(
+                    matches!(e["error_code"].as_str(), None | Some("client_disconnected")),
+                    "{model}: {e}"
+                ),
+            }
             assert_eq!(counts(&e["usage"]), x.usage, "{model}: {e}");
             assert_eq!(e["usage"]["exact"], true, "{model}: {e}");
             assert_eq!(e["cost_usd"], x.cost, "{model}: {e}");
