@@ -97,7 +97,7 @@ impl Store {
     /// (REPEATABLE READ on Postgres; a SQLite read transaction is a snapshot already).
     async fn snapshot_all(&self) -> Result<StateSnapshot> {
         let now = airlock_core::time::now_ms();
-        let mut tx = self.begin().await?;
+        let mut tx = self.begin_read().await?;
         if self.backend == Backend::Postgres {
             sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
                 .execute(&mut *tx)
@@ -139,7 +139,7 @@ impl Store {
     async fn snapshot_all_paged(&self, page: &mut (dyn FnMut(StateSnapshot) + Send)) -> Result<()> {
         use futures_util::TryStreamExt;
         let now = airlock_core::time::now_ms();
-        let mut tx = self.begin().await?;
+        let mut tx = self.begin_read().await?;
         if self.backend == Backend::Postgres {
             sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
                 .execute(&mut *tx)

@@ -313,7 +313,21 @@ type Tx = sqlx::Transaction<'static, sqlx::Any>;
 pub(crate) const CHANNEL: &str = "airlock_changes";
 
 impl Store {
+    /// Begins a transaction that writes. On SQLite it takes the write lock at once
+    /// (`BEGIN IMMEDIATE`): a deferred transaction that has read and then writes while another
+    /// connection holds the write lock gets "database is locked" at once, without the busy
+    /// timeout, because waiting could not make its snapshot current again. An immediate one
+    /// waits for the lock under the busy timeout.
     pub(crate) async fn begin(&self) -> Result<Tx> {
+        Ok(match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.pool.begin().await?,
+        })
+    }
+
+    /// Begins a transaction that only reads (a snapshot on either backend): it takes no write
+    /// lock and waits for no writer.
+    pub(crate) async fn begin_read(&self) -> Result<Tx> {
         Ok(self.pool.begin().await?)
     }
 

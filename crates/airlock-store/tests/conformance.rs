@@ -1207,6 +1207,47 @@ async fn postgres_feed_and_snapshots() {
     feed_and_snapshots(true).await;
 }
 
+/// A write that reads first (shutting a devbox down) waits for another connection's write lock
+/// instead of failing at once with "database is locked": on SQLite a deferred transaction that
+/// has read cannot wait for the lock, so the store's writes begin immediate. (CI once failed
+/// here: a conflicting rotation's lock was still being rolled back when the shutdown read.)
+#[tokio::test]
+async fn sqlite_write_waits_for_another_writer() {
+    use sqlx::{Connection, Executor};
+    let (store, url, _dir) = open_with_url(false).await;
+    let w = world(&store).await;
+    store
+        .register_devbox(
+            &w.devbox,
+            std::slice::from_ref(&w.token),
+            &audit(&w.account, "devbox.register"),
+        )
+        .await
+        .unwrap();
+    let mut other = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    other.execute("BEGIN IMMEDIATE").await.unwrap();
+    let release = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        other.execute("COMMIT").await.unwrap();
+        other
+    });
+    store
+        .shutdown_devbox(
+            &w.account,
+            &w.devbox.id,
+            time::now_ms(),
+            &audit(&w.account, "devbox.shutdown"),
+        )
+        .await
+        .unwrap();
+    release.await.unwrap();
+    let devbox = store
+        .get_devbox(&w.account, w.devbox.id.as_str())
+        .await
+        .unwrap();
+    assert_eq!(devbox.status, DevboxStatus::Shutdown);
+}
+
 #[tokio::test]
 async fn sqlite_writes_are_all_or_nothing() {
     writes_are_all_or_nothing(false).await;
