@@ -123,6 +123,7 @@ async fn fill(
                 update_time_ms: now,
                 binding: Some(binding),
                 llm: Default::default(),
+                router: None,
             },
             &audit(&account, "gateway_config"),
         )
@@ -169,7 +170,7 @@ async fn fill(
                 account_id: account.clone(),
                 devbox_id: devboxes.last().map(|d| d.id.clone()).context("a devbox")?,
                 gateway_config_id: gateway_id.clone(),
-                secret_id: secret_id.clone(),
+                secret_id: Some(secret_id.clone()),
                 prefix: None,
                 digest,
                 create_time_ms: now,

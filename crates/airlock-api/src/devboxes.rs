@@ -61,13 +61,14 @@ fn parse_metadata(input: Option<Map<String, Value>>) -> Result<String, InvalidIn
     Ok(Value::Object(map).to_string())
 }
 
-/// Resolves a `{gateway, secret}` pair of the caller's account by id or name.
+/// Resolves a `{gateway, secret}` pair of the caller's account by id or name. A router gateway
+/// takes no secret (each backend names its own); any other gateway requires one.
 async fn resolve_pair(
     state: &AppState,
     caller: &Caller,
     field: &str,
     r: &GatewayRefIn,
-) -> ApiResult<(GatewayConfigRow, SecretRow)> {
+) -> ApiResult<(GatewayConfigRow, Option<SecretRow>)> {
     let gateway = resolve(state, caller, &r.gateway)
         .await
         .map_err(|e| match e {
@@ -77,25 +78,36 @@ async fn resolve_pair(
             )),
             other => other,
         })?;
+    let name = match (&r.secret, gateway.router.is_some()) {
+        (None, true) => return Ok((gateway, None)),
+        (Some(_), true) => {
+            return Err(ApiError::Invalid(format!(
+                "{field}.secret: must be omitted for a router gateway (each backend names its own)"
+            )))
+        }
+        (None, false) => {
+            return Err(ApiError::Invalid(format!("{field}.secret: is required")))
+        }
+        (Some(name), false) => name,
+    };
     let secret = state
         .store
-        .get_secret(&caller.account.id, secret_ref(&r.secret))
+        .get_secret(&caller.account.id, secret_ref(name))
         .await
         .map_err(|e| match e {
             StoreError::NotFound => ApiError::Invalid(format!(
-                "{field}.secret: no secret {} in this account",
-                r.secret
+                "{field}.secret: no secret {name} in this account"
             )),
             other => other.into(),
         })?;
-    Ok((gateway, secret))
+    Ok((gateway, Some(secret)))
 }
 
 fn mint(
     caller: &Caller,
     devbox: &DevboxId,
     gateway: &GatewayConfigRow,
-    secret: &SecretRow,
+    secret: Option<&SecretRow>,
     prefix: Option<EnvName>,
     expire_time_ms: Option<i64>,
     scope: Option<TokenScope>,
@@ -106,7 +118,7 @@ fn mint(
         account_id: caller.account.id.clone(),
         devbox_id: devbox.clone(),
         gateway_config_id: gateway.id.clone(),
-        secret_id: secret.id.clone(),
+        secret_id: secret.map(|s| s.id.clone()),
         prefix,
         digest: token.digest(),
         create_time_ms: airlock_core::time::now_ms(),
@@ -162,7 +174,7 @@ pub(crate) async fn register(
             &caller,
             &id,
             &gateway,
-            &secret,
+            secret.as_ref(),
             Some(prefix.clone()),
             None,
             None,
@@ -172,7 +184,7 @@ pub(crate) async fn register(
         specs.push(GatewaySpec {
             prefix,
             gateway_config_id: gateway.id.clone(),
-            secret_id: secret.id.clone(),
+            secret_id: secret.as_ref().map(|s| s.id.clone()),
         });
         tokens.push(row);
     }
@@ -360,7 +372,7 @@ pub(crate) async fn create_gateway_token(
         &caller,
         &devbox.id,
         &gateway,
-        &secret,
+        secret.as_ref(),
         None,
         expire_time_ms,
         scope,
@@ -369,7 +381,7 @@ pub(crate) async fn create_gateway_token(
         "devbox.create_gateway_token",
         "devbox",
         devbox.id.as_str(),
-        json!({"token_id": row.id.as_str(), "gateway_config_id": gateway.id.as_str(), "secret_id": secret.id.as_str()}),
+        json!({"token_id": row.id.as_str(), "gateway_config_id": gateway.id.as_str(), "secret_id": secret.as_ref().map(|s| s.id.as_str())}),
     );
     state
         .store

@@ -1,7 +1,10 @@
 //! `/v1/gateway-configs`: an upstream endpoint and how to apply a credential to it.
 
 use airlock_core::auth::{check_custom_headers, parse_header_name, parse_header_value};
-use airlock_core::binding::{gateway_binding_message, GATEWAY_BINDING};
+use std::collections::BTreeMap;
+
+use airlock_core::binding::GATEWAY_BINDING;
+use airlock_core::router::{self, RouterConfig, Strategy};
 use airlock_core::llm::{parse_usd, MAX_MODELS};
 use airlock_core::state::LlmSettings;
 use airlock_core::{
@@ -19,7 +22,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::json::{Body, Query};
 use crate::providers;
 use crate::wire::{
-    gateway_view, list_view, AuthMechanismIn, CostIn, CustomHeaderIn, Empty, GatewayConfigCreate,
+    gateway_view, list_view, AuthMechanismIn, BackendIn, CostIn, CustomHeaderIn, Empty, GatewayConfigCreate,
     GatewayConfigUpdate, ListQuery, ModelIn,
 };
 use crate::{page, AppState};
@@ -36,15 +39,198 @@ fn parse_endpoint(state: &AppState, text: &str) -> Result<Endpoint, InvalidInput
     Ok(endpoint)
 }
 
-/// `type`: only plain (passthrough) gateways exist so far.
-fn parse_type(kind: Option<&str>) -> Result<(), InvalidInput> {
+/// `type`: `passthrough` (the default) or `router`; `Some(true)` for a router.
+fn parse_type(kind: Option<&str>) -> Result<Option<bool>, InvalidInput> {
     match kind {
-        None | Some("passthrough") => Ok(()),
-        Some("router") => Err(InvalidInput::new(
-            "type",
-            "router gateways are not supported yet",
-        )),
+        None => Ok(None),
+        Some("passthrough") => Ok(Some(false)),
+        Some("router") => Ok(Some(true)),
         Some(_) => Err(InvalidInput::new("type", "must be passthrough or router")),
+    }
+}
+
+/// What a router's body says, as the create and update bodies both carry it.
+struct RouterIn {
+    backends: Option<Vec<BackendIn>>,
+    strategy: Option<String>,
+    fallback: Option<bool>,
+    max_attempts: Option<u32>,
+    timeout_ms: Option<u64>,
+    aliases: Option<BTreeMap<String, String>>,
+}
+
+impl RouterIn {
+    fn is_empty(&self) -> bool {
+        self.backends.is_none()
+            && self.strategy.is_none()
+            && self.fallback.is_none()
+            && self.max_attempts.is_none()
+            && self.timeout_ms.is_none()
+            && self.aliases.is_none()
+    }
+
+    /// The first router field given, for a plain gateway that must not have any.
+    fn first_field(&self) -> Option<&'static str> {
+        [
+            ("backends", self.backends.is_some()),
+            ("strategy", self.strategy.is_some()),
+            ("fallback", self.fallback.is_some()),
+            ("max_attempts", self.max_attempts.is_some()),
+            ("timeout_ms", self.timeout_ms.is_some()),
+            ("aliases", self.aliases.is_some()),
+        ]
+        .into_iter()
+        .find_map(|(name, given)| given.then_some(name))
+    }
+}
+
+/// Builds a router's settings over `current` (an update keeps what it does not give). Each
+/// backend must be a gateway config of the caller's account that speaks a chat dialect and is
+/// not a router itself, with a secret of the same account.
+async fn parse_router(
+    state: &AppState,
+    caller: &Caller,
+    self_id: &GatewayConfigId,
+    input: RouterIn,
+    current: Option<RouterConfig>,
+) -> ApiResult<(RouterConfig, Vec<String>)> {
+    let mut names: Vec<String> = Vec::new();
+    let mut config = current.unwrap_or(RouterConfig {
+        backends: Vec::new(),
+        strategy: Strategy::Priority,
+        fallback: true,
+        max_attempts: 0,
+        timeout_ms: router::DEFAULT_TIMEOUT_MS,
+        aliases: BTreeMap::new(),
+    });
+    let backends_given = input.backends.is_some();
+    if let Some(backends) = input.backends {
+        if backends.is_empty() {
+            return Err(InvalidInput::new("backends", "must name at least one backend").into());
+        }
+        if backends.len() > router::MAX_BACKENDS {
+            return Err(InvalidInput::new(
+                "backends",
+                format!("must have at most {} entries", router::MAX_BACKENDS),
+            )
+            .into());
+        }
+        config.backends.clear();
+        for (i, b) in backends.into_iter().enumerate() {
+            let field = format!("backends[{i}]");
+            let gateway = resolve(state, caller, &b.gateway).await.map_err(|e| match e {
+                ApiError::NotFound(_) => ApiError::Invalid(format!(
+                    "{field}.gateway: no gateway config {} in this account",
+                    b.gateway
+                )),
+                other => other,
+            })?;
+            if gateway.router.is_some() || gateway.id == *self_id {
+                return Err(InvalidInput::new(
+                    format!("{field}.gateway"),
+                    "must not be a router gateway",
+                )
+                .into());
+            }
+            if airlock_llm::Dialect::of(gateway.llm.api).is_none() {
+                return Err(InvalidInput::new(
+                    format!("{field}.gateway"),
+                    "must have api openai-completions or anthropic-messages",
+                )
+                .into());
+            }
+            let secret = state
+                .store
+                .get_secret(&caller.account.id, secret_ref(&b.secret))
+                .await
+                .map_err(|e| match e {
+                    airlock_store::StoreError::NotFound => ApiError::Invalid(format!(
+                        "{field}.secret: no secret {} in this account",
+                        b.secret
+                    )),
+                    other => other.into(),
+                })?;
+            let models = b.models.unwrap_or_default();
+            for (j, m) in models.iter().enumerate() {
+                ModelSpec::check_id(&format!("{field}.models[{j}]"), m)?;
+            }
+            let weight = b.weight.unwrap_or(1);
+            if weight > 1_000_000 {
+                return Err(InvalidInput::new(
+                    format!("{field}.weight"),
+                    "must be from 0 to 1000000",
+                )
+                .into());
+            }
+            names.push(gateway.name.as_str().to_owned());
+            config.backends.push(router::Backend {
+                name: gateway.name.as_str().to_owned(),
+                gateway: gateway.id,
+                secret: secret.id,
+                weight,
+                priority: b.priority.unwrap_or(0),
+                models,
+            });
+        }
+    } else {
+        names = config.backends.iter().map(|b| b.name.clone()).collect();
+    }
+    if let Some(text) = &input.strategy {
+        config.strategy = Strategy::parse("strategy", text)?;
+    }
+    if let Some(f) = input.fallback {
+        config.fallback = f;
+    }
+    match input.max_attempts {
+        Some(n) => config.max_attempts = n,
+        // The default follows the backends: one attempt on each, at most MAX_ATTEMPTS.
+        None if backends_given || config.max_attempts == 0 => {
+            config.max_attempts = (config.backends.len() as u32).clamp(1, router::MAX_ATTEMPTS);
+        }
+        None => {}
+    }
+    if let Some(t) = input.timeout_ms {
+        config.timeout_ms = t;
+    }
+    if let Some(aliases) = input.aliases {
+        config.aliases.clear();
+        for (name, target) in aliases {
+            let field = format!("aliases.{name}");
+            let (backend, model) = target.split_once(':').ok_or_else(|| {
+                InvalidInput::new(&field, "must be <backend gateway name or id>:<model>")
+            })?;
+            let index = config
+                .backends
+                .iter()
+                .zip(&names)
+                .position(|(b, n)| b.gateway.as_str() == backend || n == backend)
+                .ok_or_else(|| InvalidInput::new(&field, "names no backend of this router"))?;
+            config.aliases.insert(name, (index, model.to_owned()));
+        }
+    } else if backends_given {
+        // Indices into the old list mean nothing in the new one.
+        config.aliases.retain(|_, (i, _)| *i < config.backends.len());
+    }
+    config.check()?;
+    Ok((config, names))
+}
+
+/// The stored shape of a router: no endpoint, auth or headers of its own.
+fn router_placeholder() -> Endpoint {
+    // A constant that parses; the proxy never sends anything there.
+    #[expect(clippy::expect_used, reason = "a constant, checked by a unit test")]
+    Endpoint::parse("endpoint", router::ROUTER_PLACEHOLDER_ENDPOINT)
+        .expect("the router placeholder parses")
+}
+
+/// Refuses the fields a router does not have.
+fn refuse_plain_fields(fields: &[(&str, bool)]) -> Result<(), InvalidInput> {
+    match fields.iter().find(|(_, given)| *given) {
+        Some((name, _)) => Err(InvalidInput::new(
+            *name,
+            "must be omitted for a router gateway (each backend has its own)",
+        )),
+        None => Ok(()),
     }
 }
 
@@ -209,6 +395,13 @@ fn finish_headers(
 }
 
 fn audit_detail(row: &GatewayConfigRow) -> Value {
+    if let Some(r) = &row.router {
+        return json!({
+            "name": row.name.as_str(),
+            "type": "router",
+            "backends": r.backends.iter().map(|b| json!({"gateway": b.gateway.as_str(), "secret": b.secret.as_str()})).collect::<Vec<_>>(),
+        });
+    }
     json!({
         "name": row.name.as_str(),
         "endpoint": row.endpoint.to_string(),
@@ -275,13 +468,7 @@ async fn parse_headers(
 /// goes and how (endpoint, auth mechanism, custom headers). The data plane refuses a config
 /// whose binding does not check, so a database writer cannot repoint it.
 fn bind(state: &AppState, row: &GatewayConfigRow) -> ApiResult<Vec<u8>> {
-    let message = gateway_binding_message(
-        &row.account_id,
-        &row.id,
-        &row.endpoint,
-        &row.auth,
-        &row.custom_headers,
-    );
+    let message = row.binding_message();
     state.keyring.bind(GATEWAY_BINDING, &message).map_err(|e| {
         tracing::error!(error = %e, "binding a gateway config failed");
         ApiError::Internal
@@ -323,7 +510,57 @@ pub(crate) async fn create(
 ) -> ApiResult<Json<Value>> {
     caller.require_admin()?;
     let name = Label::parse("name", &input.name)?;
-    parse_type(input.kind.as_deref())?;
+    let router_in = RouterIn {
+        backends: input.backends,
+        strategy: input.strategy,
+        fallback: input.fallback,
+        max_attempts: input.max_attempts,
+        timeout_ms: input.timeout_ms,
+        aliases: input.aliases,
+    };
+    if parse_type(input.kind.as_deref())? == Some(true) {
+        refuse_plain_fields(&[
+            ("provider", input.provider.is_some()),
+            ("endpoint", input.endpoint.is_some()),
+            ("auth_mechanism", input.auth_mechanism.is_some()),
+            ("api", input.api.is_some()),
+            ("models", input.models.is_some()),
+            ("custom_headers", input.custom_headers.is_some()),
+        ])?;
+        if router_in.backends.is_none() {
+            return Err(InvalidInput::new("backends", "is required for a router gateway").into());
+        }
+        let id = GatewayConfigId::generate();
+        let (config, _) = parse_router(&state, &caller, &id, router_in, None).await?;
+        let description = parse_description(input.description)?;
+        let now = airlock_core::time::now_ms();
+        let mut row = GatewayConfigRow {
+            id,
+            account_id: caller.account.id.clone(),
+            name,
+            endpoint: router_placeholder(),
+            auth: AuthMechanism::Bearer,
+            custom_headers: Vec::new(),
+            description,
+            create_time_ms: now,
+            update_time_ms: now,
+            binding: None,
+            llm: LlmSettings::default(),
+            router: Some(config),
+        };
+        row.binding = Some(bind(&state, &row)?);
+        let audit = caller.audit(
+            "gateway_config.create",
+            "gateway_config",
+            row.id.as_str(),
+            audit_detail(&row),
+        );
+        state.store.insert_gateway_config(&row, &audit).await?;
+        return Ok(Json(gateway_view(&row)));
+    }
+    if let Some(field) = router_in.first_field() {
+        return Err(InvalidInput::new(field, "is only for a router gateway (type router)").into());
+    }
     let preset = input
         .provider
         .as_deref()
@@ -381,6 +618,7 @@ pub(crate) async fn create(
             api,
             models,
         },
+        router: None,
     };
     row.binding = Some(bind(&state, &row)?);
     let audit = caller.audit(
@@ -439,7 +677,55 @@ pub(crate) async fn update(
     if let Some(name) = input.name {
         row.name = Label::parse("name", &name)?;
     }
-    parse_type(input.kind.as_deref())?;
+    let router_in = RouterIn {
+        backends: input.backends,
+        strategy: input.strategy,
+        fallback: input.fallback,
+        max_attempts: input.max_attempts,
+        timeout_ms: input.timeout_ms,
+        aliases: input.aliases,
+    };
+    let is_router = row.router.is_some();
+    if let Some(want) = parse_type(input.kind.as_deref())? {
+        if want != is_router {
+            return Err(InvalidInput::new("type", "cannot be changed; create a new gateway config").into());
+        }
+    }
+    if is_router {
+        refuse_plain_fields(&[
+            ("provider", input.provider.is_some()),
+            ("endpoint", input.endpoint.is_some()),
+            ("auth_mechanism", input.auth_mechanism.is_some()),
+            ("api", input.api.is_some()),
+            ("models", input.models.is_some()),
+            ("custom_headers", input.custom_headers.is_some()),
+        ])?;
+        if !router_in.is_empty() {
+            let (config, _) =
+                parse_router(&state, &caller, &row.id, router_in, row.router.take()).await?;
+            row.router = Some(config);
+        }
+        if let Some(description) = input.description {
+            row.description = parse_description(Some(description))?;
+        }
+        row.update_time_ms = airlock_core::time::now_ms();
+        row.binding = Some(bind(&state, &row)?);
+        let audit = caller.audit(
+            "gateway_config.update",
+            "gateway_config",
+            row.id.as_str(),
+            audit_detail(&row),
+        );
+        state
+            .store
+            .update_gateway_config(&row, &audit)
+            .await
+            .map_err(|e| ApiError::for_object(e, "gateway config", &id))?;
+        return Ok(Json(gateway_view(&row)));
+    }
+    if let Some(field) = router_in.first_field() {
+        return Err(InvalidInput::new(field, "is only for a router gateway (type router)").into());
+    }
     // A new provider brings its defaults, as on create: endpoint, auth and api follow it unless
     // given. Naming the config's own provider again changes nothing else.
     let switched = match &input.provider {

@@ -88,6 +88,19 @@ pub(crate) struct GatewayConfigCreate {
     pub custom_headers: Option<Vec<CustomHeaderIn>>,
     #[serde(default)]
     pub description: Option<String>,
+    /// Router gateways (`type: router`): the backends and how requests pick among them.
+    #[serde(default)]
+    pub backends: Option<Vec<BackendIn>>,
+    #[serde(default)]
+    pub strategy: Option<String>,
+    #[serde(default)]
+    pub fallback: Option<bool>,
+    #[serde(default)]
+    pub max_attempts: Option<u32>,
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+    #[serde(default)]
+    pub aliases: Option<BTreeMap<String, String>>,
 }
 
 #[derive(Deserialize)]
@@ -111,6 +124,33 @@ pub(crate) struct GatewayConfigUpdate {
     pub custom_headers: Option<Vec<CustomHeaderIn>>,
     #[serde(default)]
     pub description: Option<String>,
+    /// Router gateways (`type: router`): the backends and how requests pick among them.
+    #[serde(default)]
+    pub backends: Option<Vec<BackendIn>>,
+    #[serde(default)]
+    pub strategy: Option<String>,
+    #[serde(default)]
+    pub fallback: Option<bool>,
+    #[serde(default)]
+    pub max_attempts: Option<u32>,
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+    #[serde(default)]
+    pub aliases: Option<BTreeMap<String, String>>,
+}
+
+/// One backend of a router gateway: a gateway config and the secret it uses, by id or name.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct BackendIn {
+    pub gateway: String,
+    pub secret: String,
+    #[serde(default)]
+    pub weight: Option<u32>,
+    #[serde(default)]
+    pub priority: Option<i32>,
+    #[serde(default)]
+    pub models: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -130,7 +170,9 @@ pub(crate) struct SecretUpdate {
 #[serde(deny_unknown_fields)]
 pub(crate) struct GatewayRefIn {
     pub gateway: String,
-    pub secret: String,
+    /// Omitted for a router gateway (each backend names its own).
+    #[serde(default)]
+    pub secret: Option<String>,
 }
 
 /// `create_gateway_token`'s body: the pair, and an optional scope.
@@ -138,7 +180,9 @@ pub(crate) struct GatewayRefIn {
 #[serde(deny_unknown_fields)]
 pub(crate) struct CreateTokenIn {
     pub gateway: String,
-    pub secret: String,
+    /// Omitted for a router gateway.
+    #[serde(default)]
+    pub secret: Option<String>,
     /// The token expires this many seconds after it is minted.
     #[serde(default)]
     pub expires_in_s: Option<i64>,
@@ -272,10 +316,12 @@ pub(crate) fn model_view(m: &ModelSpec) -> Value {
 }
 
 pub(crate) fn gateway_view(g: &GatewayConfigRow) -> Value {
+    if let Some(r) = &g.router {
+        return router_view(g, r);
+    }
     json!({
         "id": g.id.as_str(),
         "name": g.name.as_str(),
-        // Router gateways do not exist yet; every stored config forwards to its endpoint.
         "type": "passthrough",
         "provider": g.llm.provider,
         "endpoint": g.endpoint.to_string(),
@@ -283,6 +329,40 @@ pub(crate) fn gateway_view(g: &GatewayConfigRow) -> Value {
         "api": g.llm.api.as_str(),
         "models": g.llm.models.iter().map(model_view).collect::<Vec<_>>(),
         "custom_headers": headers_view(&g.custom_headers),
+        "description": g.description,
+        "create_time_ms": g.create_time_ms,
+        "account_id": g.account_id.as_str(),
+    })
+}
+
+/// A router gateway: its backends by id, and its rules (no endpoint or auth of its own).
+fn router_view(g: &GatewayConfigRow, r: &airlock_core::router::RouterConfig) -> Value {
+    let backends: Vec<Value> = r
+        .backends
+        .iter()
+        .map(|b| {
+            json!({"name": b.name, "gateway": b.gateway.as_str(), "secret": b.secret.as_str(),
+                "weight": b.weight, "priority": b.priority, "models": b.models})
+        })
+        .collect();
+    let aliases: Map<String, Value> = r
+        .aliases
+        .iter()
+        .map(|(k, (i, m))| {
+            let gateway = r.backends.get(*i).map_or("", |b| b.gateway.as_str());
+            (k.clone(), Value::from(format!("{gateway}:{m}")))
+        })
+        .collect();
+    json!({
+        "id": g.id.as_str(),
+        "name": g.name.as_str(),
+        "type": "router",
+        "backends": backends,
+        "strategy": r.strategy.as_str(),
+        "fallback": r.fallback,
+        "max_attempts": r.max_attempts,
+        "timeout_ms": r.timeout_ms,
+        "aliases": aliases,
         "description": g.description,
         "create_time_ms": g.create_time_ms,
         "account_id": g.account_id.as_str(),
@@ -304,7 +384,8 @@ pub(crate) struct TokenView {
     pub id: String,
     pub devbox_id: String,
     pub gateway_config_id: String,
-    pub secret_id: String,
+    /// `null` for a router gateway's token.
+    pub secret_id: Option<String>,
     /// The environment-variable prefix, for tokens minted at registration.
     pub prefix: Option<String>,
     /// `active`, `revoked` or `expired`.
@@ -332,7 +413,7 @@ impl TokenView {
             id: t.id.as_str().to_owned(),
             devbox_id: t.devbox_id.as_str().to_owned(),
             gateway_config_id: t.gateway_config_id.as_str().to_owned(),
-            secret_id: t.secret_id.as_str().to_owned(),
+            secret_id: t.secret_id.as_ref().map(|s| s.as_str().to_owned()),
             prefix: t.prefix.clone(),
             status,
             create_time_ms: t.create_time_ms,
@@ -353,7 +434,7 @@ pub(crate) fn devbox_view(d: &DevboxRow) -> Value {
         .map(|s| {
             (
                 s.prefix.as_str().to_owned(),
-                json!({"gateway_config_id": s.gateway_config_id.as_str(), "secret_id": s.secret_id.as_str()}),
+                json!({"gateway_config_id": s.gateway_config_id.as_str(), "secret_id": s.secret_id.as_ref().map(|s| s.as_str())}),
             )
         })
         .collect();

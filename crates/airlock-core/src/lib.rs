@@ -13,6 +13,7 @@ pub mod error;
 pub mod ids;
 pub mod llm;
 pub mod names;
+pub mod router;
 pub mod source;
 pub mod state;
 pub mod time;

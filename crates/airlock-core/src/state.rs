@@ -12,6 +12,7 @@ use crate::auth::{AuthMechanism, CustomHeader};
 use crate::endpoint::Endpoint;
 use crate::ids::{AccountId, AuditId, DevboxId, GatewayConfigId, SecretId, TokenId};
 use crate::llm::{Api, Metered, ModelSpec};
+use crate::router::RouterConfig;
 use crate::source::SourceAddresses;
 use crate::token::{TokenDigest, TokenScope};
 
@@ -23,7 +24,8 @@ pub struct TokenRecord {
     pub account_id: AccountId,
     pub devbox_id: DevboxId,
     pub gateway_config_id: GatewayConfigId,
-    pub secret_id: SecretId,
+    /// `None` for a token of a router gateway: each backend names its own secret.
+    pub secret_id: Option<SecretId>,
     pub expires_at_ms: Option<i64>,
     pub revoked: bool,
     /// What the token may do; `None`: whatever its gateway allows.
@@ -51,6 +53,9 @@ pub struct GatewayRecord {
     /// What the data plane knows of the endpoint's LLM traffic. Not covered by the binding:
     /// it decides what is metered and how it is priced, never where a credential goes.
     pub llm: LlmSettings,
+    /// A router gateway's backends and rules (`type: router`); `None` for a plain gateway.
+    /// The backends' gateway/secret pairs are covered by the binding.
+    pub router: Option<RouterConfig>,
 }
 
 /// A gateway config's LLM settings: its provider preset, dialect and model list.
@@ -66,13 +71,17 @@ pub struct LlmSettings {
 impl GatewayRecord {
     /// The bytes [`GatewayRecord::binding`] covers.
     pub fn binding_message(&self) -> Vec<u8> {
-        crate::binding::gateway_binding_message(
+        let mut message = crate::binding::gateway_binding_message(
             &self.account_id,
             &self.id,
             &self.endpoint,
             &self.auth,
             &self.custom_headers,
-        )
+        );
+        if let Some(router) = &self.router {
+            message.extend_from_slice(&router.binding_bytes());
+        }
+        message
     }
 }
 

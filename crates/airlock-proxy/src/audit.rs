@@ -608,6 +608,8 @@ pub(crate) struct Recorder {
     path: String,
     client_addr: IpAddr,
     token: Option<Arc<TokenEntry>>,
+    /// A routed request's backend secret (a router token has none of its own).
+    backend_secret: Option<SecretId>,
     secret_version: Option<i64>,
     /// 0 until a response exists.
     status: u16,
@@ -644,6 +646,7 @@ impl Recorder {
             path: recorded_path(uri.path()),
             client_addr,
             token: None,
+            backend_secret: None,
             secret_version: None,
             status: 0,
             upstream_status: None,
@@ -688,6 +691,24 @@ impl Recorder {
 
     pub(crate) fn secret_version(&mut self, version: i64) {
         self.secret_version = Some(version);
+    }
+
+    /// A routed stream ended with an error event after its content started.
+    pub(crate) fn stream_error(&mut self, code: &'static str) {
+        self.error_code.get_or_insert(code);
+    }
+
+    /// The secret a router's backend used for this request.
+    pub(crate) fn backend_secret(&mut self, id: SecretId, version: i64) {
+        self.backend_secret = Some(id);
+        self.secret_version = Some(version);
+    }
+
+    /// A routed request answered by the router itself (its own error, in the client's
+    /// dialect): the status and the code it recorded.
+    pub(crate) fn answered(&mut self, status: u16, code: Option<&'static str>) {
+        self.status = status;
+        self.error_code = code;
     }
 
     pub(crate) fn bytes_in(&mut self, counter: Arc<AtomicU64>) {
@@ -759,7 +780,10 @@ impl Recorder {
             devbox_id: token.map(|t| t.devbox.id.clone()),
             gateway_config_id: token.map(|t| t.gateway.id.clone()),
             token_id: token.map(|t| t.id.clone()),
-            secret_id: token.map(|t| t.secret.id.clone()),
+            secret_id: self
+                .backend_secret
+                .clone()
+                .or_else(|| token.and_then(|t| t.secret.as_ref().map(|s| s.id.clone()))),
             secret_version: self.secret_version,
             method: self
                 .method

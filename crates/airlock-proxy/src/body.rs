@@ -86,6 +86,16 @@ impl RequestBody {
         Ok(Some(read.freeze()))
     }
 
+    /// A body Airlock wrote whole (a router's request to a backend).
+    pub(crate) fn full(body: Bytes) -> Self {
+        RequestBody {
+            prefix: Some(body),
+            trailers: None,
+            inner: None,
+            bytes: Arc::default(),
+        }
+    }
+
     /// Sends `body` (read ahead whole) instead of the client's.
     pub(crate) fn replace(&mut self, body: Bytes) {
         self.prefix = Some(body);
@@ -142,6 +152,8 @@ pub(crate) enum Kind {
     /// The upstream's body; its trailers are scrubbed of the route's secrets like its headers.
     Upstream(Incoming, Route),
     Full(Option<Bytes>),
+    /// A router's answer from one of its backends (`router`), translated as it streams.
+    Routed(Box<crate::router::RoutedBody>),
 }
 
 /// The body the client receives.
@@ -292,6 +304,7 @@ impl Body for ResponseBody {
         let mut polled = match &mut this.kind {
             Kind::Upstream(incoming, _) => Pin::new(incoming).poll_frame(cx),
             Kind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            Kind::Routed(routed) => routed.poll_frame(cx, this.record.as_mut()),
         };
         if let (Some(record), Kind::Upstream(..)) = (this.record.as_mut(), &this.kind) {
             match &mut polled {
@@ -354,6 +367,7 @@ impl Body for ResponseBody {
                 incoming.is_end_stream() && !self.record.as_ref().is_some_and(|r| r.holds())
             }
             Kind::Full(bytes) => bytes.is_none(),
+            Kind::Routed(routed) => routed.is_end_stream(),
         }
     }
 
@@ -361,6 +375,7 @@ impl Body for ResponseBody {
         match &self.kind {
             Kind::Upstream(incoming, _) => incoming.size_hint(),
             Kind::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
+            Kind::Routed(_) => SizeHint::default(),
         }
     }
 }

@@ -148,6 +148,7 @@ impl Bench {
                 ],
                 binding: None,
                 llm: Default::default(),
+                router: None,
             };
             gateway.binding = Some(
                 keyring
@@ -161,7 +162,7 @@ impl Bench {
                 account_id: account.clone(),
                 devbox_id: devbox.id.clone(),
                 gateway_config_id: gateway.id.clone(),
-                secret_id: secret_id.clone(),
+                secret_id: Some(secret_id.clone()),
                 expires_at_ms: None,
                 scope: None,
                 revoked: false,

@@ -45,6 +45,7 @@ mod metrics;
 mod pipeline;
 mod request_id;
 mod rewrite;
+mod router;
 mod scrub;
 mod server;
 mod shardmap;

@@ -39,11 +39,11 @@ use crate::metrics::UpstreamErrorKind;
 use crate::request_id;
 use crate::rewrite::{self, Presented, Route};
 use crate::stage::{RequestHead, Runs};
-use crate::state::{CustomValue, Refusal, TokenEntry};
+use crate::state::{CustomValue, GatewayEntry, Refusal, SecretEntry, TokenEntry};
 use crate::RequestCtx;
 
 /// What a request turned into.
-enum Outcome {
+pub(crate) enum Outcome {
     /// A response to stream back, holding its slot of the origin's concurrency cap until done.
     Response(Response<Kind>, Option<GatePermit>),
     /// The upstream switched protocols: answer 101 and splice the two connections.
@@ -138,16 +138,16 @@ async fn proxy(
     record.token(&token);
 
     // 4. authorize
+    if token.secret.is_none() {
+        // A router gateway's token: the router picks a backend, and each backend brings its
+        // own credential (`router`).
+        check_devbox(&token, peer)?;
+        check_scope_and_rate(shared, &token, &req)?;
+        return crate::router::serve(shared, req, &token, request_id, record).await;
+    }
     let route = authorize(&token, peer)?;
-    if let Some(scope) = &token.scope {
-        if !scope.allows(req.method().as_str(), req.uri().path()) {
-            return Err(ProxyError::TokenScope);
-        }
-    }
+    check_scope_and_rate(shared, &token, &req)?;
     record.secret_version(route.secret.version);
-    if let Some(limiter) = &shared.limiter {
-        limiter.check(&token.devbox.id)?;
-    }
     let staged = !route.gateway.stages.is_empty();
     if staged {
         let head = RequestHead {
@@ -293,8 +293,25 @@ async fn authenticate(
     Ok(token)
 }
 
-/// Checks the devbox and the peer, and takes the versions of everything the request will use.
-pub(crate) fn authorize(token: &TokenEntry, peer: IpAddr) -> Result<Route, ProxyError> {
+/// A scoped token's methods and paths, and the devbox's rate limit.
+fn check_scope_and_rate(
+    shared: &RequestCtx,
+    token: &TokenEntry,
+    req: &Request<Incoming>,
+) -> Result<(), ProxyError> {
+    if let Some(scope) = &token.scope {
+        if !scope.allows(req.method().as_str(), req.uri().path()) {
+            return Err(ProxyError::TokenScope);
+        }
+    }
+    if let Some(limiter) = &shared.limiter {
+        limiter.check(&token.devbox.id)?;
+    }
+    Ok(())
+}
+
+/// The devbox runs and the caller's address is one of its own.
+fn check_devbox(token: &TokenEntry, peer: IpAddr) -> Result<(), ProxyError> {
     let devbox = token.devbox.load().ok_or(ProxyError::DevboxShutdown)?;
     if !devbox.running {
         return Err(ProxyError::DevboxShutdown);
@@ -304,6 +321,16 @@ pub(crate) fn authorize(token: &TokenEntry, peer: IpAddr) -> Result<Route, Proxy
     if !devbox.source_addresses.contains(peer) {
         return Err(ProxyError::AddressNotAllowed);
     }
+    if *devbox.account_id != *token.account_id {
+        return Err(ProxyError::Internal("the token's state is inconsistent"));
+    }
+    Ok(())
+}
+
+/// Checks the devbox and the peer, and takes the versions of everything the request will use.
+pub(crate) fn authorize(token: &TokenEntry, peer: IpAddr) -> Result<Route, ProxyError> {
+    check_devbox(token, peer)?;
+    let devbox = token.devbox.load().ok_or(ProxyError::DevboxShutdown)?;
     let gateway = token
         .gateway
         .load()
@@ -312,7 +339,11 @@ pub(crate) fn authorize(token: &TokenEntry, peer: IpAddr) -> Result<Route, Proxy
         } else {
             ProxyError::GatewayUnavailable
         })?;
-    let secret = token.secret.load().ok_or(ProxyError::SecretUnavailable)?;
+    let secret = token
+        .secret
+        .as_ref()
+        .and_then(|slot| slot.load())
+        .ok_or(ProxyError::SecretUnavailable)?;
     if secret.material().is_none() {
         return Err(ProxyError::SecretUnavailable);
     }
@@ -328,20 +359,29 @@ pub(crate) fn authorize(token: &TokenEntry, peer: IpAddr) -> Result<Route, Proxy
         );
         return Err(ProxyError::Internal("the token's state is inconsistent"));
     }
-    let mut custom_secrets = Vec::new();
-    for (_, value) in gateway.custom.iter() {
-        if let CustomValue::Secret(slot) = value {
-            let s = slot
-                .load()
-                .filter(|s| s.material().is_some() && &s.account_id == account); // public: ids
-            custom_secrets.push(s.ok_or(ProxyError::SecretUnavailable)?);
-        }
-    }
+    let custom_secrets = custom_secrets(&gateway, account)?;
     Ok(Route {
         gateway,
         secret,
         custom_secrets,
     })
+}
+
+/// The current versions of a gateway's secret-backed custom headers, all of `account`.
+pub(crate) fn custom_secrets(
+    gateway: &GatewayEntry,
+    account: &airlock_core::AccountId,
+) -> Result<Vec<Arc<SecretEntry>>, ProxyError> {
+    let mut out = Vec::new();
+    for (_, value) in gateway.custom.iter() {
+        if let CustomValue::Secret(slot) = value {
+            let s = slot
+                .load()
+                .filter(|s| s.material().is_some() && &s.account_id == account); // public: ids
+            out.push(s.ok_or(ProxyError::SecretUnavailable)?);
+        }
+    }
+    Ok(out)
 }
 
 /// Joins the client's and the upstream's upgraded connections (a websocket) until either side

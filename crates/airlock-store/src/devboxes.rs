@@ -82,7 +82,7 @@ async fn insert_token(tx: &mut crate::Tx, t: &TokenRow) -> Result<()> {
     .bind(t.account_id.as_str().to_owned())
     .bind(t.devbox_id.as_str().to_owned())
     .bind(t.gateway_config_id.as_str().to_owned())
-    .bind(t.secret_id.as_str().to_owned())
+    .bind(t.secret_id.as_ref().map(|s| s.as_str().to_owned()))
     .bind(t.prefix.as_ref().map(|p| p.as_str().to_owned()))
     .bind(t.digest.to_hex())
     .bind(t.create_time_ms)
@@ -163,7 +163,7 @@ impl Store {
                             r,
                             "gateway_config_id",
                         )?),
-                        secret_id: SecretId::from_trusted(col(r, "secret_id")?),
+                        secret_id: col::<Option<String>>(r, "secret_id")?.map(SecretId::from_trusted),
                     },
                 ));
             }
@@ -305,7 +305,7 @@ impl Store {
                         row,
                         "gateway_config_id",
                     )?),
-                    secret_id: SecretId::from_trusted(col(row, "secret_id")?),
+                    secret_id: col::<Option<String>>(row, "secret_id")?.map(SecretId::from_trusted),
                     prefix: col(row, "prefix")?,
                     create_time_ms: col(row, "create_time_ms")?,
                     expire_time_ms: col(row, "expire_time_ms")?,

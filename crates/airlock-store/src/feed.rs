@@ -52,7 +52,7 @@ fn token(row: &AnyRow) -> Result<TokenRecord> {
         account_id: AccountId::from_trusted(col(row, "account_id")?),
         devbox_id: DevboxId::from_trusted(col(row, "devbox_id")?),
         gateway_config_id: GatewayConfigId::from_trusted(col(row, "gateway_config_id")?),
-        secret_id: SecretId::from_trusted(col(row, "secret_id")?),
+        secret_id: col::<Option<String>>(row, "secret_id")?.map(SecretId::from_trusted),
         expires_at_ms: col(row, "expire_time_ms")?,
         revoked: col::<Option<i64>>(row, "revoke_time_ms")?.is_some(),
         scope: crate::devboxes::decode_scope(col(row, "scope")?)?,
@@ -80,6 +80,7 @@ fn gateway_record(row: &AnyRow) -> Result<GatewayRecord> {
         custom_headers: g.custom_headers,
         binding: g.binding,
         llm: g.llm,
+        router: g.router,
     })
 }
 
@@ -208,7 +209,10 @@ impl Store {
             }
         }
         self.add_gateway(out, &t.gateway_config_id).await?;
-        self.add_secret(out, &t.secret_id).await
+        match &t.secret_id {
+            Some(id) => self.add_secret(out, id).await,
+            None => Ok(()),
+        }
     }
 
     async fn add_gateway(&self, out: &mut StateSnapshot, id: &GatewayConfigId) -> Result<()> {
@@ -229,7 +233,21 @@ impl Store {
                     Box::pin(self.add_secret(out, s)).await?;
                 }
             }
+            // A router's backends come with it: their gateway configs and secrets (a backend
+            // is never a router itself, so this goes one level deep).
+            let backends: Vec<_> = g
+                .router
+                .iter()
+                .flat_map(|r| r.backends.iter())
+                .map(|b| (b.gateway.clone(), b.secret.clone()))
+                .collect();
             out.gateways.push(g);
+            for (gateway, secret) in backends {
+                if gateway != *id {
+                    Box::pin(self.add_gateway(out, &gateway)).await?;
+                }
+                Box::pin(self.add_secret(out, &secret)).await?;
+            }
         }
         Ok(())
     }

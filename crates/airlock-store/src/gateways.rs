@@ -1,5 +1,6 @@
 //! Gateway configs.
 
+use airlock_core::router::{Backend, RouterConfig, Strategy};
 use airlock_core::state::{Change, LlmSettings};
 use airlock_core::{
     AccountId, Api, AuthMechanism, CustomHeader, Endpoint, GatewayConfigId, HeaderSource, Label,
@@ -18,7 +19,7 @@ use crate::{
 /// that `concat!` can make the `&'static str` a listing needs).
 macro_rules! gateway_columns {
     () => {
-        "id, account_id, name, endpoint, auth_type, auth_key, custom_headers, description, create_time_ms, update_time_ms, binding, provider, api, models"
+        "id, account_id, name, endpoint, auth_type, auth_key, custom_headers, description, create_time_ms, update_time_ms, binding, provider, api, models, router"
     };
 }
 
@@ -144,6 +145,89 @@ pub(crate) fn decode_models(text: Option<&str>) -> Result<Vec<ModelSpec>> {
         .collect()
 }
 
+/// A router's settings are stored as `{"backends": [{"gateway", "secret", "weight",
+/// "priority", "models"}], "strategy", "fallback", "max_attempts", "timeout_ms", "aliases":
+/// {"name": [backend index, "model"]}}`, ids only; a plain gateway as NULL.
+pub(crate) fn encode_router(router: Option<&RouterConfig>) -> Option<String> {
+    let r = router?;
+    let backends: Vec<Value> = r
+        .backends
+        .iter()
+        .map(|b| {
+            json!({"name": b.name, "gateway": b.gateway.as_str(), "secret": b.secret.as_str(),
+                "weight": b.weight, "priority": b.priority, "models": b.models})
+        })
+        .collect();
+    let aliases: serde_json::Map<String, Value> = r
+        .aliases
+        .iter()
+        .map(|(k, (i, m))| (k.clone(), json!([i, m])))
+        .collect();
+    Some(
+        json!({"backends": backends, "strategy": r.strategy.as_str(), "fallback": r.fallback,
+            "max_attempts": r.max_attempts, "timeout_ms": r.timeout_ms, "aliases": aliases})
+        .to_string(),
+    )
+}
+
+pub(crate) fn decode_router(text: Option<&str>) -> Result<Option<RouterConfig>> {
+    let Some(text) = text else {
+        return Ok(None);
+    };
+    let corrupt = || StoreError::Corrupt("router".into());
+    let v: Value = serde_json::from_str(text).map_err(|_| corrupt())?;
+    let str_of = |v: &Value, key: &str| {
+        v.get(key)
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .ok_or_else(corrupt)
+    };
+    let u64_of = |v: &Value, key: &str| v.get(key).and_then(Value::as_u64).ok_or_else(corrupt);
+    let mut backends = Vec::new();
+    for b in v.get("backends").and_then(Value::as_array).ok_or_else(corrupt)? {
+        let models = b
+            .get("models")
+            .and_then(Value::as_array)
+            .ok_or_else(corrupt)?
+            .iter()
+            .map(|m| m.as_str().map(str::to_owned).ok_or_else(corrupt))
+            .collect::<Result<_>>()?;
+        backends.push(Backend {
+            name: str_of(b, "name")?,
+            gateway: GatewayConfigId::from_trusted(str_of(b, "gateway")?),
+            secret: SecretId::from_trusted(str_of(b, "secret")?),
+            weight: u32::try_from(u64_of(b, "weight")?).map_err(|_| corrupt())?,
+            priority: b
+                .get("priority")
+                .and_then(Value::as_i64)
+                .and_then(|p| i32::try_from(p).ok())
+                .ok_or_else(corrupt)?,
+            models,
+        });
+    }
+    let mut aliases = std::collections::BTreeMap::new();
+    for (k, a) in v.get("aliases").and_then(Value::as_object).ok_or_else(corrupt)? {
+        let index = a.get(0).and_then(Value::as_u64).ok_or_else(corrupt)?;
+        let model = a.get(1).and_then(Value::as_str).ok_or_else(corrupt)?;
+        aliases.insert(
+            k.clone(),
+            (
+                usize::try_from(index).map_err(|_| corrupt())?,
+                model.to_owned(),
+            ),
+        );
+    }
+    Ok(Some(RouterConfig {
+        backends,
+        strategy: Strategy::parse("router", &str_of(&v, "strategy")?)
+            .map_err(|_| corrupt())?,
+        fallback: v.get("fallback").and_then(Value::as_bool).ok_or_else(corrupt)?,
+        max_attempts: u32::try_from(u64_of(&v, "max_attempts")?).map_err(|_| corrupt())?,
+        timeout_ms: u64_of(&v, "timeout_ms")?,
+        aliases,
+    }))
+}
+
 pub(crate) fn gateway(row: &AnyRow) -> Result<GatewayConfigRow> {
     let endpoint: String = col(row, "endpoint")?;
     let auth_type: String = col(row, "auth_type")?;
@@ -168,6 +252,7 @@ pub(crate) fn gateway(row: &AnyRow) -> Result<GatewayConfigRow> {
                 .map_err(|e| StoreError::Corrupt(e.to_string()))?,
             models: decode_models(col::<Option<String>>(row, "models")?.as_deref())?,
         },
+        router: decode_router(col::<Option<String>>(row, "router")?.as_deref())?,
     })
 }
 
@@ -180,8 +265,8 @@ impl Store {
         let mut tx = self.begin().await?;
         sqlx::query(
             "INSERT INTO gateway_configs (id, account_id, name, endpoint, auth_type, auth_key, custom_headers, description, create_time_ms, update_time_ms, binding,
-                provider, api, models)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+                provider, api, models, router)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
         )
         .bind(row.id.as_str().to_owned())
         .bind(row.account_id.as_str().to_owned())
@@ -197,6 +282,7 @@ impl Store {
         .bind(row.llm.provider.clone())
         .bind(row.llm.api.as_str())
         .bind(encode_models(&row.llm.models))
+        .bind(encode_router(row.router.as_ref()))
         .execute(&mut *tx)
         .await?;
         insert_audit(&mut tx, audit).await?;
@@ -273,7 +359,7 @@ impl Store {
         let mut tx = self.begin().await?;
         let done = sqlx::query(
             "UPDATE gateway_configs SET name = $1, endpoint = $2, auth_type = $3, auth_key = $4, custom_headers = $5,
-                    description = $6, update_time_ms = $7, binding = $10, provider = $11, api = $12, models = $13
+                    description = $6, update_time_ms = $7, binding = $10, provider = $11, api = $12, models = $13, router = $14
              WHERE id = $8 AND account_id = $9 AND delete_time_ms IS NULL",
         )
         .bind(row.name.as_str().to_owned())
@@ -289,6 +375,7 @@ impl Store {
         .bind(row.llm.provider.clone())
         .bind(row.llm.api.as_str())
         .bind(encode_models(&row.llm.models))
+        .bind(encode_router(row.router.as_ref()))
         .execute(&mut *tx)
         .await?;
         if done.rows_affected() == 0 {
@@ -356,6 +443,20 @@ impl Store {
         if in_use > 0 {
             return Err(StoreError::Refused(
                 "the gateway config is in use by a running devbox; shut the devbox down first"
+                    .into(),
+            ));
+        }
+        let in_routers: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM gateway_configs WHERE account_id = $1 AND delete_time_ms IS NULL
+             AND router IS NOT NULL AND LOWER(router) LIKE $2 ESCAPE '\\'",
+        )
+        .bind(account.as_str().to_owned())
+        .bind(contains_pattern(&format!("\"{}\"", id.as_str())))
+        .fetch_one(&mut *tx)
+        .await?;
+        if in_routers > 0 {
+            return Err(StoreError::Refused(
+                "the gateway config is a router gateway's backend; change that router first"
                     .into(),
             ));
         }

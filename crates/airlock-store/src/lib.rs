@@ -112,7 +112,7 @@ impl std::fmt::Debug for Store {
 
 fn migrations(backend: Backend, last: i64) -> Migrator {
     // (version, description, Postgres SQL, SQLite SQL), in order.
-    const ALL: [(i64, &str, &str, &str); 5] = [
+    const ALL: [(i64, &str, &str, &str); 6] = [
         (
             1,
             "initial",
@@ -142,6 +142,12 @@ fn migrations(backend: Backend, last: i64) -> Migrator {
             "token scope",
             include_str!("../../../migrations/postgres/0005_token_scope.sql"),
             include_str!("../../../migrations/sqlite/0005_token_scope.sql"),
+        ),
+        (
+            6,
+            "router",
+            include_str!("../../../migrations/postgres/0006_router.sql"),
+            include_str!("../../../migrations/sqlite/0006_router.sql"),
         ),
     ];
     let migrations = ALL

@@ -1,5 +1,6 @@
 //! Rows as the store reads and writes them, in domain types.
 
+use airlock_core::router::RouterConfig;
 use airlock_core::state::LlmSettings;
 use airlock_core::TokenScope;
 use airlock_core::{
@@ -94,6 +95,26 @@ pub struct GatewayConfigRow {
     /// Provider preset, dialect and model list; rows written before migration 0004 read as the
     /// default (no provider, `api` none, no models).
     pub llm: LlmSettings,
+    /// A router gateway's backends and rules; `None` for a plain gateway (and rows written
+    /// before migration 0006).
+    pub router: Option<RouterConfig>,
+}
+
+impl GatewayConfigRow {
+    /// The bytes its binding covers (`airlock_core::binding`, plus a router's backend pairs).
+    pub fn binding_message(&self) -> Vec<u8> {
+        let mut message = airlock_core::binding::gateway_binding_message(
+            &self.account_id,
+            &self.id,
+            &self.endpoint,
+            &self.auth,
+            &self.custom_headers,
+        );
+        if let Some(router) = &self.router {
+            message.extend_from_slice(&router.binding_bytes());
+        }
+        message
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -131,7 +152,8 @@ pub struct DevboxRow {
 pub struct GatewaySpec {
     pub prefix: EnvName,
     pub gateway_config_id: GatewayConfigId,
-    pub secret_id: SecretId,
+    /// `None` for a router gateway.
+    pub secret_id: Option<SecretId>,
 }
 
 #[derive(Clone, Debug)]
@@ -140,7 +162,8 @@ pub struct TokenRow {
     pub account_id: AccountId,
     pub devbox_id: DevboxId,
     pub gateway_config_id: GatewayConfigId,
-    pub secret_id: SecretId,
+    /// `None` for a router gateway.
+    pub secret_id: Option<SecretId>,
     /// The environment-variable prefix when minted at registration.
     pub prefix: Option<EnvName>,
     pub digest: TokenDigest,
@@ -156,7 +179,8 @@ pub struct TokenInfo {
     pub id: TokenId,
     pub devbox_id: DevboxId,
     pub gateway_config_id: GatewayConfigId,
-    pub secret_id: SecretId,
+    /// `None` for a router gateway.
+    pub secret_id: Option<SecretId>,
     pub prefix: Option<String>,
     pub create_time_ms: i64,
     pub expire_time_ms: Option<i64>,

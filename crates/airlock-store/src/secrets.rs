@@ -163,6 +163,19 @@ impl Store {
                     .into(),
             ));
         }
+        let in_routers: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM gateway_configs WHERE account_id = $1 AND delete_time_ms IS NULL
+             AND router IS NOT NULL AND LOWER(router) LIKE $2 ESCAPE '\\'",
+        )
+        .bind(account.as_str().to_owned())
+        .bind(crate::sql::contains_pattern(&format!("\"{}\"", id.as_str())))
+        .fetch_one(&mut *tx)
+        .await?;
+        if in_routers > 0 {
+            return Err(StoreError::Refused(
+                "the secret is used by a router gateway's backend; change that router first".into(),
+            ));
+        }
         let done = sqlx::query(
             "UPDATE secrets SET delete_time_ms = $1, sealed = $2 WHERE account_id = $3 AND id = $4 AND delete_time_ms IS NULL",
         )

@@ -94,6 +94,7 @@ async fn world(store: &Store) -> World {
         update_time_ms: now,
         binding: Some(vec![7; 37]),
         llm: llm_settings(),
+        router: None,
     };
     store
         .insert_gateway_config(&gateway, &audit(&account.id, "gateway_config.create"))
@@ -116,7 +117,7 @@ async fn world(store: &Store) -> World {
         account_id: account.id.clone(),
         devbox_id: devbox.id.clone(),
         gateway_config_id: gateway.id.clone(),
-        secret_id: secret.id.clone(),
+        secret_id: Some(secret.id.clone()),
         prefix: Some(EnvName::parse("p", "G").unwrap()),
         digest: BearerSecret::generate(SecretKind::Gateway).digest(),
         create_time_ms: now,
@@ -295,7 +296,7 @@ async fn writes_are_all_or_nothing(postgres: bool) {
     let w = world(&store).await;
     // A token whose secret does not exist violates a foreign key: the devbox must not be left behind.
     let mut bad = w.token.clone();
-    bad.secret_id = SecretId::generate();
+    bad.secret_id = Some(SecretId::generate());
     assert!(store
         .register_devbox(&w.devbox, &[bad], &audit(&w.account, "devbox.register"))
         .await
@@ -344,7 +345,7 @@ async fn writes_are_all_or_nothing(postgres: bool) {
 /// A record reduced to what the data plane reads of it, comparable and sortable.
 fn token_key(t: &state::TokenRecord) -> String {
     format!(
-        "{} {} {} {} {} {} {:?} {}",
+        "{} {} {} {} {} {:?} {:?} {}",
         t.id,
         t.digest.to_hex(),
         t.account_id,

@@ -364,7 +364,7 @@ pub(crate) async fn rebind(
     keyring: &Keyring,
     bind_unbound: bool,
 ) -> Result<Rebound> {
-    use airlock_core::binding::{gateway_binding_message, GATEWAY_BINDING};
+    use airlock_core::binding::GATEWAY_BINDING;
     let mut out = Rebound {
         moved: 0,
         current: 0,
@@ -372,13 +372,7 @@ pub(crate) async fn rebind(
         failed: Vec::new(),
     };
     for row in store.all_gateway_configs().await? {
-        let message = gateway_binding_message(
-            &row.account_id,
-            &row.id,
-            &row.endpoint,
-            &row.auth,
-            &row.custom_headers,
-        );
+        let message = row.binding_message();
         let new = match &row.binding {
             None if bind_unbound => Some(keyring.bind(GATEWAY_BINDING, &message)?),
             None => {

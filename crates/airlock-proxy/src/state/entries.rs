@@ -78,7 +78,8 @@ pub(crate) struct TokenEntry {
     pub(super) since: u64,
     pub(crate) devbox: Arc<DevboxSlot>,
     pub(crate) gateway: Arc<GatewaySlot>,
-    pub(crate) secret: Arc<SecretSlot>,
+    /// `None` for a router gateway's token (each backend has its own secret slot).
+    pub(crate) secret: Option<Arc<SecretSlot>>,
 }
 
 /// How the primary credential is placed.
@@ -108,6 +109,11 @@ pub(crate) struct GatewayEntry {
     /// The stages its requests go through (`stage`), chosen when the entry is built; empty for
     /// a plain passthrough gateway.
     pub(crate) stages: Box<[Arc<dyn Stage>]>,
+    /// A router gateway's backends and rules (`router`); its tokens are served by the router,
+    /// never forwarded to the (placeholder) endpoint above.
+    pub(crate) router: Option<Arc<crate::router::RouterEntry>>,
+    /// What the data plane knows of the endpoint's LLM traffic (a router reads its backends').
+    pub(crate) llm: airlock_core::state::LlmSettings,
 }
 
 /// A secret's current version, opened.

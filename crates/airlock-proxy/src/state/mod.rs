@@ -48,7 +48,8 @@ use airlock_core::TokenDigest;
 use airlock_crypto::Keyring;
 
 pub(crate) use self::entries::{
-    Credential, CustomValue, GatewayEntry, Material, SecretEntry, TokenEntry,
+    Credential, CustomValue, GatewayEntry, GatewaySlot, Material, SecretEntry, SecretSlot,
+    TokenEntry,
 };
 pub(crate) use self::refusals::Refusal;
 use self::refusals::Refusals;
@@ -108,6 +109,15 @@ impl State {
         if refusals.get(&digest).is_none() {
             refusals.put(digest, Refusal::Unknown);
         }
+    }
+
+    /// A router gateway's entry by id, for the status endpoints (takes the writers' lock
+    /// briefly; never on the request path).
+    pub(crate) fn router(
+        &self,
+        id: &airlock_core::GatewayConfigId,
+    ) -> Option<Arc<crate::router::RouterEntry>> {
+        lock(&self.registry).router(id)
     }
 
     /// The registry version, read before an on-demand load.

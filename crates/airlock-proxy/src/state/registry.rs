@@ -31,6 +31,11 @@ pub(crate) struct Registry {
     gateways: HashMap<GatewayConfigId, Arc<GatewaySlot>>,
     secrets: HashMap<SecretId, Arc<SecretSlot>>,
     accounts: HashMap<AccountId, Arc<AccountId>>,
+    /// Each router backend's health (cooldowns, breaker, latency), by gateway and secret: it
+    /// outlives a change of the router's config, and two routers over one key share it.
+    health: HashMap<(GatewayConfigId, SecretId), Arc<crate::router::Health>>,
+    /// Each router's recent decisions, kept across changes of its config.
+    logs: HashMap<GatewayConfigId, Arc<crate::router::RoutingLog>>,
     /// Bumped by every write, so that an on-demand load can tell whether the state moved while
     /// it was asking the database.
     pub(super) version: u64,
@@ -103,8 +108,16 @@ impl Registry {
         for r in &page.secrets {
             take(&mut self.secrets, &live.secrets, &r.id);
         }
+        if self.health.is_empty() && self.logs.is_empty() {
+            self.health.clone_from(&live.health);
+            self.logs.clone_from(&live.logs);
+        }
         for r in &page.gateways {
             take(&mut self.gateways, &live.gateways, &r.id);
+            for b in r.router.iter().flat_map(|r| r.backends.iter()) {
+                take(&mut self.gateways, &live.gateways, &b.gateway);
+                take(&mut self.secrets, &live.secrets, &b.secret);
+            }
             for h in &r.custom_headers {
                 if let HeaderSource::Secret(id) = &h.source {
                     take(&mut self.secrets, &live.secrets, id);
@@ -117,7 +130,9 @@ impl Registry {
         for r in &page.tokens {
             take(&mut self.devboxes, &live.devboxes, &r.devbox_id);
             take(&mut self.gateways, &live.gateways, &r.gateway_config_id);
-            take(&mut self.secrets, &live.secrets, &r.secret_id);
+            if let Some(id) = &r.secret_id {
+                take(&mut self.secrets, &live.secrets, id);
+            }
             take(&mut self.accounts, &live.accounts, &r.account_id);
         }
     }
@@ -248,10 +263,11 @@ impl Registry {
                 .gateways
                 .get(&record.gateway_config_id)
                 .is_some_and(|s| Arc::ptr_eq(s, &entry.gateway))
-            && self
-                .secrets
-                .get(&record.secret_id)
-                .is_some_and(|s| Arc::ptr_eq(s, &entry.secret))
+            && match (&record.secret_id, &entry.secret) {
+                (Some(id), Some(slot)) => self.secrets.get(id).is_some_and(|s| Arc::ptr_eq(s, slot)),
+                (None, None) => true,
+                _ => false,
+            }
     }
 
     pub(super) fn token_entry(&mut self, record: &TokenRecord) -> TokenEntry {
@@ -264,8 +280,42 @@ impl Registry {
             since: self.version,
             devbox: self.devbox_slot(&record.devbox_id),
             gateway: self.gateway_slot(&record.gateway_config_id),
-            secret: self.secret_slot(&record.secret_id),
+            secret: record.secret_id.as_ref().map(|id| self.secret_slot(id)),
         }
+    }
+
+    /// A router gateway's current entry, for the status endpoints (not the hot path).
+    pub(super) fn router(&self, id: &GatewayConfigId) -> Option<Arc<crate::router::RouterEntry>> {
+        self.gateways.get(id)?.load()?.router.clone()
+    }
+
+    /// Prepares a router's backends: each one's gateway and secret slots (filled as their
+    /// records arrive), and its health, shared across config changes.
+    fn router_entry(
+        &mut self,
+        record: &GatewayRecord,
+        config: &airlock_core::router::RouterConfig,
+    ) -> crate::router::RouterEntry {
+        let backends = config
+            .backends
+            .iter()
+            .map(|b| crate::router::BackendEntry {
+                name: b.name.clone(),
+                gateway_id: b.gateway.clone(),
+                gateway: self.gateway_slot(&b.gateway),
+                secret: self.secret_slot(&b.secret),
+                weight: b.weight,
+                priority: b.priority,
+                models: b.models.clone(),
+                health: self
+                    .health
+                    .entry((b.gateway.clone(), b.secret.clone()))
+                    .or_default()
+                    .clone(),
+            })
+            .collect();
+        let log = self.logs.entry(record.id.clone()).or_default().clone();
+        crate::router::RouterEntry::new(record.id.clone(), config, backends, log)
     }
 
     /// Prepares a gateway config for the hot path, after checking its binding: a config changed
@@ -341,6 +391,11 @@ impl Registry {
             credential,
             custom: custom.into_boxed_slice(),
             stages: crate::stage::for_gateway(&record.llm),
+            router: record
+                .router
+                .as_ref()
+                .map(|config| Arc::new(self.router_entry(record, config))),
+            llm: record.llm.clone(),
         })
     }
 }

@@ -40,6 +40,7 @@ pub(crate) fn fixture(keyring: &Keyring, value: &[u8]) -> Fixture {
         custom_headers: Vec::new(),
         binding: None,
         llm: Default::default(),
+        router: None,
     };
     gateway.binding = Some(
         keyring
@@ -72,7 +73,7 @@ pub(crate) fn token(f: &Fixture) -> (BearerSecret, TokenRecord) {
         account_id: f.account.clone(),
         devbox_id: f.devbox.id.clone(),
         gateway_config_id: f.gateway.id.clone(),
-        secret_id: f.secret.id.clone(),
+        secret_id: Some(f.secret.id.clone()),
         expires_at_ms: None,
         scope: None,
         revoked: false,
@@ -103,7 +104,7 @@ fn full_load_then_lookup() {
     for (secret, record) in &tokens {
         let entry = state.lookup(&secret.digest()).unwrap();
         assert_eq!(entry.id, record.id);
-        let material = entry.secret.load().unwrap();
+        let material = entry.secret.as_ref().unwrap().load().unwrap();
         let value = material
             .material()
             .unwrap()
@@ -128,7 +129,7 @@ fn changes_apply_through_slots() {
         state.version(),
     );
     let before = state.lookup(&t1.digest()).unwrap();
-    let held = before.secret.load().unwrap();
+    let held = before.secret.as_ref().unwrap().load().unwrap();
 
     // Rotation: one new version of the secret; the running request keeps the old one.
     let ctx = SecretContext {
@@ -145,7 +146,7 @@ fn changes_apply_through_slots() {
         },
         &[Change::Secret(f.secret.id.clone())],
     );
-    let now = state.lookup(&t1.digest()).unwrap().secret.load().unwrap();
+    let now = state.lookup(&t1.digest()).unwrap().secret.as_ref().unwrap().load().unwrap();
     assert_eq!(now.version, 2);
     assert_eq!(
         now.material().unwrap().raw.as_ref().unwrap().as_bytes(),
@@ -200,7 +201,7 @@ fn changes_apply_through_slots() {
         &StateSnapshot::default(),
         &[Change::Secret(f.secret.id.clone())],
     );
-    assert!(state.lookup(&t1.digest()).unwrap().secret.load().is_none());
+    assert!(state.lookup(&t1.digest()).unwrap().secret.as_ref().unwrap().load().is_none());
 }
 
 #[test]
@@ -264,7 +265,7 @@ fn a_paged_reload_keeps_unchanged_entries_and_updates_slots_in_place() {
     );
     let e1 = state.lookup(&t1.digest()).unwrap();
     let e2 = state.lookup(&t2.digest()).unwrap();
-    let held = e1.secret.load().unwrap();
+    let held = e1.secret.as_ref().unwrap().load().unwrap();
 
     // Meanwhile: the secret was rotated, t2's expiry changed, t3 is gone and t4 is new.
     f.secret.version = 2;
@@ -310,8 +311,8 @@ fn a_paged_reload_keeps_unchanged_entries_and_updates_slots_in_place() {
     assert!(now2.expires_at_ms.is_some());
     // One slot, updated in place: the kept entry sees the rotation; the request that loaded
     // version 1 keeps it.
-    assert!(Arc::ptr_eq(&now1.secret, &now2.secret));
-    assert_eq!(now1.secret.load().unwrap().version, 2);
+    assert!(Arc::ptr_eq(now1.secret.as_ref().unwrap(), now2.secret.as_ref().unwrap()));
+    assert_eq!(now1.secret.as_ref().unwrap().load().unwrap().version, 2);
     assert_eq!(held.version, 1);
     assert!(state.lookup(&t4.digest()).is_some());
     assert!(state.lookup(&t3.digest()).is_none());
@@ -327,7 +328,7 @@ fn a_secret_that_does_not_open_is_unavailable_not_a_panic() {
     let (t, r) = token(&f);
     let state = State::new(keys.clone());
     state.replace(build(&keys, &snapshot(&f, vec![r])), state.version());
-    let secret = state.lookup(&t.digest()).unwrap().secret.load().unwrap();
+    let secret = state.lookup(&t.digest()).unwrap().secret.as_ref().unwrap().load().unwrap();
     assert!(secret.material().is_none());
     assert!(!format!("{secret:?}").contains("sk-one"));
 }

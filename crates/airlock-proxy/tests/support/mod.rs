@@ -340,6 +340,7 @@ impl Seed {
             update_time_ms: now(),
             binding: None,
             llm,
+            router: None,
         };
         self.bind(&mut row);
         let a = audit(
@@ -405,7 +406,7 @@ impl Seed {
                 account_id: self.account.clone(),
                 devbox_id: row.id.clone(),
                 gateway_config_id: gateway.id.clone(),
-                secret_id: secret.id.clone(),
+                secret_id: Some(secret.id.clone()),
                 prefix: Some(EnvName::parse("prefix", &format!("GW{i}")).unwrap()),
                 digest: token.digest(),
                 create_time_ms: now(),

@@ -1,0 +1,225 @@
+//! A router gateway's settings: the provider backends behind one endpoint and how a request
+//! picks among them (`docs/router.md`). Parsed and checked here; the control plane resolves
+//! the names it was given into ids first, and the data plane only ever sees ids.
+
+use std::collections::BTreeMap;
+
+use crate::error::InvalidInput;
+use crate::ids::{GatewayConfigId, SecretId};
+
+/// At most this many backends behind one router.
+pub const MAX_BACKENDS: usize = 16;
+/// At most this many aliases.
+pub const MAX_ALIASES: usize = 64;
+/// The longest timeout before a backend's response head a router may set.
+pub const MAX_TIMEOUT_MS: u64 = 600_000;
+/// The default timeout before a backend's response head.
+pub const DEFAULT_TIMEOUT_MS: u64 = 60_000;
+/// The most attempts one request may make.
+pub const MAX_ATTEMPTS: u32 = 8;
+
+/// How a router orders the backends able to serve a request.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Strategy {
+    /// Lowest `priority` first, then the order of the list.
+    #[default]
+    Priority,
+    /// Random, in proportion to `weight`.
+    Weighted,
+    /// Lowest peak-EWMA latency, of two random choices.
+    Latency,
+    /// Cheapest for the expected tokens.
+    Cost,
+}
+
+impl Strategy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Strategy::Priority => "priority",
+            Strategy::Weighted => "weighted",
+            Strategy::Latency => "latency",
+            Strategy::Cost => "cost",
+        }
+    }
+
+    pub fn parse(field: &str, text: &str) -> Result<Strategy, InvalidInput> {
+        Ok(match text {
+            "priority" => Strategy::Priority,
+            "weighted" => Strategy::Weighted,
+            "latency" => Strategy::Latency,
+            "cost" => Strategy::Cost,
+            _ => {
+                return Err(InvalidInput::new(
+                    field,
+                    "must be priority, weighted, latency or cost",
+                ))
+            }
+        })
+    }
+}
+
+/// One backend: a gateway config (its endpoint, auth and dialect) and the secret it uses.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Backend {
+    /// The backend gateway config's name when the router was saved: what `name:model` pins.
+    /// A label, not covered by the binding (the id is).
+    pub name: String,
+    pub gateway: GatewayConfigId,
+    pub secret: SecretId,
+    /// Share of the traffic under [`Strategy::Weighted`] (default 1; 0 = only as a fallback).
+    pub weight: u32,
+    /// Order under [`Strategy::Priority`]: lower first (default 0).
+    pub priority: i32,
+    /// The model ids this backend serves; empty: the models of its gateway config's model list,
+    /// or any model when that list is empty too.
+    pub models: Vec<String>,
+}
+
+/// A router gateway's settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RouterConfig {
+    pub backends: Vec<Backend>,
+    pub strategy: Strategy,
+    /// Whether a failed attempt moves on to the next backend.
+    pub fallback: bool,
+    /// Attempts per request, the first included (default: the number of backends, at most
+    /// [`MAX_ATTEMPTS`]).
+    pub max_attempts: u32,
+    /// Time allowed for each backend's response head.
+    pub timeout_ms: u64,
+    /// `name` → (backend index, model): an alias names one backend and one model.
+    pub aliases: BTreeMap<String, (usize, String)>,
+}
+
+impl RouterConfig {
+    /// Checks what does not need the store: counts and ranges. Backends are resolved and
+    /// checked by the control plane (same account, a dialect, not a router).
+    pub fn check(&self) -> Result<(), InvalidInput> {
+        if self.backends.is_empty() {
+            return Err(InvalidInput::new("backends", "must name at least one backend"));
+        }
+        if self.backends.len() > MAX_BACKENDS {
+            return Err(InvalidInput::new(
+                "backends",
+                format!("must have at most {MAX_BACKENDS} entries"),
+            ));
+        }
+        for (i, b) in self.backends.iter().enumerate() {
+            for (j, m) in b.models.iter().enumerate() {
+                crate::llm::ModelSpec::check_id(&format!("backends[{i}].models[{j}]"), m)?;
+            }
+        }
+        if self.max_attempts == 0 || self.max_attempts > MAX_ATTEMPTS {
+            return Err(InvalidInput::new(
+                "max_attempts",
+                format!("must be from 1 to {MAX_ATTEMPTS}"),
+            ));
+        }
+        if self.timeout_ms == 0 || self.timeout_ms > MAX_TIMEOUT_MS {
+            return Err(InvalidInput::new(
+                "timeout_ms",
+                format!("must be from 1 to {MAX_TIMEOUT_MS}"),
+            ));
+        }
+        if self.aliases.len() > MAX_ALIASES {
+            return Err(InvalidInput::new(
+                "aliases",
+                format!("must have at most {MAX_ALIASES} entries"),
+            ));
+        }
+        for (name, (index, model)) in &self.aliases {
+            let field = format!("aliases.{name}");
+            crate::llm::ModelSpec::check_id(&field, name)?;
+            if name == "auto" || name.contains(':') {
+                return Err(InvalidInput::new(field, "must not be auto or contain ':'"));
+            }
+            if *index >= self.backends.len() {
+                return Err(InvalidInput::new(field, "names no backend of this router"));
+            }
+            crate::llm::ModelSpec::check_id(&field, model)?;
+        }
+        Ok(())
+    }
+
+    /// The canonical bytes of what decides where each credential goes: every backend's
+    /// gateway and secret, in order. Appended to the gateway binding, so a database writer
+    /// cannot pair a backend with another secret.
+    pub fn binding_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(64 * self.backends.len() + 16);
+        out.extend_from_slice(b"router");
+        out.extend_from_slice(&(self.backends.len() as u32).to_be_bytes());
+        for b in &self.backends {
+            for part in [b.gateway.as_str(), b.secret.as_str()] {
+                out.extend_from_slice(&(part.len() as u32).to_be_bytes());
+                out.extend_from_slice(part.as_bytes());
+            }
+        }
+        out
+    }
+}
+
+/// The endpoint a router config is stored with: routers have no upstream of their own, and
+/// nothing is ever sent there (the data plane serves router tokens itself).
+pub const ROUTER_PLACEHOLDER_ENDPOINT: &str = "https://router.invalid";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> RouterConfig {
+        RouterConfig {
+            backends: vec![Backend {
+                name: "openai".into(),
+                gateway: GatewayConfigId::generate(),
+                secret: SecretId::generate(),
+                weight: 1,
+                priority: 0,
+                models: vec![],
+            }],
+            strategy: Strategy::Priority,
+            fallback: true,
+            max_attempts: 1,
+            timeout_ms: DEFAULT_TIMEOUT_MS,
+            aliases: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn checks_name_their_field() {
+        let cases: Vec<(Box<dyn Fn(&mut RouterConfig)>, &str)> = vec![
+            (Box::new(|c| c.backends.clear()), "backends"),
+            (Box::new(|c| c.max_attempts = 0), "max_attempts"),
+            (Box::new(|c| c.max_attempts = 9), "max_attempts"),
+            (Box::new(|c| c.timeout_ms = 0), "timeout_ms"),
+            (
+                Box::new(|c| {
+                    c.aliases.insert("fast".into(), (3, "m".into()));
+                }),
+                "aliases.fast",
+            ),
+            (
+                Box::new(|c| {
+                    c.aliases.insert("auto".into(), (0, "m".into()));
+                }),
+                "aliases.auto",
+            ),
+        ];
+        assert!(config().check().is_ok());
+        for (change, field) in cases {
+            let mut c = config();
+            change(&mut c);
+            assert_eq!(c.check().unwrap_err().field, field);
+        }
+    }
+
+    #[test]
+    fn binding_bytes_cover_each_pairing() {
+        let a = config();
+        let mut b = a.clone();
+        b.backends[0].secret = SecretId::generate();
+        assert_ne!(a.binding_bytes(), b.binding_bytes());
+        let mut c = a.clone();
+        c.backends[0].weight = 5;
+        assert_eq!(a.binding_bytes(), c.binding_bytes());
+    }
+}

@@ -1,0 +1,1063 @@
+//! Router gateways: one endpoint and one `gws_` token over several provider backends
+//! (`docs/router.md`).
+//!
+//! A router token's request never goes to the router's own (placeholder) endpoint. The router
+//! serves `POST /v1/chat/completions` (OpenAI), `POST /v1/messages` (Anthropic) and
+//! `GET /v1/models` itself, each in its own dialect:
+//!
+//! 1. **read** the body whole, up to [`BODY_CAP`] (413 beyond): a request that may be sent
+//!    again must be buffered;
+//! 2. **plan** (`select`): resolve `model` to backends, filter by capability and health,
+//!    order by strategy;
+//! 3. **attempt** each candidate in order, up to `max_attempts`: the body for the backend's
+//!    dialect (`airlock_llm::translate` when it differs from the client's), the backend's own
+//!    endpoint and credential (SECURITY #26: a backend's secret goes only to its endpoint),
+//!    the head within `timeout_ms`. A connection failure, a timeout, a 429 (cooldown) or a
+//!    5xx moves on to the next; so does a stream whose first event is an error. Once content
+//!    has started, the response is the client's and no other backend is tried;
+//! 4. **answer** in the client's dialect, with `x-airlock-provider`, `x-airlock-model` and
+//!    `x-airlock-attempts`, and log the decision (`log`).
+//!
+//! The backend's stages (the meter) see the backend's request and response, so a routed
+//! request is metered with the backend's provider, model and usage.
+
+mod body;
+mod health;
+mod log;
+mod select;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use airlock_core::router::{RouterConfig, Strategy};
+use airlock_core::GatewayConfigId;
+use airlock_llm::translate::{
+    error_body, translate_error_body, translate_request, translate_response, Dialect, ErrorKind,
+    RequestOptions, StreamOptions, StreamTranslator,
+};
+use bytes::Bytes;
+use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Version};
+use http_body::Body as _;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use serde_json::Value;
+
+pub(crate) use self::body::RoutedBody;
+pub(crate) use self::health::{Health, HealthView};
+pub(crate) use self::log::{Attempt, Decision, RoutingLog};
+use self::select::{Prefer, Refused, Want};
+use crate::audit::Recorder;
+use crate::body::{Kind, RequestBody};
+use crate::error::ProxyError;
+use crate::pipeline::Outcome;
+use crate::rewrite::Route;
+use crate::stage::{RequestHead, Runs};
+use crate::state::{GatewaySlot, SecretSlot, TokenEntry};
+use crate::RequestCtx;
+
+/// The largest request body a router reads (413 beyond): it must hold the whole body to send
+/// it again to another backend.
+pub(crate) const BODY_CAP: usize = 8 * 1024 * 1024;
+/// The largest non-streamed response body a router reads to translate it.
+const RESPONSE_CAP: usize = 32 * 1024 * 1024;
+/// The most bytes of a stream held back while waiting for its first content; past this the
+/// stream is passed on as it is (and can no longer fail over).
+const PEEK_CAP: usize = 1024 * 1024;
+
+pub(crate) const X_PROVIDER: &str = "x-airlock-provider";
+pub(crate) const X_MODEL: &str = "x-airlock-model";
+pub(crate) const X_ATTEMPTS: &str = "x-airlock-attempts";
+
+/// A router gateway, prepared for the hot path.
+pub(crate) struct RouterEntry {
+    pub(crate) id: GatewayConfigId,
+    pub(crate) strategy: Strategy,
+    pub(crate) fallback: bool,
+    pub(crate) max_attempts: u32,
+    pub(crate) timeout: Duration,
+    pub(crate) aliases: BTreeMap<String, (usize, String)>,
+    pub(crate) backends: Box<[BackendEntry]>,
+    pub(crate) log: Arc<RoutingLog>,
+}
+
+/// One backend: the slots of its gateway config and secret (shared with every token and router
+/// that uses them, so a rotation is seen at once), and its health.
+pub(crate) struct BackendEntry {
+    pub(crate) name: String,
+    pub(crate) gateway_id: GatewayConfigId,
+    pub(crate) gateway: Arc<GatewaySlot>,
+    pub(crate) secret: Arc<SecretSlot>,
+    pub(crate) weight: u32,
+    pub(crate) priority: i32,
+    pub(crate) models: Vec<String>,
+    pub(crate) health: Arc<Health>,
+}
+
+impl RouterEntry {
+    pub(crate) fn new(
+        id: GatewayConfigId,
+        config: &RouterConfig,
+        backends: Vec<BackendEntry>,
+        log: Arc<RoutingLog>,
+    ) -> RouterEntry {
+        RouterEntry {
+            id,
+            strategy: config.strategy,
+            fallback: config.fallback,
+            max_attempts: config.max_attempts.max(1),
+            timeout: Duration::from_millis(config.timeout_ms),
+            aliases: config.aliases.clone(),
+            backends: backends.into_boxed_slice(),
+            log,
+        }
+    }
+}
+
+/// What a router endpoint was asked for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Endpoint {
+    Chat(Dialect),
+    Models(Dialect),
+}
+
+fn endpoint(method: &Method, path: &str, headers: &HeaderMap) -> Result<Endpoint, Dialect> {
+    let path = path.strip_prefix("/v1").unwrap_or(path);
+    match (method, path) {
+        (&Method::POST, "/chat/completions") => Ok(Endpoint::Chat(Dialect::OpenaiChat)),
+        (&Method::POST, "/messages") => Ok(Endpoint::Chat(Dialect::AnthropicMessages)),
+        (&Method::GET, "/models") => Ok(Endpoint::Models(guess_dialect(headers))),
+        _ => Err(if path.starts_with("/messages") {
+            Dialect::AnthropicMessages
+        } else {
+            guess_dialect(headers)
+        }),
+    }
+}
+
+/// Anthropic's SDKs always send `anthropic-version`; anything else is answered as OpenAI.
+fn guess_dialect(headers: &HeaderMap) -> Dialect {
+    if headers.contains_key("anthropic-version") {
+        Dialect::AnthropicMessages
+    } else {
+        Dialect::OpenaiChat
+    }
+}
+
+/// An answer of the router's own: an error in the client's dialect.
+struct Own {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    retry_after_s: Option<u64>,
+}
+
+impl Own {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Own {
+        Own {
+            status,
+            code,
+            message: message.into(),
+            retry_after_s: None,
+        }
+    }
+}
+
+fn own_response(dialect: Dialect, own: &Own, record: &mut Recorder) -> Response<Kind> {
+    record.answered(own.status.as_u16(), Some(own.code));
+    let body = error_body(dialect, own.status.as_u16(), &own.message);
+    let mut response = Response::new(Kind::Full(Some(body.into())));
+    *response.status_mut() = own.status;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers.insert("x-airlock-error", HeaderValue::from_static(own.code));
+    if let Some(s) = own.retry_after_s {
+        headers.insert(header::RETRY_AFTER, HeaderValue::from(s));
+    }
+    response
+}
+
+/// Serves a request on a router token (the token, devbox, address and scope are checked).
+pub(crate) async fn serve(
+    shared: &RequestCtx,
+    req: Request<Incoming>,
+    token: &Arc<TokenEntry>,
+    request_id: &HeaderValue,
+    record: &mut Recorder,
+) -> Result<Outcome, ProxyError> {
+    let gateway = token.gateway.load().ok_or(if token.gateway.is_unverified() {
+        ProxyError::GatewayUnverified
+    } else {
+        ProxyError::GatewayUnavailable
+    })?;
+    let Some(router) = gateway.router.clone() else {
+        // A token without a secret on a plain gateway: nothing to send.
+        return Err(ProxyError::SecretUnavailable);
+    };
+    if gateway.account_id != *token.account_id {
+        return Err(ProxyError::Internal("the token's state is inconsistent"));
+    }
+    let dialect = match endpoint(req.method(), req.uri().path(), req.headers()) {
+        Ok(Endpoint::Models(dialect)) => {
+            return Ok(answer(models(&router, dialect), None));
+        }
+        Ok(Endpoint::Chat(dialect)) => dialect,
+        Err(dialect) => {
+            let own = Own::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "a router gateway serves POST /v1/chat/completions, POST /v1/messages and GET /v1/models",
+            );
+            return Ok(answer(own_response(dialect, &own, record), None));
+        }
+    };
+    let started = Instant::now();
+    let mut route = Routing {
+        shared,
+        router: &router,
+        token,
+        client: dialect,
+        request_id,
+        attempts: Vec::new(),
+        model_requested: String::new(),
+        reason: String::new(),
+    };
+    let result = route.run(req, record, started).await;
+    let (response, served) = match result {
+        Ok(done) => (done.response, Some(done.served)),
+        Err(own) => (own_response(dialect, &own, record), None),
+    };
+    let (provider, model) = match &served {
+        Some((p, m)) => (Some(p.clone()), Some(m.clone())),
+        None => (None, None),
+    };
+    router.log.push(Decision {
+        request_id: request_id.to_str().unwrap_or_default().to_owned(),
+        time_ms: airlock_core::time::now_ms(),
+        model_requested: route.model_requested,
+        provider,
+        model,
+        attempts: route.attempts,
+        reason: route.reason,
+        input_tokens: None,
+        output_tokens: None,
+        elapsed_ms: started.elapsed().as_millis() as u64,
+    });
+    Ok(answer(response, None))
+}
+
+fn answer(response: Response<Kind>, permit: Option<crate::limits::GatePermit>) -> Outcome {
+    Outcome::Response(response, permit)
+}
+
+/// `GET /v1/models`: every model the backends list, the aliases and `auto`.
+fn models(router: &RouterEntry, dialect: Dialect) -> Response<Kind> {
+    let mut ids: Vec<(String, String)> = vec![("auto".into(), "airlock".into())];
+    for (name, _) in &router.aliases {
+        ids.push((name.clone(), "airlock".into()));
+    }
+    for b in router.backends.iter() {
+        let listed: Vec<String> = if !b.models.is_empty() {
+            b.models.clone()
+        } else {
+            b.gateway
+                .load()
+                .map(|g| g.llm.models.iter().map(|m| m.id.clone()).collect())
+                .unwrap_or_default()
+        };
+        for m in listed {
+            if !ids.iter().any(|(id, _)| *id == m) {
+                ids.push((m.clone(), b.name.clone()));
+            }
+            ids.push((format!("{}:{m}", b.name), b.name.clone()));
+        }
+    }
+    let body = match dialect {
+        Dialect::OpenaiChat => serde_json::json!({
+            "object": "list",
+            "data": ids.iter().map(|(id, owner)| serde_json::json!({
+                "id": id, "object": "model", "created": 0, "owned_by": owner,
+            })).collect::<Vec<_>>(),
+        }),
+        Dialect::AnthropicMessages => serde_json::json!({
+            "data": ids.iter().map(|(id, _)| serde_json::json!({
+                "type": "model", "id": id, "display_name": id, "created_at": "1970-01-01T00:00:00Z",
+            })).collect::<Vec<_>>(),
+            "has_more": false,
+            "first_id": ids.first().map(|i| i.0.clone()),
+            "last_id": ids.last().map(|i| i.0.clone()),
+        }),
+    };
+    let mut response = Response::new(Kind::Full(Some(body.to_string().into())));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// What a served request answered with.
+struct Done {
+    response: Response<Kind>,
+    /// The backend's name and model.
+    served: (String, String),
+}
+
+/// One routed request in flight.
+struct Routing<'a> {
+    shared: &'a RequestCtx,
+    router: &'a RouterEntry,
+    token: &'a Arc<TokenEntry>,
+    client: Dialect,
+    request_id: &'a HeaderValue,
+    attempts: Vec<Attempt>,
+    model_requested: String,
+    reason: String,
+}
+
+/// Why an attempt did not serve the request, and whether the next backend may be tried.
+enum Failed {
+    /// Try the next backend; `last` is what the client gets if none is left.
+    Next(LastError),
+    /// Answer the client with this at once (the client's fault, or content already started).
+    Stop(Own),
+}
+
+/// What the client gets when every attempt failed.
+enum LastError {
+    Own(Own),
+    /// The backend's own error response (a 429 or 5xx), translated.
+    Upstream(Response<Kind>),
+}
+
+impl Routing<'_> {
+    async fn run(
+        &mut self,
+        req: Request<Incoming>,
+        record: &mut Recorder,
+        started: Instant,
+    ) -> Result<Done, Own> {
+        let (parts, body) = req.into_parts();
+        let body = read_body(body).await?;
+        record.bytes_in(Arc::new(std::sync::atomic::AtomicU64::new(body.len() as u64)));
+        let mut json: Value = serde_json::from_slice(&body).map_err(|_| {
+            Own::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "the request body must be a JSON object",
+            )
+        })?;
+        let Some(object) = json.as_object_mut() else {
+            return Err(Own::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "the request body must be a JSON object",
+            ));
+        };
+        let model = match object.get("model") {
+            Some(Value::String(m)) if !m.is_empty() => m.clone(),
+            _ => {
+                return Err(Own::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    "model: is required and must be a string",
+                ))
+            }
+        };
+        self.model_requested = model.clone();
+        let prefer_text = match object.remove("prefer") {
+            Some(Value::String(p)) => Some(p),
+            Some(_) => {
+                return Err(Own::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    "prefer: must be auto, speed, quality or cost",
+                ))
+            }
+            None => parts
+                .headers
+                .get("x-airlock-prefer")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
+        };
+        let prefer = match prefer_text.as_deref() {
+            None => Prefer::Auto,
+            Some(text) => Prefer::parse(text).ok_or_else(|| {
+                Own::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    "prefer: must be auto, speed, quality or cost",
+                )
+            })?,
+        };
+        let stream = object.get("stream").and_then(Value::as_bool).unwrap_or(false);
+        let include_usage = object
+            .get("stream_options")
+            .and_then(|o| o.get("include_usage"))
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        let max_tokens = ["max_completion_tokens", "max_tokens"]
+            .iter()
+            .find_map(|k| object.get(*k).and_then(Value::as_u64));
+        let images = has_images(object);
+        // The body without `prefer`, as the backends get it (before the model is set).
+        let client_body = serde_json::to_vec(&json).unwrap_or_default();
+        let want = Want {
+            model: &model,
+            prefer,
+            images,
+            // About four bytes a token: an estimate for the context window and the cost.
+            input_tokens: (body.len() / 4) as u64,
+            max_tokens,
+        };
+        let plan = select::plan(self.router, &want, airlock_core::time::now_ms()).map_err(
+            |refused| match refused {
+                Refused::UnknownBackend => Own::new(
+                    StatusCode::BAD_REQUEST,
+                    "unknown_backend",
+                    "model: names no backend of this router (use <backend>:<model>, a model id, an alias or auto)",
+                ),
+                Refused::NoModel => Own::new(
+                    StatusCode::NOT_FOUND,
+                    "model_not_found",
+                    "model: no backend of this router serves it",
+                ),
+                Refused::Incapable(why) => Own::new(
+                    StatusCode::BAD_REQUEST,
+                    "no_capable_backend",
+                    format!("no backend can take this request: {why}"),
+                ),
+                Refused::Unavailable { wait_ms, reason } => {
+                    self.reason = reason.clone();
+                    let mut own = Own::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "no_backend_available",
+                        format!("every backend able to serve this request is unavailable: {reason}"),
+                    );
+                    own.retry_after_s = Some(wait_ms.div_ceil(1000).max(1));
+                    own
+                }
+            },
+        )?;
+        self.reason = plan.reason.clone();
+        let max_attempts = if self.router.fallback {
+            self.router.max_attempts as usize
+        } else {
+            1
+        };
+        let mut last: Option<LastError> = None;
+        let mut unsupported: Option<String> = None;
+        for candidate in plan.candidates.into_iter() {
+            if self.attempts.iter().filter(|a| a.outcome != "unsupported").count() >= max_attempts {
+                break;
+            }
+            let attempt_started = Instant::now();
+            let backend = &self.router.backends[candidate.index];
+            let outcome = self
+                .attempt(
+                    backend,
+                    &candidate,
+                    &client_body,
+                    stream,
+                    include_usage,
+                    &parts.headers,
+                    record,
+                )
+                .await;
+            let elapsed_ms = attempt_started.elapsed().as_millis() as u64;
+            match outcome {
+                Ok((response, status)) => {
+                    self.attempts.push(Attempt {
+                        backend: backend.name.clone(),
+                        model: candidate.model.clone(),
+                        outcome: "ok",
+                        status: Some(status),
+                        elapsed_ms,
+                    });
+                    let mut response = response;
+                    self.stamp(&mut response, backend, &candidate);
+                    let _ = started;
+                    return Ok(Done {
+                        response,
+                        served: (backend.name.clone(), candidate.model),
+                    });
+                }
+                Err((why, status, failed)) => {
+                    self.attempts.push(Attempt {
+                        backend: backend.name.clone(),
+                        model: candidate.model.clone(),
+                        outcome: why,
+                        status,
+                        elapsed_ms,
+                    });
+                    match failed {
+                        Failed::Stop(own) => return Err(own),
+                        Failed::Next(LastError::Own(own)) if why == "unsupported" => {
+                            unsupported = Some(own.message);
+                        }
+                        Failed::Next(err) => last = Some(err),
+                    }
+                }
+            }
+        }
+        match (last, unsupported) {
+            (Some(LastError::Upstream(mut response)), _) => {
+                record.answered(response.status().as_u16(), Some("all_backends_failed"));
+                let n = self.attempts.len();
+                response
+                    .headers_mut()
+                    .insert(X_ATTEMPTS, HeaderValue::from(n));
+                Ok(Done {
+                    response,
+                    served: (String::new(), String::new()),
+                })
+            }
+            (Some(LastError::Own(own)), _) => Err(own),
+            (None, Some(message)) => Err(Own::new(
+                StatusCode::BAD_REQUEST,
+                "unsupported",
+                message,
+            )),
+            (None, None) => Err(Own::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no_backend_available",
+                "no backend of this router is available",
+            )),
+        }
+    }
+
+    fn stamp(&self, response: &mut Response<Kind>, backend: &BackendEntry, c: &select::Candidate) {
+        let headers = response.headers_mut();
+        let provider = c.gateway.llm.provider.as_deref().unwrap_or(&backend.name);
+        if let Ok(v) = HeaderValue::from_str(provider) {
+            headers.insert(X_PROVIDER, v);
+        }
+        if let Ok(v) = HeaderValue::from_str(&c.model) {
+            headers.insert(X_MODEL, v);
+        }
+        headers.insert(X_ATTEMPTS, HeaderValue::from(self.attempts.len()));
+    }
+
+    /// One attempt on one backend. `Ok`: the response for the client (content started, or a
+    /// whole answer). `Err`: why not, the status if there was one, and what to do next.
+    #[allow(clippy::too_many_arguments)]
+    async fn attempt(
+        &self,
+        backend: &BackendEntry,
+        candidate: &select::Candidate,
+        client_body: &[u8],
+        stream: bool,
+        include_usage: bool,
+        client_headers: &HeaderMap,
+        record: &mut Recorder,
+    ) -> Result<(Response<Kind>, u16), (&'static str, Option<u16>, Failed)> {
+        let client = self.client;
+        let gateway = &candidate.gateway;
+        let unavailable = |message: &str| {
+            (
+                "unavailable",
+                None,
+                Failed::Next(LastError::Own(Own::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "no_backend_available",
+                    message.to_owned(),
+                ))),
+            )
+        };
+        let Some(backend_dialect) = airlock_llm::translate::Dialect::of(gateway.llm.api) else {
+            return Err(unavailable("a backend speaks no chat dialect"));
+        };
+        // The backend's own secret, of this token's account: never another's.
+        let account = &*self.token.account_id;
+        let Some(secret) = backend.secret.load().filter(|s| {
+            s.material().is_some() && &s.account_id == account && &gateway.account_id == account
+        }) else {
+            return Err(unavailable("a backend's secret cannot be used"));
+        };
+        let Ok(custom_secrets) = crate::pipeline::custom_secrets(gateway, account) else {
+            return Err(unavailable("a backend's secret cannot be used"));
+        };
+        let route = Route {
+            gateway: gateway.clone(),
+            secret: secret.clone(),
+            custom_secrets,
+        };
+
+        // The body in the backend's dialect, for the backend's model.
+        let mut body = if backend_dialect == client {
+            let mut json: Value = serde_json::from_slice(client_body).unwrap_or(Value::Null);
+            if let Some(o) = json.as_object_mut() {
+                o.insert("model".into(), Value::String(candidate.model.clone()));
+            }
+            Bytes::from(serde_json::to_vec(&json).unwrap_or_default())
+        } else {
+            let mut opts = RequestOptions::new(&candidate.model);
+            if let Some(spec) = gateway.llm.models.iter().find(|m| m.id == candidate.model) {
+                if let Some(max) = spec.max_tokens {
+                    opts.default_max_tokens = max;
+                }
+                opts.reasoning = spec.reasoning;
+            }
+            match translate_request(client, client_body, &opts) {
+                Ok(b) => Bytes::from(b),
+                Err(e) if e.kind == ErrorKind::Unsupported => {
+                    return Err((
+                        "unsupported",
+                        None,
+                        Failed::Next(LastError::Own(Own::new(
+                            StatusCode::BAD_REQUEST,
+                            "unsupported",
+                            e.message,
+                        ))),
+                    ))
+                }
+                Err(e) => {
+                    return Err((
+                        "malformed",
+                        None,
+                        Failed::Stop(Own::new(StatusCode::BAD_REQUEST, "invalid_request", e.message)),
+                    ))
+                }
+            }
+        };
+        let path = match backend_dialect {
+            Dialect::OpenaiChat => "/chat/completions",
+            Dialect::AnthropicMessages => "/v1/messages",
+        };
+        let mut runs = Runs::start(
+            &gateway.stages,
+            &RequestHead {
+                method: &Method::POST,
+                path,
+            },
+        );
+        if runs.admit().is_err() {
+            return Err(unavailable("a backend refused the request"));
+        }
+        if runs.body_cap().is_some() {
+            let _ = runs.request_body(Some(&mut body));
+        }
+
+        // The backend's own endpoint, credential and headers: nothing of the client's but the
+        // dialect's version headers.
+        let uri = format!(
+            "{}://{}{}{}",
+            gateway.scheme, gateway.authority, gateway.base_path, path
+        );
+        let Ok(uri) = uri.parse::<http::Uri>() else {
+            return Err(unavailable("a backend's endpoint is not usable"));
+        };
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        if stream {
+            headers.insert(header::ACCEPT, HeaderValue::from_static("text/event-stream"));
+        }
+        if backend_dialect == Dialect::AnthropicMessages {
+            let same = client == Dialect::AnthropicMessages;
+            for name in ["anthropic-version", "anthropic-beta"] {
+                if let (true, Some(v)) = (same, client_headers.get(name)) {
+                    headers.insert(name, v.clone());
+                }
+            }
+            if !headers.contains_key("anthropic-version") {
+                headers.insert("anthropic-version", HeaderValue::from_static("2023-06-01"));
+            }
+        }
+        headers.insert(&crate::request_id::X_REQUEST_ID, self.request_id.clone());
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+        if crate::rewrite::request_headers(&mut headers, &route, false).is_err() {
+            return Err(unavailable("a backend's secret cannot be used"));
+        }
+        let mut upstream_req = Request::new(RequestBody::full(body));
+        *upstream_req.method_mut() = Method::POST;
+        *upstream_req.uri_mut() = uri;
+        *upstream_req.version_mut() = Version::HTTP_11;
+        *upstream_req.headers_mut() = headers;
+        let (mut head, req_body) = upstream_req.into_parts();
+        runs.upstream_request(&mut head);
+        let upstream_req = Request::from_parts(head, req_body);
+
+        let shared = self.shared;
+        let Ok(permit) = shared.gates.enter(&gateway.scheme, &gateway.authority) else {
+            return Err(unavailable("a backend has too many requests in flight"));
+        };
+        let health = &backend.health;
+        let now = airlock_core::time::now_ms();
+        let in_flight = health.begin(now);
+        let deadline = tokio::time::Instant::now() + self.router.timeout;
+        let sent_at = Instant::now();
+        let sent = tokio::time::timeout_at(deadline, shared.client.request(upstream_req)).await;
+        let response = match sent {
+            Err(_) => {
+                health.failed(airlock_core::time::now_ms());
+                return Err((
+                    "timeout",
+                    None,
+                    Failed::Next(LastError::Own(Own::new(
+                        StatusCode::GATEWAY_TIMEOUT,
+                        "upstream_timeout",
+                        "no backend answered in time",
+                    ))),
+                ));
+            }
+            Ok(Err(err)) => {
+                let (err, kind) = crate::upstream::classify(&err);
+                shared.metrics.upstream_error(kind);
+                health.failed(airlock_core::time::now_ms());
+                let d = err.describe();
+                return Err((
+                    "connect_failed",
+                    None,
+                    Failed::Next(LastError::Own(Own::new(
+                        StatusCode::BAD_GATEWAY,
+                        "upstream_unreachable",
+                        format!("no backend could be reached ({})", d.code.as_str()),
+                    ))),
+                ));
+            }
+            Ok(Ok(response)) => response,
+        };
+        let now = airlock_core::time::now_ms();
+        let status = response.status();
+        health.answered(now, sent_at.elapsed(), response.headers());
+        let (mut parts, incoming) = response.into_parts();
+        crate::rewrite::response_headers(&mut parts.headers, &route, false);
+
+        if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
+            let why = if status == StatusCode::TOO_MANY_REQUESTS {
+                health.cool_down(now, &parts.headers);
+                "rate_limited"
+            } else {
+                health.failed(now);
+                "upstream_5xx"
+            };
+            let body = read_capped(incoming, RESPONSE_CAP, deadline).await.unwrap_or_default();
+            let response = error_response(client, backend_dialect, status, &parts.headers, &body);
+            drop(in_flight);
+            return Err((why, Some(status.as_u16()), Failed::Next(LastError::Upstream(response))));
+        }
+        if !status.is_success() {
+            // The client's request was refused (400, 401, 404, …): another backend would
+            // refuse it too, or the operator must fix this one. Answer it, translated.
+            health.succeeded();
+            let body = read_capped(incoming, RESPONSE_CAP, deadline).await.unwrap_or_default();
+            let response = error_response(client, backend_dialect, status, &parts.headers, &body);
+            record.upstream(status.as_u16());
+            record.backend_secret(backend.secret.id.clone(), secret.version);
+            return Ok((response, status.as_u16()));
+        }
+        runs.response_head(&mut parts);
+        let translating = backend_dialect != client;
+        let sse = parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim_start().starts_with("text/event-stream"));
+
+        if !sse {
+            // A whole answer: read it, meter it, translate it.
+            let Some(mut whole) = read_capped(incoming, RESPONSE_CAP, deadline).await else {
+                health.failed(airlock_core::time::now_ms());
+                return Err((
+                    "connect_failed",
+                    Some(status.as_u16()),
+                    Failed::Next(LastError::Own(Own::new(
+                        StatusCode::BAD_GATEWAY,
+                        "upstream_failed",
+                        "the backend's answer broke off",
+                    ))),
+                ));
+            };
+            runs.frame(&mut whole);
+            if let Some(rest) = runs.end() {
+                whole = [whole, rest].concat().into();
+            }
+            let out = if translating {
+                let created = (airlock_core::time::now_ms() / 1000) as u64;
+                match translate_response(backend_dialect, &whole, created) {
+                    Ok(b) => Bytes::from(b),
+                    Err(_) => {
+                        health.failed(airlock_core::time::now_ms());
+                        return Err((
+                            "bad_answer",
+                            Some(status.as_u16()),
+                            Failed::Next(LastError::Own(Own::new(
+                                StatusCode::BAD_GATEWAY,
+                                "upstream_failed",
+                                "the backend's answer could not be read",
+                            ))),
+                        ));
+                    }
+                }
+            } else {
+                whole
+            };
+            health.succeeded();
+            let mut response = Response::new(Kind::Full(Some(out)));
+            *response.status_mut() = status;
+            let headers = response.headers_mut();
+            if !translating {
+                *headers = parts.headers;
+                headers.remove(header::CONTENT_LENGTH);
+                headers.remove(header::TRANSFER_ENCODING);
+            }
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            self.adopt(record, runs, backend, &secret, status);
+            return Ok((response, status.as_u16()));
+        }
+
+        // A stream: hold its events back until the first content (or an error) shows.
+        let mut detector = StreamTranslator::new(
+            backend_dialect,
+            StreamOptions {
+                created: (airlock_core::time::now_ms() / 1000) as u64,
+                include_usage,
+            },
+        );
+        let mut incoming = incoming;
+        let mut held: Vec<u8> = Vec::new();
+        let mut raw_held: Vec<u8> = Vec::new();
+        let mut ended = false;
+        loop {
+            if detector.is_content_started() || raw_held.len() > PEEK_CAP {
+                break;
+            }
+            if detector.failed_before_content() {
+                health.failed(airlock_core::time::now_ms());
+                return Err((
+                    "error_event",
+                    Some(status.as_u16()),
+                    Failed::Next(LastError::Own(Own::new(
+                        StatusCode::BAD_GATEWAY,
+                        "upstream_failed",
+                        detector
+                            .upstream_error()
+                            .map_or_else(|| "the backend's stream failed".to_owned(), |e| e.message.clone()),
+                    ))),
+                ));
+            }
+            let frame = match tokio::time::timeout_at(deadline, incoming.frame()).await {
+                Err(_) => {
+                    health.failed(airlock_core::time::now_ms());
+                    return Err((
+                        "timeout",
+                        Some(status.as_u16()),
+                        Failed::Next(LastError::Own(Own::new(
+                            StatusCode::GATEWAY_TIMEOUT,
+                            "upstream_timeout",
+                            "no backend answered in time",
+                        ))),
+                    ));
+                }
+                Ok(frame) => frame,
+            };
+            match frame {
+                Some(Ok(frame)) => {
+                    let Ok(mut data) = frame.into_data() else {
+                        continue;
+                    };
+                    runs.frame(&mut data);
+                    raw_held.extend_from_slice(&data);
+                    detector.feed(&data, &mut held);
+                }
+                Some(Err(_)) => {
+                    health.failed(airlock_core::time::now_ms());
+                    return Err((
+                        "connect_failed",
+                        Some(status.as_u16()),
+                        Failed::Next(LastError::Own(Own::new(
+                            StatusCode::BAD_GATEWAY,
+                            "upstream_failed",
+                            "the backend's stream broke off",
+                        ))),
+                    ));
+                }
+                None => {
+                    if let Some(rest) = runs.end() {
+                        raw_held.extend_from_slice(&rest);
+                        detector.feed(&rest, &mut held);
+                    }
+                    detector.finish(&mut held);
+                    ended = true;
+                    if detector.failed_before_content() {
+                        continue;
+                    }
+                    break;
+                }
+            }
+        }
+        health.succeeded();
+        drop(in_flight);
+        // The client gets the translated events when the dialects differ, else the backend's
+        // own bytes; the translator that watched goes on translating.
+        let (first, translator) = if translating {
+            (held, Some(detector))
+        } else {
+            (raw_held, None)
+        };
+        let mut body = RoutedBody::new(
+            Bytes::from(first),
+            incoming,
+            translator,
+            client,
+            route,
+            permit,
+        );
+        if ended {
+            body.mark_ended();
+        }
+        let mut response = Response::new(Kind::Routed(Box::new(body)));
+        *response.status_mut() = status;
+        let headers = response.headers_mut();
+        if !translating {
+            *headers = parts.headers;
+        }
+        headers.remove(header::CONTENT_LENGTH);
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/event-stream"),
+        );
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        self.adopt(record, runs, backend, &secret, status);
+        Ok((response, status.as_u16()))
+    }
+
+    /// The served attempt's stages become the request's, and its backend's secret the one
+    /// the audit event names.
+    fn adopt(
+        &self,
+        record: &mut Recorder,
+        runs: Runs,
+        backend: &BackendEntry,
+        secret: &crate::state::SecretEntry,
+        status: StatusCode,
+    ) {
+        *record.runs() = runs;
+        record.upstream(status.as_u16());
+        record.backend_secret(backend.secret.id.clone(), secret.version);
+    }
+}
+
+/// A backend's error response in the client's dialect, status kept (with its Retry-After).
+fn error_response(
+    client: Dialect,
+    backend: Dialect,
+    status: StatusCode,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Response<Kind> {
+    let out = if client == backend {
+        // Same dialect: the backend's own error body, if it is JSON; else one of Airlock's.
+        if serde_json::from_slice::<Value>(body).is_ok() {
+            body.to_vec()
+        } else {
+            error_body(client, status.as_u16(), "the backend answered with an error")
+        }
+    } else {
+        translate_error_body(backend, status.as_u16(), body)
+    };
+    let mut response = Response::new(Kind::Full(Some(out.into())));
+    *response.status_mut() = status;
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    if let Some(v) = headers.get(header::RETRY_AFTER) {
+        h.insert(header::RETRY_AFTER, v.clone());
+    }
+    response
+}
+
+/// Whether any message carries an image (either dialect's block shapes).
+fn has_images(object: &serde_json::Map<String, Value>) -> bool {
+    let Some(messages) = object.get("messages").and_then(Value::as_array) else {
+        return false;
+    };
+    messages.iter().any(|m| {
+        m.get("content")
+            .and_then(Value::as_array)
+            .is_some_and(|blocks| {
+                blocks.iter().any(|b| {
+                    matches!(
+                        b.get("type").and_then(Value::as_str),
+                        Some("image_url" | "image")
+                    )
+                })
+            })
+    })
+}
+
+/// Reads the client's body whole, up to [`BODY_CAP`].
+async fn read_body(mut body: Incoming) -> Result<Bytes, Own> {
+    let too_large = || {
+        Own::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "request_too_large",
+            format!("a router reads request bodies of at most {BODY_CAP} bytes"),
+        )
+    };
+    if body.size_hint().lower() > BODY_CAP as u64 {
+        return Err(too_large());
+    }
+    let mut out = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|_| {
+            Own::new(
+                StatusCode::BAD_REQUEST,
+                "client_body_failed",
+                "the request body could not be read",
+            )
+        })?;
+        if let Ok(data) = frame.into_data() {
+            if out.len() + data.len() > BODY_CAP {
+                return Err(too_large());
+            }
+            out.extend_from_slice(&data);
+        }
+    }
+    Ok(out.freeze())
+}
+
+/// Reads a backend's response body whole, up to `cap`, by `deadline`; `None` if it broke off,
+/// was too large or too slow.
+async fn read_capped(
+    mut body: Incoming,
+    cap: usize,
+    deadline: tokio::time::Instant,
+) -> Option<Bytes> {
+    let mut out = bytes::BytesMut::new();
+    loop {
+        let frame = tokio::time::timeout_at(deadline, body.frame()).await.ok()?;
+        match frame {
+            None => return Some(out.freeze()),
+            Some(Err(_)) => return None,
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    if out.len() + data.len() > cap {
+                        return None;
+                    }
+                    out.extend_from_slice(&data);
+                }
+            }
+        }
+    }
+}
+
+/// A router's status for the control plane: each backend's health.
+pub(crate) fn status(router: &RouterEntry, now_ms: i64) -> Vec<(String, GatewayConfigId, HealthView)> {
+    router
+        .backends
+        .iter()
+        .map(|b| (b.name.clone(), b.gateway_id.clone(), b.health.view(now_ms)))
+        .collect()
+}
