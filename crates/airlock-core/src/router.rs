@@ -162,6 +162,82 @@ impl RouterConfig {
 /// nothing is ever sent there (the data plane serves router tokens itself).
 pub const ROUTER_PLACEHOLDER_ENDPOINT: &str = "https://router.invalid";
 
+/// One backend's live health, as the data plane sees it (`GET …/status`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct BackendStatus {
+    pub name: String,
+    pub gateway: GatewayConfigId,
+    /// Neither in cooldown nor with its breaker open.
+    pub healthy: bool,
+    pub cooldown_until_ms: Option<i64>,
+    pub latency_ewma_ms: Option<f64>,
+    pub requests_last_minute: u64,
+    pub errors_last_minute: u64,
+    /// The provider's remaining requests in its window, where it reports them.
+    pub remaining: Option<i64>,
+    pub resets_in_ms: Option<i64>,
+}
+
+/// One attempt of a routed request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RoutingAttempt {
+    /// The backend's gateway config name.
+    pub backend: String,
+    pub model: String,
+    /// `ok`, or why it failed: `connect_failed`, `timeout`, `rate_limited`, `upstream_5xx`,
+    /// `error_event`, `unsupported`, `malformed`, `unavailable`, `bad_answer`.
+    pub outcome: String,
+    pub status: Option<u16>,
+    pub elapsed_ms: u64,
+}
+
+/// How one request was routed (`GET …/routing-log`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RoutingDecision {
+    pub request_id: String,
+    pub time_ms: i64,
+    pub model_requested: String,
+    /// The backend that served it, if one did.
+    pub provider: Option<String>,
+    pub model: Option<String>,
+    pub attempts: Vec<RoutingAttempt>,
+    /// The rule that ordered the candidates, and what was left out and why.
+    pub reason: String,
+    pub input_tokens: Option<u64>,
+    pub output_tokens: Option<u64>,
+    pub elapsed_ms: u64,
+}
+
+/// Which backend would serve a request now (`POST …/route-preview`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RoutePreview {
+    /// The first candidate's backend name and model; `None` when none is available now.
+    pub provider: Option<String>,
+    pub model: Option<String>,
+    /// Every candidate in the order they would be tried.
+    pub candidates: Vec<(String, String)>,
+    pub reason: String,
+    /// Milliseconds until a backend is available (0: now).
+    pub wait_ms: u64,
+}
+
+/// What the control plane may ask the data plane in the same process about its routers. A
+/// process without a data plane has none, and answers 503 `no_data_plane`.
+pub trait RouterInspector: Send + Sync + 'static {
+    /// Each backend's health; `None` when the data plane has no such router.
+    fn status(&self, id: &GatewayConfigId) -> Option<Vec<BackendStatus>>;
+    /// The latest decisions, newest first; `None` when the data plane has no such router.
+    fn routing_log(&self, id: &GatewayConfigId, limit: usize) -> Option<Vec<RoutingDecision>>;
+    /// Which backend would serve `body` (as the client would send it to `path`) now; calls
+    /// no provider. `Err` is a client error message (a 400).
+    fn preview(
+        &self,
+        id: &GatewayConfigId,
+        anthropic: bool,
+        body: &[u8],
+    ) -> Option<Result<RoutePreview, InvalidInput>>;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -297,6 +297,41 @@ pub async fn start<S: StateSource, A: AuditSink>(
     })
 }
 
+/// The control plane's view of this data plane's routers (`GET …/status`, `…/routing-log`,
+/// `POST …/route-preview`), answered from memory.
+impl airlock_core::router::RouterInspector for DataPlane {
+    fn status(
+        &self,
+        id: &airlock_core::GatewayConfigId,
+    ) -> Option<Vec<airlock_core::router::BackendStatus>> {
+        let router = self.state.router(id)?;
+        Some(router::status(&router, airlock_core::time::now_ms()))
+    }
+
+    fn routing_log(
+        &self,
+        id: &airlock_core::GatewayConfigId,
+        limit: usize,
+    ) -> Option<Vec<airlock_core::router::RoutingDecision>> {
+        Some(self.state.router(id)?.log.latest(limit))
+    }
+
+    fn preview(
+        &self,
+        id: &airlock_core::GatewayConfigId,
+        anthropic: bool,
+        body: &[u8],
+    ) -> Option<Result<airlock_core::router::RoutePreview, airlock_core::InvalidInput>> {
+        let router = self.state.router(id)?;
+        let dialect = if anthropic {
+            airlock_llm::translate::Dialect::AnthropicMessages
+        } else {
+            airlock_llm::translate::Dialect::OpenaiChat
+        };
+        Some(router::preview(&router, dialect, body))
+    }
+}
+
 impl DataPlane {
     /// Whether a full snapshot of the state has been loaded.
     pub fn ready(&self) -> bool {

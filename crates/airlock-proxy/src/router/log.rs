@@ -8,35 +8,7 @@ use std::sync::Mutex;
 /// Decisions kept per router.
 pub(crate) const LOG_CAPACITY: usize = 256;
 
-/// One attempt of a routed request.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct Attempt {
-    /// The backend's gateway config name.
-    pub(crate) backend: String,
-    pub(crate) model: String,
-    /// `ok`, or why the attempt failed: `connect_failed`, `timeout`, `rate_limited`,
-    /// `upstream_5xx`, `error_event`, `unsupported`, `unavailable`.
-    pub(crate) outcome: &'static str,
-    pub(crate) status: Option<u16>,
-    pub(crate) elapsed_ms: u64,
-}
-
-/// How one request was routed.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct Decision {
-    pub(crate) request_id: String,
-    pub(crate) time_ms: i64,
-    pub(crate) model_requested: String,
-    /// The backend that served it (its gateway config's name), if one did.
-    pub(crate) provider: Option<String>,
-    pub(crate) model: Option<String>,
-    pub(crate) attempts: Vec<Attempt>,
-    /// Why: the rule that ordered the candidates, and what was left out.
-    pub(crate) reason: String,
-    pub(crate) input_tokens: Option<u64>,
-    pub(crate) output_tokens: Option<u64>,
-    pub(crate) elapsed_ms: u64,
-}
+pub(crate) use airlock_core::router::{RoutingAttempt as Attempt, RoutingDecision as Decision};
 
 /// The latest decisions of one router, newest last.
 #[derive(Debug, Default)]

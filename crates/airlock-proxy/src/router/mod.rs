@@ -44,7 +44,7 @@ use hyper::body::Incoming;
 use serde_json::Value;
 
 pub(crate) use self::body::RoutedBody;
-pub(crate) use self::health::{Health, HealthView};
+pub(crate) use self::health::Health;
 pub(crate) use self::log::{Attempt, Decision, RoutingLog};
 use self::select::{Prefer, Refused, Want};
 use crate::audit::Recorder;
@@ -71,7 +71,6 @@ pub(crate) const X_ATTEMPTS: &str = "x-airlock-attempts";
 
 /// A router gateway, prepared for the hot path.
 pub(crate) struct RouterEntry {
-    pub(crate) id: GatewayConfigId,
     pub(crate) strategy: Strategy,
     pub(crate) fallback: bool,
     pub(crate) max_attempts: u32,
@@ -96,13 +95,11 @@ pub(crate) struct BackendEntry {
 
 impl RouterEntry {
     pub(crate) fn new(
-        id: GatewayConfigId,
         config: &RouterConfig,
         backends: Vec<BackendEntry>,
         log: Arc<RoutingLog>,
     ) -> RouterEntry {
         RouterEntry {
-            id,
             strategy: config.strategy,
             fallback: config.fallback,
             max_attempts: config.max_attempts.max(1),
@@ -473,7 +470,7 @@ impl Routing<'_> {
                     self.attempts.push(Attempt {
                         backend: backend.name.clone(),
                         model: candidate.model.clone(),
-                        outcome: "ok",
+                        outcome: "ok".into(),
                         status: Some(status),
                         elapsed_ms,
                     });
@@ -489,7 +486,7 @@ impl Routing<'_> {
                     self.attempts.push(Attempt {
                         backend: backend.name.clone(),
                         model: candidate.model.clone(),
-                        outcome: why,
+                        outcome: why.into(),
                         status,
                         elapsed_ms,
                     });
@@ -1054,10 +1051,91 @@ async fn read_capped(
 }
 
 /// A router's status for the control plane: each backend's health.
-pub(crate) fn status(router: &RouterEntry, now_ms: i64) -> Vec<(String, GatewayConfigId, HealthView)> {
+pub(crate) fn status(router: &RouterEntry, now_ms: i64) -> Vec<airlock_core::router::BackendStatus> {
     router
         .backends
         .iter()
-        .map(|b| (b.name.clone(), b.gateway_id.clone(), b.health.view(now_ms)))
+        .map(|b| {
+            let v = b.health.view(now_ms);
+            airlock_core::router::BackendStatus {
+                name: b.name.clone(),
+                gateway: b.gateway_id.clone(),
+                healthy: v.healthy,
+                cooldown_until_ms: v.cooldown_until_ms,
+                latency_ewma_ms: v.latency_ewma_ms,
+                requests_last_minute: v.requests_last_minute,
+                errors_last_minute: v.errors_last_minute,
+                remaining: v.remaining,
+                resets_in_ms: v.resets_in_ms,
+            }
+        })
         .collect()
+}
+
+/// Which backend would serve `body` now, without calling any: the same resolution, filters
+/// and order as a request.
+pub(crate) fn preview(
+    router: &RouterEntry,
+    client: Dialect,
+    body: &[u8],
+) -> Result<airlock_core::router::RoutePreview, airlock_core::InvalidInput> {
+    use airlock_core::InvalidInput;
+    let _ = client;
+    let json: Value = serde_json::from_slice(body)
+        .map_err(|_| InvalidInput::new("body", "must be a JSON object"))?;
+    let object = json
+        .as_object()
+        .ok_or_else(|| InvalidInput::new("body", "must be a JSON object"))?;
+    let model = object
+        .get("model")
+        .and_then(Value::as_str)
+        .ok_or_else(|| InvalidInput::new("model", "is required and must be a string"))?;
+    let prefer = match object.get("prefer") {
+        None => Prefer::Auto,
+        Some(v) => v
+            .as_str()
+            .and_then(Prefer::parse)
+            .ok_or_else(|| InvalidInput::new("prefer", "must be auto, speed, quality or cost"))?,
+    };
+    let want = Want {
+        model,
+        prefer,
+        images: has_images(object),
+        input_tokens: (body.len() / 4) as u64,
+        max_tokens: ["max_completion_tokens", "max_tokens"]
+            .iter()
+            .find_map(|k| object.get(*k).and_then(Value::as_u64)),
+    };
+    match select::plan(router, &want, airlock_core::time::now_ms()) {
+        Ok(plan) => {
+            let candidates: Vec<(String, String)> = plan
+                .candidates
+                .iter()
+                .map(|c| (router.backends[c.index].name.clone(), c.model.clone()))
+                .collect();
+            Ok(airlock_core::router::RoutePreview {
+                provider: candidates.first().map(|c| c.0.clone()),
+                model: candidates.first().map(|c| c.1.clone()),
+                candidates,
+                reason: plan.reason,
+                wait_ms: 0,
+            })
+        }
+        Err(Refused::Unavailable { wait_ms, reason }) => Ok(airlock_core::router::RoutePreview {
+            provider: None,
+            model: None,
+            candidates: Vec::new(),
+            reason,
+            wait_ms,
+        }),
+        Err(Refused::UnknownBackend) => Err(InvalidInput::new(
+            "model",
+            "names no backend of this router",
+        )),
+        Err(Refused::NoModel) => Err(InvalidInput::new("model", "no backend of this router serves it")),
+        Err(Refused::Incapable(why)) => Err(InvalidInput::new(
+            "body",
+            format!("no backend can take this request: {why}"),
+        )),
+    }
 }

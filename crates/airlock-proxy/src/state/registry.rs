@@ -315,7 +315,7 @@ impl Registry {
             })
             .collect();
         let log = self.logs.entry(record.id.clone()).or_default().clone();
-        crate::router::RouterEntry::new(record.id.clone(), config, backends, log)
+        crate::router::RouterEntry::new(config, backends, log)
     }
 
     /// Prepares a gateway config for the hot path, after checking its binding: a config changed

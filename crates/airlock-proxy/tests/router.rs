@@ -1,0 +1,622 @@
+//! Router gateways through the real data plane: several TLS recording upstreams that imitate
+//! OpenAI and Anthropic (one per backend, each recording what it received), a router config
+//! over them, and a router token. Covers translation both ways (JSON and SSE), failover on
+//! each cause and never after content, cooldown, strategies, the routed headers and metering,
+//! credential isolation (SECURITY #26) and malformed bodies (SECURITY #30).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Tests fail loudly by design.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use airlock_core::router::{
+    Backend, RouterConfig, RouterInspector, Strategy, ROUTER_PLACEHOLDER_ENDPOINT,
+};
+use airlock_core::state::LlmSettings;
+use airlock_core::{
+    Api, AuthMechanism, BearerSecret, DevboxId, Endpoint, EnvName, GatewayConfigId, Label,
+    ModelSpec, Price, SecretKind, SourceAddresses, TokenId,
+};
+use airlock_store::{AuditRow, DevboxRow, DevboxStatus, GatewayConfigRow, SecretRow, TokenRow};
+use airlock_testkit::tls::ALPN_H2_HTTP11;
+use airlock_testkit::upstream::{anthropic_messages, openai_chat, Responder};
+use airlock_testkit::{HttpResponse, RecordedRequest, RecordingUpstream, Reply, TestRequest, UpstreamOptions};
+use serde_json::{json, Value};
+use support::Harness;
+
+fn now() -> i64 {
+    airlock_core::time::now_ms()
+}
+
+fn audit(h: &Harness, action: &str) -> AuditRow {
+    AuditRow {
+        id: airlock_core::AuditId::generate().to_string(),
+        time_ms: now(),
+        account_id: h.seed.account.clone(),
+        api_key_id: None,
+        action: action.into(),
+        object_type: "test".into(),
+        object_id: "test".into(),
+        detail: "{}".into(),
+        client_addr: None,
+    }
+}
+
+/// One backend: its upstream, its gateway config and its secret.
+struct Up {
+    upstream: RecordingUpstream,
+    gateway: GatewayConfigRow,
+    secret: SecretRow,
+    key: String,
+}
+
+async fn upstream(h: &Harness, responder: Responder) -> RecordingUpstream {
+    let opts = UpstreamOptions::tls(h.ca.server_config(&["localhost"], ALPN_H2_HTTP11))
+        .responder(responder);
+    RecordingUpstream::start(opts).await.unwrap()
+}
+
+fn model(id: &str, input: u64, output: u64) -> ModelSpec {
+    ModelSpec {
+        id: id.into(),
+        cost: Some(Price {
+            input,
+            output,
+            cache_read: input,
+            cache_write: input,
+        }),
+        ..ModelSpec::default()
+    }
+}
+
+/// An OpenAI-compatible backend serving `models`.
+async fn openai(h: &Harness, key: &str, models: &[&str], responder: Responder) -> Up {
+    let upstream = upstream(h, responder).await;
+    let gateway = h
+        .seed
+        .gateway_llm(
+            &format!("{}/v1", upstream.url()),
+            AuthMechanism::Bearer,
+            Vec::new(),
+            LlmSettings {
+                provider: Some("openai".into()),
+                api: Api::OpenaiCompletions,
+                models: models.iter().map(|m| model(m, 1_000_000_000, 2_000_000_000)).collect(),
+            },
+        )
+        .await;
+    let secret = h.seed.secret(&support::unique_name(), key).await;
+    Up {
+        upstream,
+        gateway,
+        secret,
+        key: key.into(),
+    }
+}
+
+/// An Anthropic backend serving `models`.
+async fn anthropic(h: &Harness, key: &str, models: &[&str], responder: Responder) -> Up {
+    let upstream = upstream(h, responder).await;
+    let gateway = h
+        .seed
+        .gateway_llm(
+            &upstream.url(),
+            AuthMechanism::Header {
+                key: "x-api-key".into(),
+            },
+            Vec::new(),
+            LlmSettings {
+                provider: Some("anthropic".into()),
+                api: Api::AnthropicMessages,
+                models: models.iter().map(|m| model(m, 3_000_000_000, 15_000_000_000)).collect(),
+            },
+        )
+        .await;
+    let secret = h.seed.secret(&support::unique_name(), key).await;
+    Up {
+        upstream,
+        gateway,
+        secret,
+        key: key.into(),
+    }
+}
+
+fn backend(up: &Up, name: &str, priority: i32) -> Backend {
+    Backend {
+        name: name.into(),
+        gateway: up.gateway.id.clone(),
+        secret: up.secret.id.clone(),
+        weight: 1,
+        priority,
+        models: Vec::new(),
+    }
+}
+
+fn config(backends: Vec<Backend>) -> RouterConfig {
+    let n = backends.len() as u32;
+    RouterConfig {
+        backends,
+        strategy: Strategy::Priority,
+        fallback: true,
+        max_attempts: n,
+        timeout_ms: 5_000,
+        aliases: BTreeMap::new(),
+    }
+}
+
+/// Stores a router config (bound as the control plane binds it) and mints a router token.
+async fn router(h: &Harness, config: RouterConfig) -> (GatewayConfigRow, BearerSecret) {
+    let mut row = GatewayConfigRow {
+        id: GatewayConfigId::generate(),
+        account_id: h.seed.account.clone(),
+        name: Label::parse("name", "router").unwrap(),
+        endpoint: Endpoint::parse("endpoint", ROUTER_PLACEHOLDER_ENDPOINT).unwrap(),
+        auth: AuthMechanism::Bearer,
+        custom_headers: Vec::new(),
+        description: None,
+        create_time_ms: now(),
+        update_time_ms: now(),
+        binding: None,
+        llm: LlmSettings::default(),
+        router: Some(config),
+    };
+    row.binding = Some(
+        h.seed
+            .keyring
+            .bind(airlock_core::binding::GATEWAY_BINDING, &row.binding_message())
+            .unwrap(),
+    );
+    h.seed
+        .store
+        .insert_gateway_config(&row, &audit(h, "gateway_config.create"))
+        .await
+        .unwrap();
+    let devbox = DevboxRow {
+        id: DevboxId::generate(),
+        account_id: h.seed.account.clone(),
+        name: None,
+        status: DevboxStatus::Running,
+        source_addresses: SourceAddresses::parse("source_addresses", &["127.0.0.1"]).unwrap(),
+        metadata: "{}".into(),
+        create_time_ms: now(),
+        update_time_ms: now(),
+        shutdown_time_ms: None,
+        gateway_specs: Vec::new(),
+    };
+    let token = BearerSecret::generate(SecretKind::Gateway);
+    let tokens = [TokenRow {
+        id: TokenId::generate(),
+        account_id: h.seed.account.clone(),
+        devbox_id: devbox.id.clone(),
+        gateway_config_id: row.id.clone(),
+        secret_id: None,
+        prefix: Some(EnvName::parse("prefix", "LLM").unwrap()),
+        digest: token.digest(),
+        create_time_ms: now(),
+        expire_time_ms: None,
+        scope: None,
+    }];
+    h.seed
+        .store
+        .register_devbox(&devbox, &tokens, &audit(h, "devbox.create"))
+        .await
+        .unwrap();
+    (row, token)
+}
+
+async fn post(h: &Harness, path: &str, token: &BearerSecret, body: &Value) -> HttpResponse {
+    TestRequest::post(&h.url(path))
+        .bearer(token.expose())
+        .json(body)
+        .timeout(Duration::from_secs(20))
+        .send()
+        .await
+        .unwrap()
+}
+
+fn chat(model: &str, stream: bool) -> Value {
+    json!({"model": model, "stream": stream, "messages": [{"role": "user", "content": "hi there"}]})
+}
+
+fn messages(model: &str, stream: bool) -> Value {
+    json!({"model": model, "max_tokens": 100, "stream": stream,
+        "messages": [{"role": "user", "content": "hi there"}]})
+}
+
+fn header(r: &HttpResponse, name: &str) -> String {
+    r.header(name).unwrap_or_default()
+}
+
+/// A responder that answers `reply` to its first `n` requests, then as `then`.
+fn first_then(n: usize, reply: Reply, then: Responder) -> Responder {
+    let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    std::sync::Arc::new(move |req: &RecordedRequest| {
+        if count.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < n {
+            reply.clone()
+        } else {
+            then(req)
+        }
+    })
+}
+
+#[tokio::test]
+async fn openai_client_over_an_anthropic_backend_json_and_stream() {
+    let h = Harness::sqlite().await;
+    let a = anthropic(&h, "sk-ant-A", &["claude-sonnet-4-5"], anthropic_messages()).await;
+    let (_, token) = router(&h, config(vec![backend(&a, "claude", 0)])).await;
+
+    let r = post(&h, "/v1/chat/completions", &token, &chat("claude-sonnet-4-5", false)).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let body = r.json().unwrap();
+    assert_eq!(body["object"], "chat.completion");
+    let text = body["choices"][0]["message"]["content"].as_str().unwrap();
+    assert!(text.contains("You said: hi there"), "{text}");
+    assert_eq!(header(&r, "x-airlock-provider"), "anthropic");
+    assert_eq!(header(&r, "x-airlock-model"), "claude-sonnet-4-5");
+    assert_eq!(header(&r, "x-airlock-attempts"), "1");
+    let got = a.upstream.last_request().unwrap();
+    assert_eq!(got.path(), "/v1/messages");
+    assert_eq!(got.header_str("x-api-key").as_deref(), Some("sk-ant-A"));
+    assert_eq!(got.header_str("anthropic-version").as_deref(), Some("2023-06-01"));
+    let sent = got.body_json().unwrap();
+    assert_eq!(sent["model"], "claude-sonnet-4-5");
+    assert!(sent["max_tokens"].as_u64().unwrap() > 0, "Anthropic requires max_tokens");
+    assert!(got.header_str("authorization").is_none());
+
+    // Streamed: OpenAI chunks, the text, and the end marker.
+    let r = post(&h, "/v1/chat/completions", &token, &chat("claude-sonnet-4-5", true)).await;
+    assert_eq!(r.status, 200);
+    assert!(header(&r, "content-type").starts_with("text/event-stream"));
+    let text = r.text();
+    assert!(text.contains("chat.completion.chunk"), "{text}");
+    assert!(text.contains("You said"), "{text}");
+    assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
+}
+
+#[tokio::test]
+async fn anthropic_client_over_an_openai_backend_json_and_stream() {
+    let h = Harness::sqlite().await;
+    let o = openai(&h, "sk-openai-O", &["gpt-4o-mini"], openai_chat()).await;
+    let (_, token) = router(&h, config(vec![backend(&o, "gpt", 0)])).await;
+
+    let r = post(&h, "/v1/messages", &token, &messages("gpt-4o-mini", false)).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let body = r.json().unwrap();
+    assert_eq!(body["type"], "message");
+    assert!(body["content"][0]["text"].as_str().unwrap().contains("You said: hi there"));
+    assert_eq!(body["stop_reason"], "end_turn");
+    let got = o.upstream.last_request().unwrap();
+    assert_eq!(got.path(), "/v1/chat/completions");
+    assert_eq!(got.header_str("authorization").as_deref(), Some("Bearer sk-openai-O"));
+
+    let r = post(&h, "/v1/messages", &token, &messages("gpt-4o-mini", true)).await;
+    assert_eq!(r.status, 200);
+    let text = r.text();
+    for event in ["message_start", "content_block_delta", "message_delta", "message_stop"] {
+        assert!(text.contains(&format!("event: {event}")), "{event}: {text}");
+    }
+    assert!(text.contains("You said"), "{text}");
+}
+
+#[tokio::test]
+async fn same_dialect_passes_through_with_the_backend_model() {
+    let h = Harness::sqlite().await;
+    let o = openai(&h, "sk-openai-O", &["gpt-4o-mini"], openai_chat()).await;
+    let mut c = config(vec![backend(&o, "gpt", 0)]);
+    c.aliases.insert("fast".into(), (0, "gpt-4o-mini".into()));
+    let (_, token) = router(&h, c).await;
+    for model in ["gpt-4o-mini", "gpt:gpt-4o-mini", "fast", "auto"] {
+        let r = post(&h, "/v1/chat/completions", &token, &chat(model, false)).await;
+        assert_eq!(r.status, 200, "{model}: {}", r.text());
+        assert_eq!(o.upstream.last_request().unwrap().body_json().unwrap()["model"], "gpt-4o-mini");
+    }
+    // `prefer` is the router's, never sent on.
+    let mut body = chat("auto", false);
+    body["prefer"] = json!("cost");
+    let r = post(&h, "/v1/chat/completions", &token, &body).await;
+    assert_eq!(r.status, 200);
+    assert!(o.upstream.last_request().unwrap().body_json().unwrap().get("prefer").is_none());
+    // Streamed in the same dialect: the backend's own chunks.
+    let r = post(&h, "/v1/chat/completions", &token, &chat("gpt-4o-mini", true)).await;
+    assert_eq!(r.status, 200);
+    assert!(r.text().contains("data: [DONE]"));
+}
+
+#[tokio::test]
+async fn failover_on_each_cause_before_content() {
+    let overloaded = "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}\n\n";
+    let cases: Vec<(&str, Reply)> = vec![
+        ("rate_limited", Reply::json(429, &json!({"type":"error","error":{"type":"rate_limit_error","message":"slow down"}})).with_header("retry-after", "30")),
+        ("upstream_5xx", Reply::json(529, &json!({"type":"error","error":{"type":"overloaded_error","message":"busy"}}))),
+        ("upstream_5xx", Reply::json(500, &json!({"type":"error","error":{"type":"api_error","message":"boom"}}))),
+        ("connect_failed", Reply::Close),
+        ("error_event", Reply::sse(vec![(Duration::ZERO, overloaded.into())])),
+        ("timeout", Reply::Hang),
+    ];
+    for (why, reply) in cases {
+        let h = Harness::sqlite().await;
+        let bad = anthropic(&h, "sk-ant-BAD", &["m"], first_then(100, reply, anthropic_messages())).await;
+        let good = openai(&h, "sk-openai-GOOD", &["m"], openai_chat()).await;
+        let mut c = config(vec![backend(&bad, "bad", 0), backend(&good, "good", 1)]);
+        c.timeout_ms = 1_000;
+        let (router_row, token) = router(&h, c).await;
+        for stream in [false, true] {
+            let r = post(&h, "/v1/chat/completions", &token, &chat("m", stream)).await;
+            assert_eq!(r.status, 200, "{why} stream={stream}: {}", r.text());
+            assert_eq!(header(&r, "x-airlock-provider"), "openai", "{why}");
+            let text = r.text();
+            assert!(text.contains("You said: hi there"), "{why}: {text}");
+            assert!(!text.contains("Overloaded"), "{why}: {text}");
+            if why == "rate_limited" {
+                // The 429 cooled the backend down: the stream went straight to the good one.
+                break;
+            }
+            assert_eq!(header(&r, "x-airlock-attempts"), "2", "{why}");
+        }
+        assert!(bad.upstream.requests().len() >= 1, "{why}");
+        // The decision log says why.
+        let entry = h.plane.routing_log(&router_row.id, 1).unwrap();
+        assert!(entry[0].attempts.iter().any(|a| a.outcome == why), "{why}: {entry:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_rate_limited_backend_cools_down() {
+    let h = Harness::sqlite().await;
+    let limited = openai(
+        &h,
+        "sk-1",
+        &["m"],
+        support_always(Reply::json(429, &json!({"error": {"message": "rate", "type": "rate_limit"}})).with_header("retry-after-ms", "60000")),
+    )
+    .await;
+    let good = openai(&h, "sk-2", &["m"], openai_chat()).await;
+    let (row, token) = router(&h, config(vec![backend(&limited, "a", 0), backend(&good, "b", 1)])).await;
+    for _ in 0..3 {
+        let r = post(&h, "/v1/chat/completions", &token, &chat("m", false)).await;
+        assert_eq!(r.status, 200);
+    }
+    assert_eq!(limited.upstream.requests().len(), 1, "cooled down after the first 429");
+    let status = h.plane.status(&row.id).unwrap();
+    assert!(!status[0].healthy);
+    assert!(status[0].cooldown_until_ms.is_some());
+    assert!(status[1].healthy);
+}
+
+fn support_always(reply: Reply) -> Responder {
+    airlock_testkit::upstream::always(reply)
+}
+
+#[tokio::test]
+async fn never_fails_over_after_content() {
+    let h = Harness::sqlite().await;
+    // Content, then the stream ends without its last events.
+    let cut = Reply::sse(vec![
+        (Duration::ZERO, "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"type\":\"message\",\"role\":\"assistant\",\"model\":\"m\",\"content\":[],\"stop_reason\":null,\"usage\":{\"input_tokens\":5,\"output_tokens\":1}}}\n\n".into()),
+        (Duration::ZERO, "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n".into()),
+        (Duration::ZERO, "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"partial answer\"}}\n\n".into()),
+    ]);
+    let first = anthropic(&h, "sk-1", &["m"], support_always(cut)).await;
+    let second = openai(&h, "sk-2", &["m"], openai_chat()).await;
+    let (_, token) = router(&h, config(vec![backend(&first, "a", 0), backend(&second, "b", 1)])).await;
+    let r = post(&h, "/v1/chat/completions", &token, &chat("m", true)).await;
+    assert_eq!(r.status, 200);
+    let text = r.text();
+    assert!(text.contains("partial answer"), "{text}");
+    assert!(text.contains("\"error\""), "the stream ends with an error event: {text}");
+    assert!(!text.contains("You said"), "no second answer after the first: {text}");
+    assert_eq!(second.upstream.requests().len(), 0);
+}
+
+#[tokio::test]
+async fn each_backend_gets_only_its_own_key_and_host() {
+    let h = Harness::sqlite().await;
+    let a = anthropic(&h, "sk-ant-ONLY-A", &["claude"], anthropic_messages()).await;
+    let o = openai(&h, "sk-openai-ONLY-O", &["gpt"], openai_chat()).await;
+    let (_, token) = router(&h, config(vec![backend(&a, "a", 0), backend(&o, "o", 1)])).await;
+    for model in ["claude", "gpt", "a:claude", "o:gpt"] {
+        for path in ["/v1/chat/completions", "/v1/messages"] {
+            let r = post(&h, path, &token, &messages(model, false)).await;
+            assert_eq!(r.status, 200, "{model} {path}: {}", r.text());
+        }
+    }
+    assert!(!a.upstream.received_contains(o.key.as_bytes()));
+    assert!(!o.upstream.received_contains(a.key.as_bytes()));
+    assert!(!a.upstream.received_contains(token.expose().as_bytes()));
+    assert!(!o.upstream.received_contains(token.expose().as_bytes()));
+
+    // A model, alias or header naming another host or gateway: 400, and no connection.
+    let before = (a.upstream.connections(), o.upstream.connections());
+    let other = h.upstream.url();
+    for model in [
+        "evil.example.com:gpt",
+        "https://evil.example.com/v1:gpt",
+        &format!("{other}:gpt"),
+        "127.0.0.1:443",
+        &format!("{}:gpt", h.upstream.addr()),
+    ] {
+        for (path, dialect) in [("/v1/chat/completions", "openai"), ("/v1/messages", "anthropic")] {
+            let r = post(&h, path, &token, &messages(model, false)).await;
+            assert_eq!(r.status, 400, "{model}");
+            assert_eq!(header(&r, "x-airlock-error"), "unknown_backend");
+            let body = r.json().unwrap();
+            match dialect {
+                "openai" => assert!(body["error"]["message"].is_string()),
+                _ => assert_eq!(body["type"], "error"),
+            }
+        }
+    }
+    // Host-like headers choose nothing.
+    let r = TestRequest::post(&h.url("/v1/chat/completions"))
+        .bearer(token.expose())
+        .header("x-forwarded-host", &h.upstream.addr().to_string())
+        .header("x-airlock-backend", "evil.example.com")
+        .json(&chat("gpt", false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(before.0, a.upstream.connections());
+    assert!(h.upstream.requests().is_empty(), "the harness's own upstream saw nothing");
+}
+
+#[tokio::test]
+async fn malformed_bodies_get_400_in_the_clients_dialect() {
+    let h = Harness::sqlite().await;
+    let a = anthropic(&h, "sk-a", &["claude"], anthropic_messages()).await;
+    let o = openai(&h, "sk-o", &["gpt"], openai_chat()).await;
+    let (_, token) = router(&h, config(vec![backend(&a, "a", 0), backend(&o, "o", 1)])).await;
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("not json", b"{nope".to_vec()),
+        ("an array", b"[1,2]".to_vec()),
+        ("no model", br#"{"messages":[]}"#.to_vec()),
+        ("model not a string", br#"{"model":5,"messages":[]}"#.to_vec()),
+        ("bad prefer", br#"{"model":"auto","prefer":"fastest","messages":[]}"#.to_vec()),
+        // Valid JSON, wrong shape for translation to the other dialect.
+        ("messages not a list", br#"{"model":"a:claude","messages":"hi","max_tokens":5}"#.to_vec()),
+    ];
+    for (what, body) in cases {
+        for (path, anthropic_shape) in [("/v1/chat/completions", false), ("/v1/messages", true)] {
+            let mut body = body.clone();
+            if anthropic_shape && what == "messages not a list" {
+                body = br#"{"model":"o:gpt","messages":"hi","max_tokens":5}"#.to_vec();
+            }
+            let r = TestRequest::post(&h.url(path))
+                .bearer(token.expose())
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status, 400, "{what} {path}: {}", r.text());
+            let json = r.json().unwrap();
+            if anthropic_shape {
+                assert_eq!(json["type"], "error", "{what}");
+                assert!(json["error"]["message"].is_string(), "{what}");
+            } else {
+                assert!(json["error"]["message"].is_string(), "{what}");
+                assert!(json.get("type").is_none(), "{what}");
+            }
+        }
+    }
+    assert!(a.upstream.requests().is_empty());
+    assert!(o.upstream.requests().is_empty());
+
+    // Over the body cap: 413, nothing sent.
+    let big = format!(r#"{{"model":"gpt","messages":[{{"role":"user","content":"{}"}}]}}"#, "x".repeat(9 << 20));
+    let r = TestRequest::post(&h.url("/v1/chat/completions"))
+        .bearer(token.expose())
+        .body(big)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status, 413);
+    // An unknown model: 404 in dialect.
+    let r = post(&h, "/v1/messages", &token, &messages("nobody-serves-this", false)).await;
+    assert_eq!(r.status, 404);
+    assert_eq!(r.json().unwrap()["type"], "error");
+}
+
+#[tokio::test]
+async fn strategies_and_prefer_order_the_backends() {
+    let h = Harness::sqlite().await;
+    let cheap = openai(&h, "sk-cheap", &["m"], openai_chat()).await;
+    let dear = anthropic(&h, "sk-dear", &["m"], anthropic_messages()).await;
+
+    // Priority: the lower number first, whatever the list order.
+    let (_, token) = router(&h, config(vec![backend(&dear, "dear", 5), backend(&cheap, "cheap", 1)])).await;
+    let r = post(&h, "/v1/chat/completions", &token, &chat("m", false)).await;
+    assert_eq!(header(&r, "x-airlock-provider"), "openai");
+
+    // Cost: the cheaper model (OpenAI's listed price here); quality: the dearer.
+    let (_, token) = router(&h, config(vec![backend(&dear, "dear", 0), backend(&cheap, "cheap", 1)])).await;
+    let mut body = chat("m", false);
+    body["prefer"] = json!("cost");
+    let r = post(&h, "/v1/chat/completions", &token, &body).await;
+    assert_eq!(header(&r, "x-airlock-provider"), "openai");
+    let r = TestRequest::post(&h.url("/v1/chat/completions"))
+        .bearer(token.expose())
+        .header("x-airlock-prefer", "quality")
+        .json(&chat("m", false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(header(&r, "x-airlock-provider"), "anthropic");
+
+    // Weighted: a weight of 0 is only a fallback.
+    let mut zero = backend(&dear, "dear", 0);
+    zero.weight = 0;
+    let mut c = config(vec![zero, backend(&cheap, "cheap", 0)]);
+    c.strategy = Strategy::Weighted;
+    let (_, token) = router(&h, c).await;
+    for _ in 0..5 {
+        let r = post(&h, "/v1/chat/completions", &token, &chat("m", false)).await;
+        assert_eq!(header(&r, "x-airlock-provider"), "openai");
+    }
+
+    // Latency: answers (the order depends on measured times, asserted nowhere).
+    let mut c = config(vec![backend(&dear, "dear", 0), backend(&cheap, "cheap", 0)]);
+    c.strategy = Strategy::Latency;
+    let (_, token) = router(&h, c).await;
+    let r = post(&h, "/v1/chat/completions", &token, &chat("m", false)).await;
+    assert_eq!(r.status, 200);
+}
+
+#[tokio::test]
+async fn routed_requests_are_metered_with_the_backend() {
+    let h = Harness::sqlite().await;
+    let a = anthropic(&h, "sk-a", &["claude-sonnet-4-5"], anthropic_messages()).await;
+    let (row, token) = router(&h, config(vec![backend(&a, "a", 0)])).await;
+    let r = post(&h, "/v1/chat/completions", &token, &chat("claude-sonnet-4-5", true)).await;
+    assert_eq!(r.status, 200);
+    let _ = r.text();
+    let mut found = None;
+    for _ in 0..200 {
+        found = h
+            .seed
+            .request_events()
+            .await
+            .into_iter()
+            .find(|e| e.gateway_config_id.as_ref() == Some(&row.id));
+        if found.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let event = found.expect("an event for the router");
+    let llm = event.llm.expect("metered");
+    assert_eq!(llm.provider.as_deref(), Some("anthropic"));
+    assert_eq!(llm.model.as_deref(), Some("claude-sonnet-4-5"));
+    assert!(llm.usage.output_tokens > 0);
+    assert!(llm.cost_nanos.is_some());
+    assert_eq!(event.secret_id.as_ref(), Some(&a.secret.id));
+}
+
+#[tokio::test]
+async fn models_are_listed_in_each_dialect() {
+    let h = Harness::sqlite().await;
+    let a = anthropic(&h, "sk-a", &["claude"], anthropic_messages()).await;
+    let o = openai(&h, "sk-o", &["gpt"], openai_chat()).await;
+    let (_, token) = router(&h, config(vec![backend(&a, "a", 0), backend(&o, "o", 1)])).await;
+    let r = support::get(&h, "/v1/models", &token).await;
+    assert_eq!(r.status, 200);
+    let ids: Vec<String> = r.json().unwrap()["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap().to_owned())
+        .collect();
+    for id in ["auto", "claude", "gpt", "a:claude", "o:gpt"] {
+        assert!(ids.contains(&id.to_owned()), "{id}: {ids:?}");
+    }
+    let r = TestRequest::get(&h.url("/v1/models"))
+        .bearer(token.expose())
+        .header("anthropic-version", "2023-06-01")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.json().unwrap()["data"][0]["type"], "model");
+    assert!(a.upstream.requests().is_empty() && o.upstream.requests().is_empty());
+}
