@@ -271,7 +271,7 @@ async fn openai_client_over_an_anthropic_backend_json_and_stream() {
     assert!(header(&r, "content-type").starts_with("text/event-stream"));
     let text = r.text();
     assert!(text.contains("chat.completion.chunk"), "{text}");
-    assert!(text.contains("You said"), "{text}");
+    assert!(text.contains("Hello from "), "{text}");
     assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
 }
 
@@ -297,7 +297,7 @@ async fn anthropic_client_over_an_openai_backend_json_and_stream() {
     for event in ["message_start", "content_block_delta", "message_delta", "message_stop"] {
         assert!(text.contains(&format!("event: {event}")), "{event}: {text}");
     }
-    assert!(text.contains("You said"), "{text}");
+    assert!(text.contains("Hello from "), "{text}");
 }
 
 #[tokio::test]
@@ -347,7 +347,7 @@ async fn failover_on_each_cause_before_content() {
             assert_eq!(r.status, 200, "{why} stream={stream}: {}", r.text());
             assert_eq!(header(&r, "x-airlock-provider"), "openai", "{why}");
             let text = r.text();
-            assert!(text.contains("You said: hi there"), "{why}: {text}");
+            assert!(text.contains("Hello from "), "{why}: {text}");
             assert!(!text.contains("Overloaded"), "{why}: {text}");
             if why == "rate_limited" {
                 // The 429 cooled the backend down: the stream went straight to the good one.
@@ -406,7 +406,7 @@ async fn never_fails_over_after_content() {
     let text = r.text();
     assert!(text.contains("partial answer"), "{text}");
     assert!(text.contains("\"error\""), "the stream ends with an error event: {text}");
-    assert!(!text.contains("You said"), "no second answer after the first: {text}");
+    assert!(!text.contains("Hello from "), "no second answer after the first: {text}");
     assert_eq!(second.upstream.requests().len(), 0);
 }
 
