@@ -30,6 +30,9 @@ pub enum ApiError {
     Unavailable,
     #[error("internal error")]
     Internal,
+    /// A router's live state lives in the data plane; this process runs none.
+    #[error("this process runs no data plane; ask a process that serves both planes")]
+    NoDataPlane,
 }
 
 impl ApiError {
@@ -67,6 +70,11 @@ impl ApiError {
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "api_error",
                 "internal_error",
+            ),
+            ApiError::NoDataPlane => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "api_error",
+                "no_data_plane",
             ),
         }
     }

@@ -15,6 +15,7 @@ mod idempotency;
 mod json;
 mod metrics;
 mod providers;
+mod routers;
 mod secrets;
 mod server;
 mod usage;
@@ -63,6 +64,9 @@ pub struct AppState {
     pub draining: Arc<dyn Fn() -> bool + Send + Sync>,
     /// Requests by route template and status (`airlock_api_requests_total`).
     pub metrics: ApiMetrics,
+    /// The data plane in this process, for its routers' live status; `None` in a control-only
+    /// process (those endpoints answer 503 `no_data_plane`).
+    pub routers: Option<Arc<dyn airlock_core::router::RouterInspector>>,
 }
 
 /// Every route under `/v1` that takes an API key, in one table: the OpenAPI document is checked
@@ -78,6 +82,9 @@ fn v1_routes() -> Vec<(&'static str, MethodRouter<AppState>)> {
             get(gateways::get).post(gateways::update),
         ),
         ("/gateway-configs/{id}/delete", post(gateways::delete)),
+        ("/gateway-configs/{id}/status", get(routers::status)),
+        ("/gateway-configs/{id}/routing-log", get(routers::routing_log)),
+        ("/gateway-configs/{id}/route-preview", post(routers::preview)),
         ("/providers", get(providers::list)),
         ("/usage", get(usage::get)),
         ("/secrets", post(secrets::create).get(secrets::list)),

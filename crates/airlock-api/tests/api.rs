@@ -1219,7 +1219,7 @@ both!(gateway_llm_validation, |h: Harness| async move {
     let cases: Vec<(Value, String)> = vec![
         (json!({"name": "a", "provider": "nope"}), "provider: is not a known provider".into()),
         (json!({"name": "a", "provider": 7}), "provider: invalid type".into()),
-        (json!({"name": "a", "type": "router", "provider": "openai"}), "type: router gateways are not supported yet".into()),
+        (json!({"name": "a", "type": "router", "provider": "openai"}), "provider: must be omitted for a router gateway".into()),
         (json!({"name": "a", "type": "proxy", "provider": "openai"}), "type: must be passthrough or router".into()),
         (json!({"name": "a", "auth_mechanism": bearer}), "endpoint: is required unless provider is given".into()),
         (json!({"name": "a", "endpoint": "https://x.com"}), "auth_mechanism: is required unless provider is given".into()),
@@ -1280,7 +1280,7 @@ both!(gateway_llm_validation, |h: Harness| async move {
         (json!({"provider": "nope"}), "provider: is not a known provider"),
         (
             json!({"type": "router"}),
-            "type: router gateways are not supported yet",
+            "type: cannot be changed",
         ),
         (
             json!({"provider": "vertex"}),

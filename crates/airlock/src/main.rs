@@ -259,6 +259,9 @@ async fn serve(settings: Settings) -> Result<()> {
             data_plane_ready: ready,
             draining: Arc::new(move || *stopping.borrow()),
             metrics: airlock_api::ApiMetrics::default(),
+            routers: ops_data_plane
+                .clone()
+                .map(|p| p as Arc<dyn airlock_core::router::RouterInspector>),
         };
         state.metrics.register(&mut registry);
         let options = airlock_api::ServeOptions {

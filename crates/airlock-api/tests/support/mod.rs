@@ -52,6 +52,7 @@ pub async fn harness(backend: Backend) -> Harness {
         data_plane_ready: Arc::new(|| true),
         draining: Arc::new(|| false),
         metrics: airlock_api::ApiMetrics::default(),
+        routers: None,
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
