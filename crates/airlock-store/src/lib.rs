@@ -17,6 +17,7 @@ mod devboxes;
 mod feed;
 mod gateways;
 mod idempotency;
+mod limits;
 mod model;
 mod secrets;
 mod sql;
@@ -112,7 +113,7 @@ impl std::fmt::Debug for Store {
 
 fn migrations(backend: Backend, last: i64) -> Migrator {
     // (version, description, Postgres SQL, SQLite SQL), in order.
-    const ALL: [(i64, &str, &str, &str); 5] = [
+    const ALL: [(i64, &str, &str, &str); 6] = [
         (
             1,
             "initial",
@@ -142,6 +143,12 @@ fn migrations(backend: Backend, last: i64) -> Migrator {
             "token scope",
             include_str!("../../../migrations/postgres/0005_token_scope.sql"),
             include_str!("../../../migrations/sqlite/0005_token_scope.sql"),
+        ),
+        (
+            7,
+            "limits",
+            include_str!("../../../migrations/postgres/0007_limits.sql"),
+            include_str!("../../../migrations/sqlite/0007_limits.sql"),
         ),
     ];
     let migrations = ALL

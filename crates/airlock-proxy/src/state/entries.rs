@@ -108,6 +108,8 @@ pub(crate) struct GatewayEntry {
     /// The stages its requests go through (`stage`), chosen when the entry is built; empty for
     /// a plain passthrough gateway.
     pub(crate) stages: Box<[Arc<dyn Stage>]>,
+    /// Its LLM settings, for pricing a reservation under a cost limit (`quota`).
+    pub(crate) llm: airlock_core::state::LlmSettings,
 }
 
 /// A secret's current version, opened.

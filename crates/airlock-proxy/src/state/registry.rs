@@ -341,6 +341,7 @@ impl Registry {
             credential,
             custom: custom.into_boxed_slice(),
             stages: crate::stage::for_gateway(&record.llm),
+            llm: record.llm.clone(),
         })
     }
 }
