@@ -141,6 +141,11 @@ pub(crate) async fn register(
         .transpose()?;
     let source_addresses = parse_addresses(id.as_str(), &input.source_addresses)?;
     let metadata = parse_metadata(input.metadata)?;
+    let limits = input
+        .limits
+        .as_ref()
+        .map(crate::limits::parse_limits)
+        .transpose()?;
     let gateways = input.gateways.unwrap_or_default();
     if gateways.len() > MAX_GATEWAYS {
         return Err(InvalidInput::new(
@@ -207,6 +212,10 @@ pub(crate) async fn register(
         json!({"source_addresses": row.source_addresses.to_strings(), "token_ids": tokens.iter().map(|t| t.id.as_str()).collect::<Vec<_>>()}),
     );
     state.store.register_devbox(&row, &tokens, &audit).await?;
+    if let Some(limits) = limits.filter(|l| !l.is_empty()) {
+        let scope = airlock_core::LimitScope::Devbox(row.id.clone());
+        crate::limits::set(&state, &caller, &scope, &limits).await?;
+    }
     let mut view = devbox_view(&row);
     if let Value::Object(map) = &mut view {
         map.insert("environment".into(), Value::Object(environment));
@@ -260,24 +269,44 @@ pub(crate) async fn update(
         .get_devbox(&caller.account.id, &id)
         .await
         .map_err(|e| ApiError::for_object(e, "devbox", &id))?;
-    let addrs = parse_addresses(current.id.as_str(), &input.source_addresses)?;
-    let audit = caller.audit(
-        "devbox.update",
-        "devbox",
-        current.id.as_str(),
-        json!({"source_addresses": addrs.to_strings()}),
-    );
-    state
-        .store
-        .update_devbox_addresses(
-            &caller.account.id,
-            &current.id,
-            &addrs,
-            airlock_core::time::now_ms(),
-            &audit,
-        )
-        .await
-        .map_err(|e| ApiError::for_object(e, "devbox", &id))?;
+    if input.source_addresses.is_none() && input.limits.is_none() {
+        return Err(
+            InvalidInput::new("source_addresses", "is required unless limits is given").into(),
+        );
+    }
+    let addrs = input
+        .source_addresses
+        .as_deref()
+        .map(|a| parse_addresses(current.id.as_str(), a))
+        .transpose()?;
+    let limits = input
+        .limits
+        .as_ref()
+        .map(crate::limits::parse_limits)
+        .transpose()?;
+    if let Some(addrs) = addrs {
+        let audit = caller.audit(
+            "devbox.update",
+            "devbox",
+            current.id.as_str(),
+            json!({"source_addresses": addrs.to_strings()}),
+        );
+        state
+            .store
+            .update_devbox_addresses(
+                &caller.account.id,
+                &current.id,
+                &addrs,
+                airlock_core::time::now_ms(),
+                &audit,
+            )
+            .await
+            .map_err(|e| ApiError::for_object(e, "devbox", &id))?;
+    }
+    if let Some(limits) = limits {
+        let scope = airlock_core::LimitScope::Devbox(current.id.clone());
+        crate::limits::set(&state, &caller, &scope, &limits).await?;
+    }
     let row = state
         .store
         .get_devbox(&caller.account.id, &id)
@@ -324,13 +353,20 @@ pub(crate) async fn create_gateway_token(
 ) -> ApiResult<Json<Value>> {
     // Longest lifetime a scoped token may be given: ten years.
     const MAX_EXPIRES_IN_S: i64 = 10 * 365 * 24 * 3600;
-    if input.max_requests.is_some() {
-        return Err(InvalidInput::new(
-            "max_requests",
-            "is not supported yet (it needs the cross-replica request limits)",
-        )
-        .into());
-    }
+    let max_requests = match &input.max_requests {
+        None | Some(Value::Null) => None,
+        Some(Value::Number(n)) => match n.as_u64() {
+            Some(n) if (1..=airlock_core::limits::MAX_LIMIT).contains(&n) => Some(n),
+            _ => {
+                return Err(InvalidInput::new(
+                    "max_requests",
+                    "must be a whole number of requests of at least 1",
+                )
+                .into())
+            }
+        },
+        Some(_) => return Err(InvalidInput::new("max_requests", "must be a whole number").into()),
+    };
     let now = airlock_core::time::now_ms();
     let expire_time_ms = match input.expires_in_s {
         None => None,
@@ -343,10 +379,13 @@ pub(crate) async fn create_gateway_token(
             .into())
         }
     };
-    let scope = TokenScope::parse(
-        input.allowed_methods.as_deref().unwrap_or_default(),
-        input.allowed_path_prefixes.as_deref().unwrap_or_default(),
-    )?;
+    let scope = TokenScope::with_max_requests(
+        TokenScope::parse(
+            input.allowed_methods.as_deref().unwrap_or_default(),
+            input.allowed_path_prefixes.as_deref().unwrap_or_default(),
+        )?,
+        max_requests,
+    );
     let pair = GatewayRefIn {
         gateway: input.gateway,
         secret: input.secret,

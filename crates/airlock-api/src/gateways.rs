@@ -593,6 +593,11 @@ pub(crate) async fn create(
     };
     let models = parse_models(input.models.unwrap_or_default())?;
     let description = parse_description(input.description)?;
+    let limits = input
+        .limits
+        .as_ref()
+        .map(crate::limits::parse_limits)
+        .transpose()?;
     let mut custom_headers = parse_headers(
         &state,
         &caller,
@@ -628,6 +633,10 @@ pub(crate) async fn create(
         audit_detail(&row),
     );
     state.store.insert_gateway_config(&row, &audit).await?;
+    if let Some(limits) = limits.filter(|l| !l.is_empty()) {
+        let scope = airlock_core::LimitScope::GatewayConfig(row.id.clone());
+        crate::limits::set(&state, &caller, &scope, &limits).await?;
+    }
     Ok(Json(gateway_view(&row)))
 }
 
@@ -760,6 +769,11 @@ pub(crate) async fn update(
     if let Some(headers) = input.custom_headers {
         row.custom_headers = parse_headers(&state, &caller, &row.auth, headers).await?;
     }
+    let limits = input
+        .limits
+        .as_ref()
+        .map(crate::limits::parse_limits)
+        .transpose()?;
     // The provider's required headers stay whatever list replaced the old one, and a new auth
     // mechanism must not collide with the headers that stay.
     let preset = match &row.llm.provider {
@@ -780,6 +794,10 @@ pub(crate) async fn update(
         .update_gateway_config(&row, &audit)
         .await
         .map_err(|e| ApiError::for_object(e, "gateway config", &id))?;
+    if let Some(limits) = limits {
+        let scope = airlock_core::LimitScope::GatewayConfig(row.id.clone());
+        crate::limits::set(&state, &caller, &scope, &limits).await?;
+    }
     Ok(Json(gateway_view(&row)))
 }
 

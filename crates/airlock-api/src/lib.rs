@@ -13,6 +13,7 @@ mod error;
 mod gateways;
 mod idempotency;
 mod json;
+mod limits;
 mod metrics;
 mod providers;
 mod routers;
@@ -119,6 +120,12 @@ fn v1_routes() -> Vec<(&'static str, MethodRouter<AppState>)> {
         ("/api-keys/{id}/revoke", post(admin::revoke_api_key)),
         ("/audit/events", get(admin::list_audit_events)),
         ("/audit/requests", get(admin::list_request_events)),
+        ("/devboxes/{id}/limits", get(limits::devbox_status)),
+        ("/gateway-configs/{id}/limits", get(limits::gateway_status)),
+        (
+            "/account/limits",
+            get(limits::account_status).post(limits::set_account),
+        ),
     ]
 }
 

@@ -101,6 +101,9 @@ pub(crate) struct GatewayConfigCreate {
     pub timeout_ms: Option<u64>,
     #[serde(default)]
     pub aliases: Option<BTreeMap<String, String>>,
+    /// Budgets and rate limits (`docs/limits.md`).
+    #[serde(default)]
+    pub limits: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -137,6 +140,9 @@ pub(crate) struct GatewayConfigUpdate {
     pub timeout_ms: Option<u64>,
     #[serde(default)]
     pub aliases: Option<BTreeMap<String, String>>,
+    /// Replaces the config's limits object (`{}` removes them).
+    #[serde(default)]
+    pub limits: Option<Value>,
 }
 
 /// One backend of a router gateway: a gateway config and the secret it uses, by id or name.
@@ -190,7 +196,7 @@ pub(crate) struct CreateTokenIn {
     pub allowed_methods: Option<Vec<String>>,
     #[serde(default)]
     pub allowed_path_prefixes: Option<Vec<String>>,
-    /// Reserved: a request count per token needs the cross-replica limits, not built yet.
+    /// Requests the token may make in all, counted across replicas.
     #[serde(default)]
     pub max_requests: Option<serde_json::Value>,
 }
@@ -205,12 +211,20 @@ pub(crate) struct DevboxRegister {
     pub gateways: Option<BTreeMap<String, GatewayRefIn>>,
     #[serde(default)]
     pub metadata: Option<Map<String, Value>>,
+    /// Budgets and rate limits (`docs/limits.md`).
+    #[serde(default)]
+    pub limits: Option<Value>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct DevboxUpdate {
-    pub source_addresses: Vec<String>,
+    /// Required unless `limits` is given.
+    #[serde(default)]
+    pub source_addresses: Option<Vec<String>>,
+    /// Replaces the devbox's limits object (`{}` removes them).
+    #[serde(default)]
+    pub limits: Option<Value>,
 }
 
 /// An empty object; `POST …/delete` and `…/shutdown` take no fields.
@@ -396,6 +410,8 @@ pub(crate) struct TokenView {
     /// The scope of a scoped token (`null` when unscoped).
     pub allowed_methods: Option<Vec<String>>,
     pub allowed_path_prefixes: Option<Vec<String>>,
+    /// A scoped token's request budget (`null` when it has none).
+    pub max_requests: Option<u64>,
     pub last_used_time_ms: Option<i64>,
     pub use_count: i64,
 }
@@ -421,6 +437,7 @@ impl TokenView {
             revoke_time_ms: t.revoke_time_ms,
             allowed_methods: t.scope.as_ref().map(|s| s.methods.clone()),
             allowed_path_prefixes: t.scope.as_ref().map(|s| s.path_prefixes.clone()),
+            max_requests: t.scope.as_ref().and_then(|s| s.max_requests),
             last_used_time_ms: t.last_used_time_ms,
             use_count: t.use_count,
         }

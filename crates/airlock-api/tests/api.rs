@@ -1959,8 +1959,16 @@ both!(
                 "allowed_path_prefixes[0]: must be a plain path",
             ),
             (
-                json!({"max_requests": 10}),
-                "max_requests: is not supported yet",
+                json!({"max_requests": 0}),
+                "max_requests: must be a whole number of requests of at least 1",
+            ),
+            (
+                json!({"max_requests": -3}),
+                "max_requests: must be a whole number of requests of at least 1",
+            ),
+            (
+                json!({"max_requests": "ten"}),
+                "max_requests: must be a whole number",
             ),
         ] {
             let (status, err) = h
@@ -1996,9 +2004,167 @@ both!(
         assert_eq!(t["allowed_path_prefixes"], json!(["/v1/messages"]));
         assert_eq!(t["expire_time_ms"], expires);
         assert_eq!(t["status"], "active");
+        assert_eq!(t["max_requests"], Value::Null);
+        h.post(&path, pair(json!({"max_requests": 25}))).await;
+        let listed = h.get(&format!("/v1/devboxes/{id}/gateway_tokens")).await;
+        assert!(listed["gateway_tokens"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["max_requests"] == 25));
         // An unscoped token lists null scopes.
         h.post(&path, pair(json!({}))).await;
         let listed = h.get(&format!("/v1/devboxes/{id}/gateway_tokens")).await;
         assert_eq!(listed["gateway_tokens"][0]["allowed_methods"], Value::Null);
+    }
+);
+
+both!(
+    limits_are_validated_set_and_reported,
+    |h: Harness| async move {
+        let (gateway_id, _) = setup_pair(&h).await;
+        let dbx = h
+            .post("/v1/devboxes", json!({"source_addresses": ["10.0.0.1"]}))
+            .await;
+        let id = dbx["id"].as_str().unwrap().to_owned();
+        // Each bad limit is refused with its field's name, and nothing is written.
+        for (limits, expected) in [
+            (
+                json!({"requests_per_minute": -1}),
+                "limits.requests_per_minute: must not be negative",
+            ),
+            (
+                json!({"tokens_per_day": "many"}),
+                "limits.tokens_per_day: must be a whole number",
+            ),
+            (
+                json!({"tokens_per_day": 1.5}),
+                "limits.tokens_per_day: must be a whole number",
+            ),
+            (
+                json!({"cost_usd_per_day": "-2"}),
+                "limits.cost_usd_per_day: must not be negative",
+            ),
+            (
+                json!({"cost_usd_per_day": "abc"}),
+                "limits.cost_usd_per_day: must be a decimal number",
+            ),
+            (
+                json!({"cost_usd_total": "0.0000000001"}),
+                "limits.cost_usd_total: must have at most 9 decimals",
+            ),
+            (
+                json!({"cost_usd_per_month": 5}),
+                "limits.cost_usd_per_month: must be a decimal string",
+            ),
+            (
+                json!({"requests_per_hour": 5}),
+                "limits.requests_per_hour: is not a limit",
+            ),
+            (json!([1]), "limits: must be an object"),
+        ] {
+            for (method_path, body) in [
+                (
+                    format!("/v1/devboxes/{id}"),
+                    json!({"limits": limits.clone()}),
+                ),
+                (
+                    format!("/v1/gateway-configs/{gateway_id}"),
+                    json!({"limits": limits.clone()}),
+                ),
+                ("/v1/account/limits".to_owned(), limits.clone()),
+                (
+                    "/v1/devboxes".to_owned(),
+                    json!({"source_addresses": ["10.0.0.2"], "limits": limits.clone()}),
+                ),
+            ] {
+                let (status, err) = h.call(Method::POST, &method_path, Some(&body)).await;
+                assert_eq!(status, 400, "{method_path} {limits}: {err}");
+                let message = err["error"]["message"].as_str().unwrap();
+                let expected = if method_path == "/v1/account/limits" && !limits.is_object() {
+                    "must be a JSON object"
+                } else {
+                    expected
+                };
+                assert!(
+                    message.contains(expected),
+                    "{method_path} {limits}: {message}"
+                );
+            }
+        }
+        assert_eq!(count(&h, "/v1/devboxes?include_total_count=true").await, 1);
+        assert_eq!(
+            h.get(&format!("/v1/devboxes/{id}/limits")).await,
+            json!({"limits": {}})
+        );
+
+        // Set on all three levels; the status shows each limit with its window.
+        h.post(
+            &format!("/v1/devboxes/{id}"),
+            json!({"limits": {"requests_per_minute": 10, "cost_usd_per_day": "12.5"}}),
+        )
+        .await;
+        h.post(
+            &format!("/v1/gateway-configs/{gateway_id}"),
+            json!({"limits": {"tokens_per_day": "100000"}}),
+        )
+        .await;
+        let account = h
+            .post(
+                "/v1/account/limits",
+                json!({"cost_usd_total": "1000", "requests_per_day": null}),
+            )
+            .await;
+        assert_eq!(account["limits"]["cost_usd_total"]["limit"], "1000");
+        assert_eq!(
+            account["limits"]["cost_usd_total"]["resets_at_ms"],
+            Value::Null
+        );
+        let status = h.get(&format!("/v1/devboxes/{id}/limits")).await;
+        let rpm = &status["limits"]["requests_per_minute"];
+        assert_eq!(rpm["limit"], 10);
+        assert_eq!(rpm["used"], 0);
+        assert_eq!(rpm["remaining"], 10);
+        let now = airlock_core::time::now_ms();
+        let resets = rpm["resets_at_ms"].as_i64().unwrap();
+        assert!(resets > now && resets <= now + 60_000, "{resets}");
+        assert_eq!(status["limits"]["cost_usd_per_day"]["limit"], "12.5");
+        assert_eq!(status["limits"]["cost_usd_per_day"]["remaining"], "12.5");
+        let gw = h
+            .get(&format!("/v1/gateway-configs/{gateway_id}/limits"))
+            .await;
+        assert_eq!(gw["limits"]["tokens_per_day"]["limit"], 100_000);
+        // The devbox's addresses are untouched by a limits-only update; `{}` removes the limits.
+        let got = h.get(&format!("/v1/devboxes/{id}")).await;
+        assert_eq!(got["source_addresses"], json!(["10.0.0.1"]));
+        h.post(&format!("/v1/devboxes/{id}"), json!({"limits": {}}))
+            .await;
+        assert_eq!(
+            h.get(&format!("/v1/devboxes/{id}/limits")).await,
+            json!({"limits": {}})
+        );
+        // Registration takes limits too.
+        let limited = h
+            .post(
+                "/v1/devboxes",
+                json!({"source_addresses": ["10.0.0.3"], "limits": {"tokens_per_minute": 500}}),
+            )
+            .await;
+        let status = h
+            .get(&format!(
+                "/v1/devboxes/{}/limits",
+                limited["id"].as_str().unwrap()
+            ))
+            .await;
+        assert_eq!(status["limits"]["tokens_per_minute"]["limit"], 500);
+        // An update with neither field is refused.
+        let (code, _) = h
+            .call(
+                Method::POST,
+                &format!("/v1/devboxes/{id}"),
+                Some(&json!({})),
+            )
+            .await;
+        assert_eq!(code, 400);
     }
 );

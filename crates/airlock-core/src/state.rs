@@ -11,6 +11,7 @@ use std::net::IpAddr;
 use crate::auth::{AuthMechanism, CustomHeader};
 use crate::endpoint::Endpoint;
 use crate::ids::{AccountId, AuditId, DevboxId, GatewayConfigId, SecretId, TokenId};
+use crate::limits::{CounterKey, LimitsRecord};
 use crate::llm::{Api, Metered, ModelSpec};
 use crate::router::RouterConfig;
 use crate::source::SourceAddresses;
@@ -183,6 +184,45 @@ pub trait StateSource: Send + Sync + 'static {
 
     /// Starts following changes. Events that happen after this returns are delivered.
     fn subscribe(&self) -> impl Future<Output = Result<Self::Feed, SourceError>> + Send;
+
+    /// The limits of every scope whose limits changed at or after `since_ms` (all of them for
+    /// 0), emptied ones included. The default: a source without limits.
+    fn limits_since(
+        &self,
+        _since_ms: i64,
+    ) -> impl Future<Output = Result<Vec<LimitsRecord>, SourceError>> + Send {
+        async { Ok(Vec::new()) }
+    }
+
+    /// Takes up to `want` of what is left of the counter `key` under `limit`, in one conditional
+    /// update (`docs/limits.md`). The default: a source without a ledger.
+    fn lease(
+        &self,
+        _key: &CounterKey,
+        _limit: u64,
+        _want: u64,
+    ) -> impl Future<Output = Result<Lease, SourceError>> + Send {
+        async { Err(SourceError("this source keeps no limit counters".into())) }
+    }
+
+    /// Adds `delta` to the counter `key`: negative returns an unspent lease, positive charges
+    /// usage beyond what was leased.
+    fn settle(
+        &self,
+        _key: &CounterKey,
+        _delta: i64,
+    ) -> impl Future<Output = Result<(), SourceError>> + Send {
+        async { Err(SourceError("this source keeps no limit counters".into())) }
+    }
+}
+
+/// What a [`StateSource::lease`] took.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Lease {
+    /// How much was taken: `want`, or what was left, or 0.
+    pub granted: u64,
+    /// The counter after the lease.
+    pub used: u64,
 }
 
 /// One proxied request, as the audit trail records it. Holds ids, never a token or a value.

@@ -309,6 +309,8 @@ pub struct TokenScope {
     pub methods: Vec<String>,
     /// Path prefixes (`/v1/messages`), matched on whole segments.
     pub path_prefixes: Vec<String>,
+    /// Requests the token may make in all (`max_requests`), counted on every replica.
+    pub max_requests: Option<u64>,
 }
 
 /// At most this many methods or path prefixes in a scope.
@@ -369,6 +371,20 @@ impl TokenScope {
             scope.path_prefixes.push(p.clone());
         }
         Ok((!scope.methods.is_empty() || !scope.path_prefixes.is_empty()).then_some(scope))
+    }
+
+    /// `scope` with a request budget: a scope of its own when it had none.
+    pub fn with_max_requests(
+        scope: Option<TokenScope>,
+        max_requests: Option<u64>,
+    ) -> Option<TokenScope> {
+        match (scope, max_requests) {
+            (scope, None) => scope,
+            (scope, Some(n)) => Some(TokenScope {
+                max_requests: Some(n),
+                ..scope.unwrap_or_default()
+            }),
+        }
     }
 
     /// Whether a request with this method and path is within the scope. A prefix matches whole

@@ -97,6 +97,12 @@ pub enum ProxyError {
     /// `AIRLOCK_UPSTREAM_MAX_CONCURRENCY` requests are already in flight to this upstream.
     #[error("too many requests are in flight to this upstream; retry shortly")]
     UpstreamBusy(std::time::Duration),
+    /// Over a budget or rate limit (`docs/limits.md`); its window resets after the duration.
+    #[error("this request is over the limit {}; retry later", .0.as_str())]
+    LimitExceeded(airlock_core::LimitKind, std::time::Duration),
+    /// A limit's lease is spent and its ledger cannot be reached (`AIRLOCK_LIMITS_ON_OUTAGE`).
+    #[error("the limits of this request cannot be checked right now; retry shortly")]
+    LimitsUnavailable,
     /// The devbox is over `AIRLOCK_DEVBOX_RATE_LIMIT`; retry after the duration.
     #[error("this devbox is over its request rate limit; retry later")]
     RateLimited(std::time::Duration),
@@ -141,11 +147,13 @@ pub enum Code {
     UpstreamBusy,
     RateLimited,
     InternalError,
+    LimitExceeded,
+    LimitsUnavailable,
 }
 
 impl Code {
     /// Every code, in declaration order (so that `Code::ALL[code as usize] == code`).
-    pub const ALL: [Code; 29] = [
+    pub const ALL: [Code; 31] = [
         Code::MissingToken,
         Code::MalformedToken,
         Code::UnknownToken,
@@ -175,6 +183,8 @@ impl Code {
         Code::UpstreamBusy,
         Code::RateLimited,
         Code::InternalError,
+        Code::LimitExceeded,
+        Code::LimitsUnavailable,
     ];
 
     /// The code as it is sent.
@@ -209,6 +219,8 @@ impl Code {
             Code::UpstreamBusy => "upstream_busy",
             Code::RateLimited => "rate_limited",
             Code::InternalError => "internal_error",
+            Code::LimitExceeded => "limit_exceeded",
+            Code::LimitsUnavailable => "limits_unavailable",
         }
     }
 }
@@ -395,6 +407,18 @@ impl ProxyError {
                 Code::RateLimited,
                 "rate_limit_error",
             ),
+            Self::LimitExceeded(..) => (
+                Downstream,
+                StatusCode::TOO_MANY_REQUESTS,
+                Code::LimitExceeded,
+                "rate_limit_error",
+            ),
+            Self::LimitsUnavailable => (
+                Internal,
+                StatusCode::SERVICE_UNAVAILABLE,
+                Code::LimitsUnavailable,
+                API,
+            ),
             Self::Internal(_) | Self::Config(_) => (
                 Internal,
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -432,7 +456,9 @@ impl ProxyError {
             HeaderValue::from_static("application/json"),
         );
         headers.insert("x-airlock-error", HeaderValue::from_static(d.code.as_str()));
-        if let Self::UpstreamBusy(wait) | Self::RateLimited(wait) = self {
+        if let Self::UpstreamBusy(wait) | Self::RateLimited(wait) | Self::LimitExceeded(_, wait) =
+            self
+        {
             // Whole seconds (RFC 9110), rounded up, at least 1: the SDKs' retry loops read it.
             let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
             headers.insert(http::header::RETRY_AFTER, HeaderValue::from(secs.max(1)));

@@ -43,6 +43,7 @@ mod limits;
 mod meter;
 mod metrics;
 mod pipeline;
+mod quota;
 mod request_id;
 mod rewrite;
 mod router;
@@ -69,6 +70,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use crate::error::{Origin, ProxyError};
 pub use crate::limits::RateLimit;
+pub use crate::quota::OnOutage;
 
 /// How the data plane runs. The binary fills it from the environment.
 #[derive(Clone, Debug)]
@@ -118,6 +120,9 @@ pub struct ProxyConfig {
     pub upstream_max_concurrency: usize,
     /// Requests per devbox (`AIRLOCK_DEVBOX_RATE_LIMIT`); beyond it 429 `rate_limited`.
     pub devbox_rate_limit: Option<RateLimit>,
+    /// What a limit does when its lease is spent and the ledger cannot be reached
+    /// (`AIRLOCK_LIMITS_ON_OUTAGE`).
+    pub limits_on_outage: OnOutage,
 }
 
 impl Default for ProxyConfig {
@@ -141,6 +146,7 @@ impl Default for ProxyConfig {
             max_connections_per_source: 1_000,
             upstream_max_concurrency: 0,
             devbox_rate_limit: None,
+            limits_on_outage: OnOutage::Closed,
         }
     }
 }
@@ -168,6 +174,8 @@ pub(crate) struct RequestCtx {
     metrics: Arc<metrics::Metrics>,
     /// Responses read on after their client left, for the stages that need their ends.
     drains: Arc<body::Drains>,
+    /// Budgets and rate limits, leased from the source's ledger.
+    quota: Arc<quota::Quota>,
 }
 
 /// The settings of [`ProxyConfig`] that a request is served with.
@@ -240,6 +248,10 @@ pub async fn start<S: StateSource, A: AuditSink>(
     let cancel = CancellationToken::new();
     let state = Arc::new(state::State::new(keyring));
     let metrics = Arc::new(metrics::Metrics::new());
+    let quota = Arc::new(quota::Quota::new(
+        Box::new(quota::SourceLedger(source.clone())),
+        config.limits_on_outage,
+    ));
     let requests = Arc::new(RequestCtx {
         config: RequestConfig {
             max_header_bytes: config.max_header_bytes,
@@ -258,6 +270,7 @@ pub async fn start<S: StateSource, A: AuditSink>(
         ),
         metrics: metrics.clone(),
         drains: body::Drains::new(MAX_DRAINS, DRAIN_TIMEOUT),
+        quota: quota.clone(),
     });
     let connections = Arc::new(Connections {
         acceptor: airlock_net::Acceptor::new(airlock_net::AcceptOptions {
@@ -289,6 +302,8 @@ pub async fn start<S: StateSource, A: AuditSink>(
     // Wait for the first attempt, so that a healthy start returns ready; a failed (or hanging)
     // one returns and keeps retrying in the background.
     let _ = tokio::time::timeout(FIRST_LOAD_WAIT, first_rx).await;
+    let _ = tokio::time::timeout(FIRST_LOAD_WAIT, quota.reload()).await;
+    tokio::spawn(quota::run(quota, cancel.child_token()));
     Ok(DataPlane {
         state,
         connections,

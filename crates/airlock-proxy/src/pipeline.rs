@@ -148,8 +148,7 @@ async fn proxy(
     let route = authorize(&token, peer)?;
     check_scope_and_rate(shared, &token, &req)?;
     record.secret_version(route.secret.version);
-    let staged = !route.gateway.stages.is_empty();
-    if staged {
+    if !route.gateway.stages.is_empty() {
         let head = RequestHead {
             method: req.method(),
             path: req.uri().path(),
@@ -157,6 +156,18 @@ async fn proxy(
         *record.runs() = Runs::start(&route.gateway.stages, &head);
         record.runs().admit()?;
     }
+    // Budgets and rate limits (`quota`): a run last, so that it sees what metering recorded.
+    let ticket = match shared
+        .quota
+        .start(&token, req.method(), Some(&route.gateway.llm))
+    {
+        Some((run, ticket)) => {
+            record.runs().push(run);
+            Some(ticket)
+        }
+        None => None,
+    };
+    let staged = record.has_runs();
 
     // 5. rewrite
     let websocket = rewrite::is_websocket(req.method(), req.version(), req.headers());
@@ -181,6 +192,9 @@ async fn proxy(
     });
     if staged {
         read_ahead(&mut upstream_req, record).await?;
+    }
+    if let Some(ticket) = &ticket {
+        ticket.admit(&shared.quota).await?;
     }
 
     // 6. forward

@@ -122,6 +122,11 @@ impl Runs {
         Runs(stages.iter().filter_map(|s| s.start(head)).collect())
     }
 
+    /// Adds a run after the gateway's own (the limits' run, which reads what metering wrote).
+    pub(crate) fn push(&mut self, run: Box<dyn StageRun>) {
+        self.0.push(run);
+    }
+
     pub(crate) fn is_empty(&self) -> bool {
         self.0.is_empty()
     }

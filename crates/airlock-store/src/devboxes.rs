@@ -52,7 +52,11 @@ fn devbox(row: &AnyRow) -> Result<DevboxRow> {
 
 /// A token's scope as its column holds it.
 pub(crate) fn encode_scope(scope: &TokenScope) -> String {
-    serde_json::json!({"methods": scope.methods, "path_prefixes": scope.path_prefixes}).to_string()
+    let mut v = serde_json::json!({"methods": scope.methods, "path_prefixes": scope.path_prefixes});
+    if let Some(n) = scope.max_requests {
+        v["max_requests"] = n.into();
+    }
+    v.to_string()
 }
 
 /// The scope column read back; re-checked, since the row is outside the control plane.
@@ -70,7 +74,13 @@ pub(crate) fn decode_scope(text: Option<String>) -> Result<Option<TokenScope>> {
             .map(|s| s.as_str().map(str::to_owned).ok_or_else(corrupt))
             .collect()
     };
-    TokenScope::parse(&list("methods")?, &list("path_prefixes")?).map_err(|_| corrupt())
+    let scope =
+        TokenScope::parse(&list("methods")?, &list("path_prefixes")?).map_err(|_| corrupt())?;
+    let max_requests = match v.get("max_requests") {
+        None => None,
+        Some(n) => Some(n.as_u64().ok_or_else(corrupt)?),
+    };
+    Ok(TokenScope::with_max_requests(scope, max_requests))
 }
 
 async fn insert_token(tx: &mut crate::Tx, t: &TokenRow) -> Result<()> {

@@ -374,6 +374,28 @@ impl StateSource for Store {
             Backend::Sqlite => Ok(StoreFeed::Local(self.local_feed.subscribe())),
         }
     }
+
+    async fn limits_since(
+        &self,
+        since_ms: i64,
+    ) -> Result<Vec<airlock_core::LimitsRecord>, SourceError> {
+        self.limits_changed_since(since_ms)
+            .await
+            .map_err(source_err)
+    }
+
+    async fn lease(
+        &self,
+        key: &airlock_core::CounterKey,
+        limit: u64,
+        want: u64,
+    ) -> Result<airlock_core::state::Lease, SourceError> {
+        self.lease_limit(key, limit, want).await.map_err(source_err)
+    }
+
+    async fn settle(&self, key: &airlock_core::CounterKey, delta: i64) -> Result<(), SourceError> {
+        self.settle_limit(key, delta).await.map_err(source_err)
+    }
 }
 
 /// A subscription to the store's changes.

@@ -17,6 +17,7 @@ mod devboxes;
 mod feed;
 mod gateways;
 mod idempotency;
+mod limits;
 mod model;
 mod secrets;
 mod sql;
@@ -148,6 +149,12 @@ fn migrations(backend: Backend, last: i64) -> Migrator {
             "router",
             include_str!("../../../migrations/postgres/0006_router.sql"),
             include_str!("../../../migrations/sqlite/0006_router.sql"),
+        ),
+        (
+            7,
+            "limits",
+            include_str!("../../../migrations/postgres/0007_limits.sql"),
+            include_str!("../../../migrations/sqlite/0007_limits.sql"),
         ),
     ];
     let migrations = ALL

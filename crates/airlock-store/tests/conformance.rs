@@ -1269,3 +1269,135 @@ async fn bad_urls_are_refused_clearly() {
         assert!(err.contains(expected), "{url}: {err}");
     }
 }
+
+/// Limits and their ledger: a limits object round-trips and is seen by `limits_since`; a lease
+/// takes what is asked, then only what is left, then nothing; a settle gives back and charges;
+/// concurrent leases never grant more than the limit in all; a scoped token's `max_requests`
+/// round-trips through the token's scope.
+async fn limits_lease_and_settle(postgres: bool) {
+    let (store, _dir) = open(postgres).await;
+    let w = world(&store).await;
+    let scope = LimitScope::Devbox(w.devbox.id.clone());
+    assert!(store.get_limits(&scope).await.unwrap().is_empty());
+    let mut limits = Limits::default();
+    limits.set(LimitKind::RequestsPerMinute, Some(10));
+    limits.set(LimitKind::CostUsdPerDay, Some(1_500_000_000));
+    let t0 = time::now_ms();
+    store
+        .set_limits(
+            &w.account,
+            &scope,
+            &limits,
+            t0,
+            Some(&audit(&w.account, "limits.update")),
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.get_limits(&scope).await.unwrap(), limits);
+    let seen = store.limits_since(t0).await.unwrap();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].scope, scope);
+    assert_eq!(seen[0].limits, limits);
+    assert!(store.limits_since(t0 + 1).await.unwrap().is_empty());
+    // Removing them leaves an empty object that a data plane still sees (and drops).
+    store
+        .set_limits(&w.account, &scope, &Limits::default(), t0 + 2, None)
+        .await
+        .unwrap();
+    let seen = store.limits_since(t0 + 1).await.unwrap();
+    assert!(seen[0].limits.is_empty());
+
+    let key = CounterKey {
+        scope: scope.clone(),
+        kind: LimitKind::RequestsPerMinute,
+        window_start_ms: 60_000,
+    };
+    let lease = |want| {
+        let store = store.clone();
+        let key = key.clone();
+        async move { store.lease(&key, 10, want).await.unwrap() }
+    };
+    assert_eq!(
+        lease(4).await,
+        state::Lease {
+            granted: 4,
+            used: 4
+        }
+    );
+    assert_eq!(
+        lease(4).await,
+        state::Lease {
+            granted: 4,
+            used: 8
+        }
+    );
+    assert_eq!(
+        lease(4).await,
+        state::Lease {
+            granted: 2,
+            used: 10
+        }
+    );
+    assert_eq!(lease(4).await.granted, 0);
+    // Three unspent go back; two beyond the leases are charged.
+    store.settle(&key, -3).await.unwrap();
+    assert_eq!(store.limit_used(&key).await.unwrap(), 7);
+    store.settle(&key, 5).await.unwrap();
+    assert_eq!(store.limit_used(&key).await.unwrap(), 12);
+    assert_eq!(
+        lease(1).await.granted,
+        0,
+        "a counter past its limit grants nothing"
+    );
+    // Another window, another counter.
+    let next = CounterKey {
+        window_start_ms: 120_000,
+        ..key.clone()
+    };
+    assert_eq!(store.lease(&next, 10, 1).await.unwrap().granted, 1);
+
+    // Concurrent leases of one unit: exactly the limit is granted in all.
+    let race = CounterKey {
+        window_start_ms: 180_000,
+        ..key.clone()
+    };
+    let mut tasks = Vec::new();
+    for _ in 0..40 {
+        let store = store.clone();
+        let race = race.clone();
+        tasks.push(tokio::spawn(async move {
+            store.lease(&race, 25, 1).await.unwrap().granted
+        }));
+    }
+    let mut granted = 0;
+    for t in tasks {
+        granted += t.await.unwrap();
+    }
+    assert_eq!(granted, 25);
+    assert_eq!(store.limit_used(&race).await.unwrap(), 25);
+
+    // max_requests travels in the token's scope.
+    let mut row = token_row(&w, &w.devbox.id, None);
+    row.scope = TokenScope::with_max_requests(None, Some(7));
+    store
+        .register_devbox(
+            &w.devbox,
+            &[row.clone()],
+            &audit(&w.account, "devbox.register"),
+        )
+        .await
+        .unwrap();
+    let snap = store.load_token(&row.digest).await.unwrap().unwrap();
+    let t = snap.tokens.iter().find(|t| t.id == row.id).unwrap();
+    assert_eq!(t.scope.as_ref().and_then(|s| s.max_requests), Some(7));
+}
+
+#[tokio::test]
+async fn sqlite_limits_lease_and_settle() {
+    limits_lease_and_settle(false).await;
+}
+
+#[tokio::test]
+async fn postgres_limits_lease_and_settle() {
+    limits_lease_and_settle(true).await;
+}

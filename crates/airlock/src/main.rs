@@ -195,6 +195,7 @@ async fn serve(settings: Settings) -> Result<()> {
             max_connections_per_source: settings.max_connections_per_source,
             upstream_max_concurrency: settings.upstream_max_concurrency,
             devbox_rate_limit: settings.devbox_rate_limit,
+            limits_on_outage: settings.limits_on_outage,
             ..airlock_proxy::ProxyConfig::default()
         };
         let source = Arc::new(store.clone());

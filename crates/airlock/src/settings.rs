@@ -56,6 +56,8 @@ pub(crate) struct Settings {
     pub max_connections_per_source: usize,
     pub upstream_max_concurrency: usize,
     pub devbox_rate_limit: Option<airlock_proxy::RateLimit>,
+    /// `AIRLOCK_LIMITS_ON_OUTAGE`: `closed` (default) or `open`.
+    pub limits_on_outage: airlock_proxy::OnOutage,
     /// Read so that a start can say it is not supported (no trace exporter in this build).
     pub otlp_endpoint: Option<String>,
 }
@@ -236,6 +238,12 @@ impl Settings {
                     .map_err(|e| anyhow!("AIRLOCK_DEVBOX_RATE_LIMIT: {e}"))
             })
             .transpose()?;
+        let limits_on_outage = match var("AIRLOCK_LIMITS_ON_OUTAGE") {
+            None => airlock_proxy::OnOutage::Closed,
+            Some(text) => airlock_proxy::OnOutage::parse(text.trim()).ok_or_else(|| {
+                anyhow!("AIRLOCK_LIMITS_ON_OUTAGE: {text:?} must be closed or open")
+            })?,
+        };
         let settings = Settings {
             role,
             master_key: var("AIRLOCK_MASTER_KEY"),
@@ -265,6 +273,7 @@ impl Settings {
             )?,
             upstream_max_concurrency: parse_count("AIRLOCK_UPSTREAM_MAX_CONCURRENCY", 0, 0)?,
             devbox_rate_limit,
+            limits_on_outage,
             otlp_endpoint: var("AIRLOCK_OTLP_ENDPOINT"),
         };
         check_unknown()?;

@@ -98,6 +98,8 @@ pub struct Source {
     pub feed_down: Arc<AtomicBool>,
     /// The changes the feed lost.
     pub lost: Arc<std::sync::Mutex<Vec<Change>>>,
+    /// While set, the limits' ledger cannot be reached (leases and settles fail).
+    pub ledger_down: AtomicBool,
 }
 
 /// The store's change feed behind [`Source::feed_down`]. Changes that arrive while the feed is
@@ -175,6 +177,32 @@ impl StateSource for Source {
             lost: self.lost.clone(),
             missed: false,
         })
+    }
+
+    async fn limits_since(
+        &self,
+        since_ms: i64,
+    ) -> Result<Vec<airlock_core::LimitsRecord>, SourceError> {
+        self.store.limits_since(since_ms).await
+    }
+
+    async fn lease(
+        &self,
+        key: &airlock_core::CounterKey,
+        limit: u64,
+        want: u64,
+    ) -> Result<airlock_core::state::Lease, SourceError> {
+        if self.ledger_down.load(Ordering::SeqCst) {
+            return Err(SourceError("the ledger is down (test)".into()));
+        }
+        self.store.lease(key, limit, want).await
+    }
+
+    async fn settle(&self, key: &airlock_core::CounterKey, delta: i64) -> Result<(), SourceError> {
+        if self.ledger_down.load(Ordering::SeqCst) {
+            return Err(SourceError("the ledger is down (test)".into()));
+        }
+        self.store.settle(key, delta).await
     }
 }
 
@@ -513,6 +541,7 @@ impl Harness {
             fail_loads: AtomicBool::new(options.fail_loads),
             feed_down: Arc::new(AtomicBool::new(false)),
             lost: Arc::default(),
+            ledger_down: AtomicBool::new(false),
         });
         let sink = Arc::new(Sink {
             store: db.store.clone(),

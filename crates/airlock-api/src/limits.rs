@@ -1,0 +1,163 @@
+//! Budgets and rate limits over the API: the `limits` object of devboxes, gateway configs and
+//! the account, and the status of each limit (`GET …/limits`). See `docs/limits.md`.
+
+use airlock_core::limits::Window;
+use airlock_core::{CounterKey, InvalidInput, LimitKind, LimitScope, Limits};
+use axum::extract::{Path, State};
+use axum::{Extension, Json};
+use serde_json::{json, Map, Value};
+
+use crate::auth::Caller;
+use crate::error::{ApiError, ApiResult};
+use crate::json::Body;
+use crate::AppState;
+
+/// Parses a `limits` object: every field optional (absent or `null`: no limit), counts as
+/// whole numbers, costs as decimal strings of dollars with at most 9 decimals.
+pub(crate) fn parse_limits(input: &Value) -> Result<Limits, InvalidInput> {
+    let Value::Object(map) = input else {
+        return Err(InvalidInput::new("limits", "must be an object"));
+    };
+    let mut limits = Limits::default();
+    for (name, value) in map {
+        let field = format!("limits.{name}");
+        let kind = LimitKind::parse(name)
+            .filter(|k| *k != LimitKind::MaxRequests)
+            .ok_or_else(|| {
+                InvalidInput::new(
+                    field.as_str(),
+                    "is not a limit (requests_per_minute, requests_per_day, tokens_per_minute, tokens_per_day, cost_usd_per_day, cost_usd_per_month, cost_usd_total)",
+                )
+            })?;
+        let text = match (value, kind.measure()) {
+            (Value::Null, _) => continue,
+            (Value::String(s), airlock_core::limits::Measure::CostNanos) => s.clone(),
+            (_, airlock_core::limits::Measure::CostNanos) => {
+                return Err(InvalidInput::new(
+                    field,
+                    "must be a decimal string of dollars such as \"12.50\"",
+                ))
+            }
+            (Value::Number(n), _) => n.to_string(),
+            (Value::String(s), _) => s.clone(),
+            _ => return Err(InvalidInput::new(field, "must be a whole number")),
+        };
+        limits.set(kind, Some(Limits::parse_value(kind, &field, &text)?));
+    }
+    Ok(limits)
+}
+
+/// A `limits` object as the API shows it.
+pub(crate) fn limits_view(limits: &Limits) -> Value {
+    let map: Map<String, Value> = limits
+        .iter()
+        .map(|(kind, v)| (kind.as_str().to_owned(), value_view(kind, v)))
+        .collect();
+    Value::Object(map)
+}
+
+fn value_view(kind: LimitKind, v: u64) -> Value {
+    match kind.measure() {
+        airlock_core::limits::Measure::CostNanos => Value::from(Limits::format_value(kind, v)),
+        _ => Value::from(v),
+    }
+}
+
+/// Each limit of `scope` with what its current window has used.
+async fn status(state: &AppState, scope: LimitScope) -> ApiResult<Json<Value>> {
+    let limits = state.store.get_limits(&scope).await?;
+    let now = airlock_core::time::now_ms();
+    let mut out = Map::new();
+    for (kind, limit) in limits.iter() {
+        let window: Window = kind.window();
+        let key = CounterKey {
+            scope: scope.clone(),
+            kind,
+            window_start_ms: window.start(now),
+        };
+        let used = u64::try_from(state.store.limit_used(&key).await?).unwrap_or(0);
+        out.insert(
+            kind.as_str().to_owned(),
+            json!({
+                "limit": value_view(kind, limit),
+                "used": value_view(kind, used),
+                "remaining": value_view(kind, limit.saturating_sub(used)),
+                "resets_at_ms": window.end(now),
+            }),
+        );
+    }
+    Ok(Json(json!({"limits": Value::Object(out)})))
+}
+
+pub(crate) async fn devbox_status(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let row = state
+        .store
+        .get_devbox(&caller.account.id, &id)
+        .await
+        .map_err(|e| ApiError::for_object(e, "devbox", &id))?;
+    status(&state, LimitScope::Devbox(row.id)).await
+}
+
+pub(crate) async fn gateway_status(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let row = state
+        .store
+        .get_gateway_config(&caller.account.id, &id)
+        .await
+        .map_err(|e| ApiError::for_object(e, "gateway config", &id))?;
+    status(&state, LimitScope::GatewayConfig(row.id)).await
+}
+
+pub(crate) async fn account_status(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> ApiResult<Json<Value>> {
+    status(&state, LimitScope::Account(caller.account.id.clone())).await
+}
+
+/// `POST /v1/account/limits`: the body is the whole `limits` object, which replaces the
+/// account's.
+pub(crate) async fn set_account(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Body(input): Body<Value>,
+) -> ApiResult<Json<Value>> {
+    caller.require_admin()?;
+    let limits = parse_limits(&input)?;
+    let scope = LimitScope::Account(caller.account.id.clone());
+    set(&state, &caller, &scope, &limits).await?;
+    status(&state, scope).await
+}
+
+/// Stores `limits` for `scope` of the caller's account, with an audit event.
+pub(crate) async fn set(
+    state: &AppState,
+    caller: &Caller,
+    scope: &LimitScope,
+    limits: &Limits,
+) -> ApiResult<()> {
+    let audit = caller.audit(
+        "limits.update",
+        scope.kind(),
+        scope.id(),
+        json!({"limits": limits_view(limits)}),
+    );
+    state
+        .store
+        .set_limits(
+            &caller.account.id,
+            scope,
+            limits,
+            airlock_core::time::now_ms(),
+            Some(&audit),
+        )
+        .await?;
+    Ok(())
+}

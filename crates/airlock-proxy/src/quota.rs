@@ -1,0 +1,564 @@
+//! Budgets and rate limits that hold across replicas (`docs/limits.md`), as a stage.
+//!
+//! The limits of every account, devbox and gateway config that has some are kept in memory
+//! (reloaded from the source every half second, so a change reaches every replica within a
+//! second). A request under some limits gets a [`LimitRun`]: it reads the request body (capped)
+//! when a token or cost limit applies, to estimate what the request may use (input bytes / 4
+//! plus `max_tokens`, [`DEFAULT_MAX_TOKENS`] when absent, priced with the model's price), and
+//! the pipeline then takes a *reservation* of that estimate from each limit ([`Ticket::admit`]).
+//!
+//! A reservation is taken from the replica's *lease* of the limit's counter in the current
+//! window, in memory (one mutex per counter, no database round trip); only when the lease is
+//! spent does the replica ask the source for another slice (a tenth of the limit, or what the
+//! request needs, or what is left), with one conditional update. When the request ends, the run
+//! trues the reservation up with the metered usage: what was not used goes back to the lease,
+//! what was used beyond it is a debt charged to the counter. A lease idle for a second is given
+//! back, so the ledger settles at the sum of the metered usage.
+//!
+//! The overshoot past a limit is bounded by what requests in flight use beyond their
+//! reservations: a request is only admitted when its whole estimate fits in what the counter
+//! has left. Request counts are exact (a request reserves exactly 1).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue, Method};
+
+use airlock_core::limits::Measure;
+use airlock_core::state::{Lease, LlmSettings, RequestAuditEvent, SourceError, StateSource};
+use airlock_core::{CounterKey, LimitKind, LimitScope, Limits, LimitsRecord};
+
+use crate::error::ProxyError;
+use crate::shardmap::LazyMap;
+use crate::stage::{End, StageRun};
+use crate::state::TokenEntry;
+
+/// Output tokens reserved for a request that does not say its `max_tokens`, under a token or
+/// cost limit.
+pub(crate) const DEFAULT_MAX_TOKENS: u64 = 4096;
+
+/// The largest request body read to estimate a reservation; a larger one is estimated from its
+/// `content-length` (or not at all, when it has none) with the default `max_tokens`.
+const BODY_CAP: usize = crate::meter::BODY_CAP;
+
+/// How often the limits are reloaded and idle leases given back.
+pub(crate) const TICK: Duration = Duration::from_millis(500);
+
+/// A lease unused this long is given back to the counter.
+const IDLE_MS: i64 = 1_000;
+
+/// A counter of a window that ended this long ago is forgotten (once settled).
+const FORGET_MS: i64 = 5_000;
+
+/// What a replica does when it cannot reach the ledger and its lease does not cover a request
+/// (`AIRLOCK_LIMITS_ON_OUTAGE`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum OnOutage {
+    /// Refuse with 503 `limits_unavailable` (the default).
+    #[default]
+    Closed,
+    /// Admit, and charge the ledger once it is back.
+    Open,
+}
+
+impl OnOutage {
+    /// `closed` or `open`.
+    pub fn parse(text: &str) -> Option<OnOutage> {
+        match text {
+            "closed" => Some(OnOutage::Closed),
+            "open" => Some(OnOutage::Open),
+            _ => None,
+        }
+    }
+}
+
+type LedgerFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, SourceError>> + Send + 'a>>;
+
+/// The source's limit methods, object-safe, so that the request path is not generic.
+pub(crate) trait Ledger: Send + Sync + 'static {
+    fn limits_since(&self, since_ms: i64) -> LedgerFuture<'_, Vec<LimitsRecord>>;
+    fn lease<'a>(&'a self, key: &'a CounterKey, limit: u64, want: u64) -> LedgerFuture<'a, Lease>;
+    fn settle<'a>(&'a self, key: &'a CounterKey, delta: i64) -> LedgerFuture<'a, ()>;
+}
+
+pub(crate) struct SourceLedger<S>(pub(crate) Arc<S>);
+
+impl<S: StateSource> Ledger for SourceLedger<S> {
+    fn limits_since(&self, since_ms: i64) -> LedgerFuture<'_, Vec<LimitsRecord>> {
+        Box::pin(self.0.limits_since(since_ms))
+    }
+
+    fn lease<'a>(&'a self, key: &'a CounterKey, limit: u64, want: u64) -> LedgerFuture<'a, Lease> {
+        Box::pin(self.0.lease(key, limit, want))
+    }
+
+    fn settle<'a>(&'a self, key: &'a CounterKey, delta: i64) -> LedgerFuture<'a, ()> {
+        Box::pin(self.0.settle(key, delta))
+    }
+}
+
+/// A replica's share of one counter.
+struct Pool {
+    window_end_ms: Option<i64>,
+    state: Mutex<PoolState>,
+}
+
+#[derive(Default)]
+struct PoolState {
+    /// Leased and not reserved; below 0: usage beyond the leases, still to be charged.
+    available: i64,
+    /// The counter as the last lease left it.
+    ledger_used: u64,
+    /// Reservations not yet trued up.
+    holds: u32,
+    last_activity_ms: i64,
+}
+
+impl Pool {
+    fn lock(&self) -> MutexGuard<'_, PoolState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn signed(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// Limits in memory, the leases of this replica, and the ledger behind them.
+pub(crate) struct Quota {
+    ledger: Box<dyn Ledger>,
+    /// Scopes with limits, by id (ids carry their kind's prefix, so one map serves all).
+    limits: ArcSwap<HashMap<String, Limits>>,
+    pools: LazyMap<CounterKey, Pool>,
+    on_outage: OnOutage,
+    /// The newest `update_time_ms` seen.
+    cursor: Mutex<i64>,
+}
+
+/// One limit a request must pass.
+#[derive(Clone)]
+struct Claim {
+    key: CounterKey,
+    limit: u64,
+}
+
+impl Quota {
+    pub(crate) fn new(ledger: Box<dyn Ledger>, on_outage: OnOutage) -> Quota {
+        Quota {
+            ledger,
+            limits: ArcSwap::from_pointee(HashMap::new()),
+            pools: LazyMap::new(),
+            on_outage,
+            cursor: Mutex::new(0),
+        }
+    }
+
+    /// Reloads the limits that changed since the last reload (all of them the first time).
+    pub(crate) async fn reload(&self) -> Result<(), SourceError> {
+        let since = *self.cursor.lock().unwrap_or_else(|e| e.into_inner());
+        // Rows written by another replica's clock a little behind ours are still seen.
+        let records = self
+            .ledger
+            .limits_since(if since == 0 { 0 } else { since - 5_000 })
+            .await?;
+        if records.is_empty() {
+            return Ok(());
+        }
+        let mut next = HashMap::clone(&self.limits.load());
+        let mut newest = since;
+        for r in records {
+            newest = newest.max(r.update_time_ms);
+            if r.limits.is_empty() {
+                next.remove(r.scope.id());
+            } else {
+                next.insert(r.scope.id().to_owned(), r.limits);
+            }
+        }
+        self.limits.store(Arc::new(next));
+        *self.cursor.lock().unwrap_or_else(|e| e.into_inner()) = newest;
+        Ok(())
+    }
+
+    /// The run of a request under some limits; `None` (and no allocation) when none applies.
+    pub(crate) fn start(
+        &self,
+        token: &TokenEntry,
+        method: &Method,
+        llm: Option<&LlmSettings>,
+    ) -> Option<(Box<dyn StageRun>, Ticket)> {
+        let max_requests = token.scope.as_ref().and_then(|s| s.max_requests);
+        let limits = self.limits.load();
+        if limits.is_empty() && max_requests.is_none() {
+            return None;
+        }
+        let now = airlock_core::time::now_ms();
+        let mut claims = Vec::new();
+        let scopes = [
+            LimitScope::Account(airlock_core::AccountId::clone(&token.account_id)),
+            LimitScope::Devbox(token.devbox.id.clone()),
+            LimitScope::GatewayConfig(token.gateway.id.clone()),
+        ];
+        for scope in scopes {
+            if let Some(l) = limits.get(scope.id()) {
+                for (kind, limit) in l.iter() {
+                    claims.push(Claim {
+                        key: CounterKey {
+                            scope: scope.clone(),
+                            kind,
+                            window_start_ms: kind.window().start(now),
+                        },
+                        limit,
+                    });
+                }
+            }
+        }
+        if let Some(n) = max_requests {
+            claims.push(Claim {
+                key: CounterKey {
+                    scope: LimitScope::Token(token.id.clone()),
+                    kind: LimitKind::MaxRequests,
+                    window_start_ms: 0,
+                },
+                limit: n,
+            });
+        }
+        if claims.is_empty() {
+            return None;
+        }
+        let weighed = claims
+            .iter()
+            .any(|c| c.key.kind.measure() != Measure::Requests);
+        let shared = Arc::new(Mutex::new(Shared::default()));
+        let run = LimitRun {
+            shared: shared.clone(),
+            llm: llm.filter(|l| l.api.is_metered()).cloned(),
+            read_body: weighed && method == Method::POST,
+            weighed,
+            content_length: None,
+        };
+        Some((Box::new(run), Ticket { claims, shared }))
+    }
+
+    fn pool(&self, key: &CounterKey) -> Arc<Pool> {
+        self.pools.get_or_insert(key, || {
+            let end = key.kind.window().end(key.window_start_ms);
+            (
+                key.clone(),
+                Pool {
+                    window_end_ms: end,
+                    state: Mutex::new(PoolState::default()),
+                },
+            )
+        })
+    }
+
+    /// Takes `amount` of `claim` from this replica's lease, leasing more when it is short.
+    async fn take(&self, claim: &Claim, amount: u64) -> Result<Hold, ProxyError> {
+        let pool = self.pool(&claim.key);
+        let now = airlock_core::time::now_ms();
+        let need = {
+            let mut st = pool.lock();
+            st.last_activity_ms = now;
+            if st.available >= signed(amount) {
+                st.available -= signed(amount);
+                st.holds += 1;
+                return Ok(self.hold(claim, pool.clone(), amount, &st));
+            }
+            u64::try_from(signed(amount) - st.available).unwrap_or(u64::MAX)
+        };
+        let slice = (claim.limit / 10).max(1);
+        match self
+            .ledger
+            .lease(&claim.key, claim.limit, need.max(slice))
+            .await
+        {
+            Ok(lease) => {
+                let mut st = pool.lock();
+                st.available += signed(lease.granted);
+                st.ledger_used = lease.used;
+                if st.available >= signed(amount) {
+                    st.available -= signed(amount);
+                    st.holds += 1;
+                    Ok(self.hold(claim, pool.clone(), amount, &st))
+                } else {
+                    Err(exceeded(claim, now))
+                }
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, limit = claim.key.kind.as_str(), "cannot lease a limit");
+                match self.on_outage {
+                    OnOutage::Closed => Err(ProxyError::LimitsUnavailable),
+                    OnOutage::Open => {
+                        let mut st = pool.lock();
+                        st.available -= signed(amount);
+                        st.holds += 1;
+                        Ok(self.hold(claim, pool.clone(), amount, &st))
+                    }
+                }
+            }
+        }
+    }
+
+    fn hold(&self, claim: &Claim, pool: Arc<Pool>, amount: u64, st: &PoolState) -> Hold {
+        let remaining = claim
+            .limit
+            .saturating_sub(st.ledger_used)
+            .saturating_add(u64::try_from(st.available).unwrap_or(0))
+            .min(claim.limit);
+        Hold {
+            kind: claim.key.kind,
+            limit: claim.limit,
+            remaining,
+            pool,
+            amount,
+        }
+    }
+
+    /// Gives back idle leases, charges debts and forgets settled counters of past windows.
+    pub(crate) async fn settle(&self, all: bool) {
+        let now = airlock_core::time::now_ms();
+        let mut due = Vec::new();
+        self.pools.for_each_arc(|key, pool| {
+            let mut st = pool.lock();
+            let ended = pool.window_end_ms.is_some_and(|e| e <= now);
+            let idle = now - st.last_activity_ms >= IDLE_MS || ended || all;
+            let delta = if st.available < 0 || (st.available > 0 && idle) {
+                -st.available
+            } else {
+                return;
+            };
+            st.available = 0;
+            due.push((key.clone(), pool.clone(), delta));
+        });
+        for (key, pool, delta) in due {
+            if let Err(err) = self.ledger.settle(&key, delta).await {
+                tracing::warn!(error = %err, "cannot settle a limit's counter; will retry");
+                pool.lock().available -= delta;
+            }
+        }
+        let mut stale = Vec::new();
+        self.pools.for_each_arc(|key, pool| {
+            if pool.window_end_ms.is_some_and(|e| e + FORGET_MS <= now) {
+                stale.push(key.clone());
+            }
+        });
+        for key in stale {
+            self.pools.retain_shard_of(&key, |pool| {
+                let st = pool.lock();
+                !(pool.window_end_ms.is_some_and(|e| e + FORGET_MS <= now)
+                    && st.available == 0
+                    && st.holds == 0)
+            });
+        }
+    }
+}
+
+fn exceeded(claim: &Claim, now: i64) -> ProxyError {
+    if claim.key.kind == LimitKind::MaxRequests {
+        return ProxyError::TokenScope;
+    }
+    let wait = claim
+        .key
+        .kind
+        .window()
+        .end(now)
+        .map_or(86_400_000, |end| end - now);
+    ProxyError::LimitExceeded(
+        claim.key.kind,
+        Duration::from_millis(u64::try_from(wait).unwrap_or(0)),
+    )
+}
+
+/// What one request holds of one limit.
+struct Hold {
+    kind: LimitKind,
+    limit: u64,
+    /// What the limit had left after this reservation, as far as this replica knows.
+    remaining: u64,
+    pool: Arc<Pool>,
+    amount: u64,
+}
+
+impl Hold {
+    /// Trues the reservation up with what the request used.
+    fn release(self, used: u64) {
+        let mut st = self.pool.lock();
+        st.available += signed(self.amount) - signed(used);
+        st.holds = st.holds.saturating_sub(1);
+        st.last_activity_ms = airlock_core::time::now_ms();
+    }
+}
+
+/// What a request's run and its ticket share.
+#[derive(Default)]
+struct Shared {
+    /// The estimate: tokens and cost, once the body (or its length) was seen.
+    estimate: Option<(u64, u64)>,
+    holds: Vec<Hold>,
+}
+
+fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
+    shared.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The pipeline's handle on a request's reservations: [`Ticket::admit`] takes them.
+pub(crate) struct Ticket {
+    claims: Vec<Claim>,
+    shared: Arc<Mutex<Shared>>,
+}
+
+impl Ticket {
+    /// Reserves the request's estimate from every limit, or refuses it (and holds nothing).
+    pub(crate) async fn admit(&self, quota: &Quota) -> Result<(), ProxyError> {
+        let (tokens, cost) = lock(&self.shared)
+            .estimate
+            .unwrap_or((DEFAULT_MAX_TOKENS, 0));
+        let mut holds = Vec::with_capacity(self.claims.len());
+        for claim in &self.claims {
+            let amount = match claim.key.kind.measure() {
+                Measure::Requests => 1,
+                Measure::Tokens => tokens,
+                Measure::CostNanos => cost,
+            };
+            match quota.take(claim, amount).await {
+                Ok(hold) => holds.push(hold),
+                Err(err) => {
+                    for hold in holds {
+                        hold.release(0);
+                    }
+                    return Err(err);
+                }
+            }
+        }
+        lock(&self.shared).holds = holds;
+        Ok(())
+    }
+}
+
+/// A request's run under limits: estimates from the body, adds the `x-ratelimit-*` headers, and
+/// trues the reservations up at the end.
+struct LimitRun {
+    shared: Arc<Mutex<Shared>>,
+    llm: Option<LlmSettings>,
+    read_body: bool,
+    /// A token or cost limit applies.
+    weighed: bool,
+    content_length: Option<u64>,
+}
+
+impl LimitRun {
+    fn estimate(&self, body: Option<&[u8]>) -> (u64, u64) {
+        if !self.weighed {
+            return (0, 0);
+        }
+        let bytes = body.map_or(self.content_length.unwrap_or(0), |b| b.len() as u64);
+        let info = match (&self.llm, body) {
+            (Some(llm), Some(body)) => airlock_llm::parse_request(llm.api, body).ok(),
+            _ => None,
+        };
+        let input = airlock_llm::meter::estimate_tokens(bytes);
+        let output = info
+            .as_ref()
+            .and_then(|i| i.max_tokens)
+            .unwrap_or(DEFAULT_MAX_TOKENS);
+        let model = info.and_then(|i| i.model);
+        let cost = match (&self.llm, model) {
+            (Some(llm), Some(model)) => airlock_llm::listed_price(&llm.models, &model)
+                .or_else(|| {
+                    llm.provider
+                        .as_deref()
+                        .and_then(|p| airlock_llm::price_for(p, &model, input))
+                })
+                .map_or(0, |price| {
+                    price.cost_nanos(&airlock_core::Usage {
+                        input_tokens: input,
+                        output_tokens: output,
+                        exact: false,
+                        ..airlock_core::Usage::default()
+                    })
+                }),
+            _ => 0,
+        };
+        (input.saturating_add(output), cost)
+    }
+}
+
+impl StageRun for LimitRun {
+    fn body_cap(&self) -> Option<usize> {
+        self.read_body.then_some(BODY_CAP)
+    }
+
+    fn request_body(&mut self, body: Option<&mut Bytes>) -> Result<(), ProxyError> {
+        let estimate = self.estimate(body.as_deref().map(|b| &b[..]));
+        lock(&self.shared).estimate = Some(estimate);
+        Ok(())
+    }
+
+    fn upstream_request(&mut self, head: &mut http::request::Parts) {
+        let mut shared = lock(&self.shared);
+        if shared.estimate.is_none() {
+            self.content_length = head
+                .headers
+                .get(http::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok());
+            shared.estimate = Some(self.estimate(None));
+        }
+    }
+
+    fn response_head(&mut self, head: &mut http::response::Parts) {
+        let shared = lock(&self.shared);
+        for hold in &shared.holds {
+            let name = hold.kind.header_name();
+            let value = |v: u64| HeaderValue::try_from(Limits::format_value(hold.kind, v)).ok();
+            let names = (
+                HeaderName::try_from(format!("x-ratelimit-limit-{name}")),
+                HeaderName::try_from(format!("x-ratelimit-remaining-{name}")),
+            );
+            if let (Ok(l), Ok(r), Some(lv), Some(rv)) =
+                (names.0, names.1, value(hold.limit), value(hold.remaining))
+            {
+                head.headers.insert(l, lv);
+                head.headers.insert(r, rv);
+            }
+        }
+    }
+
+    fn finish(&mut self, _end: End, event: &mut RequestAuditEvent) {
+        let holds = std::mem::take(&mut lock(&self.shared).holds);
+        let (tokens, cost) = event.llm.as_ref().map_or((0, 0), |m| {
+            (m.usage.total_tokens(), m.cost_nanos.unwrap_or(0))
+        });
+        for hold in holds {
+            let used = match hold.kind.measure() {
+                Measure::Requests => 1,
+                Measure::Tokens => tokens,
+                Measure::CostNanos => cost,
+            };
+            hold.release(used);
+        }
+    }
+}
+
+/// Follows the limits and settles the leases every [`TICK`] until cancelled; then gives every
+/// lease back.
+pub(crate) async fn run(quota: Arc<Quota>, cancel: tokio_util::sync::CancellationToken) {
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = cancel.cancelled() => break,
+        }
+        if let Err(err) = quota.reload().await {
+            tracing::warn!(error = %err, "cannot reload the limits");
+        }
+        quota.settle(false).await;
+    }
+    quota.settle(true).await;
+}

@@ -1,0 +1,419 @@
+//! Budgets and rate limits through the real data plane and the real stores (`docs/limits.md`):
+//! a request limit is exact on one SQLite process; 50 concurrent requests from two replicas on
+//! one Postgres against a limit that admits 10 get exactly 10 through (SECURITY #27); the
+//! ledger of a token limit settles at the sum of the metered usage; a scoped token's
+//! `max_requests` holds across two replicas (SECURITY #31); a spent lease with the ledger
+//! unreachable fails closed by default.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Tests fail loudly by design.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use airlock_core::state::LlmSettings;
+use airlock_core::{
+    Api, AuthMechanism, BearerSecret, CounterKey, LimitKind, LimitScope, Limits, ModelSpec, Price,
+    TokenScope,
+};
+use airlock_proxy::{DataPlane, ProxyConfig};
+use airlock_store::{GatewayConfigRow, SecretRow};
+use airlock_testkit::{HttpResponse, TestRequest};
+use support::{Harness, Options, Sink, Source};
+use tokio::net::TcpListener;
+
+/// A second data plane (a replica) on the harness's database, serving on its own listener.
+async fn replica(h: &Harness) -> (Arc<DataPlane>, SocketAddr) {
+    let source = Arc::new(Source {
+        store: h.db.store.clone(),
+        token_lookups: AtomicUsize::new(0),
+        full_loads: AtomicUsize::new(0),
+        fail_loads: AtomicBool::new(false),
+        feed_down: Arc::new(AtomicBool::new(false)),
+        lost: Arc::default(),
+        ledger_down: AtomicBool::new(false),
+    });
+    let sink = Arc::new(Sink {
+        store: h.db.store.clone(),
+        failures: AtomicUsize::new(0),
+        failed: AtomicUsize::new(0),
+        writes: AtomicUsize::new(0),
+        stalled: AtomicBool::new(false),
+        written: Mutex::default(),
+    });
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = ProxyConfig {
+        policy: support::loopback_policy(),
+        extra_roots_pem: Some(h.ca.cert_pem().into_bytes()),
+        own_addrs: vec![addr],
+        audit_spill_path: dir.keep().join("audit.spill"),
+        ..ProxyConfig::default()
+    };
+    let plane = Arc::new(
+        airlock_proxy::start(config, h.seed.keyring.clone(), source, sink)
+            .await
+            .unwrap(),
+    );
+    tokio::spawn({
+        let plane = plane.clone();
+        async move {
+            plane
+                .serve(listener, std::future::pending(), Duration::from_secs(1))
+                .await
+        }
+    });
+    (plane, addr)
+}
+
+async fn set_limits(h: &Harness, scope: LimitScope, limits: &[(LimitKind, u64)]) {
+    let mut l = Limits::default();
+    for (k, v) in limits {
+        l.set(*k, Some(*v));
+    }
+    h.seed
+        .store
+        .set_limits(
+            &h.seed.account,
+            &scope,
+            &l,
+            airlock_core::time::now_ms(),
+            None,
+        )
+        .await
+        .unwrap();
+}
+
+async fn get(addr: SocketAddr, path: &str, token: &BearerSecret) -> HttpResponse {
+    TestRequest::get(&format!("http://{addr}{path}"))
+        .bearer(token.expose())
+        .send()
+        .await
+        .unwrap()
+}
+
+/// A devbox on `gateway` whose own limit is high, set after the limits under test: once a
+/// replica shows its header, it has loaded every limit written before.
+async fn probe(h: &Harness, gateway: &GatewayConfigRow, secret: &SecretRow) -> BearerSecret {
+    let (devbox, mut tokens) = h.seed.devbox(&["127.0.0.1"], &[(gateway, secret)]).await;
+    set_limits(
+        h,
+        LimitScope::Devbox(devbox.id),
+        &[(LimitKind::RequestsPerDay, 1_000_000)],
+    )
+    .await;
+    tokens.remove(0)
+}
+
+/// Waits until the replica at `addr` enforces the limits written before `probe`'s.
+async fn loaded(addr: SocketAddr, probe: &BearerSecret) {
+    let ok = Harness::eventually(Duration::from_secs(10), || async {
+        get(addr, "/v1/probe", probe)
+            .await
+            .header("x-ratelimit-limit-requests-per-day")
+            .is_some()
+    })
+    .await;
+    assert!(ok, "the replica never loaded the limits");
+}
+
+fn upstream_count(h: &Harness, path: &str) -> usize {
+    h.upstream
+        .requests()
+        .iter()
+        .filter(|r| r.path().ends_with(path))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_limit_is_exact_on_sqlite() {
+    let h = Harness::sqlite().await;
+    let s = h.simple(AuthMechanism::Bearer, "sk-limits").await;
+    set_limits(
+        &h,
+        LimitScope::Devbox(s.devbox.id.clone()),
+        &[(LimitKind::RequestsPerMinute, 5)],
+    )
+    .await;
+    let probe = probe(&h, &s.gateway, &s.secret).await;
+    loaded(h.proxy, &probe).await;
+
+    let mut statuses = Vec::new();
+    for i in 0..8 {
+        let r = get(h.proxy, "/v1/limited", &s.token).await;
+        if r.status == 200 {
+            assert_eq!(
+                r.header("x-ratelimit-limit-requests-per-minute").as_deref(),
+                Some("5")
+            );
+            assert_eq!(
+                r.header("x-ratelimit-remaining-requests-per-minute")
+                    .as_deref(),
+                Some((4 - i).to_string().as_str()),
+            );
+        } else {
+            assert_eq!(r.status, 429, "{}", r.text());
+            assert_eq!(support::code(&r), "limit_exceeded");
+            assert!(r.text().contains("requests_per_minute"), "{}", r.text());
+            let wait: u64 = r.header("retry-after").unwrap().parse().unwrap();
+            assert!((1..=60).contains(&wait), "{wait}");
+        }
+        statuses.push(r.status.as_u16());
+    }
+    assert_eq!(statuses, [200, 200, 200, 200, 200, 429, 429, 429]);
+    assert_eq!(
+        upstream_count(&h, "/v1/limited"),
+        5,
+        "refused requests never go upstream"
+    );
+    // Another devbox on the same gateway is not limited by this one's limit.
+    let r = get(h.proxy, "/v1/limited", &probe).await;
+    assert_eq!(r.status, 200);
+}
+
+/// SECURITY #27: 50 concurrent requests, alternating between two replicas on one Postgres,
+/// against a limit that admits 10: exactly 10 are admitted, and the ledger says 10.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fifty_racing_requests_on_two_replicas_get_ten_through() {
+    let h = Harness::start(support::postgres().await, Options::default()).await;
+    let s = h.simple(AuthMechanism::Bearer, "sk-race").await;
+    set_limits(
+        &h,
+        LimitScope::Devbox(s.devbox.id.clone()),
+        &[(LimitKind::RequestsPerDay, 10)],
+    )
+    .await;
+    let probe = probe(&h, &s.gateway, &s.secret).await;
+    let (_second, second) = replica(&h).await;
+    loaded(h.proxy, &probe).await;
+    loaded(second, &probe).await;
+
+    let token = Arc::new(s.token);
+    let mut tasks = Vec::new();
+    for i in 0..50 {
+        let addr = if i % 2 == 0 { h.proxy } else { second };
+        let token = token.clone();
+        tasks.push(tokio::spawn(async move {
+            get(addr, "/v1/race", &token).await.status.as_u16()
+        }));
+    }
+    let mut admitted = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            200 => admitted += 1,
+            429 => {}
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    assert_eq!(admitted, 10, "the documented bound for request limits is 0");
+    assert_eq!(upstream_count(&h, "/v1/race"), 10);
+    let key = CounterKey {
+        scope: LimitScope::Devbox(s.devbox.id.clone()),
+        kind: LimitKind::RequestsPerDay,
+        window_start_ms: LimitKind::RequestsPerDay
+            .window()
+            .start(airlock_core::time::now_ms()),
+    };
+    assert_eq!(h.db.store.limit_used(&key).await.unwrap(), 10);
+}
+
+/// The ledger of a token limit settles at exactly the sum of the metered usage (the
+/// reservations, estimated from the body and `max_tokens`, are trued up), on both replicas.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_ledger_settles_at_the_metered_usage() {
+    let h = Harness::start(
+        support::postgres().await,
+        Options {
+            responder: Some(airlock_testkit::upstream::openai_chat()),
+            ..Options::default()
+        },
+    )
+    .await;
+    let gateway = h
+        .seed
+        .gateway_llm(
+            &h.endpoint("/v1"),
+            AuthMechanism::Bearer,
+            Vec::new(),
+            LlmSettings {
+                provider: Some("openai".into()),
+                api: Api::OpenaiCompletions,
+                models: vec![ModelSpec {
+                    id: "gpt-test".into(),
+                    cost: Some(Price {
+                        input: 1_000_000_000,
+                        output: 2_000_000_000,
+                        cache_read: 0,
+                        cache_write: 0,
+                    }),
+                    ..ModelSpec::default()
+                }],
+            },
+        )
+        .await;
+    let secret = h.seed.secret(&support::unique_name(), "sk-ledger").await;
+    let (devbox, tokens) = h.seed.devbox(&["127.0.0.1"], &[(&gateway, &secret)]).await;
+    let scope = LimitScope::Devbox(devbox.id.clone());
+    set_limits(
+        &h,
+        scope.clone(),
+        &[
+            (LimitKind::TokensPerDay, 1_000_000),
+            (LimitKind::CostUsdPerDay, 1_000_000_000),
+        ],
+    )
+    .await;
+    let probe = probe(&h, &gateway, &secret).await;
+    let (_second, second) = replica(&h).await;
+    loaded(h.proxy, &probe).await;
+    loaded(second, &probe).await;
+
+    for i in 0..6 {
+        let addr = if i % 2 == 0 { h.proxy } else { second };
+        let mut body = serde_json::json!({
+            "model": "gpt-test",
+            "messages": [{"role": "user", "content": format!("say hello number {i}")}],
+        });
+        if i % 3 == 0 {
+            body["max_tokens"] = 50.into();
+        }
+        if i % 2 == 1 {
+            body["stream"] = true.into();
+        }
+        let r = TestRequest::post(&format!("http://{addr}/v1/chat/completions"))
+            .bearer(tokens[0].expose())
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert!(r.header("x-ratelimit-remaining-tokens-per-day").is_some());
+    }
+    let day = LimitKind::TokensPerDay
+        .window()
+        .start(airlock_core::time::now_ms());
+    let key = |kind| CounterKey {
+        scope: scope.clone(),
+        kind,
+        window_start_ms: day,
+    };
+    let metered = || async {
+        let events: Vec<_> = h
+            .seed
+            .request_events()
+            .await
+            .into_iter()
+            .filter(|e| e.devbox_id.as_ref() == Some(&devbox.id))
+            .collect();
+        let tokens: u64 = events
+            .iter()
+            .map(|e| e.llm.as_ref().unwrap().usage.total_tokens())
+            .sum();
+        let cost: u64 = events
+            .iter()
+            .map(|e| e.llm.as_ref().unwrap().cost_nanos.unwrap())
+            .sum();
+        (events.len(), tokens, cost)
+    };
+    let settled = Harness::eventually(Duration::from_secs(20), || async {
+        let (n, tokens, cost) = metered().await;
+        let store = &h.db.store;
+        n == 6
+            && store
+                .limit_used(&key(LimitKind::TokensPerDay))
+                .await
+                .unwrap()
+                == tokens as i64
+            && store
+                .limit_used(&key(LimitKind::CostUsdPerDay))
+                .await
+                .unwrap()
+                == cost as i64
+    })
+    .await;
+    let (n, tokens, cost) = metered().await;
+    assert!(
+        settled,
+        "ledger {:?} / {:?}, metered {n} events {tokens} tokens {cost} nanos",
+        h.db.store.limit_used(&key(LimitKind::TokensPerDay)).await,
+        h.db.store.limit_used(&key(LimitKind::CostUsdPerDay)).await,
+    );
+    assert!(tokens > 0 && cost > 0);
+}
+
+/// SECURITY #31: a token's `max_requests` holds across two replicas.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn max_requests_holds_across_replicas() {
+    let h = Harness::start(support::postgres().await, Options::default()).await;
+    let s = h.simple(AuthMechanism::Bearer, "sk-max").await;
+    let token = BearerSecret::generate(airlock_core::token::SecretKind::Gateway);
+    let row = airlock_store::TokenRow {
+        id: airlock_core::TokenId::generate(),
+        account_id: h.seed.account.clone(),
+        devbox_id: s.devbox.id.clone(),
+        gateway_config_id: s.gateway.id.clone(),
+        secret_id: s.secret.id.clone(),
+        prefix: None,
+        digest: token.digest(),
+        create_time_ms: airlock_core::time::now_ms(),
+        expire_time_ms: None,
+        scope: TokenScope::with_max_requests(None, Some(3)),
+    };
+    let audit = airlock_store::AuditRow {
+        id: airlock_core::AuditId::generate().into_string(),
+        time_ms: airlock_core::time::now_ms(),
+        account_id: h.seed.account.clone(),
+        api_key_id: None,
+        action: "devbox.create_gateway_token".into(),
+        object_type: "gateway_token".into(),
+        object_id: row.id.as_str().into(),
+        detail: "{}".into(),
+        client_addr: None,
+    };
+    h.seed
+        .store
+        .insert_gateway_token(&row, &audit)
+        .await
+        .unwrap();
+    let (_second, second) = replica(&h).await;
+    let mut statuses = Vec::new();
+    for i in 0..6 {
+        let addr = if i % 2 == 0 { h.proxy } else { second };
+        let r = get(addr, "/v1/scoped", &token).await;
+        if r.status != 200 {
+            assert_eq!(support::code(&r), "token_scope", "{}", r.text());
+        }
+        statuses.push(r.status.as_u16());
+    }
+    assert_eq!(statuses, [200, 200, 200, 403, 403, 403]);
+    assert_eq!(upstream_count(&h, "/v1/scoped"), 3);
+}
+
+/// With the ledger unreachable and no lease left, a limited request is refused with 503
+/// `limits_unavailable` (the default, `AIRLOCK_LIMITS_ON_OUTAGE=closed`); an unlimited one is
+/// not affected; once the ledger is back, requests pass again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spent_lease_fails_closed_while_the_ledger_is_down() {
+    let h = Harness::sqlite().await;
+    let s = h.simple(AuthMechanism::Bearer, "sk-outage").await;
+    set_limits(
+        &h,
+        LimitScope::Devbox(s.devbox.id.clone()),
+        &[(LimitKind::RequestsPerMinute, 5)],
+    )
+    .await;
+    let probe = probe(&h, &s.gateway, &s.secret).await;
+    loaded(h.proxy, &probe).await;
+    h.source.ledger_down.store(true, Ordering::SeqCst);
+    let r = get(h.proxy, "/v1/outage", &s.token).await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(support::code(&r), "limits_unavailable");
+    let unlimited = h.simple(AuthMechanism::Bearer, "sk-free").await;
+    assert_eq!(get(h.proxy, "/v1/free", &unlimited.token).await.status, 200);
+    h.source.ledger_down.store(false, Ordering::SeqCst);
+    assert_eq!(get(h.proxy, "/v1/outage", &s.token).await.status, 200);
+}
