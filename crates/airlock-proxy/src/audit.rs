@@ -36,7 +36,7 @@ use crate::error::ProxyError;
 use crate::metrics::{Metrics, UpstreamErrorKind};
 use crate::rewrite;
 use crate::stage::{End, Runs};
-use crate::state::TokenEntry;
+use crate::state::{Owner, TokenEntry};
 
 /// Events per database write at most.
 pub(crate) const BATCH: usize = 500;
@@ -608,6 +608,8 @@ pub(crate) struct Recorder {
     path: String,
     client_addr: IpAddr,
     token: Option<Arc<TokenEntry>>,
+    /// A gone token's owner (see [`Recorder::owner`]); `None` when `token` is set.
+    owner: Option<Arc<Owner>>,
     secret_version: Option<i64>,
     /// 0 until a response exists.
     status: u16,
@@ -644,6 +646,7 @@ impl Recorder {
             path: recorded_path(uri.path()),
             client_addr,
             token: None,
+            owner: None,
             secret_version: None,
             status: 0,
             upstream_status: None,
@@ -684,6 +687,12 @@ impl Recorder {
 
     pub(crate) fn token(&mut self, token: &Arc<TokenEntry>) {
         self.token = Some(token.clone());
+    }
+
+    /// Whose token a refused request carried, when the token is gone but its tombstone
+    /// remembers (the event is then the account's, with the token's ids).
+    pub(crate) fn owner(&mut self, owner: Option<Arc<Owner>>) {
+        self.owner = owner;
     }
 
     pub(crate) fn secret_version(&mut self, version: i64) {
@@ -750,15 +759,24 @@ impl Recorder {
             }
         }
         let token = self.token.as_ref();
+        let owner = self.owner.as_deref();
         let path = std::mem::take(&mut self.path);
         let us = |d: Duration| i64::try_from(d.as_micros()).unwrap_or(i64::MAX);
         let mut event = RequestAuditEvent {
             id: AuditId::generate(),
             time_ms: self.time_ms,
-            account_id: token.map(|t| AccountId::clone(&t.account_id)),
-            devbox_id: token.map(|t| t.devbox.id.clone()),
-            gateway_config_id: token.map(|t| t.gateway.id.clone()),
-            token_id: token.map(|t| t.id.clone()),
+            account_id: token
+                .map(|t| AccountId::clone(&t.account_id))
+                .or_else(|| owner.map(|o| AccountId::clone(&o.account_id))),
+            devbox_id: token
+                .map(|t| t.devbox.id.clone())
+                .or_else(|| owner.map(|o| o.devbox_id.clone())),
+            gateway_config_id: token
+                .map(|t| t.gateway.id.clone())
+                .or_else(|| owner.map(|o| o.gateway_config_id.clone())),
+            token_id: token
+                .map(|t| t.id.clone())
+                .or_else(|| owner.map(|o| o.token_id.clone())),
             secret_id: token.map(|t| t.secret.id.clone()),
             secret_version: self.secret_version,
             method: self

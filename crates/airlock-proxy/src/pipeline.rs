@@ -134,7 +134,7 @@ async fn proxy(
     let presented = rewrite::identify(req.headers())?;
 
     // 3. authenticate
-    let token = authenticate(shared, &presented).await?;
+    let token = authenticate(shared, &presented, record).await?;
     record.token(&token);
 
     // 4. authorize
@@ -261,13 +261,16 @@ async fn read_ahead(
 async fn authenticate(
     shared: &RequestCtx,
     presented: &Presented,
+    record: &mut Recorder,
 ) -> Result<Arc<TokenEntry>, ProxyError> {
     let state = &shared.state;
     let digest = &presented.digest;
     let token = match state.lookup(digest) {
         Some(token) => token,
         None => {
-            if let Some(refusal) = state.refusal(digest) {
+            if let Some((refusal, owner)) = state.refusal_owned(digest) {
+                // A revoked or shut-down token's refusal is its account's audit event.
+                record.owner(owner);
                 return Err(match refusal {
                     Refusal::Unknown => ProxyError::UnknownToken,
                     Refusal::Revoked => ProxyError::RevokedToken,
