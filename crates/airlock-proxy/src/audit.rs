@@ -32,8 +32,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use crate::error::ProxyError;
-use crate::metrics::{Metrics, UpstreamErrorKind};
+use crate::error::{Code, ProxyError};
+use crate::metrics::{Finished, Metrics, UpstreamErrorKind};
 use crate::rewrite;
 use crate::stage::{End, Runs};
 use crate::state::{Owner, TokenEntry};
@@ -618,6 +618,9 @@ pub(crate) struct Recorder {
     bytes_in: Option<Arc<AtomicU64>>,
     bytes_out: u64,
     error_code: Option<&'static str>,
+    /// The error response Airlock produced, for the gateway's refusal counters.
+    refusal: Option<Code>,
+    upstream_error: Option<UpstreamErrorKind>,
     completed: bool,
     /// The client left and the rest of the response was read without it.
     drained: bool,
@@ -654,6 +657,8 @@ impl Recorder {
             bytes_in: None,
             bytes_out: 0,
             error_code: None,
+            refusal: None,
+            upstream_error: None,
             completed: false,
             drained: false,
             runs: Runs::default(),
@@ -714,6 +719,14 @@ impl Recorder {
         let d = err.describe();
         self.status = d.status.as_u16();
         self.error_code = Some(d.code.as_str());
+        self.refusal = Some(d.code);
+    }
+
+    /// The way to or from the upstream failed: counted now in the data plane's metrics, and
+    /// with the request's gateway when it ends; the kind goes into the access log line.
+    pub(crate) fn upstream_failed(&mut self, kind: UpstreamErrorKind) {
+        self.metrics.upstream_error(kind);
+        self.upstream_error = Some(kind);
     }
 
     pub(crate) fn add_bytes_out(&mut self, n: usize) {
@@ -731,7 +744,7 @@ impl Recorder {
     /// The response ended with an error while streaming (the upstream broke off).
     pub(crate) fn broken(mut self, code: &'static str) {
         if code == "upstream_failed" {
-            self.metrics.upstream_error(UpstreamErrorKind::Body);
+            self.upstream_failed(UpstreamErrorKind::Body);
         }
         self.error_code.get_or_insert(code);
         self.completed = true;
@@ -843,9 +856,16 @@ impl Drop for Recorder {
         }
         self.metrics.request(
             gateway.as_deref(),
-            event.status,
-            self.ttfb,
-            self.started.elapsed(),
+            &Finished {
+                status: event.status,
+                upstream_status: event.upstream_status,
+                refusal: self.refusal,
+                upstream_error: self.upstream_error,
+                head: self.ttfb,
+                total: self.started.elapsed(),
+                bytes_in: u64::try_from(event.bytes_in).unwrap_or(0),
+                bytes_out: u64::try_from(event.bytes_out).unwrap_or(0),
+            },
         );
         // The access log: one line per request, under its own target so that it can be
         // silenced alone (`AIRLOCK_LOG=info,airlock_proxy::access=warn`).
@@ -857,6 +877,7 @@ impl Drop for Recorder {
             status = event.status,
             upstream_status = event.upstream_status,
             error_code = event.error_code.as_deref(),
+            upstream_error = self.upstream_error.map(UpstreamErrorKind::label),
             latency_us = event.latency_us,
             ttfb_us = event.ttfb_us,
             bytes_in = event.bytes_in,

@@ -187,7 +187,7 @@ async fn proxy(
     let permit = shared
         .gates
         .enter(&route.gateway.scheme, &route.gateway.authority)
-        .inspect_err(|_| shared.metrics.upstream_error(UpstreamErrorKind::Busy))?;
+        .inspect_err(|_| record.upstream_failed(UpstreamErrorKind::Busy))?;
     let client = if websocket {
         &shared.ws_client
     } else {
@@ -197,12 +197,12 @@ async fn proxy(
         tokio::time::timeout(config.response_header_timeout, client.request(upstream_req)).await;
     let mut response = match sent {
         Err(_) => {
-            shared.metrics.upstream_error(UpstreamErrorKind::Timeout);
+            record.upstream_failed(UpstreamErrorKind::Timeout);
             return Err(ProxyError::UpstreamTimeout);
         }
         Ok(Err(err)) => {
             let (err, kind) = crate::upstream::classify(&err);
-            shared.metrics.upstream_error(kind);
+            record.upstream_failed(kind);
             return Err(err);
         }
         Ok(Ok(response)) => response,

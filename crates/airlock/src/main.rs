@@ -162,6 +162,7 @@ async fn serve(settings: Settings) -> Result<()> {
         .map(tokio::net::TcpListener::local_addr)
         .transpose()?;
     let mut registry = prometheus_client::registry::Registry::default();
+    ops::register_process_metrics(&mut registry);
     let mut ops_data_plane = None;
     if let Some(url) = &settings.otlp_endpoint {
         tracing::warn!(endpoint = %url, "AIRLOCK_OTLP_ENDPOINT is set but this build does not export traces; ignoring it");
