@@ -289,6 +289,8 @@ async fn cli_providers_presets_and_usage() {
         "anthropic",
         "--name",
         "claude",
+        "-o",
+        "json",
     ]);
     assert!(ok, "{err}");
     let created: serde_json::Value = serde_json::from_str(&out).unwrap();
@@ -314,6 +316,8 @@ async fn cli_providers_presets_and_usage() {
         "https://llm-proxy.example.com/v1",
         "--api",
         "openai-responses",
+        "-o",
+        "json",
     ]);
     assert!(ok, "{err}");
     let gpt: serde_json::Value = serde_json::from_str(&out).unwrap();
@@ -544,6 +548,8 @@ async fn cli_commands_and_master_key_rotation() {
             "https://api.example.com/v1",
             "--auth",
             "header:x-api-key",
+            "-o",
+            "json",
         ],
         None,
         &[],
@@ -583,7 +589,11 @@ async fn cli_commands_and_master_key_rotation() {
         ok && out.starts_with("ID") && out.contains("active"),
         "{out}"
     );
-    let (ok, out, err) = cli(&["devbox", "revoke-token", &id, &token_id], None, &[]);
+    let (ok, out, err) = cli(
+        &["devbox", "revoke-token", &id, &token_id, "-o", "json"],
+        None,
+        &[],
+    );
     assert!(ok && out.contains("\"revoked\""), "{out}{err}");
     let (ok, _, err) = cli(
         &[
@@ -599,7 +609,7 @@ async fn cli_commands_and_master_key_rotation() {
         !ok && err.contains("404") || err.contains("not found"),
         "{err}"
     );
-    let (ok, out, _) = cli(&["devbox", "shutdown", &id], None, &[]);
+    let (ok, out, _) = cli(&["devbox", "shutdown", &id, "-o", "json"], None, &[]);
     assert!(ok && out.contains("\"shutdown\""), "{out}");
     let (ok, _, err) = cli(
         &[

@@ -273,3 +273,200 @@ async fn the_operations_listener_can_be_turned_off_and_a_taken_address_is_named(
     assert!(!off.log().contains("operations listener"));
     drop(taken);
 }
+
+/// The metrics an operator acts on: the upstream's answers by status class apart from Airlock's
+/// own refusals (an upstream 429 is not an Airlock 429), the gateway on refusals and upstream
+/// errors, the reason an upstream was unreachable (in the metric and the access log line), bytes
+/// both ways, build info, the process's memory and CPU, and buckets below a millisecond.
+#[tokio::test]
+async fn metrics_separate_the_upstream_from_airlock_and_name_the_gateway() {
+    use airlock_testkit::upstream::Reply;
+
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}/airlock.db", dir.path().display());
+    let upstream = RecordingUpstream::start(UpstreamOptions::plain().responder(upstream::echo()))
+        .await
+        .unwrap();
+    let mut airlock = Airlock::start(&[
+        ("AIRLOCK_DATABASE_URL", db.as_str()),
+        ("AIRLOCK_MASTER_KEY", MASTER),
+        ("AIRLOCK_ADMIN_TOKEN", ADMIN),
+        ("AIRLOCK_ALLOW_PRIVATE_UPSTREAMS", "127.0.0.0/8"),
+    ])
+    .await;
+    airlock
+        .post("/v1/secrets", json!({"name": "K", "value": SENTINEL}))
+        .await;
+    let up = airlock
+        .post(
+            "/v1/gateway-configs",
+            json!({"name": "up", "endpoint": format!("http://127.0.0.1:{}", upstream.addr().port()), "auth_mechanism": {"type": "bearer"}}),
+        )
+        .await;
+    let closed = airlock_testkit::free_port();
+    let down = airlock
+        .post(
+            "/v1/gateway-configs",
+            json!({"name": "down", "endpoint": format!("http://127.0.0.1:{closed}"), "auth_mechanism": {"type": "bearer"}}),
+        )
+        .await;
+    let (up, down) = (up["id"].as_str().unwrap(), down["id"].as_str().unwrap());
+    let devbox = airlock
+        .post(
+            "/v1/devboxes",
+            json!({"source_addresses": ["127.0.0.1"], "gateways": {"UP": {"gateway": "up", "secret": "K"}, "DOWN": {"gateway": "down", "secret": "K"}}}),
+        )
+        .await;
+    let token = |p: &str| devbox["environment"][p].as_str().unwrap().to_owned();
+    let proxy = format!("http://{}", airlock.proxy_addr);
+    let send = |token: String, body: &'static str| {
+        let url = format!("{proxy}/v1/x");
+        async move {
+            TestRequest::post(&url)
+                .bearer(&token)
+                .body(body)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(send(token("UP"), "hello").await.status, 200);
+    upstream.set_reply(Reply::json(429, &json!({"error": "slow down"})));
+    let limited = send(token("UP"), "again").await;
+    assert_eq!(limited.status, 429);
+    assert!(limited.header("x-airlock-error").is_none());
+    let unreachable = send(token("DOWN"), "x").await;
+    assert_eq!(
+        unreachable.header("x-airlock-error").as_deref(),
+        Some("upstream_unreachable")
+    );
+    let missing = TestRequest::get(&format!("{proxy}/v1/x"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status, 401);
+
+    let ops = &airlock.ops;
+    let text = wait_sample(
+        ops,
+        &format!(r#"airlock_proxy_gateway_refusals_total{{gateway="{down}",reason="upstream_unreachable"}}"#),
+        1.0,
+    )
+    .await;
+    let text = if sample(
+        &text,
+        r#"airlock_proxy_gateway_refusals_total{gateway="none",reason="missing_token"}"#,
+    ) == 1.0
+    {
+        text
+    } else {
+        wait_sample(
+            ops,
+            r#"airlock_proxy_gateway_refusals_total{gateway="none",reason="missing_token"}"#,
+            1.0,
+        )
+        .await
+    };
+    let text = if sample(
+        &text,
+        &format!(r#"airlock_proxy_upstream_responses_total{{gateway="{up}",class="4xx"}}"#),
+    ) == 1.0
+    {
+        text
+    } else {
+        wait_sample(
+            ops,
+            &format!(r#"airlock_proxy_upstream_responses_total{{gateway="{up}",class="4xx"}}"#),
+            1.0,
+        )
+        .await
+    };
+    for (series, value) in [
+        (
+            format!(r#"airlock_proxy_upstream_responses_total{{gateway="{up}",class="2xx"}}"#),
+            1.0,
+        ),
+        (
+            format!(r#"airlock_proxy_upstream_responses_total{{gateway="{up}",class="4xx"}}"#),
+            1.0,
+        ),
+        // The upstream's 429 is no refusal of Airlock's.
+        (
+            format!(
+                r#"airlock_proxy_gateway_refusals_total{{gateway="{up}",reason="rate_limited"}}"#
+            ),
+            0.0,
+        ),
+        (
+            format!(r#"airlock_proxy_upstream_responses_total{{gateway="{down}",class="5xx"}}"#),
+            0.0,
+        ),
+        (
+            format!(
+                r#"airlock_proxy_gateway_upstream_errors_total{{gateway="{down}",kind="connect"}}"#
+            ),
+            1.0,
+        ),
+        (
+            r#"airlock_proxy_upstream_errors_total{kind="connect"}"#.to_owned(),
+            1.0,
+        ),
+        (
+            format!(r#"airlock_proxy_received_bytes_total{{gateway="{up}"}}"#),
+            10.0,
+        ),
+        (
+            r#"airlock_proxy_sent_bytes_total{gateway="none"}"#.to_owned(),
+            missing.body.len() as f64,
+        ),
+    ] {
+        assert_eq!(sample(&text, &series), value, "{series}\n{text}");
+    }
+    assert!(
+        sample(
+            &text,
+            &format!(r#"airlock_proxy_sent_bytes_total{{gateway="{up}"}}"#)
+        ) > 0.0
+    );
+    // Buckets start at 50 µs.
+    assert!(
+        text.contains(&format!(
+            r#"airlock_proxy_request_duration_seconds_bucket{{le="5e-5",gateway="{up}"}}"#
+        )) || text.contains(&format!(
+            r#"airlock_proxy_request_duration_seconds_bucket{{le="0.00005",gateway="{up}"}}"#
+        )),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            &format!(
+                r#"airlock_build_info{{version="{}"}}"#,
+                env!("CARGO_PKG_VERSION")
+            )
+        ),
+        1.0,
+        "{text}"
+    );
+    assert!(
+        sample(&text, "process_resident_memory_bytes") > 1_000_000.0,
+        "{text}"
+    );
+    assert!(sample(&text, "process_cpu_seconds_total") > 0.0, "{text}");
+    assert!(sample(&text, "process_open_fds") > 0.0, "{text}");
+    // The access log line names why the upstream was unreachable.
+    let log = airlock
+        .process
+        .wait_for_log("upstream_unreachable", Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert!(
+        log.lines().any(|l| l.contains("upstream_unreachable")
+            && l.contains("upstream_error")
+            && l.contains("connect")),
+        "{log}"
+    );
+    for form in forms(SENTINEL) {
+        assert!(!text.contains(&form));
+    }
+}

@@ -32,11 +32,11 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use crate::error::ProxyError;
-use crate::metrics::{Metrics, UpstreamErrorKind};
+use crate::error::{Code, ProxyError};
+use crate::metrics::{Finished, Metrics, UpstreamErrorKind};
 use crate::rewrite;
 use crate::stage::{End, Runs};
-use crate::state::TokenEntry;
+use crate::state::{Owner, TokenEntry};
 
 /// Events per database write at most.
 pub(crate) const BATCH: usize = 500;
@@ -610,6 +610,8 @@ pub(crate) struct Recorder {
     token: Option<Arc<TokenEntry>>,
     /// A routed request's backend secret (a router token has none of its own).
     backend_secret: Option<SecretId>,
+    /// A gone token's owner (see [`Recorder::owner`]); `None` when `token` is set.
+    owner: Option<Arc<Owner>>,
     secret_version: Option<i64>,
     /// 0 until a response exists.
     status: u16,
@@ -618,6 +620,9 @@ pub(crate) struct Recorder {
     bytes_in: Option<Arc<AtomicU64>>,
     bytes_out: u64,
     error_code: Option<&'static str>,
+    /// The error response Airlock produced, for the gateway's refusal counters.
+    refusal: Option<Code>,
+    upstream_error: Option<UpstreamErrorKind>,
     completed: bool,
     /// The client left and the rest of the response was read without it.
     drained: bool,
@@ -647,6 +652,7 @@ impl Recorder {
             client_addr,
             token: None,
             backend_secret: None,
+            owner: None,
             secret_version: None,
             status: 0,
             upstream_status: None,
@@ -654,6 +660,8 @@ impl Recorder {
             bytes_in: None,
             bytes_out: 0,
             error_code: None,
+            refusal: None,
+            upstream_error: None,
             completed: false,
             drained: false,
             runs: Runs::default(),
@@ -687,6 +695,12 @@ impl Recorder {
 
     pub(crate) fn token(&mut self, token: &Arc<TokenEntry>) {
         self.token = Some(token.clone());
+    }
+
+    /// Whose token a refused request carried, when the token is gone but its tombstone
+    /// remembers (the event is then the account's, with the token's ids).
+    pub(crate) fn owner(&mut self, owner: Option<Arc<Owner>>) {
+        self.owner = owner;
     }
 
     pub(crate) fn secret_version(&mut self, version: i64) {
@@ -726,6 +740,14 @@ impl Recorder {
         let d = err.describe();
         self.status = d.status.as_u16();
         self.error_code = Some(d.code.as_str());
+        self.refusal = Some(d.code);
+    }
+
+    /// The way to or from the upstream failed: counted now in the data plane's metrics, and
+    /// with the request's gateway when it ends; the kind goes into the access log line.
+    pub(crate) fn upstream_failed(&mut self, kind: UpstreamErrorKind) {
+        self.metrics.upstream_error(kind);
+        self.upstream_error = Some(kind);
     }
 
     pub(crate) fn add_bytes_out(&mut self, n: usize) {
@@ -743,7 +765,7 @@ impl Recorder {
     /// The response ended with an error while streaming (the upstream broke off).
     pub(crate) fn broken(mut self, code: &'static str) {
         if code == "upstream_failed" {
-            self.metrics.upstream_error(UpstreamErrorKind::Body);
+            self.upstream_failed(UpstreamErrorKind::Body);
         }
         self.error_code.get_or_insert(code);
         self.completed = true;
@@ -771,15 +793,24 @@ impl Recorder {
             }
         }
         let token = self.token.as_ref();
+        let owner = self.owner.as_deref();
         let path = std::mem::take(&mut self.path);
         let us = |d: Duration| i64::try_from(d.as_micros()).unwrap_or(i64::MAX);
         let mut event = RequestAuditEvent {
             id: AuditId::generate(),
             time_ms: self.time_ms,
-            account_id: token.map(|t| AccountId::clone(&t.account_id)),
-            devbox_id: token.map(|t| t.devbox.id.clone()),
-            gateway_config_id: token.map(|t| t.gateway.id.clone()),
-            token_id: token.map(|t| t.id.clone()),
+            account_id: token
+                .map(|t| AccountId::clone(&t.account_id))
+                .or_else(|| owner.map(|o| AccountId::clone(&o.account_id))),
+            devbox_id: token
+                .map(|t| t.devbox.id.clone())
+                .or_else(|| owner.map(|o| o.devbox_id.clone())),
+            gateway_config_id: token
+                .map(|t| t.gateway.id.clone())
+                .or_else(|| owner.map(|o| o.gateway_config_id.clone())),
+            token_id: token
+                .map(|t| t.id.clone())
+                .or_else(|| owner.map(|o| o.token_id.clone())),
             secret_id: self
                 .backend_secret
                 .clone()
@@ -849,9 +880,16 @@ impl Drop for Recorder {
         }
         self.metrics.request(
             gateway.as_deref(),
-            event.status,
-            self.ttfb,
-            self.started.elapsed(),
+            &Finished {
+                status: event.status,
+                upstream_status: event.upstream_status,
+                refusal: self.refusal,
+                upstream_error: self.upstream_error,
+                head: self.ttfb,
+                total: self.started.elapsed(),
+                bytes_in: u64::try_from(event.bytes_in).unwrap_or(0),
+                bytes_out: u64::try_from(event.bytes_out).unwrap_or(0),
+            },
         );
         // The access log: one line per request, under its own target so that it can be
         // silenced alone (`AIRLOCK_LOG=info,airlock_proxy::access=warn`).
@@ -863,6 +901,7 @@ impl Drop for Recorder {
             status = event.status,
             upstream_status = event.upstream_status,
             error_code = event.error_code.as_deref(),
+            upstream_error = self.upstream_error.map(UpstreamErrorKind::label),
             latency_us = event.latency_us,
             ttfb_us = event.ttfb_us,
             bytes_in = event.bytes_in,

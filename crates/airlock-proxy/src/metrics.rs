@@ -27,9 +27,12 @@ use crate::error::Code;
 use crate::shardmap::LazyMap;
 use crate::state::State;
 
-/// Histogram bucket bounds in seconds: LLM calls take from milliseconds to minutes.
-const BUCKETS: [f64; 14] = [
-    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+/// Histogram bucket bounds in seconds: from 50 µs, fine enough to see Airlock's own overhead on
+/// a fast upstream (a cached or local one answers in well under a millisecond), to LLM calls of
+/// minutes.
+const BUCKETS: [f64; 20] = [
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
 ];
 
 /// A histogram of durations, in atomics.
@@ -202,9 +205,21 @@ impl ModelTable {
     }
 }
 
+/// The status classes of upstream responses: 1xx to 5xx (anything else counts as 5xx).
+const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
 /// What one gateway config's requests add up to.
 pub(crate) struct GatewayStats {
     codes: CodeCounts,
+    /// Response heads the upstream sent, by status class (Airlock's own answers are not here).
+    upstream_classes: [AtomicU64; CLASSES.len()],
+    /// Error responses Airlock produced, by [`Code`] (at `code as usize`).
+    refusals: [AtomicU64; Code::ALL.len()],
+    /// Upstream failures, by kind (in [`UpstreamErrorKind::ALL`] order).
+    upstream_errors: [AtomicU64; UpstreamErrorKind::ALL.len()],
+    /// Request body bytes sent upstream, and response bytes sent to the client.
+    bytes_in: AtomicU64,
+    bytes_out: AtomicU64,
     /// From the request's arrival to the upstream's response head.
     head: Histogram,
     /// From the request's arrival to the end of the response body.
@@ -217,6 +232,11 @@ impl GatewayStats {
     fn new() -> Self {
         GatewayStats {
             codes: CodeCounts::new(),
+            upstream_classes: std::array::from_fn(|_| AtomicU64::new(0)),
+            refusals: std::array::from_fn(|_| AtomicU64::new(0)),
+            upstream_errors: std::array::from_fn(|_| AtomicU64::new(0)),
+            bytes_in: AtomicU64::new(0),
+            bytes_out: AtomicU64::new(0),
             head: Histogram::new(),
             total: Histogram::new(),
             models: ModelTable::default(),
@@ -265,7 +285,8 @@ impl UpstreamErrorKind {
         Self::Busy,
     ];
 
-    fn label(self) -> &'static str {
+    /// The kind's name, as in the metric's label and the access log's `upstream_error`.
+    pub(crate) fn label(self) -> &'static str {
         match self {
             Self::Dns => "dns",
             Self::Connect => "connect",
@@ -326,20 +347,29 @@ impl Metrics {
             .get_or_insert(id, || (id.clone(), GatewayStats::new()))
     }
 
-    /// One finished request: its status, and (if it reached the upstream) when its head arrived.
-    pub(crate) fn request(
-        &self,
-        gateway: Option<&GatewayStats>,
-        status: u16,
-        head: Option<Duration>,
-        total: Duration,
-    ) {
+    /// One finished request, counted under its gateway (or `none`).
+    pub(crate) fn request(&self, gateway: Option<&GatewayStats>, done: &Finished) {
         let stats = gateway.unwrap_or(&self.no_gateway);
-        stats.codes.inc(status);
-        if let Some(head) = head {
+        stats.codes.inc(done.status);
+        if let Some(head) = done.head {
             stats.head.observe(head);
-            stats.total.observe(total);
+            stats.total.observe(done.total);
         }
+        if let Some(status) = done.upstream_status {
+            let class = usize::from(status / 100).clamp(1, CLASSES.len()) - 1;
+            stats.upstream_classes[class].fetch_add(1, Ordering::Relaxed);
+        }
+        if let Some(n) = done.refusal.and_then(|c| stats.refusals.get(c as usize)) {
+            n.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Some(i) = done
+            .upstream_error
+            .and_then(|kind| UpstreamErrorKind::ALL.iter().position(|k| *k == kind))
+        {
+            stats.upstream_errors[i].fetch_add(1, Ordering::Relaxed);
+        }
+        stats.bytes_in.fetch_add(done.bytes_in, Ordering::Relaxed);
+        stats.bytes_out.fetch_add(done.bytes_out, Ordering::Relaxed);
     }
 
     pub(crate) fn refusal(&self, code: Code) {
@@ -387,6 +417,20 @@ impl Metrics {
     pub(crate) fn feed_failed(&self) {
         self.feed_failures.fetch_add(1, Ordering::Relaxed);
     }
+}
+
+/// What a finished request adds to its gateway's counters.
+pub(crate) struct Finished {
+    pub(crate) status: u16,
+    pub(crate) upstream_status: Option<u16>,
+    /// The error response Airlock produced, if it did.
+    pub(crate) refusal: Option<Code>,
+    pub(crate) upstream_error: Option<UpstreamErrorKind>,
+    /// When the upstream's head arrived, if it did.
+    pub(crate) head: Option<Duration>,
+    pub(crate) total: Duration,
+    pub(crate) bytes_in: u64,
+    pub(crate) bytes_out: u64,
 }
 
 /// Held by a connection's task: the connection counts as open until it is dropped.
@@ -563,6 +607,84 @@ impl Collector for ProxyCollector {
         }
         {
             let mut family = encoder.encode_descriptor(
+                "airlock_proxy_upstream_responses",
+                "Response heads the upstream sent, by gateway config id and status class (Airlock's own error responses are not counted here: see airlock_proxy_gateway_refusals).",
+                None,
+                MetricType::Counter,
+            )?;
+            for (gateway, stats) in gateways.iter().skip(1) {
+                for (class, n) in CLASSES.iter().zip(&stats.upstream_classes) {
+                    let n = n.load(Ordering::Relaxed);
+                    if n > 0 {
+                        let labels = [("gateway", *gateway), ("class", *class)];
+                        family
+                            .encode_family(&labels)?
+                            .encode_counter::<NoLabelSet, _, f64>(&n, None)?;
+                    }
+                }
+            }
+        }
+        {
+            let mut family = encoder.encode_descriptor(
+                "airlock_proxy_gateway_refusals",
+                "Error responses that Airlock itself produced, by gateway config id (\"none\": before a token was known) and x-airlock-error code; only codes seen.",
+                None,
+                MetricType::Counter,
+            )?;
+            for (gateway, stats) in &gateways {
+                for (code, n) in Code::ALL.iter().zip(&stats.refusals) {
+                    let n = n.load(Ordering::Relaxed);
+                    if n > 0 {
+                        let labels = [("gateway", *gateway), ("reason", code.as_str())];
+                        family
+                            .encode_family(&labels)?
+                            .encode_counter::<NoLabelSet, _, f64>(&n, None)?;
+                    }
+                }
+            }
+        }
+        {
+            let mut family = encoder.encode_descriptor(
+                "airlock_proxy_gateway_upstream_errors",
+                "Requests that failed on the way to or from the upstream, by gateway config id and kind (dns, connect, tls, ...); only kinds seen.",
+                None,
+                MetricType::Counter,
+            )?;
+            for (gateway, stats) in gateways.iter().skip(1) {
+                for (kind, n) in UpstreamErrorKind::ALL.iter().zip(&stats.upstream_errors) {
+                    let n = n.load(Ordering::Relaxed);
+                    if n > 0 {
+                        let labels = [("gateway", *gateway), ("kind", kind.label())];
+                        family
+                            .encode_family(&labels)?
+                            .encode_counter::<NoLabelSet, _, f64>(&n, None)?;
+                    }
+                }
+            }
+        }
+        for (name, help, pick) in [
+            (
+                "airlock_proxy_received_bytes",
+                "Request body bytes forwarded to the upstream, by gateway config id.",
+                (|s: &GatewayStats| &s.bytes_in) as fn(&GatewayStats) -> &AtomicU64,
+            ),
+            (
+                "airlock_proxy_sent_bytes",
+                "Response body bytes sent to clients, by gateway config id (\"none\": Airlock's refusals before a token was known).",
+                |s: &GatewayStats| &s.bytes_out,
+            ),
+        ] {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for (gateway, stats) in &gateways {
+                let n = pick(stats).load(Ordering::Relaxed);
+                let labels = [("gateway", *gateway)];
+                family
+                    .encode_family(&labels)?
+                    .encode_counter::<NoLabelSet, _, f64>(&n, None)?;
+            }
+        }
+        {
+            let mut family = encoder.encode_descriptor(
                 "airlock_proxy_refusals",
                 "Error responses that Airlock itself produced, by their x-airlock-error code.",
                 None,
@@ -697,11 +819,15 @@ mod tests {
     #[test]
     fn histogram_buckets() {
         let h = Histogram::new();
+        h.observe(Duration::from_micros(30));
+        h.observe(Duration::from_micros(80));
         h.observe(Duration::from_millis(3));
         h.observe(Duration::from_millis(700));
         h.observe(Duration::from_secs(1000));
-        assert_eq!(h.counts[0].load(Ordering::Relaxed), 1);
-        assert_eq!(h.counts[7].load(Ordering::Relaxed), 1);
+        assert_eq!(h.counts[0].load(Ordering::Relaxed), 1, "<= 50 µs");
+        assert_eq!(h.counts[1].load(Ordering::Relaxed), 1, "<= 100 µs");
+        assert_eq!(h.counts[6].load(Ordering::Relaxed), 1, "<= 5 ms");
+        assert_eq!(h.counts[13].load(Ordering::Relaxed), 1, "<= 1 s");
         assert_eq!(h.counts[BUCKETS.len()].load(Ordering::Relaxed), 1);
     }
 }

@@ -134,7 +134,7 @@ async fn proxy(
     let presented = rewrite::identify(req.headers())?;
 
     // 3. authenticate
-    let token = authenticate(shared, &presented).await?;
+    let token = authenticate(shared, &presented, record).await?;
     record.token(&token);
 
     // 4. authorize
@@ -201,7 +201,7 @@ async fn proxy(
     let permit = shared
         .gates
         .enter(&route.gateway.scheme, &route.gateway.authority)
-        .inspect_err(|_| shared.metrics.upstream_error(UpstreamErrorKind::Busy))?;
+        .inspect_err(|_| record.upstream_failed(UpstreamErrorKind::Busy))?;
     let client = if websocket {
         &shared.ws_client
     } else {
@@ -211,12 +211,12 @@ async fn proxy(
         tokio::time::timeout(config.response_header_timeout, client.request(upstream_req)).await;
     let mut response = match sent {
         Err(_) => {
-            shared.metrics.upstream_error(UpstreamErrorKind::Timeout);
+            record.upstream_failed(UpstreamErrorKind::Timeout);
             return Err(ProxyError::UpstreamTimeout);
         }
         Ok(Err(err)) => {
             let (err, kind) = crate::upstream::classify(&err);
-            shared.metrics.upstream_error(kind);
+            record.upstream_failed(kind);
             return Err(err);
         }
         Ok(Ok(response)) => response,
@@ -275,13 +275,16 @@ async fn read_ahead(
 async fn authenticate(
     shared: &RequestCtx,
     presented: &Presented,
+    record: &mut Recorder,
 ) -> Result<Arc<TokenEntry>, ProxyError> {
     let state = &shared.state;
     let digest = &presented.digest;
     let token = match state.lookup(digest) {
         Some(token) => token,
         None => {
-            if let Some(refusal) = state.refusal(digest) {
+            if let Some((refusal, owner)) = state.refusal_owned(digest) {
+                // A revoked or shut-down token's refusal is its account's audit event.
+                record.owner(owner);
                 return Err(match refusal {
                     Refusal::Unknown => ProxyError::UnknownToken,
                     Refusal::Revoked => ProxyError::RevokedToken,

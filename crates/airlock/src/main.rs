@@ -33,7 +33,7 @@ fn main() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("airlock: {e:#}");
-            std::process::ExitCode::FAILURE
+            std::process::ExitCode::from(cli::exit_code(&e))
         }
     }
 }
@@ -54,9 +54,9 @@ async fn run(args: cli::Cli) -> Result<()> {
             Ok(())
         }
         cli::Command::Keys(cmd) => cli::keys(cmd).await,
-        cli::Command::Config(cli::ConfigCommand::Check) => cli::config_check(),
-        cli::Command::Health { url } => cli::health(url).await,
-        other => cli::remote(other).await,
+        cli::Command::Config(cli::ConfigCommand::Check { strict }) => cli::config_check(strict),
+        cli::Command::Health { url } => cli::health(url, args.remote.ca_cert()).await,
+        other => cli::remote(other, &args.remote).await,
     }
 }
 
@@ -162,6 +162,7 @@ async fn serve(settings: Settings) -> Result<()> {
         .map(tokio::net::TcpListener::local_addr)
         .transpose()?;
     let mut registry = prometheus_client::registry::Registry::default();
+    ops::register_process_metrics(&mut registry);
     let mut ops_data_plane = None;
     if let Some(url) = &settings.otlp_endpoint {
         tracing::warn!(endpoint = %url, "AIRLOCK_OTLP_ENDPOINT is set but this build does not export traces; ignoring it");

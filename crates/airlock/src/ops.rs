@@ -142,3 +142,164 @@ async fn readyz(ops: &Ops) -> Response<Full<Bytes>> {
         }),
     )
 }
+
+/// `airlock_build_info` and the process's own gauges (`process_*`, the names Prometheus's client
+/// libraries use), read from `/proc/self` at scrape time; on a system without `/proc` they are
+/// left out.
+pub(crate) fn register_process_metrics(registry: &mut Registry) {
+    registry.register_collector(Box::new(ProcessCollector));
+}
+
+#[derive(Debug)]
+struct ProcessCollector;
+
+/// Clock ticks per second of `/proc/self/stat`'s times: `USER_HZ`, 100 on every Linux ABI.
+const USER_HZ: f64 = 100.0;
+
+/// What `/proc/self` says about this process.
+#[derive(Debug, Default, PartialEq)]
+struct ProcessStats {
+    cpu_seconds: f64,
+    start_time_seconds: Option<f64>,
+    threads: i64,
+    resident_bytes: i64,
+    virtual_bytes: i64,
+    open_fds: Option<i64>,
+}
+
+/// Parses `/proc/self/stat` (fields after the command name, which may hold spaces and
+/// parentheses) and the boot time from `/proc/stat`.
+fn parse_stat(stat: &str, boot_time: Option<f64>) -> Option<ProcessStats> {
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // `rest` starts at field 3 (state); utime is field 14, stime 15, num_threads 20,
+    // starttime 22, vsize 23, rss 24 (pages).
+    let field = |n: usize| fields.get(n - 3).and_then(|f| f.parse::<u64>().ok());
+    let ticks = field(14)? + field(15)?;
+    Some(ProcessStats {
+        cpu_seconds: ticks as f64 / USER_HZ,
+        start_time_seconds: boot_time
+            .zip(field(22))
+            .map(|(b, s)| b + s as f64 / USER_HZ),
+        threads: i64::try_from(field(20)?).ok()?,
+        resident_bytes: i64::try_from(field(24)?.saturating_mul(4096)).ok()?,
+        virtual_bytes: i64::try_from(field(23)?).ok()?,
+        open_fds: None,
+    })
+}
+
+fn read_process_stats() -> Option<ProcessStats> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let boot_time = std::fs::read_to_string("/proc/stat").ok().and_then(|s| {
+        s.lines()
+            .find_map(|l| l.strip_prefix("btime "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+    });
+    let mut stats = parse_stat(&stat, boot_time)?;
+    // VmRSS in /proc/self/status does not assume a page size.
+    if let Some(kb) = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<i64>().ok())
+        })
+    {
+        stats.resident_bytes = kb.saturating_mul(1024);
+    }
+    stats.open_fds = std::fs::read_dir("/proc/self/fd")
+        .ok()
+        .map(|d| i64::try_from(d.count()).unwrap_or(i64::MAX));
+    Some(stats)
+}
+
+impl prometheus_client::collector::Collector for ProcessCollector {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder<'_>,
+    ) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric;
+        use prometheus_client::metrics::counter::ConstCounter;
+        use prometheus_client::metrics::gauge::ConstGauge;
+        {
+            let info = ConstGauge::new(1i64);
+            let mut family = encoder.encode_descriptor(
+                "airlock_build_info",
+                "Always 1; the labels say which build of Airlock this process runs.",
+                None,
+                info.metric_type(),
+            )?;
+            let labels = [("version", env!("CARGO_PKG_VERSION"))];
+            info.encode(family.encode_family(&labels)?)?;
+        }
+        let Some(p) = read_process_stats() else {
+            return Ok(());
+        };
+        let cpu = ConstCounter::new(p.cpu_seconds);
+        cpu.encode(encoder.encode_descriptor(
+            "process_cpu_seconds",
+            "User and system CPU time this process has used, in seconds.",
+            None,
+            cpu.metric_type(),
+        )?)?;
+        for (name, help, value) in [
+            (
+                "process_resident_memory_bytes",
+                "Resident memory of this process, in bytes.",
+                Some(p.resident_bytes),
+            ),
+            (
+                "process_virtual_memory_bytes",
+                "Virtual memory of this process, in bytes.",
+                Some(p.virtual_bytes),
+            ),
+            (
+                "process_threads",
+                "Threads of this process.",
+                Some(p.threads),
+            ),
+            (
+                "process_open_fds",
+                "File descriptors this process holds open (connections included).",
+                p.open_fds,
+            ),
+        ] {
+            if let Some(v) = value {
+                let g = ConstGauge::new(v);
+                g.encode(encoder.encode_descriptor(name, help, None, g.metric_type())?)?;
+            }
+        }
+        if let Some(start) = p.start_time_seconds {
+            let g = ConstGauge::new(start);
+            g.encode(encoder.encode_descriptor(
+                "process_start_time_seconds",
+                "When this process started, in seconds since the Unix epoch.",
+                None,
+                g.metric_type(),
+            )?)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod process_tests {
+    use super::*;
+
+    #[test]
+    fn proc_stat_parses_with_odd_command_names() {
+        let stat =
+            "4242 (air lock) (x)) S 1 4242 4242 0 -1 4194560 1000 0 0 0 250 50 0 0 20 0 9 0 \
+                    12345 104857600 2560 18446744073709551615";
+        let p = parse_stat(stat, Some(1_700_000_000.0)).unwrap();
+        assert_eq!(p.cpu_seconds, 3.0);
+        assert_eq!(p.threads, 9);
+        assert_eq!(p.virtual_bytes, 104_857_600);
+        assert_eq!(p.resident_bytes, 2560 * 4096);
+        assert_eq!(p.start_time_seconds, Some(1_700_000_123.45));
+        assert!(parse_stat("garbage", None).is_none());
+        // This very process, from the real /proc.
+        let me = read_process_stats().unwrap();
+        assert!(me.resident_bytes > 0 && me.threads >= 1 && me.open_fds.unwrap() > 0);
+    }
+}

@@ -51,8 +51,8 @@ pub(crate) use self::entries::{
     Credential, CustomValue, GatewayEntry, GatewaySlot, Material, SecretEntry, SecretSlot,
     TokenEntry,
 };
-pub(crate) use self::refusals::Refusal;
 use self::refusals::Refusals;
+pub(crate) use self::refusals::{Owner, Refusal};
 pub(crate) use self::registry::{build, Builder, Built};
 use self::registry::{Registry, TokenOp};
 use self::tokens::{Tokens, SHARDS};
@@ -97,8 +97,18 @@ impl State {
     }
 
     /// Why a token absent from the map was refused before, if it was.
+    #[cfg(test)]
     pub(crate) fn refusal(&self, digest: &TokenDigest) -> Option<Refusal> {
         lock(&self.refusals).get(digest)
+    }
+
+    /// Why a token absent from the map was refused before, and whose token it was (for the
+    /// audit trail) if it was a live token once.
+    pub(crate) fn refusal_owned(
+        &self,
+        digest: &TokenDigest,
+    ) -> Option<(Refusal, Option<Arc<Owner>>)> {
+        lock(&self.refusals).get_owned(digest)
     }
 
     /// The source does not know this digest. A tombstone already there (revoked, shut down,
@@ -154,15 +164,21 @@ impl State {
                         .get(key)
                         .is_some_and(|b| b.entries().iter().any(|e| e.digest.ct_eq(&entry.digest)));
                     if !still && entry.since <= started {
-                        gone.push((entry.digest, self.reason_gone(entry, now)));
+                        let owner = Owner {
+                            account_id: entry.account_id.clone(),
+                            devbox_id: entry.devbox.id.clone(),
+                            gateway_config_id: entry.gateway.id.clone(),
+                            token_id: entry.id.clone(),
+                        };
+                        gone.push((entry.digest, self.reason_gone(entry, now), owner));
                     }
                 }
             }
         }
         if !gone.is_empty() {
             let mut refusals = lock(&self.refusals);
-            for (digest, reason) in gone {
-                refusals.put(digest, reason);
+            for (digest, reason, owner) in gone {
+                refusals.put_owned(digest, reason, Some(Arc::new(owner)));
             }
         }
     }
@@ -214,7 +230,7 @@ impl State {
                     .entry(self.tokens.index(&e.digest.lookup_key()))
                     .or_default()
                     .push(op),
-                TokenOp::Remove(d, _) => by_shard
+                TokenOp::Remove(d, _, _) => by_shard
                     .entry(self.tokens.index(&d.lookup_key()))
                     .or_default()
                     .push(op),
@@ -233,7 +249,7 @@ impl State {
                             }
                             lock(&self.refusals).forget(&digest);
                         }
-                        TokenOp::Remove(digest, reason) => {
+                        TokenOp::Remove(digest, reason, owner) => {
                             let key = digest.lookup_key();
                             if let Some(bucket) = shard.get(&key) {
                                 match bucket.without(&digest) {
@@ -246,7 +262,7 @@ impl State {
                                     }
                                 }
                             }
-                            tombs.push((digest, reason));
+                            tombs.push((digest, reason, owner));
                         }
                         TokenOp::RemoveId(_) => {}
                     }
@@ -282,15 +298,15 @@ impl State {
                                 self.count.fetch_sub(1, Ordering::Relaxed);
                             }
                         }
-                        tombs.push((digest, Refusal::Revoked));
+                        tombs.push((digest, Refusal::Revoked, None));
                     }
                 });
             }
         }
         if !tombs.is_empty() {
             let mut refusals = lock(&self.refusals);
-            for (digest, reason) in tombs {
-                refusals.put(digest, reason);
+            for (digest, reason, owner) in tombs {
+                refusals.put_owned(digest, reason, owner);
             }
         }
     }

@@ -4,9 +4,10 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasherDefault;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use airlock_core::TokenDigest;
+use airlock_core::{AccountId, DevboxId, GatewayConfigId, TokenDigest, TokenId};
 
 use super::tokens::KeyHasher;
 
@@ -24,9 +25,21 @@ pub(crate) enum Refusal {
     DevboxShutdown,
 }
 
+/// Whose token a tombstone was, so that a refusal after a revocation or a shutdown is attributed
+/// to its account, devbox and gateway in the audit trail (the token itself never is). The
+/// negative cache has none.
+#[derive(Debug)]
+pub(crate) struct Owner {
+    pub(crate) account_id: Arc<AccountId>,
+    pub(crate) devbox_id: DevboxId,
+    pub(crate) gateway_config_id: GatewayConfigId,
+    pub(crate) token_id: TokenId,
+}
+
 struct Tomb {
     digest: TokenDigest,
     reason: Refusal,
+    owner: Option<Arc<Owner>>,
     at: Instant,
     seq: u64,
 }
@@ -41,6 +54,11 @@ pub(super) struct Refusals {
 
 impl Refusals {
     pub(super) fn get(&self, digest: &TokenDigest) -> Option<Refusal> {
+        self.get_owned(digest).map(|(reason, _)| reason)
+    }
+
+    /// The refusal and, for a tombstone, whose token it was.
+    pub(super) fn get_owned(&self, digest: &TokenDigest) -> Option<(Refusal, Option<Arc<Owner>>)> {
         let tomb = self.map.get(&digest.lookup_key())?;
         if !tomb.digest.ct_eq(digest) {
             return None;
@@ -48,10 +66,19 @@ impl Refusals {
         if tomb.reason == Refusal::Unknown && tomb.at.elapsed() > UNKNOWN_TTL {
             return None;
         }
-        Some(tomb.reason)
+        Some((tomb.reason, tomb.owner.clone()))
     }
 
     pub(super) fn put(&mut self, digest: TokenDigest, reason: Refusal) {
+        self.put_owned(digest, reason, None);
+    }
+
+    pub(super) fn put_owned(
+        &mut self,
+        digest: TokenDigest,
+        reason: Refusal,
+        owner: Option<Arc<Owner>>,
+    ) {
         let key = digest.lookup_key();
         self.seq += 1;
         self.map.insert(
@@ -59,6 +86,7 @@ impl Refusals {
             Tomb {
                 digest,
                 reason,
+                owner,
                 at: Instant::now(),
                 seq: self.seq,
             },

@@ -20,7 +20,7 @@ use super::entries::{
     Credential, CustomValue, DevboxSlot, DevboxState, GatewayEntry, GatewaySlot, SecretEntry,
     SecretSlot, Slot, TokenEntry,
 };
-use super::refusals::Refusal;
+use super::refusals::{Owner, Refusal};
 use super::tokens::{self, TokenTables};
 use super::{lock, State};
 
@@ -44,7 +44,7 @@ pub(crate) struct Registry {
 /// A change to the token map, computed under the registry lock and applied shard by shard.
 pub(super) enum TokenOp {
     Put(Arc<TokenEntry>),
-    Remove(TokenDigest, Refusal),
+    Remove(TokenDigest, Refusal, Option<Arc<Owner>>),
     RemoveId(TokenId),
 }
 
@@ -228,7 +228,17 @@ impl Registry {
                 } else {
                     Refusal::Expired
                 };
-                ops.push(TokenOp::Remove(record.digest, reason));
+                let owner = Owner {
+                    account_id: self.account(&record.account_id),
+                    devbox_id: record.devbox_id.clone(),
+                    gateway_config_id: record.gateway_config_id.clone(),
+                    token_id: record.id.clone(),
+                };
+                ops.push(TokenOp::Remove(
+                    record.digest,
+                    reason,
+                    Some(Arc::new(owner)),
+                ));
             } else {
                 let live = reuse
                     .and_then(|state| state.lookup(&record.digest))

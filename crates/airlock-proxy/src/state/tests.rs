@@ -195,6 +195,8 @@ fn changes_apply_through_slots() {
     assert!(state.lookup(&t2.digest()).is_none());
     assert_eq!(state.refusal(&t2.digest()), Some(Refusal::DevboxShutdown));
     assert_eq!(state.token_count(), 1);
+    // The tombstone remembers whose token it was, for the audit trail.
+    assert_owner(&state, &t2.digest(), &r2);
 
     // A secret asked for and absent is deleted.
     state.apply(
@@ -222,6 +224,7 @@ fn reload_leaves_tombstones_and_loads_are_dropped_when_the_state_moved() {
     assert!(state.lookup(&t1.digest()).is_some());
     assert!(state.lookup(&t2.digest()).is_none());
     assert_eq!(state.refusal(&t2.digest()), Some(Refusal::Revoked));
+    assert_owner(&state, &t2.digest(), &r2);
 
     // A token that arrives while a reload is loading is not "gone" when the reload's older
     // snapshot lacks it: no tombstone, so the source is asked again.
@@ -368,4 +371,14 @@ fn an_unknown_answer_does_not_replace_a_tombstone() {
     assert_eq!(state.refusal(&never), None);
     state.remember_unknown(never);
     assert_eq!(state.refusal(&never), Some(Refusal::Unknown));
+}
+
+/// A tombstone carries the ids of the token's account, devbox, gateway and the token's own id.
+fn assert_owner(state: &State, digest: &TokenDigest, record: &TokenRecord) {
+    let (_, owner) = state.refusal_owned(digest).expect("a tombstone");
+    let owner = owner.expect("the tombstone of a known token has its owner");
+    assert_eq!(*owner.account_id, record.account_id);
+    assert_eq!(owner.devbox_id, record.devbox_id);
+    assert_eq!(owner.gateway_config_id, record.gateway_config_id);
+    assert_eq!(owner.token_id, record.id);
 }
