@@ -356,7 +356,7 @@ async fn max_requests_holds_across_replicas() {
         account_id: h.seed.account.clone(),
         devbox_id: s.devbox.id.clone(),
         gateway_config_id: s.gateway.id.clone(),
-        secret_id: s.secret.id.clone(),
+        secret_id: Some(s.secret.id.clone()),
         prefix: None,
         digest: token.digest(),
         create_time_ms: airlock_core::time::now_ms(),

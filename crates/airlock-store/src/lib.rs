@@ -113,7 +113,7 @@ impl std::fmt::Debug for Store {
 
 fn migrations(backend: Backend, last: i64) -> Migrator {
     // (version, description, Postgres SQL, SQLite SQL), in order.
-    const ALL: [(i64, &str, &str, &str); 6] = [
+    const ALL: [(i64, &str, &str, &str); 7] = [
         (
             1,
             "initial",
