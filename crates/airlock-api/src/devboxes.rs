@@ -393,8 +393,9 @@ pub(crate) async fn create_gateway_token(
         "url": state.public_url,
         "devbox_id": devbox.id.as_str(),
         "gateway_config_id": gateway.id.as_str(),
-        "endpoint": gateway.endpoint.to_string(),
-        "auth_mechanism": auth_view(&gateway.auth),
+        // A router has no endpoint or auth of its own (its backends do): null.
+        "endpoint": gateway.router.is_none().then(|| gateway.endpoint.to_string()),
+        "auth_mechanism": gateway.router.is_none().then(|| auth_view(&gateway.auth)),
         "expire_time_ms": row.expire_time_ms,
     })))
 }

@@ -1269,3 +1269,115 @@ async fn bad_urls_are_refused_clearly() {
         assert!(err.contains(expected), "{url}: {err}");
     }
 }
+
+/// A router config round-trips; its token has no secret; a targeted reload of the router (or
+/// its token) brings its backends' gateway configs and secrets; a database at 0005 keeps its
+/// tokens through the rebuild of `gateway_tokens` (SQLite) and takes a router token after.
+async fn router_round_trip(postgres: bool) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = if postgres {
+        airlock_testkit::pg::shared()
+            .await
+            .fresh_database()
+            .await
+            .unwrap()
+    } else {
+        format!("sqlite://{}/t.db", dir.path().display())
+    };
+    let store = Store::connect(&url).await.unwrap();
+    store.migrate_up_to(5).await.unwrap();
+    let w = world(&store).await;
+    store
+        .register_devbox(&w.devbox, &[w.token.clone()], &audit(&w.account, "devbox.create"))
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    let before = store.load_all().await.unwrap();
+    assert_eq!(before.tokens.len(), 1, "the token survived the migration");
+    assert_eq!(before.tokens[0].secret_id.as_ref(), Some(&w.secret.id));
+
+    let mut aliases = std::collections::BTreeMap::new();
+    aliases.insert("fast".to_owned(), (0, "claude-sonnet-4-5".to_owned()));
+    let config = router::RouterConfig {
+        backends: vec![router::Backend {
+            name: "g".into(),
+            gateway: w.gateway.id.clone(),
+            secret: w.secret.id.clone(),
+            weight: 3,
+            priority: -2,
+            models: vec!["claude-sonnet-4-5".into()],
+        }],
+        strategy: router::Strategy::Latency,
+        fallback: false,
+        max_attempts: 2,
+        timeout_ms: 1234,
+        aliases,
+    };
+    let now = time::now_ms();
+    let row = GatewayConfigRow {
+        id: GatewayConfigId::generate(),
+        account_id: w.account.clone(),
+        name: Label::parse("n", "router").unwrap(),
+        endpoint: Endpoint::parse("e", router::ROUTER_PLACEHOLDER_ENDPOINT).unwrap(),
+        auth: AuthMechanism::Bearer,
+        custom_headers: vec![],
+        description: None,
+        create_time_ms: now,
+        update_time_ms: now,
+        binding: Some(vec![1; 37]),
+        llm: state::LlmSettings::default(),
+        router: Some(config.clone()),
+    };
+    store
+        .insert_gateway_config(&row, &audit(&w.account, "gateway_config.create"))
+        .await
+        .unwrap();
+    let read = store
+        .get_gateway_config(&w.account, row.id.as_str())
+        .await
+        .unwrap();
+    assert_eq!(read.router.as_ref(), Some(&config));
+    assert_ne!(read.binding_message(), w.gateway.binding_message());
+
+    let token = TokenRow {
+        id: TokenId::generate(),
+        gateway_config_id: row.id.clone(),
+        secret_id: None,
+        prefix: None,
+        digest: BearerSecret::generate(SecretKind::Gateway).digest(),
+        ..w.token.clone()
+    };
+    store
+        .insert_gateway_token(&token, &audit(&w.account, "token.create"))
+        .await
+        .unwrap();
+    let loaded = store.load_token(&token.digest).await.unwrap().unwrap();
+    assert_eq!(loaded.tokens[0].secret_id, None);
+    assert!(loaded.gateways.iter().any(|g| g.id == w.gateway.id), "the backend's config");
+    assert!(loaded.secrets.iter().any(|s| s.id == w.secret.id), "the backend's secret");
+    let router_record = loaded.gateways.iter().find(|g| g.id == row.id).unwrap();
+    assert_eq!(router_record.router.as_ref(), Some(&config));
+    let changed = store
+        .load_changed(&[Change::GatewayConfig(row.id.clone())])
+        .await
+        .unwrap();
+    assert!(changed.gateways.iter().any(|g| g.id == w.gateway.id));
+    assert!(changed.secrets.iter().any(|s| s.id == w.secret.id));
+    let all = store.load_all().await.unwrap();
+    assert!(all.tokens.iter().any(|t| t.id == token.id && t.secret_id.is_none()));
+    let infos = store
+        .list_gateway_tokens(&w.account, &w.devbox.id)
+        .await
+        .unwrap();
+    assert!(infos.iter().any(|t| t.id == token.id && t.secret_id.is_none()));
+}
+
+#[tokio::test]
+async fn sqlite_router_round_trip() {
+    router_round_trip(false).await;
+}
+
+#[tokio::test]
+async fn postgres_router_round_trip() {
+    router_round_trip(true).await;
+}
