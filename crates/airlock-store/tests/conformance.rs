@@ -1286,15 +1286,71 @@ async fn router_round_trip(postgres: bool) {
     };
     let store = Store::connect(&url).await.unwrap();
     store.migrate_up_to(5).await.unwrap();
+    // A token as the 0005 release wrote it, in its own columns.
+    let pool = sqlx::AnyPool::connect(&url).await.unwrap();
+    let (old_account, old_secret, old_gateway, old_devbox, old_token) = (
+        AccountId::generate(),
+        SecretId::generate(),
+        GatewayConfigId::generate(),
+        DevboxId::generate(),
+        TokenId::generate(),
+    );
+    let digest = BearerSecret::generate(SecretKind::Gateway).digest().to_hex();
+    for (sql, binds) in [
+        (
+            "INSERT INTO accounts (id, name, operator, create_time_ms) VALUES ($1, 'old', 0, 1)",
+            vec![old_account.to_string()],
+        ),
+        (
+            "INSERT INTO secrets (id, account_id, name, version, sealed, key_id, create_time_ms, update_time_ms)
+             VALUES ($1, $2, 'OLD', 1, $3, 1, 1, 1)",
+            vec![old_secret.to_string(), old_account.to_string(), String::new()],
+        ),
+        (
+            "INSERT INTO gateway_configs (id, account_id, name, endpoint, auth_type, auth_key, custom_headers, description,
+                create_time_ms, update_time_ms, binding)
+             VALUES ($1, $2, 'old-gw', 'https://api.example.com/v1', 'bearer', NULL, '[]', NULL, 1, 1, NULL)",
+            vec![old_gateway.to_string(), old_account.to_string()],
+        ),
+        (
+            "INSERT INTO devboxes (id, account_id, name, status, source_addresses, metadata, create_time_ms, update_time_ms)
+             VALUES ($1, $2, NULL, 'running', '[\"10.0.0.1\"]', '{}', 1, 1)",
+            vec![old_devbox.to_string(), old_account.to_string()],
+        ),
+        (
+            "INSERT INTO gateway_tokens (id, account_id, devbox_id, gateway_config_id, secret_id, prefix, digest, create_time_ms, scope)
+             VALUES ($1, $2, $3, $4, $5, 'OLD', $6, 1, NULL)",
+            vec![
+                old_token.to_string(),
+                old_account.to_string(),
+                old_devbox.to_string(),
+                old_gateway.to_string(),
+                old_secret.to_string(),
+                digest,
+            ],
+        ),
+    ] {
+        let mut q = sqlx::query(sql);
+        for (i, b) in binds.into_iter().enumerate() {
+            // The sealed value is a blob.
+            q = if i == 2 && sql.contains("INTO secrets") {
+                q.bind(vec![1u8, 2, 3])
+            } else {
+                q.bind(b)
+            };
+        }
+        q.execute(&pool).await.unwrap();
+    }
+    pool.close().await;
+    store.migrate().await.unwrap();
+    let before = store.load_all().await.unwrap();
+    let kept = before.tokens.iter().find(|t| t.id == old_token).expect("the token survived the migration");
+    assert_eq!(kept.secret_id.as_ref(), Some(&old_secret));
     let w = world(&store).await;
     store
         .register_devbox(&w.devbox, &[w.token.clone()], &audit(&w.account, "devbox.create"))
         .await
         .unwrap();
-    store.migrate().await.unwrap();
-    let before = store.load_all().await.unwrap();
-    assert_eq!(before.tokens.len(), 1, "the token survived the migration");
-    assert_eq!(before.tokens[0].secret_id.as_ref(), Some(&w.secret.id));
 
     let mut aliases = std::collections::BTreeMap::new();
     aliases.insert("fast".to_owned(), (0, "claude-sonnet-4-5".to_owned()));
