@@ -194,11 +194,16 @@ pub(crate) async fn serve(
         // A token without a secret on a plain gateway: nothing to send.
         return Err(ProxyError::SecretUnavailable);
     };
-    if gateway.account_id != *token.account_id {
+    // The store never binds across accounts; a row that does was written by someone else.
+    let devbox_account = token.devbox.load().map(|d| d.account_id.clone());
+    if gateway.account_id != *token.account_id
+        || devbox_account.is_none_or(|a| *a != *token.account_id)
+    {
         return Err(ProxyError::Internal("the token's state is inconsistent"));
     }
     let dialect = match endpoint(req.method(), req.uri().path(), req.headers()) {
         Ok(Endpoint::Models(dialect)) => {
+            record.answered(200, None);
             return Ok(answer(models(&router, dialect), None));
         }
         Ok(Endpoint::Chat(dialect)) => dialect,
