@@ -35,7 +35,10 @@ async fn router(database_url: &str) {
         let inner = upstream::anthropic_messages();
         Arc::new(move |req: &RecordedRequest| {
             if req.body_json().is_some_and(|b| b["model"] == "flaky") {
-                Reply::json(529, &json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}))
+                Reply::json(
+                    529,
+                    &json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}),
+                )
             } else {
                 inner(req)
             }
@@ -110,7 +113,10 @@ async fn router(database_url: &str) {
     assert_eq!(out["failover_stream"], reply_to("fail over streaming"));
     assert_eq!(out["refused"]["status"], 400, "{out}");
     for id in ["auto", "claude-x", "gpt-x", "claude:claude-x", "gpt:gpt-x"] {
-        assert!(out["models"].as_array().unwrap().contains(&json!(id)), "{id}: {out}");
+        assert!(
+            out["models"].as_array().unwrap().contains(&json!(id)),
+            "{id}: {out}"
+        );
     }
 
     let out = script("router_anthropic.py", &env).await;
@@ -158,7 +164,11 @@ async fn router(database_url: &str) {
     assert_eq!(failed_over["attempts"][1]["outcome"], "ok");
     assert_eq!(failed_over["provider"], "gpt");
     let (status, s) = airlock
-        .call(http::Method::GET, &format!("/v1/gateway-configs/{router_id}/status"), None)
+        .call(
+            http::Method::GET,
+            &format!("/v1/gateway-configs/{router_id}/status"),
+            None,
+        )
         .await;
     assert_eq!(status, 200, "{s}");
     assert_eq!(s["backends"][1]["name"], "gpt");
@@ -186,8 +196,13 @@ async fn router(database_url: &str) {
             .filter(|e| e["model"] == "claude-x" && e["status"] == 200)
             .collect();
         if served.len() >= 3 {
-            assert!(served.iter().all(|e| e["provider"] == "anthropic"), "{listed}");
-            assert!(served.iter().all(|e| e["gateway_config_id"] == router_id.as_str()));
+            assert!(
+                served.iter().all(|e| e["provider"] == "anthropic"),
+                "{listed}"
+            );
+            assert!(served
+                .iter()
+                .all(|e| e["gateway_config_id"] == router_id.as_str()));
             break;
         }
         assert!(Instant::now() < deadline, "{listed}");

@@ -85,9 +85,7 @@ async fn resolve_pair(
                 "{field}.secret: must be omitted for a router gateway (each backend names its own)"
             )))
         }
-        (None, false) => {
-            return Err(ApiError::Invalid(format!("{field}.secret: is required")))
-        }
+        (None, false) => return Err(ApiError::Invalid(format!("{field}.secret: is required"))),
         (Some(name), false) => name,
     };
     let secret = state
@@ -95,9 +93,9 @@ async fn resolve_pair(
         .get_secret(&caller.account.id, secret_ref(name))
         .await
         .map_err(|e| match e {
-            StoreError::NotFound => ApiError::Invalid(format!(
-                "{field}.secret: no secret {name} in this account"
-            )),
+            StoreError::NotFound => {
+                ApiError::Invalid(format!("{field}.secret: no secret {name} in this account"))
+            }
             other => other.into(),
         })?;
     Ok((gateway, Some(secret)))

@@ -1295,7 +1295,9 @@ async fn router_round_trip(postgres: bool) {
         DevboxId::generate(),
         TokenId::generate(),
     );
-    let digest = BearerSecret::generate(SecretKind::Gateway).digest().to_hex();
+    let digest = BearerSecret::generate(SecretKind::Gateway)
+        .digest()
+        .to_hex();
     for (sql, binds) in [
         (
             "INSERT INTO accounts (id, name, operator, create_time_ms) VALUES ($1, 'old', 0, 1)",
@@ -1344,11 +1346,19 @@ async fn router_round_trip(postgres: bool) {
     pool.close().await;
     store.migrate().await.unwrap();
     let before = store.load_all().await.unwrap();
-    let kept = before.tokens.iter().find(|t| t.id == old_token).expect("the token survived the migration");
+    let kept = before
+        .tokens
+        .iter()
+        .find(|t| t.id == old_token)
+        .expect("the token survived the migration");
     assert_eq!(kept.secret_id.as_ref(), Some(&old_secret));
     let w = world(&store).await;
     store
-        .register_devbox(&w.devbox, &[w.token.clone()], &audit(&w.account, "devbox.create"))
+        .register_devbox(
+            &w.devbox,
+            std::slice::from_ref(&w.token),
+            &audit(&w.account, "devbox.create"),
+        )
         .await
         .unwrap();
 
@@ -1409,8 +1419,14 @@ async fn router_round_trip(postgres: bool) {
         .unwrap();
     let loaded = store.load_token(&token.digest).await.unwrap().unwrap();
     assert_eq!(loaded.tokens[0].secret_id, None);
-    assert!(loaded.gateways.iter().any(|g| g.id == w.gateway.id), "the backend's config");
-    assert!(loaded.secrets.iter().any(|s| s.id == w.secret.id), "the backend's secret");
+    assert!(
+        loaded.gateways.iter().any(|g| g.id == w.gateway.id),
+        "the backend's config"
+    );
+    assert!(
+        loaded.secrets.iter().any(|s| s.id == w.secret.id),
+        "the backend's secret"
+    );
     let router_record = loaded.gateways.iter().find(|g| g.id == row.id).unwrap();
     assert_eq!(router_record.router.as_ref(), Some(&config));
     let changed = store
@@ -1420,12 +1436,17 @@ async fn router_round_trip(postgres: bool) {
     assert!(changed.gateways.iter().any(|g| g.id == w.gateway.id));
     assert!(changed.secrets.iter().any(|s| s.id == w.secret.id));
     let all = store.load_all().await.unwrap();
-    assert!(all.tokens.iter().any(|t| t.id == token.id && t.secret_id.is_none()));
+    assert!(all
+        .tokens
+        .iter()
+        .any(|t| t.id == token.id && t.secret_id.is_none()));
     let infos = store
         .list_gateway_tokens(&w.account, &w.devbox.id)
         .await
         .unwrap();
-    assert!(infos.iter().any(|t| t.id == token.id && t.secret_id.is_none()));
+    assert!(infos
+        .iter()
+        .any(|t| t.id == token.id && t.secret_id.is_none()));
 }
 
 #[tokio::test]

@@ -185,11 +185,14 @@ pub(crate) async fn serve(
     request_id: &HeaderValue,
     record: &mut Recorder,
 ) -> Result<Outcome, ProxyError> {
-    let gateway = token.gateway.load().ok_or(if token.gateway.is_unverified() {
-        ProxyError::GatewayUnverified
-    } else {
-        ProxyError::GatewayUnavailable
-    })?;
+    let gateway = token
+        .gateway
+        .load()
+        .ok_or(if token.gateway.is_unverified() {
+            ProxyError::GatewayUnverified
+        } else {
+            ProxyError::GatewayUnavailable
+        })?;
     let Some(router) = gateway.router.clone() else {
         // A token without a secret on a plain gateway: nothing to send.
         return Err(ProxyError::SecretUnavailable);
@@ -258,7 +261,7 @@ fn answer(response: Response<Kind>, permit: Option<crate::limits::GatePermit>) -
 /// `GET /v1/models`: every model the backends list, the aliases and `auto`.
 fn models(router: &RouterEntry, dialect: Dialect) -> Response<Kind> {
     let mut ids: Vec<(String, String)> = vec![("auto".into(), "airlock".into())];
-    for (name, _) in &router.aliases {
+    for name in router.aliases.keys() {
         ids.push((name.clone(), "airlock".into()));
     }
     for b in router.backends.iter() {
@@ -344,7 +347,9 @@ impl Routing<'_> {
     ) -> Result<Done, Own> {
         let (parts, body) = req.into_parts();
         let body = read_body(body).await?;
-        record.bytes_in(Arc::new(std::sync::atomic::AtomicU64::new(body.len() as u64)));
+        record.bytes_in(Arc::new(std::sync::atomic::AtomicU64::new(
+            body.len() as u64
+        )));
         let mut json: Value = serde_json::from_slice(&body).map_err(|_| {
             Own::new(
                 StatusCode::BAD_REQUEST,
@@ -395,7 +400,10 @@ impl Routing<'_> {
                 )
             })?,
         };
-        let stream = object.get("stream").and_then(Value::as_bool).unwrap_or(false);
+        let stream = object
+            .get("stream")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
         let include_usage = object
             .get("stream_options")
             .and_then(|o| o.get("include_usage"))
@@ -453,7 +461,13 @@ impl Routing<'_> {
         let mut last: Option<LastError> = None;
         let mut unsupported: Option<String> = None;
         for candidate in plan.candidates.into_iter() {
-            if self.attempts.iter().filter(|a| a.outcome != "unsupported").count() >= max_attempts {
+            if self
+                .attempts
+                .iter()
+                .filter(|a| a.outcome != "unsupported")
+                .count()
+                >= max_attempts
+            {
                 break;
             }
             let attempt_started = Instant::now();
@@ -518,11 +532,7 @@ impl Routing<'_> {
                 })
             }
             (Some(LastError::Own(own)), _) => Err(own),
-            (None, Some(message)) => Err(Own::new(
-                StatusCode::BAD_REQUEST,
-                "unsupported",
-                message,
-            )),
+            (None, Some(message)) => Err(Own::new(StatusCode::BAD_REQUEST, "unsupported", message)),
             (None, None) => Err(Own::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "no_backend_available",
@@ -620,7 +630,11 @@ impl Routing<'_> {
                     return Err((
                         "malformed",
                         None,
-                        Failed::Stop(Own::new(StatusCode::BAD_REQUEST, "invalid_request", e.message)),
+                        Failed::Stop(Own::new(
+                            StatusCode::BAD_REQUEST,
+                            "invalid_request",
+                            e.message,
+                        )),
                     ))
                 }
             }
@@ -658,7 +672,10 @@ impl Routing<'_> {
             HeaderValue::from_static("application/json"),
         );
         if stream {
-            headers.insert(header::ACCEPT, HeaderValue::from_static("text/event-stream"));
+            headers.insert(
+                header::ACCEPT,
+                HeaderValue::from_static("text/event-stream"),
+            );
         }
         if backend_dialect == Dialect::AnthropicMessages {
             let same = client == Dialect::AnthropicMessages;
@@ -739,16 +756,24 @@ impl Routing<'_> {
                 health.failed(now);
                 "upstream_5xx"
             };
-            let body = read_capped(incoming, RESPONSE_CAP, deadline).await.unwrap_or_default();
+            let body = read_capped(incoming, RESPONSE_CAP, deadline)
+                .await
+                .unwrap_or_default();
             let response = error_response(client, backend_dialect, status, &parts.headers, &body);
             drop(in_flight);
-            return Err((why, Some(status.as_u16()), Failed::Next(LastError::Upstream(response))));
+            return Err((
+                why,
+                Some(status.as_u16()),
+                Failed::Next(LastError::Upstream(response)),
+            ));
         }
         if !status.is_success() {
             // The client's request was refused (400, 401, 404, …): another backend would
             // refuse it too, or the operator must fix this one. Answer it, translated.
             health.succeeded();
-            let body = read_capped(incoming, RESPONSE_CAP, deadline).await.unwrap_or_default();
+            let body = read_capped(incoming, RESPONSE_CAP, deadline)
+                .await
+                .unwrap_or_default();
             let response = error_response(client, backend_dialect, status, &parts.headers, &body);
             record.upstream(status.as_u16());
             record.backend_secret(backend.secret.id.clone(), secret.version);
@@ -841,9 +866,10 @@ impl Routing<'_> {
                     Failed::Next(LastError::Own(Own::new(
                         StatusCode::BAD_GATEWAY,
                         "upstream_failed",
-                        detector
-                            .upstream_error()
-                            .map_or_else(|| "the backend's stream failed".to_owned(), |e| e.message.clone()),
+                        detector.upstream_error().map_or_else(
+                            || "the backend's stream failed".to_owned(),
+                            |e| e.message.clone(),
+                        ),
                     ))),
                 ));
             }
@@ -962,7 +988,11 @@ fn error_response(
         if serde_json::from_slice::<Value>(body).is_ok() {
             body.to_vec()
         } else {
-            error_body(client, status.as_u16(), "the backend answered with an error")
+            error_body(
+                client,
+                status.as_u16(),
+                "the backend answered with an error",
+            )
         }
     } else {
         translate_error_body(backend, status.as_u16(), body)
@@ -1056,7 +1086,10 @@ async fn read_capped(
 }
 
 /// A router's status for the control plane: each backend's health.
-pub(crate) fn status(router: &RouterEntry, now_ms: i64) -> Vec<airlock_core::router::BackendStatus> {
+pub(crate) fn status(
+    router: &RouterEntry,
+    now_ms: i64,
+) -> Vec<airlock_core::router::BackendStatus> {
     router
         .backends
         .iter()
@@ -1137,7 +1170,10 @@ pub(crate) fn preview(
             "model",
             "names no backend of this router",
         )),
-        Err(Refused::NoModel) => Err(InvalidInput::new("model", "no backend of this router serves it")),
+        Err(Refused::NoModel) => Err(InvalidInput::new(
+            "model",
+            "no backend of this router serves it",
+        )),
         Err(Refused::Incapable(why)) => Err(InvalidInput::new(
             "body",
             format!("no backend can take this request: {why}"),
