@@ -230,7 +230,7 @@ pub(crate) async fn serve(
         model_requested: String::new(),
         reason: String::new(),
     };
-    let result = route.run(req, record, started).await;
+    let result = route.run(req, record).await;
     let (response, served) = match result {
         Ok(done) => (done.response, Some(done.served)),
         Err(own) => (own_response(dialect, &own, record), None),
@@ -343,7 +343,6 @@ impl Routing<'_> {
         &mut self,
         req: Request<Incoming>,
         record: &mut Recorder,
-        started: Instant,
     ) -> Result<Done, Own> {
         let (parts, body) = req.into_parts();
         let body = read_body(body).await?;
@@ -495,7 +494,6 @@ impl Routing<'_> {
                     });
                     let mut response = response;
                     self.stamp(&mut response, backend, &candidate);
-                    let _ = started;
                     return Ok(Done {
                         response,
                         served: (backend.name.clone(), candidate.model),
@@ -555,7 +553,10 @@ impl Routing<'_> {
 
     /// One attempt on one backend. `Ok`: the response for the client (content started, or a
     /// whole answer). `Err`: why not, the status if there was one, and what to do next.
-    #[allow(clippy::too_many_arguments)]
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one attempt's inputs, each used once; a struct would only rename them"
+    )]
     async fn attempt(
         &self,
         backend: &BackendEntry,
