@@ -256,7 +256,7 @@ fn first_then(n: usize, reply: Reply, then: Responder) -> Responder {
 async fn openai_client_over_an_anthropic_backend_json_and_stream() {
     let h = Harness::sqlite().await;
     let a = anthropic(&h, "sk-ant-A", &["claude-sonnet-4-5"], anthropic_messages()).await;
-    let (_, token) = router(&h, config(vec![backend(&a, "claude", 0)])).await;
+    let (row, token) = router(&h, config(vec![backend(&a, "claude", 0)])).await;
 
     let r = post(
         &h,
@@ -266,6 +266,16 @@ async fn openai_client_over_an_anthropic_backend_json_and_stream() {
     )
     .await;
     assert_eq!(r.status, 200, "{}", r.text());
+    // The routing log: who served it, why, and its tokens ("hi there": 8 + 2 in, 7 + 2 out).
+    let log = h.plane.routing_log(&row.id, 5).unwrap();
+    assert_eq!(log.len(), 1);
+    assert_eq!(log[0].provider.as_deref(), Some("claude"));
+    assert_eq!(log[0].model_requested, "claude-sonnet-4-5");
+    assert_eq!(
+        (log[0].input_tokens, log[0].output_tokens),
+        (Some(10), Some(9))
+    );
+    assert_eq!(log[0].reason, "priority order");
     let body = r.json().unwrap();
     assert_eq!(body["object"], "chat.completion");
     let text = body["choices"][0]["message"]["content"].as_str().unwrap();

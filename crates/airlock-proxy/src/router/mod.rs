@@ -229,6 +229,7 @@ pub(crate) async fn serve(
         attempts: Vec::new(),
         model_requested: String::new(),
         reason: String::new(),
+        tokens: None,
     };
     let result = route.run(req, record).await;
     let (response, served) = match result {
@@ -247,8 +248,8 @@ pub(crate) async fn serve(
         model,
         attempts: route.attempts,
         reason: route.reason,
-        input_tokens: None,
-        output_tokens: None,
+        input_tokens: route.tokens.map(|t| t.0),
+        output_tokens: route.tokens.map(|t| t.1),
         elapsed_ms: started.elapsed().as_millis() as u64,
     });
     Ok(answer(response, None))
@@ -321,6 +322,8 @@ struct Routing<'a> {
     attempts: Vec<Attempt>,
     model_requested: String,
     reason: String,
+    /// The served answer's input and output tokens, when it was read whole.
+    tokens: Option<(u64, u64)>,
 }
 
 /// Why an attempt did not serve the request, and whether the next backend may be tried.
@@ -339,11 +342,7 @@ enum LastError {
 }
 
 impl Routing<'_> {
-    async fn run(
-        &mut self,
-        req: Request<Incoming>,
-        record: &mut Recorder,
-    ) -> Result<Done, Own> {
+    async fn run(&mut self, req: Request<Incoming>, record: &mut Recorder) -> Result<Done, Own> {
         let (parts, body) = req.into_parts();
         let body = read_body(body).await?;
         record.bytes_in(Arc::new(std::sync::atomic::AtomicU64::new(
@@ -484,7 +483,8 @@ impl Routing<'_> {
                 .await;
             let elapsed_ms = attempt_started.elapsed().as_millis() as u64;
             match outcome {
-                Ok((response, status)) => {
+                Ok((response, status, tokens)) => {
+                    self.tokens = tokens;
                     self.attempts.push(Attempt {
                         backend: backend.name.clone(),
                         model: candidate.model.clone(),
@@ -566,7 +566,8 @@ impl Routing<'_> {
         include_usage: bool,
         client_headers: &HeaderMap,
         record: &mut Recorder,
-    ) -> Result<(Response<Kind>, u16), (&'static str, Option<u16>, Failed)> {
+    ) -> Result<(Response<Kind>, u16, Option<(u64, u64)>), (&'static str, Option<u16>, Failed)>
+    {
         let client = self.client;
         let gateway = &candidate.gateway;
         let unavailable = |message: &str| {
@@ -778,7 +779,7 @@ impl Routing<'_> {
             let response = error_response(client, backend_dialect, status, &parts.headers, &body);
             record.upstream(status.as_u16());
             record.backend_secret(backend.secret.id.clone(), secret.version);
-            return Ok((response, status.as_u16()));
+            return Ok((response, status.as_u16(), None));
         }
         runs.response_head(&mut parts);
         let translating = backend_dialect != client;
@@ -802,6 +803,11 @@ impl Routing<'_> {
                     ))),
                 ));
             };
+            // The answer's usage, for the routing log (the meter stage records it too).
+            let mut meter = airlock_llm::Meter::new(gateway.llm.api, false);
+            meter.feed(&whole);
+            let usage = meter.finish().usage;
+            let tokens = Some((usage.input_tokens, usage.output_tokens));
             runs.frame(&mut whole);
             if let Some(rest) = runs.end() {
                 whole = [whole, rest].concat().into();
@@ -840,7 +846,7 @@ impl Routing<'_> {
                 HeaderValue::from_static("application/json"),
             );
             self.adopt(record, runs, backend, &secret, status);
-            return Ok((response, status.as_u16()));
+            return Ok((response, status.as_u16(), tokens));
         }
 
         // A stream: hold its events back until the first content (or an error) shows.
@@ -957,7 +963,7 @@ impl Routing<'_> {
         );
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
         self.adopt(record, runs, backend, &secret, status);
-        Ok((response, status.as_u16()))
+        Ok((response, status.as_u16(), None))
     }
 
     /// The served attempt's stages become the request's, and its backend's secret the one
