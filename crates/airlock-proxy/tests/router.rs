@@ -779,3 +779,56 @@ async fn models_are_listed_in_each_dialect() {
     assert_eq!(r.json().unwrap()["data"][0]["type"], "model");
     assert!(a.upstream.requests().is_empty() && o.upstream.requests().is_empty());
 }
+
+#[tokio::test]
+async fn fallback_off_and_max_attempts_bound_the_attempts() {
+    let h = Harness::sqlite().await;
+    let failing = || {
+        support_always(Reply::json(
+            503,
+            &json!({"error": {"message": "down", "type": "server_error"}}),
+        ))
+    };
+    let a = openai(&h, "sk-a", &["m"], failing()).await;
+    let b = openai(&h, "sk-b", &["m"], failing()).await;
+    let c = openai(&h, "sk-c", &["m"], openai_chat()).await;
+    let backends = || {
+        vec![
+            backend(&a, "a", 0),
+            backend(&b, "b", 1),
+            backend(&c, "c", 2),
+        ]
+    };
+
+    // Without fallback: one attempt, the backend's own error in the client's dialect.
+    let mut no_fallback = config(backends());
+    no_fallback.fallback = false;
+    let (_, token) = router(&h, no_fallback).await;
+    let r = post(&h, "/v1/messages", &token, &messages("m", false)).await;
+    assert_eq!(r.status, 503);
+    assert_eq!(
+        r.json().unwrap()["type"],
+        "error",
+        "translated to Anthropic's shape"
+    );
+    assert_eq!(header(&r, "x-airlock-attempts"), "1");
+    assert_eq!(
+        (a.upstream.requests().len(), b.upstream.requests().len()),
+        (1, 0)
+    );
+
+    // Two attempts at most: both fail, the third backend is never tried.
+    let mut two = config(backends());
+    two.max_attempts = 2;
+    let (_, token) = router(&h, two).await;
+    let r = post(&h, "/v1/chat/completions", &token, &chat("m", false)).await;
+    assert_eq!(r.status, 503);
+    assert_eq!(header(&r, "x-airlock-attempts"), "2");
+    assert_eq!(c.upstream.requests().len(), 0);
+
+    // With all three, the third answers.
+    let (_, token) = router(&h, config(backends())).await;
+    let r = post(&h, "/v1/chat/completions", &token, &chat("m", false)).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(header(&r, "x-airlock-attempts"), "3");
+}
