@@ -85,9 +85,7 @@ async fn resolve_pair(
                 "{field}.secret: must be omitted for a router gateway (each backend names its own)"
             )))
         }
-        (None, false) => {
-            return Err(ApiError::Invalid(format!("{field}.secret: is required")))
-        }
+        (None, false) => return Err(ApiError::Invalid(format!("{field}.secret: is required"))),
         (Some(name), false) => name,
     };
     let secret = state
@@ -95,9 +93,9 @@ async fn resolve_pair(
         .get_secret(&caller.account.id, secret_ref(name))
         .await
         .map_err(|e| match e {
-            StoreError::NotFound => ApiError::Invalid(format!(
-                "{field}.secret: no secret {name} in this account"
-            )),
+            StoreError::NotFound => {
+                ApiError::Invalid(format!("{field}.secret: no secret {name} in this account"))
+            }
             other => other.into(),
         })?;
     Ok((gateway, Some(secret)))
@@ -432,8 +430,9 @@ pub(crate) async fn create_gateway_token(
         "url": state.public_url,
         "devbox_id": devbox.id.as_str(),
         "gateway_config_id": gateway.id.as_str(),
-        "endpoint": gateway.endpoint.to_string(),
-        "auth_mechanism": auth_view(&gateway.auth),
+        // A router has no endpoint or auth of its own (its backends do): null.
+        "endpoint": gateway.router.is_none().then(|| gateway.endpoint.to_string()),
+        "auth_mechanism": gateway.router.is_none().then(|| auth_view(&gateway.auth)),
         "expire_time_ms": row.expire_time_ms,
     })))
 }

@@ -4,8 +4,8 @@ use airlock_core::auth::{check_custom_headers, parse_header_name, parse_header_v
 use std::collections::BTreeMap;
 
 use airlock_core::binding::GATEWAY_BINDING;
-use airlock_core::router::{self, RouterConfig, Strategy};
 use airlock_core::llm::{parse_usd, MAX_MODELS};
+use airlock_core::router::{self, RouterConfig, Strategy};
 use airlock_core::state::LlmSettings;
 use airlock_core::{
     Api, AuthMechanism, CustomHeader, Endpoint, GatewayConfigId, HeaderSource, InvalidInput, Label,
@@ -22,8 +22,8 @@ use crate::error::{ApiError, ApiResult};
 use crate::json::{Body, Query};
 use crate::providers;
 use crate::wire::{
-    gateway_view, list_view, AuthMechanismIn, BackendIn, CostIn, CustomHeaderIn, Empty, GatewayConfigCreate,
-    GatewayConfigUpdate, ListQuery, ModelIn,
+    gateway_view, list_view, AuthMechanismIn, BackendIn, CostIn, CustomHeaderIn, Empty,
+    GatewayConfigCreate, GatewayConfigUpdate, ListQuery, ModelIn,
 };
 use crate::{page, AppState};
 
@@ -118,13 +118,15 @@ async fn parse_router(
         config.backends.clear();
         for (i, b) in backends.into_iter().enumerate() {
             let field = format!("backends[{i}]");
-            let gateway = resolve(state, caller, &b.gateway).await.map_err(|e| match e {
-                ApiError::NotFound(_) => ApiError::Invalid(format!(
-                    "{field}.gateway: no gateway config {} in this account",
-                    b.gateway
-                )),
-                other => other,
-            })?;
+            let gateway = resolve(state, caller, &b.gateway)
+                .await
+                .map_err(|e| match e {
+                    ApiError::NotFound(_) => ApiError::Invalid(format!(
+                        "{field}.gateway: no gateway config {} in this account",
+                        b.gateway
+                    )),
+                    other => other,
+                })?;
             if gateway.router.is_some() || gateway.id == *self_id {
                 return Err(InvalidInput::new(
                     format!("{field}.gateway"),
@@ -209,7 +211,9 @@ async fn parse_router(
         }
     } else if backends_given {
         // Indices into the old list mean nothing in the new one.
-        config.aliases.retain(|_, (i, _)| *i < config.backends.len());
+        config
+            .aliases
+            .retain(|_, (i, _)| *i < config.backends.len());
     }
     config.check()?;
     Ok((config, names))
@@ -697,7 +701,11 @@ pub(crate) async fn update(
     let is_router = row.router.is_some();
     if let Some(want) = parse_type(input.kind.as_deref())? {
         if want != is_router {
-            return Err(InvalidInput::new("type", "cannot be changed; create a new gateway config").into());
+            return Err(InvalidInput::new(
+                "type",
+                "cannot be changed; create a new gateway config",
+            )
+            .into());
         }
     }
     if is_router {

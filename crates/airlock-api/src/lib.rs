@@ -84,8 +84,14 @@ fn v1_routes() -> Vec<(&'static str, MethodRouter<AppState>)> {
         ),
         ("/gateway-configs/{id}/delete", post(gateways::delete)),
         ("/gateway-configs/{id}/status", get(routers::status)),
-        ("/gateway-configs/{id}/routing-log", get(routers::routing_log)),
-        ("/gateway-configs/{id}/route-preview", post(routers::preview)),
+        (
+            "/gateway-configs/{id}/routing-log",
+            get(routers::routing_log),
+        ),
+        (
+            "/gateway-configs/{id}/route-preview",
+            post(routers::preview),
+        ),
         ("/providers", get(providers::list)),
         ("/usage", get(usage::get)),
         ("/secrets", post(secrets::create).get(secrets::list)),

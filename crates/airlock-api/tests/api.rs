@@ -467,7 +467,7 @@ both!(devbox_validation, |h: Harness| async move {
         ),
         (
             json!({"source_addresses": ["10.0.0.1"], "gateways": {"A": {"gateway": "anthropic"}}}),
-            "missing field `secret`",
+            "gateways.A.secret: is required",
         ),
         (
             json!({"source_addresses": ["10.0.0.1"], "gateways": {"A": {"gateway": "anthropic", "secret": "ANTHROPIC_KEY"}, "A_URL": {"gateway": "anthropic", "secret": "ANTHROPIC_KEY"}}}),

@@ -18,10 +18,16 @@ async fn count(h: &Harness, path: &str) -> i64 {
 /// Two backends (Anthropic and OpenAI presets) with their secrets, and a plain gateway
 /// without a dialect.
 async fn setup(h: &Harness) -> (Value, Value, Value) {
-    h.post("/v1/secrets", json!({"name": "ANT_KEY", "value": "sk-ant-1"}))
-        .await;
-    h.post("/v1/secrets", json!({"name": "OAI_KEY", "value": "sk-oai-1"}))
-        .await;
+    h.post(
+        "/v1/secrets",
+        json!({"name": "ANT_KEY", "value": "sk-ant-1"}),
+    )
+    .await;
+    h.post(
+        "/v1/secrets",
+        json!({"name": "OAI_KEY", "value": "sk-oai-1"}),
+    )
+    .await;
     let ant = h
         .post(
             "/v1/gateway-configs",
@@ -61,7 +67,10 @@ both!(router_create_view_update, |h: Harness| async move {
     assert_eq!(r["type"], "router");
     assert_eq!(r["backends"][0]["gateway"], ant["id"]);
     assert_eq!(r["backends"][0]["name"], "claude");
-    assert!(r["backends"][0]["secret"].as_str().unwrap().starts_with("sec_"));
+    assert!(r["backends"][0]["secret"]
+        .as_str()
+        .unwrap()
+        .starts_with("sec_"));
     assert_eq!(r["backends"][1]["weight"], 3);
     assert_eq!(r["backends"][1]["priority"], 0);
     assert_eq!(r["strategy"], "cost");
@@ -96,7 +105,11 @@ both!(router_create_view_update, |h: Harness| async move {
         .await;
     assert_eq!(u["backends"].as_array().unwrap().len(), 1);
     assert_eq!(u["max_attempts"], 1);
-    assert_eq!(u["aliases"], json!({}), "aliases into the old list are dropped");
+    assert_eq!(
+        u["aliases"],
+        json!({}),
+        "aliases into the old list are dropped"
+    );
 
     // A backend or its secret cannot be deleted while the router uses it.
     let (status, err) = h
@@ -126,47 +139,134 @@ both!(router_validation_names_the_field, |h: Harness| async move {
         b
     };
     let cases: Vec<(Value, &str)> = vec![
-        (json!({"name": "r", "type": "router"}), "backends: is required for a router gateway"),
-        (with(json!({"backends": []})), "backends: must name at least one backend"),
-        (with(json!({"backends": [{"gateway": "nope", "secret": "ANT_KEY"}]})), "backends[0].gateway: no gateway config nope"),
-        (with(json!({"backends": [{"gateway": "claude", "secret": "NOPE"}]})), "backends[0].secret: no secret NOPE"),
-        (with(json!({"backends": [{"gateway": "plain", "secret": "ANT_KEY"}]})), "backends[0].gateway: must have api openai-completions or anthropic-messages"),
-        (with(json!({"backends": [{"gateway": r["id"], "secret": "ANT_KEY"}]})), "backends[0].gateway: must not be a router gateway"),
-        (with(json!({"backends": [{"gateway": "claude"}]})), "backends[0]: missing field `secret`"),
-        (with(json!({"backends": [{"gateway": "claude", "secret": "ANT_KEY", "models": ["a b"]}]})), "backends[0].models[0]: must be visible ASCII"),
-        (with(json!({"backends": [{"gateway": "claude", "secret": "ANT_KEY", "weight": 2000000}]})), "backends[0].weight: must be from 0 to 1000000"),
-        (with(json!({"strategy": "fastest"})), "strategy: must be priority, weighted, latency or cost"),
-        (with(json!({"max_attempts": 0})), "max_attempts: must be from 1 to 8"),
-        (with(json!({"max_attempts": 9})), "max_attempts: must be from 1 to 8"),
-        (with(json!({"timeout_ms": 0})), "timeout_ms: must be from 1 to 600000"),
-        (with(json!({"aliases": {"x": "nobody:m"}})), "aliases.x: names no backend of this router"),
-        (with(json!({"aliases": {"x": "no-colon"}})), "aliases.x: must be <backend gateway name or id>:<model>"),
-        (with(json!({"aliases": {"auto": "gpt:m"}})), "aliases.auto: must not be auto"),
-        (with(json!({"endpoint": "https://x.com"})), "endpoint: must be omitted for a router gateway"),
-        (with(json!({"custom_headers": []})), "custom_headers: must be omitted for a router gateway"),
-        (json!({"name": "p", "provider": "openai", "backends": []}), "backends: is only for a router gateway"),
-        (json!({"name": "p", "provider": "openai", "strategy": "cost"}), "strategy: is only for a router gateway"),
+        (
+            json!({"name": "r", "type": "router"}),
+            "backends: is required for a router gateway",
+        ),
+        (
+            with(json!({"backends": []})),
+            "backends: must name at least one backend",
+        ),
+        (
+            with(json!({"backends": [{"gateway": "nope", "secret": "ANT_KEY"}]})),
+            "backends[0].gateway: no gateway config nope",
+        ),
+        (
+            with(json!({"backends": [{"gateway": "claude", "secret": "NOPE"}]})),
+            "backends[0].secret: no secret NOPE",
+        ),
+        (
+            with(json!({"backends": [{"gateway": "plain", "secret": "ANT_KEY"}]})),
+            "backends[0].gateway: must have api openai-completions or anthropic-messages",
+        ),
+        (
+            with(json!({"backends": [{"gateway": r["id"], "secret": "ANT_KEY"}]})),
+            "backends[0].gateway: must not be a router gateway",
+        ),
+        (
+            with(json!({"backends": [{"gateway": "claude"}]})),
+            "backends[0]: missing field `secret`",
+        ),
+        (
+            with(
+                json!({"backends": [{"gateway": "claude", "secret": "ANT_KEY", "models": ["a b"]}]}),
+            ),
+            "backends[0].models[0]: must be visible ASCII",
+        ),
+        (
+            with(
+                json!({"backends": [{"gateway": "claude", "secret": "ANT_KEY", "weight": 2000000}]}),
+            ),
+            "backends[0].weight: must be from 0 to 1000000",
+        ),
+        (
+            with(json!({"strategy": "fastest"})),
+            "strategy: must be priority, weighted, latency or cost",
+        ),
+        (
+            with(json!({"max_attempts": 0})),
+            "max_attempts: must be from 1 to 8",
+        ),
+        (
+            with(json!({"max_attempts": 9})),
+            "max_attempts: must be from 1 to 8",
+        ),
+        (
+            with(json!({"timeout_ms": 0})),
+            "timeout_ms: must be from 1 to 600000",
+        ),
+        (
+            with(json!({"aliases": {"x": "nobody:m"}})),
+            "aliases.x: names no backend of this router",
+        ),
+        (
+            with(json!({"aliases": {"x": "no-colon"}})),
+            "aliases.x: must be <backend gateway name or id>:<model>",
+        ),
+        (
+            with(json!({"aliases": {"auto": "gpt:m"}})),
+            "aliases.auto: must not be auto",
+        ),
+        (
+            with(json!({"endpoint": "https://x.com"})),
+            "endpoint: must be omitted for a router gateway",
+        ),
+        (
+            with(json!({"custom_headers": []})),
+            "custom_headers: must be omitted for a router gateway",
+        ),
+        (
+            json!({"name": "p", "provider": "openai", "backends": []}),
+            "backends: is only for a router gateway",
+        ),
+        (
+            json!({"name": "p", "provider": "openai", "strategy": "cost"}),
+            "strategy: is only for a router gateway",
+        ),
     ];
     for (body, expected) in &cases {
-        let (status, err) = h.call(Method::POST, "/v1/gateway-configs", Some(body)).await;
+        let (status, err) = h
+            .call(Method::POST, "/v1/gateway-configs", Some(body))
+            .await;
         assert_eq!(status, 400, "{body}: {err}");
         let message = err["error"]["message"].as_str().unwrap();
         assert!(message.contains(expected), "{body}: {message}");
     }
-    assert_eq!(count(&h, "/v1/gateway-configs").await, before, "a refused create left a row");
+    assert_eq!(
+        count(&h, "/v1/gateway-configs").await,
+        before,
+        "a refused create left a row"
+    );
     let id = r["id"].as_str().unwrap();
     for (body, expected) in [
         (json!({"type": "passthrough"}), "type: cannot be changed"),
-        (json!({"provider": "openai"}), "provider: must be omitted for a router gateway"),
-        (json!({"backends": [{"gateway": "plain", "secret": "ANT_KEY"}]}), "backends[0].gateway: must have api"),
+        (
+            json!({"provider": "openai"}),
+            "provider: must be omitted for a router gateway",
+        ),
+        (
+            json!({"backends": [{"gateway": "plain", "secret": "ANT_KEY"}]}),
+            "backends[0].gateway: must have api",
+        ),
     ] {
         let (status, err) = h
-            .call(Method::POST, &format!("/v1/gateway-configs/{id}"), Some(&body))
+            .call(
+                Method::POST,
+                &format!("/v1/gateway-configs/{id}"),
+                Some(&body),
+            )
             .await;
         assert_eq!(status, 400, "{body}: {err}");
-        assert!(err["error"]["message"].as_str().unwrap().contains(expected), "{err}");
+        assert!(
+            err["error"]["message"].as_str().unwrap().contains(expected),
+            "{err}"
+        );
     }
-    assert_eq!(h.get(&format!("/v1/gateway-configs/{id}")).await, r, "a refused update changed it");
+    assert_eq!(
+        h.get(&format!("/v1/gateway-configs/{id}")).await,
+        r,
+        "a refused update changed it"
+    );
 });
 
 both!(router_tokens_take_no_secret, |h: Harness| async move {
@@ -178,7 +278,10 @@ both!(router_tokens_take_no_secret, |h: Harness| async move {
             json!({"source_addresses": ["10.0.0.1"], "gateways": {"LLM": {"gateway": "llm"}, "ANT": {"gateway": "claude", "secret": "ANT_KEY"}}}),
         )
         .await;
-    assert!(dbx["environment"]["LLM"].as_str().unwrap().starts_with("gws_"));
+    assert!(dbx["environment"]["LLM"]
+        .as_str()
+        .unwrap()
+        .starts_with("gws_"));
     assert_eq!(dbx["gateway_specs"]["LLM"]["secret_id"], Value::Null);
     assert_eq!(dbx["gateway_specs"]["LLM"]["gateway_config_id"], r["id"]);
     let id = dbx["id"].as_str().unwrap();
@@ -190,34 +293,61 @@ both!(router_tokens_take_no_secret, |h: Harness| async move {
         .await;
     assert!(t["token"].as_str().unwrap().starts_with("gws_"));
     let tokens = h.get(&format!("/v1/devboxes/{id}/gateway_tokens")).await;
-    assert!(tokens.to_string().contains("\"secret_id\":null"), "{tokens}");
+    assert!(
+        tokens.to_string().contains("\"secret_id\":null"),
+        "{tokens}"
+    );
     for (body, expected) in [
-        (json!({"gateway": "llm", "secret": "ANT_KEY"}), "secret: must be omitted for a router gateway"),
+        (
+            json!({"gateway": "llm", "secret": "ANT_KEY"}),
+            "secret: must be omitted for a router gateway",
+        ),
         (json!({"gateway": ant["id"]}), "secret: is required"),
     ] {
         let (status, err) = h
-            .call(Method::POST, &format!("/v1/devboxes/{id}/create_gateway_token"), Some(&body))
+            .call(
+                Method::POST,
+                &format!("/v1/devboxes/{id}/create_gateway_token"),
+                Some(&body),
+            )
             .await;
         assert_eq!(status, 400, "{body}: {err}");
-        assert!(err["error"]["message"].as_str().unwrap().contains(expected), "{err}");
+        assert!(
+            err["error"]["message"].as_str().unwrap().contains(expected),
+            "{err}"
+        );
     }
     // This process runs no data plane: the live state is not here.
     let rid = r["id"].as_str().unwrap();
     for (method, path) in [
         (Method::GET, format!("/v1/gateway-configs/{rid}/status")),
-        (Method::GET, format!("/v1/gateway-configs/{rid}/routing-log?limit=5")),
-        (Method::POST, format!("/v1/gateway-configs/{rid}/route-preview")),
+        (
+            Method::GET,
+            format!("/v1/gateway-configs/{rid}/routing-log?limit=5"),
+        ),
+        (
+            Method::POST,
+            format!("/v1/gateway-configs/{rid}/route-preview"),
+        ),
     ] {
         let (status, err) = h.call(method, &path, Some(&json!({"model": "auto"}))).await;
         assert_eq!(status, 503, "{path}: {err}");
         assert_eq!(err["error"]["code"], "no_data_plane");
     }
     let (status, _) = h
-        .call(Method::GET, &format!("/v1/gateway-configs/{}/status", ant["id"].as_str().unwrap()), None)
+        .call(
+            Method::GET,
+            &format!("/v1/gateway-configs/{}/status", ant["id"].as_str().unwrap()),
+            None,
+        )
         .await;
     assert_eq!(status, 400, "not a router");
     let (status, _) = h
-        .call(Method::GET, &format!("/v1/gateway-configs/{rid}/routing-log?limit=0"), None)
+        .call(
+            Method::GET,
+            &format!("/v1/gateway-configs/{rid}/routing-log?limit=0"),
+            None,
+        )
         .await;
     assert_eq!(status, 400);
 });

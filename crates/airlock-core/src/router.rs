@@ -96,7 +96,10 @@ impl RouterConfig {
     /// checked by the control plane (same account, a dialect, not a router).
     pub fn check(&self) -> Result<(), InvalidInput> {
         if self.backends.is_empty() {
-            return Err(InvalidInput::new("backends", "must name at least one backend"));
+            return Err(InvalidInput::new(
+                "backends",
+                "must name at least one backend",
+            ));
         }
         if self.backends.len() > MAX_BACKENDS {
             return Err(InvalidInput::new(
@@ -262,7 +265,8 @@ mod tests {
 
     #[test]
     fn checks_name_their_field() {
-        let cases: Vec<(Box<dyn Fn(&mut RouterConfig)>, &str)> = vec![
+        type Change = Box<dyn Fn(&mut RouterConfig)>;
+        let cases: Vec<(Change, &str)> = vec![
             (Box::new(|c| c.backends.clear()), "backends"),
             (Box::new(|c| c.max_attempts = 0), "max_attempts"),
             (Box::new(|c| c.max_attempts = 9), "max_attempts"),

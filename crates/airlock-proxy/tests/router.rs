@@ -22,7 +22,9 @@ use airlock_core::{
 use airlock_store::{AuditRow, DevboxRow, DevboxStatus, GatewayConfigRow, SecretRow, TokenRow};
 use airlock_testkit::tls::ALPN_H2_HTTP11;
 use airlock_testkit::upstream::{anthropic_messages, openai_chat, Responder};
-use airlock_testkit::{HttpResponse, RecordedRequest, RecordingUpstream, Reply, TestRequest, UpstreamOptions};
+use airlock_testkit::{
+    HttpResponse, RecordedRequest, RecordingUpstream, Reply, TestRequest, UpstreamOptions,
+};
 use serde_json::{json, Value};
 use support::Harness;
 
@@ -83,7 +85,10 @@ async fn openai(h: &Harness, key: &str, models: &[&str], responder: Responder) -
             LlmSettings {
                 provider: Some("openai".into()),
                 api: Api::OpenaiCompletions,
-                models: models.iter().map(|m| model(m, 1_000_000_000, 2_000_000_000)).collect(),
+                models: models
+                    .iter()
+                    .map(|m| model(m, 1_000_000_000, 2_000_000_000))
+                    .collect(),
             },
         )
         .await;
@@ -110,7 +115,10 @@ async fn anthropic(h: &Harness, key: &str, models: &[&str], responder: Responder
             LlmSettings {
                 provider: Some("anthropic".into()),
                 api: Api::AnthropicMessages,
-                models: models.iter().map(|m| model(m, 3_000_000_000, 15_000_000_000)).collect(),
+                models: models
+                    .iter()
+                    .map(|m| model(m, 3_000_000_000, 15_000_000_000))
+                    .collect(),
             },
         )
         .await;
@@ -165,7 +173,10 @@ async fn router(h: &Harness, config: RouterConfig) -> (GatewayConfigRow, BearerS
     row.binding = Some(
         h.seed
             .keyring
-            .bind(airlock_core::binding::GATEWAY_BINDING, &row.binding_message())
+            .bind(
+                airlock_core::binding::GATEWAY_BINDING,
+                &row.binding_message(),
+            )
             .unwrap(),
     );
     h.seed
@@ -245,10 +256,26 @@ fn first_then(n: usize, reply: Reply, then: Responder) -> Responder {
 async fn openai_client_over_an_anthropic_backend_json_and_stream() {
     let h = Harness::sqlite().await;
     let a = anthropic(&h, "sk-ant-A", &["claude-sonnet-4-5"], anthropic_messages()).await;
-    let (_, token) = router(&h, config(vec![backend(&a, "claude", 0)])).await;
+    let (row, token) = router(&h, config(vec![backend(&a, "claude", 0)])).await;
 
-    let r = post(&h, "/v1/chat/completions", &token, &chat("claude-sonnet-4-5", false)).await;
+    let r = post(
+        &h,
+        "/v1/chat/completions",
+        &token,
+        &chat("claude-sonnet-4-5", false),
+    )
+    .await;
     assert_eq!(r.status, 200, "{}", r.text());
+    // The routing log: who served it, why, and its tokens ("hi there": 8 + 2 in, 7 + 2 out).
+    let log = h.plane.routing_log(&row.id, 5).unwrap();
+    assert_eq!(log.len(), 1);
+    assert_eq!(log[0].provider.as_deref(), Some("claude"));
+    assert_eq!(log[0].model_requested, "claude-sonnet-4-5");
+    assert_eq!(
+        (log[0].input_tokens, log[0].output_tokens),
+        (Some(10), Some(9))
+    );
+    assert_eq!(log[0].reason, "priority order");
     let body = r.json().unwrap();
     assert_eq!(body["object"], "chat.completion");
     let text = body["choices"][0]["message"]["content"].as_str().unwrap();
@@ -259,14 +286,26 @@ async fn openai_client_over_an_anthropic_backend_json_and_stream() {
     let got = a.upstream.last_request().unwrap();
     assert_eq!(got.path(), "/v1/messages");
     assert_eq!(got.header_str("x-api-key").as_deref(), Some("sk-ant-A"));
-    assert_eq!(got.header_str("anthropic-version").as_deref(), Some("2023-06-01"));
+    assert_eq!(
+        got.header_str("anthropic-version").as_deref(),
+        Some("2023-06-01")
+    );
     let sent = got.body_json().unwrap();
     assert_eq!(sent["model"], "claude-sonnet-4-5");
-    assert!(sent["max_tokens"].as_u64().unwrap() > 0, "Anthropic requires max_tokens");
+    assert!(
+        sent["max_tokens"].as_u64().unwrap() > 0,
+        "Anthropic requires max_tokens"
+    );
     assert!(got.header_str("authorization").is_none());
 
     // Streamed: OpenAI chunks, the text, and the end marker.
-    let r = post(&h, "/v1/chat/completions", &token, &chat("claude-sonnet-4-5", true)).await;
+    let r = post(
+        &h,
+        "/v1/chat/completions",
+        &token,
+        &chat("claude-sonnet-4-5", true),
+    )
+    .await;
     assert_eq!(r.status, 200);
     assert!(header(&r, "content-type").starts_with("text/event-stream"));
     let text = r.text();
@@ -285,16 +324,27 @@ async fn anthropic_client_over_an_openai_backend_json_and_stream() {
     assert_eq!(r.status, 200, "{}", r.text());
     let body = r.json().unwrap();
     assert_eq!(body["type"], "message");
-    assert!(body["content"][0]["text"].as_str().unwrap().contains("You said: hi there"));
+    assert!(body["content"][0]["text"]
+        .as_str()
+        .unwrap()
+        .contains("You said: hi there"));
     assert_eq!(body["stop_reason"], "end_turn");
     let got = o.upstream.last_request().unwrap();
     assert_eq!(got.path(), "/v1/chat/completions");
-    assert_eq!(got.header_str("authorization").as_deref(), Some("Bearer sk-openai-O"));
+    assert_eq!(
+        got.header_str("authorization").as_deref(),
+        Some("Bearer sk-openai-O")
+    );
 
     let r = post(&h, "/v1/messages", &token, &messages("gpt-4o-mini", true)).await;
     assert_eq!(r.status, 200);
     let text = r.text();
-    for event in ["message_start", "content_block_delta", "message_delta", "message_stop"] {
+    for event in [
+        "message_start",
+        "content_block_delta",
+        "message_delta",
+        "message_stop",
+    ] {
         assert!(text.contains(&format!("event: {event}")), "{event}: {text}");
     }
     assert!(text.contains("Hello from "), "{text}");
@@ -310,16 +360,32 @@ async fn same_dialect_passes_through_with_the_backend_model() {
     for model in ["gpt-4o-mini", "gpt:gpt-4o-mini", "fast", "auto"] {
         let r = post(&h, "/v1/chat/completions", &token, &chat(model, false)).await;
         assert_eq!(r.status, 200, "{model}: {}", r.text());
-        assert_eq!(o.upstream.last_request().unwrap().body_json().unwrap()["model"], "gpt-4o-mini");
+        assert_eq!(
+            o.upstream.last_request().unwrap().body_json().unwrap()["model"],
+            "gpt-4o-mini"
+        );
     }
     // `prefer` is the router's, never sent on.
     let mut body = chat("auto", false);
     body["prefer"] = json!("cost");
     let r = post(&h, "/v1/chat/completions", &token, &body).await;
     assert_eq!(r.status, 200);
-    assert!(o.upstream.last_request().unwrap().body_json().unwrap().get("prefer").is_none());
+    assert!(o
+        .upstream
+        .last_request()
+        .unwrap()
+        .body_json()
+        .unwrap()
+        .get("prefer")
+        .is_none());
     // Streamed in the same dialect: the backend's own chunks.
-    let r = post(&h, "/v1/chat/completions", &token, &chat("gpt-4o-mini", true)).await;
+    let r = post(
+        &h,
+        "/v1/chat/completions",
+        &token,
+        &chat("gpt-4o-mini", true),
+    )
+    .await;
     assert_eq!(r.status, 200);
     assert!(r.text().contains("data: [DONE]"));
 }
@@ -328,16 +394,44 @@ async fn same_dialect_passes_through_with_the_backend_model() {
 async fn failover_on_each_cause_before_content() {
     let overloaded = "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}\n\n";
     let cases: Vec<(&str, Reply)> = vec![
-        ("rate_limited", Reply::json(429, &json!({"type":"error","error":{"type":"rate_limit_error","message":"slow down"}})).with_header("retry-after", "30")),
-        ("upstream_5xx", Reply::json(529, &json!({"type":"error","error":{"type":"overloaded_error","message":"busy"}}))),
-        ("upstream_5xx", Reply::json(500, &json!({"type":"error","error":{"type":"api_error","message":"boom"}}))),
+        (
+            "rate_limited",
+            Reply::json(
+                429,
+                &json!({"type":"error","error":{"type":"rate_limit_error","message":"slow down"}}),
+            )
+            .with_header("retry-after", "30"),
+        ),
+        (
+            "upstream_5xx",
+            Reply::json(
+                529,
+                &json!({"type":"error","error":{"type":"overloaded_error","message":"busy"}}),
+            ),
+        ),
+        (
+            "upstream_5xx",
+            Reply::json(
+                500,
+                &json!({"type":"error","error":{"type":"api_error","message":"boom"}}),
+            ),
+        ),
         ("connect_failed", Reply::Close),
-        ("error_event", Reply::sse(vec![(Duration::ZERO, overloaded.into())])),
+        (
+            "error_event",
+            Reply::sse(vec![(Duration::ZERO, overloaded.into())]),
+        ),
         ("timeout", Reply::Hang),
     ];
     for (why, reply) in cases {
         let h = Harness::sqlite().await;
-        let bad = anthropic(&h, "sk-ant-BAD", &["m"], first_then(100, reply, anthropic_messages())).await;
+        let bad = anthropic(
+            &h,
+            "sk-ant-BAD",
+            &["m"],
+            first_then(100, reply, anthropic_messages()),
+        )
+        .await;
         let good = openai(&h, "sk-openai-GOOD", &["m"], openai_chat()).await;
         let mut c = config(vec![backend(&bad, "bad", 0), backend(&good, "good", 1)]);
         c.timeout_ms = 1_000;
@@ -355,10 +449,13 @@ async fn failover_on_each_cause_before_content() {
             }
             assert_eq!(header(&r, "x-airlock-attempts"), "2", "{why}");
         }
-        assert!(bad.upstream.requests().len() >= 1, "{why}");
+        assert!(!bad.upstream.requests().is_empty(), "{why}");
         // The decision log says why.
         let entry = h.plane.routing_log(&router_row.id, 1).unwrap();
-        assert!(entry[0].attempts.iter().any(|a| a.outcome == why), "{why}: {entry:?}");
+        assert!(
+            entry[0].attempts.iter().any(|a| a.outcome == why),
+            "{why}: {entry:?}"
+        );
     }
 }
 
@@ -369,16 +466,30 @@ async fn a_rate_limited_backend_cools_down() {
         &h,
         "sk-1",
         &["m"],
-        support_always(Reply::json(429, &json!({"error": {"message": "rate", "type": "rate_limit"}})).with_header("retry-after-ms", "60000")),
+        support_always(
+            Reply::json(
+                429,
+                &json!({"error": {"message": "rate", "type": "rate_limit"}}),
+            )
+            .with_header("retry-after-ms", "60000"),
+        ),
     )
     .await;
     let good = openai(&h, "sk-2", &["m"], openai_chat()).await;
-    let (row, token) = router(&h, config(vec![backend(&limited, "a", 0), backend(&good, "b", 1)])).await;
+    let (row, token) = router(
+        &h,
+        config(vec![backend(&limited, "a", 0), backend(&good, "b", 1)]),
+    )
+    .await;
     for _ in 0..3 {
         let r = post(&h, "/v1/chat/completions", &token, &chat("m", false)).await;
         assert_eq!(r.status, 200);
     }
-    assert_eq!(limited.upstream.requests().len(), 1, "cooled down after the first 429");
+    assert_eq!(
+        limited.upstream.requests().len(),
+        1,
+        "cooled down after the first 429"
+    );
     let status = h.plane.status(&row.id).unwrap();
     assert!(!status[0].healthy);
     assert!(status[0].cooldown_until_ms.is_some());
@@ -400,13 +511,23 @@ async fn never_fails_over_after_content() {
     ]);
     let first = anthropic(&h, "sk-1", &["m"], support_always(cut)).await;
     let second = openai(&h, "sk-2", &["m"], openai_chat()).await;
-    let (_, token) = router(&h, config(vec![backend(&first, "a", 0), backend(&second, "b", 1)])).await;
+    let (_, token) = router(
+        &h,
+        config(vec![backend(&first, "a", 0), backend(&second, "b", 1)]),
+    )
+    .await;
     let r = post(&h, "/v1/chat/completions", &token, &chat("m", true)).await;
     assert_eq!(r.status, 200);
     let text = r.text();
     assert!(text.contains("partial answer"), "{text}");
-    assert!(text.contains("\"error\""), "the stream ends with an error event: {text}");
-    assert!(!text.contains("Hello from "), "no second answer after the first: {text}");
+    assert!(
+        text.contains("\"error\""),
+        "the stream ends with an error event: {text}"
+    );
+    assert!(
+        !text.contains("Hello from "),
+        "no second answer after the first: {text}"
+    );
     assert_eq!(second.upstream.requests().len(), 0);
 }
 
@@ -437,7 +558,10 @@ async fn each_backend_gets_only_its_own_key_and_host() {
         "127.0.0.1:443",
         &format!("{}:gpt", h.upstream.addr()),
     ] {
-        for (path, dialect) in [("/v1/chat/completions", "openai"), ("/v1/messages", "anthropic")] {
+        for (path, dialect) in [
+            ("/v1/chat/completions", "openai"),
+            ("/v1/messages", "anthropic"),
+        ] {
             let r = post(&h, path, &token, &messages(model, false)).await;
             assert_eq!(r.status, 400, "{model}");
             assert_eq!(header(&r, "x-airlock-error"), "unknown_backend");
@@ -459,7 +583,10 @@ async fn each_backend_gets_only_its_own_key_and_host() {
         .unwrap();
     assert_eq!(r.status, 200);
     assert_eq!(before.0, a.upstream.connections());
-    assert!(h.upstream.requests().is_empty(), "the harness's own upstream saw nothing");
+    assert!(
+        h.upstream.requests().is_empty(),
+        "the harness's own upstream saw nothing"
+    );
 }
 
 #[tokio::test]
@@ -472,10 +599,19 @@ async fn malformed_bodies_get_400_in_the_clients_dialect() {
         ("not json", b"{nope".to_vec()),
         ("an array", b"[1,2]".to_vec()),
         ("no model", br#"{"messages":[]}"#.to_vec()),
-        ("model not a string", br#"{"model":5,"messages":[]}"#.to_vec()),
-        ("bad prefer", br#"{"model":"auto","prefer":"fastest","messages":[]}"#.to_vec()),
+        (
+            "model not a string",
+            br#"{"model":5,"messages":[]}"#.to_vec(),
+        ),
+        (
+            "bad prefer",
+            br#"{"model":"auto","prefer":"fastest","messages":[]}"#.to_vec(),
+        ),
         // Valid JSON, wrong shape for translation to the other dialect.
-        ("messages not a list", br#"{"model":"a:claude","messages":"hi","max_tokens":5}"#.to_vec()),
+        (
+            "messages not a list",
+            br#"{"model":"a:claude","messages":"hi","max_tokens":5}"#.to_vec(),
+        ),
     ];
     for (what, body) in cases {
         for (path, anthropic_shape) in [("/v1/chat/completions", false), ("/v1/messages", true)] {
@@ -505,7 +641,10 @@ async fn malformed_bodies_get_400_in_the_clients_dialect() {
     assert!(o.upstream.requests().is_empty());
 
     // Over the body cap: 413, nothing sent.
-    let big = format!(r#"{{"model":"gpt","messages":[{{"role":"user","content":"{}"}}]}}"#, "x".repeat(9 << 20));
+    let big = format!(
+        r#"{{"model":"gpt","messages":[{{"role":"user","content":"{}"}}]}}"#,
+        "x".repeat(9 << 20)
+    );
     let r = TestRequest::post(&h.url("/v1/chat/completions"))
         .bearer(token.expose())
         .body(big)
@@ -514,7 +653,13 @@ async fn malformed_bodies_get_400_in_the_clients_dialect() {
         .unwrap();
     assert_eq!(r.status, 413);
     // An unknown model: 404 in dialect.
-    let r = post(&h, "/v1/messages", &token, &messages("nobody-serves-this", false)).await;
+    let r = post(
+        &h,
+        "/v1/messages",
+        &token,
+        &messages("nobody-serves-this", false),
+    )
+    .await;
     assert_eq!(r.status, 404);
     assert_eq!(r.json().unwrap()["type"], "error");
 }
@@ -526,12 +671,20 @@ async fn strategies_and_prefer_order_the_backends() {
     let dear = anthropic(&h, "sk-dear", &["m"], anthropic_messages()).await;
 
     // Priority: the lower number first, whatever the list order.
-    let (_, token) = router(&h, config(vec![backend(&dear, "dear", 5), backend(&cheap, "cheap", 1)])).await;
+    let (_, token) = router(
+        &h,
+        config(vec![backend(&dear, "dear", 5), backend(&cheap, "cheap", 1)]),
+    )
+    .await;
     let r = post(&h, "/v1/chat/completions", &token, &chat("m", false)).await;
     assert_eq!(header(&r, "x-airlock-provider"), "openai");
 
     // Cost: the cheaper model (OpenAI's listed price here); quality: the dearer.
-    let (_, token) = router(&h, config(vec![backend(&dear, "dear", 0), backend(&cheap, "cheap", 1)])).await;
+    let (_, token) = router(
+        &h,
+        config(vec![backend(&dear, "dear", 0), backend(&cheap, "cheap", 1)]),
+    )
+    .await;
     let mut body = chat("m", false);
     body["prefer"] = json!("cost");
     let r = post(&h, "/v1/chat/completions", &token, &body).await;
@@ -569,7 +722,13 @@ async fn routed_requests_are_metered_with_the_backend() {
     let h = Harness::sqlite().await;
     let a = anthropic(&h, "sk-a", &["claude-sonnet-4-5"], anthropic_messages()).await;
     let (row, token) = router(&h, config(vec![backend(&a, "a", 0)])).await;
-    let r = post(&h, "/v1/chat/completions", &token, &chat("claude-sonnet-4-5", true)).await;
+    let r = post(
+        &h,
+        "/v1/chat/completions",
+        &token,
+        &chat("claude-sonnet-4-5", true),
+    )
+    .await;
     assert_eq!(r.status, 200);
     let _ = r.text();
     let mut found = None;
@@ -619,4 +778,57 @@ async fn models_are_listed_in_each_dialect() {
         .unwrap();
     assert_eq!(r.json().unwrap()["data"][0]["type"], "model");
     assert!(a.upstream.requests().is_empty() && o.upstream.requests().is_empty());
+}
+
+#[tokio::test]
+async fn fallback_off_and_max_attempts_bound_the_attempts() {
+    let h = Harness::sqlite().await;
+    let failing = || {
+        support_always(Reply::json(
+            503,
+            &json!({"error": {"message": "down", "type": "server_error"}}),
+        ))
+    };
+    let a = openai(&h, "sk-a", &["m"], failing()).await;
+    let b = openai(&h, "sk-b", &["m"], failing()).await;
+    let c = openai(&h, "sk-c", &["m"], openai_chat()).await;
+    let backends = || {
+        vec![
+            backend(&a, "a", 0),
+            backend(&b, "b", 1),
+            backend(&c, "c", 2),
+        ]
+    };
+
+    // Without fallback: one attempt, the backend's own error in the client's dialect.
+    let mut no_fallback = config(backends());
+    no_fallback.fallback = false;
+    let (_, token) = router(&h, no_fallback).await;
+    let r = post(&h, "/v1/messages", &token, &messages("m", false)).await;
+    assert_eq!(r.status, 503);
+    assert_eq!(
+        r.json().unwrap()["type"],
+        "error",
+        "translated to Anthropic's shape"
+    );
+    assert_eq!(header(&r, "x-airlock-attempts"), "1");
+    assert_eq!(
+        (a.upstream.requests().len(), b.upstream.requests().len()),
+        (1, 0)
+    );
+
+    // Two attempts at most: both fail, the third backend is never tried.
+    let mut two = config(backends());
+    two.max_attempts = 2;
+    let (_, token) = router(&h, two).await;
+    let r = post(&h, "/v1/chat/completions", &token, &chat("m", false)).await;
+    assert_eq!(r.status, 503);
+    assert_eq!(header(&r, "x-airlock-attempts"), "2");
+    assert_eq!(c.upstream.requests().len(), 0);
+
+    // With all three, the third answers.
+    let (_, token) = router(&h, config(backends())).await;
+    let r = post(&h, "/v1/chat/completions", &token, &chat("m", false)).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(header(&r, "x-airlock-attempts"), "3");
 }

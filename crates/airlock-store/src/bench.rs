@@ -44,7 +44,8 @@ impl Store {
                 q.bind(t.account_id.as_str().to_owned()).push(", ");
                 q.bind(t.devbox_id.as_str().to_owned()).push(", ");
                 q.bind(t.gateway_config_id.as_str().to_owned()).push(", ");
-                q.bind(t.secret_id.as_ref().map(|s| s.as_str().to_owned())).push(", ");
+                q.bind(t.secret_id.as_ref().map(|s| s.as_str().to_owned()))
+                    .push(", ");
                 q.bind(t.prefix.as_ref().map(|p| p.as_str().to_owned()))
                     .push(", ");
                 q.bind(t.digest.to_hex()).push(", ");

@@ -173,7 +173,8 @@ impl Store {
                             r,
                             "gateway_config_id",
                         )?),
-                        secret_id: col::<Option<String>>(r, "secret_id")?.map(SecretId::from_trusted),
+                        secret_id: col::<Option<String>>(r, "secret_id")?
+                            .map(SecretId::from_trusted),
                     },
                 ));
             }

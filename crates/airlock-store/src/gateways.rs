@@ -184,7 +184,11 @@ pub(crate) fn decode_router(text: Option<&str>) -> Result<Option<RouterConfig>> 
     };
     let u64_of = |v: &Value, key: &str| v.get(key).and_then(Value::as_u64).ok_or_else(corrupt);
     let mut backends = Vec::new();
-    for b in v.get("backends").and_then(Value::as_array).ok_or_else(corrupt)? {
+    for b in v
+        .get("backends")
+        .and_then(Value::as_array)
+        .ok_or_else(corrupt)?
+    {
         let models = b
             .get("models")
             .and_then(Value::as_array)
@@ -206,7 +210,11 @@ pub(crate) fn decode_router(text: Option<&str>) -> Result<Option<RouterConfig>> 
         });
     }
     let mut aliases = std::collections::BTreeMap::new();
-    for (k, a) in v.get("aliases").and_then(Value::as_object).ok_or_else(corrupt)? {
+    for (k, a) in v
+        .get("aliases")
+        .and_then(Value::as_object)
+        .ok_or_else(corrupt)?
+    {
         let index = a.get(0).and_then(Value::as_u64).ok_or_else(corrupt)?;
         let model = a.get(1).and_then(Value::as_str).ok_or_else(corrupt)?;
         aliases.insert(
@@ -219,9 +227,11 @@ pub(crate) fn decode_router(text: Option<&str>) -> Result<Option<RouterConfig>> 
     }
     Ok(Some(RouterConfig {
         backends,
-        strategy: Strategy::parse("router", &str_of(&v, "strategy")?)
-            .map_err(|_| corrupt())?,
-        fallback: v.get("fallback").and_then(Value::as_bool).ok_or_else(corrupt)?,
+        strategy: Strategy::parse("router", &str_of(&v, "strategy")?).map_err(|_| corrupt())?,
+        fallback: v
+            .get("fallback")
+            .and_then(Value::as_bool)
+            .ok_or_else(corrupt)?,
         max_attempts: u32::try_from(u64_of(&v, "max_attempts")?).map_err(|_| corrupt())?,
         timeout_ms: u64_of(&v, "timeout_ms")?,
         aliases,
@@ -456,8 +466,7 @@ impl Store {
         .await?;
         if in_routers > 0 {
             return Err(StoreError::Refused(
-                "the gateway config is a router gateway's backend; change that router first"
-                    .into(),
+                "the gateway config is a router gateway's backend; change that router first".into(),
             ));
         }
         let done = sqlx::query(

@@ -168,7 +168,10 @@ impl Store {
              AND router IS NOT NULL AND LOWER(router) LIKE $2 ESCAPE '\\'",
         )
         .bind(account.as_str().to_owned())
-        .bind(crate::sql::contains_pattern(&format!("\"{}\"", id.as_str())))
+        .bind(crate::sql::contains_pattern(&format!(
+            "\"{}\"",
+            id.as_str()
+        )))
         .fetch_one(&mut *tx)
         .await?;
         if in_routers > 0 {

@@ -1400,4 +1400,191 @@ async fn sqlite_limits_lease_and_settle() {
 #[tokio::test]
 async fn postgres_limits_lease_and_settle() {
     limits_lease_and_settle(true).await;
+/// A router config round-trips; its token has no secret; a targeted reload of the router (or
+/// its token) brings its backends' gateway configs and secrets; a database at 0005 keeps its
+/// tokens through the rebuild of `gateway_tokens` (SQLite) and takes a router token after.
+async fn router_round_trip(postgres: bool) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = if postgres {
+        airlock_testkit::pg::shared()
+            .await
+            .fresh_database()
+            .await
+            .unwrap()
+    } else {
+        format!("sqlite://{}/t.db", dir.path().display())
+    };
+    let store = Store::connect(&url).await.unwrap();
+    store.migrate_up_to(5).await.unwrap();
+    // A token as the 0005 release wrote it, in its own columns.
+    let pool = sqlx::AnyPool::connect(&url).await.unwrap();
+    let (old_account, old_secret, old_gateway, old_devbox, old_token) = (
+        AccountId::generate(),
+        SecretId::generate(),
+        GatewayConfigId::generate(),
+        DevboxId::generate(),
+        TokenId::generate(),
+    );
+    let digest = BearerSecret::generate(SecretKind::Gateway)
+        .digest()
+        .to_hex();
+    for (sql, binds) in [
+        (
+            "INSERT INTO accounts (id, name, operator, create_time_ms) VALUES ($1, 'old', 0, 1)",
+            vec![old_account.to_string()],
+        ),
+        (
+            "INSERT INTO secrets (id, account_id, name, version, sealed, key_id, create_time_ms, update_time_ms)
+             VALUES ($1, $2, 'OLD', 1, $3, 1, 1, 1)",
+            vec![old_secret.to_string(), old_account.to_string(), String::new()],
+        ),
+        (
+            "INSERT INTO gateway_configs (id, account_id, name, endpoint, auth_type, auth_key, custom_headers, description,
+                create_time_ms, update_time_ms, binding)
+             VALUES ($1, $2, 'old-gw', 'https://api.example.com/v1', 'bearer', NULL, '[]', NULL, 1, 1, NULL)",
+            vec![old_gateway.to_string(), old_account.to_string()],
+        ),
+        (
+            "INSERT INTO devboxes (id, account_id, name, status, source_addresses, metadata, create_time_ms, update_time_ms)
+             VALUES ($1, $2, NULL, 'running', '[\"10.0.0.1\"]', '{}', 1, 1)",
+            vec![old_devbox.to_string(), old_account.to_string()],
+        ),
+        (
+            "INSERT INTO gateway_tokens (id, account_id, devbox_id, gateway_config_id, secret_id, prefix, digest, create_time_ms, scope)
+             VALUES ($1, $2, $3, $4, $5, 'OLD', $6, 1, NULL)",
+            vec![
+                old_token.to_string(),
+                old_account.to_string(),
+                old_devbox.to_string(),
+                old_gateway.to_string(),
+                old_secret.to_string(),
+                digest,
+            ],
+        ),
+    ] {
+        let mut q = sqlx::query(sql);
+        for (i, b) in binds.into_iter().enumerate() {
+            // The sealed value is a blob.
+            q = if i == 2 && sql.contains("INTO secrets") {
+                q.bind(vec![1u8, 2, 3])
+            } else {
+                q.bind(b)
+            };
+        }
+        q.execute(&pool).await.unwrap();
+    }
+    pool.close().await;
+    store.migrate().await.unwrap();
+    let before = store.load_all().await.unwrap();
+    let kept = before
+        .tokens
+        .iter()
+        .find(|t| t.id == old_token)
+        .expect("the token survived the migration");
+    assert_eq!(kept.secret_id.as_ref(), Some(&old_secret));
+    let w = world(&store).await;
+    store
+        .register_devbox(
+            &w.devbox,
+            std::slice::from_ref(&w.token),
+            &audit(&w.account, "devbox.create"),
+        )
+        .await
+        .unwrap();
+
+    let mut aliases = std::collections::BTreeMap::new();
+    aliases.insert("fast".to_owned(), (0, "claude-sonnet-4-5".to_owned()));
+    let config = router::RouterConfig {
+        backends: vec![router::Backend {
+            name: "g".into(),
+            gateway: w.gateway.id.clone(),
+            secret: w.secret.id.clone(),
+            weight: 3,
+            priority: -2,
+            models: vec!["claude-sonnet-4-5".into()],
+        }],
+        strategy: router::Strategy::Latency,
+        fallback: false,
+        max_attempts: 2,
+        timeout_ms: 1234,
+        aliases,
+    };
+    let now = time::now_ms();
+    let row = GatewayConfigRow {
+        id: GatewayConfigId::generate(),
+        account_id: w.account.clone(),
+        name: Label::parse("n", "router").unwrap(),
+        endpoint: Endpoint::parse("e", router::ROUTER_PLACEHOLDER_ENDPOINT).unwrap(),
+        auth: AuthMechanism::Bearer,
+        custom_headers: vec![],
+        description: None,
+        create_time_ms: now,
+        update_time_ms: now,
+        binding: Some(vec![1; 37]),
+        llm: state::LlmSettings::default(),
+        router: Some(config.clone()),
+    };
+    store
+        .insert_gateway_config(&row, &audit(&w.account, "gateway_config.create"))
+        .await
+        .unwrap();
+    let read = store
+        .get_gateway_config(&w.account, row.id.as_str())
+        .await
+        .unwrap();
+    assert_eq!(read.router.as_ref(), Some(&config));
+    assert_ne!(read.binding_message(), w.gateway.binding_message());
+
+    let token = TokenRow {
+        id: TokenId::generate(),
+        gateway_config_id: row.id.clone(),
+        secret_id: None,
+        prefix: None,
+        digest: BearerSecret::generate(SecretKind::Gateway).digest(),
+        ..w.token.clone()
+    };
+    store
+        .insert_gateway_token(&token, &audit(&w.account, "token.create"))
+        .await
+        .unwrap();
+    let loaded = store.load_token(&token.digest).await.unwrap().unwrap();
+    assert_eq!(loaded.tokens[0].secret_id, None);
+    assert!(
+        loaded.gateways.iter().any(|g| g.id == w.gateway.id),
+        "the backend's config"
+    );
+    assert!(
+        loaded.secrets.iter().any(|s| s.id == w.secret.id),
+        "the backend's secret"
+    );
+    let router_record = loaded.gateways.iter().find(|g| g.id == row.id).unwrap();
+    assert_eq!(router_record.router.as_ref(), Some(&config));
+    let changed = store
+        .load_changed(&[Change::GatewayConfig(row.id.clone())])
+        .await
+        .unwrap();
+    assert!(changed.gateways.iter().any(|g| g.id == w.gateway.id));
+    assert!(changed.secrets.iter().any(|s| s.id == w.secret.id));
+    let all = store.load_all().await.unwrap();
+    assert!(all
+        .tokens
+        .iter()
+        .any(|t| t.id == token.id && t.secret_id.is_none()));
+    let infos = store
+        .list_gateway_tokens(&w.account, &w.devbox.id)
+        .await
+        .unwrap();
+    assert!(infos
+        .iter()
+        .any(|t| t.id == token.id && t.secret_id.is_none()));
+}
+
+#[tokio::test]
+async fn sqlite_router_round_trip() {
+    router_round_trip(false).await;
+}
+
+#[tokio::test]
+async fn postgres_router_round_trip() {
+    router_round_trip(true).await;
 }

@@ -153,6 +153,8 @@ pub(crate) fn error_event(dialect: Dialect, message: &str) -> Vec<u8> {
 
 impl std::fmt::Debug for RoutedBody {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RoutedBody").field("ended", &self.ended).finish()
+        f.debug_struct("RoutedBody")
+            .field("ended", &self.ended)
+            .finish()
     }
 }

@@ -117,7 +117,13 @@ impl Health {
         };
         self.ewma_us.store(next.to_bits(), Ordering::Relaxed);
         self.ewma_at_ms.store(now_ms, Ordering::Relaxed);
-        if let Some(remaining) = header_i64(headers, &["x-ratelimit-remaining-requests", "anthropic-ratelimit-requests-remaining"]) {
+        if let Some(remaining) = header_i64(
+            headers,
+            &[
+                "x-ratelimit-remaining-requests",
+                "anthropic-ratelimit-requests-remaining",
+            ],
+        ) {
             self.remaining.store(remaining, Ordering::Relaxed);
             let reset = reset_after(headers).map_or(0, |d| now_ms + d.as_millis() as i64);
             self.resets_at_ms.store(reset, Ordering::Relaxed);
@@ -144,7 +150,9 @@ impl Health {
     /// Returns the cooldown's end.
     pub(crate) fn cool_down(&self, now_ms: i64, headers: &HeaderMap) -> i64 {
         self.count(now_ms, true);
-        let wait = cooldown_for(headers).unwrap_or(DEFAULT_COOLDOWN).min(MAX_COOLDOWN);
+        let wait = cooldown_for(headers)
+            .unwrap_or(DEFAULT_COOLDOWN)
+            .min(MAX_COOLDOWN);
         let until = now_ms + wait.as_millis() as i64;
         self.cooldown_until_ms.fetch_max(until, Ordering::Relaxed);
         until
@@ -161,8 +169,16 @@ impl Health {
             healthy: self.out_until(now_ms).is_none(),
             cooldown_until_ms: (cooldown > now_ms).then_some(cooldown),
             latency_ewma_ms: (ewma > 0.0).then(|| self.decayed_ewma(now_ms) / 1000.0),
-            requests_last_minute: if current { self.requests.load(Ordering::Relaxed) } else { 0 },
-            errors_last_minute: if current { self.errors.load(Ordering::Relaxed) } else { 0 },
+            requests_last_minute: if current {
+                self.requests.load(Ordering::Relaxed)
+            } else {
+                0
+            },
+            errors_last_minute: if current {
+                self.errors.load(Ordering::Relaxed)
+            } else {
+                0
+            },
             remaining: (self.ewma_at_ms.load(Ordering::Relaxed) > 0 && remaining >= 0)
                 .then_some(remaining),
             resets_in_ms: (resets > now_ms).then(|| resets - now_ms),
@@ -188,7 +204,12 @@ fn header_i64(headers: &HeaderMap, names: &[&str]) -> Option<i64> {
 /// How long a 429 asks to wait: `retry-after-ms`, then `retry-after` (seconds), then the
 /// longest of the providers' reset headers.
 pub(crate) fn cooldown_for(headers: &HeaderMap) -> Option<Duration> {
-    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
+    let text = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+    };
     if let Some(ms) = text("retry-after-ms").and_then(|t| t.parse::<f64>().ok()) {
         if ms.is_finite() && ms >= 0.0 {
             return Some(Duration::from_millis(ms as u64));
@@ -205,17 +226,22 @@ pub(crate) fn cooldown_for(headers: &HeaderMap) -> Option<Duration> {
 /// The longest of OpenAI's `x-ratelimit-reset-requests` / `-tokens` (durations such as `1s`,
 /// `6m0s`, `20ms`).
 fn reset_after(headers: &HeaderMap) -> Option<Duration> {
-    ["x-ratelimit-reset-requests", "x-ratelimit-reset-tokens", "x-ratelimit-reset"]
-        .iter()
-        .filter_map(|n| headers.get(*n)?.to_str().ok().and_then(parse_go_duration))
-        .max()
+    [
+        "x-ratelimit-reset-requests",
+        "x-ratelimit-reset-tokens",
+        "x-ratelimit-reset",
+    ]
+    .iter()
+    .filter_map(|n| headers.get(*n)?.to_str().ok().and_then(parse_go_duration))
+    .max()
 }
 
 /// A Go-style duration (`1h2m3.5s`, `250ms`) or a bare number of seconds.
 pub(crate) fn parse_go_duration(text: &str) -> Option<Duration> {
     let text = text.trim();
     if let Ok(secs) = text.parse::<f64>() {
-        return (secs.is_finite() && secs >= 0.0).then(|| Duration::from_millis((secs * 1000.0) as u64));
+        return (secs.is_finite() && secs >= 0.0)
+            .then(|| Duration::from_millis((secs * 1000.0) as u64));
     }
     let mut total = 0.0_f64;
     let mut rest = text;
@@ -228,7 +254,9 @@ pub(crate) fn parse_go_duration(text: &str) -> Option<Duration> {
             .unwrap_or(rest.len());
         let number: f64 = rest[..digits].parse().ok()?;
         rest = &rest[digits..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
         let factor = match &rest[..unit_len] {
             "h" => 3_600_000.0,
             "m" => 60_000.0,
@@ -249,11 +277,21 @@ mod tests {
 
     #[test]
     fn cooldowns_from_provider_headers() {
-        let cases: &[(&[(&str, &str)], Option<u64>)] = &[
+        type Headers<'a> = &'a [(&'a str, &'a str)];
+        let cases: &[(Headers<'_>, Option<u64>)] = &[
             (&[("retry-after", "3")], Some(3_000)),
-            (&[("retry-after-ms", "250"), ("retry-after", "3")], Some(250)),
+            (
+                &[("retry-after-ms", "250"), ("retry-after", "3")],
+                Some(250),
+            ),
             (&[("x-ratelimit-reset-requests", "1m30s")], Some(90_000)),
-            (&[("x-ratelimit-reset-requests", "20ms"), ("x-ratelimit-reset-tokens", "2s")], Some(2_000)),
+            (
+                &[
+                    ("x-ratelimit-reset-requests", "20ms"),
+                    ("x-ratelimit-reset-tokens", "2s"),
+                ],
+                Some(2_000),
+            ),
             (&[("retry-after", "Wed, 21 Oct 2015 07:28:00 GMT")], None),
             (&[], None),
         ];
@@ -262,7 +300,11 @@ mod tests {
             for (k, v) in *headers {
                 map.insert(*k, v.parse().unwrap());
             }
-            assert_eq!(cooldown_for(&map).map(|d| d.as_millis() as u64), *want, "{headers:?}");
+            assert_eq!(
+                cooldown_for(&map).map(|d| d.as_millis() as u64),
+                *want,
+                "{headers:?}"
+            );
         }
     }
 
@@ -274,7 +316,10 @@ mod tests {
         }
         assert!(h.out_until(1_000).is_none());
         h.failed(1_000);
-        assert_eq!(h.out_until(1_000), Some(1_000 + BREAKER_OPEN.as_millis() as i64));
+        assert_eq!(
+            h.out_until(1_000),
+            Some(1_000 + BREAKER_OPEN.as_millis() as i64)
+        );
         let h = Health::default();
         let mut headers = HeaderMap::new();
         headers.insert("retry-after", "999999".parse().unwrap());

@@ -185,20 +185,28 @@ pub(crate) async fn serve(
     request_id: &HeaderValue,
     record: &mut Recorder,
 ) -> Result<Outcome, ProxyError> {
-    let gateway = token.gateway.load().ok_or(if token.gateway.is_unverified() {
-        ProxyError::GatewayUnverified
-    } else {
-        ProxyError::GatewayUnavailable
-    })?;
+    let gateway = token
+        .gateway
+        .load()
+        .ok_or(if token.gateway.is_unverified() {
+            ProxyError::GatewayUnverified
+        } else {
+            ProxyError::GatewayUnavailable
+        })?;
     let Some(router) = gateway.router.clone() else {
         // A token without a secret on a plain gateway: nothing to send.
         return Err(ProxyError::SecretUnavailable);
     };
-    if gateway.account_id != *token.account_id {
+    // The store never binds across accounts; a row that does was written by someone else.
+    let devbox_account = token.devbox.load().map(|d| d.account_id.clone());
+    if gateway.account_id != *token.account_id
+        || devbox_account.is_none_or(|a| *a != *token.account_id)
+    {
         return Err(ProxyError::Internal("the token's state is inconsistent"));
     }
     let dialect = match endpoint(req.method(), req.uri().path(), req.headers()) {
         Ok(Endpoint::Models(dialect)) => {
+            record.answered(200, None);
             return Ok(answer(models(&router, dialect), None));
         }
         Ok(Endpoint::Chat(dialect)) => dialect,
@@ -221,8 +229,9 @@ pub(crate) async fn serve(
         attempts: Vec::new(),
         model_requested: String::new(),
         reason: String::new(),
+        tokens: None,
     };
-    let result = route.run(req, record, started).await;
+    let result = route.run(req, record).await;
     let (response, served) = match result {
         Ok(done) => (done.response, Some(done.served)),
         Err(own) => (own_response(dialect, &own, record), None),
@@ -239,8 +248,8 @@ pub(crate) async fn serve(
         model,
         attempts: route.attempts,
         reason: route.reason,
-        input_tokens: None,
-        output_tokens: None,
+        input_tokens: route.tokens.map(|t| t.0),
+        output_tokens: route.tokens.map(|t| t.1),
         elapsed_ms: started.elapsed().as_millis() as u64,
     });
     Ok(answer(response, None))
@@ -253,7 +262,7 @@ fn answer(response: Response<Kind>, permit: Option<crate::limits::GatePermit>) -
 /// `GET /v1/models`: every model the backends list, the aliases and `auto`.
 fn models(router: &RouterEntry, dialect: Dialect) -> Response<Kind> {
     let mut ids: Vec<(String, String)> = vec![("auto".into(), "airlock".into())];
-    for (name, _) in &router.aliases {
+    for name in router.aliases.keys() {
         ids.push((name.clone(), "airlock".into()));
     }
     for b in router.backends.iter() {
@@ -313,6 +322,8 @@ struct Routing<'a> {
     attempts: Vec<Attempt>,
     model_requested: String,
     reason: String,
+    /// The served answer's input and output tokens, when it was read whole.
+    tokens: Option<(u64, u64)>,
 }
 
 /// Why an attempt did not serve the request, and whether the next backend may be tried.
@@ -331,15 +342,12 @@ enum LastError {
 }
 
 impl Routing<'_> {
-    async fn run(
-        &mut self,
-        req: Request<Incoming>,
-        record: &mut Recorder,
-        started: Instant,
-    ) -> Result<Done, Own> {
+    async fn run(&mut self, req: Request<Incoming>, record: &mut Recorder) -> Result<Done, Own> {
         let (parts, body) = req.into_parts();
         let body = read_body(body).await?;
-        record.bytes_in(Arc::new(std::sync::atomic::AtomicU64::new(body.len() as u64)));
+        record.bytes_in(Arc::new(std::sync::atomic::AtomicU64::new(
+            body.len() as u64
+        )));
         let mut json: Value = serde_json::from_slice(&body).map_err(|_| {
             Own::new(
                 StatusCode::BAD_REQUEST,
@@ -390,7 +398,10 @@ impl Routing<'_> {
                 )
             })?,
         };
-        let stream = object.get("stream").and_then(Value::as_bool).unwrap_or(false);
+        let stream = object
+            .get("stream")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
         let include_usage = object
             .get("stream_options")
             .and_then(|o| o.get("include_usage"))
@@ -448,7 +459,13 @@ impl Routing<'_> {
         let mut last: Option<LastError> = None;
         let mut unsupported: Option<String> = None;
         for candidate in plan.candidates.into_iter() {
-            if self.attempts.iter().filter(|a| a.outcome != "unsupported").count() >= max_attempts {
+            if self
+                .attempts
+                .iter()
+                .filter(|a| a.outcome != "unsupported")
+                .count()
+                >= max_attempts
+            {
                 break;
             }
             let attempt_started = Instant::now();
@@ -466,7 +483,8 @@ impl Routing<'_> {
                 .await;
             let elapsed_ms = attempt_started.elapsed().as_millis() as u64;
             match outcome {
-                Ok((response, status)) => {
+                Ok((response, status, tokens)) => {
+                    self.tokens = tokens;
                     self.attempts.push(Attempt {
                         backend: backend.name.clone(),
                         model: candidate.model.clone(),
@@ -476,7 +494,6 @@ impl Routing<'_> {
                     });
                     let mut response = response;
                     self.stamp(&mut response, backend, &candidate);
-                    let _ = started;
                     return Ok(Done {
                         response,
                         served: (backend.name.clone(), candidate.model),
@@ -513,11 +530,7 @@ impl Routing<'_> {
                 })
             }
             (Some(LastError::Own(own)), _) => Err(own),
-            (None, Some(message)) => Err(Own::new(
-                StatusCode::BAD_REQUEST,
-                "unsupported",
-                message,
-            )),
+            (None, Some(message)) => Err(Own::new(StatusCode::BAD_REQUEST, "unsupported", message)),
             (None, None) => Err(Own::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "no_backend_available",
@@ -540,7 +553,10 @@ impl Routing<'_> {
 
     /// One attempt on one backend. `Ok`: the response for the client (content started, or a
     /// whole answer). `Err`: why not, the status if there was one, and what to do next.
-    #[allow(clippy::too_many_arguments)]
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one attempt's inputs, each used once; a struct would only rename them"
+    )]
     async fn attempt(
         &self,
         backend: &BackendEntry,
@@ -550,7 +566,8 @@ impl Routing<'_> {
         include_usage: bool,
         client_headers: &HeaderMap,
         record: &mut Recorder,
-    ) -> Result<(Response<Kind>, u16), (&'static str, Option<u16>, Failed)> {
+    ) -> Result<(Response<Kind>, u16, Option<(u64, u64)>), (&'static str, Option<u16>, Failed)>
+    {
         let client = self.client;
         let gateway = &candidate.gateway;
         let unavailable = |message: &str| {
@@ -615,7 +632,11 @@ impl Routing<'_> {
                     return Err((
                         "malformed",
                         None,
-                        Failed::Stop(Own::new(StatusCode::BAD_REQUEST, "invalid_request", e.message)),
+                        Failed::Stop(Own::new(
+                            StatusCode::BAD_REQUEST,
+                            "invalid_request",
+                            e.message,
+                        )),
                     ))
                 }
             }
@@ -653,7 +674,10 @@ impl Routing<'_> {
             HeaderValue::from_static("application/json"),
         );
         if stream {
-            headers.insert(header::ACCEPT, HeaderValue::from_static("text/event-stream"));
+            headers.insert(
+                header::ACCEPT,
+                HeaderValue::from_static("text/event-stream"),
+            );
         }
         if backend_dialect == Dialect::AnthropicMessages {
             let same = client == Dialect::AnthropicMessages;
@@ -734,20 +758,28 @@ impl Routing<'_> {
                 health.failed(now);
                 "upstream_5xx"
             };
-            let body = read_capped(incoming, RESPONSE_CAP, deadline).await.unwrap_or_default();
+            let body = read_capped(incoming, RESPONSE_CAP, deadline)
+                .await
+                .unwrap_or_default();
             let response = error_response(client, backend_dialect, status, &parts.headers, &body);
             drop(in_flight);
-            return Err((why, Some(status.as_u16()), Failed::Next(LastError::Upstream(response))));
+            return Err((
+                why,
+                Some(status.as_u16()),
+                Failed::Next(LastError::Upstream(response)),
+            ));
         }
         if !status.is_success() {
             // The client's request was refused (400, 401, 404, …): another backend would
             // refuse it too, or the operator must fix this one. Answer it, translated.
             health.succeeded();
-            let body = read_capped(incoming, RESPONSE_CAP, deadline).await.unwrap_or_default();
+            let body = read_capped(incoming, RESPONSE_CAP, deadline)
+                .await
+                .unwrap_or_default();
             let response = error_response(client, backend_dialect, status, &parts.headers, &body);
             record.upstream(status.as_u16());
             record.backend_secret(backend.secret.id.clone(), secret.version);
-            return Ok((response, status.as_u16()));
+            return Ok((response, status.as_u16(), None));
         }
         runs.response_head(&mut parts);
         let translating = backend_dialect != client;
@@ -771,6 +803,11 @@ impl Routing<'_> {
                     ))),
                 ));
             };
+            // The answer's usage, for the routing log (the meter stage records it too).
+            let mut meter = airlock_llm::Meter::new(gateway.llm.api, false);
+            meter.feed(&whole);
+            let usage = meter.finish().usage;
+            let tokens = Some((usage.input_tokens, usage.output_tokens));
             runs.frame(&mut whole);
             if let Some(rest) = runs.end() {
                 whole = [whole, rest].concat().into();
@@ -809,7 +846,7 @@ impl Routing<'_> {
                 HeaderValue::from_static("application/json"),
             );
             self.adopt(record, runs, backend, &secret, status);
-            return Ok((response, status.as_u16()));
+            return Ok((response, status.as_u16(), tokens));
         }
 
         // A stream: hold its events back until the first content (or an error) shows.
@@ -836,9 +873,10 @@ impl Routing<'_> {
                     Failed::Next(LastError::Own(Own::new(
                         StatusCode::BAD_GATEWAY,
                         "upstream_failed",
-                        detector
-                            .upstream_error()
-                            .map_or_else(|| "the backend's stream failed".to_owned(), |e| e.message.clone()),
+                        detector.upstream_error().map_or_else(
+                            || "the backend's stream failed".to_owned(),
+                            |e| e.message.clone(),
+                        ),
                     ))),
                 ));
             }
@@ -925,7 +963,7 @@ impl Routing<'_> {
         );
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
         self.adopt(record, runs, backend, &secret, status);
-        Ok((response, status.as_u16()))
+        Ok((response, status.as_u16(), None))
     }
 
     /// The served attempt's stages become the request's, and its backend's secret the one
@@ -957,7 +995,11 @@ fn error_response(
         if serde_json::from_slice::<Value>(body).is_ok() {
             body.to_vec()
         } else {
-            error_body(client, status.as_u16(), "the backend answered with an error")
+            error_body(
+                client,
+                status.as_u16(),
+                "the backend answered with an error",
+            )
         }
     } else {
         translate_error_body(backend, status.as_u16(), body)
@@ -1051,7 +1093,10 @@ async fn read_capped(
 }
 
 /// A router's status for the control plane: each backend's health.
-pub(crate) fn status(router: &RouterEntry, now_ms: i64) -> Vec<airlock_core::router::BackendStatus> {
+pub(crate) fn status(
+    router: &RouterEntry,
+    now_ms: i64,
+) -> Vec<airlock_core::router::BackendStatus> {
     router
         .backends
         .iter()
@@ -1132,7 +1177,10 @@ pub(crate) fn preview(
             "model",
             "names no backend of this router",
         )),
-        Err(Refused::NoModel) => Err(InvalidInput::new("model", "no backend of this router serves it")),
+        Err(Refused::NoModel) => Err(InvalidInput::new(
+            "model",
+            "no backend of this router serves it",
+        )),
         Err(Refused::Incapable(why)) => Err(InvalidInput::new(
             "body",
             format!("no backend can take this request: {why}"),

@@ -246,7 +246,11 @@ fn order(
                 .enumerate()
                 .map(|(i, c)| {
                     let w = f64::from(router.backends[c.index].weight);
-                    let key = if w > 0.0 { random_unit().powf(1.0 / w) } else { -1.0 };
+                    let key = if w > 0.0 {
+                        random_unit().powf(1.0 / w)
+                    } else {
+                        -1.0
+                    };
                     (key, i)
                 })
                 .collect();
@@ -266,7 +270,11 @@ fn order(
                 if b >= a {
                     b += 1;
                 }
-                let first = if score(&picked[a]) <= score(&picked[b]) { a } else { b };
+                let first = if score(&picked[a]) <= score(&picked[b]) {
+                    a
+                } else {
+                    b
+                };
                 rest.retain(|&i| i != first);
                 rest.insert(0, first);
             }
@@ -295,7 +303,10 @@ fn expected_cost(c: &Candidate, want: &Want<'_>) -> Option<u128> {
     let provider = c.gateway.llm.provider.as_deref().unwrap_or("");
     let price: Price =
         airlock_llm::resolve_price(&c.gateway.llm.models, provider, &c.model, want.input_tokens)?;
-    let output = want.max_tokens.unwrap_or(EXPECTED_OUTPUT).min(EXPECTED_OUTPUT * 8);
+    let output = want
+        .max_tokens
+        .unwrap_or(EXPECTED_OUTPUT)
+        .min(EXPECTED_OUTPUT * 8);
     Some(
         u128::from(price.input) * u128::from(want.input_tokens)
             + u128::from(price.output) * u128::from(output),

@@ -274,7 +274,9 @@ impl Registry {
                 .get(&record.gateway_config_id)
                 .is_some_and(|s| Arc::ptr_eq(s, &entry.gateway))
             && match (&record.secret_id, &entry.secret) {
-                (Some(id), Some(slot)) => self.secrets.get(id).is_some_and(|s| Arc::ptr_eq(s, slot)),
+                (Some(id), Some(slot)) => {
+                    self.secrets.get(id).is_some_and(|s| Arc::ptr_eq(s, slot))
+                }
                 (None, None) => true,
                 _ => false,
             }

@@ -146,7 +146,14 @@ fn changes_apply_through_slots() {
         },
         &[Change::Secret(f.secret.id.clone())],
     );
-    let now = state.lookup(&t1.digest()).unwrap().secret.as_ref().unwrap().load().unwrap();
+    let now = state
+        .lookup(&t1.digest())
+        .unwrap()
+        .secret
+        .as_ref()
+        .unwrap()
+        .load()
+        .unwrap();
     assert_eq!(now.version, 2);
     assert_eq!(
         now.material().unwrap().raw.as_ref().unwrap().as_bytes(),
@@ -203,7 +210,14 @@ fn changes_apply_through_slots() {
         &StateSnapshot::default(),
         &[Change::Secret(f.secret.id.clone())],
     );
-    assert!(state.lookup(&t1.digest()).unwrap().secret.as_ref().unwrap().load().is_none());
+    assert!(state
+        .lookup(&t1.digest())
+        .unwrap()
+        .secret
+        .as_ref()
+        .unwrap()
+        .load()
+        .is_none());
 }
 
 #[test]
@@ -314,7 +328,10 @@ fn a_paged_reload_keeps_unchanged_entries_and_updates_slots_in_place() {
     assert!(now2.expires_at_ms.is_some());
     // One slot, updated in place: the kept entry sees the rotation; the request that loaded
     // version 1 keeps it.
-    assert!(Arc::ptr_eq(now1.secret.as_ref().unwrap(), now2.secret.as_ref().unwrap()));
+    assert!(Arc::ptr_eq(
+        now1.secret.as_ref().unwrap(),
+        now2.secret.as_ref().unwrap()
+    ));
     assert_eq!(now1.secret.as_ref().unwrap().load().unwrap().version, 2);
     assert_eq!(held.version, 1);
     assert!(state.lookup(&t4.digest()).is_some());
@@ -331,7 +348,14 @@ fn a_secret_that_does_not_open_is_unavailable_not_a_panic() {
     let (t, r) = token(&f);
     let state = State::new(keys.clone());
     state.replace(build(&keys, &snapshot(&f, vec![r])), state.version());
-    let secret = state.lookup(&t.digest()).unwrap().secret.as_ref().unwrap().load().unwrap();
+    let secret = state
+        .lookup(&t.digest())
+        .unwrap()
+        .secret
+        .as_ref()
+        .unwrap()
+        .load()
+        .unwrap();
     assert!(secret.material().is_none());
     assert!(!format!("{secret:?}").contains("sk-one"));
 }

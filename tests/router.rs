@@ -1,0 +1,228 @@
+//! Router gateways through the real binary, on PostgreSQL and on SQLite: backends and a router
+//! made over the REST API, a devbox bound to the router without a secret, and the official
+//! OpenAI and Anthropic SDKs talking to it. An Anthropic backend serves an OpenAI client and an
+//! OpenAI backend an Anthropic client (translated, JSON and streams, a tool call); a backend
+//! that answers 529 is failed over once; a model naming another host is refused in the client's
+//! dialect; each backend only ever sees its own key; the routing log says what happened.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use airlock_testkit::upstream::{self, RecordedRequest, RecordingUpstream, UpstreamOptions};
+use airlock_testkit::{check_python_output, run_python, workspace_root, Reply};
+use airlock_tests::{Airlock, ADMIN};
+use serde_json::{json, Value};
+
+const MASTER: &str = "q2Vx0JqL3m0l2m8r8y6Wb5XyZ0a1b2c3d4e5f6g7h8k=";
+
+fn reply_to(prompt: &str) -> String {
+    format!("Hello from the recording upstream. You said: {prompt}")
+}
+
+async fn script(name: &str, env: &[(&str, &str)]) -> Value {
+    let out = run_python(&workspace_root().join("tests/python").join(name), env)
+        .await
+        .unwrap();
+    let stdout = check_python_output(&out).unwrap();
+    serde_json::from_str(stdout.lines().last().unwrap()).unwrap()
+}
+
+async fn router(database_url: &str) {
+    // The Anthropic imitation, except that the model `flaky` gets a 529 (overloaded).
+    let anthropic_responder: upstream::Responder = {
+        let inner = upstream::anthropic_messages();
+        Arc::new(move |req: &RecordedRequest| {
+            if req.body_json().is_some_and(|b| b["model"] == "flaky") {
+                Reply::json(
+                    529,
+                    &json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}),
+                )
+            } else {
+                inner(req)
+            }
+        })
+    };
+    let start = |responder| RecordingUpstream::start(UpstreamOptions::plain().responder(responder));
+    let anthropic = start(anthropic_responder).await.unwrap();
+    let openai = start(upstream::openai_chat()).await.unwrap();
+    let airlock = Airlock::start(&[
+        ("AIRLOCK_DATABASE_URL", database_url),
+        ("AIRLOCK_MASTER_KEY", MASTER),
+        ("AIRLOCK_ADMIN_TOKEN", ADMIN),
+        ("AIRLOCK_ALLOW_PRIVATE_UPSTREAMS", "127.0.0.0/8"),
+    ])
+    .await;
+    for (name, value) in [("ANT_KEY", "real-ant-key-A"), ("OAI_KEY", "real-oai-key-O")] {
+        airlock
+            .post("/v1/secrets", json!({"name": name, "value": value}))
+            .await;
+    }
+    airlock
+        .post(
+            "/v1/gateway-configs",
+            json!({"name": "claude", "provider": "anthropic", "endpoint": anthropic.url(),
+                "models": [{"id": "claude-x", "cost": {"input": 3, "output": 15}}, {"id": "flaky"}]}),
+        )
+        .await;
+    airlock
+        .post(
+            "/v1/gateway-configs",
+            json!({"name": "gpt", "provider": "openai", "endpoint": format!("{}/v1", openai.url()),
+                "models": [{"id": "gpt-x", "cost": {"input": 1, "output": 2}}, {"id": "flaky"}]}),
+        )
+        .await;
+    let router = airlock
+        .post(
+            "/v1/gateway-configs",
+            json!({"name": "llm", "type": "router", "backends": [
+                {"gateway": "claude", "secret": "ANT_KEY", "priority": 0},
+                {"gateway": "gpt", "secret": "OAI_KEY", "priority": 1},
+            ]}),
+        )
+        .await;
+    let router_id = router["id"].as_str().unwrap().to_owned();
+    let dbx = airlock
+        .post(
+            "/v1/devboxes",
+            json!({"source_addresses": ["127.0.0.1"], "gateways": {"LLM": {"gateway": "llm"}}}),
+        )
+        .await;
+    let url = dbx["environment"]["LLM_URL"].as_str().unwrap().to_owned();
+    let token = dbx["environment"]["LLM"].as_str().unwrap().to_owned();
+    let env = [("LLM_URL", url.as_str()), ("LLM", token.as_str())];
+
+    let out = script("router_openai.py", &env).await;
+    let t = &out["translated"];
+    assert_eq!(t["text"], reply_to("one two three"), "{out}");
+    assert_eq!(t["finish"], "stop");
+    assert_eq!(t["usage"]["prompt_tokens"], 11);
+    assert_eq!(t["usage"]["completion_tokens"], 10);
+    assert_eq!(t["provider"], "anthropic");
+    assert_eq!(t["model"], "claude-x");
+    assert_eq!(t["attempts"], "1");
+    assert_eq!(out["translated_stream"]["text"], reply_to("stream this"));
+    assert_eq!(out["translated_stream"]["usage"]["completion_tokens"], 9);
+    assert_eq!(out["tool"]["name"], "get_weather");
+    assert_eq!(out["tool"]["arguments"], r#"{"input":"test"}"#);
+    assert_eq!(out["tool"]["finish"], "tool_calls");
+    assert_eq!(out["failover"]["text"], reply_to("fail over"));
+    assert_eq!(out["failover"]["provider"], "openai");
+    assert_eq!(out["failover"]["attempts"], "2");
+    assert_eq!(out["failover_stream"], reply_to("fail over streaming"));
+    assert_eq!(out["refused"]["status"], 400, "{out}");
+    for id in ["auto", "claude-x", "gpt-x", "claude:claude-x", "gpt:gpt-x"] {
+        assert!(
+            out["models"].as_array().unwrap().contains(&json!(id)),
+            "{id}: {out}"
+        );
+    }
+
+    let out = script("router_anthropic.py", &env).await;
+    assert_eq!(out["plain"]["text"], reply_to("one two three"), "{out}");
+    assert_eq!(out["plain"]["stop"], "end_turn");
+    assert_eq!(out["plain"]["usage"]["input_tokens"], 11);
+    assert_eq!(out["stream"]["text"], reply_to("stream this"));
+    assert_eq!(out["stream"]["stop"], "end_turn");
+    assert!(out["stream"]["output_tokens"].as_u64().unwrap() > 0);
+    assert_eq!(out["refused"]["status"], 400);
+    assert_eq!(out["refused"]["type"], "invalid_request_error");
+
+    // SECURITY #26: each backend saw only its own key, never the token.
+    assert!(anthropic.received_contains(b"real-ant-key-A"));
+    assert!(!anthropic.received_contains(b"real-oai-key-O"));
+    assert!(openai.received_contains(b"real-oai-key-O"));
+    assert!(!openai.received_contains(b"real-ant-key-A"));
+    assert!(!anthropic.received_contains(token.as_bytes()));
+    assert!(!openai.received_contains(token.as_bytes()));
+    // The flaky request reached the first backend once per attempt, no more.
+    let flaky = anthropic
+        .requests()
+        .iter()
+        .filter(|r| r.body_json().is_some_and(|b| b["model"] == "flaky"))
+        .count();
+    assert_eq!(flaky, 2, "one non-streamed and one streamed attempt");
+
+    // The live state of this process's data plane.
+    let (status, log) = airlock
+        .call(
+            http::Method::GET,
+            &format!("/v1/gateway-configs/{router_id}/routing-log?limit=100"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{log}");
+    let decisions = log["decisions"].as_array().unwrap();
+    assert!(decisions.len() >= 9, "{log}");
+    let failed_over = decisions
+        .iter()
+        .find(|d| d["model_requested"] == "flaky")
+        .unwrap();
+    assert_eq!(failed_over["attempts"][0]["outcome"], "upstream_5xx");
+    assert_eq!(failed_over["attempts"][0]["status"], 529);
+    assert_eq!(failed_over["attempts"][1]["outcome"], "ok");
+    assert_eq!(failed_over["provider"], "gpt");
+    let (status, s) = airlock
+        .call(
+            http::Method::GET,
+            &format!("/v1/gateway-configs/{router_id}/status"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{s}");
+    assert_eq!(s["backends"][1]["name"], "gpt");
+    assert!(s["backends"][1]["requests_last_minute"].as_u64().unwrap() >= 1);
+    let (status, p) = airlock
+        .call(
+            http::Method::POST,
+            &format!("/v1/gateway-configs/{router_id}/route-preview"),
+            Some(&json!({"model": "auto", "prefer": "cost", "messages": []})),
+        )
+        .await;
+    assert_eq!(status, 200, "{p}");
+    assert_eq!(p["provider"], "gpt", "the cheaper backend: {p}");
+    assert_eq!(p["wait_ms"], 0);
+
+    // Metering names the backend that served each request.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, listed) = airlock
+            .call(http::Method::GET, "/v1/audit/requests?limit=100", None)
+            .await;
+        let events = listed["requests"].as_array().unwrap().clone();
+        let served: Vec<&Value> = events
+            .iter()
+            .filter(|e| e["model"] == "claude-x" && e["status"] == 200)
+            .collect();
+        if served.len() >= 3 {
+            assert!(
+                served.iter().all(|e| e["provider"] == "anthropic"),
+                "{listed}"
+            );
+            assert!(served
+                .iter()
+                .all(|e| e["gateway_config_id"] == router_id.as_str()));
+            break;
+        }
+        assert!(Instant::now() < deadline, "{listed}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn router_on_postgres() {
+    let url = airlock_testkit::pg::shared()
+        .await
+        .fresh_database()
+        .await
+        .unwrap();
+    router(&url).await;
+}
+
+#[tokio::test]
+async fn router_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("airlock.db").display());
+    router(&url).await;
+}
