@@ -198,13 +198,21 @@ impl Quota {
         }
         let now = airlock_core::time::now_ms();
         let mut claims = Vec::new();
-        let scopes = [
-            LimitScope::Account(airlock_core::AccountId::clone(&token.account_id)),
-            LimitScope::Devbox(token.devbox.id.clone()),
-            LimitScope::GatewayConfig(token.gateway.id.clone()),
+        // Looked up by id first, so that a request under no limit allocates nothing.
+        let scopes: [(&str, &dyn Fn() -> LimitScope); 3] = [
+            (token.account_id.as_str(), &|| {
+                LimitScope::Account(airlock_core::AccountId::clone(&token.account_id))
+            }),
+            (token.devbox.id.as_str(), &|| {
+                LimitScope::Devbox(token.devbox.id.clone())
+            }),
+            (token.gateway.id.as_str(), &|| {
+                LimitScope::GatewayConfig(token.gateway.id.clone())
+            }),
         ];
-        for scope in scopes {
-            if let Some(l) = limits.get(scope.id()) {
+        for (id, scope) in scopes {
+            if let Some(l) = limits.get(id) {
+                let scope = scope();
                 for (kind, limit) in l.iter() {
                     claims.push(Claim {
                         key: CounterKey {

@@ -417,3 +417,75 @@ async fn a_spent_lease_fails_closed_while_the_ledger_is_down() {
     h.source.ledger_down.store(false, Ordering::SeqCst);
     assert_eq!(get(h.proxy, "/v1/outage", &s.token).await.status, 200);
 }
+
+/// An estimate that was too low is still charged: a stream whose usage is far past its
+/// reservation (a `max_tokens` of 1 that the upstream ignores) finishes whole, the ledger holds
+/// its metered usage, and the next request is refused with `tokens_per_day` in the message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_past_the_limit_finishes_and_the_next_request_is_refused() {
+    let h = Harness::start(
+        support::sqlite().await,
+        Options {
+            responder: Some(airlock_testkit::upstream::openai_chat()),
+            ..Options::default()
+        },
+    )
+    .await;
+    let gateway = h
+        .seed
+        .gateway_llm(
+            &h.endpoint("/v1"),
+            AuthMechanism::Bearer,
+            Vec::new(),
+            LlmSettings {
+                provider: Some("openai".into()),
+                api: Api::OpenaiCompletions,
+                models: Vec::new(),
+            },
+        )
+        .await;
+    let secret = h.seed.secret(&support::unique_name(), "sk-stream").await;
+    let (devbox, tokens) = h.seed.devbox(&["127.0.0.1"], &[(&gateway, &secret)]).await;
+    // 300 one-letter words: about 150 tokens by bytes / 4, 308 by the upstream's count.
+    let prompt = vec!["a"; 300].join(" ");
+    let body = serde_json::json!({
+        "model": "gpt-test", "max_tokens": 1, "stream": true,
+        "messages": [{"role": "user", "content": prompt}],
+    });
+    let estimate = serde_json::to_vec(&body).unwrap().len().div_ceil(4) as u64 + 1;
+    set_limits(
+        &h,
+        LimitScope::Devbox(devbox.id.clone()),
+        &[(LimitKind::TokensPerDay, estimate + 10)],
+    )
+    .await;
+    let probe = probe(&h, &gateway, &secret).await;
+    loaded(h.proxy, &probe).await;
+
+    let send = || {
+        TestRequest::post(&h.url("/v1/chat/completions"))
+            .bearer(tokens[0].expose())
+            .json(&body)
+            .send()
+    };
+    let first = send().await.unwrap();
+    assert_eq!(first.status, 200, "{}", first.text());
+    assert!(first.text().contains("[DONE]"), "the stream finished whole");
+    let key = CounterKey {
+        scope: LimitScope::Devbox(devbox.id.clone()),
+        kind: LimitKind::TokensPerDay,
+        window_start_ms: LimitKind::TokensPerDay
+            .window()
+            .start(airlock_core::time::now_ms()),
+    };
+    let used = || async { h.db.store.limit_used(&key).await.unwrap() };
+    let charged = Harness::eventually(Duration::from_secs(10), || async {
+        used().await as u64 > estimate + 10
+    })
+    .await;
+    assert!(charged, "the overshoot was not charged: {}", used().await);
+    let second = send().await.unwrap();
+    assert_eq!(second.status, 429, "{}", second.text());
+    assert_eq!(support::code(&second), "limit_exceeded");
+    assert!(second.text().contains("tokens_per_day"));
+}
