@@ -489,3 +489,78 @@ async fn a_stream_past_the_limit_finishes_and_the_next_request_is_refused() {
     assert_eq!(support::code(&second), "limit_exceeded");
     assert!(second.text().contains("tokens_per_day"));
 }
+
+/// Every applicable limit must pass: the account's, the devbox's and the gateway config's at
+/// once. Two devboxes on one gateway share the account's and the gateway's limits; the refusal
+/// names the limit that was hit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_on_all_three_levels_at_once() {
+    let h = Harness::sqlite().await;
+    let a = h.simple(AuthMechanism::Bearer, "sk-levels").await;
+    let (b, mut b_tokens) = h
+        .seed
+        .devbox(&["127.0.0.1"], &[(&a.gateway, &a.secret)])
+        .await;
+    let b_token = b_tokens.remove(0);
+    set_limits(
+        &h,
+        LimitScope::Devbox(a.devbox.id.clone()),
+        &[(LimitKind::RequestsPerMinute, 2)],
+    )
+    .await;
+    set_limits(
+        &h,
+        LimitScope::GatewayConfig(a.gateway.id.clone()),
+        &[(LimitKind::RequestsPerDay, 100)],
+    )
+    .await;
+    // The probe below is one request of the account: 4 are left for the two devboxes.
+    set_limits(
+        &h,
+        LimitScope::Account(h.seed.account.clone()),
+        &[(LimitKind::RequestsPerMinute, 5)],
+    )
+    .await;
+    let probe = probe(&h, &a.gateway, &a.secret).await;
+    loaded(h.proxy, &probe).await;
+
+    let mut seen = Vec::new();
+    for (token, name) in [
+        (&a.token, "a"),
+        (&a.token, "a"),
+        (&a.token, "a"),
+        (&b_token, "b"),
+        (&b_token, "b"),
+        (&b_token, "b"),
+    ] {
+        let r = get(h.proxy, "/v1/levels", token).await;
+        let limit = if r.status == 200 {
+            assert_eq!(
+                r.header("x-ratelimit-limit-requests-per-day").as_deref(),
+                Some("100")
+            );
+            "ok".to_owned()
+        } else {
+            assert_eq!(support::code(&r), "limit_exceeded");
+            r.text()
+        };
+        seen.push((name, r.status.as_u16(), limit));
+    }
+    let statuses: Vec<_> = seen.iter().map(|(n, s, _)| (*n, *s)).collect();
+    // a: its own limit of 2; b: the account's 2 that are left.
+    assert_eq!(
+        statuses,
+        [
+            ("a", 200),
+            ("a", 200),
+            ("a", 429),
+            ("b", 200),
+            ("b", 200),
+            ("b", 429)
+        ]
+    );
+    assert!(seen[2].2.contains("requests_per_minute"), "{seen:?}");
+    assert!(seen[5].2.contains("requests_per_minute"), "{seen:?}");
+    assert_eq!(upstream_count(&h, "/v1/levels"), 4);
+    let _ = b;
+}
