@@ -111,6 +111,37 @@ async fn sdks_see_limit_exceeded(database_url: &str) {
     assert_eq!(rpm["limit"], 2);
     assert_eq!(rpm["used"], 2, "{body}");
     assert_eq!(rpm["remaining"], 0);
+
+    // The CLI sets and shows the account's limits, and refuses a bad value naming it.
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(airlock_testkit::process::airlock_binary())
+            .args(args)
+            .env_clear()
+            .env("AIRLOCK_URL", &airlock.api)
+            .env("AIRLOCK_TOKEN", ADMIN)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8(out.stdout).unwrap(),
+            String::from_utf8(out.stderr).unwrap(),
+        )
+    };
+    let (ok, out, err) = cli(&["limits", "--set", r#"{"cost_usd_per_month": "250.5"}"#]);
+    assert!(ok, "{err}");
+    let shown: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(shown["limits"]["cost_usd_per_month"]["limit"], "250.5");
+    assert_eq!(shown["limits"]["cost_usd_per_month"]["used"], "0");
+    let (ok, _, err) = cli(&["limits", "--set", r#"{"cost_usd_per_month": "-1"}"#]);
+    assert!(!ok);
+    assert!(
+        err.contains("limits.cost_usd_per_month: must not be negative")
+            || err.contains("cost_usd_per_month: must not be negative"),
+        "{err}"
+    );
+    let (ok, out, err) = cli(&["limits", "--gateway", oa["id"].as_str().unwrap()]);
+    assert!(ok, "{err}");
+    assert!(out.contains("requests_per_minute"), "{out}");
 }
 
 #[tokio::test]

@@ -51,6 +51,23 @@ pub(crate) enum Command {
     },
     /// Tokens and cost of metered requests, summed per group (talks to AIRLOCK_URL).
     Usage(UsageArgs),
+    /// Budgets and rate limits of the account, a devbox or a gateway config: each limit with its
+    /// use in the current window, as JSON (talks to AIRLOCK_URL).
+    Limits(LimitsArgs),
+}
+
+#[derive(Args)]
+pub(crate) struct LimitsArgs {
+    /// A devbox's limits (dbx_…) instead of the account's.
+    #[arg(long, conflicts_with = "gateway")]
+    devbox: Option<String>,
+    /// A gateway config's limits (gwc_…) instead of the account's.
+    #[arg(long)]
+    gateway: Option<String>,
+    /// First replace the limits with this JSON object, e.g. '{"requests_per_minute": 60}'
+    /// ('{}' removes them).
+    #[arg(long)]
+    set: Option<String>,
 }
 
 /// How a listing is printed.
@@ -500,6 +517,37 @@ pub(crate) async fn remote(cmd: Command) -> Result<()> {
                 Output::Json => println!("{}", serde_json::to_string_pretty(&listed)?),
                 Output::Table => print!("{}", providers_table(&listed)),
             }
+            return Ok(());
+        }
+        Command::Limits(args) => {
+            let (object, status) = match (&args.devbox, &args.gateway) {
+                (Some(id), _) => (
+                    Some(format!("/v1/devboxes/{id}")),
+                    format!("/v1/devboxes/{id}/limits"),
+                ),
+                (None, Some(id)) => (
+                    Some(format!("/v1/gateway-configs/{id}")),
+                    format!("/v1/gateway-configs/{id}/limits"),
+                ),
+                (None, None) => (None, "/v1/account/limits".to_owned()),
+            };
+            if let Some(text) = &args.set {
+                let limits: Value = serde_json::from_str(text)
+                    .map_err(|e| anyhow::anyhow!("--set: not a JSON object: {e}"))?;
+                match &object {
+                    Some(path) => {
+                        api.call(
+                            http::Method::POST,
+                            path,
+                            Some(serde_json::json!({"limits": limits})),
+                        )
+                        .await?
+                    }
+                    None => api.call(http::Method::POST, &status, Some(limits)).await?,
+                };
+            }
+            let shown = api.call(http::Method::GET, &status, None).await?;
+            println!("{}", serde_json::to_string_pretty(&shown)?);
             return Ok(());
         }
         Command::Usage(args) => {
