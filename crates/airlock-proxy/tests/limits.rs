@@ -564,3 +564,91 @@ async fn limits_on_all_three_levels_at_once() {
     assert_eq!(upstream_count(&h, "/v1/levels"), 4);
     let _ = b;
 }
+
+/// An aborted stream is charged: the client leaves after the first event, the rest of the
+/// stream is drained for its usage (as metering does), and the ledger ends at exactly the
+/// metered usage of the drained stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_aborted_stream_is_charged() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let h = Harness::start(
+        support::sqlite().await,
+        Options {
+            responder: Some(airlock_testkit::upstream::anthropic_messages()),
+            ..Options::default()
+        },
+    )
+    .await;
+    let gateway = h
+        .seed
+        .gateway_llm(
+            &h.endpoint(""),
+            AuthMechanism::Header {
+                key: "x-api-key".into(),
+            },
+            Vec::new(),
+            LlmSettings {
+                provider: Some("anthropic".into()),
+                api: Api::AnthropicMessages,
+                models: Vec::new(),
+            },
+        )
+        .await;
+    let secret = h.seed.secret(&support::unique_name(), "sk-abort").await;
+    let (devbox, tokens) = h.seed.devbox(&["127.0.0.1"], &[(&gateway, &secret)]).await;
+    let scope = LimitScope::Devbox(devbox.id.clone());
+    set_limits(&h, scope.clone(), &[(LimitKind::TokensPerMinute, 100_000)]).await;
+    let probe = probe(&h, &gateway, &secret).await;
+    loaded(h.proxy, &probe).await;
+
+    let mut stream = tokio::net::TcpStream::connect(h.proxy).await.unwrap();
+    let body = r#"{"model":"claude-test-slow","max_tokens":100,"stream":true,"messages":[{"role":"user","content":"one two three"}]}"#;
+    let request = format!(
+        "POST /v1/messages HTTP/1.1\r\nHost: localhost\r\nx-api-key: {}\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        tokens[0].expose(),
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&got).contains("message_start") {
+        let n = stream.read(&mut buf).await.unwrap();
+        assert!(n > 0, "closed early");
+        got.extend_from_slice(&buf[..n]);
+    }
+    drop(stream);
+
+    let key = CounterKey {
+        scope,
+        kind: LimitKind::TokensPerMinute,
+        window_start_ms: 0,
+    };
+    let event = || async {
+        h.seed
+            .request_events()
+            .await
+            .into_iter()
+            .find(|e| e.devbox_id.as_ref() == Some(&devbox.id))
+    };
+    let settled = Harness::eventually(Duration::from_secs(20), || async {
+        let Some(e) = event().await else {
+            return false;
+        };
+        let total = e.llm.as_ref().unwrap().usage.total_tokens() as i64;
+        let window = LimitKind::TokensPerMinute.window().start(e.time_ms);
+        let key = CounterKey {
+            window_start_ms: window,
+            ..key.clone()
+        };
+        h.db.store.limit_used(&key).await.unwrap() == total
+    })
+    .await;
+    let e = event().await.expect("the aborted request's event");
+    assert_eq!(e.error_code.as_deref(), Some("client_disconnected"));
+    assert!(e.llm.as_ref().unwrap().usage.exact, "drained to its end");
+    assert!(
+        settled,
+        "the ledger never settled at the drained stream's usage"
+    );
+}
