@@ -652,3 +652,62 @@ async fn an_aborted_stream_is_charged() {
         "the ledger never settled at the drained stream's usage"
     );
 }
+
+/// The limits' clock of `windows_roll_over`: moved by the test, never slept on.
+static CLOCK: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+
+fn test_clock() -> i64 {
+    CLOCK.load(Ordering::SeqCst)
+}
+
+/// Windows roll over (a test clock, not sleeps): a minute limit spent in one minute admits
+/// again in the next, and its refusal says to retry when the minute ends; a day limit spent
+/// stays spent until the next day.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn windows_roll_over() {
+    // 10 s into a UTC minute, so that the retry-after is known.
+    let now = airlock_core::time::now_ms();
+    CLOCK.store(now - now % 60_000 + 10_000, Ordering::SeqCst);
+    let h = Harness::start(
+        support::sqlite().await,
+        Options {
+            configure: Box::new(|c| c.limits_clock = Some(test_clock)),
+            ..Options::default()
+        },
+    )
+    .await;
+    let s = h.simple(AuthMechanism::Bearer, "sk-windows").await;
+    set_limits(
+        &h,
+        LimitScope::Devbox(s.devbox.id.clone()),
+        &[
+            (LimitKind::RequestsPerMinute, 2),
+            (LimitKind::RequestsPerDay, 3),
+        ],
+    )
+    .await;
+    let probe = probe(&h, &s.gateway, &s.secret).await;
+    loaded(h.proxy, &probe).await;
+
+    let status = || async { get(h.proxy, "/v1/windows", &s.token).await };
+    assert_eq!(status().await.status, 200);
+    assert_eq!(status().await.status, 200);
+    let refused = status().await;
+    assert_eq!(refused.status, 429);
+    assert!(refused.text().contains("requests_per_minute"));
+    assert_eq!(refused.header("retry-after").as_deref(), Some("50"));
+    // The next minute: the minute limit admits again, until the day's 3 are spent.
+    CLOCK.fetch_add(60_000, Ordering::SeqCst);
+    assert_eq!(status().await.status, 200);
+    let refused = status().await;
+    assert_eq!(refused.status, 429);
+    assert!(
+        refused.text().contains("requests_per_day"),
+        "{}",
+        refused.text()
+    );
+    // The next day: both admit again.
+    CLOCK.fetch_add(86_400_000, Ordering::SeqCst);
+    assert_eq!(status().await.status, 200);
+    assert_eq!(upstream_count(&h, "/v1/windows"), 4);
+}
