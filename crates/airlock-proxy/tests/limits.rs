@@ -35,6 +35,7 @@ async fn replica(h: &Harness) -> (Arc<DataPlane>, SocketAddr) {
         feed_down: Arc::new(AtomicBool::new(false)),
         lost: Arc::default(),
         ledger_down: AtomicBool::new(false),
+        leases: AtomicUsize::new(0),
     });
     let sink = Arc::new(Sink {
         store: h.db.store.clone(),
@@ -710,4 +711,38 @@ async fn windows_roll_over() {
     CLOCK.fetch_add(86_400_000, Ordering::SeqCst);
     assert_eq!(status().await.status, 200);
     assert_eq!(upstream_count(&h, "/v1/windows"), 4);
+}
+
+/// No database round trip per request: under a limit of 10 000 a day, 50 requests are
+/// served from one leased slice (a tenth of the limit), and the slice goes back when idle.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_limit_is_spent_from_one_lease() {
+    let h = Harness::sqlite().await;
+    let s = h.simple(AuthMechanism::Bearer, "sk-lease").await;
+    let scope = LimitScope::Devbox(s.devbox.id.clone());
+    set_limits(&h, scope.clone(), &[(LimitKind::RequestsPerDay, 10_000)]).await;
+    let probe = probe(&h, &s.gateway, &s.secret).await;
+    loaded(h.proxy, &probe).await;
+    let before = h.source.leases.load(Ordering::SeqCst);
+    for _ in 0..50 {
+        assert_eq!(get(h.proxy, "/v1/lease", &s.token).await.status, 200);
+    }
+    assert_eq!(h.source.leases.load(Ordering::SeqCst) - before, 1);
+    // Idle, the unspent 950 go back: the ledger says what was used.
+    let key = CounterKey {
+        scope,
+        kind: LimitKind::RequestsPerDay,
+        window_start_ms: LimitKind::RequestsPerDay
+            .window()
+            .start(airlock_core::time::now_ms()),
+    };
+    let returned = Harness::eventually(Duration::from_secs(10), || async {
+        h.db.store.limit_used(&key).await.unwrap() == 50
+    })
+    .await;
+    assert!(
+        returned,
+        "the idle slice was not given back: {}",
+        h.db.store.limit_used(&key).await.unwrap()
+    );
 }
