@@ -504,6 +504,11 @@ mod tests {
             ProxyError::UpstreamTimeout,
             ProxyError::UpstreamBusy(std::time::Duration::from_secs(1)),
             ProxyError::RateLimited(std::time::Duration::from_millis(1500)),
+            ProxyError::LimitExceeded(
+                airlock_core::LimitKind::TokensPerDay,
+                std::time::Duration::from_secs(30),
+            ),
+            ProxyError::LimitsUnavailable,
         ] {
             let text = err.to_string();
             let first = text.chars().next().unwrap();
@@ -541,6 +546,16 @@ mod tests {
         assert_eq!(limited.headers()["retry-after"], "2");
         let soon = ProxyError::RateLimited(std::time::Duration::from_millis(3)).to_response(|b| b);
         assert_eq!(soon.headers()["retry-after"], "1");
+        let over = ProxyError::LimitExceeded(
+            airlock_core::LimitKind::CostUsdPerDay,
+            std::time::Duration::from_millis(90_500),
+        )
+        .to_response(|b| b);
+        assert_eq!(over.status(), 429);
+        assert_eq!(over.headers()["x-airlock-error"], "limit_exceeded");
+        assert_eq!(over.headers()["retry-after"], "91");
+        let body = String::from_utf8(over.body().to_vec()).unwrap();
+        assert!(body.contains("cost_usd_per_day"), "{body}");
     }
 
     /// The codes are a contract with clients (SDKs, alerts, dashboards): their wire spelling
@@ -580,6 +595,8 @@ mod tests {
                 "upstream_busy",
                 "rate_limited",
                 "internal_error",
+                "limit_exceeded",
+                "limits_unavailable",
             ]
         );
     }

@@ -123,6 +123,10 @@ pub struct ProxyConfig {
     /// What a limit does when its lease is spent and the ledger cannot be reached
     /// (`AIRLOCK_LIMITS_ON_OUTAGE`).
     pub limits_on_outage: OnOutage,
+    /// The clock of the limits' windows; `None`: the wall clock. For tests that roll a window
+    /// over without waiting for it.
+    #[doc(hidden)]
+    pub limits_clock: Option<fn() -> i64>,
 }
 
 impl Default for ProxyConfig {
@@ -147,6 +151,7 @@ impl Default for ProxyConfig {
             upstream_max_concurrency: 0,
             devbox_rate_limit: None,
             limits_on_outage: OnOutage::Closed,
+            limits_clock: None,
         }
     }
 }
@@ -251,6 +256,7 @@ pub async fn start<S: StateSource, A: AuditSink>(
     let quota = Arc::new(quota::Quota::new(
         Box::new(quota::SourceLedger(source.clone())),
         config.limits_on_outage,
+        config.limits_clock,
     ));
     let requests = Arc::new(RequestCtx {
         config: RequestConfig {

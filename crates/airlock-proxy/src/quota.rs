@@ -138,6 +138,8 @@ pub(crate) struct Quota {
     on_outage: OnOutage,
     /// The newest `update_time_ms` seen.
     cursor: Mutex<i64>,
+    /// What time it is for the windows (tests move it).
+    clock: fn() -> i64,
 }
 
 /// One limit a request must pass.
@@ -148,8 +150,13 @@ struct Claim {
 }
 
 impl Quota {
-    pub(crate) fn new(ledger: Box<dyn Ledger>, on_outage: OnOutage) -> Quota {
+    pub(crate) fn new(
+        ledger: Box<dyn Ledger>,
+        on_outage: OnOutage,
+        clock: Option<fn() -> i64>,
+    ) -> Quota {
         Quota {
+            clock: clock.unwrap_or(airlock_core::time::now_ms),
             ledger,
             limits: ArcSwap::from_pointee(HashMap::new()),
             pools: LazyMap::new(),
@@ -196,15 +203,23 @@ impl Quota {
         if limits.is_empty() && max_requests.is_none() {
             return None;
         }
-        let now = airlock_core::time::now_ms();
+        let now = (self.clock)();
         let mut claims = Vec::new();
-        let scopes = [
-            LimitScope::Account(airlock_core::AccountId::clone(&token.account_id)),
-            LimitScope::Devbox(token.devbox.id.clone()),
-            LimitScope::GatewayConfig(token.gateway.id.clone()),
+        // Looked up by id first, so that a request under no limit allocates nothing.
+        let scopes: [(&str, &dyn Fn() -> LimitScope); 3] = [
+            (token.account_id.as_str(), &|| {
+                LimitScope::Account(airlock_core::AccountId::clone(&token.account_id))
+            }),
+            (token.devbox.id.as_str(), &|| {
+                LimitScope::Devbox(token.devbox.id.clone())
+            }),
+            (token.gateway.id.as_str(), &|| {
+                LimitScope::GatewayConfig(token.gateway.id.clone())
+            }),
         ];
-        for scope in scopes {
-            if let Some(l) = limits.get(scope.id()) {
+        for (id, scope) in scopes {
+            if let Some(l) = limits.get(id) {
+                let scope = scope();
                 for (kind, limit) in l.iter() {
                     claims.push(Claim {
                         key: CounterKey {
@@ -260,7 +275,7 @@ impl Quota {
     /// Takes `amount` of `claim` from this replica's lease, leasing more when it is short.
     async fn take(&self, claim: &Claim, amount: u64) -> Result<Hold, ProxyError> {
         let pool = self.pool(&claim.key);
-        let now = airlock_core::time::now_ms();
+        let now = (self.clock)();
         let need = {
             let mut st = pool.lock();
             st.last_activity_ms = now;
@@ -311,6 +326,7 @@ impl Quota {
             .saturating_add(u64::try_from(st.available).unwrap_or(0))
             .min(claim.limit);
         Hold {
+            clock: self.clock,
             kind: claim.key.kind,
             limit: claim.limit,
             remaining,
@@ -321,7 +337,7 @@ impl Quota {
 
     /// Gives back idle leases, charges debts and forgets settled counters of past windows.
     pub(crate) async fn settle(&self, all: bool) {
-        let now = airlock_core::time::now_ms();
+        let now = (self.clock)();
         let mut due = Vec::new();
         self.pools.for_each_arc(|key, pool| {
             let mut st = pool.lock();
@@ -376,6 +392,7 @@ fn exceeded(claim: &Claim, now: i64) -> ProxyError {
 
 /// What one request holds of one limit.
 struct Hold {
+    clock: fn() -> i64,
     kind: LimitKind,
     limit: u64,
     /// What the limit had left after this reservation, as far as this replica knows.
@@ -390,7 +407,7 @@ impl Hold {
         let mut st = self.pool.lock();
         st.available += signed(self.amount) - signed(used);
         st.holds = st.holds.saturating_sub(1);
-        st.last_activity_ms = airlock_core::time::now_ms();
+        st.last_activity_ms = (self.clock)();
     }
 }
 

@@ -35,6 +35,7 @@ async fn replica(h: &Harness) -> (Arc<DataPlane>, SocketAddr) {
         feed_down: Arc::new(AtomicBool::new(false)),
         lost: Arc::default(),
         ledger_down: AtomicBool::new(false),
+        leases: AtomicUsize::new(0),
     });
     let sink = Arc::new(Sink {
         store: h.db.store.clone(),
@@ -416,4 +417,332 @@ async fn a_spent_lease_fails_closed_while_the_ledger_is_down() {
     assert_eq!(get(h.proxy, "/v1/free", &unlimited.token).await.status, 200);
     h.source.ledger_down.store(false, Ordering::SeqCst);
     assert_eq!(get(h.proxy, "/v1/outage", &s.token).await.status, 200);
+}
+
+/// An estimate that was too low is still charged: a stream whose usage is far past its
+/// reservation (a `max_tokens` of 1 that the upstream ignores) finishes whole, the ledger holds
+/// its metered usage, and the next request is refused with `tokens_per_day` in the message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_past_the_limit_finishes_and_the_next_request_is_refused() {
+    let h = Harness::start(
+        support::sqlite().await,
+        Options {
+            responder: Some(airlock_testkit::upstream::openai_chat()),
+            ..Options::default()
+        },
+    )
+    .await;
+    let gateway = h
+        .seed
+        .gateway_llm(
+            &h.endpoint("/v1"),
+            AuthMechanism::Bearer,
+            Vec::new(),
+            LlmSettings {
+                provider: Some("openai".into()),
+                api: Api::OpenaiCompletions,
+                models: Vec::new(),
+            },
+        )
+        .await;
+    let secret = h.seed.secret(&support::unique_name(), "sk-stream").await;
+    let (devbox, tokens) = h.seed.devbox(&["127.0.0.1"], &[(&gateway, &secret)]).await;
+    // 300 one-letter words: about 150 tokens by bytes / 4, 308 by the upstream's count.
+    let prompt = vec!["a"; 300].join(" ");
+    let body = serde_json::json!({
+        "model": "gpt-test", "max_tokens": 1, "stream": true,
+        "messages": [{"role": "user", "content": prompt}],
+    });
+    let estimate = serde_json::to_vec(&body).unwrap().len().div_ceil(4) as u64 + 1;
+    set_limits(
+        &h,
+        LimitScope::Devbox(devbox.id.clone()),
+        &[(LimitKind::TokensPerDay, estimate + 10)],
+    )
+    .await;
+    let probe = probe(&h, &gateway, &secret).await;
+    loaded(h.proxy, &probe).await;
+
+    let send = || {
+        TestRequest::post(&h.url("/v1/chat/completions"))
+            .bearer(tokens[0].expose())
+            .json(&body)
+            .send()
+    };
+    let first = send().await.unwrap();
+    assert_eq!(first.status, 200, "{}", first.text());
+    assert!(first.text().contains("[DONE]"), "the stream finished whole");
+    let key = CounterKey {
+        scope: LimitScope::Devbox(devbox.id.clone()),
+        kind: LimitKind::TokensPerDay,
+        window_start_ms: LimitKind::TokensPerDay
+            .window()
+            .start(airlock_core::time::now_ms()),
+    };
+    let used = || async { h.db.store.limit_used(&key).await.unwrap() };
+    let charged = Harness::eventually(Duration::from_secs(10), || async {
+        used().await as u64 > estimate + 10
+    })
+    .await;
+    assert!(charged, "the overshoot was not charged: {}", used().await);
+    let second = send().await.unwrap();
+    assert_eq!(second.status, 429, "{}", second.text());
+    assert_eq!(support::code(&second), "limit_exceeded");
+    assert!(second.text().contains("tokens_per_day"));
+}
+
+/// Every applicable limit must pass: the account's, the devbox's and the gateway config's at
+/// once. Two devboxes on one gateway share the account's and the gateway's limits; the refusal
+/// names the limit that was hit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_on_all_three_levels_at_once() {
+    let h = Harness::sqlite().await;
+    let a = h.simple(AuthMechanism::Bearer, "sk-levels").await;
+    let (b, mut b_tokens) = h
+        .seed
+        .devbox(&["127.0.0.1"], &[(&a.gateway, &a.secret)])
+        .await;
+    let b_token = b_tokens.remove(0);
+    set_limits(
+        &h,
+        LimitScope::Devbox(a.devbox.id.clone()),
+        &[(LimitKind::RequestsPerMinute, 2)],
+    )
+    .await;
+    set_limits(
+        &h,
+        LimitScope::GatewayConfig(a.gateway.id.clone()),
+        &[(LimitKind::RequestsPerDay, 100)],
+    )
+    .await;
+    // The probe below is one request of the account: 4 are left for the two devboxes.
+    set_limits(
+        &h,
+        LimitScope::Account(h.seed.account.clone()),
+        &[(LimitKind::RequestsPerMinute, 5)],
+    )
+    .await;
+    let probe = probe(&h, &a.gateway, &a.secret).await;
+    loaded(h.proxy, &probe).await;
+
+    let mut seen = Vec::new();
+    for (token, name) in [
+        (&a.token, "a"),
+        (&a.token, "a"),
+        (&a.token, "a"),
+        (&b_token, "b"),
+        (&b_token, "b"),
+        (&b_token, "b"),
+    ] {
+        let r = get(h.proxy, "/v1/levels", token).await;
+        let limit = if r.status == 200 {
+            assert_eq!(
+                r.header("x-ratelimit-limit-requests-per-day").as_deref(),
+                Some("100")
+            );
+            "ok".to_owned()
+        } else {
+            assert_eq!(support::code(&r), "limit_exceeded");
+            r.text()
+        };
+        seen.push((name, r.status.as_u16(), limit));
+    }
+    let statuses: Vec<_> = seen.iter().map(|(n, s, _)| (*n, *s)).collect();
+    // a: its own limit of 2; b: the account's 2 that are left.
+    assert_eq!(
+        statuses,
+        [
+            ("a", 200),
+            ("a", 200),
+            ("a", 429),
+            ("b", 200),
+            ("b", 200),
+            ("b", 429)
+        ]
+    );
+    assert!(seen[2].2.contains("requests_per_minute"), "{seen:?}");
+    assert!(seen[5].2.contains("requests_per_minute"), "{seen:?}");
+    assert_eq!(upstream_count(&h, "/v1/levels"), 4);
+    let _ = b;
+}
+
+/// An aborted stream is charged: the client leaves after the first event, the rest of the
+/// stream is drained for its usage (as metering does), and the ledger ends at exactly the
+/// metered usage of the drained stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_aborted_stream_is_charged() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let h = Harness::start(
+        support::sqlite().await,
+        Options {
+            responder: Some(airlock_testkit::upstream::anthropic_messages()),
+            ..Options::default()
+        },
+    )
+    .await;
+    let gateway = h
+        .seed
+        .gateway_llm(
+            &h.endpoint(""),
+            AuthMechanism::Header {
+                key: "x-api-key".into(),
+            },
+            Vec::new(),
+            LlmSettings {
+                provider: Some("anthropic".into()),
+                api: Api::AnthropicMessages,
+                models: Vec::new(),
+            },
+        )
+        .await;
+    let secret = h.seed.secret(&support::unique_name(), "sk-abort").await;
+    let (devbox, tokens) = h.seed.devbox(&["127.0.0.1"], &[(&gateway, &secret)]).await;
+    let scope = LimitScope::Devbox(devbox.id.clone());
+    set_limits(&h, scope.clone(), &[(LimitKind::TokensPerMinute, 100_000)]).await;
+    let probe = probe(&h, &gateway, &secret).await;
+    loaded(h.proxy, &probe).await;
+
+    let mut stream = tokio::net::TcpStream::connect(h.proxy).await.unwrap();
+    let body = r#"{"model":"claude-test-slow","max_tokens":100,"stream":true,"messages":[{"role":"user","content":"one two three"}]}"#;
+    let request = format!(
+        "POST /v1/messages HTTP/1.1\r\nHost: localhost\r\nx-api-key: {}\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        tokens[0].expose(),
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&got).contains("message_start") {
+        let n = stream.read(&mut buf).await.unwrap();
+        assert!(n > 0, "closed early");
+        got.extend_from_slice(&buf[..n]);
+    }
+    drop(stream);
+
+    let key = CounterKey {
+        scope,
+        kind: LimitKind::TokensPerMinute,
+        window_start_ms: 0,
+    };
+    let event = || async {
+        h.seed
+            .request_events()
+            .await
+            .into_iter()
+            .find(|e| e.devbox_id.as_ref() == Some(&devbox.id))
+    };
+    let settled = Harness::eventually(Duration::from_secs(20), || async {
+        let Some(e) = event().await else {
+            return false;
+        };
+        let total = e.llm.as_ref().unwrap().usage.total_tokens() as i64;
+        let window = LimitKind::TokensPerMinute.window().start(e.time_ms);
+        let key = CounterKey {
+            window_start_ms: window,
+            ..key.clone()
+        };
+        h.db.store.limit_used(&key).await.unwrap() == total
+    })
+    .await;
+    let e = event().await.expect("the aborted request's event");
+    assert_eq!(e.error_code.as_deref(), Some("client_disconnected"));
+    assert!(e.llm.as_ref().unwrap().usage.exact, "drained to its end");
+    assert!(
+        settled,
+        "the ledger never settled at the drained stream's usage"
+    );
+}
+
+/// The limits' clock of `windows_roll_over`: moved by the test, never slept on.
+static CLOCK: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+
+fn test_clock() -> i64 {
+    CLOCK.load(Ordering::SeqCst)
+}
+
+/// Windows roll over (a test clock, not sleeps): a minute limit spent in one minute admits
+/// again in the next, and its refusal says to retry when the minute ends; a day limit spent
+/// stays spent until the next day.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn windows_roll_over() {
+    // 10 s into a UTC minute, so that the retry-after is known.
+    let now = airlock_core::time::now_ms();
+    CLOCK.store(now - now % 60_000 + 10_000, Ordering::SeqCst);
+    let h = Harness::start(
+        support::sqlite().await,
+        Options {
+            configure: Box::new(|c| c.limits_clock = Some(test_clock)),
+            ..Options::default()
+        },
+    )
+    .await;
+    let s = h.simple(AuthMechanism::Bearer, "sk-windows").await;
+    set_limits(
+        &h,
+        LimitScope::Devbox(s.devbox.id.clone()),
+        &[
+            (LimitKind::RequestsPerMinute, 2),
+            (LimitKind::RequestsPerDay, 3),
+        ],
+    )
+    .await;
+    let probe = probe(&h, &s.gateway, &s.secret).await;
+    loaded(h.proxy, &probe).await;
+
+    let status = || async { get(h.proxy, "/v1/windows", &s.token).await };
+    assert_eq!(status().await.status, 200);
+    assert_eq!(status().await.status, 200);
+    let refused = status().await;
+    assert_eq!(refused.status, 429);
+    assert!(refused.text().contains("requests_per_minute"));
+    assert_eq!(refused.header("retry-after").as_deref(), Some("50"));
+    // The next minute: the minute limit admits again, until the day's 3 are spent.
+    CLOCK.fetch_add(60_000, Ordering::SeqCst);
+    assert_eq!(status().await.status, 200);
+    let refused = status().await;
+    assert_eq!(refused.status, 429);
+    assert!(
+        refused.text().contains("requests_per_day"),
+        "{}",
+        refused.text()
+    );
+    // The next day: both admit again.
+    CLOCK.fetch_add(86_400_000, Ordering::SeqCst);
+    assert_eq!(status().await.status, 200);
+    assert_eq!(upstream_count(&h, "/v1/windows"), 4);
+}
+
+/// No database round trip per request: under a limit of 10 000 a day, 50 requests are
+/// served from one leased slice (a tenth of the limit), and the slice goes back when idle.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_limit_is_spent_from_one_lease() {
+    let h = Harness::sqlite().await;
+    let s = h.simple(AuthMechanism::Bearer, "sk-lease").await;
+    let scope = LimitScope::Devbox(s.devbox.id.clone());
+    set_limits(&h, scope.clone(), &[(LimitKind::RequestsPerDay, 10_000)]).await;
+    let probe = probe(&h, &s.gateway, &s.secret).await;
+    loaded(h.proxy, &probe).await;
+    let before = h.source.leases.load(Ordering::SeqCst);
+    for _ in 0..50 {
+        assert_eq!(get(h.proxy, "/v1/lease", &s.token).await.status, 200);
+    }
+    assert_eq!(h.source.leases.load(Ordering::SeqCst) - before, 1);
+    // Idle, the unspent 950 go back: the ledger says what was used.
+    let key = CounterKey {
+        scope,
+        kind: LimitKind::RequestsPerDay,
+        window_start_ms: LimitKind::RequestsPerDay
+            .window()
+            .start(airlock_core::time::now_ms()),
+    };
+    let returned = Harness::eventually(Duration::from_secs(10), || async {
+        h.db.store.limit_used(&key).await.unwrap() == 50
+    })
+    .await;
+    assert!(
+        returned,
+        "the idle slice was not given back: {}",
+        h.db.store.limit_used(&key).await.unwrap()
+    );
 }

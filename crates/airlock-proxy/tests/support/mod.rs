@@ -100,6 +100,8 @@ pub struct Source {
     pub lost: Arc<std::sync::Mutex<Vec<Change>>>,
     /// While set, the limits' ledger cannot be reached (leases and settles fail).
     pub ledger_down: AtomicBool,
+    /// Leases asked of the ledger.
+    pub leases: AtomicUsize,
 }
 
 /// The store's change feed behind [`Source::feed_down`]. Changes that arrive while the feed is
@@ -192,6 +194,7 @@ impl StateSource for Source {
         limit: u64,
         want: u64,
     ) -> Result<airlock_core::state::Lease, SourceError> {
+        self.leases.fetch_add(1, Ordering::SeqCst);
         if self.ledger_down.load(Ordering::SeqCst) {
             return Err(SourceError("the ledger is down (test)".into()));
         }
@@ -542,6 +545,7 @@ impl Harness {
             feed_down: Arc::new(AtomicBool::new(false)),
             lost: Arc::default(),
             ledger_down: AtomicBool::new(false),
+            leases: AtomicUsize::new(0),
         });
         let sink = Arc::new(Sink {
             store: db.store.clone(),

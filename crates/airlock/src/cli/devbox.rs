@@ -295,7 +295,7 @@ async fn mint(m: MintToken, api: &ApiClient, out: Output) -> Result<()> {
 /// A devbox by id (`dbx_…`) or by name. Names may repeat: a name means the one running devbox of
 /// that name (or the one devbox of that name at all); more than one is a conflict that asks for
 /// an id.
-async fn resolve(api: &ApiClient, devbox: &str) -> Result<Value> {
+pub(super) async fn resolve(api: &ApiClient, devbox: &str) -> Result<Value> {
     if devbox.starts_with("dbx_") {
         return api
             .call(

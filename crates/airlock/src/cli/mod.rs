@@ -5,6 +5,7 @@
 mod admin;
 mod devbox;
 mod gateway;
+mod limits;
 mod local;
 pub(crate) mod output;
 mod secret;
@@ -141,6 +142,11 @@ pub(crate) enum Command {
     /// Tokens and cost of metered requests, summed per group.
     #[command(after_help = "Example:\n  airlock usage --since 7d --group-by day,model")]
     Usage(usage::UsageArgs),
+    /// Budgets and rate limits of the account, a devbox or a gateway config, with their use.
+    #[command(
+        after_help = "Examples:\n  airlock limits                                   # the account's\n  airlock limits --devbox box-1 --set '{\"requests_per_minute\": 60, \"cost_usd_per_day\": \"5\"}'\n  airlock limits --gateway anthropic -o json"
+    )]
+    Limits(limits::LimitsArgs),
 }
 
 /// Runs an admin command against the control plane.
@@ -155,6 +161,7 @@ pub(crate) async fn remote(cmd: Command, remote: &Remote) -> Result<()> {
         Command::Audit(cmd) => admin::audit(cmd, &api, remote).await,
         Command::Providers => usage::providers(&api, remote).await,
         Command::Usage(args) => usage::usage(&args, &api, remote).await,
+        Command::Limits(args) => limits::run(&args, &api, remote).await,
         Command::Serve
         | Command::Migrate
         | Command::Keys(_)

@@ -1,0 +1,168 @@
+//! Limits through the real binary with the official SDKs: gateway configs made over the REST API
+//! with a `limits` object; the OpenAI and Anthropic SDKs see the `x-ratelimit-*` headers on
+//! admitted calls and raise their own `RateLimitError` for Airlock's 429 `limit_exceeded`, with
+//! `retry-after` and the limit's name; the status endpoint counts what was admitted.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use airlock_testkit::upstream::{self, RecordingUpstream, UpstreamOptions};
+use airlock_testkit::{check_python_output, run_python, workspace_root};
+use airlock_tests::{Airlock, ADMIN};
+use serde_json::{json, Value};
+
+const MASTER: &str = "q2Vx0JqL3m0l2m8r8y6Wb5XyZ0a1b2c3d4e5f6g7h8k=";
+
+async fn sdks_see_limit_exceeded(database_url: &str) {
+    let start = |responder| RecordingUpstream::start(UpstreamOptions::plain().responder(responder));
+    let openai = start(upstream::openai_chat()).await.unwrap();
+    let anthropic = start(upstream::anthropic_messages()).await.unwrap();
+    let airlock = Airlock::start(&[
+        ("AIRLOCK_DATABASE_URL", database_url),
+        ("AIRLOCK_MASTER_KEY", MASTER),
+        ("AIRLOCK_ADMIN_TOKEN", ADMIN),
+        ("AIRLOCK_ALLOW_PRIVATE_UPSTREAMS", "127.0.0.0/8"),
+    ])
+    .await;
+    for name in ["OPENAI_KEY", "ANTHROPIC_KEY"] {
+        airlock
+            .post(
+                "/v1/secrets",
+                json!({"name": name, "value": format!("real-{name}")}),
+            )
+            .await;
+    }
+    let oa = airlock
+        .post(
+            "/v1/gateway-configs",
+            json!({"name": "openai", "provider": "openai", "api": "openai-completions",
+                "endpoint": format!("{}/v1", openai.url()), "auth_mechanism": {"type": "bearer"},
+                "limits": {"requests_per_minute": 2}}),
+        )
+        .await;
+    airlock
+        .post(
+            "/v1/gateway-configs",
+            json!({"name": "anthropic", "provider": "anthropic", "api": "anthropic-messages",
+                "endpoint": anthropic.url(), "auth_mechanism": {"type": "header", "key": "x-api-key"},
+                "limits": {"requests_per_minute": 1}}),
+        )
+        .await;
+    let key = |gateway: &str, secret: &str| json!({"gateway": gateway, "secret": secret});
+    let dbx = airlock
+        .post(
+            "/v1/devboxes",
+            json!({"source_addresses": ["127.0.0.1"], "gateways": {
+                "OPENAI": key("openai", "OPENAI_KEY"),
+                "ANTHROPIC": key("anthropic", "ANTHROPIC_KEY"),
+            }}),
+        )
+        .await;
+    let env = &dbx["environment"];
+    let var = |n: &str| env[n].as_str().unwrap().to_owned();
+    let vars = [
+        ("OPENAI_URL", var("OPENAI_URL")),
+        ("OPENAI", var("OPENAI")),
+        ("ANTHROPIC_URL", var("ANTHROPIC_URL")),
+        ("ANTHROPIC", var("ANTHROPIC")),
+    ];
+    let env: Vec<(&str, &str)> = vars.iter().map(|(n, v)| (*n, v.as_str())).collect();
+    let out = run_python(&workspace_root().join("tests/python/limits_sdk.py"), &env)
+        .await
+        .unwrap();
+    let stdout = check_python_output(&out).unwrap();
+    let out: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+
+    assert_eq!(
+        out["openai_admitted"],
+        json!([["2", "1"], ["2", "0"]]),
+        "{out}"
+    );
+    let refused = &out["openai_refused"];
+    assert_eq!(refused["status"], 429, "{out}");
+    assert_eq!(refused["code"], "limit_exceeded");
+    let wait: u64 = refused["retry_after"].as_str().unwrap().parse().unwrap();
+    assert!((1..=60).contains(&wait), "{wait}");
+    assert!(
+        refused["message"]
+            .as_str()
+            .unwrap()
+            .contains("requests_per_minute"),
+        "{out}"
+    );
+    let refused = &out["anthropic_refused"];
+    assert_eq!(refused["status"], 429, "{out}");
+    assert_eq!(refused["code"], "limit_exceeded");
+    assert!(refused["message"]
+        .as_str()
+        .unwrap()
+        .contains("requests_per_minute"));
+
+    // The status shows the two admitted calls (the ledger may still hold an unspent slice for
+    // a moment, never less than what was admitted).
+    let (status, body) = airlock
+        .call(
+            http::Method::GET,
+            &format!("/v1/gateway-configs/{}/limits", oa["id"].as_str().unwrap()),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let rpm = &body["limits"]["requests_per_minute"];
+    assert_eq!(rpm["limit"], 2);
+    assert_eq!(rpm["used"], 2, "{body}");
+    assert_eq!(rpm["remaining"], 0);
+
+    // The CLI sets and shows the account's limits, and refuses a bad value naming it.
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(airlock_testkit::process::airlock_binary())
+            .args(args)
+            .env_clear()
+            .env("AIRLOCK_URL", &airlock.api)
+            .env("AIRLOCK_TOKEN", ADMIN)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8(out.stdout).unwrap(),
+            String::from_utf8(out.stderr).unwrap(),
+        )
+    };
+    let (ok, out, err) = cli(&[
+        "limits",
+        "-o",
+        "json",
+        "--set",
+        r#"{"cost_usd_per_month": "250.5"}"#,
+    ]);
+    assert!(ok, "{err}");
+    let shown: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(shown["limits"]["cost_usd_per_month"]["limit"], "250.5");
+    assert_eq!(shown["limits"]["cost_usd_per_month"]["used"], "0");
+    let (ok, _, err) = cli(&["limits", "--set", r#"{"cost_usd_per_month": "-1"}"#]);
+    assert!(!ok);
+    assert!(
+        err.contains("limits.cost_usd_per_month: must not be negative")
+            || err.contains("cost_usd_per_month: must not be negative"),
+        "{err}"
+    );
+    let (ok, out, err) = cli(&["limits", "--gateway", oa["id"].as_str().unwrap()]);
+    assert!(ok, "{err}");
+    assert!(out.contains("requests_per_minute"), "{out}");
+}
+
+#[tokio::test]
+async fn sdks_see_limit_exceeded_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("airlock.db").display());
+    sdks_see_limit_exceeded(&url).await;
+}
+
+#[tokio::test]
+async fn sdks_see_limit_exceeded_on_postgres() {
+    let url = airlock_testkit::pg::shared()
+        .await
+        .fresh_database()
+        .await
+        .unwrap();
+    sdks_see_limit_exceeded(&url).await;
+}
