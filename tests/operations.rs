@@ -469,6 +469,12 @@ async fn metrics_separate_the_upstream_from_airlock_and_name_the_gateway() {
     for form in forms(SENTINEL) {
         assert!(!text.contains(&form));
     }
+    // Help texts are sentences with one final period.
+    let doubled: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("# HELP") && l.ends_with(".."))
+        .collect();
+    assert!(doubled.is_empty(), "{doubled:?}");
 }
 
 /// `airlock config check` prints the effective settings that matter and warns about settings
