@@ -614,3 +614,143 @@ async fn refusals_after_revocation_are_attributed() {
             .any(|e| e.to_string().contains(token.as_str())));
     }
 }
+
+/// Token listing and revocation across replicas on Postgres: a control plane and two proxy-only
+/// data planes. One revoked token stops on both within the feed's delay while its sibling keeps
+/// working, and both replicas' refusals are attributed in the shared audit trail.
+#[tokio::test]
+async fn revocation_reaches_two_replicas_on_postgres() {
+    let url = airlock_testkit::pg::shared()
+        .await
+        .fresh_database()
+        .await
+        .unwrap();
+    let common = [
+        ("AIRLOCK_DATABASE_URL", url.as_str()),
+        (
+            "AIRLOCK_MASTER_KEY",
+            "q2Vx0JqL3m0l2m8r8y6Wb5XyZ0a1b2c3d4e5f6g7h8k=",
+        ),
+        ("AIRLOCK_ADMIN_TOKEN", ADMIN),
+        ("AIRLOCK_ALLOW_PRIVATE_UPSTREAMS", "127.0.0.0/8"),
+    ];
+    let control =
+        Airlock::start(&[common.as_slice(), &[("AIRLOCK_ROLE", "control")]].concat()).await;
+    let a = Airlock::start(&[common.as_slice(), &[("AIRLOCK_ROLE", "proxy")]].concat()).await;
+    let b = Airlock::start(&[common.as_slice(), &[("AIRLOCK_ROLE", "proxy")]].concat()).await;
+    let env = [
+        ("AIRLOCK_URL", control.api.as_str()),
+        ("AIRLOCK_TOKEN", ADMIN),
+    ];
+    let cli = |args: &[&str]| run(args, None, &env);
+    run(&["secret", "create", "K"], Some("v"), &env).ok();
+    let closed = airlock_testkit::free_port();
+    cli(&[
+        "gateway",
+        "create",
+        "--name",
+        "local",
+        "--endpoint",
+        &format!("http://127.0.0.1:{closed}"),
+    ])
+    .ok();
+    let dbx = cli(&[
+        "devbox",
+        "register",
+        "--name",
+        "agent",
+        "--source",
+        "127.0.0.1",
+        "--gateway",
+        "A=local:K",
+        "--gateway",
+        "B=local:K",
+        "-o",
+        "json",
+    ])
+    .json();
+    let devbox = dbx["id"].as_str().unwrap().to_owned();
+    let token = |p: &str| dbx["environment"][p].as_str().unwrap().to_owned();
+    let code = |replica: &Airlock, token: String| {
+        let url = format!("http://{}/v1/x", replica.proxy_addr);
+        async move {
+            TestRequest::get(&url)
+                .bearer(&token)
+                .send()
+                .await
+                .unwrap()
+                .header("x-airlock-error")
+                .unwrap_or_default()
+        }
+    };
+    // Wait until both replicas know both tokens (the feed, or a load on first use).
+    for replica in [&a, &b] {
+        for p in ["A", "B"] {
+            let mut seen = String::new();
+            for _ in 0..100 {
+                seen = code(replica, token(p)).await;
+                if seen == "upstream_unreachable" {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            assert_eq!(seen, "upstream_unreachable");
+        }
+    }
+    let tokens = cli(&["devbox", "tokens", "agent", "-o", "json"]).json();
+    let token_a = tokens["gateway_tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["prefix"] == "A")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    cli(&["devbox", "revoke-token", "agent", &token_a]).ok();
+    for replica in [&a, &b] {
+        let mut seen = String::new();
+        for _ in 0..100 {
+            seen = code(replica, token("A")).await;
+            if seen == "revoked_token" {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(seen, "revoked_token");
+        assert_eq!(code(replica, token("B")).await, "upstream_unreachable");
+    }
+    let listed = cli(&["devbox", "tokens", "agent", "-o", "json"]).json();
+    let statuses: Vec<&str> = listed["gateway_tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == "revoked").count(),
+        1,
+        "{listed}"
+    );
+    // Both replicas' refusals, attributed to the account, devbox and token.
+    let mut revoked = Vec::new();
+    for _ in 0..100 {
+        let listed = cli(&["audit", "requests", "--devbox", &devbox, "-o", "json"]).json();
+        revoked = listed["requests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["error_code"] == "revoked_token")
+            .cloned()
+            .collect();
+        if revoked.len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(revoked.len() >= 2, "{revoked:?}");
+    for e in &revoked {
+        assert_eq!(e["token_id"], token_a.as_str(), "{e}");
+        assert!(e["account_id"].as_str().unwrap().starts_with("acc_"), "{e}");
+    }
+}

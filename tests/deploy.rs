@@ -61,7 +61,9 @@ fn config_check(what: &str, env: &Env) -> String {
         );
     }
     let mut cmd = Command::new(airlock_binary());
-    cmd.args(["config", "check"]).env_clear().envs(env);
+    cmd.args(["config", "check", "--strict"])
+        .env_clear()
+        .envs(env);
     if let Some(path) = std::env::var_os("PATH") {
         cmd.env("PATH", path);
     }

@@ -469,4 +469,89 @@ async fn metrics_separate_the_upstream_from_airlock_and_name_the_gateway() {
     for form in forms(SENTINEL) {
         assert!(!text.contains(&form));
     }
+    // Help texts are sentences with one final period.
+    let doubled: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("# HELP") && l.ends_with(".."))
+        .collect();
+    assert!(doubled.is_empty(), "{doubled:?}");
+}
+
+/// `airlock config check` prints the effective settings that matter and warns about settings
+/// that have no effect or look like mistakes; `--strict` fails on a warning.
+#[test]
+fn config_check_prints_effective_settings_and_warns() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}/airlock.db", dir.path().display());
+    let run = |extra: &[(&str, &str)], strict: bool| {
+        let mut cmd = std::process::Command::new(airlock_testkit::airlock_binary());
+        cmd.args(["config", "check"])
+            .env_clear()
+            .env("AIRLOCK_DATABASE_URL", &db)
+            .env("AIRLOCK_MASTER_KEY", MASTER);
+        if strict {
+            cmd.arg("--strict");
+        }
+        cmd.envs(extra.iter().copied());
+        let out = cmd.output().unwrap();
+        (
+            out.status.code().unwrap(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let line = |out: &str, name: &str| {
+        out.lines()
+            .find(|l| l.trim_start().starts_with(name))
+            .map(|l| l.trim_start()[name.len()..].trim().to_owned())
+            .unwrap_or_else(|| panic!("no {name} line in\n{out}"))
+    };
+
+    // The embedded default on loopback: nothing to warn about, even when strict.
+    let (code, out, err) = run(&[("AIRLOCK_DEVBOX_RATE_LIMIT", "10/s")], true);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(!err.contains("warning"), "{err}");
+    assert_eq!(line(&out, "role"), "all");
+    assert_eq!(line(&out, "control plane"), "127.0.0.1:7070 (plain HTTP)");
+    assert_eq!(line(&out, "data plane"), "127.0.0.1:7080 (plain HTTP)");
+    assert_eq!(line(&out, "devbox rate limit"), "10 per 1 s");
+    assert_eq!(line(&out, "trusted proxies"), "none");
+    assert_eq!(line(&out, "tracing (OTLP)"), "off");
+    assert!(line(&out, "master keys").starts_with("1 (active "), "{out}");
+
+    // A proxy-only process with control-plane settings, a trust-everything proxy list and
+    // SQLite: each is named; without --strict it still passes.
+    let odd = [
+        ("AIRLOCK_ROLE", "proxy"),
+        ("AIRLOCK_ADMIN_TOKEN", "e2e-admin-token-0123456789abcdef"),
+        ("AIRLOCK_TRUSTED_PROXIES", "0.0.0.0/0"),
+        ("AIRLOCK_ALLOW_PRIVATE_UPSTREAMS", "10.0.0.0/8,127.0.0.0/8"),
+    ];
+    let (code, out, err) = run(&odd, false);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(
+        line(&out, "control plane"),
+        "off (this role does not run it)"
+    );
+    assert_eq!(line(&out, "trusted proxies"), "0.0.0.0/0");
+    assert_eq!(line(&out, "private upstreams"), "10.0.0.0/8, 127.0.0.0/8");
+    for expected in [
+        "AIRLOCK_ADMIN_TOKEN has no effect: AIRLOCK_ROLE=proxy runs no control plane",
+        "AIRLOCK_TRUSTED_PROXIES trusts every address",
+        "AIRLOCK_ROLE=proxy: with SQLite",
+    ] {
+        assert!(err.contains(expected), "{expected:?} not in\n{err}");
+    }
+    assert!(
+        !out.contains("e2e-admin-token"),
+        "the admin token is never printed"
+    );
+    let (code, _, err) = run(&odd, true);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("--strict: 3 warning(s)"), "{err}");
+
+    // Tracing asked for in a build without it.
+    let (code, _, err) = run(&[("AIRLOCK_OTLP_ENDPOINT", "http://127.0.0.1:4318")], true);
+    assert_eq!(code, 1);
+    assert!(err.contains("AIRLOCK_OTLP_ENDPOINT has no effect"), "{err}");
 }

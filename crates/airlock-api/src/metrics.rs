@@ -29,7 +29,8 @@ impl ApiMetrics {
     pub fn register(&self, registry: &mut Registry) {
         registry.register(
             "airlock_api_requests",
-            "Control-plane requests by route template and HTTP status.",
+            // prometheus-client adds the final period.
+            "Control-plane requests by route template and HTTP status",
             self.requests.clone(),
         );
     }

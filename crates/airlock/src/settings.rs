@@ -69,7 +69,7 @@ pub(crate) struct Settings {
 static READ: std::sync::Mutex<BTreeSet<String>> = std::sync::Mutex::new(BTreeSet::new());
 
 /// Variables read by the command-line client, not by `serve`.
-const CLIENT_VARS: &[&str] = &["AIRLOCK_URL", "AIRLOCK_TOKEN"];
+const CLIENT_VARS: &[&str] = &["AIRLOCK_URL", "AIRLOCK_TOKEN", "AIRLOCK_CA_CERT"];
 
 /// Reserved for the test suite's own settings, which may sit in a developer's shell.
 const TEST_PREFIX: &str = "AIRLOCK_TEST_";

@@ -93,9 +93,10 @@ pub(crate) async fn keys(cmd: KeysCommand) -> Result<()> {
     }
 }
 
-/// `airlock config check`: everything `serve` checks before it opens the database.
+/// `airlock config check [--strict]`: everything `serve` checks before it opens the database,
+/// then the effective settings that matter and warnings about settings that have no effect or
+/// look like mistakes. `--strict` turns warnings into exit 1.
 pub(crate) fn config_check(strict: bool) -> Result<()> {
-    let _ = strict;
     let settings = Settings::from_env()?;
     // The embedded default creates its key file on the first `serve`; that is not an error.
     let keys = if settings.master_key.is_none()
@@ -111,29 +112,218 @@ pub(crate) fn config_check(strict: bool) -> Result<()> {
     crate::settings::read_ca(&settings)?;
     let proxy_tls = crate::load_tls(&settings.proxy_tls)?.is_some();
     let api_tls = crate::load_tls(&settings.api_tls)?.is_some();
-    let tls = |on: bool| if on { " (TLS)" } else { "" };
+    let report = report(&settings, &keys, api_tls, proxy_tls);
     println!("configuration OK");
-    println!(
-        "  role            {}",
-        format!("{:?}", settings.role).to_lowercase()
-    );
-    println!(
-        "  database        {}",
-        if settings.is_sqlite() {
-            "sqlite"
-        } else {
-            "postgres"
-        }
-    );
-    println!("  master keys     {keys}");
-    println!("  control plane   {}{}", settings.api_addr, tls(api_tls));
-    println!(
-        "  data plane      {}{}",
-        settings.proxy_addr,
-        tls(proxy_tls)
-    );
-    println!("  public url      {}", settings.public_url);
+    for (name, value) in &report.lines {
+        println!("  {name:<22}{value}");
+    }
+    for w in &report.warnings {
+        eprintln!("warning: {w}");
+    }
+    if strict && !report.warnings.is_empty() {
+        return Err(crate::client::Failure::error(
+            crate::client::Kind::Error,
+            format!(
+                "--strict: {} warning(s) about the settings",
+                report.warnings.len()
+            ),
+        ));
+    }
     Ok(())
+}
+
+/// What `config check` prints: (setting, effective value) lines and warnings.
+struct Report {
+    lines: Vec<(&'static str, String)>,
+    warnings: Vec<String>,
+}
+
+/// Whether a variable is set (and not empty), as the settings read it.
+fn is_set(name: &str) -> bool {
+    std::env::var_os(name).is_some_and(|v| !v.is_empty())
+}
+
+fn report(settings: &Settings, keys: &str, api_tls: bool, proxy_tls: bool) -> Report {
+    use crate::settings::Role;
+    let role = settings.role;
+    let serves_api = role != Role::Proxy;
+    let serves_proxy = role != Role::Control;
+    let tls = |on: bool| if on { " (TLS)" } else { " (plain HTTP)" };
+    let cidrs = |nets: &[ipnet::IpNet]| {
+        if nets.is_empty() {
+            "none".to_owned()
+        } else {
+            nets.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+    };
+    let off = "off (this role does not run it)".to_owned();
+    let mut lines = vec![
+        ("role", format!("{role:?}").to_lowercase()),
+        (
+            "database",
+            if settings.is_sqlite() {
+                "sqlite (one process)".to_owned()
+            } else {
+                "postgres".to_owned()
+            },
+        ),
+        ("master keys", keys.to_owned()),
+        (
+            "control plane",
+            if serves_api {
+                format!("{}{}", settings.api_addr, tls(api_tls))
+            } else {
+                off.clone()
+            },
+        ),
+        (
+            "data plane",
+            if serves_proxy {
+                format!("{}{}", settings.proxy_addr, tls(proxy_tls))
+            } else {
+                off.clone()
+            },
+        ),
+        ("public url", settings.public_url.clone()),
+        (
+            "operations listener",
+            settings
+                .metrics_addr
+                .map_or_else(|| "off".to_owned(), |a| a.to_string()),
+        ),
+        ("trusted proxies", cidrs(&settings.trusted_proxies)),
+        (
+            "private upstreams",
+            cidrs(settings.policy.allowed_private()),
+        ),
+        (
+            "upstream CA file",
+            settings.upstream_ca_file.as_ref().map_or_else(
+                || "none (web roots only)".to_owned(),
+                |p| p.display().to_string(),
+            ),
+        ),
+        (
+            "connections",
+            format!(
+                "at most {} open, {} per source",
+                settings.max_connections, settings.max_connections_per_source
+            ),
+        ),
+        (
+            "upstream concurrency",
+            match settings.upstream_max_concurrency {
+                0 => "unlimited".to_owned(),
+                n => format!("at most {n} per upstream origin"),
+            },
+        ),
+        (
+            "devbox rate limit",
+            settings.devbox_rate_limit.map_or_else(
+                || "none".to_owned(),
+                |r| format!("{} per {} s", r.requests, r.per.as_secs()),
+            ),
+        ),
+        (
+            "shutdown grace",
+            format!("{} s", settings.shutdown_grace.as_secs()),
+        ),
+        (
+            "tracing (OTLP)",
+            settings.otlp_endpoint.clone().map_or_else(
+                || "off".to_owned(),
+                |e| format!("{e} (not exported by this build)"),
+            ),
+        ),
+        (
+            "log",
+            format!("{} ({:?})", settings.log, settings.log_format).to_lowercase(),
+        ),
+    ];
+    if !settings.auto_migrate {
+        lines.push((
+            "auto-migrate",
+            "off: run `airlock migrate` first".to_owned(),
+        ));
+    }
+
+    let mut warnings = Vec::new();
+    let mut unused = |vars: &[&str], why: &str| {
+        for v in vars {
+            if is_set(v) {
+                warnings.push(format!("{v} has no effect: {why}"));
+            }
+        }
+    };
+    if !serves_api {
+        unused(
+            &[
+                "AIRLOCK_API_TLS_CERT_FILE",
+                "AIRLOCK_API_TLS_KEY_FILE",
+                "AIRLOCK_ADMIN_TOKEN",
+            ],
+            "AIRLOCK_ROLE=proxy runs no control plane",
+        );
+    }
+    if !serves_proxy {
+        unused(
+            &[
+                "AIRLOCK_PROXY_TLS_CERT_FILE",
+                "AIRLOCK_PROXY_TLS_KEY_FILE",
+                "AIRLOCK_TRUSTED_PROXIES",
+                "AIRLOCK_MAX_CONNECTIONS",
+                "AIRLOCK_MAX_CONNECTIONS_PER_SOURCE",
+                "AIRLOCK_UPSTREAM_MAX_CONCURRENCY",
+                "AIRLOCK_DEVBOX_RATE_LIMIT",
+                "AIRLOCK_AUDIT_SPILL_FILE",
+                "AIRLOCK_UPSTREAM_CA_FILE",
+            ],
+            "AIRLOCK_ROLE=control runs no data plane",
+        );
+    }
+    if settings.otlp_endpoint.is_some() {
+        warnings
+            .push("AIRLOCK_OTLP_ENDPOINT has no effect: this build exports no traces".to_owned());
+    }
+    if settings.is_sqlite() && role != Role::All {
+        warnings.push(format!(
+            "AIRLOCK_ROLE={}: with SQLite the change feed stays inside one process, so split \
+             roles do not see each other's changes; use Postgres",
+            format!("{role:?}").to_lowercase()
+        ));
+    }
+    let everything = |nets: &[ipnet::IpNet]| nets.iter().any(|n| n.prefix_len() == 0);
+    if everything(&settings.trusted_proxies) {
+        warnings.push(
+            "AIRLOCK_TRUSTED_PROXIES trusts every address: any client can name any source \
+             address in a PROXY header"
+                .to_owned(),
+        );
+    }
+    if everything(settings.policy.allowed_private()) {
+        warnings.push(
+            "AIRLOCK_ALLOW_PRIVATE_UPSTREAMS allows every address: a gateway config may reach \
+             internal services and cloud metadata endpoints"
+                .to_owned(),
+        );
+    }
+    if serves_proxy
+        && settings.proxy_addr.ip().is_loopback()
+        && settings
+            .public_url
+            .contains(&settings.proxy_addr.ip().to_string())
+        && is_set("AIRLOCK_PUBLIC_URL")
+    {
+        warnings.push(
+            "AIRLOCK_PUBLIC_URL points at a loopback address: only sandboxes on this machine \
+             can reach it"
+                .to_owned(),
+        );
+    }
+    Report { lines, warnings }
 }
 
 /// `airlock health [URL]`: a GET that must answer 200 within five seconds.
