@@ -1400,6 +1400,8 @@ async fn sqlite_limits_lease_and_settle() {
 #[tokio::test]
 async fn postgres_limits_lease_and_settle() {
     limits_lease_and_settle(true).await;
+}
+
 /// A router config round-trips; its token has no secret; a targeted reload of the router (or
 /// its token) brings its backends' gateway configs and secrets; a database at 0005 keeps its
 /// tokens through the rebuild of `gateway_tokens` (SQLite) and takes a router token after.

@@ -131,7 +131,9 @@ mod tests {
             "57".into(),
             "1970-01-01 00:01:00".into()
         ]));
-        assert!(rows.iter().any(|r| r[0] == "cost_usd_total" && r[4] == "never"));
+        assert!(rows
+            .iter()
+            .any(|r| r[0] == "cost_usd_total" && r[4] == "never"));
         assert!(super::rows(&json!({})).is_empty());
     }
 }
