@@ -577,7 +577,7 @@ pub(crate) async fn run(quota: Arc<Quota>, cancel: tokio_util::sync::Cancellatio
             () = cancel.cancelled() => break,
         }
         ticks = ticks.wrapping_add(1);
-        if ticks % FULL_RELOAD_TICKS == 0 {
+        if ticks.is_multiple_of(FULL_RELOAD_TICKS) {
             // A safety net behind the cursor: a row written by a replica whose clock is far
             // behind ours is still seen within a minute.
             *quota.cursor.lock().unwrap_or_else(|e| e.into_inner()) = 0;
