@@ -171,6 +171,14 @@ async fn a_request_limit_is_exact_on_sqlite() {
         5,
         "refused requests never go upstream"
     );
+    // Refusals are counted by their code.
+    assert_eq!(
+        support::sample(
+            &support::scrape(&h),
+            r#"airlock_proxy_refusals_total{reason="limit_exceeded"}"#
+        ),
+        3.0
+    );
     // Another devbox on the same gateway is not limited by this one's limit.
     let r = get(h.proxy, "/v1/limited", &probe).await;
     assert_eq!(r.status, 200);
