@@ -412,6 +412,19 @@ async fn every_noun_with_names_formats_and_exit_codes() {
     let deleted = cli(&["gateway", "delete", "spare", "-o", "id"]);
     assert_eq!(deleted.ok().trim(), spare);
     cli(&["gateway", "get", &spare]).failed(3, "404");
+    // `health` probes the operations listener by default, whatever AIRLOCK_URL says.
+    let ops_addr = airlock.ops.trim_start_matches("http://").to_owned();
+    let probed = run(
+        &["health"],
+        None,
+        &[
+            ("AIRLOCK_METRICS_ADDR", &ops_addr),
+            ("AIRLOCK_URL", &airlock.api),
+        ],
+    );
+    assert!(probed.ok().contains("/readyz: 200"), "{}", probed.out);
+    run(&["health", &format!("{}/nope", airlock.api)], None, &[]).failed(1, "404");
+
     let log = airlock.process.log();
     assert!(!log.contains("cli-sentinel-value"));
 }

@@ -116,6 +116,8 @@ pub(crate) enum Command {
     #[command(after_help = "Example:\n  airlock health http://127.0.0.1:9090/readyz")]
     Health {
         /// Default: the operations listener's /readyz (AIRLOCK_METRICS_ADDR).
+        // Its own id: `url` is the global --url of the admin commands.
+        #[arg(id = "probe_url", value_name = "URL")]
         url: Option<String>,
     },
     /// Secrets: credentials Airlock injects, never shown again once set.
