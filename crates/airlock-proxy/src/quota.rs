@@ -458,6 +458,12 @@ impl Ticket {
         lock(&self.shared).holds = holds;
         Ok(())
     }
+
+    /// Adds the `x-ratelimit-*` headers of what [`Ticket::admit`] reserved (a router's answer,
+    /// which is not the head a run saw).
+    pub(crate) fn response_headers(&self, headers: &mut http::HeaderMap) {
+        ratelimit_headers(&lock(&self.shared), headers);
+    }
 }
 
 /// A request's run under limits: estimates from the body, adds the `x-ratelimit-*` headers, and
@@ -532,21 +538,7 @@ impl StageRun for LimitRun {
     }
 
     fn response_head(&mut self, head: &mut http::response::Parts) {
-        let shared = lock(&self.shared);
-        for hold in &shared.holds {
-            let name = hold.kind.header_name();
-            let value = |v: u64| HeaderValue::try_from(Limits::format_value(hold.kind, v)).ok();
-            let names = (
-                HeaderName::try_from(format!("x-ratelimit-limit-{name}")),
-                HeaderName::try_from(format!("x-ratelimit-remaining-{name}")),
-            );
-            if let (Ok(l), Ok(r), Some(lv), Some(rv)) =
-                (names.0, names.1, value(hold.limit), value(hold.remaining))
-            {
-                head.headers.insert(l, lv);
-                head.headers.insert(r, rv);
-            }
-        }
+        ratelimit_headers(&lock(&self.shared), &mut head.headers);
     }
 
     fn finish(&mut self, _end: End, event: &mut RequestAuditEvent) {
@@ -588,4 +580,22 @@ pub(crate) async fn run(quota: Arc<Quota>, cancel: tokio_util::sync::Cancellatio
         quota.settle(false).await;
     }
     quota.settle(true).await;
+}
+
+/// The `x-ratelimit-limit-*` / `x-ratelimit-remaining-*` headers of a request's holds.
+fn ratelimit_headers(shared: &Shared, headers: &mut http::HeaderMap) {
+    for hold in &shared.holds {
+        let name = hold.kind.header_name();
+        let value = |v: u64| HeaderValue::try_from(Limits::format_value(hold.kind, v)).ok();
+        let names = (
+            HeaderName::try_from(format!("x-ratelimit-limit-{name}")),
+            HeaderName::try_from(format!("x-ratelimit-remaining-{name}")),
+        );
+        if let (Ok(l), Ok(r), Some(lv), Some(rv)) =
+            (names.0, names.1, value(hold.limit), value(hold.remaining))
+        {
+            headers.insert(l, lv);
+            headers.insert(r, rv);
+        }
+    }
 }

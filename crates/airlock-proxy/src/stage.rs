@@ -127,6 +127,11 @@ impl Runs {
         self.0.push(run);
     }
 
+    /// Adds other runs after these (a routed request's limits run after its backend's meter).
+    pub(crate) fn append(&mut self, other: Runs) {
+        self.0.extend(other.0);
+    }
+
     pub(crate) fn is_empty(&self) -> bool {
         self.0.is_empty()
     }

@@ -832,3 +832,127 @@ async fn fallback_off_and_max_attempts_bound_the_attempts() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(header(&r, "x-airlock-attempts"), "3");
 }
+
+/// A router token is held to the limits of its account, devbox and gateway like any token
+/// (SECURITY #27): admitted answers carry the `x-ratelimit-*` headers, the request past the
+/// limit gets 429 `limit_exceeded` and reaches no backend, and the token limit's ledger ends at
+/// the tokens the serving backend's meter recorded.
+#[tokio::test]
+async fn router_tokens_are_held_to_their_limits() {
+    use airlock_core::limits::{CounterKey, LimitKind, LimitScope, Limits};
+    let h = Harness::sqlite().await;
+    let a = anthropic(&h, "sk-a", &["claude-sonnet-4-5"], anthropic_messages()).await;
+    let (row, token) = router(&h, config(vec![backend(&a, "a", 0)])).await;
+    let set = |scope: LimitScope, limits: Vec<(LimitKind, u64)>| {
+        let store = h.seed.store.clone();
+        let account = h.seed.account.clone();
+        async move {
+            let mut l = Limits::default();
+            for (k, v) in limits {
+                l.set(k, Some(v));
+            }
+            store
+                .set_limits(&account, &scope, &l, now(), None)
+                .await
+                .unwrap();
+        }
+    };
+    let scope = LimitScope::GatewayConfig(row.id.clone());
+    set(
+        scope.clone(),
+        vec![
+            (LimitKind::RequestsPerDay, 2),
+            (LimitKind::TokensPerDay, 1_000_000),
+        ],
+    )
+    .await;
+    // A passthrough devbox whose limit is written after the router's: once the data plane
+    // shows its header, it has loaded the router's limits too.
+    let (probe_box, mut probe) = h
+        .seed
+        .devbox(&["127.0.0.1"], &[(&a.gateway, &a.secret)])
+        .await;
+    set(
+        LimitScope::Devbox(probe_box.id),
+        vec![(LimitKind::RequestsPerDay, 1_000_000)],
+    )
+    .await;
+    let probe = probe.remove(0);
+    let loaded = Harness::eventually(Duration::from_secs(10), || async {
+        TestRequest::get(&h.url("/v1/probe"))
+            .bearer(probe.expose())
+            .send()
+            .await
+            .unwrap()
+            .header("x-ratelimit-limit-requests-per-day")
+            .is_some()
+    })
+    .await;
+    assert!(loaded, "the data plane never loaded the limits");
+
+    for (n, stream) in [(1, false), (2, true)] {
+        let r = post(
+            &h,
+            "/v1/chat/completions",
+            &token,
+            &chat("claude-sonnet-4-5", stream),
+        )
+        .await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(header(&r, "x-ratelimit-limit-requests-per-day"), "2");
+        assert_eq!(
+            header(&r, "x-ratelimit-remaining-requests-per-day"),
+            (2 - n).to_string()
+        );
+        let _ = r.text();
+    }
+    let sent = a.upstream.requests().len();
+    let r = post(
+        &h,
+        "/v1/messages",
+        &token,
+        &messages("claude-sonnet-4-5", false),
+    )
+    .await;
+    assert_eq!(r.status, 429, "{}", r.text());
+    assert_eq!(header(&r, "x-airlock-error"), "limit_exceeded");
+    assert!(r.header("retry-after").is_some());
+    assert!(r.text().contains("requests_per_day"), "{}", r.text());
+    assert_eq!(
+        a.upstream.requests().len(),
+        sent,
+        "nothing reaches a backend"
+    );
+
+    let key = CounterKey {
+        scope,
+        kind: LimitKind::TokensPerDay,
+        window_start_ms: LimitKind::TokensPerDay.window().start(now()),
+    };
+    let metered = || async {
+        let events: Vec<_> = h
+            .seed
+            .request_events()
+            .await
+            .into_iter()
+            .filter(|e| e.gateway_config_id.as_ref() == Some(&row.id) && e.status == 200)
+            .collect();
+        let tokens: u64 = events
+            .iter()
+            .filter_map(|e| e.llm.as_ref())
+            .map(|l| l.usage.total_tokens())
+            .sum();
+        (events.len(), tokens)
+    };
+    let settled = Harness::eventually(Duration::from_secs(20), || async {
+        let (n, tokens) = metered().await;
+        n == 2 && tokens > 0 && h.seed.store.limit_used(&key).await.unwrap() == tokens as i64
+    })
+    .await;
+    let (n, tokens) = metered().await;
+    assert!(
+        settled,
+        "ledger {:?}, metered {n} events {tokens} tokens",
+        h.seed.store.limit_used(&key).await
+    );
+}

@@ -220,6 +220,29 @@ pub(crate) async fn serve(
         }
     };
     let started = Instant::now();
+    let (parts, body) = req.into_parts();
+    let body = match read_body(body).await {
+        Ok(body) => body,
+        Err(own) => return Ok(answer(own_response(dialect, &own, record), None)),
+    };
+    // Budgets and rate limits (`quota`): the router token's account, devbox, gateway and scope
+    // limits, reserved from the client's body (in its dialect; priced at the end, from the
+    // serving backend's metered usage). The run goes last in the request's runs, after the
+    // served backend's meter, so that it trues up with what the meter recorded.
+    let client_llm = airlock_core::state::LlmSettings {
+        provider: None,
+        api: dialect.api(),
+        models: Vec::new(),
+    };
+    let ticket = match shared.quota.start(token, &parts.method, Some(&client_llm)) {
+        Some((mut run, ticket)) => {
+            run.request_body(Some(&mut body.clone()))?;
+            ticket.admit(&shared.quota).await?;
+            record.runs().push(run);
+            Some(ticket)
+        }
+        None => None,
+    };
     let mut route = Routing {
         shared,
         router: &router,
@@ -231,7 +254,7 @@ pub(crate) async fn serve(
         reason: String::new(),
         tokens: None,
     };
-    let result = route.run(req, record).await;
+    let result = route.run(parts, body, record).await;
     let (response, served) = match result {
         Ok(done) => (done.response, Some(done.served)),
         Err(own) => (own_response(dialect, &own, record), None),
@@ -252,6 +275,10 @@ pub(crate) async fn serve(
         output_tokens: route.tokens.map(|t| t.1),
         elapsed_ms: started.elapsed().as_millis() as u64,
     });
+    let mut response = response;
+    if let Some(ticket) = &ticket {
+        ticket.response_headers(response.headers_mut());
+    }
     Ok(answer(response, None))
 }
 
@@ -342,9 +369,12 @@ enum LastError {
 }
 
 impl Routing<'_> {
-    async fn run(&mut self, req: Request<Incoming>, record: &mut Recorder) -> Result<Done, Own> {
-        let (parts, body) = req.into_parts();
-        let body = read_body(body).await?;
+    async fn run(
+        &mut self,
+        parts: http::request::Parts,
+        body: Bytes,
+        record: &mut Recorder,
+    ) -> Result<Done, Own> {
         record.bytes_in(Arc::new(std::sync::atomic::AtomicU64::new(
             body.len() as u64
         )));
@@ -587,6 +617,7 @@ impl Routing<'_> {
         // The backend's own secret, of this token's account: never another's.
         let account = &*self.token.account_id;
         let Some(secret) = backend.secret.load().filter(|s| {
+            // public: account ids, not the secret's value
             s.material().is_some() && &s.account_id == account && &gateway.account_id == account
         }) else {
             return Err(unavailable("a backend's secret cannot be used"));
@@ -976,7 +1007,9 @@ impl Routing<'_> {
         secret: &crate::state::SecretEntry,
         status: StatusCode,
     ) {
-        *record.runs() = runs;
+        // The limits' run (if any) stays last, after the backend's meter.
+        let limits = std::mem::replace(record.runs(), runs);
+        record.runs().append(limits);
         record.upstream(status.as_u16());
         record.backend_secret(backend.secret.id.clone(), secret.version);
     }
