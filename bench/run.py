@@ -48,7 +48,8 @@ import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Every arm, in report order; a run has the ones it could start.
-ARMS = ["direct", "bare", "airlock", "metered", "airlock_pg", "airlock_base", "nginx", "haproxy"]
+ARMS = ["direct", "bare", "airlock", "metered", "limited", "router", "translated", "airlock_pg",
+        "airlock_base", "nginx", "haproxy", "portkey", "litellm"]
 # The arms every run starts (and `bench/profile.py` can profile).
 PROXIES = ["bare", "airlock", "nginx", "haproxy"]
 LABEL = {
@@ -56,10 +57,15 @@ LABEL = {
     "bare": "A1 bare hyper",
     "airlock": "A2 Airlock",
     "metered": "A2m Airlock, metered",
+    "limited": "A2l Airlock, limits",
+    "router": "A2r Airlock, router",
+    "translated": "A2t Airlock, router + translation",
     "airlock_pg": "A2p Airlock on Postgres",
     "airlock_base": "A2b Airlock baseline",
     "nginx": "A3 nginx",
     "haproxy": "A4 HAProxy",
+    "portkey": "A5 Portkey gateway",
+    "litellm": "A6 LiteLLM proxy",
 }
 # The LLM-shaped workload: an Anthropic Messages call, as JSON and as a stream. A2m runs it, and so
 # do A2 (the same process, a passthrough gateway) and A0 in the same rounds, so that A2m's cost is
@@ -73,7 +79,26 @@ MESSAGES_STREAM_BODY = json.dumps({
     "model": "claude-sonnet-4-5", "max_tokens": 256, "stream": True,
     "messages": [{"role": "user", "content": "Say hello."}],
 }, separators=(",", ":"))
-MESSAGES_ARMS = ["direct", "airlock", "metered"]
+# The OpenAI Chat Completions form of the same call: what A2t, A5 and A6 are sent. Each turns it into
+# the Anthropic call above (the upstream's /v1/messages) and the answer back into OpenAI's dialect.
+CHAT_PATH = "/v1/chat/completions"
+CHAT_BODY = json.dumps({
+    "model": "claude-sonnet-4-5", "max_tokens": 256,
+    "messages": [{"role": "user", "content": "Say hello."}],
+}, separators=(",", ":"))
+CHAT_STREAM_BODY = json.dumps({
+    "model": "claude-sonnet-4-5", "max_tokens": 256, "stream": True,
+    "messages": [{"role": "user", "content": "Say hello."}],
+}, separators=(",", ":"))
+CHAT = {"path": CHAT_PATH, "body": CHAT_BODY, "stream_body": CHAT_STREAM_BODY}
+MESSAGES = {"path": MESSAGES_PATH, "body": MESSAGES_BODY, "stream_body": MESSAGES_STREAM_BODY}
+MESSAGES_ARMS = ["direct", "nginx", "airlock", "metered", "limited", "router", "translated", "portkey",
+                 "litellm"]
+# The arms that translate: their streams are OpenAI chunks made from Anthropic events, so their event
+# count is not the upstream's (the one-to-one check does not apply to them).
+TRANSLATING = {"translated", "portkey", "litellm"}
+# The arms only the LLM workload runs (the others also run the plain one).
+LLM_ONLY = {"metered", "limited", "router", "translated", "portkey", "litellm"}
 REAL_KEY = "sk-bench-real-key-" + secrets.token_hex(8)
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -249,6 +274,12 @@ def rotate(arms, rnd):
     """The arms in round `rnd`'s order: rotated each round so no arm always runs first or last."""
     k = (rnd - 1) % len(arms) if arms else 0
     return arms[k:] + arms[:k]
+
+
+def arm_headers(a):
+    """The headers an arm's client sends: its credential, then any the arm needs besides (Portkey's
+    provider and host)."""
+    return [a["header"], *a.get("extra", [])]
 
 
 def pct(sorted_vals, q):
@@ -444,6 +475,102 @@ class Bench:
                 break
             time.sleep(0.1)
 
+    def start_limited(self):
+        """A2l: A2m's gateway config on A2's process through a devbox with limits on every count
+        (high enough never to refuse): each request takes a reservation from its body and trues it
+        up with the metered usage."""
+        a = self.arms["airlock"]
+        d = self.rest_ok(a, "POST", "/v1/devboxes", {
+            "name": "bench-limited", "source_addresses": ["127.0.0.1"],
+            "gateways": {"BENCH": {"gateway": "bench-metered", "secret": "BENCH_KEY"}},
+            "limits": {"requests_per_minute": 1_000_000_000, "tokens_per_minute": 1_000_000_000_000,
+                       "cost_usd_per_day": "1000000000"}})
+        self.arms["limited"] = {**a, "header": f"x-api-key: {d['environment']['BENCH']}"}
+        self.check("limited", MESSAGES_PATH, MESSAGES_BODY)
+
+    def start_router(self):
+        """A2r and A2t: a router gateway config on A2's process whose one backend is A2m's metered
+        Anthropic gateway. A2r sends it Anthropic Messages (no translation); A2t sends the same call
+        in OpenAI's Chat Completions dialect, translated to Messages and back."""
+        a = self.arms["airlock"]
+        status, out = self.rest(a, "POST", "/v1/gateway-configs", {
+            "name": "bench-router", "type": "router",
+            "backends": [{"gateway": "bench-metered", "secret": "BENCH_KEY"}]})
+        if status >= 300:
+            self.notes.append(f"A2r and A2t skipped: POST /v1/gateway-configs with type router answered "
+                              f"{status}: {json.dumps(out)[:200]}")
+            return
+        d = self.rest_ok(a, "POST", "/v1/devboxes", {
+            "name": "bench-router", "source_addresses": ["127.0.0.1"],
+            "gateways": {"BENCH": {"gateway": "bench-router"}}})
+        token = d["environment"]["BENCH"]
+        self.arms["router"] = {**a, "header": f"x-api-key: {token}"}
+        self.arms["translated"] = {**a, "header": f"authorization: Bearer {token}", "msg": CHAT}
+        self.check("router", MESSAGES_PATH, MESSAGES_BODY)
+        self.check("translated", CHAT_PATH, CHAT_BODY)
+
+    def peer_tool(self, *parts):
+        p = os.path.join(ROOT, ".bench-tools", *parts)
+        return p if os.path.exists(p) else None
+
+    def start_portkey(self):
+        """A5: Portkey's open-source gateway (npm `@portkey-ai/gateway`, Node) on the proxy core,
+        sent the Chat Completions call with `x-portkey-provider: anthropic` and the upstream as its
+        custom host. The client sends the real key: Portkey's open-source gateway has no key store
+        (its virtual keys are a feature of the hosted service), so this arm does less than Airlock."""
+        start = self.peer_tool("portkey", "node_modules", "@portkey-ai", "gateway", "build", "start-server.js")
+        if not start or not shutil.which("node"):
+            self.notes.append("A5 skipped: Portkey's gateway is not installed (scripts/bench installs it "
+                              "with npm into .bench-tools/portkey)")
+            return
+        port = free_port()
+        proc = self.spawn("portkey", ["node", start, f"--port={port}", "--headless"], cores=self.proxy_cores,
+                          env={"NODE_ENV": "production"}, cwd=os.path.dirname(start))
+        wait_port(port, proc, timeout=60)
+        self.arms["portkey"] = {
+            "port": port, "pid": proc.pid, "msg": CHAT, "header": f"authorization: Bearer {REAL_KEY}",
+            "extra": ["x-portkey-provider: anthropic",
+                      f"x-portkey-custom-host: http://127.0.0.1:{self.up_port}/v1"]}
+        self.check("portkey", CHAT_PATH, CHAT_BODY)
+
+    def start_litellm(self):
+        """A6: LiteLLM's proxy (PyPI `litellm[proxy]`, one worker, no database, logging off) on the
+        proxy core, with the upstream as an `anthropic/` model and the real key in its config; the
+        client sends LiteLLM's master key and the Chat Completions call."""
+        exe = self.peer_tool("litellm", "bin", "litellm")
+        if not exe:
+            self.notes.append("A6 skipped: LiteLLM's proxy is not installed (scripts/bench installs it "
+                              "with pip into .bench-tools/litellm)")
+            return
+        d = os.path.join(self.tmp, "litellm")
+        os.makedirs(d, exist_ok=True)
+        master = "sk-bench-master-" + secrets.token_hex(8)
+        cfg = os.path.join(d, "config.yaml")
+        with open(cfg, "w") as f:
+            f.write(f"""model_list:
+  - model_name: claude-sonnet-4-5
+    litellm_params:
+      model: anthropic/claude-sonnet-4-5
+      api_base: http://127.0.0.1:{self.up_port}
+      api_key: {REAL_KEY}
+litellm_settings:
+  turn_off_message_logging: true
+  drop_params: true
+general_settings:
+  master_key: {master}
+  disable_spend_logs: true
+  disable_error_logs: true
+""")
+        port = free_port()
+        proc = self.spawn("litellm", [exe, "--config", cfg, "--host", "127.0.0.1", "--port", str(port),
+                                      "--num_workers", "1"], cores=self.proxy_cores, cwd=d,
+                          env={"LITELLM_LOG": "ERROR", "LITELLM_TELEMETRY": "False",
+                               "LITELLM_LOCAL_MODEL_COST_MAP": "True", "DISABLE_SCHEMA_UPDATE": "True"})
+        wait_port(port, proc, timeout=180)
+        self.arms["litellm"] = {"port": port, "pid": proc.pid, "msg": CHAT,
+                                "header": f"authorization: Bearer {master}"}
+        self.check("litellm", CHAT_PATH, CHAT_BODY)
+
     def llm_requests(self, a):
         """airlock_proxy_llm_requests_total, summed over its labels, from the arm's operations listener."""
         try:
@@ -605,8 +732,9 @@ backend be
         a = self.arms[arm]
         req = urllib.request.Request(f"http://127.0.0.1:{a['port']}{path}",
                                      data=body.encode() if body else None)
-        name, value = a["header"].split(": ", 1)
-        req.add_header(name, value)
+        for h in arm_headers(a):
+            name, value = h.split(": ", 1)
+            req.add_header(name, value)
         if body:
             req.add_header("content-type", "application/json")
         deadline = time.monotonic() + 10
@@ -638,7 +766,8 @@ backend be
             f.write(wrk_post_lua(body) if body else WRK_LUA)
         cmd = taskset(self.client_cores) + [
             "wrk", "-t", str(min(len(self.client_cores), conns)), "-c", str(conns), "-d", f"{seconds}s",
-            "--timeout", "10s", "-H", a["header"], "-s", lua, f"http://127.0.0.1:{a['port']}{path}",
+            "--timeout", "10s", *[x for h in arm_headers(a) for x in ("-H", h)], "-s", lua,
+            f"http://127.0.0.1:{a['port']}{path}",
         ]
         pids = self.pids(arm)
         side = proc_tree(a["side_pid"]) if a.get("side_pid") else []
@@ -687,8 +816,8 @@ backend be
         """`streams` SSE streams at once: GET `path`, or POST JSON `body` to it."""
         a = self.arms[arm]
         cmd = taskset(self.client_cores) + [
-            self.bin("bench-probe"), "sse", "--addr", f"127.0.0.1:{a['port']}", "--header", a["header"],
-            "--streams", str(streams), "--concurrency", str(streams), "--path", path,
+            self.bin("bench-probe"), "sse", "--addr", f"127.0.0.1:{a['port']}",
+            *[x for h in arm_headers(a) for x in ("--header", h)], "--streams", str(streams), "--concurrency", str(streams), "--path", path,
         ] + (["--post", body] if body else [])
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
         if r.returncode != 0:
@@ -739,10 +868,11 @@ backend be
 
     def plain_arms(self):
         """The arms of the plain workload (`/instant`, `/delay`, `/sse`): every arm but A2m."""
-        return [a for a in ARMS if a in self.arms and a != "metered"]
+        return [a for a in ARMS if a in self.arms and a not in LLM_ONLY]
 
     def messages_arms(self):
-        """The arms of the Anthropic Messages workload: A0, A2 and A2m, when A2m runs."""
+        """The arms of the LLM workload (when A2m runs): A0, nginx and A2 as the plain hops, A2m,
+        A2l, A2r on Anthropic Messages; A2t, Portkey and LiteLLM on the same call in OpenAI's dialect."""
         return [a for a in MESSAGES_ARMS if a in self.arms] if "metered" in self.arms else []
 
     def processes(self):
@@ -770,14 +900,14 @@ backend be
         p = self.p
         order = rotate(self.messages_arms(), rnd)
         for arm in order:
-            self.record(rnd, arm, "msg_throughput",
-                        self.wrk(arm, MESSAGES_PATH, 64, p["throughput_s"], MESSAGES_BODY))
+            m = self.arms[arm].get("msg", MESSAGES)
+            self.record(rnd, arm, "msg_throughput", self.wrk(arm, m["path"], 64, p["throughput_s"], m["body"]))
         for arm in order:
-            self.record(rnd, arm, "msg_latency_1conn",
-                        self.wrk(arm, MESSAGES_PATH, 1, p["latency_s"], MESSAGES_BODY))
+            m = self.arms[arm].get("msg", MESSAGES)
+            self.record(rnd, arm, "msg_latency_1conn", self.wrk(arm, m["path"], 1, p["latency_s"], m["body"]))
         for arm in order:
-            self.record(rnd, arm, "msg_sse",
-                        self.sse(arm, p["sse_streams"], MESSAGES_PATH, MESSAGES_STREAM_BODY))
+            m = self.arms[arm].get("msg", MESSAGES)
+            self.record(rnd, arm, "msg_sse", self.sse(arm, p["sse_streams"], m["path"], m["stream_body"]))
 
     def run(self):
         nofile = self.nofile = raise_nofile()
@@ -796,6 +926,12 @@ backend be
         self.start_haproxy()
         if not self.args.skip_metered:
             self.start_metered()
+            if "metered" in self.arms:
+                self.start_limited()
+                self.start_router()
+        if not self.args.skip_peers and "metered" in self.arms:
+            self.start_portkey()
+            self.start_litellm()
         if not self.args.skip_postgres:
             self.start_airlock_pg()
         if self.args.baseline:
@@ -806,7 +942,8 @@ backend be
         for arm in self.plain_arms():
             self.wrk(arm, "/instant", 64, p["warmup_s"])
         for arm in self.messages_arms():
-            self.wrk(arm, MESSAGES_PATH, 64, p["warmup_s"], MESSAGES_BODY)
+            m = self.arms[arm].get("msg", MESSAGES)
+            self.wrk(arm, m["path"], 64, p["warmup_s"], m["body"])
         if not self.oha:
             self.notes.append("oha is not installed (cargo install oha failed or was skipped): "
                               "the open-loop figures are missing")
@@ -1039,7 +1176,7 @@ def render(doc):
         if fig in s:
             L.append("Events one to one (64 per stream, no read carrying two events, no gap over 35 ms): " +
                      ", ".join(f"{LABEL[a]} {'yes' if s[fig][a].get('one_to_one') else 'NO'}"
-                               for a in ARMS if a in s[fig]) + "\n")
+                               for a in ARMS if a in s[fig] and a not in TRANSLATING) + "\n")
 
     added_table("Added latency at one connection", "latency_1conn",
                 [("p50", "p50"), ("p99", "p99"), ("p99.9", "p999")])
@@ -1112,8 +1249,18 @@ def render_messages(doc, L, table, added_table, one_to_one):
               "msg_throughput", [("req/s", "rps"), ("CPU µs/request (proxy)", "cpu_us_per_req", 1),
                                  ("p50 µs", "p50"), ("p99 µs", "p99")])
         L.append("A2 is the same process and the same request through a passthrough gateway config; "
-                 "A2m's gateway config has `api: anthropic-messages` and reads the usage of every answer.\n")
-        for a, b in [("metered", "airlock"), ("metered", "direct"), ("airlock", "direct")]:
+                 "A2m's gateway config has `api: anthropic-messages` and reads the usage of every answer; "
+                 "A2l is A2m through a devbox with limits on requests, tokens and cost; A2r is a router "
+                 "over A2m's gateway, sent the same Messages call. A2t (the same router), A5 Portkey and "
+                 f"A6 LiteLLM are sent the call in OpenAI's dialect (`POST {CHAT_PATH}`) and translate it "
+                 "to the upstream's Messages and the answer back. A5's client sends the real key itself "
+                 "(Portkey's open-source gateway keeps no keys); A6 holds it in its config.\n")
+        for a, b in [("metered", "airlock"), ("limited", "metered"), ("router", "metered"),
+                     ("translated", "router"), ("router", "nginx"), ("translated", "nginx"),
+                     ("translated", "portkey"), ("translated", "litellm"), ("metered", "direct"),
+                     ("airlock", "direct"), ("airlock", "nginx")]:
+            if f"{a}/{b}" not in r.get("msg_throughput.rps", {}):
+                continue
             L.append(f"- {LABEL[a]} / {LABEL[b]}: req/s {spread(r.get('msg_throughput.rps', {}).get(f'{a}/{b}'), 2)}, "
                      f"CPU per request {spread(r.get('msg_throughput.cpu_us_per_req', {}).get(f'{a}/{b}'), 2)}")
         L.append("")
@@ -1143,6 +1290,22 @@ def render_messages(doc, L, table, added_table, one_to_one):
           first and first["median"] <= 300)
     o2o = s.get("msg_sse", {}).get("metered", {}).get("one_to_one")
     check("Metering: SSE events one to one", None if o2o is None else ("yes" if o2o else "no"), "yes", o2o)
+    cpu_l = r.get("msg_throughput.cpu_us_per_req", {}).get("limited/metered")
+    check("Limits: CPU per request A2l / A2m", spread(cpu_l, 3) if cpu_l else None, "≤ 1.05",
+          cpu_l and cpu_l["median"] <= 1.05)
+    added1 = s.get("added", {}).get("msg_latency_1conn", {})
+    ng = added1.get("nginx", {}).get("p99")
+    for arm, bar in [("router", 1.5), ("translated", 2.0)]:
+        x = added1.get(arm, {}).get("p99")
+        if x and ng and ng["median"] > 0:
+            ratio = x["median"] / ng["median"]
+            check(f"Router: added p99 at one connection, {LABEL[arm]} / nginx",
+                  f"{ratio:.2f}× ({x['median']:.0f} vs {ng['median']:.0f} µs)", f"≤ {bar}×", ratio <= bar)
+    for a, b, bar in [("router", "nginx", 0.5), ("translated", "nginx", 0.5), ("translated", "portkey", 3.0),
+                      ("translated", "litellm", 10.0)]:
+        x = r.get("msg_throughput.rps", {}).get(f"{a}/{b}")
+        check(f"Router: req/s {LABEL[a]} / {LABEL[b]}", spread(x, 2) if x else None, f"≥ {bar}×",
+              x and x["median"] >= bar)
     cpu_b = r.get("throughput.cpu_us_per_req", {}).get("airlock/airlock_base")
     check("Passthrough: CPU per request A2 / A2b", spread(cpu_b, 3) if cpu_b else None, "≤ 1.03",
           cpu_b and cpu_b["median"] <= 1.03)
@@ -1161,6 +1324,8 @@ def main():
     ap.add_argument("--skip-scale", action="store_true")
     ap.add_argument("--skip-propagation", action="store_true")
     ap.add_argument("--skip-metered", action="store_true", help="leave out A2m (Airlock, metered)")
+    ap.add_argument("--skip-peers", action="store_true",
+                    help="leave out A5 (Portkey) and A6 (LiteLLM)")
     ap.add_argument("--skip-postgres", action="store_true", help="leave out A2p (Airlock on Postgres)")
     ap.add_argument("--baseline", metavar="AIRLOCK_BINARY",
                     help="add A2b: A2 from this airlock binary (an older build), for a before/after ratio")
