@@ -2,7 +2,8 @@
 """Where a proxy's CPU goes: one arm of the harness under the throughput load, recorded with
 `perf record -g`, summarised with `perf report`.
 
-Run through `scripts/bench --profile [ARM]` (ARM: airlock (default), bare, nginx, haproxy), which
+Run through `scripts/bench --profile [ARM]` (ARM: airlock (default), bare, nginx, haproxy, or one
+of the LLM arms metered, limited, router, translated, loaded with their Messages or Chat call), which
 builds the release binaries first. Starts the upstream and the arm exactly as `bench/run.py` does
 (same cores, same worker count, same token swap), warms it up, then records the proxy's
 processes for `--seconds` of `wrk` at 64 connections on `/instant`. Writes
@@ -25,7 +26,8 @@ import run  # noqa: E402  (the harness: arms, ports, taskset, wrk)
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("arm", nargs="?", default="airlock", choices=run.PROXIES)
+    llm = ["metered", "limited", "router", "translated"]
+    ap.add_argument("arm", nargs="?", default="airlock", choices=run.PROXIES + llm)
     ap.add_argument("--seconds", type=int, default=8)
     ap.add_argument("--conns", type=int, default=64)
     ap.add_argument("--keep", action="store_true", help="keep perf.data next to the report")
@@ -39,9 +41,20 @@ def main():
         b.start_upstream()
         # nginx and HAProxy map a token to the key; without Airlock any token-shaped text will do.
         b.token = "gws_profile" + run.secrets.token_hex(16)
-        getattr(b, f"start_{args.arm}")()
-        b.check(args.arm)
-        b.wrk(args.arm, "/instant", args.conns, 2)
+        if args.arm in llm:
+            b.start_airlock()
+            b.start_metered()
+            if args.arm == "limited":
+                b.start_limited()
+            if args.arm in ("router", "translated"):
+                b.start_router()
+            m = b.arms[args.arm].get("msg", run.MESSAGES)
+            path, body = m["path"], m["body"]
+        else:
+            getattr(b, f"start_{args.arm}")()
+            b.check(args.arm)
+            path, body = "/instant", None
+        b.wrk(args.arm, path, args.conns, 2, body)
         pids = b.pids(args.arm)
         stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
         out_dir = os.path.join(run.ROOT, "bench", "results")
@@ -52,7 +65,7 @@ def main():
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         )
         time.sleep(0.5)
-        load = b.wrk(args.arm, "/instant", args.conns, args.seconds)
+        load = b.wrk(args.arm, path, args.conns, args.seconds, body)
         perf.send_signal(2)
         perf.wait(timeout=60)
         report = subprocess.run(

@@ -823,11 +823,13 @@ backend be
         if r.returncode != 0:
             raise RuntimeError(f"sse probe failed for {arm}: {r.stderr}")
         s = json.loads(r.stdout)["streams"]
-        heads = sorted(x["head_us"] for x in s)
-        firsts = sorted(x["first_event_us"] for x in s)
+        # A stream that failed (no head, or no event) has no time to count; `ok` says it failed.
+        heads = sorted(x["head_us"] for x in s if x.get("head_us") is not None)
+        firsts = sorted(x["first_event_us"] for x in s if x.get("first_event_us") is not None)
         gaps = sorted(g for x in s for g in x["gaps_us"])
         return {
             "ok": all(x["ok"] for x in s),
+            "failed": sum(1 for x in s if not x["ok"]),
             "head_p50": pct(heads, 0.5), "head_p99": pct(heads, 0.99),
             "first_p50": pct(firsts, 0.5), "first_p99": pct(firsts, 0.99),
             "gap_p50": pct(gaps, 0.5), "gap_p99": pct(gaps, 0.99),
