@@ -368,6 +368,76 @@ enum LastError {
     Upstream(Response<Kind>),
 }
 
+/// Why an attempt failed, the status the backend answered with (if any), and what next.
+type AttemptError = (&'static str, Option<u16>, Failed);
+
+/// A cause of a failed attempt after which the next backend may be tried; what the client
+/// gets if it was the last.
+enum Cause {
+    /// The backend could not be used at all (its secret, endpoint or gate).
+    Unavailable(&'static str),
+    /// No head (or first content) within `timeout_ms`.
+    Timeout,
+    /// The connection could not be made (the `upstream_unreachable` code).
+    Unreachable(&'static str),
+    /// The answer or the stream broke off.
+    BrokeOff(&'static str),
+    /// The answer could not be read.
+    BadAnswer,
+    /// The stream's first event was an error.
+    ErrorEvent(String),
+}
+
+impl Cause {
+    fn failed(self, status: Option<u16>) -> AttemptError {
+        let (why, own) = match self {
+            Cause::Unavailable(m) => (
+                "unavailable",
+                Own::new(StatusCode::SERVICE_UNAVAILABLE, "no_backend_available", m),
+            ),
+            Cause::Timeout => (
+                "timeout",
+                Own::new(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "upstream_timeout",
+                    "no backend answered in time",
+                ),
+            ),
+            Cause::Unreachable(code) => (
+                "connect_failed",
+                Own::new(
+                    StatusCode::BAD_GATEWAY,
+                    "upstream_unreachable",
+                    format!("no backend could be reached ({code})"),
+                ),
+            ),
+            Cause::BrokeOff(m) => (
+                "connect_failed",
+                Own::new(StatusCode::BAD_GATEWAY, "upstream_failed", m),
+            ),
+            Cause::BadAnswer => (
+                "bad_answer",
+                Own::new(
+                    StatusCode::BAD_GATEWAY,
+                    "upstream_failed",
+                    "the backend's answer could not be read",
+                ),
+            ),
+            Cause::ErrorEvent(m) => (
+                "error_event",
+                Own::new(StatusCode::BAD_GATEWAY, "upstream_failed", m),
+            ),
+        };
+        (why, status, Failed::Next(LastError::Own(own)))
+    }
+
+    /// The same, after counting the failure toward the backend's breaker.
+    fn counted(self, health: &Health, status: Option<u16>) -> AttemptError {
+        health.failed(airlock_core::time::now_ms());
+        self.failed(status)
+    }
+}
+
 impl Routing<'_> {
     async fn run(
         &mut self,
@@ -596,21 +666,10 @@ impl Routing<'_> {
         include_usage: bool,
         client_headers: &HeaderMap,
         record: &mut Recorder,
-    ) -> Result<(Response<Kind>, u16, Option<(u64, u64)>), (&'static str, Option<u16>, Failed)>
-    {
+    ) -> Result<(Response<Kind>, u16, Option<(u64, u64)>), AttemptError> {
         let client = self.client;
         let gateway = &candidate.gateway;
-        let unavailable = |message: &str| {
-            (
-                "unavailable",
-                None,
-                Failed::Next(LastError::Own(Own::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "no_backend_available",
-                    message.to_owned(),
-                ))),
-            )
-        };
+        let unavailable = |message: &'static str| Cause::Unavailable(message).failed(None);
         let Some(backend_dialect) = airlock_llm::translate::Dialect::of(gateway.llm.api) else {
             return Err(unavailable("a backend speaks no chat dialect"));
         };
@@ -746,32 +805,12 @@ impl Routing<'_> {
         let sent_at = Instant::now();
         let sent = tokio::time::timeout_at(deadline, shared.client.request(upstream_req)).await;
         let response = match sent {
-            Err(_) => {
-                health.failed(airlock_core::time::now_ms());
-                return Err((
-                    "timeout",
-                    None,
-                    Failed::Next(LastError::Own(Own::new(
-                        StatusCode::GATEWAY_TIMEOUT,
-                        "upstream_timeout",
-                        "no backend answered in time",
-                    ))),
-                ));
-            }
+            Err(_) => return Err(Cause::Timeout.counted(health, None)),
             Ok(Err(err)) => {
                 let (err, kind) = crate::upstream::classify(&err);
                 shared.metrics.upstream_error(kind);
-                health.failed(airlock_core::time::now_ms());
-                let d = err.describe();
-                return Err((
-                    "connect_failed",
-                    None,
-                    Failed::Next(LastError::Own(Own::new(
-                        StatusCode::BAD_GATEWAY,
-                        "upstream_unreachable",
-                        format!("no backend could be reached ({})", d.code.as_str()),
-                    ))),
-                ));
+                let code = err.describe().code.as_str();
+                return Err(Cause::Unreachable(code).counted(health, None));
             }
             Ok(Ok(response)) => response,
         };
@@ -823,16 +862,8 @@ impl Routing<'_> {
         if !sse {
             // A whole answer: read it, meter it, translate it.
             let Some(mut whole) = read_capped(incoming, RESPONSE_CAP, deadline).await else {
-                health.failed(airlock_core::time::now_ms());
-                return Err((
-                    "connect_failed",
-                    Some(status.as_u16()),
-                    Failed::Next(LastError::Own(Own::new(
-                        StatusCode::BAD_GATEWAY,
-                        "upstream_failed",
-                        "the backend's answer broke off",
-                    ))),
-                ));
+                let cause = Cause::BrokeOff("the backend's answer broke off");
+                return Err(cause.counted(health, Some(status.as_u16())));
             };
             // The answer's usage, for the routing log (the meter stage records it too).
             let mut meter = airlock_llm::Meter::new(gateway.llm.api, false);
@@ -847,18 +878,7 @@ impl Routing<'_> {
                 let created = (airlock_core::time::now_ms() / 1000) as u64;
                 match translate_response(backend_dialect, &whole, created) {
                     Ok(b) => Bytes::from(b),
-                    Err(_) => {
-                        health.failed(airlock_core::time::now_ms());
-                        return Err((
-                            "bad_answer",
-                            Some(status.as_u16()),
-                            Failed::Next(LastError::Own(Own::new(
-                                StatusCode::BAD_GATEWAY,
-                                "upstream_failed",
-                                "the backend's answer could not be read",
-                            ))),
-                        ));
-                    }
+                    Err(_) => return Err(Cause::BadAnswer.counted(health, Some(status.as_u16()))),
                 }
             } else {
                 whole
@@ -897,33 +917,14 @@ impl Routing<'_> {
                 break;
             }
             if detector.failed_before_content() {
-                health.failed(airlock_core::time::now_ms());
-                return Err((
-                    "error_event",
-                    Some(status.as_u16()),
-                    Failed::Next(LastError::Own(Own::new(
-                        StatusCode::BAD_GATEWAY,
-                        "upstream_failed",
-                        detector.upstream_error().map_or_else(
-                            || "the backend's stream failed".to_owned(),
-                            |e| e.message.clone(),
-                        ),
-                    ))),
-                ));
+                let message = detector.upstream_error().map_or_else(
+                    || "the backend's stream failed".to_owned(),
+                    |e| e.message.clone(),
+                );
+                return Err(Cause::ErrorEvent(message).counted(health, Some(status.as_u16())));
             }
             let frame = match tokio::time::timeout_at(deadline, incoming.frame()).await {
-                Err(_) => {
-                    health.failed(airlock_core::time::now_ms());
-                    return Err((
-                        "timeout",
-                        Some(status.as_u16()),
-                        Failed::Next(LastError::Own(Own::new(
-                            StatusCode::GATEWAY_TIMEOUT,
-                            "upstream_timeout",
-                            "no backend answered in time",
-                        ))),
-                    ));
-                }
+                Err(_) => return Err(Cause::Timeout.counted(health, Some(status.as_u16()))),
                 Ok(frame) => frame,
             };
             match frame {
@@ -936,16 +937,8 @@ impl Routing<'_> {
                     detector.feed(&data, &mut held);
                 }
                 Some(Err(_)) => {
-                    health.failed(airlock_core::time::now_ms());
-                    return Err((
-                        "connect_failed",
-                        Some(status.as_u16()),
-                        Failed::Next(LastError::Own(Own::new(
-                            StatusCode::BAD_GATEWAY,
-                            "upstream_failed",
-                            "the backend's stream broke off",
-                        ))),
-                    ));
+                    let cause = Cause::BrokeOff("the backend's stream broke off");
+                    return Err(cause.counted(health, Some(status.as_u16())));
                 }
                 None => {
                     if let Some(rest) = runs.end() {
