@@ -370,6 +370,7 @@ fn parse_models(input: Vec<ModelIn>) -> Result<Vec<ModelSpec>, InvalidInput> {
                 .transpose()?,
             context_window: positive("contextWindow", m.context_window)?,
             max_tokens: positive("maxTokens", m.max_tokens)?,
+            tools: m.tools,
         });
     }
     Ok(out)

@@ -956,3 +956,83 @@ async fn router_tokens_are_held_to_their_limits() {
         h.seed.store.limit_used(&key).await
     );
 }
+
+#[tokio::test]
+async fn a_request_with_tools_skips_models_without_tool_calls() {
+    let h = Harness::sqlite().await;
+    // o1-mini takes no tools by the provider default; "plain" by the operator's model list.
+    let o1 = openai(&h, "sk-o1", &["o1-mini"], openai_chat()).await;
+    let plain_up = upstream(&h, openai_chat()).await;
+    let plain = Up {
+        gateway: h
+            .seed
+            .gateway_llm(
+                &format!("{}/v1", plain_up.url()),
+                AuthMechanism::Bearer,
+                Vec::new(),
+                LlmSettings {
+                    provider: Some("openai".into()),
+                    api: Api::OpenaiCompletions,
+                    models: vec![ModelSpec {
+                        id: "plain".into(),
+                        tools: Some(false),
+                        ..ModelSpec::default()
+                    }],
+                },
+            )
+            .await,
+        secret: h.seed.secret(&support::unique_name(), "sk-plain").await,
+        key: "sk-plain".into(),
+        upstream: plain_up,
+    };
+    let a = anthropic(&h, "sk-a", &["claude"], anthropic_messages()).await;
+    let (row, token) = router(
+        &h,
+        config(vec![
+            backend(&o1, "o1", 0),
+            backend(&plain, "plain", 1),
+            backend(&a, "claude", 2),
+        ]),
+    )
+    .await;
+    let tool = json!({"type": "function", "function": {"name": "get_weather",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}});
+
+    // Without tools: the first backend.
+    let r = post(&h, "/v1/chat/completions", &token, &chat("auto", false)).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(header(&r, "x-airlock-model"), "o1-mini");
+
+    // With OpenAI tools, and with the deprecated functions: both skipped, Claude serves.
+    let mut body = chat("auto", false);
+    body["tools"] = json!([tool]);
+    let r = post(&h, "/v1/chat/completions", &token, &body).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(header(&r, "x-airlock-provider"), "anthropic");
+    assert_eq!(header(&r, "x-airlock-attempts"), "1");
+    let log = h.plane.routing_log(&row.id, 1).unwrap();
+    assert!(
+        log[0].reason.contains("o1 (o1-mini) takes no tools"),
+        "{}",
+        log[0].reason
+    );
+    assert!(
+        log[0].reason.contains("plain (plain) takes no tools"),
+        "{}",
+        log[0].reason
+    );
+
+    // Anthropic tools, pinned to a backend without them: 400 no_capable_backend.
+    let mut body = messages("o1:o1-mini", false);
+    body["tools"] = json!([{"name": "t", "input_schema": {"type": "object"}}]);
+    let r = post(&h, "/v1/messages", &token, &body).await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(header(&r, "x-airlock-error"), "no_capable_backend");
+    assert_eq!(r.json().unwrap()["type"], "error");
+    assert_eq!(
+        o1.upstream.requests().len(),
+        1,
+        "only the tool-less request"
+    );
+    assert!(plain.upstream.requests().is_empty());
+}

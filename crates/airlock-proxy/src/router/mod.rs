@@ -511,12 +511,14 @@ impl Routing<'_> {
             .iter()
             .find_map(|k| object.get(*k).and_then(Value::as_u64));
         let images = has_images(object);
+        let tools = has_tools(object);
         // The body without `prefer`, as the backends get it (before the model is set).
         let client_body = serde_json::to_vec(&json).unwrap_or_default();
         let want = Want {
             model: &model,
             prefer,
             images,
+            tools,
             // About four bytes a token: an estimate for the context window and the cost.
             input_tokens: (body.len() / 4) as u64,
             max_tokens,
@@ -1043,6 +1045,17 @@ fn error_response(
     response
 }
 
+/// Whether the request defines tools: OpenAI's `tools` (or the deprecated `functions`),
+/// Anthropic's `tools`.
+fn has_tools(object: &serde_json::Map<String, Value>) -> bool {
+    ["tools", "functions"].iter().any(|k| {
+        object
+            .get(*k)
+            .and_then(Value::as_array)
+            .is_some_and(|a| !a.is_empty())
+    })
+}
+
 /// Whether any message carries an image (either dialect's block shapes).
 fn has_images(object: &serde_json::Map<String, Value>) -> bool {
     let Some(messages) = object.get("messages").and_then(Value::as_array) else {
@@ -1172,6 +1185,7 @@ pub(crate) fn preview(
         model,
         prefer,
         images: has_images(object),
+        tools: has_tools(object),
         input_tokens: (body.len() / 4) as u64,
         max_tokens: ["max_completion_tokens", "max_tokens"]
             .iter()

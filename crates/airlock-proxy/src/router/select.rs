@@ -5,7 +5,8 @@
 //!    a bare model id (every backend that lists it; backends without a list take any model).
 //!    A `model` with a `:` that names no backend of this router is refused (SECURITY #26: a
 //!    model name never chooses an upstream).
-//! 2. **Filter** by capability, from the backend gateway's model list: images, and the context
+//! 2. **Filter** by capability, from the backend gateway's model list: tools (else the
+//!    provider's default, `airlock_llm::providers::supports_tools`), images, and the context
 //!    window against the input estimate plus `max_tokens`; then by health: a backend in
 //!    cooldown or with an open breaker is left out.
 //! 3. **Order** by strategy (or by `prefer`): priority, weighted random, latency (peak-EWMA of
@@ -45,6 +46,8 @@ pub(crate) struct Want<'a> {
     pub(crate) model: &'a str,
     pub(crate) prefer: Prefer,
     pub(crate) images: bool,
+    /// The request defines tools (OpenAI `tools` / `functions`, Anthropic `tools`).
+    pub(crate) tools: bool,
     pub(crate) input_tokens: u64,
     pub(crate) max_tokens: Option<u64>,
 }
@@ -143,10 +146,23 @@ pub(crate) fn plan(router: &RouterEntry, want: &Want<'_>, now_ms: i64) -> Result
         return Err(Refused::NoModel);
     }
 
-    // Capability, from the model list's metadata where it has the model.
+    // Capability, from the model list's metadata where it has the model (tools: else the
+    // provider's default).
     let mut incapable = Vec::new();
     picked.retain(|c| {
         let spec = c.gateway.llm.models.iter().find(|m| m.id == c.model);
+        if want.tools {
+            let tools = spec.and_then(|s| s.tools).unwrap_or_else(|| {
+                airlock_llm::providers::supports_tools(c.gateway.llm.provider.as_deref(), &c.model)
+            });
+            if !tools {
+                incapable.push(format!(
+                    "{} ({}) takes no tools",
+                    router.backends[c.index].name, c.model
+                ));
+                return false;
+            }
+        }
         let Some(spec) = spec else { return true };
         if want.images && !spec.images {
             incapable.push(format!("{} takes no images", router.backends[c.index].name));
