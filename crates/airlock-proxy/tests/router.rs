@@ -1036,3 +1036,115 @@ async fn a_request_with_tools_skips_models_without_tool_calls() {
     );
     assert!(plain.upstream.requests().is_empty());
 }
+
+/// An Azure OpenAI backend on a resource endpoint (the deployment API), key in `api-key`.
+async fn azure(h: &Harness, key: &str, endpoint_path: &str, deployments: &[&str]) -> Up {
+    let upstream = upstream(h, openai_chat()).await;
+    let gateway = h
+        .seed
+        .gateway_llm(
+            &format!("{}{endpoint_path}", upstream.url()),
+            AuthMechanism::Header {
+                key: "api-key".into(),
+            },
+            Vec::new(),
+            LlmSettings {
+                provider: Some("azure-openai".into()),
+                api: Api::OpenaiCompletions,
+                models: deployments.iter().map(|m| model(m, 1, 2)).collect(),
+            },
+        )
+        .await;
+    let secret = h.seed.secret(&support::unique_name(), key).await;
+    Up {
+        upstream,
+        gateway,
+        secret,
+        key: key.into(),
+    }
+}
+
+#[tokio::test]
+async fn azure_backends_get_the_deployment_path_and_their_api_key() {
+    let h = Harness::sqlite().await;
+    let az = azure(&h, "azure-KEY-1", "", &["my-gpt4o"]).await;
+    let az_openai = azure(&h, "azure-KEY-2", "/openai", &["dep2"]).await;
+    let az_v1 = azure(&h, "azure-KEY-3", "/openai/v1", &["gpt-4o-mini"]).await;
+    let a = anthropic(&h, "sk-ant-AZ", &["claude"], anthropic_messages()).await;
+    let (_, token) = router(
+        &h,
+        config(vec![
+            backend(&az, "az", 0),
+            backend(&az_openai, "az2", 1),
+            backend(&az_v1, "az3", 2),
+            backend(&a, "a", 3),
+        ]),
+    )
+    .await;
+    // OpenAI client, JSON and stream; Anthropic client translated.
+    for (path, body) in [
+        ("/v1/chat/completions", chat("my-gpt4o", false)),
+        ("/v1/chat/completions", chat("my-gpt4o", true)),
+        ("/v1/messages", messages("my-gpt4o", false)),
+    ] {
+        let r = post(&h, path, &token, &body).await;
+        assert_eq!(r.status, 200, "{path}: {}", r.text());
+        assert_eq!(header(&r, "x-airlock-provider"), "azure-openai");
+        assert_eq!(header(&r, "x-airlock-model"), "my-gpt4o");
+        assert!(r.text().contains("Hello from"), "{}", r.text());
+    }
+    let seen = az.upstream.requests();
+    assert_eq!(seen.len(), 3);
+    for req in &seen {
+        assert_eq!(
+            req.path_and_query(),
+            "/openai/deployments/my-gpt4o/chat/completions?api-version=2024-10-21"
+        );
+        assert_eq!(req.header_str("api-key").as_deref(), Some("azure-KEY-1"));
+        assert!(req.header_str("authorization").is_none());
+        assert_eq!(req.body_json().unwrap()["model"], "my-gpt4o");
+    }
+    let r = post(&h, "/v1/chat/completions", &token, &chat("dep2", false)).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        az_openai.upstream.last_request().unwrap().path_and_query(),
+        "/openai/deployments/dep2/chat/completions?api-version=2024-10-21"
+    );
+    // The v1 API: OpenAI's path and the model in the body.
+    let r = post(
+        &h,
+        "/v1/chat/completions",
+        &token,
+        &chat("gpt-4o-mini", false),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    let last = az_v1.upstream.last_request().unwrap();
+    assert_eq!(last.path_and_query(), "/openai/v1/chat/completions");
+    assert_eq!(last.header_str("api-key").as_deref(), Some("azure-KEY-3"));
+
+    // A model that is not a plain name never becomes a path: the pinned Azure backend is
+    // skipped and nothing is sent.
+    let before = az.upstream.requests().len();
+    let r = post(
+        &h,
+        "/v1/chat/completions",
+        &token,
+        &chat("az:../../x", false),
+    )
+    .await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(az.upstream.requests().len(), before);
+
+    // SECURITY #26: each backend sees its own key only.
+    let _ = post(&h, "/v1/messages", &token, &messages("claude", false)).await;
+    let ups = [&az, &az_openai, &az_v1, &a];
+    for (i, up) in ups.iter().enumerate() {
+        for (j, other) in ups.iter().enumerate() {
+            if i != j {
+                assert!(!up.upstream.received_contains(other.key.as_bytes()));
+            }
+        }
+        assert!(!up.upstream.received_contains(token.expose().as_bytes()));
+    }
+}

@@ -733,15 +733,16 @@ impl Routing<'_> {
                 }
             }
         };
-        let path = match backend_dialect {
-            Dialect::OpenaiChat => "/chat/completions",
-            Dialect::AnthropicMessages => "/v1/messages",
+        let Some(path) = backend_path(gateway, &candidate.model, stream) else {
+            return Err(unavailable(
+                "the model cannot name a deployment or model path",
+            ));
         };
         let mut runs = Runs::start(
             &gateway.stages,
             &RequestHead {
                 method: &Method::POST,
-                path,
+                path: &path,
             },
         );
         if runs.admit().is_err() {
@@ -1008,6 +1009,56 @@ impl Routing<'_> {
         record.upstream(status.as_u16());
         record.backend_secret(backend.secret.id.clone(), secret.version);
     }
+}
+
+/// The `api-version` a router sends to Azure OpenAI's deployment API (its latest GA version).
+pub(crate) const AZURE_API_VERSION: &str = "2024-10-21";
+
+/// The path (and query) of a backend's chat endpoint, under its gateway's base path:
+///
+/// - Anthropic Messages: `/v1/messages`;
+/// - Gemini: `/v1beta/models/{model}:generateContent` (`:streamGenerateContent?alt=sse` for a
+///   stream), without `/v1beta` when the endpoint has a path of its own (`…/v1beta`, Vertex
+///   AI's `…/publishers/google`);
+/// - Azure OpenAI (`provider: azure-openai`) on a resource endpoint (no `/v1` at its end):
+///   `/openai/deployments/{model}/chat/completions?api-version=…`, the backend's model naming
+///   the deployment (no `/openai` when the endpoint ends with it); on the v1 API (`…/openai/v1`)
+///   OpenAI's path, like every other Chat Completions backend: `/chat/completions`.
+///
+/// `None` when a model that goes into the path is not a plain name (letters, digits, `.`, `-`,
+/// `_`): a client's model id never shapes a path (SECURITY #26).
+fn backend_path(gateway: &crate::state::GatewayEntry, model: &str, stream: bool) -> Option<String> {
+    let segment = || {
+        let plain = model
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'));
+        (plain && !model.is_empty() && model != "." && model != "..").then_some(model)
+    };
+    let base = &*gateway.base_path;
+    Some(match gateway.llm.api {
+        airlock_core::Api::AnthropicMessages => "/v1/messages".into(),
+        airlock_core::Api::Gemini => {
+            let prefix = if base.is_empty() { "/v1beta" } else { "" };
+            let method = if stream {
+                "streamGenerateContent?alt=sse"
+            } else {
+                "generateContent"
+            };
+            format!("{prefix}/models/{}:{method}", segment()?)
+        }
+        _ if gateway.llm.provider.as_deref() == Some("azure-openai") && !base.ends_with("/v1") => {
+            let prefix = if base.ends_with("/openai") {
+                ""
+            } else {
+                "/openai"
+            };
+            format!(
+                "{prefix}/deployments/{}/chat/completions?api-version={AZURE_API_VERSION}",
+                segment()?
+            )
+        }
+        _ => "/chat/completions".into(),
+    })
 }
 
 /// A backend's error response in the client's dialect, status kept (with its Retry-After).
