@@ -1148,3 +1148,240 @@ async fn azure_backends_get_the_deployment_path_and_their_api_key() {
         assert!(!up.upstream.received_contains(token.expose().as_bytes()));
     }
 }
+
+/// A Gemini API backend (Google AI Studio) serving `models`, key in `x-goog-api-key`.
+async fn gemini_backend(h: &Harness, key: &str, models: &[&str]) -> Up {
+    let upstream = upstream(h, airlock_testkit::upstream::gemini()).await;
+    let gateway = h
+        .seed
+        .gateway_llm(
+            &upstream.url(),
+            AuthMechanism::Header {
+                key: "x-goog-api-key".into(),
+            },
+            Vec::new(),
+            LlmSettings {
+                provider: Some("google".into()),
+                api: Api::Gemini,
+                models: models
+                    .iter()
+                    .map(|m| model(m, 300_000_000, 2_500_000_000))
+                    .collect(),
+            },
+        )
+        .await;
+    let secret = h.seed.secret(&support::unique_name(), key).await;
+    Up {
+        upstream,
+        gateway,
+        secret,
+        key: key.into(),
+    }
+}
+
+/// The JSON data of each SSE event (`[DONE]` left out).
+fn sse_data(text: &str) -> Vec<Value> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter(|d| *d != "[DONE]")
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn gemini_backends_serve_both_dialects_translated() {
+    let h = Harness::sqlite().await;
+    let g = gemini_backend(&h, "AIza-GEMINI-KEY", &["gemini-test"]).await;
+    let o = openai(&h, "sk-openai-G", &["gpt"], openai_chat()).await;
+    let (row, token) = router(&h, config(vec![backend(&g, "gem", 0), backend(&o, "o", 1)])).await;
+
+    // OpenAI client, JSON: the system prompt, the stop sequences and the cap reach Gemini.
+    let mut body = chat("gemini-test", false);
+    body["messages"] = json!([{"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "hi there"}]);
+    body["stop"] = json!(["END"]);
+    body["max_completion_tokens"] = json!(50);
+    let r = post(&h, "/v1/chat/completions", &token, &body).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(header(&r, "x-airlock-provider"), "google");
+    assert_eq!(header(&r, "x-airlock-model"), "gemini-test");
+    let answer = r.json().unwrap();
+    assert_eq!(answer["object"], "chat.completion");
+    let content = answer["choices"][0]["message"]["content"].as_str().unwrap();
+    assert!(content.ends_with("You said: hi there"), "{content}");
+    assert_eq!(answer["choices"][0]["finish_reason"], "stop");
+    assert!(answer["usage"]["completion_tokens"].as_u64().unwrap() > 0);
+    let seen = g.upstream.last_request().unwrap();
+    assert_eq!(
+        seen.path_and_query(),
+        "/v1beta/models/gemini-test:generateContent"
+    );
+    assert_eq!(
+        seen.header_str("x-goog-api-key").as_deref(),
+        Some("AIza-GEMINI-KEY")
+    );
+    assert!(seen.header_str("authorization").is_none());
+    let sent = seen.body_json().unwrap();
+    assert!(sent.get("model").is_none() && sent.get("messages").is_none());
+    assert_eq!(sent["contents"][0]["role"], "user");
+    assert_eq!(sent["contents"][0]["parts"][0]["text"], "hi there");
+    assert_eq!(sent["systemInstruction"]["parts"][0]["text"], "Be brief.");
+    assert_eq!(sent["generationConfig"]["stopSequences"], json!(["END"]));
+    assert_eq!(sent["generationConfig"]["maxOutputTokens"], 50);
+
+    // OpenAI client, stream with usage: Gemini's SSE becomes Chat Completions chunks.
+    let mut body = chat("gemini-test", true);
+    body["stream_options"] = json!({"include_usage": true});
+    let r = post(&h, "/v1/chat/completions", &token, &body).await;
+    assert_eq!(r.status, 200);
+    let text = r.text();
+    assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
+    let chunks = sse_data(&text);
+    let joined: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    assert!(joined.ends_with("You said: hi there"), "{joined}");
+    assert!(chunks
+        .iter()
+        .all(|c| c["object"] == "chat.completion.chunk"));
+    let last = chunks.last().unwrap();
+    assert!(
+        last["usage"]["completion_tokens"].as_u64().unwrap() > 0,
+        "{text}"
+    );
+    assert_eq!(
+        g.upstream.last_request().unwrap().path_and_query(),
+        "/v1beta/models/gemini-test:streamGenerateContent?alt=sse"
+    );
+
+    // Anthropic client, stream: Messages events.
+    let r = post(&h, "/v1/messages", &token, &messages("gemini-test", true)).await;
+    assert_eq!(r.status, 200);
+    let text = r.text();
+    let events = sse_data(&text);
+    assert_eq!(events.first().unwrap()["type"], "message_start");
+    assert_eq!(events.last().unwrap()["type"], "message_stop");
+    let joined: String = events
+        .iter()
+        .filter_map(|e| e["delta"]["text"].as_str())
+        .collect();
+    assert!(joined.ends_with("You said: hi there"), "{joined}");
+    let delta = events
+        .iter()
+        .find(|e| e["type"] == "message_delta")
+        .unwrap();
+    assert_eq!(delta["delta"]["stop_reason"], "end_turn");
+    assert!(delta["usage"]["output_tokens"].as_u64().unwrap() > 0);
+    assert_eq!(
+        g.upstream.last_request().unwrap().body_json().unwrap()["generationConfig"]
+            ["maxOutputTokens"],
+        100
+    );
+
+    // Anthropic client with a tool, JSON: Gemini's functionCall comes back as tool_use.
+    let mut body = messages("gemini-test", false);
+    body["tools"] = json!([{"name": "lookup", "description": "Look up",
+        "input_schema": {"type": "object", "properties": {"input": {"type": "string"}}}}]);
+    let r = post(&h, "/v1/messages", &token, &body).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let answer = r.json().unwrap();
+    assert_eq!(answer["type"], "message");
+    assert_eq!(answer["stop_reason"], "tool_use");
+    assert_eq!(answer["content"][0]["type"], "tool_use");
+    assert_eq!(answer["content"][0]["name"], "lookup");
+    assert_eq!(answer["content"][0]["input"], json!({"input": "test"}));
+    let sent = g.upstream.last_request().unwrap().body_json().unwrap();
+    assert_eq!(
+        sent["tools"][0]["functionDeclarations"][0]["name"],
+        "lookup"
+    );
+
+    // The tool result goes back as a functionResponse, named after the call.
+    let call_id = answer["content"][0]["id"].as_str().unwrap();
+    let mut body = messages("gemini-test", false);
+    body["tools"] = json!([{"name": "lookup", "input_schema": {"type": "object"}}]);
+    body["messages"] = json!([
+        {"role": "user", "content": "look it up"},
+        {"role": "assistant", "content": answer["content"]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": call_id, "content": "42"}]}
+    ]);
+    let r = post(&h, "/v1/messages", &token, &body).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let sent = g.upstream.last_request().unwrap().body_json().unwrap();
+    assert_eq!(sent["contents"][1]["role"], "model");
+    assert_eq!(
+        sent["contents"][1]["parts"][0]["functionCall"]["name"],
+        "lookup"
+    );
+    assert_eq!(
+        sent["contents"][2]["parts"][0]["functionResponse"],
+        json!({"name": "lookup", "response": {"content": "42"}})
+    );
+
+    // Metered with the backend's provider and model.
+    let mut found = None;
+    for _ in 0..200 {
+        found = h
+            .seed
+            .request_events()
+            .await
+            .into_iter()
+            .find(|e| e.gateway_config_id.as_ref() == Some(&row.id));
+        if found.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let llm = found.expect("an event").llm.expect("metered");
+    assert_eq!(llm.provider.as_deref(), Some("google"));
+    assert_eq!(llm.model.as_deref(), Some("gemini-test"));
+    assert!(llm.usage.input_tokens > 0);
+
+    // SECURITY #26: the Gemini key reaches Gemini only, the OpenAI key OpenAI only.
+    let r = post(&h, "/v1/chat/completions", &token, &chat("gpt", false)).await;
+    assert_eq!(r.status, 200);
+    assert!(!g.upstream.received_contains(o.key.as_bytes()));
+    assert!(!o.upstream.received_contains(g.key.as_bytes()));
+    assert!(!g.upstream.received_contains(token.expose().as_bytes()));
+}
+
+#[tokio::test]
+async fn a_rate_limited_gemini_backend_fails_over() {
+    let h = Harness::sqlite().await;
+    // The testkit's Gemini answers 429 RESOURCE_EXHAUSTED for error-model.
+    let g = gemini_backend(&h, "AIza-429", &["error-model"]).await;
+    let o = openai(&h, "sk-after", &["gpt"], openai_chat()).await;
+
+    // Gemini alone: its 429 comes back in the client's dialect, with its own message.
+    let (_, token) = router(&h, config(vec![backend(&g, "gem", 0)])).await;
+    let r = post(
+        &h,
+        "/v1/chat/completions",
+        &token,
+        &chat("error-model", false),
+    )
+    .await;
+    assert_eq!(r.status, 429, "{}", r.text());
+    let e = r.json().unwrap();
+    assert_eq!(e["error"]["type"], "rate_limit_error");
+    assert_eq!(e["error"]["code"], "RESOURCE_EXHAUSTED");
+    assert!(e["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("exhausted"));
+
+    // With a fallback (another Gemini backend: the first one now cools down), an Anthropic
+    // client's stream goes on to OpenAI, translated.
+    let g = gemini_backend(&h, "AIza-429-B", &["error-model"]).await;
+    let (row, token) = router(&h, config(vec![backend(&g, "gem", 0), backend(&o, "o", 1)])).await;
+    let r = post(&h, "/v1/messages", &token, &messages("auto", true)).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(header(&r, "x-airlock-provider"), "openai");
+    assert_eq!(header(&r, "x-airlock-attempts"), "2");
+    assert!(r.text().contains("event: message_stop"));
+    let log = h.plane.routing_log(&row.id, 1).unwrap();
+    assert_eq!(log[0].attempts[0].outcome, "rate_limited");
+    assert_eq!(log[0].attempts[0].status, Some(429));
+    assert!(!o.upstream.received_contains(g.key.as_bytes()));
+}

@@ -33,7 +33,8 @@ use std::time::{Duration, Instant};
 use airlock_core::router::{RouterConfig, Strategy};
 use airlock_core::GatewayConfigId;
 use airlock_llm::translate::{
-    error_body, translate_error_body, translate_request, translate_response, Dialect, ErrorKind,
+    error_body, translate_error_body, translate_gemini_error_body, translate_gemini_response,
+    translate_request, translate_request_to_gemini, translate_response, Dialect, ErrorKind,
     RequestOptions, StreamOptions, StreamTranslator,
 };
 use bytes::Bytes;
@@ -672,9 +673,12 @@ impl Routing<'_> {
         let client = self.client;
         let gateway = &candidate.gateway;
         let unavailable = |message: &'static str| Cause::Unavailable(message).failed(None);
-        let Some(backend_dialect) = airlock_llm::translate::Dialect::of(gateway.llm.api) else {
+        // `None`: Gemini, translated from and to either client dialect.
+        let gemini = gateway.llm.api == airlock_core::Api::Gemini;
+        let backend_dialect = airlock_llm::translate::Dialect::of(gateway.llm.api);
+        if backend_dialect.is_none() && !gemini {
             return Err(unavailable("a backend speaks no chat dialect"));
-        };
+        }
         // The backend's own secret, of this token's account: never another's.
         let account = &*self.token.account_id;
         let Some(secret) = backend.secret.load().filter(|s| {
@@ -693,7 +697,7 @@ impl Routing<'_> {
         };
 
         // The body in the backend's dialect, for the backend's model.
-        let mut body = if backend_dialect == client {
+        let mut body = if backend_dialect == Some(client) {
             let mut json: Value = serde_json::from_slice(client_body).unwrap_or(Value::Null);
             if let Some(o) = json.as_object_mut() {
                 o.insert("model".into(), Value::String(candidate.model.clone()));
@@ -707,7 +711,12 @@ impl Routing<'_> {
                 }
                 opts.reasoning = spec.reasoning;
             }
-            match translate_request(client, client_body, &opts) {
+            let translated = if gemini {
+                translate_request_to_gemini(client, client_body, &opts)
+            } else {
+                translate_request(client, client_body, &opts)
+            };
+            match translated {
                 Ok(b) => Bytes::from(b),
                 Err(e) if e.kind == ErrorKind::Unsupported => {
                     return Err((
@@ -772,7 +781,7 @@ impl Routing<'_> {
                 HeaderValue::from_static("text/event-stream"),
             );
         }
-        if backend_dialect == Dialect::AnthropicMessages {
+        if backend_dialect == Some(Dialect::AnthropicMessages) {
             let same = client == Dialect::AnthropicMessages;
             for name in ["anthropic-version", "anthropic-beta"] {
                 if let (true, Some(v)) = (same, client_headers.get(name)) {
@@ -855,7 +864,7 @@ impl Routing<'_> {
             return Ok((response, status.as_u16(), None));
         }
         runs.response_head(&mut parts);
-        let translating = backend_dialect != client;
+        let translating = backend_dialect != Some(client);
         let sse = parts
             .headers
             .get(header::CONTENT_TYPE)
@@ -879,7 +888,11 @@ impl Routing<'_> {
             }
             let out = if translating {
                 let created = (airlock_core::time::now_ms() / 1000) as u64;
-                match translate_response(backend_dialect, &whole, created) {
+                let translated = match backend_dialect {
+                    Some(backend) => translate_response(backend, &whole, created),
+                    None => translate_gemini_response(client, &whole, created),
+                };
+                match translated {
                     Ok(b) => Bytes::from(b),
                     Err(_) => return Err(Cause::BadAnswer.counted(health, Some(status.as_u16()))),
                 }
@@ -904,13 +917,14 @@ impl Routing<'_> {
         }
 
         // A stream: hold its events back until the first content (or an error) shows.
-        let mut detector = StreamTranslator::new(
-            backend_dialect,
-            StreamOptions {
-                created: (airlock_core::time::now_ms() / 1000) as u64,
-                include_usage,
-            },
-        );
+        let opts = StreamOptions {
+            created: (airlock_core::time::now_ms() / 1000) as u64,
+            include_usage,
+        };
+        let mut detector = match backend_dialect {
+            Some(backend) => StreamTranslator::new(backend, opts),
+            None => StreamTranslator::from_gemini(client, opts),
+        };
         let mut incoming = incoming;
         let mut held: Vec<u8> = Vec::new();
         let mut raw_held: Vec<u8> = Vec::new();
@@ -1064,12 +1078,12 @@ fn backend_path(gateway: &crate::state::GatewayEntry, model: &str, stream: bool)
 /// A backend's error response in the client's dialect, status kept (with its Retry-After).
 fn error_response(
     client: Dialect,
-    backend: Dialect,
+    backend: Option<Dialect>,
     status: StatusCode,
     headers: &HeaderMap,
     body: &[u8],
 ) -> Response<Kind> {
-    let out = if client == backend {
+    let out = if backend == Some(client) {
         // Same dialect: the backend's own error body, if it is JSON; else one of Airlock's.
         if serde_json::from_slice::<Value>(body).is_ok() {
             body.to_vec()
@@ -1080,8 +1094,10 @@ fn error_response(
                 "the backend answered with an error",
             )
         }
-    } else {
+    } else if let Some(backend) = backend {
         translate_error_body(backend, status.as_u16(), body)
+    } else {
+        translate_gemini_error_body(client, status.as_u16(), body)
     };
     let mut response = Response::new(Kind::Full(Some(out.into())));
     *response.status_mut() = status;
