@@ -1385,3 +1385,61 @@ async fn a_rate_limited_gemini_backend_fails_over() {
     assert_eq!(log[0].attempts[0].status, Some(429));
     assert!(!o.upstream.received_contains(g.key.as_bytes()));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_leaves_a_routed_stream_is_billed_from_the_drained_usage() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let h = Harness::sqlite().await;
+    // A *slow* model pauses a second after its first event; the answer echoes the prompt in
+    // pieces 50 ms apart, so the usage comes well after the first content.
+    let a = anthropic(&h, "sk-a", &["claude-slow"], anthropic_messages()).await;
+    let (row, token) = router(&h, config(vec![backend(&a, "a", 0)])).await;
+    let words = vec!["word"; 60].join(" ");
+    let body = json!({"model": "claude-slow", "stream": true,
+        "messages": [{"role": "user", "content": words}]})
+    .to_string();
+    let mut stream = tokio::net::TcpStream::connect(h.proxy).await.unwrap();
+    let request = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nauthorization: Bearer {}\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        token.expose(),
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    // Read until the first content has arrived, then go away.
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&got).contains("Hello") {
+        let n = stream.read(&mut buf).await.unwrap();
+        assert!(n > 0, "closed early");
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert!(!String::from_utf8_lossy(&got).contains("[DONE]"));
+    drop(stream);
+
+    // The rest of the backend's stream is read without the client: the usage is the backend's
+    // own, exact (without the drain it was estimated, `exact: false`).
+    let mut found = None;
+    for _ in 0..200 {
+        found = h
+            .seed
+            .request_events()
+            .await
+            .into_iter()
+            .find(|e| e.gateway_config_id.as_ref() == Some(&row.id));
+        if found.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let e = found.expect("an event for the router");
+    assert_eq!(e.error_code.as_deref(), Some("client_disconnected"));
+    let m = e.llm.expect("metered");
+    assert!(m.usage.exact, "the drained usage is the backend's own");
+    // The reply: 7 words of opening and the 60 echoed, one token a word.
+    assert_eq!(m.usage.output_tokens, 67);
+    // The routing log has the streamed answer's tokens too.
+    let log = h.plane.routing_log(&row.id, 1).unwrap();
+    assert_eq!(log[0].output_tokens, Some(67));
+    assert_eq!(log[0].input_tokens, Some(m.usage.input_tokens));
+}

@@ -5,8 +5,8 @@
 use super::{
     anthropic_to_openai_request, anthropic_to_openai_response, openai_to_anthropic_request,
     openai_to_anthropic_response, translate_error_body, translate_gemini_error_body,
-    translate_gemini_response, translate_request_to_gemini, Dialect, RequestOptions,
-    StreamOptions, StreamTranslator, MAX_EVENT_BYTES,
+    translate_gemini_response, translate_request_to_gemini, Dialect, RequestOptions, StreamOptions,
+    StreamTranslator, MAX_EVENT_BYTES,
 };
 
 /// Reads the first byte as a choice of direction and a seed for where to cut, then runs every

@@ -1004,6 +1004,11 @@ impl Routing<'_> {
         );
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
         self.adopt(record, runs, backend, &secret, status);
+        // The stream's usage reaches the routing log when it ends (after the meter's finish).
+        record.runs().push(Box::new(log::StreamTokens {
+            log: self.router.log.clone(),
+            request_id: self.request_id.to_str().unwrap_or_default().to_owned(),
+        }));
         Ok((response, status.as_u16(), None))
     }
 
