@@ -66,5 +66,25 @@ try:
 except openai.BadRequestError as e:
     out["refused"] = {"status": e.status_code, "message": e.message}
 
+# The Gemini backend (model gemini-x), translated both ways, JSON and stream.
+raw = client.chat.completions.with_raw_response.create(model="gemini-x", messages=ask("ask gemini"))
+r = raw.parse()
+out["gemini"] = {
+    "text": r.choices[0].message.content,
+    "finish": r.choices[0].finish_reason,
+    "usage": r.usage.model_dump(exclude_none=True),
+    "provider": raw.headers.get("x-airlock-provider"),
+}
+stream = client.chat.completions.create(
+    model="gemini-x", messages=ask("stream gemini"), stream=True, stream_options={"include_usage": True}
+)
+text, usage = "", None
+for chunk in stream:
+    if chunk.choices and chunk.choices[0].delta.content:
+        text += chunk.choices[0].delta.content
+    if chunk.usage:
+        usage = chunk.usage.model_dump(exclude_none=True)
+out["gemini_stream"] = {"text": text, "usage": usage}
+
 out["models"] = sorted(m.id for m in client.models.list())
 print(json.dumps(out))
