@@ -258,6 +258,17 @@ fn streams_openai_to_anthropic() {
 const GEMINI_MODEL: &str = "gemini-2.5-flash";
 
 #[test]
+fn responses_api_both_ways() {
+    use airlock_llm::translate::{openai_to_responses_response, responses_to_openai_request};
+    run_dir("request/responses_to_openai", |_, body| {
+        responses_to_openai_request(body).into()
+    });
+    run_dir("response/openai_to_responses", |_, body| {
+        openai_to_responses_response(body, CREATED).into()
+    });
+}
+
+#[test]
 fn requests_to_gemini() {
     for (dir, client) in [
         ("request/openai_to_gemini", Dialect::OpenaiChat),

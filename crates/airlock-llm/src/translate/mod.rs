@@ -1,7 +1,8 @@
 //! Translation between the two chat dialects a router gateway serves: OpenAI Chat Completions
 //! and Anthropic Messages; and from both to Gemini and back ([`gemini`], by way of Chat
 //! Completions: [`translate_request_to_gemini`], [`translate_gemini_response`],
-//! [`translate_gemini_error_body`], [`StreamTranslator::from_gemini`]). When the backend the router picked speaks the other dialect than the
+//! [`translate_gemini_error_body`], [`StreamTranslator::from_gemini`]); and OpenAI Responses
+//! requests on the client side, not streamed, by way of Chat Completions ([`responses`]). When the backend the router picked speaks the other dialect than the
 //! client, the request, the response (whole or streamed) and any error are rewritten here, as
 //! pure functions of bytes (SECURITY #30: translation keeps meaning).
 //!
@@ -115,6 +116,7 @@ pub mod gemini;
 mod json;
 mod request;
 mod response;
+pub mod responses;
 mod sse;
 mod stream;
 
@@ -122,6 +124,7 @@ pub use errors::{error_body, translate_error_body};
 pub use gemini::{gemini_error_to_openai, gemini_to_openai_response, openai_to_gemini_request};
 pub use request::{anthropic_to_openai_request, openai_to_anthropic_request};
 pub use response::{anthropic_to_openai_response, openai_to_anthropic_response};
+pub use responses::{openai_to_responses_response, responses_to_openai_request};
 pub use stream::{
     StreamOptions, StreamTranslator, UpstreamError, MAX_EVENT_BYTES, MAX_ID_BYTES, MAX_TOOL_CALLS,
 };

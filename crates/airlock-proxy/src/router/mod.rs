@@ -117,6 +117,8 @@ impl RouterEntry {
 enum Endpoint {
     Chat(Dialect),
     Models(Dialect),
+    /// OpenAI Responses, not streamed: served as Chat Completions and answered as a response.
+    Responses,
 }
 
 fn endpoint(method: &Method, path: &str, headers: &HeaderMap) -> Result<Endpoint, Dialect> {
@@ -124,6 +126,7 @@ fn endpoint(method: &Method, path: &str, headers: &HeaderMap) -> Result<Endpoint
     match (method, path) {
         (&Method::POST, "/chat/completions") => Ok(Endpoint::Chat(Dialect::OpenaiChat)),
         (&Method::POST, "/messages") => Ok(Endpoint::Chat(Dialect::AnthropicMessages)),
+        (&Method::POST, "/responses") => Ok(Endpoint::Responses),
         (&Method::GET, "/models") => Ok(Endpoint::Models(guess_dialect(headers))),
         _ => Err(if path.starts_with("/messages") {
             Dialect::AnthropicMessages
@@ -211,15 +214,18 @@ pub(crate) async fn serve(
             return Ok(answer(models(&router, dialect), None));
         }
         Ok(Endpoint::Chat(dialect)) => dialect,
+        Ok(Endpoint::Responses) => Dialect::OpenaiChat,
         Err(dialect) => {
             let own = Own::new(
                 StatusCode::NOT_FOUND,
                 "not_found",
-                "a router gateway serves POST /v1/chat/completions, POST /v1/messages and GET /v1/models",
+                "a router gateway serves POST /v1/chat/completions, POST /v1/messages, POST /v1/responses and GET /v1/models",
             );
             return Ok(answer(own_response(dialect, &own, record), None));
         }
     };
+    let responses =
+        endpoint(req.method(), req.uri().path(), req.headers()) == Ok(Endpoint::Responses);
     let started = Instant::now();
     let (parts, body) = req.into_parts();
     let body = match read_body(body).await {
@@ -232,7 +238,11 @@ pub(crate) async fn serve(
     // served backend's meter, so that it trues up with what the meter recorded.
     let client_llm = airlock_core::state::LlmSettings {
         provider: None,
-        api: dialect.api(),
+        api: if responses {
+            airlock_core::Api::OpenaiResponses
+        } else {
+            dialect.api()
+        },
         models: Vec::new(),
     };
     let ticket = match shared.quota.start(token, &parts.method, Some(&client_llm)) {
@@ -243,6 +253,23 @@ pub(crate) async fn serve(
             Some(ticket)
         }
         None => None,
+    };
+    // A Responses request is served as the Chat Completions request it says.
+    let body = if responses {
+        match airlock_llm::translate::responses_to_openai_request(&body) {
+            Ok(b) => Bytes::from(b),
+            Err(e) => {
+                let code = if e.kind == ErrorKind::Unsupported {
+                    "unsupported"
+                } else {
+                    "invalid_request"
+                };
+                let own = Own::new(StatusCode::BAD_REQUEST, code, e.message);
+                return Ok(answer(own_response(dialect, &own, record), None));
+            }
+        }
+    } else {
+        body
     };
     let mut route = Routing {
         shared,
@@ -259,6 +286,11 @@ pub(crate) async fn serve(
     let (response, served) = match result {
         Ok(done) => (done.response, Some(done.served)),
         Err(own) => (own_response(dialect, &own, record), None),
+    };
+    let response = if responses {
+        as_response_object(response, record)
+    } else {
+        response
     };
     let (provider, model) = match &served {
         Some((p, m)) => (Some(p.clone()), Some(m.clone())),
@@ -281,6 +313,33 @@ pub(crate) async fn serve(
         ticket.response_headers(response.headers_mut());
     }
     Ok(answer(response, None))
+}
+
+/// A Chat Completions answer as a Responses `response` object; errors are the same shape in
+/// both and pass as they are.
+fn as_response_object(response: Response<Kind>, record: &mut Recorder) -> Response<Kind> {
+    if response.status() != StatusCode::OK {
+        return response;
+    }
+    let (mut parts, kind) = response.into_parts();
+    let Kind::Full(Some(body)) = kind else {
+        return Response::from_parts(parts, kind);
+    };
+    let created = (airlock_core::time::now_ms() / 1000) as u64;
+    match airlock_llm::translate::openai_to_responses_response(&body, created) {
+        Ok(out) => {
+            parts.headers.remove(header::CONTENT_LENGTH);
+            Response::from_parts(parts, Kind::Full(Some(out.into())))
+        }
+        Err(_) => {
+            let own = Own::new(
+                StatusCode::BAD_GATEWAY,
+                "upstream_failed",
+                "the backend's answer could not be read",
+            );
+            own_response(Dialect::OpenaiChat, &own, record)
+        }
+    }
 }
 
 fn answer(response: Response<Kind>, permit: Option<crate::limits::GatePermit>) -> Outcome {
