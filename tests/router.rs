@@ -2,7 +2,7 @@
 //! made over the REST API, a devbox bound to the router without a secret, and the official
 //! OpenAI and Anthropic SDKs talking to it. An Anthropic backend serves an OpenAI client and an
 //! OpenAI backend an Anthropic client (translated, JSON and streams, a tool call); a backend
-//! that answers 529 is failed over once; a Gemini backend serves the OpenAI SDK (translated,
+//! that answers 529 is failed over once; the SDK's Responses API is served (not streamed); a Gemini backend serves the OpenAI SDK (translated,
 //! JSON and stream, with its own `x-goog-api-key`); a model naming another host is refused in the client's
 //! dialect; each backend only ever sees its own key; the routing log says what happened.
 
@@ -126,6 +126,11 @@ async fn router(database_url: &str) {
     assert_eq!(out["failover"]["attempts"], "2");
     assert_eq!(out["failover_stream"], reply_to("fail over streaming"));
     assert_eq!(out["refused"]["status"], 400, "{out}");
+    // The Responses API, served over the Anthropic backend.
+    assert_eq!(out["responses"]["text"], reply_to("respond to this"), "{out}");
+    assert_eq!(out["responses"]["status"], "completed");
+    assert_eq!(out["responses"]["provider"], "anthropic");
+    assert!(out["responses"]["output_tokens"].as_u64().unwrap() > 0);
     // A Gemini backend, translated both ways, JSON and stream.
     assert_eq!(out["gemini"]["text"], reply_to("ask gemini"), "{out}");
     assert_eq!(out["gemini"]["provider"], "google");

@@ -86,5 +86,15 @@ for chunk in stream:
         usage = chunk.usage.model_dump(exclude_none=True)
 out["gemini_stream"] = {"text": text, "usage": usage}
 
+# The Responses API over the Anthropic backend (not streamed).
+raw = client.responses.with_raw_response.create(model="claude-x", instructions="Be brief.", input="respond to this")
+r = raw.parse()
+out["responses"] = {
+    "text": r.output_text,
+    "status": r.status,
+    "output_tokens": r.usage.output_tokens,
+    "provider": raw.headers.get("x-airlock-provider"),
+}
+
 out["models"] = sorted(m.id for m in client.models.list())
 print(json.dumps(out))
