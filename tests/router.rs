@@ -127,7 +127,11 @@ async fn router(database_url: &str) {
     assert_eq!(out["failover_stream"], reply_to("fail over streaming"));
     assert_eq!(out["refused"]["status"], 400, "{out}");
     // The Responses API, served over the Anthropic backend.
-    assert_eq!(out["responses"]["text"], reply_to("respond to this"), "{out}");
+    assert_eq!(
+        out["responses"]["text"],
+        reply_to("respond to this"),
+        "{out}"
+    );
     assert_eq!(out["responses"]["status"], "completed");
     assert_eq!(out["responses"]["provider"], "anthropic");
     assert!(out["responses"]["output_tokens"].as_u64().unwrap() > 0);

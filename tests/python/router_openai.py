@@ -16,6 +16,20 @@ def ask(text):
     return [{"role": "user", "content": text}]
 
 
+def streamed(model, text):
+    """A stream with usage: its joined text and its usage."""
+    stream = client.chat.completions.create(
+        model=model, messages=ask(text), stream=True, stream_options={"include_usage": True}
+    )
+    joined, usage = "", None
+    for chunk in stream:
+        if chunk.choices and chunk.choices[0].delta.content:
+            joined += chunk.choices[0].delta.content
+        if chunk.usage:
+            usage = chunk.usage.model_dump(exclude_none=True)
+    return {"text": joined, "usage": usage}
+
+
 out = {}
 
 # Served by the Anthropic backend, translated both ways.
@@ -31,16 +45,7 @@ out["translated"] = {
 }
 
 # Streamed, translated.
-stream = client.chat.completions.create(
-    model="claude-x", messages=ask("stream this"), stream=True, stream_options={"include_usage": True}
-)
-text, usage = "", None
-for chunk in stream:
-    if chunk.choices and chunk.choices[0].delta.content:
-        text += chunk.choices[0].delta.content
-    if chunk.usage:
-        usage = chunk.usage.model_dump(exclude_none=True)
-out["translated_stream"] = {"text": text, "usage": usage}
+out["translated_stream"] = streamed("claude-x", "stream this")
 
 # A tool call through translation.
 tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]
@@ -75,16 +80,7 @@ out["gemini"] = {
     "usage": r.usage.model_dump(exclude_none=True),
     "provider": raw.headers.get("x-airlock-provider"),
 }
-stream = client.chat.completions.create(
-    model="gemini-x", messages=ask("stream gemini"), stream=True, stream_options={"include_usage": True}
-)
-text, usage = "", None
-for chunk in stream:
-    if chunk.choices and chunk.choices[0].delta.content:
-        text += chunk.choices[0].delta.content
-    if chunk.usage:
-        usage = chunk.usage.model_dump(exclude_none=True)
-out["gemini_stream"] = {"text": text, "usage": usage}
+out["gemini_stream"] = streamed("gemini-x", "stream gemini")
 
 # The Responses API over the Anthropic backend (not streamed).
 raw = client.responses.with_raw_response.create(model="claude-x", instructions="Be brief.", input="respond to this")

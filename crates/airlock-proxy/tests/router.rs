@@ -73,25 +73,19 @@ fn model(id: &str, input: u64, output: u64) -> ModelSpec {
     }
 }
 
-/// An OpenAI-compatible backend serving `models`.
-async fn openai(h: &Harness, key: &str, models: &[&str], responder: Responder) -> Up {
+/// A backend: its upstream answering with `responder`, a gateway config at the upstream's URL
+/// plus `path`, and a secret holding `key`.
+async fn backend_up(
+    h: &Harness,
+    key: &str,
+    responder: Responder,
+    path: &str,
+    auth: AuthMechanism,
+    llm: LlmSettings,
+) -> Up {
     let upstream = upstream(h, responder).await;
-    let gateway = h
-        .seed
-        .gateway_llm(
-            &format!("{}/v1", upstream.url()),
-            AuthMechanism::Bearer,
-            Vec::new(),
-            LlmSettings {
-                provider: Some("openai".into()),
-                api: Api::OpenaiCompletions,
-                models: models
-                    .iter()
-                    .map(|m| model(m, 1_000_000_000, 2_000_000_000))
-                    .collect(),
-            },
-        )
-        .await;
+    let url = format!("{}{path}", upstream.url());
+    let gateway = h.seed.gateway_llm(&url, auth, Vec::new(), llm).await;
     let secret = h.seed.secret(&support::unique_name(), key).await;
     Up {
         upstream,
@@ -101,34 +95,36 @@ async fn openai(h: &Harness, key: &str, models: &[&str], responder: Responder) -
     }
 }
 
+fn settings(provider: &str, api: Api, models: Vec<ModelSpec>) -> LlmSettings {
+    LlmSettings {
+        provider: Some(provider.into()),
+        api,
+        models,
+    }
+}
+
+fn header_auth(key: &str) -> AuthMechanism {
+    AuthMechanism::Header { key: key.into() }
+}
+
+/// An OpenAI-compatible backend serving `models`.
+async fn openai(h: &Harness, key: &str, models: &[&str], responder: Responder) -> Up {
+    let models = models
+        .iter()
+        .map(|m| model(m, 1_000_000_000, 2_000_000_000))
+        .collect();
+    let llm = settings("openai", Api::OpenaiCompletions, models);
+    backend_up(h, key, responder, "/v1", AuthMechanism::Bearer, llm).await
+}
+
 /// An Anthropic backend serving `models`.
 async fn anthropic(h: &Harness, key: &str, models: &[&str], responder: Responder) -> Up {
-    let upstream = upstream(h, responder).await;
-    let gateway = h
-        .seed
-        .gateway_llm(
-            &upstream.url(),
-            AuthMechanism::Header {
-                key: "x-api-key".into(),
-            },
-            Vec::new(),
-            LlmSettings {
-                provider: Some("anthropic".into()),
-                api: Api::AnthropicMessages,
-                models: models
-                    .iter()
-                    .map(|m| model(m, 3_000_000_000, 15_000_000_000))
-                    .collect(),
-            },
-        )
-        .await;
-    let secret = h.seed.secret(&support::unique_name(), key).await;
-    Up {
-        upstream,
-        gateway,
-        secret,
-        key: key.into(),
-    }
+    let models = models
+        .iter()
+        .map(|m| model(m, 3_000_000_000, 15_000_000_000))
+        .collect();
+    let llm = settings("anthropic", Api::AnthropicMessages, models);
+    backend_up(h, key, responder, "", header_auth("x-api-key"), llm).await
 }
 
 fn backend(up: &Up, name: &str, priority: i32) -> Backend {
@@ -731,20 +727,7 @@ async fn routed_requests_are_metered_with_the_backend() {
     .await;
     assert_eq!(r.status, 200);
     let _ = r.text();
-    let mut found = None;
-    for _ in 0..200 {
-        found = h
-            .seed
-            .request_events()
-            .await
-            .into_iter()
-            .find(|e| e.gateway_config_id.as_ref() == Some(&row.id));
-        if found.is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let event = found.expect("an event for the router");
+    let event = router_event(&h, &row).await;
     let llm = event.llm.expect("metered");
     assert_eq!(llm.provider.as_deref(), Some("anthropic"));
     assert_eq!(llm.model.as_deref(), Some("claude-sonnet-4-5"));
@@ -962,29 +945,24 @@ async fn a_request_with_tools_skips_models_without_tool_calls() {
     let h = Harness::sqlite().await;
     // o1-mini takes no tools by the provider default; "plain" by the operator's model list.
     let o1 = openai(&h, "sk-o1", &["o1-mini"], openai_chat()).await;
-    let plain_up = upstream(&h, openai_chat()).await;
-    let plain = Up {
-        gateway: h
-            .seed
-            .gateway_llm(
-                &format!("{}/v1", plain_up.url()),
-                AuthMechanism::Bearer,
-                Vec::new(),
-                LlmSettings {
-                    provider: Some("openai".into()),
-                    api: Api::OpenaiCompletions,
-                    models: vec![ModelSpec {
-                        id: "plain".into(),
-                        tools: Some(false),
-                        ..ModelSpec::default()
-                    }],
-                },
-            )
-            .await,
-        secret: h.seed.secret(&support::unique_name(), "sk-plain").await,
-        key: "sk-plain".into(),
-        upstream: plain_up,
-    };
+    let llm = settings(
+        "openai",
+        Api::OpenaiCompletions,
+        vec![ModelSpec {
+            id: "plain".into(),
+            tools: Some(false),
+            ..ModelSpec::default()
+        }],
+    );
+    let plain = backend_up(
+        &h,
+        "sk-plain",
+        openai_chat(),
+        "/v1",
+        AuthMechanism::Bearer,
+        llm,
+    )
+    .await;
     let a = anthropic(&h, "sk-a", &["claude"], anthropic_messages()).await;
     let (row, token) = router(
         &h,
@@ -1039,29 +1017,17 @@ async fn a_request_with_tools_skips_models_without_tool_calls() {
 
 /// An Azure OpenAI backend on a resource endpoint (the deployment API), key in `api-key`.
 async fn azure(h: &Harness, key: &str, endpoint_path: &str, deployments: &[&str]) -> Up {
-    let upstream = upstream(h, openai_chat()).await;
-    let gateway = h
-        .seed
-        .gateway_llm(
-            &format!("{}{endpoint_path}", upstream.url()),
-            AuthMechanism::Header {
-                key: "api-key".into(),
-            },
-            Vec::new(),
-            LlmSettings {
-                provider: Some("azure-openai".into()),
-                api: Api::OpenaiCompletions,
-                models: deployments.iter().map(|m| model(m, 1, 2)).collect(),
-            },
-        )
-        .await;
-    let secret = h.seed.secret(&support::unique_name(), key).await;
-    Up {
-        upstream,
-        gateway,
-        secret,
-        key: key.into(),
-    }
+    let models = deployments.iter().map(|m| model(m, 1, 2)).collect();
+    let llm = settings("azure-openai", Api::OpenaiCompletions, models);
+    backend_up(
+        h,
+        key,
+        openai_chat(),
+        endpoint_path,
+        header_auth("api-key"),
+        llm,
+    )
+    .await
 }
 
 #[tokio::test]
@@ -1151,32 +1117,33 @@ async fn azure_backends_get_the_deployment_path_and_their_api_key() {
 
 /// A Gemini API backend (Google AI Studio) serving `models`, key in `x-goog-api-key`.
 async fn gemini_backend(h: &Harness, key: &str, models: &[&str]) -> Up {
-    let upstream = upstream(h, airlock_testkit::upstream::gemini()).await;
-    let gateway = h
-        .seed
-        .gateway_llm(
-            &upstream.url(),
-            AuthMechanism::Header {
-                key: "x-goog-api-key".into(),
-            },
-            Vec::new(),
-            LlmSettings {
-                provider: Some("google".into()),
-                api: Api::Gemini,
-                models: models
-                    .iter()
-                    .map(|m| model(m, 300_000_000, 2_500_000_000))
-                    .collect(),
-            },
-        )
-        .await;
-    let secret = h.seed.secret(&support::unique_name(), key).await;
-    Up {
-        upstream,
-        gateway,
-        secret,
-        key: key.into(),
+    let models = models
+        .iter()
+        .map(|m| model(m, 300_000_000, 2_500_000_000))
+        .collect();
+    let llm = settings("google", Api::Gemini, models);
+    let responder = airlock_testkit::upstream::gemini();
+    backend_up(h, key, responder, "", header_auth("x-goog-api-key"), llm).await
+}
+
+/// The stored event of the router's (first) request.
+async fn router_event(
+    h: &Harness,
+    row: &GatewayConfigRow,
+) -> airlock_core::state::RequestAuditEvent {
+    for _ in 0..200 {
+        let found = h
+            .seed
+            .request_events()
+            .await
+            .into_iter()
+            .find(|e| e.gateway_config_id.as_ref() == Some(&row.id));
+        if let Some(event) = found {
+            return event;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    panic!("no event for the router");
 }
 
 /// The JSON data of each SSE event (`[DONE]` left out).
@@ -1320,20 +1287,7 @@ async fn gemini_backends_serve_both_dialects_translated() {
     );
 
     // Metered with the backend's provider and model.
-    let mut found = None;
-    for _ in 0..200 {
-        found = h
-            .seed
-            .request_events()
-            .await
-            .into_iter()
-            .find(|e| e.gateway_config_id.as_ref() == Some(&row.id));
-        if found.is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let llm = found.expect("an event").llm.expect("metered");
+    let llm = router_event(&h, &row).await.llm.expect("metered");
     assert_eq!(llm.provider.as_deref(), Some("google"));
     assert_eq!(llm.model.as_deref(), Some("gemini-test"));
     assert!(llm.usage.input_tokens > 0);
@@ -1419,20 +1373,7 @@ async fn a_client_that_leaves_a_routed_stream_is_billed_from_the_drained_usage()
 
     // The rest of the backend's stream is read without the client: the usage is the backend's
     // own, exact (without the drain it was estimated, `exact: false`).
-    let mut found = None;
-    for _ in 0..200 {
-        found = h
-            .seed
-            .request_events()
-            .await
-            .into_iter()
-            .find(|e| e.gateway_config_id.as_ref() == Some(&row.id));
-        if found.is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let e = found.expect("an event for the router");
+    let e = router_event(&h, &row).await;
     assert_eq!(e.error_code.as_deref(), Some("client_disconnected"));
     let m = e.llm.expect("metered");
     assert!(m.usage.exact, "the drained usage is the backend's own");

@@ -45,7 +45,7 @@
 use serde_json::{json, Value};
 
 use super::json::{field, parse_data_url, parse_object, shown, type_name, Object};
-use super::request::{arguments_object, refuse_unsupported_openai};
+use super::request::{arguments_object, function_tools, refuse_unsupported_openai};
 use super::response::Tokens;
 use super::{budget_for_effort, RequestOptions, TranslateError};
 
@@ -262,23 +262,13 @@ fn user_parts(message: &Object, at: &str) -> Result<Vec<Value>, TranslateError> 
 
 fn function_declarations(root: &Object) -> Result<Vec<Value>, TranslateError> {
     let mut out = Vec::new();
-    for (at, tool) in field(root, "", "tools").objects()? {
-        let kind = field(tool, &at, "type").str()?.unwrap_or("function");
-        if kind != "function" {
-            return Err(TranslateError::unsupported(format!(
-                "{at}.type: {} tools are not supported by this backend",
-                shown(kind)
-            )));
-        }
-        let function_at = format!("{at}.function");
-        let function = field(tool, &at, "function").required_object()?;
+    for f in function_tools(root)? {
         let mut declaration = serde_json::Map::new();
-        let name = field(function, &function_at, "name").required_str()?;
-        declaration.insert("name".into(), json!(name));
-        if let Some(d) = field(function, &function_at, "description").str()? {
+        declaration.insert("name".into(), json!(f.name));
+        if let Some(d) = f.description {
             declaration.insert("description".into(), json!(d));
         }
-        if let Some(schema) = field(function, &function_at, "parameters").object()? {
+        if let Some(schema) = f.parameters {
             declaration.insert("parametersJsonSchema".into(), Value::Object(schema.clone()));
         }
         out.push(Value::Object(declaration));

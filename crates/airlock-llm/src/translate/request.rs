@@ -488,7 +488,16 @@ fn tool_result(message: &Object, at: &str) -> Result<Value, TranslateError> {
     Ok(result)
 }
 
-fn openai_tools(root: &Object) -> Result<Vec<Value>, TranslateError> {
+/// One `function` tool of a Chat Completions request.
+pub(super) struct FunctionTool<'a> {
+    pub(super) tool: &'a Object,
+    pub(super) name: &'a str,
+    pub(super) description: Option<&'a str>,
+    pub(super) parameters: Option<&'a Object>,
+}
+
+/// The request's `tools`, each a `function` tool (any other type is refused).
+pub(super) fn function_tools(root: &Object) -> Result<Vec<FunctionTool<'_>>, TranslateError> {
     let mut tools = Vec::new();
     for (at, tool) in field(root, "", "tools").objects()? {
         let kind = field(tool, &at, "type").str()?.unwrap_or("function");
@@ -500,21 +509,29 @@ fn openai_tools(root: &Object) -> Result<Vec<Value>, TranslateError> {
         }
         let function_at = format!("{at}.function");
         let function = field(tool, &at, "function").required_object()?;
-        let name = field(function, &function_at, "name").required_str()?;
+        tools.push(FunctionTool {
+            tool,
+            name: field(function, &function_at, "name").required_str()?,
+            description: field(function, &function_at, "description").str()?,
+            parameters: field(function, &function_at, "parameters").object()?,
+        });
+    }
+    Ok(tools)
+}
+
+fn openai_tools(root: &Object) -> Result<Vec<Value>, TranslateError> {
+    let mut tools = Vec::new();
+    for f in function_tools(root)? {
         let mut out = Builder::new();
-        out.set("name", name);
-        out.set_opt(
-            "description",
-            field(function, &function_at, "description").str()?,
-        );
-        let schema = field(function, &function_at, "parameters").object()?;
+        out.set("name", f.name);
+        out.set_opt("description", f.description);
         // Anthropic requires a schema; OpenAI's default is a function without parameters.
-        let schema = schema.map_or_else(
+        let schema = f.parameters.map_or_else(
             || json!({"type": "object", "properties": {}}),
             |schema| Value::Object(schema.clone()),
         );
         out.set("input_schema", schema);
-        if let Some(cache) = tool.get("cache_control").filter(|c| c.is_object()) {
+        if let Some(cache) = f.tool.get("cache_control").filter(|c| c.is_object()) {
             out.set("cache_control", cache.clone());
         }
         tools.push(out.build());

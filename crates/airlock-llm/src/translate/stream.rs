@@ -94,6 +94,10 @@ struct Flags {
     done: bool,
 }
 
+#[expect(
+    clippy::enum_variant_names,
+    reason = "each variant is named after the state type it holds"
+)]
 enum State {
     FromAnthropic(FromAnthropic),
     FromOpenai(FromOpenai),
