@@ -1463,3 +1463,32 @@ async fn the_responses_api_is_served_over_any_backend() {
     let log = h.plane.routing_log(&row.id, 10).unwrap();
     assert_eq!(log.len(), 3, "refused bodies choose no backend");
 }
+
+#[tokio::test]
+async fn the_context_window_comes_from_the_price_table_when_the_list_has_none() {
+    let h = Harness::sqlite().await;
+    // Neither model list gives a window: gpt-4o's (128k) and Claude's (200k) are the table's.
+    let o = openai(&h, "sk-o-win", &["gpt-4o"], openai_chat()).await;
+    let a = anthropic(&h, "sk-a-win", &["claude-sonnet-4-5"], anthropic_messages()).await;
+    let (row, token) = router(&h, config(vec![backend(&o, "o", 0), backend(&a, "a", 1)])).await;
+    let mut body = chat("auto", false);
+    body["max_tokens"] = json!(1000);
+    let r = post(&h, "/v1/chat/completions", &token, &body).await;
+    assert_eq!(header(&r, "x-airlock-provider"), "openai");
+    body["max_tokens"] = json!(150_000);
+    let r = post(&h, "/v1/chat/completions", &token, &body).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(header(&r, "x-airlock-provider"), "anthropic");
+    let log = h.plane.routing_log(&row.id, 1).unwrap();
+    assert!(
+        log[0]
+            .reason
+            .contains("o has a context window of 128000 tokens"),
+        "{}",
+        log[0].reason
+    );
+    body["max_tokens"] = json!(250_000);
+    let r = post(&h, "/v1/chat/completions", &token, &body).await;
+    assert_eq!(r.status, 400);
+    assert_eq!(header(&r, "x-airlock-error"), "no_capable_backend");
+}
