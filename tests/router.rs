@@ -2,7 +2,8 @@
 //! made over the REST API, a devbox bound to the router without a secret, and the official
 //! OpenAI and Anthropic SDKs talking to it. An Anthropic backend serves an OpenAI client and an
 //! OpenAI backend an Anthropic client (translated, JSON and streams, a tool call); a backend
-//! that answers 529 is failed over once; a model naming another host is refused in the client's
+//! that answers 529 is failed over once; the SDK's Responses API is served (not streamed); a Gemini backend serves the OpenAI SDK (translated,
+//! JSON and stream, with its own `x-goog-api-key`); a model naming another host is refused in the client's
 //! dialect; each backend only ever sees its own key; the routing log says what happened.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -47,6 +48,7 @@ async fn router(database_url: &str) {
     let start = |responder| RecordingUpstream::start(UpstreamOptions::plain().responder(responder));
     let anthropic = start(anthropic_responder).await.unwrap();
     let openai = start(upstream::openai_chat()).await.unwrap();
+    let gemini = start(upstream::gemini()).await.unwrap();
     let airlock = Airlock::start(&[
         ("AIRLOCK_DATABASE_URL", database_url),
         ("AIRLOCK_MASTER_KEY", MASTER),
@@ -54,7 +56,11 @@ async fn router(database_url: &str) {
         ("AIRLOCK_ALLOW_PRIVATE_UPSTREAMS", "127.0.0.0/8"),
     ])
     .await;
-    for (name, value) in [("ANT_KEY", "real-ant-key-A"), ("OAI_KEY", "real-oai-key-O")] {
+    for (name, value) in [
+        ("ANT_KEY", "real-ant-key-A"),
+        ("OAI_KEY", "real-oai-key-O"),
+        ("GEM_KEY", "real-gem-key-G"),
+    ] {
         airlock
             .post("/v1/secrets", json!({"name": name, "value": value}))
             .await;
@@ -73,12 +79,20 @@ async fn router(database_url: &str) {
                 "models": [{"id": "gpt-x", "cost": {"input": 1, "output": 2}}, {"id": "flaky"}]}),
         )
         .await;
+    airlock
+        .post(
+            "/v1/gateway-configs",
+            json!({"name": "gem", "provider": "google", "endpoint": gemini.url(),
+                "models": [{"id": "gemini-x", "cost": {"input": 5, "output": 20}}]}),
+        )
+        .await;
     let router = airlock
         .post(
             "/v1/gateway-configs",
             json!({"name": "llm", "type": "router", "backends": [
                 {"gateway": "claude", "secret": "ANT_KEY", "priority": 0},
                 {"gateway": "gpt", "secret": "OAI_KEY", "priority": 1},
+                {"gateway": "gem", "secret": "GEM_KEY", "priority": 2},
             ]}),
         )
         .await;
@@ -112,6 +126,45 @@ async fn router(database_url: &str) {
     assert_eq!(out["failover"]["attempts"], "2");
     assert_eq!(out["failover_stream"], reply_to("fail over streaming"));
     assert_eq!(out["refused"]["status"], 400, "{out}");
+    // The Responses API, served over the Anthropic backend.
+    assert_eq!(
+        out["responses"]["text"],
+        reply_to("respond to this"),
+        "{out}"
+    );
+    assert_eq!(out["responses"]["status"], "completed");
+    assert_eq!(out["responses"]["provider"], "anthropic");
+    assert!(out["responses"]["output_tokens"].as_u64().unwrap() > 0);
+    // A Gemini backend, translated both ways, JSON and stream.
+    assert_eq!(out["gemini"]["text"], reply_to("ask gemini"), "{out}");
+    assert_eq!(out["gemini"]["provider"], "google");
+    assert_eq!(out["gemini"]["finish"], "stop");
+    assert!(
+        out["gemini"]["usage"]["completion_tokens"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
+    assert_eq!(out["gemini_stream"]["text"], reply_to("stream gemini"));
+    assert!(
+        out["gemini_stream"]["usage"]["prompt_tokens"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
+    let seen = gemini.requests();
+    assert_eq!(seen.len(), 2, "one JSON and one streamed request");
+    assert_eq!(seen[0].path(), "/v1beta/models/gemini-x:generateContent");
+    assert_eq!(
+        seen[1].path_and_query(),
+        "/v1beta/models/gemini-x:streamGenerateContent?alt=sse"
+    );
+    for r in &seen {
+        assert_eq!(
+            r.header_str("x-goog-api-key").as_deref(),
+            Some("real-gem-key-G")
+        );
+    }
     for id in ["auto", "claude-x", "gpt-x", "claude:claude-x", "gpt:gpt-x"] {
         assert!(
             out["models"].as_array().unwrap().contains(&json!(id)),
@@ -136,6 +189,12 @@ async fn router(database_url: &str) {
     assert!(!openai.received_contains(b"real-ant-key-A"));
     assert!(!anthropic.received_contains(token.as_bytes()));
     assert!(!openai.received_contains(token.as_bytes()));
+    assert!(!gemini.received_contains(token.as_bytes()));
+    for other in [&anthropic, &openai] {
+        assert!(!other.received_contains(b"real-gem-key-G"));
+    }
+    assert!(!gemini.received_contains(b"real-ant-key-A"));
+    assert!(!gemini.received_contains(b"real-oai-key-O"));
     // The flaky request reached the first backend once per attempt, no more.
     let flaky = anthropic
         .requests()

@@ -16,6 +16,20 @@ def ask(text):
     return [{"role": "user", "content": text}]
 
 
+def streamed(model, text):
+    """A stream with usage: its joined text and its usage."""
+    stream = client.chat.completions.create(
+        model=model, messages=ask(text), stream=True, stream_options={"include_usage": True}
+    )
+    joined, usage = "", None
+    for chunk in stream:
+        if chunk.choices and chunk.choices[0].delta.content:
+            joined += chunk.choices[0].delta.content
+        if chunk.usage:
+            usage = chunk.usage.model_dump(exclude_none=True)
+    return {"text": joined, "usage": usage}
+
+
 out = {}
 
 # Served by the Anthropic backend, translated both ways.
@@ -31,16 +45,7 @@ out["translated"] = {
 }
 
 # Streamed, translated.
-stream = client.chat.completions.create(
-    model="claude-x", messages=ask("stream this"), stream=True, stream_options={"include_usage": True}
-)
-text, usage = "", None
-for chunk in stream:
-    if chunk.choices and chunk.choices[0].delta.content:
-        text += chunk.choices[0].delta.content
-    if chunk.usage:
-        usage = chunk.usage.model_dump(exclude_none=True)
-out["translated_stream"] = {"text": text, "usage": usage}
+out["translated_stream"] = streamed("claude-x", "stream this")
 
 # A tool call through translation.
 tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]
@@ -65,6 +70,27 @@ try:
     out["refused"] = None
 except openai.BadRequestError as e:
     out["refused"] = {"status": e.status_code, "message": e.message}
+
+# The Gemini backend (model gemini-x), translated both ways, JSON and stream.
+raw = client.chat.completions.with_raw_response.create(model="gemini-x", messages=ask("ask gemini"))
+r = raw.parse()
+out["gemini"] = {
+    "text": r.choices[0].message.content,
+    "finish": r.choices[0].finish_reason,
+    "usage": r.usage.model_dump(exclude_none=True),
+    "provider": raw.headers.get("x-airlock-provider"),
+}
+out["gemini_stream"] = streamed("gemini-x", "stream gemini")
+
+# The Responses API over the Anthropic backend (not streamed).
+raw = client.responses.with_raw_response.create(model="claude-x", instructions="Be brief.", input="respond to this")
+r = raw.parse()
+out["responses"] = {
+    "text": r.output_text,
+    "status": r.status,
+    "output_tokens": r.usage.output_tokens,
+    "provider": raw.headers.get("x-airlock-provider"),
+}
 
 out["models"] = sorted(m.id for m in client.models.list())
 print(json.dumps(out))

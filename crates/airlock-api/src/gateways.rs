@@ -134,10 +134,12 @@ async fn parse_router(
                 )
                 .into());
             }
-            if airlock_llm::Dialect::of(gateway.llm.api).is_none() {
+            if airlock_llm::Dialect::of(gateway.llm.api).is_none()
+                && gateway.llm.api != airlock_llm::Api::Gemini
+            {
                 return Err(InvalidInput::new(
                     format!("{field}.gateway"),
-                    "must have api openai-completions or anthropic-messages",
+                    "must have api openai-completions, anthropic-messages or gemini",
                 )
                 .into());
             }
@@ -370,6 +372,7 @@ fn parse_models(input: Vec<ModelIn>) -> Result<Vec<ModelSpec>, InvalidInput> {
                 .transpose()?,
             context_window: positive("contextWindow", m.context_window)?,
             max_tokens: positive("maxTokens", m.max_tokens)?,
+            tools: m.tools,
         });
     }
     Ok(out)

@@ -49,6 +49,8 @@ pub(crate) struct ModelIn {
     pub context_window: Option<u64>,
     #[serde(default)]
     pub max_tokens: Option<u64>,
+    #[serde(default)]
+    pub tools: Option<bool>,
 }
 
 /// USD per million tokens, as JSON numbers. Kept as `Number` so that the handler, not serde,
@@ -325,6 +327,9 @@ pub(crate) fn model_view(m: &ModelSpec) -> Value {
     }
     if let Some(n) = m.max_tokens {
         out.insert("maxTokens".into(), Value::from(n));
+    }
+    if let Some(t) = m.tools {
+        out.insert("tools".into(), Value::Bool(t));
     }
     Value::Object(out)
 }

@@ -157,7 +157,7 @@ both!(router_validation_names_the_field, |h: Harness| async move {
         ),
         (
             with(json!({"backends": [{"gateway": "plain", "secret": "ANT_KEY"}]})),
-            "backends[0].gateway: must have api openai-completions or anthropic-messages",
+            "backends[0].gateway: must have api openai-completions, anthropic-messages or gemini",
         ),
         (
             with(json!({"backends": [{"gateway": r["id"], "secret": "ANT_KEY"}]})),

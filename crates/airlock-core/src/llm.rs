@@ -117,6 +117,9 @@ pub struct ModelSpec {
     pub cost: Option<Price>,
     pub context_window: Option<u64>,
     pub max_tokens: Option<u64>,
+    /// Takes tool (function) definitions and answers with tool calls; `None`: not said, the
+    /// provider's default (`airlock_llm::providers::supports_tools`).
+    pub tools: Option<bool>,
 }
 
 /// Longest model id accepted in a model list or recorded from a response.

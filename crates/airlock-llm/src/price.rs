@@ -101,6 +101,21 @@ pub fn price_for_at(
     })
 }
 
+/// The bundled table's context window (in tokens) of `model` at `provider_id`, when the table
+/// has one: the model is matched as for a price (dated and aliased names too).
+pub fn context_window(provider_id: &str, model: &str) -> Option<u64> {
+    let provider = table_provider(provider_id)?;
+    let usage = genai_prices::Usage::from_iter([(UsageKey::INPUT_TOKENS, 1.0)]);
+    let request = PriceRequest::new(model, &usage).with_provider_id(provider);
+    let matched = table().calculate(&request).ok()?;
+    table()
+        .providers()
+        .find(|p| p.id() == matched.provider_id)?
+        .models()
+        .find(|m| m.id() == matched.model_id)?
+        .context_window()
+}
+
 /// USD per million tokens as nano-USD per million, rounded to the nearest.
 fn nanos_per_million(usd: f64) -> Option<u64> {
     let nanos = (usd * NANOS_PER_USD as f64).round();
@@ -344,6 +359,22 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn context_windows_from_the_table() {
+        for (provider, model) in [
+            ("openai", "gpt-4o"),
+            ("openai", "gpt-4o-2024-08-06"),
+            ("anthropic", "claude-sonnet-4-5"),
+            ("google", "gemini-2.5-flash"),
+        ] {
+            let window = context_window(provider, model);
+            eprintln!("{provider} {model}: {window:?}");
+            assert!(window.is_some_and(|w| w >= 100_000), "{provider} {model}");
+        }
+        assert_eq!(context_window("openai", "no-such-model-x"), None);
+        assert_eq!(context_window("ollama", "llama3"), None);
     }
 
     #[test]

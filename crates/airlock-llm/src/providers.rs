@@ -327,6 +327,32 @@ pub fn preset(id: &str) -> Option<&'static Preset> {
     PRESETS.iter().find(|preset| preset.id == id)
 }
 
+/// Model ids (matched as a prefix, after any `vendor/` part) that take no tool definitions,
+/// though their provider's other chat models do: OpenAI's first reasoning previews, its search
+/// previews, `chatgpt-4o-latest` and the completion-only `-instruct` model. The bundled price
+/// table has no such flag, so this short list is the default.
+const NO_TOOLS: [&str; 6] = [
+    "o1-mini",
+    "o1-preview",
+    "gpt-4o-search-preview",
+    "gpt-4o-mini-search-preview",
+    "chatgpt-4o-latest",
+    "gpt-3.5-turbo-instruct",
+];
+
+/// Whether a model takes tool (function) definitions, when the operator's model list does not
+/// say (its `tools` flag wins). Every hosted preset's chat models do, but Perplexity's (search
+/// models without function calling) and the few listed in [`NO_TOOLS`]; a local server (Ollama, vLLM, LM Studio) and a gateway without a preset are
+/// assumed to, since whether they do depends on the model the operator loaded: set `tools:
+/// false` in the model list for one that does not.
+pub fn supports_tools(provider: Option<&str>, model: &str) -> bool {
+    if provider == Some("perplexity") {
+        return false;
+    }
+    let bare = model.rsplit('/').next().unwrap_or(model);
+    !NO_TOOLS.iter().any(|p| bare.starts_with(p))
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::HashSet;
@@ -462,5 +488,18 @@ mod tests {
             .map(|p| p.id)
             .collect();
         assert_eq!(required, ["vertex", "azure-openai", "bedrock"]);
+    }
+
+    #[test]
+    fn tool_support_defaults() {
+        assert!(supports_tools(Some("openai"), "gpt-4o-mini"));
+        assert!(supports_tools(Some("anthropic"), "claude-sonnet-4-5"));
+        assert!(supports_tools(None, "llama3.1"));
+        assert!(!supports_tools(Some("openai"), "o1-mini-2024-09-12"));
+        assert!(!supports_tools(
+            Some("openrouter"),
+            "openai/gpt-4o-search-preview"
+        ));
+        assert!(!supports_tools(Some("perplexity"), "sonar-pro"));
     }
 }

@@ -18,7 +18,8 @@ use std::path::{Path, PathBuf};
 
 use airlock_llm::translate::{
     anthropic_to_openai_request, anthropic_to_openai_response, openai_to_anthropic_request,
-    openai_to_anthropic_response, translate_error_body, Dialect, ErrorKind, RequestOptions,
+    openai_to_anthropic_response, translate_error_body, translate_gemini_error_body,
+    translate_gemini_response, translate_request_to_gemini, Dialect, ErrorKind, RequestOptions,
     StreamOptions, StreamTranslator, TranslateError,
 };
 use serde_json::{json, Value};
@@ -252,6 +253,107 @@ fn streams_anthropic_to_openai() {
 #[test]
 fn streams_openai_to_anthropic() {
     run_streams("stream/openai_to_anthropic", Dialect::OpenaiChat);
+}
+
+const GEMINI_MODEL: &str = "gemini-2.5-flash";
+
+#[test]
+fn responses_api_both_ways() {
+    use airlock_llm::translate::{openai_to_responses_response, responses_to_openai_request};
+    run_dir("request/responses_to_openai", |_, body| {
+        responses_to_openai_request(body).into()
+    });
+    run_dir("response/openai_to_responses", |_, body| {
+        openai_to_responses_response(body, CREATED).into()
+    });
+}
+
+#[test]
+fn requests_to_gemini() {
+    for (dir, client) in [
+        ("request/openai_to_gemini", Dialect::OpenaiChat),
+        ("request/anthropic_to_gemini", Dialect::AnthropicMessages),
+    ] {
+        run_dir(dir, |_, body| {
+            translate_request_to_gemini(client, body, &RequestOptions::new(GEMINI_MODEL)).into()
+        });
+    }
+}
+
+#[test]
+fn responses_from_gemini() {
+    for (dir, client) in [
+        ("response/gemini_to_openai", Dialect::OpenaiChat),
+        ("response/gemini_to_anthropic", Dialect::AnthropicMessages),
+    ] {
+        run_dir(dir, |_, body| {
+            translate_gemini_response(client, body, CREATED).into()
+        });
+    }
+}
+
+#[test]
+fn errors_from_gemini() {
+    for (dir, client) in [
+        ("error/gemini_to_openai", Dialect::OpenaiChat),
+        ("error/gemini_to_anthropic", Dialect::AnthropicMessages),
+    ] {
+        run_dir(dir, |name, body| {
+            Output::Json(translate_gemini_error_body(client, status_of(name), body))
+        });
+    }
+}
+
+fn translate_gemini_stream<'a>(
+    to: Dialect,
+    name: &str,
+    pieces: impl IntoIterator<Item = &'a [u8]>,
+) -> (Vec<u8>, StreamTranslator) {
+    let mut translator = StreamTranslator::from_gemini(to, stream_opts(name));
+    let mut out = Vec::new();
+    for piece in pieces {
+        translator.feed(piece, &mut out);
+    }
+    translator.finish(&mut out);
+    (out, translator)
+}
+
+#[test]
+fn streams_from_gemini() {
+    for (dir, to) in [
+        ("stream/gemini_to_openai", Dialect::OpenaiChat),
+        ("stream/gemini_to_anthropic", Dialect::AnthropicMessages),
+    ] {
+        run_dir(dir, |name, input| {
+            let (whole, translator) = translate_gemini_stream(to, name, [input]);
+            assert_well_formed(to, &whole, true);
+            for cut in 0..=input.len() {
+                let (head, tail) = input.split_at(cut);
+                let (out, other) = translate_gemini_stream(to, name, [head, tail]);
+                assert!(
+                    out == whole,
+                    "{dir}/{name}: cut at byte {cut} changed the output"
+                );
+                assert_eq!(other.is_content_started(), translator.is_content_started());
+                assert_eq!(other.upstream_error(), translator.upstream_error());
+            }
+            Output::Sse(whole)
+        });
+        // What the router needs: content, and the error (Anthropic's type) it ended with.
+        for (name, content, error) in [
+            ("text", true, None),
+            ("error_first_event", false, Some("overloaded_error")),
+            ("error_mid_stream", true, Some("api_error")),
+            ("truncated_before_finish", true, Some("api_error")),
+        ] {
+            let input = std::fs::read(root().join(dir).join(format!("{name}.in.sse"))).unwrap();
+            let (_, t) = translate_gemini_stream(to, name, [input.as_slice()]);
+            assert_eq!(t.is_content_started(), content, "{dir}/{name}");
+            let got = t.upstream_error().map(|e| e.error_type.as_str());
+            assert_eq!(got, error, "{dir}/{name}");
+            assert!(t.is_done(), "{dir}/{name}");
+        }
+    }
 }
 
 /// What the router needs to know of each stream: whether content reached the client, and

@@ -222,9 +222,18 @@ impl Drop for ResponseBody {
         if !record.wants_drain() {
             return;
         }
-        if let Kind::Upstream(incoming, route) = std::mem::replace(&mut self.kind, Kind::Full(None))
-        {
-            drains.start(incoming, route, record, self.permit.take());
+        match std::mem::replace(&mut self.kind, Kind::Full(None)) {
+            Kind::Upstream(incoming, route) => {
+                drains.start(incoming, route, record, self.permit.take());
+            }
+            // A routed stream: the backend's stages (its meter) read the rest of the backend's
+            // own bytes; nothing is translated, nobody is left to read it.
+            Kind::Routed(routed) => {
+                if let Some((incoming, route, permit)) = routed.into_drain() {
+                    drains.start(incoming, route, record, permit.or(self.permit.take()));
+                }
+            }
+            Kind::Full(_) => {}
         }
     }
 }

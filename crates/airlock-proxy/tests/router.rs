@@ -73,25 +73,19 @@ fn model(id: &str, input: u64, output: u64) -> ModelSpec {
     }
 }
 
-/// An OpenAI-compatible backend serving `models`.
-async fn openai(h: &Harness, key: &str, models: &[&str], responder: Responder) -> Up {
+/// A backend: its upstream answering with `responder`, a gateway config at the upstream's URL
+/// plus `path`, and a secret holding `key`.
+async fn backend_up(
+    h: &Harness,
+    key: &str,
+    responder: Responder,
+    path: &str,
+    auth: AuthMechanism,
+    llm: LlmSettings,
+) -> Up {
     let upstream = upstream(h, responder).await;
-    let gateway = h
-        .seed
-        .gateway_llm(
-            &format!("{}/v1", upstream.url()),
-            AuthMechanism::Bearer,
-            Vec::new(),
-            LlmSettings {
-                provider: Some("openai".into()),
-                api: Api::OpenaiCompletions,
-                models: models
-                    .iter()
-                    .map(|m| model(m, 1_000_000_000, 2_000_000_000))
-                    .collect(),
-            },
-        )
-        .await;
+    let url = format!("{}{path}", upstream.url());
+    let gateway = h.seed.gateway_llm(&url, auth, Vec::new(), llm).await;
     let secret = h.seed.secret(&support::unique_name(), key).await;
     Up {
         upstream,
@@ -101,34 +95,36 @@ async fn openai(h: &Harness, key: &str, models: &[&str], responder: Responder) -
     }
 }
 
+fn settings(provider: &str, api: Api, models: Vec<ModelSpec>) -> LlmSettings {
+    LlmSettings {
+        provider: Some(provider.into()),
+        api,
+        models,
+    }
+}
+
+fn header_auth(key: &str) -> AuthMechanism {
+    AuthMechanism::Header { key: key.into() }
+}
+
+/// An OpenAI-compatible backend serving `models`.
+async fn openai(h: &Harness, key: &str, models: &[&str], responder: Responder) -> Up {
+    let models = models
+        .iter()
+        .map(|m| model(m, 1_000_000_000, 2_000_000_000))
+        .collect();
+    let llm = settings("openai", Api::OpenaiCompletions, models);
+    backend_up(h, key, responder, "/v1", AuthMechanism::Bearer, llm).await
+}
+
 /// An Anthropic backend serving `models`.
 async fn anthropic(h: &Harness, key: &str, models: &[&str], responder: Responder) -> Up {
-    let upstream = upstream(h, responder).await;
-    let gateway = h
-        .seed
-        .gateway_llm(
-            &upstream.url(),
-            AuthMechanism::Header {
-                key: "x-api-key".into(),
-            },
-            Vec::new(),
-            LlmSettings {
-                provider: Some("anthropic".into()),
-                api: Api::AnthropicMessages,
-                models: models
-                    .iter()
-                    .map(|m| model(m, 3_000_000_000, 15_000_000_000))
-                    .collect(),
-            },
-        )
-        .await;
-    let secret = h.seed.secret(&support::unique_name(), key).await;
-    Up {
-        upstream,
-        gateway,
-        secret,
-        key: key.into(),
-    }
+    let models = models
+        .iter()
+        .map(|m| model(m, 3_000_000_000, 15_000_000_000))
+        .collect();
+    let llm = settings("anthropic", Api::AnthropicMessages, models);
+    backend_up(h, key, responder, "", header_auth("x-api-key"), llm).await
 }
 
 fn backend(up: &Up, name: &str, priority: i32) -> Backend {
@@ -731,20 +727,7 @@ async fn routed_requests_are_metered_with_the_backend() {
     .await;
     assert_eq!(r.status, 200);
     let _ = r.text();
-    let mut found = None;
-    for _ in 0..200 {
-        found = h
-            .seed
-            .request_events()
-            .await
-            .into_iter()
-            .find(|e| e.gateway_config_id.as_ref() == Some(&row.id));
-        if found.is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let event = found.expect("an event for the router");
+    let event = router_event(&h, &row).await;
     let llm = event.llm.expect("metered");
     assert_eq!(llm.provider.as_deref(), Some("anthropic"));
     assert_eq!(llm.model.as_deref(), Some("claude-sonnet-4-5"));
@@ -955,4 +938,557 @@ async fn router_tokens_are_held_to_their_limits() {
         "ledger {:?}, metered {n} events {tokens} tokens",
         h.seed.store.limit_used(&key).await
     );
+}
+
+#[tokio::test]
+async fn a_request_with_tools_skips_models_without_tool_calls() {
+    let h = Harness::sqlite().await;
+    // o1-mini takes no tools by the provider default; "plain" by the operator's model list.
+    let o1 = openai(&h, "sk-o1", &["o1-mini"], openai_chat()).await;
+    let llm = settings(
+        "openai",
+        Api::OpenaiCompletions,
+        vec![ModelSpec {
+            id: "plain".into(),
+            tools: Some(false),
+            ..ModelSpec::default()
+        }],
+    );
+    let plain = backend_up(
+        &h,
+        "sk-plain",
+        openai_chat(),
+        "/v1",
+        AuthMechanism::Bearer,
+        llm,
+    )
+    .await;
+    let a = anthropic(&h, "sk-a", &["claude"], anthropic_messages()).await;
+    let (row, token) = router(
+        &h,
+        config(vec![
+            backend(&o1, "o1", 0),
+            backend(&plain, "plain", 1),
+            backend(&a, "claude", 2),
+        ]),
+    )
+    .await;
+    let tool = json!({"type": "function", "function": {"name": "get_weather",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}});
+
+    // Without tools: the first backend.
+    let r = post(&h, "/v1/chat/completions", &token, &chat("auto", false)).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(header(&r, "x-airlock-model"), "o1-mini");
+
+    // With OpenAI tools, and with the deprecated functions: both skipped, Claude serves.
+    let mut body = chat("auto", false);
+    body["tools"] = json!([tool]);
+    let r = post(&h, "/v1/chat/completions", &token, &body).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(header(&r, "x-airlock-provider"), "anthropic");
+    assert_eq!(header(&r, "x-airlock-attempts"), "1");
+    let log = h.plane.routing_log(&row.id, 1).unwrap();
+    assert!(
+        log[0].reason.contains("o1 (o1-mini) takes no tools"),
+        "{}",
+        log[0].reason
+    );
+    assert!(
+        log[0].reason.contains("plain (plain) takes no tools"),
+        "{}",
+        log[0].reason
+    );
+
+    // Anthropic tools, pinned to a backend without them: 400 no_capable_backend.
+    let mut body = messages("o1:o1-mini", false);
+    body["tools"] = json!([{"name": "t", "input_schema": {"type": "object"}}]);
+    let r = post(&h, "/v1/messages", &token, &body).await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(header(&r, "x-airlock-error"), "no_capable_backend");
+    assert_eq!(r.json().unwrap()["type"], "error");
+    assert_eq!(
+        o1.upstream.requests().len(),
+        1,
+        "only the tool-less request"
+    );
+    assert!(plain.upstream.requests().is_empty());
+}
+
+/// An Azure OpenAI backend on a resource endpoint (the deployment API), key in `api-key`.
+async fn azure(h: &Harness, key: &str, endpoint_path: &str, deployments: &[&str]) -> Up {
+    let models = deployments.iter().map(|m| model(m, 1, 2)).collect();
+    let llm = settings("azure-openai", Api::OpenaiCompletions, models);
+    backend_up(
+        h,
+        key,
+        openai_chat(),
+        endpoint_path,
+        header_auth("api-key"),
+        llm,
+    )
+    .await
+}
+
+#[tokio::test]
+async fn azure_backends_get_the_deployment_path_and_their_api_key() {
+    let h = Harness::sqlite().await;
+    let az = azure(&h, "azure-KEY-1", "", &["my-gpt4o"]).await;
+    let az_openai = azure(&h, "azure-KEY-2", "/openai", &["dep2"]).await;
+    let az_v1 = azure(&h, "azure-KEY-3", "/openai/v1", &["gpt-4o-mini"]).await;
+    let a = anthropic(&h, "sk-ant-AZ", &["claude"], anthropic_messages()).await;
+    let (_, token) = router(
+        &h,
+        config(vec![
+            backend(&az, "az", 0),
+            backend(&az_openai, "az2", 1),
+            backend(&az_v1, "az3", 2),
+            backend(&a, "a", 3),
+        ]),
+    )
+    .await;
+    // OpenAI client, JSON and stream; Anthropic client translated.
+    for (path, body) in [
+        ("/v1/chat/completions", chat("my-gpt4o", false)),
+        ("/v1/chat/completions", chat("my-gpt4o", true)),
+        ("/v1/messages", messages("my-gpt4o", false)),
+    ] {
+        let r = post(&h, path, &token, &body).await;
+        assert_eq!(r.status, 200, "{path}: {}", r.text());
+        assert_eq!(header(&r, "x-airlock-provider"), "azure-openai");
+        assert_eq!(header(&r, "x-airlock-model"), "my-gpt4o");
+        assert!(r.text().contains("Hello from"), "{}", r.text());
+    }
+    let seen = az.upstream.requests();
+    assert_eq!(seen.len(), 3);
+    for req in &seen {
+        assert_eq!(
+            req.path_and_query(),
+            "/openai/deployments/my-gpt4o/chat/completions?api-version=2024-10-21"
+        );
+        assert_eq!(req.header_str("api-key").as_deref(), Some("azure-KEY-1"));
+        assert!(req.header_str("authorization").is_none());
+        assert_eq!(req.body_json().unwrap()["model"], "my-gpt4o");
+    }
+    let r = post(&h, "/v1/chat/completions", &token, &chat("dep2", false)).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        az_openai.upstream.last_request().unwrap().path_and_query(),
+        "/openai/deployments/dep2/chat/completions?api-version=2024-10-21"
+    );
+    // The v1 API: OpenAI's path and the model in the body.
+    let r = post(
+        &h,
+        "/v1/chat/completions",
+        &token,
+        &chat("gpt-4o-mini", false),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    let last = az_v1.upstream.last_request().unwrap();
+    assert_eq!(last.path_and_query(), "/openai/v1/chat/completions");
+    assert_eq!(last.header_str("api-key").as_deref(), Some("azure-KEY-3"));
+
+    // A model that is not a plain name never becomes a path: the pinned Azure backend is
+    // skipped and nothing is sent.
+    let before = az.upstream.requests().len();
+    let r = post(
+        &h,
+        "/v1/chat/completions",
+        &token,
+        &chat("az:../../x", false),
+    )
+    .await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(az.upstream.requests().len(), before);
+
+    // SECURITY #26: each backend sees its own key only.
+    let _ = post(&h, "/v1/messages", &token, &messages("claude", false)).await;
+    let ups = [&az, &az_openai, &az_v1, &a];
+    for (i, up) in ups.iter().enumerate() {
+        for (j, other) in ups.iter().enumerate() {
+            if i != j {
+                assert!(!up.upstream.received_contains(other.key.as_bytes()));
+            }
+        }
+        assert!(!up.upstream.received_contains(token.expose().as_bytes()));
+    }
+}
+
+/// A Gemini API backend (Google AI Studio) serving `models`, key in `x-goog-api-key`.
+async fn gemini_backend(h: &Harness, key: &str, models: &[&str]) -> Up {
+    let models = models
+        .iter()
+        .map(|m| model(m, 300_000_000, 2_500_000_000))
+        .collect();
+    let llm = settings("google", Api::Gemini, models);
+    let responder = airlock_testkit::upstream::gemini();
+    backend_up(h, key, responder, "", header_auth("x-goog-api-key"), llm).await
+}
+
+/// The stored event of the router's (first) request.
+async fn router_event(
+    h: &Harness,
+    row: &GatewayConfigRow,
+) -> airlock_core::state::RequestAuditEvent {
+    for _ in 0..200 {
+        let found = h
+            .seed
+            .request_events()
+            .await
+            .into_iter()
+            .find(|e| e.gateway_config_id.as_ref() == Some(&row.id));
+        if let Some(event) = found {
+            return event;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("no event for the router");
+}
+
+/// The JSON data of each SSE event (`[DONE]` left out).
+fn sse_data(text: &str) -> Vec<Value> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter(|d| *d != "[DONE]")
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn gemini_backends_serve_both_dialects_translated() {
+    let h = Harness::sqlite().await;
+    let g = gemini_backend(&h, "AIza-GEMINI-KEY", &["gemini-test"]).await;
+    let o = openai(&h, "sk-openai-G", &["gpt"], openai_chat()).await;
+    let (row, token) = router(&h, config(vec![backend(&g, "gem", 0), backend(&o, "o", 1)])).await;
+
+    // OpenAI client, JSON: the system prompt, the stop sequences and the cap reach Gemini.
+    let mut body = chat("gemini-test", false);
+    body["messages"] = json!([{"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "hi there"}]);
+    body["stop"] = json!(["END"]);
+    body["max_completion_tokens"] = json!(50);
+    let r = post(&h, "/v1/chat/completions", &token, &body).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(header(&r, "x-airlock-provider"), "google");
+    assert_eq!(header(&r, "x-airlock-model"), "gemini-test");
+    let answer = r.json().unwrap();
+    assert_eq!(answer["object"], "chat.completion");
+    let content = answer["choices"][0]["message"]["content"].as_str().unwrap();
+    assert!(content.ends_with("You said: hi there"), "{content}");
+    assert_eq!(answer["choices"][0]["finish_reason"], "stop");
+    assert!(answer["usage"]["completion_tokens"].as_u64().unwrap() > 0);
+    let seen = g.upstream.last_request().unwrap();
+    assert_eq!(
+        seen.path_and_query(),
+        "/v1beta/models/gemini-test:generateContent"
+    );
+    assert_eq!(
+        seen.header_str("x-goog-api-key").as_deref(),
+        Some("AIza-GEMINI-KEY")
+    );
+    assert!(seen.header_str("authorization").is_none());
+    let sent = seen.body_json().unwrap();
+    assert!(sent.get("model").is_none() && sent.get("messages").is_none());
+    assert_eq!(sent["contents"][0]["role"], "user");
+    assert_eq!(sent["contents"][0]["parts"][0]["text"], "hi there");
+    assert_eq!(sent["systemInstruction"]["parts"][0]["text"], "Be brief.");
+    assert_eq!(sent["generationConfig"]["stopSequences"], json!(["END"]));
+    assert_eq!(sent["generationConfig"]["maxOutputTokens"], 50);
+
+    // OpenAI client, stream with usage: Gemini's SSE becomes Chat Completions chunks.
+    let mut body = chat("gemini-test", true);
+    body["stream_options"] = json!({"include_usage": true});
+    let r = post(&h, "/v1/chat/completions", &token, &body).await;
+    assert_eq!(r.status, 200);
+    let text = r.text();
+    assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
+    let chunks = sse_data(&text);
+    let joined: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    assert!(joined.ends_with("You said: hi there"), "{joined}");
+    assert!(chunks
+        .iter()
+        .all(|c| c["object"] == "chat.completion.chunk"));
+    let last = chunks.last().unwrap();
+    assert!(
+        last["usage"]["completion_tokens"].as_u64().unwrap() > 0,
+        "{text}"
+    );
+    assert_eq!(
+        g.upstream.last_request().unwrap().path_and_query(),
+        "/v1beta/models/gemini-test:streamGenerateContent?alt=sse"
+    );
+
+    // Anthropic client, stream: Messages events.
+    let r = post(&h, "/v1/messages", &token, &messages("gemini-test", true)).await;
+    assert_eq!(r.status, 200);
+    let text = r.text();
+    let events = sse_data(&text);
+    assert_eq!(events.first().unwrap()["type"], "message_start");
+    assert_eq!(events.last().unwrap()["type"], "message_stop");
+    let joined: String = events
+        .iter()
+        .filter_map(|e| e["delta"]["text"].as_str())
+        .collect();
+    assert!(joined.ends_with("You said: hi there"), "{joined}");
+    let delta = events
+        .iter()
+        .find(|e| e["type"] == "message_delta")
+        .unwrap();
+    assert_eq!(delta["delta"]["stop_reason"], "end_turn");
+    assert!(delta["usage"]["output_tokens"].as_u64().unwrap() > 0);
+    assert_eq!(
+        g.upstream.last_request().unwrap().body_json().unwrap()["generationConfig"]
+            ["maxOutputTokens"],
+        100
+    );
+
+    // Anthropic client with a tool, JSON: Gemini's functionCall comes back as tool_use.
+    let mut body = messages("gemini-test", false);
+    body["tools"] = json!([{"name": "lookup", "description": "Look up",
+        "input_schema": {"type": "object", "properties": {"input": {"type": "string"}}}}]);
+    let r = post(&h, "/v1/messages", &token, &body).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let answer = r.json().unwrap();
+    assert_eq!(answer["type"], "message");
+    assert_eq!(answer["stop_reason"], "tool_use");
+    assert_eq!(answer["content"][0]["type"], "tool_use");
+    assert_eq!(answer["content"][0]["name"], "lookup");
+    assert_eq!(answer["content"][0]["input"], json!({"input": "test"}));
+    let sent = g.upstream.last_request().unwrap().body_json().unwrap();
+    assert_eq!(
+        sent["tools"][0]["functionDeclarations"][0]["name"],
+        "lookup"
+    );
+
+    // The tool result goes back as a functionResponse, named after the call.
+    let call_id = answer["content"][0]["id"].as_str().unwrap();
+    let mut body = messages("gemini-test", false);
+    body["tools"] = json!([{"name": "lookup", "input_schema": {"type": "object"}}]);
+    body["messages"] = json!([
+        {"role": "user", "content": "look it up"},
+        {"role": "assistant", "content": answer["content"]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": call_id, "content": "42"}]}
+    ]);
+    let r = post(&h, "/v1/messages", &token, &body).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let sent = g.upstream.last_request().unwrap().body_json().unwrap();
+    assert_eq!(sent["contents"][1]["role"], "model");
+    assert_eq!(
+        sent["contents"][1]["parts"][0]["functionCall"]["name"],
+        "lookup"
+    );
+    assert_eq!(
+        sent["contents"][2]["parts"][0]["functionResponse"],
+        json!({"name": "lookup", "response": {"content": "42"}})
+    );
+
+    // Metered with the backend's provider and model.
+    let llm = router_event(&h, &row).await.llm.expect("metered");
+    assert_eq!(llm.provider.as_deref(), Some("google"));
+    assert_eq!(llm.model.as_deref(), Some("gemini-test"));
+    assert!(llm.usage.input_tokens > 0);
+
+    // SECURITY #26: the Gemini key reaches Gemini only, the OpenAI key OpenAI only.
+    let r = post(&h, "/v1/chat/completions", &token, &chat("gpt", false)).await;
+    assert_eq!(r.status, 200);
+    assert!(!g.upstream.received_contains(o.key.as_bytes()));
+    assert!(!o.upstream.received_contains(g.key.as_bytes()));
+    assert!(!g.upstream.received_contains(token.expose().as_bytes()));
+}
+
+#[tokio::test]
+async fn a_rate_limited_gemini_backend_fails_over() {
+    let h = Harness::sqlite().await;
+    // The testkit's Gemini answers 429 RESOURCE_EXHAUSTED for error-model.
+    let g = gemini_backend(&h, "AIza-429", &["error-model"]).await;
+    let o = openai(&h, "sk-after", &["gpt"], openai_chat()).await;
+
+    // Gemini alone: its 429 comes back in the client's dialect, with its own message.
+    let (_, token) = router(&h, config(vec![backend(&g, "gem", 0)])).await;
+    let r = post(
+        &h,
+        "/v1/chat/completions",
+        &token,
+        &chat("error-model", false),
+    )
+    .await;
+    assert_eq!(r.status, 429, "{}", r.text());
+    let e = r.json().unwrap();
+    assert_eq!(e["error"]["type"], "rate_limit_error");
+    assert_eq!(e["error"]["code"], "RESOURCE_EXHAUSTED");
+    assert!(e["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("exhausted"));
+
+    // With a fallback (another Gemini backend: the first one now cools down), an Anthropic
+    // client's stream goes on to OpenAI, translated.
+    let g = gemini_backend(&h, "AIza-429-B", &["error-model"]).await;
+    let (row, token) = router(&h, config(vec![backend(&g, "gem", 0), backend(&o, "o", 1)])).await;
+    let r = post(&h, "/v1/messages", &token, &messages("auto", true)).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(header(&r, "x-airlock-provider"), "openai");
+    assert_eq!(header(&r, "x-airlock-attempts"), "2");
+    assert!(r.text().contains("event: message_stop"));
+    let log = h.plane.routing_log(&row.id, 1).unwrap();
+    assert_eq!(log[0].attempts[0].outcome, "rate_limited");
+    assert_eq!(log[0].attempts[0].status, Some(429));
+    assert!(!o.upstream.received_contains(g.key.as_bytes()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_leaves_a_routed_stream_is_billed_from_the_drained_usage() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let h = Harness::sqlite().await;
+    // A *slow* model pauses a second after its first event; the answer echoes the prompt in
+    // pieces 50 ms apart, so the usage comes well after the first content.
+    let a = anthropic(&h, "sk-a", &["claude-slow"], anthropic_messages()).await;
+    let (row, token) = router(&h, config(vec![backend(&a, "a", 0)])).await;
+    let words = vec!["word"; 60].join(" ");
+    let body = json!({"model": "claude-slow", "stream": true,
+        "messages": [{"role": "user", "content": words}]})
+    .to_string();
+    let mut stream = tokio::net::TcpStream::connect(h.proxy).await.unwrap();
+    let request = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nauthorization: Bearer {}\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        token.expose(),
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    // Read until the first content has arrived, then go away.
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&got).contains("Hello") {
+        let n = stream.read(&mut buf).await.unwrap();
+        assert!(n > 0, "closed early");
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert!(!String::from_utf8_lossy(&got).contains("[DONE]"));
+    drop(stream);
+
+    // The rest of the backend's stream is read without the client: the usage is the backend's
+    // own, exact (without the drain it was estimated, `exact: false`).
+    let e = router_event(&h, &row).await;
+    assert_eq!(e.error_code.as_deref(), Some("client_disconnected"));
+    let m = e.llm.expect("metered");
+    assert!(m.usage.exact, "the drained usage is the backend's own");
+    // The reply: 7 words of opening and the 60 echoed, one token a word.
+    assert_eq!(m.usage.output_tokens, 67);
+    // The routing log has the streamed answer's tokens too.
+    let log = h.plane.routing_log(&row.id, 1).unwrap();
+    assert_eq!(log[0].output_tokens, Some(67));
+    assert_eq!(log[0].input_tokens, Some(m.usage.input_tokens));
+}
+
+#[tokio::test]
+async fn the_responses_api_is_served_over_any_backend() {
+    let h = Harness::sqlite().await;
+    let a = anthropic(&h, "sk-a-resp", &["claude"], anthropic_messages()).await;
+    let o = openai(&h, "sk-o-resp", &["gpt"], openai_chat()).await;
+    let (row, token) = router(&h, config(vec![backend(&a, "a", 0), backend(&o, "o", 1)])).await;
+
+    // Over Anthropic: Responses → Chat Completions → Messages, and back.
+    let body = json!({"model": "claude", "instructions": "Be brief.", "input": "hi there",
+        "max_output_tokens": 64, "store": true});
+    let r = post(&h, "/v1/responses", &token, &body).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(header(&r, "x-airlock-provider"), "anthropic");
+    let resp = r.json().unwrap();
+    assert_eq!(resp["object"], "response");
+    assert_eq!(resp["status"], "completed");
+    assert_eq!(resp["output"][0]["type"], "message");
+    let text = resp["output"][0]["content"][0]["text"].as_str().unwrap();
+    assert!(text.ends_with("You said: hi there"), "{resp}");
+    assert!(resp["usage"]["output_tokens"].as_u64().unwrap() > 0);
+    let sent = a.upstream.last_request().unwrap().body_json().unwrap();
+    assert_eq!(sent["system"], "Be brief.");
+    assert_eq!(sent["max_tokens"], 64);
+    assert!(sent.get("store").is_none());
+
+    // A function tool: the call comes back as a function_call item; its output goes back.
+    let tools = json!([{"type": "function", "name": "lookup",
+        "parameters": {"type": "object", "properties": {"input": {"type": "string"}}}}]);
+    let r = post(
+        &h,
+        "/v1/responses",
+        &token,
+        &json!({"model": "claude", "input": "look it up", "tools": tools}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let resp = r.json().unwrap();
+    let call = resp["output"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["type"] == "function_call")
+        .unwrap()
+        .clone();
+    assert_eq!(call["name"], "lookup");
+    assert_eq!(call["arguments"], r#"{"input":"test"}"#);
+    let input = json!([
+        {"role": "user", "content": "look it up"},
+        {"type": "function_call", "call_id": call["call_id"], "name": "lookup", "arguments": call["arguments"]},
+        {"type": "function_call_output", "call_id": call["call_id"], "output": "42"}
+    ]);
+    let r = post(
+        &h,
+        "/v1/responses",
+        &token,
+        &json!({"model": "o:gpt", "input": input, "tools": tools}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let sent = o.upstream.last_request().unwrap().body_json().unwrap();
+    assert_eq!(sent["messages"][1]["tool_calls"][0]["id"], call["call_id"]);
+    assert_eq!(sent["messages"][2]["role"], "tool");
+    assert_eq!(sent["messages"][2]["content"], "42");
+    assert_eq!(sent["tools"][0]["function"]["name"], "lookup");
+
+    // Not yet: streams and server-side state; refused in OpenAI's error shape.
+    for body in [
+        json!({"model": "claude", "input": "x", "stream": true}),
+        json!({"model": "claude", "input": "x", "previous_response_id": "resp_1"}),
+    ] {
+        let r = post(&h, "/v1/responses", &token, &body).await;
+        assert_eq!(r.status, 400);
+        assert_eq!(header(&r, "x-airlock-error"), "unsupported");
+        assert!(r.json().unwrap()["error"]["message"].is_string());
+    }
+    let log = h.plane.routing_log(&row.id, 10).unwrap();
+    assert_eq!(log.len(), 3, "refused bodies choose no backend");
+}
+
+#[tokio::test]
+async fn the_context_window_comes_from_the_price_table_when_the_list_has_none() {
+    let h = Harness::sqlite().await;
+    // Neither model list gives a window: gpt-4o's (128k) and Claude's (200k) are the table's.
+    let o = openai(&h, "sk-o-win", &["gpt-4o"], openai_chat()).await;
+    let a = anthropic(&h, "sk-a-win", &["claude-sonnet-4-5"], anthropic_messages()).await;
+    let (row, token) = router(&h, config(vec![backend(&o, "o", 0), backend(&a, "a", 1)])).await;
+    let mut body = chat("auto", false);
+    body["max_tokens"] = json!(1000);
+    let r = post(&h, "/v1/chat/completions", &token, &body).await;
+    assert_eq!(header(&r, "x-airlock-provider"), "openai");
+    body["max_tokens"] = json!(150_000);
+    let r = post(&h, "/v1/chat/completions", &token, &body).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(header(&r, "x-airlock-provider"), "anthropic");
+    let log = h.plane.routing_log(&row.id, 1).unwrap();
+    assert!(
+        log[0]
+            .reason
+            .contains("o has a context window of 128000 tokens"),
+        "{}",
+        log[0].reason
+    );
+    body["max_tokens"] = json!(250_000);
+    let r = post(&h, "/v1/chat/completions", &token, &body).await;
+    assert_eq!(r.status, 400);
+    assert_eq!(header(&r, "x-airlock-error"), "no_capable_backend");
 }

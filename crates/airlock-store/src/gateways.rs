@@ -63,7 +63,7 @@ pub(crate) fn decode_headers(text: &str) -> Result<Vec<CustomHeader>> {
 }
 
 /// A model list is stored as a JSON list of `{"id", "name"?, "reasoning", "images", "cost"?:
-/// {"input", "output", "cache_read", "cache_write"}, "context_window"?, "max_tokens"?}`, prices
+/// {"input", "output", "cache_read", "cache_write"}, "context_window"?, "max_tokens"?, "tools"?}`, prices
 /// in integer nano-dollars per million tokens; an empty list as NULL.
 pub(crate) fn encode_models(models: &[ModelSpec]) -> Option<String> {
     if models.is_empty() {
@@ -88,6 +88,9 @@ pub(crate) fn encode_models(models: &[ModelSpec]) -> Option<String> {
                 }
                 if let Some(n) = m.max_tokens {
                     o.insert("max_tokens".into(), json!(n));
+                }
+                if let Some(t) = m.tools {
+                    o.insert("tools".into(), json!(t));
                 }
             }
             item
@@ -140,6 +143,10 @@ pub(crate) fn decode_models(text: Option<&str>) -> Result<Vec<ModelSpec>> {
                 cost,
                 context_window: opt_u64(item, "context_window")?,
                 max_tokens: opt_u64(item, "max_tokens")?,
+                tools: match item.get("tools") {
+                    None => None,
+                    Some(v) => Some(v.as_bool().ok_or_else(corrupt)?),
+                },
             })
         })
         .collect()

@@ -153,6 +153,7 @@ fn llm_settings() -> state::LlmSettings {
                 }),
                 context_window: Some(200_000),
                 max_tokens: Some(64_000),
+                tools: Some(true),
             },
             ModelSpec {
                 id: "bare".into(),

@@ -4,7 +4,8 @@
 
 use super::{
     anthropic_to_openai_request, anthropic_to_openai_response, openai_to_anthropic_request,
-    openai_to_anthropic_response, translate_error_body, Dialect, RequestOptions, StreamOptions,
+    openai_to_anthropic_response, translate_error_body, translate_gemini_error_body,
+    translate_gemini_response, translate_request_to_gemini, Dialect, RequestOptions, StreamOptions,
     StreamTranslator, MAX_EVENT_BYTES,
 };
 
@@ -29,6 +30,8 @@ pub fn fuzz_translate(data: &[u8]) {
         anthropic_to_openai_request(body, &opts),
         anthropic_to_openai_response(body, 1),
         openai_to_anthropic_response(body),
+        translate_request_to_gemini(from, body, &opts),
+        translate_gemini_response(from, body, 1),
     ];
     for result in results {
         match result {
@@ -38,19 +41,30 @@ pub fn fuzz_translate(data: &[u8]) {
     }
     let error = translate_error_body(from, 500, body);
     assert!(serde_json::from_slice::<serde_json::Value>(&error).is_ok());
+    let error = translate_gemini_error_body(from, 500, body);
+    assert!(serde_json::from_slice::<serde_json::Value>(&error).is_ok());
 
     let stream_opts = StreamOptions {
         created: 1,
         include_usage: control & 2 != 0,
     };
-    let mut whole = StreamTranslator::new(from, stream_opts);
+    // A Gemini stream into `from` (as the client's dialect) when the fourth bit is set.
+    let gemini = control & 4 != 0;
+    let make = || {
+        if gemini {
+            StreamTranslator::from_gemini(from, stream_opts)
+        } else {
+            StreamTranslator::new(from, stream_opts)
+        }
+    };
+    let mut whole = make();
     let mut whole_out = Vec::new();
     whole.feed(body, &mut whole_out);
     whole.finish(&mut whole_out);
 
-    let mut cut = StreamTranslator::new(from, stream_opts);
+    let mut cut = make();
     let mut cut_out = Vec::new();
-    let mut seed = u64::from(control >> 2) ^ 0x9e37_79b9_7f4a_7c15;
+    let mut seed = u64::from(control >> 3) ^ 0x9e37_79b9_7f4a_7c15;
     let mut rest = body;
     while !rest.is_empty() {
         seed ^= seed << 13;

@@ -1,5 +1,8 @@
 //! Translation between the two chat dialects a router gateway serves: OpenAI Chat Completions
-//! and Anthropic Messages. When the backend the router picked speaks the other dialect than the
+//! and Anthropic Messages; and from both to Gemini and back ([`gemini`], by way of Chat
+//! Completions: [`translate_request_to_gemini`], [`translate_gemini_response`],
+//! [`translate_gemini_error_body`], [`StreamTranslator::from_gemini`]); and OpenAI Responses
+//! requests on the client side, not streamed, by way of Chat Completions ([`responses`]). When the backend the router picked speaks the other dialect than the
 //! client, the request, the response (whole or streamed) and any error are rewritten here, as
 //! pure functions of bytes (SECURITY #30: translation keeps meaning).
 //!
@@ -109,15 +112,19 @@
 mod errors;
 #[doc(hidden)] // For the fuzz target and the property tests; not an API.
 pub mod fuzzing;
+pub mod gemini;
 mod json;
 mod request;
 mod response;
+pub mod responses;
 mod sse;
 mod stream;
 
 pub use errors::{error_body, translate_error_body};
+pub use gemini::{gemini_error_to_openai, gemini_to_openai_response, openai_to_gemini_request};
 pub use request::{anthropic_to_openai_request, openai_to_anthropic_request};
 pub use response::{anthropic_to_openai_response, openai_to_anthropic_response};
+pub use responses::{openai_to_responses_response, responses_to_openai_request};
 pub use stream::{
     StreamOptions, StreamTranslator, UpstreamError, MAX_EVENT_BYTES, MAX_ID_BYTES, MAX_TOOL_CALLS,
 };
@@ -146,6 +153,44 @@ pub fn translate_response(
     match backend {
         Dialect::AnthropicMessages => anthropic_to_openai_response(body, created),
         Dialect::OpenaiChat => openai_to_anthropic_response(body),
+    }
+}
+
+/// Translates a request in the client's dialect into a Gemini `generateContent` body (an
+/// Anthropic request by way of Chat Completions; see [`gemini`]).
+pub fn translate_request_to_gemini(
+    client: Dialect,
+    body: &[u8],
+    opts: &RequestOptions<'_>,
+) -> Result<Vec<u8>, TranslateError> {
+    match client {
+        Dialect::OpenaiChat => openai_to_gemini_request(body, opts),
+        Dialect::AnthropicMessages => {
+            let openai = anthropic_to_openai_request(body, opts)?;
+            openai_to_gemini_request(&openai, opts)
+        }
+    }
+}
+
+/// Translates a whole Gemini answer into the client's dialect.
+pub fn translate_gemini_response(
+    client: Dialect,
+    body: &[u8],
+    created: u64,
+) -> Result<Vec<u8>, TranslateError> {
+    let openai = gemini_to_openai_response(body, created)?;
+    match client {
+        Dialect::OpenaiChat => Ok(openai),
+        Dialect::AnthropicMessages => openai_to_anthropic_response(&openai),
+    }
+}
+
+/// Translates a Gemini error body into the client's dialect (the status is the caller's).
+pub fn translate_gemini_error_body(client: Dialect, status: u16, body: &[u8]) -> Vec<u8> {
+    let openai = gemini_error_to_openai(status, body);
+    match client {
+        Dialect::OpenaiChat => openai,
+        Dialect::AnthropicMessages => translate_error_body(Dialect::OpenaiChat, status, &openai),
     }
 }
 

@@ -78,6 +78,8 @@ pub struct UpstreamError {
 /// Translates one streamed response. See the module documentation.
 pub struct StreamTranslator {
     from: Dialect,
+    /// The client's dialect: the other one, or either for a Gemini stream.
+    to: Dialect,
     reader: SseReader,
     state: State,
     flags: Flags,
@@ -92,9 +94,14 @@ struct Flags {
     done: bool,
 }
 
+#[expect(
+    clippy::enum_variant_names,
+    reason = "each variant is named after the state type it holds"
+)]
 enum State {
     FromAnthropic(FromAnthropic),
     FromOpenai(FromOpenai),
+    FromGemini(Box<FromGemini>),
 }
 
 impl StreamTranslator {
@@ -106,8 +113,30 @@ impl StreamTranslator {
         };
         Self {
             from,
+            to: from.other(),
             reader: SseReader::new(MAX_EVENT_BYTES),
             state,
+            flags: Flags::default(),
+        }
+    }
+
+    /// A translator of a Gemini stream (`streamGenerateContent?alt=sse`) into `to`, the
+    /// client's dialect (see [`super::gemini`]). [`StreamTranslator::from`] reports the Chat
+    /// Completions dialect, the one it goes through.
+    pub fn from_gemini(to: Dialect, opts: StreamOptions) -> Self {
+        let next = (to == Dialect::AnthropicMessages)
+            .then(|| Box::new(StreamTranslator::new(Dialect::OpenaiChat, opts)));
+        Self {
+            from: Dialect::OpenaiChat,
+            to,
+            reader: SseReader::new(MAX_EVENT_BYTES),
+            state: State::FromGemini(Box::new(FromGemini {
+                created: opts.created,
+                // An Anthropic client always gets usage: its translator needs the chunk.
+                include_usage: opts.include_usage || next.is_some(),
+                next,
+                ..FromGemini::default()
+            })),
             flags: Flags::default(),
         }
     }
@@ -120,7 +149,7 @@ impl StreamTranslator {
         }
         let mut sink = Sink {
             out,
-            to: self.from.other(),
+            to: self.to,
             flags: &mut self.flags,
             ending: false,
         };
@@ -145,7 +174,7 @@ impl StreamTranslator {
         }
         let mut sink = Sink {
             out,
-            to: self.from.other(),
+            to: self.to,
             flags: &mut self.flags,
             ending: true,
         };
@@ -246,6 +275,7 @@ impl State {
         match self {
             State::FromAnthropic(state) => state.event(name, data, sink),
             State::FromOpenai(state) => state.event(data, sink),
+            State::FromGemini(state) => state.event(data, sink),
         }
     }
 
@@ -253,6 +283,7 @@ impl State {
         match self {
             // Anthropic's stream ends with `message_stop`, which sets `done`.
             State::FromAnthropic(_) => {}
+            State::FromGemini(state) => state.end(sink),
             State::FromOpenai(state) => {
                 // `[DONE]` is missing at the end of some providers' streams; a finish reason
                 // is enough to know the answer is whole.
@@ -885,6 +916,142 @@ impl FromOpenai {
             }),
         );
         sink.anthropic("message_stop", &json!({"type": "message_stop"}));
+        sink.flags.done = true;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Gemini → OpenAI (→ Anthropic, through a second translator)
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Default)]
+struct FromGemini {
+    started: bool,
+    created: u64,
+    include_usage: bool,
+    id: String,
+    model: String,
+    /// Tool calls so far (their OpenAI `index`).
+    calls: usize,
+    finish: Option<&'static str>,
+    tokens: Option<Tokens>,
+    /// Anthropic clients: the Chat Completions chunks go on through this translator.
+    next: Option<Box<StreamTranslator>>,
+}
+
+impl FromGemini {
+    fn chunk(&self, out: &mut Vec<u8>, delta: Value, finish: Option<&str>) {
+        let chunk = json!({
+            "id": self.id, "object": "chat.completion.chunk", "created": self.created,
+            "model": self.model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        });
+        out.extend_from_slice(b"data: ");
+        let _ = serde_json::to_writer(&mut *out, &chunk);
+        out.extend_from_slice(b"\n\n");
+    }
+
+    /// Hands Chat Completions bytes on: to the client, or through the Anthropic translator
+    /// (whose flags become the stream's).
+    fn emit(&mut self, bytes: &[u8], content: bool, sink: &mut Sink<'_>) {
+        match &mut self.next {
+            None => {
+                sink.out.extend_from_slice(bytes);
+                if content {
+                    sink.content();
+                }
+            }
+            Some(next) => {
+                next.feed(bytes, sink.out);
+                if next.is_content_started() {
+                    sink.content();
+                }
+                if let Some(error) = next.upstream_error() {
+                    sink.flags.error = Some(error.clone());
+                }
+                if next.is_done() {
+                    sink.flags.done = true;
+                }
+            }
+        }
+    }
+
+    fn event(&mut self, data: &[u8], sink: &mut Sink<'_>) {
+        let Ok(chunk) = serde_json::from_slice::<Value>(data) else {
+            return not_json(sink);
+        };
+        if let Some(error) = chunk.get("error").filter(|e| e.is_object()) {
+            let status = error
+                .get("code")
+                .and_then(Value::as_u64)
+                .and_then(|c| u16::try_from(c).ok())
+                .filter(|c| (400..600).contains(c))
+                .unwrap_or(500);
+            let body = super::gemini::gemini_error_to_openai(status, data);
+            return sink.fail(read_openai_error(Some(status), &body));
+        }
+        let mut out = Vec::new();
+        if !self.started {
+            self.started = true;
+            self.id = super::gemini::answer_id(&chunk);
+            self.model = super::gemini::answer_model(&chunk);
+            self.chunk(&mut out, json!({"role": "assistant", "content": ""}), None);
+        }
+        if let Some(usage) = chunk.get("usageMetadata").filter(|u| u.is_object()) {
+            self.tokens = Some(super::gemini::tokens_from_gemini(usage));
+        }
+        let said = super::gemini::read_response(&chunk);
+        let content = !said.thoughts.is_empty() || !said.text.is_empty() || !said.calls.is_empty();
+        if !said.thoughts.is_empty() {
+            self.chunk(&mut out, json!({"reasoning_content": said.thoughts}), None);
+        }
+        if !said.text.is_empty() {
+            self.chunk(&mut out, json!({"content": said.text}), None);
+        }
+        for (id, name, arguments) in &said.calls {
+            if self.calls >= MAX_TOOL_CALLS {
+                break;
+            }
+            let mut call = super::gemini::tool_call(self.calls, id, name, arguments);
+            call["index"] = json!(self.calls);
+            self.calls += 1;
+            self.chunk(&mut out, json!({"tool_calls": [call]}), None);
+        }
+        if said.blocked {
+            self.finish = Some("content_filter");
+        } else if let Some(reason) = &said.finish {
+            self.finish = Some(super::gemini::finish_reason_for_gemini(
+                reason,
+                self.calls > 0,
+            ));
+        }
+        if let Some(finish) = self
+            .finish
+            .filter(|_| said.blocked || said.finish.is_some())
+        {
+            self.chunk(&mut out, json!({}), Some(finish));
+        }
+        self.emit(&out, content, sink);
+    }
+
+    /// The body ended: after a finish reason the answer is whole (Gemini sends no `[DONE]`).
+    fn end(&mut self, sink: &mut Sink<'_>) {
+        if self.finish.is_none() || sink.flags.done {
+            return;
+        }
+        let mut out = Vec::new();
+        if self.include_usage {
+            let usage = self.tokens.unwrap_or_default().openai_json();
+            let chunk = json!({
+                "id": self.id, "object": "chat.completion.chunk", "created": self.created,
+                "model": self.model, "choices": [], "usage": usage,
+            });
+            out.extend_from_slice(b"data: ");
+            let _ = serde_json::to_writer(&mut out, &chunk);
+            out.extend_from_slice(b"\n\n");
+        }
+        out.extend_from_slice(b"data: [DONE]\n\n");
+        self.emit(&out, false, sink);
         sink.flags.done = true;
     }
 }

@@ -54,6 +54,12 @@ impl RoutedBody {
         self.ended = true;
     }
 
+    /// What is left to read of the backend's body after the client left: its body, its route
+    /// and its origin slot, for a drain (`body::Drains`); `None` when it already ended.
+    pub(crate) fn into_drain(self) -> Option<(Incoming, Route, Option<GatePermit>)> {
+        (!self.ended).then_some((self.upstream, self._route, self._permit))
+    }
+
     pub(crate) fn is_end_stream(&self) -> bool {
         self.ended && self.held.is_none()
     }

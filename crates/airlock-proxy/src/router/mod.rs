@@ -33,7 +33,8 @@ use std::time::{Duration, Instant};
 use airlock_core::router::{RouterConfig, Strategy};
 use airlock_core::GatewayConfigId;
 use airlock_llm::translate::{
-    error_body, translate_error_body, translate_request, translate_response, Dialect, ErrorKind,
+    error_body, translate_error_body, translate_gemini_error_body, translate_gemini_response,
+    translate_request, translate_request_to_gemini, translate_response, Dialect, ErrorKind,
     RequestOptions, StreamOptions, StreamTranslator,
 };
 use bytes::Bytes;
@@ -116,6 +117,8 @@ impl RouterEntry {
 enum Endpoint {
     Chat(Dialect),
     Models(Dialect),
+    /// OpenAI Responses, not streamed: served as Chat Completions and answered as a response.
+    Responses,
 }
 
 fn endpoint(method: &Method, path: &str, headers: &HeaderMap) -> Result<Endpoint, Dialect> {
@@ -123,6 +126,7 @@ fn endpoint(method: &Method, path: &str, headers: &HeaderMap) -> Result<Endpoint
     match (method, path) {
         (&Method::POST, "/chat/completions") => Ok(Endpoint::Chat(Dialect::OpenaiChat)),
         (&Method::POST, "/messages") => Ok(Endpoint::Chat(Dialect::AnthropicMessages)),
+        (&Method::POST, "/responses") => Ok(Endpoint::Responses),
         (&Method::GET, "/models") => Ok(Endpoint::Models(guess_dialect(headers))),
         _ => Err(if path.starts_with("/messages") {
             Dialect::AnthropicMessages
@@ -210,15 +214,18 @@ pub(crate) async fn serve(
             return Ok(answer(models(&router, dialect), None));
         }
         Ok(Endpoint::Chat(dialect)) => dialect,
+        Ok(Endpoint::Responses) => Dialect::OpenaiChat,
         Err(dialect) => {
             let own = Own::new(
                 StatusCode::NOT_FOUND,
                 "not_found",
-                "a router gateway serves POST /v1/chat/completions, POST /v1/messages and GET /v1/models",
+                "a router gateway serves POST /v1/chat/completions, POST /v1/messages, POST /v1/responses and GET /v1/models",
             );
             return Ok(answer(own_response(dialect, &own, record), None));
         }
     };
+    let responses =
+        endpoint(req.method(), req.uri().path(), req.headers()) == Ok(Endpoint::Responses);
     let started = Instant::now();
     let (parts, body) = req.into_parts();
     let body = match read_body(body).await {
@@ -231,7 +238,11 @@ pub(crate) async fn serve(
     // served backend's meter, so that it trues up with what the meter recorded.
     let client_llm = airlock_core::state::LlmSettings {
         provider: None,
-        api: dialect.api(),
+        api: if responses {
+            airlock_core::Api::OpenaiResponses
+        } else {
+            dialect.api()
+        },
         models: Vec::new(),
     };
     let ticket = match shared.quota.start(token, &parts.method, Some(&client_llm)) {
@@ -242,6 +253,23 @@ pub(crate) async fn serve(
             Some(ticket)
         }
         None => None,
+    };
+    // A Responses request is served as the Chat Completions request it says.
+    let body = if responses {
+        match airlock_llm::translate::responses_to_openai_request(&body) {
+            Ok(b) => Bytes::from(b),
+            Err(e) => {
+                let code = if e.kind == ErrorKind::Unsupported {
+                    "unsupported"
+                } else {
+                    "invalid_request"
+                };
+                let own = Own::new(StatusCode::BAD_REQUEST, code, e.message);
+                return Ok(answer(own_response(dialect, &own, record), None));
+            }
+        }
+    } else {
+        body
     };
     let mut route = Routing {
         shared,
@@ -258,6 +286,11 @@ pub(crate) async fn serve(
     let (response, served) = match result {
         Ok(done) => (done.response, Some(done.served)),
         Err(own) => (own_response(dialect, &own, record), None),
+    };
+    let response = if responses {
+        as_response_object(response, record)
+    } else {
+        response
     };
     let (provider, model) = match &served {
         Some((p, m)) => (Some(p.clone()), Some(m.clone())),
@@ -280,6 +313,33 @@ pub(crate) async fn serve(
         ticket.response_headers(response.headers_mut());
     }
     Ok(answer(response, None))
+}
+
+/// A Chat Completions answer as a Responses `response` object; errors are the same shape in
+/// both and pass as they are.
+fn as_response_object(response: Response<Kind>, record: &mut Recorder) -> Response<Kind> {
+    if response.status() != StatusCode::OK {
+        return response;
+    }
+    let (mut parts, kind) = response.into_parts();
+    let Kind::Full(Some(body)) = kind else {
+        return Response::from_parts(parts, kind);
+    };
+    let created = (airlock_core::time::now_ms() / 1000) as u64;
+    match airlock_llm::translate::openai_to_responses_response(&body, created) {
+        Ok(out) => {
+            parts.headers.remove(header::CONTENT_LENGTH);
+            Response::from_parts(parts, Kind::Full(Some(out.into())))
+        }
+        Err(_) => {
+            let own = Own::new(
+                StatusCode::BAD_GATEWAY,
+                "upstream_failed",
+                "the backend's answer could not be read",
+            );
+            own_response(Dialect::OpenaiChat, &own, record)
+        }
+    }
 }
 
 fn answer(response: Response<Kind>, permit: Option<crate::limits::GatePermit>) -> Outcome {
@@ -368,6 +428,76 @@ enum LastError {
     Upstream(Response<Kind>),
 }
 
+/// Why an attempt failed, the status the backend answered with (if any), and what next.
+type AttemptError = (&'static str, Option<u16>, Failed);
+
+/// A cause of a failed attempt after which the next backend may be tried; what the client
+/// gets if it was the last.
+enum Cause {
+    /// The backend could not be used at all (its secret, endpoint or gate).
+    Unavailable(&'static str),
+    /// No head (or first content) within `timeout_ms`.
+    Timeout,
+    /// The connection could not be made (the `upstream_unreachable` code).
+    Unreachable(&'static str),
+    /// The answer or the stream broke off.
+    BrokeOff(&'static str),
+    /// The answer could not be read.
+    BadAnswer,
+    /// The stream's first event was an error.
+    ErrorEvent(String),
+}
+
+impl Cause {
+    fn failed(self, status: Option<u16>) -> AttemptError {
+        let (why, own) = match self {
+            Cause::Unavailable(m) => (
+                "unavailable",
+                Own::new(StatusCode::SERVICE_UNAVAILABLE, "no_backend_available", m),
+            ),
+            Cause::Timeout => (
+                "timeout",
+                Own::new(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "upstream_timeout",
+                    "no backend answered in time",
+                ),
+            ),
+            Cause::Unreachable(code) => (
+                "connect_failed",
+                Own::new(
+                    StatusCode::BAD_GATEWAY,
+                    "upstream_unreachable",
+                    format!("no backend could be reached ({code})"),
+                ),
+            ),
+            Cause::BrokeOff(m) => (
+                "connect_failed",
+                Own::new(StatusCode::BAD_GATEWAY, "upstream_failed", m),
+            ),
+            Cause::BadAnswer => (
+                "bad_answer",
+                Own::new(
+                    StatusCode::BAD_GATEWAY,
+                    "upstream_failed",
+                    "the backend's answer could not be read",
+                ),
+            ),
+            Cause::ErrorEvent(m) => (
+                "error_event",
+                Own::new(StatusCode::BAD_GATEWAY, "upstream_failed", m),
+            ),
+        };
+        (why, status, Failed::Next(LastError::Own(own)))
+    }
+
+    /// The same, after counting the failure toward the backend's breaker.
+    fn counted(self, health: &Health, status: Option<u16>) -> AttemptError {
+        health.failed(airlock_core::time::now_ms());
+        self.failed(status)
+    }
+}
+
 impl Routing<'_> {
     async fn run(
         &mut self,
@@ -441,12 +571,14 @@ impl Routing<'_> {
             .iter()
             .find_map(|k| object.get(*k).and_then(Value::as_u64));
         let images = has_images(object);
+        let tools = has_tools(object);
         // The body without `prefer`, as the backends get it (before the model is set).
         let client_body = serde_json::to_vec(&json).unwrap_or_default();
         let want = Want {
             model: &model,
             prefer,
             images,
+            tools,
             // About four bytes a token: an estimate for the context window and the cost.
             input_tokens: (body.len() / 4) as u64,
             max_tokens,
@@ -596,24 +728,16 @@ impl Routing<'_> {
         include_usage: bool,
         client_headers: &HeaderMap,
         record: &mut Recorder,
-    ) -> Result<(Response<Kind>, u16, Option<(u64, u64)>), (&'static str, Option<u16>, Failed)>
-    {
+    ) -> Result<(Response<Kind>, u16, Option<(u64, u64)>), AttemptError> {
         let client = self.client;
         let gateway = &candidate.gateway;
-        let unavailable = |message: &str| {
-            (
-                "unavailable",
-                None,
-                Failed::Next(LastError::Own(Own::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "no_backend_available",
-                    message.to_owned(),
-                ))),
-            )
-        };
-        let Some(backend_dialect) = airlock_llm::translate::Dialect::of(gateway.llm.api) else {
+        let unavailable = |message: &'static str| Cause::Unavailable(message).failed(None);
+        // `None`: Gemini, translated from and to either client dialect.
+        let gemini = gateway.llm.api == airlock_core::Api::Gemini;
+        let backend_dialect = airlock_llm::translate::Dialect::of(gateway.llm.api);
+        if backend_dialect.is_none() && !gemini {
             return Err(unavailable("a backend speaks no chat dialect"));
-        };
+        }
         // The backend's own secret, of this token's account: never another's.
         let account = &*self.token.account_id;
         let Some(secret) = backend.secret.load().filter(|s| {
@@ -632,7 +756,7 @@ impl Routing<'_> {
         };
 
         // The body in the backend's dialect, for the backend's model.
-        let mut body = if backend_dialect == client {
+        let mut body = if backend_dialect == Some(client) {
             let mut json: Value = serde_json::from_slice(client_body).unwrap_or(Value::Null);
             if let Some(o) = json.as_object_mut() {
                 o.insert("model".into(), Value::String(candidate.model.clone()));
@@ -646,7 +770,12 @@ impl Routing<'_> {
                 }
                 opts.reasoning = spec.reasoning;
             }
-            match translate_request(client, client_body, &opts) {
+            let translated = if gemini {
+                translate_request_to_gemini(client, client_body, &opts)
+            } else {
+                translate_request(client, client_body, &opts)
+            };
+            match translated {
                 Ok(b) => Bytes::from(b),
                 Err(e) if e.kind == ErrorKind::Unsupported => {
                     return Err((
@@ -672,15 +801,16 @@ impl Routing<'_> {
                 }
             }
         };
-        let path = match backend_dialect {
-            Dialect::OpenaiChat => "/chat/completions",
-            Dialect::AnthropicMessages => "/v1/messages",
+        let Some(path) = backend_path(gateway, &candidate.model, stream) else {
+            return Err(unavailable(
+                "the model cannot name a deployment or model path",
+            ));
         };
         let mut runs = Runs::start(
             &gateway.stages,
             &RequestHead {
                 method: &Method::POST,
-                path,
+                path: &path,
             },
         );
         if runs.admit().is_err() {
@@ -710,7 +840,7 @@ impl Routing<'_> {
                 HeaderValue::from_static("text/event-stream"),
             );
         }
-        if backend_dialect == Dialect::AnthropicMessages {
+        if backend_dialect == Some(Dialect::AnthropicMessages) {
             let same = client == Dialect::AnthropicMessages;
             for name in ["anthropic-version", "anthropic-beta"] {
                 if let (true, Some(v)) = (same, client_headers.get(name)) {
@@ -746,32 +876,12 @@ impl Routing<'_> {
         let sent_at = Instant::now();
         let sent = tokio::time::timeout_at(deadline, shared.client.request(upstream_req)).await;
         let response = match sent {
-            Err(_) => {
-                health.failed(airlock_core::time::now_ms());
-                return Err((
-                    "timeout",
-                    None,
-                    Failed::Next(LastError::Own(Own::new(
-                        StatusCode::GATEWAY_TIMEOUT,
-                        "upstream_timeout",
-                        "no backend answered in time",
-                    ))),
-                ));
-            }
+            Err(_) => return Err(Cause::Timeout.counted(health, None)),
             Ok(Err(err)) => {
                 let (err, kind) = crate::upstream::classify(&err);
                 shared.metrics.upstream_error(kind);
-                health.failed(airlock_core::time::now_ms());
-                let d = err.describe();
-                return Err((
-                    "connect_failed",
-                    None,
-                    Failed::Next(LastError::Own(Own::new(
-                        StatusCode::BAD_GATEWAY,
-                        "upstream_unreachable",
-                        format!("no backend could be reached ({})", d.code.as_str()),
-                    ))),
-                ));
+                let code = err.describe().code.as_str();
+                return Err(Cause::Unreachable(code).counted(health, None));
             }
             Ok(Ok(response)) => response,
         };
@@ -813,7 +923,7 @@ impl Routing<'_> {
             return Ok((response, status.as_u16(), None));
         }
         runs.response_head(&mut parts);
-        let translating = backend_dialect != client;
+        let translating = backend_dialect != Some(client);
         let sse = parts
             .headers
             .get(header::CONTENT_TYPE)
@@ -823,16 +933,8 @@ impl Routing<'_> {
         if !sse {
             // A whole answer: read it, meter it, translate it.
             let Some(mut whole) = read_capped(incoming, RESPONSE_CAP, deadline).await else {
-                health.failed(airlock_core::time::now_ms());
-                return Err((
-                    "connect_failed",
-                    Some(status.as_u16()),
-                    Failed::Next(LastError::Own(Own::new(
-                        StatusCode::BAD_GATEWAY,
-                        "upstream_failed",
-                        "the backend's answer broke off",
-                    ))),
-                ));
+                let cause = Cause::BrokeOff("the backend's answer broke off");
+                return Err(cause.counted(health, Some(status.as_u16())));
             };
             // The answer's usage, for the routing log (the meter stage records it too).
             let mut meter = airlock_llm::Meter::new(gateway.llm.api, false);
@@ -845,20 +947,13 @@ impl Routing<'_> {
             }
             let out = if translating {
                 let created = (airlock_core::time::now_ms() / 1000) as u64;
-                match translate_response(backend_dialect, &whole, created) {
+                let translated = match backend_dialect {
+                    Some(backend) => translate_response(backend, &whole, created),
+                    None => translate_gemini_response(client, &whole, created),
+                };
+                match translated {
                     Ok(b) => Bytes::from(b),
-                    Err(_) => {
-                        health.failed(airlock_core::time::now_ms());
-                        return Err((
-                            "bad_answer",
-                            Some(status.as_u16()),
-                            Failed::Next(LastError::Own(Own::new(
-                                StatusCode::BAD_GATEWAY,
-                                "upstream_failed",
-                                "the backend's answer could not be read",
-                            ))),
-                        ));
-                    }
+                    Err(_) => return Err(Cause::BadAnswer.counted(health, Some(status.as_u16()))),
                 }
             } else {
                 whole
@@ -881,13 +976,14 @@ impl Routing<'_> {
         }
 
         // A stream: hold its events back until the first content (or an error) shows.
-        let mut detector = StreamTranslator::new(
-            backend_dialect,
-            StreamOptions {
-                created: (airlock_core::time::now_ms() / 1000) as u64,
-                include_usage,
-            },
-        );
+        let opts = StreamOptions {
+            created: (airlock_core::time::now_ms() / 1000) as u64,
+            include_usage,
+        };
+        let mut detector = match backend_dialect {
+            Some(backend) => StreamTranslator::new(backend, opts),
+            None => StreamTranslator::from_gemini(client, opts),
+        };
         let mut incoming = incoming;
         let mut held: Vec<u8> = Vec::new();
         let mut raw_held: Vec<u8> = Vec::new();
@@ -897,33 +993,14 @@ impl Routing<'_> {
                 break;
             }
             if detector.failed_before_content() {
-                health.failed(airlock_core::time::now_ms());
-                return Err((
-                    "error_event",
-                    Some(status.as_u16()),
-                    Failed::Next(LastError::Own(Own::new(
-                        StatusCode::BAD_GATEWAY,
-                        "upstream_failed",
-                        detector.upstream_error().map_or_else(
-                            || "the backend's stream failed".to_owned(),
-                            |e| e.message.clone(),
-                        ),
-                    ))),
-                ));
+                let message = detector.upstream_error().map_or_else(
+                    || "the backend's stream failed".to_owned(),
+                    |e| e.message.clone(),
+                );
+                return Err(Cause::ErrorEvent(message).counted(health, Some(status.as_u16())));
             }
             let frame = match tokio::time::timeout_at(deadline, incoming.frame()).await {
-                Err(_) => {
-                    health.failed(airlock_core::time::now_ms());
-                    return Err((
-                        "timeout",
-                        Some(status.as_u16()),
-                        Failed::Next(LastError::Own(Own::new(
-                            StatusCode::GATEWAY_TIMEOUT,
-                            "upstream_timeout",
-                            "no backend answered in time",
-                        ))),
-                    ));
-                }
+                Err(_) => return Err(Cause::Timeout.counted(health, Some(status.as_u16()))),
                 Ok(frame) => frame,
             };
             match frame {
@@ -936,16 +1013,8 @@ impl Routing<'_> {
                     detector.feed(&data, &mut held);
                 }
                 Some(Err(_)) => {
-                    health.failed(airlock_core::time::now_ms());
-                    return Err((
-                        "connect_failed",
-                        Some(status.as_u16()),
-                        Failed::Next(LastError::Own(Own::new(
-                            StatusCode::BAD_GATEWAY,
-                            "upstream_failed",
-                            "the backend's stream broke off",
-                        ))),
-                    ));
+                    let cause = Cause::BrokeOff("the backend's stream broke off");
+                    return Err(cause.counted(health, Some(status.as_u16())));
                 }
                 None => {
                     if let Some(rest) = runs.end() {
@@ -994,6 +1063,11 @@ impl Routing<'_> {
         );
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
         self.adopt(record, runs, backend, &secret, status);
+        // The stream's usage reaches the routing log when it ends (after the meter's finish).
+        record.runs().push(Box::new(log::StreamTokens {
+            log: self.router.log.clone(),
+            request_id: self.request_id.to_str().unwrap_or_default().to_owned(),
+        }));
         Ok((response, status.as_u16(), None))
     }
 
@@ -1015,15 +1089,65 @@ impl Routing<'_> {
     }
 }
 
+/// The `api-version` a router sends to Azure OpenAI's deployment API (its latest GA version).
+pub(crate) const AZURE_API_VERSION: &str = "2024-10-21";
+
+/// The path (and query) of a backend's chat endpoint, under its gateway's base path:
+///
+/// - Anthropic Messages: `/v1/messages`;
+/// - Gemini: `/v1beta/models/{model}:generateContent` (`:streamGenerateContent?alt=sse` for a
+///   stream), without `/v1beta` when the endpoint has a path of its own (`…/v1beta`, Vertex
+///   AI's `…/publishers/google`);
+/// - Azure OpenAI (`provider: azure-openai`) on a resource endpoint (no `/v1` at its end):
+///   `/openai/deployments/{model}/chat/completions?api-version=…`, the backend's model naming
+///   the deployment (no `/openai` when the endpoint ends with it); on the v1 API (`…/openai/v1`)
+///   OpenAI's path, like every other Chat Completions backend: `/chat/completions`.
+///
+/// `None` when a model that goes into the path is not a plain name (letters, digits, `.`, `-`,
+/// `_`): a client's model id never shapes a path (SECURITY #26).
+fn backend_path(gateway: &crate::state::GatewayEntry, model: &str, stream: bool) -> Option<String> {
+    let segment = || {
+        let plain = model
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'));
+        (plain && !model.is_empty() && model != "." && model != "..").then_some(model)
+    };
+    let base = &*gateway.base_path;
+    Some(match gateway.llm.api {
+        airlock_core::Api::AnthropicMessages => "/v1/messages".into(),
+        airlock_core::Api::Gemini => {
+            let prefix = if base.is_empty() { "/v1beta" } else { "" };
+            let method = if stream {
+                "streamGenerateContent?alt=sse"
+            } else {
+                "generateContent"
+            };
+            format!("{prefix}/models/{}:{method}", segment()?)
+        }
+        _ if gateway.llm.provider.as_deref() == Some("azure-openai") && !base.ends_with("/v1") => {
+            let prefix = if base.ends_with("/openai") {
+                ""
+            } else {
+                "/openai"
+            };
+            format!(
+                "{prefix}/deployments/{}/chat/completions?api-version={AZURE_API_VERSION}",
+                segment()?
+            )
+        }
+        _ => "/chat/completions".into(),
+    })
+}
+
 /// A backend's error response in the client's dialect, status kept (with its Retry-After).
 fn error_response(
     client: Dialect,
-    backend: Dialect,
+    backend: Option<Dialect>,
     status: StatusCode,
     headers: &HeaderMap,
     body: &[u8],
 ) -> Response<Kind> {
-    let out = if client == backend {
+    let out = if backend == Some(client) {
         // Same dialect: the backend's own error body, if it is JSON; else one of Airlock's.
         if serde_json::from_slice::<Value>(body).is_ok() {
             body.to_vec()
@@ -1034,8 +1158,10 @@ fn error_response(
                 "the backend answered with an error",
             )
         }
-    } else {
+    } else if let Some(backend) = backend {
         translate_error_body(backend, status.as_u16(), body)
+    } else {
+        translate_gemini_error_body(client, status.as_u16(), body)
     };
     let mut response = Response::new(Kind::Full(Some(out.into())));
     *response.status_mut() = status;
@@ -1048,6 +1174,17 @@ fn error_response(
         h.insert(header::RETRY_AFTER, v.clone());
     }
     response
+}
+
+/// Whether the request defines tools: OpenAI's `tools` (or the deprecated `functions`),
+/// Anthropic's `tools`.
+fn has_tools(object: &serde_json::Map<String, Value>) -> bool {
+    ["tools", "functions"].iter().any(|k| {
+        object
+            .get(*k)
+            .and_then(Value::as_array)
+            .is_some_and(|a| !a.is_empty())
+    })
 }
 
 /// Whether any message carries an image (either dialect's block shapes).
@@ -1179,6 +1316,7 @@ pub(crate) fn preview(
         model,
         prefer,
         images: has_images(object),
+        tools: has_tools(object),
         input_tokens: (body.len() / 4) as u64,
         max_tokens: ["max_completion_tokens", "max_tokens"]
             .iter()

@@ -5,8 +5,10 @@
 //!    a bare model id (every backend that lists it; backends without a list take any model).
 //!    A `model` with a `:` that names no backend of this router is refused (SECURITY #26: a
 //!    model name never chooses an upstream).
-//! 2. **Filter** by capability, from the backend gateway's model list: images, and the context
-//!    window against the input estimate plus `max_tokens`; then by health: a backend in
+//! 2. **Filter** by capability, from the backend gateway's model list: tools (else the
+//!    provider's default, `airlock_llm::providers::supports_tools`), images, and the context
+//!    window against the input estimate plus `max_tokens` (else, for a request over
+//!    [`TABLE_WINDOW_ABOVE`] tokens, the bundled price table's window); then by health: a backend in
 //!    cooldown or with an open breaker is left out.
 //! 3. **Order** by strategy (or by `prefer`): priority, weighted random, latency (peak-EWMA of
 //!    two random choices first), cost (cheapest for the expected tokens), quality (priciest).
@@ -18,6 +20,10 @@ use airlock_core::Price;
 use super::{BackendEntry, RouterEntry};
 use crate::state::GatewayEntry;
 use airlock_core::router::Strategy;
+
+/// Requests needing at most this many tokens (input estimate plus `max_tokens`) are not checked
+/// against the bundled price table's context windows, only against the model list's.
+pub(crate) const TABLE_WINDOW_ABOVE: u64 = 8_192;
 
 /// What the client asked to optimise (`prefer` or `x-airlock-prefer`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -45,6 +51,8 @@ pub(crate) struct Want<'a> {
     pub(crate) model: &'a str,
     pub(crate) prefer: Prefer,
     pub(crate) images: bool,
+    /// The request defines tools (OpenAI `tools` / `functions`, Anthropic `tools`).
+    pub(crate) tools: bool,
     pub(crate) input_tokens: u64,
     pub(crate) max_tokens: Option<u64>,
 }
@@ -143,17 +151,37 @@ pub(crate) fn plan(router: &RouterEntry, want: &Want<'_>, now_ms: i64) -> Result
         return Err(Refused::NoModel);
     }
 
-    // Capability, from the model list's metadata where it has the model.
+    // Capability, from the model list's metadata where it has the model (tools: else the
+    // provider's default).
     let mut incapable = Vec::new();
     picked.retain(|c| {
         let spec = c.gateway.llm.models.iter().find(|m| m.id == c.model);
-        let Some(spec) = spec else { return true };
-        if want.images && !spec.images {
+        if want.tools {
+            let tools = spec.and_then(|s| s.tools).unwrap_or_else(|| {
+                airlock_llm::providers::supports_tools(c.gateway.llm.provider.as_deref(), &c.model)
+            });
+            if !tools {
+                incapable.push(format!(
+                    "{} ({}) takes no tools",
+                    router.backends[c.index].name, c.model
+                ));
+                return false;
+            }
+        }
+        if want.images && spec.is_some_and(|s| !s.images) {
             incapable.push(format!("{} takes no images", router.backends[c.index].name));
             return false;
         }
-        if let Some(window) = spec.context_window {
-            let need = want.input_tokens + want.max_tokens.unwrap_or(0);
+        let need = want.input_tokens + want.max_tokens.unwrap_or(0);
+        // The list's window, else (for a request larger than any model's smallest window) the
+        // bundled table's: a table lookup is a model match, so small requests skip it.
+        let window = spec.and_then(|s| s.context_window).or_else(|| {
+            let provider = c.gateway.llm.provider.as_deref()?;
+            (need > TABLE_WINDOW_ABOVE)
+                .then(|| airlock_llm::price::context_window(provider, &c.model))
+                .flatten()
+        });
+        if let Some(window) = window {
             if need > window {
                 incapable.push(format!(
                     "{} has a context window of {window} tokens",
