@@ -537,6 +537,11 @@ pub(crate) async fn create(
         let id = GatewayConfigId::generate();
         let (config, _) = parse_router(&state, &caller, &id, router_in, None).await?;
         let description = parse_description(input.description)?;
+        let limits = input
+            .limits
+            .as_ref()
+            .map(crate::limits::parse_limits)
+            .transpose()?;
         let now = airlock_core::time::now_ms();
         let mut row = GatewayConfigRow {
             id,
@@ -560,7 +565,12 @@ pub(crate) async fn create(
             audit_detail(&row),
         );
         state.store.insert_gateway_config(&row, &audit).await?;
-        return Ok(Json(gateway_view(&row)));
+        let scope = airlock_core::LimitScope::GatewayConfig(row.id.clone());
+        if let Some(limits) = limits.filter(|l| !l.is_empty()) {
+            crate::limits::set(&state, &caller, &scope, &limits).await?;
+        }
+        let view = crate::limits::with_limits(&state, scope, gateway_view(&row)).await?;
+        return Ok(Json(view));
     }
     if let Some(field) = router_in.first_field() {
         return Err(InvalidInput::new(field, "is only for a router gateway (type router)").into());
@@ -641,7 +651,9 @@ pub(crate) async fn create(
         let scope = airlock_core::LimitScope::GatewayConfig(row.id.clone());
         crate::limits::set(&state, &caller, &scope, &limits).await?;
     }
-    Ok(Json(gateway_view(&row)))
+    let scope = airlock_core::LimitScope::GatewayConfig(row.id.clone());
+    let view = crate::limits::with_limits(&state, scope, gateway_view(&row)).await?;
+    Ok(Json(view))
 }
 
 pub(crate) async fn list(
@@ -659,7 +671,16 @@ pub(crate) async fn list(
         .store
         .list_gateway_configs(&caller.account.id, &filter, &page)
         .await?;
-    Ok(Json(list_view("gateway_configs", &listed, gateway_view)))
+    let view = list_view("gateway_configs", &listed, gateway_view);
+    let view = crate::limits::list_with_limits(
+        &state,
+        &caller.account.id,
+        "gateway",
+        "gateway_configs",
+        view,
+    )
+    .await?;
+    Ok(Json(view))
 }
 
 pub(crate) async fn get(
@@ -672,7 +693,9 @@ pub(crate) async fn get(
         .get_gateway_config(&caller.account.id, &id)
         .await
         .map_err(|e| ApiError::for_object(e, "gateway config", &id))?;
-    Ok(Json(gateway_view(&row)))
+    let scope = airlock_core::LimitScope::GatewayConfig(row.id.clone());
+    let view = crate::limits::with_limits(&state, scope, gateway_view(&row)).await?;
+    Ok(Json(view))
 }
 
 pub(crate) async fn update(
@@ -725,6 +748,11 @@ pub(crate) async fn update(
         if let Some(description) = input.description {
             row.description = parse_description(Some(description))?;
         }
+        let limits = input
+            .limits
+            .as_ref()
+            .map(crate::limits::parse_limits)
+            .transpose()?;
         row.update_time_ms = airlock_core::time::now_ms();
         row.binding = Some(bind(&state, &row)?);
         let audit = caller.audit(
@@ -738,7 +766,12 @@ pub(crate) async fn update(
             .update_gateway_config(&row, &audit)
             .await
             .map_err(|e| ApiError::for_object(e, "gateway config", &id))?;
-        return Ok(Json(gateway_view(&row)));
+        let scope = airlock_core::LimitScope::GatewayConfig(row.id.clone());
+        if let Some(limits) = limits {
+            crate::limits::set(&state, &caller, &scope, &limits).await?;
+        }
+        let view = crate::limits::with_limits(&state, scope, gateway_view(&row)).await?;
+        return Ok(Json(view));
     }
     if let Some(field) = router_in.first_field() {
         return Err(InvalidInput::new(field, "is only for a router gateway (type router)").into());
@@ -806,7 +839,9 @@ pub(crate) async fn update(
         let scope = airlock_core::LimitScope::GatewayConfig(row.id.clone());
         crate::limits::set(&state, &caller, &scope, &limits).await?;
     }
-    Ok(Json(gateway_view(&row)))
+    let scope = airlock_core::LimitScope::GatewayConfig(row.id.clone());
+    let view = crate::limits::with_limits(&state, scope, gateway_view(&row)).await?;
+    Ok(Json(view))
 }
 
 pub(crate) async fn delete(
@@ -837,5 +872,7 @@ pub(crate) async fn delete(
         )
         .await
         .map_err(|e| ApiError::for_object(e, "gateway config", &id))?;
-    Ok(Json(gateway_view(&row)))
+    let scope = airlock_core::LimitScope::GatewayConfig(row.id.clone());
+    let view = crate::limits::with_limits(&state, scope, gateway_view(&row)).await?;
+    Ok(Json(view))
 }

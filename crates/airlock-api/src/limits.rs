@@ -63,6 +63,46 @@ fn value_view(kind: LimitKind, v: u64) -> Value {
     }
 }
 
+/// Adds the configured `limits` of `scope` (`{}` when none) to its object's view: configured
+/// values only, what is used is under `GET …/limits`.
+pub(crate) async fn with_limits(
+    state: &AppState,
+    scope: LimitScope,
+    mut view: Value,
+) -> ApiResult<Value> {
+    let limits = state.store.get_limits(&scope).await?;
+    if let Value::Object(map) = &mut view {
+        map.insert("limits".into(), limits_view(&limits));
+    }
+    Ok(view)
+}
+
+/// Adds each view's configured `limits` to a list (`{"<field>": [views], …}`), from one query
+/// for the account's scopes of `scope_kind` (`"devbox"`, `"gateway"`).
+pub(crate) async fn list_with_limits(
+    state: &AppState,
+    account: &airlock_core::AccountId,
+    scope_kind: &str,
+    field: &str,
+    mut list: Value,
+) -> ApiResult<Value> {
+    let by_id = state.store.limits_by_scope(account, scope_kind).await?;
+    if let Some(Value::Array(items)) = list.get_mut(field) {
+        for item in items {
+            let limits = item
+                .get("id")
+                .and_then(Value::as_str)
+                .and_then(|id| by_id.get(id))
+                .copied()
+                .unwrap_or_default();
+            if let Value::Object(map) = item {
+                map.insert("limits".into(), limits_view(&limits));
+            }
+        }
+    }
+    Ok(list)
+}
+
 /// Each limit of `scope` with what its current window has used.
 async fn status(state: &AppState, scope: LimitScope) -> ApiResult<Json<Value>> {
     let limits = state.store.get_limits(&scope).await?;

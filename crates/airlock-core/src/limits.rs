@@ -294,6 +294,23 @@ pub struct LimitsRecord {
     pub update_time_ms: i64,
 }
 
+/// A limit refused a request for the first time in its window, on one replica: what the
+/// control-plane audit trail records (`limit.exceeded`). Ids only, never a token.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LimitHit {
+    pub time_ms: i64,
+    pub account_id: AccountId,
+    pub scope: LimitScope,
+    pub kind: LimitKind,
+    pub limit: u64,
+    pub window_start_ms: i64,
+    /// When the window ends (`None`: never).
+    pub resets_at_ms: Option<i64>,
+    /// The devbox and gateway config of the request that was refused.
+    pub devbox_id: DevboxId,
+    pub gateway_config_id: GatewayConfigId,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

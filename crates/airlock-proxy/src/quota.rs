@@ -22,6 +22,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -30,13 +31,17 @@ use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Method};
 
 use airlock_core::limits::Measure;
-use airlock_core::state::{Lease, LlmSettings, RequestAuditEvent, SourceError, StateSource};
-use airlock_core::{CounterKey, LimitKind, LimitScope, Limits, LimitsRecord};
+use airlock_core::state::{
+    AuditSink, Lease, LlmSettings, RequestAuditEvent, SourceError, StateSource,
+};
+use airlock_core::{AccountId, CounterKey, LimitHit, LimitKind, LimitScope, Limits, LimitsRecord};
+use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
+use prometheus_client::metrics::MetricType;
 
 use crate::error::ProxyError;
 use crate::shardmap::LazyMap;
 use crate::stage::{End, StageRun};
-use crate::state::TokenEntry;
+use crate::state::{DevboxSlot, GatewaySlot, TokenEntry};
 
 /// Output tokens reserved for a request that does not say its `max_tokens`, under a token or
 /// cost limit.
@@ -57,6 +62,9 @@ const IDLE_MS: i64 = 1_000;
 
 /// A counter of a window that ended this long ago is forgotten (once settled).
 const FORGET_MS: i64 = 5_000;
+
+/// `limit.exceeded` events kept while they cannot be written.
+const MAX_PENDING_HITS: usize = 1024;
 
 /// What a replica does when it cannot reach the ledger and its lease does not cover a request
 /// (`AIRLOCK_LIMITS_ON_OUTAGE`).
@@ -87,21 +95,31 @@ pub(crate) trait Ledger: Send + Sync + 'static {
     fn limits_since(&self, since_ms: i64) -> LedgerFuture<'_, Vec<LimitsRecord>>;
     fn lease<'a>(&'a self, key: &'a CounterKey, limit: u64, want: u64) -> LedgerFuture<'a, Lease>;
     fn settle<'a>(&'a self, key: &'a CounterKey, delta: i64) -> LedgerFuture<'a, ()>;
+    /// Writes `limit.exceeded` audit events (through the request audit trail's sink).
+    fn limit_hits<'a>(&'a self, hits: &'a [LimitHit]) -> LedgerFuture<'a, ()>;
 }
 
-pub(crate) struct SourceLedger<S>(pub(crate) Arc<S>);
+/// The ledger of a source, and the audit sink that records limits first hit.
+pub(crate) struct SourceLedger<S, A> {
+    pub(crate) source: Arc<S>,
+    pub(crate) audit: Arc<A>,
+}
 
-impl<S: StateSource> Ledger for SourceLedger<S> {
+impl<S: StateSource, A: AuditSink> Ledger for SourceLedger<S, A> {
     fn limits_since(&self, since_ms: i64) -> LedgerFuture<'_, Vec<LimitsRecord>> {
-        Box::pin(self.0.limits_since(since_ms))
+        Box::pin(self.source.limits_since(since_ms))
     }
 
     fn lease<'a>(&'a self, key: &'a CounterKey, limit: u64, want: u64) -> LedgerFuture<'a, Lease> {
-        Box::pin(self.0.lease(key, limit, want))
+        Box::pin(self.source.lease(key, limit, want))
     }
 
     fn settle<'a>(&'a self, key: &'a CounterKey, delta: i64) -> LedgerFuture<'a, ()> {
-        Box::pin(self.0.settle(key, delta))
+        Box::pin(self.source.settle(key, delta))
+    }
+
+    fn limit_hits<'a>(&'a self, hits: &'a [LimitHit]) -> LedgerFuture<'a, ()> {
+        Box::pin(self.audit.write_limit_hits(hits))
     }
 }
 
@@ -119,6 +137,10 @@ struct PoolState {
     ledger_used: u64,
     /// Reservations not yet trued up.
     holds: u32,
+    /// What those reservations hold: with `available`, this replica's outstanding lease.
+    held: u64,
+    /// This counter refused a request in this window (its audit event is written once).
+    hit: bool,
     last_activity_ms: i64,
 }
 
@@ -132,12 +154,45 @@ fn signed(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
+/// The scope kinds, in [`scope_index`] order (the refusal counters' `scope` label).
+const SCOPE_KINDS: [&str; 4] = ["account", "devbox", "gateway", "token"];
+
+fn scope_index(scope: &LimitScope) -> usize {
+    match scope {
+        LimitScope::Account(_) => 0,
+        LimitScope::Devbox(_) => 1,
+        LimitScope::GatewayConfig(_) => 2,
+        LimitScope::Token(_) => 3,
+    }
+}
+
+/// The refusal counters per scope kind: [`LimitKind::ALL`], then `max_requests`.
+const KIND_SLOTS: usize = LimitKind::ALL.len() + 1;
+
+fn kind_index(kind: LimitKind) -> usize {
+    LimitKind::ALL
+        .iter()
+        .position(|k| *k == kind)
+        .unwrap_or(LimitKind::ALL.len())
+}
+
+/// A scope's limits, as loaded.
+#[derive(Clone)]
+struct Scoped {
+    scope: LimitScope,
+    limits: Limits,
+}
+
 /// Limits in memory, the leases of this replica, and the ledger behind them.
 pub(crate) struct Quota {
     ledger: Box<dyn Ledger>,
     /// Scopes with limits, by id (ids carry their kind's prefix, so one map serves all).
-    limits: ArcSwap<HashMap<String, Limits>>,
+    limits: ArcSwap<HashMap<String, Scoped>>,
     pools: LazyMap<CounterKey, Pool>,
+    /// Requests refused, by scope kind and limit (bounded labels, not a series per devbox).
+    refused: [[AtomicU64; KIND_SLOTS]; SCOPE_KINDS.len()],
+    /// Limits first hit in their windows, waiting for the next tick to be written.
+    hits: Mutex<Vec<LimitHit>>,
     on_outage: OnOutage,
     /// The newest `update_time_ms` seen.
     cursor: Mutex<i64>,
@@ -163,6 +218,8 @@ impl Quota {
             ledger,
             limits: ArcSwap::from_pointee(HashMap::new()),
             pools: LazyMap::new(),
+            refused: std::array::from_fn(|_| std::array::from_fn(|_| AtomicU64::new(0))),
+            hits: Mutex::new(Vec::new()),
             on_outage,
             cursor: Mutex::new(0),
         }
@@ -186,7 +243,14 @@ impl Quota {
             if r.limits.is_empty() {
                 next.remove(r.scope.id());
             } else {
-                next.insert(r.scope.id().to_owned(), r.limits);
+                let id = r.scope.id().to_owned();
+                next.insert(
+                    id,
+                    Scoped {
+                        scope: r.scope,
+                        limits: r.limits,
+                    },
+                );
             }
         }
         self.limits.store(Arc::new(next));
@@ -209,24 +273,17 @@ impl Quota {
         let now = (self.clock)();
         let mut claims = Vec::new();
         // Looked up by id first, so that a request under no limit allocates nothing.
-        let scopes: [(&str, &dyn Fn() -> LimitScope); 3] = [
-            (token.account_id.as_str(), &|| {
-                LimitScope::Account(airlock_core::AccountId::clone(&token.account_id))
-            }),
-            (token.devbox.id.as_str(), &|| {
-                LimitScope::Devbox(token.devbox.id.clone())
-            }),
-            (token.gateway.id.as_str(), &|| {
-                LimitScope::GatewayConfig(token.gateway.id.clone())
-            }),
+        let ids = [
+            token.account_id.as_str(),
+            token.devbox.id.as_str(),
+            token.gateway.id.as_str(),
         ];
-        for (id, scope) in scopes {
+        for id in ids {
             if let Some(l) = limits.get(id) {
-                let scope = scope();
-                for (kind, limit) in l.iter() {
+                for (kind, limit) in l.limits.iter() {
                     claims.push(Claim {
                         key: CounterKey {
-                            scope: scope.clone(),
+                            scope: l.scope.clone(),
                             kind,
                             window_start_ms: kind.window().start(now),
                         },
@@ -259,7 +316,19 @@ impl Quota {
             weighed,
             content_length: None,
         };
-        Some((Box::new(run), Ticket { claims, shared }))
+        let who = Who {
+            account: token.account_id.clone(),
+            devbox: token.devbox.clone(),
+            gateway: token.gateway.clone(),
+        };
+        Some((
+            Box::new(run),
+            Ticket {
+                claims,
+                shared,
+                who,
+            },
+        ))
     }
 
     fn pool(&self, key: &CounterKey) -> Arc<Pool> {
@@ -276,7 +345,7 @@ impl Quota {
     }
 
     /// Takes `amount` of `claim` from this replica's lease, leasing more when it is short.
-    async fn take(&self, claim: &Claim, amount: u64) -> Result<Hold, ProxyError> {
+    async fn take(&self, claim: &Claim, amount: u64, who: &Who) -> Result<Hold, ProxyError> {
         let pool = self.pool(&claim.key);
         let now = (self.clock)();
         let need = {
@@ -285,7 +354,7 @@ impl Quota {
             if st.available >= signed(amount) {
                 st.available -= signed(amount);
                 st.holds += 1;
-                return Ok(self.hold(claim, pool.clone(), amount, &st));
+                return Ok(self.hold(claim, pool.clone(), amount, &mut st));
             }
             u64::try_from(signed(amount) - st.available).unwrap_or(u64::MAX)
         };
@@ -302,8 +371,11 @@ impl Quota {
                 if st.available >= signed(amount) {
                     st.available -= signed(amount);
                     st.holds += 1;
-                    Ok(self.hold(claim, pool.clone(), amount, &st))
+                    Ok(self.hold(claim, pool.clone(), amount, &mut st))
                 } else {
+                    let first = !std::mem::replace(&mut st.hit, true);
+                    drop(st);
+                    self.refused(claim, now, first, who);
                     Err(exceeded(claim, now))
                 }
             }
@@ -315,14 +387,41 @@ impl Quota {
                         let mut st = pool.lock();
                         st.available -= signed(amount);
                         st.holds += 1;
-                        Ok(self.hold(claim, pool.clone(), amount, &st))
+                        Ok(self.hold(claim, pool.clone(), amount, &mut st))
                     }
                 }
             }
         }
     }
 
-    fn hold(&self, claim: &Claim, pool: Arc<Pool>, amount: u64, st: &PoolState) -> Hold {
+    /// Counts a refusal, and queues its audit event when it is the counter's first in this
+    /// window on this replica (written by the next tick, off the request path).
+    fn refused(&self, claim: &Claim, now: i64, first: bool, who: &Who) {
+        self.refused[scope_index(&claim.key.scope)][kind_index(claim.key.kind)]
+            .fetch_add(1, Ordering::Relaxed);
+        if !first {
+            return;
+        }
+        let hit = LimitHit {
+            time_ms: now,
+            account_id: AccountId::clone(&who.account),
+            scope: claim.key.scope.clone(),
+            kind: claim.key.kind,
+            limit: claim.limit,
+            window_start_ms: claim.key.window_start_ms,
+            resets_at_ms: claim.key.kind.window().end(claim.key.window_start_ms),
+            devbox_id: who.devbox.id.clone(),
+            gateway_config_id: who.gateway.id.clone(),
+        };
+        let mut hits = self.hits.lock().unwrap_or_else(|e| e.into_inner());
+        // Bounded while the database is down: the events past this are lost, not the requests.
+        if hits.len() < MAX_PENDING_HITS {
+            hits.push(hit);
+        }
+    }
+
+    fn hold(&self, claim: &Claim, pool: Arc<Pool>, amount: u64, st: &mut PoolState) -> Hold {
+        st.held = st.held.saturating_add(amount);
         let remaining = claim
             .limit
             .saturating_sub(st.ledger_used)
@@ -355,11 +454,18 @@ impl Quota {
             due.push((key.clone(), pool.clone(), delta));
         });
         for (key, pool, delta) in due {
-            if let Err(err) = self.ledger.settle(&key, delta).await {
-                tracing::warn!(error = %err, "cannot settle a limit's counter; will retry");
-                pool.lock().available -= delta;
+            match self.ledger.settle(&key, delta).await {
+                Ok(()) => {
+                    let mut st = pool.lock();
+                    st.ledger_used = u64::try_from(signed(st.ledger_used) + delta).unwrap_or(0);
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, "cannot settle a limit's counter; will retry");
+                    pool.lock().available -= delta;
+                }
             }
         }
+        self.write_hits().await;
         let mut stale = Vec::new();
         self.pools.for_each_arc(|key, pool| {
             if pool.window_end_ms.is_some_and(|e| e + FORGET_MS <= now) {
@@ -375,6 +481,119 @@ impl Quota {
             });
         }
     }
+}
+
+impl Quota {
+    /// Writes the queued `limit.exceeded` events; on failure they wait for the next tick.
+    async fn write_hits(&self) {
+        let hits = std::mem::take(&mut *self.hits.lock().unwrap_or_else(|e| e.into_inner()));
+        if hits.is_empty() {
+            return;
+        }
+        if let Err(err) = self.ledger.limit_hits(&hits).await {
+            tracing::warn!(error = %err, "cannot record limits hit; will retry");
+            let mut pending = self.hits.lock().unwrap_or_else(|e| e.into_inner());
+            let room = MAX_PENDING_HITS.saturating_sub(pending.len());
+            pending.extend(hits.into_iter().take(room));
+        }
+    }
+
+    /// The limits' metrics (`docs/limits.md`): for each account and gateway config limit, its
+    /// value, what its counter holds as this replica last saw it, and this replica's
+    /// outstanding lease; requests refused by scope kind and limit.
+    pub(crate) fn encode_metrics(
+        &self,
+        encoder: &mut DescriptorEncoder<'_>,
+    ) -> Result<(), std::fmt::Error> {
+        let now = (self.clock)();
+        let limits = self.limits.load();
+        let mut rows: Vec<(&Scoped, LimitKind, u64, Option<Arc<Pool>>)> = Vec::new();
+        for scoped in limits.values() {
+            if !matches!(
+                scoped.scope,
+                LimitScope::Account(_) | LimitScope::GatewayConfig(_)
+            ) {
+                continue;
+            }
+            for (kind, limit) in scoped.limits.iter() {
+                let key = CounterKey {
+                    scope: scoped.scope.clone(),
+                    kind,
+                    window_start_ms: kind.window().start(now),
+                };
+                rows.push((scoped, kind, limit, self.pools.get(&key)));
+            }
+        }
+        rows.sort_by(|a, b| (a.0.scope.id(), a.1).cmp(&(b.0.scope.id(), b.1)));
+        // Cost limits in dollars, counts as they are.
+        let amount = |kind: LimitKind, v: u64| match kind.measure() {
+            Measure::CostNanos => v as f64 / 1e9,
+            Measure::Requests | Measure::Tokens => v as f64,
+        };
+        type Pick = fn(u64, Option<&PoolState>) -> u64;
+        let families: [(&str, &str, Pick); 3] = [
+            (
+                "airlock_limit",
+                "A limit of an account or a gateway config, by scope (account, gateway), id and limit name; cost limits in US dollars.",
+                |limit, _| limit,
+            ),
+            (
+                "airlock_limit_used",
+                "What the limit's counter holds in the current window as this replica last saw it (leased slices included); cost in US dollars.",
+                |_, st| st.map_or(0, |st| st.ledger_used),
+            ),
+            (
+                "airlock_limit_leased",
+                "What this replica holds leased of the limit in the current window and has not spent (reserved by requests in flight or unreserved); the replicas' sum bounds how early a limit can look spent.",
+                |_, st| {
+                    st.map_or(0, |st| {
+                        st.held
+                            .saturating_add(u64::try_from(st.available).unwrap_or(0))
+                    })
+                },
+            ),
+        ];
+        for (name, help, pick) in families {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            for (scoped, kind, limit, pool) in &rows {
+                let st = pool.as_ref().map(|p| p.lock());
+                let value = amount(*kind, pick(*limit, st.as_deref()));
+                drop(st);
+                let labels = [
+                    ("scope", scoped.scope.kind()),
+                    ("id", scoped.scope.id()),
+                    ("limit", kind.as_str()),
+                ];
+                family.encode_family(&labels)?.encode_gauge(&value)?;
+            }
+        }
+        let mut family = encoder.encode_descriptor(
+            "airlock_limit_refusals",
+            "Requests refused by a limit (429 limit_exceeded, 403 token_scope for max_requests), by scope kind (account, devbox, gateway, token) and limit name; devboxes and tokens are counted together, not one series each.",
+            None,
+            MetricType::Counter,
+        )?;
+        for (scope, row) in SCOPE_KINDS.iter().zip(&self.refused) {
+            let kinds = LimitKind::ALL.iter().chain([&LimitKind::MaxRequests]);
+            for (kind, n) in kinds.zip(row) {
+                let n = n.load(Ordering::Relaxed);
+                if n > 0 {
+                    let labels = [("scope", *scope), ("limit", kind.as_str())];
+                    family
+                        .encode_family(&labels)?
+                        .encode_counter::<NoLabelSet, _, f64>(&n, None)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whose request a reservation is for: the ids a `limit.exceeded` event names.
+pub(crate) struct Who {
+    account: Arc<AccountId>,
+    devbox: Arc<DevboxSlot>,
+    gateway: Arc<GatewaySlot>,
 }
 
 fn exceeded(claim: &Claim, now: i64) -> ProxyError {
@@ -410,6 +629,7 @@ impl Hold {
         let mut st = self.pool.lock();
         st.available += signed(self.amount) - signed(used);
         st.holds = st.holds.saturating_sub(1);
+        st.held = st.held.saturating_sub(self.amount);
         st.last_activity_ms = (self.clock)();
     }
 }
@@ -430,6 +650,7 @@ fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
 pub(crate) struct Ticket {
     claims: Vec<Claim>,
     shared: Arc<Mutex<Shared>>,
+    who: Who,
 }
 
 impl Ticket {
@@ -445,7 +666,7 @@ impl Ticket {
                 Measure::Tokens => tokens,
                 Measure::CostNanos => cost,
             };
-            match quota.take(claim, amount).await {
+            match quota.take(claim, amount, &self.who).await {
                 Ok(hold) => holds.push(hold),
                 Err(err) => {
                     for hold in holds {

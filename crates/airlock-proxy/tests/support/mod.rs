@@ -244,6 +244,10 @@ impl AuditSink for Sink {
         self.written.lock().unwrap().extend_from_slice(events);
         Ok(())
     }
+
+    async fn write_limit_hits(&self, hits: &[airlock_core::LimitHit]) -> Result<(), SourceError> {
+        self.store.write_limit_hits(hits).await
+    }
 }
 
 pub fn keyring() -> Arc<Keyring> {
