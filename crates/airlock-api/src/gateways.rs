@@ -164,6 +164,12 @@ async fn parse_router(
                 )
                 .into());
             }
+            let limits = b
+                .limits
+                .as_ref()
+                .map(|l| crate::limits::parse_backend_limits(&format!("{field}.limits"), l))
+                .transpose()?
+                .unwrap_or_default();
             names.push(gateway.name.as_str().to_owned());
             config.backends.push(router::Backend {
                 name: gateway.name.as_str().to_owned(),
@@ -172,6 +178,7 @@ async fn parse_router(
                 weight,
                 priority: b.priority.unwrap_or(0),
                 models,
+                limits,
             });
         }
     } else {

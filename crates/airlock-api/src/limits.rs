@@ -47,6 +47,38 @@ pub(crate) fn parse_limits(input: &Value) -> Result<Limits, InvalidInput> {
     Ok(limits)
 }
 
+/// Parses a router backend's `limits` (the provider's quota): `{"rpm", "tpm", "rpd"}`, each
+/// optional, a whole number from 1; errors name `<field>.<quota>`.
+pub(crate) fn parse_backend_limits(
+    field: &str,
+    input: &Value,
+) -> Result<airlock_core::router::BackendLimits, InvalidInput> {
+    let Value::Object(map) = input else {
+        return Err(InvalidInput::new(field, "must be an object"));
+    };
+    let mut limits = airlock_core::router::BackendLimits::default();
+    for (name, value) in map {
+        let field = format!("{field}.{name}");
+        let Some(slot) = limits.slot(name) else {
+            return Err(InvalidInput::new(field, "is not a quota (rpm, tpm, rpd)"));
+        };
+        *slot = match value {
+            Value::Null => None,
+            Value::Number(n) if n.as_i64().is_some_and(|n| n < 0) => {
+                return Err(InvalidInput::new(field, "must not be negative"))
+            }
+            Value::Number(n) => match n.as_u64() {
+                Some(0) => return Err(InvalidInput::new(field, "must be at least 1")),
+                Some(v) if v <= airlock_core::limits::MAX_LIMIT => Some(v),
+                Some(_) => return Err(InvalidInput::new(field, "is too large")),
+                None => return Err(InvalidInput::new(field, "must be a whole number")),
+            },
+            _ => return Err(InvalidInput::new(field, "must be a whole number")),
+        };
+    }
+    Ok(limits)
+}
+
 /// A `limits` object as the API shows it.
 pub(crate) fn limits_view(limits: &Limits) -> Value {
     let map: Map<String, Value> = limits

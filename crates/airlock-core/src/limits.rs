@@ -243,6 +243,8 @@ pub enum LimitScope {
     GatewayConfig(GatewayConfigId),
     /// A scoped token's `max_requests`.
     Token(TokenId),
+    /// A router backend's provider quota (`backends[i].limits`): `<router id>#<index>`.
+    RouterBackend(String),
 }
 
 impl LimitScope {
@@ -253,7 +255,13 @@ impl LimitScope {
             LimitScope::Devbox(_) => "devbox",
             LimitScope::GatewayConfig(_) => "gateway",
             LimitScope::Token(_) => "token",
+            LimitScope::RouterBackend(_) => "router_backend",
         }
+    }
+
+    /// The provider quota of the backend at `index` of the router `router`.
+    pub fn router_backend(router: &GatewayConfigId, index: usize) -> LimitScope {
+        LimitScope::RouterBackend(format!("{}#{index}", router.as_str()))
     }
 
     pub fn id(&self) -> &str {
@@ -262,6 +270,7 @@ impl LimitScope {
             LimitScope::Devbox(id) => id.as_str(),
             LimitScope::GatewayConfig(id) => id.as_str(),
             LimitScope::Token(id) => id.as_str(),
+            LimitScope::RouterBackend(id) => id,
         }
     }
 
@@ -273,6 +282,7 @@ impl LimitScope {
             "devbox" => LimitScope::Devbox(DevboxId::from_trusted(id)),
             "gateway" => LimitScope::GatewayConfig(GatewayConfigId::from_trusted(id)),
             "token" => LimitScope::Token(TokenId::from_trusted(id)),
+            "router_backend" => LimitScope::RouterBackend(id),
             _ => return None,
         })
     }

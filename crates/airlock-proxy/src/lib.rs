@@ -352,7 +352,12 @@ impl airlock_core::router::RouterInspector for DataPlane {
         } else {
             airlock_llm::translate::Dialect::OpenaiChat
         };
-        Some(router::preview(&router, dialect, body))
+        Some(router::preview(
+            &router,
+            dialect,
+            body,
+            &self.requests.quota,
+        ))
     }
 }
 

@@ -141,6 +141,11 @@ struct PoolState {
     held: u64,
     /// This counter refused a request in this window (its audit event is written once).
     hit: bool,
+    /// Until then, a request that does not fit in `available` is refused from memory, without
+    /// asking the ledger again: the ledger refused one under a limit of `spent_limit` at most
+    /// [`IDLE_MS`] ago. Bounds the database round trips of a spent limit to one a second.
+    spent_until_ms: i64,
+    spent_limit: u64,
     last_activity_ms: i64,
 }
 
@@ -155,7 +160,7 @@ fn signed(n: u64) -> i64 {
 }
 
 /// The scope kinds, in [`scope_index`] order (the refusal counters' `scope` label).
-const SCOPE_KINDS: [&str; 4] = ["account", "devbox", "gateway", "token"];
+const SCOPE_KINDS: [&str; 5] = ["account", "devbox", "gateway", "token", "router_backend"];
 
 fn scope_index(scope: &LimitScope) -> usize {
     match scope {
@@ -163,6 +168,7 @@ fn scope_index(scope: &LimitScope) -> usize {
         LimitScope::Devbox(_) => 1,
         LimitScope::GatewayConfig(_) => 2,
         LimitScope::Token(_) => 3,
+        LimitScope::RouterBackend(_) => 4,
     }
 }
 
@@ -316,11 +322,7 @@ impl Quota {
             weighed,
             content_length: None,
         };
-        let who = Who {
-            account: token.account_id.clone(),
-            devbox: token.devbox.clone(),
-            gateway: token.gateway.clone(),
-        };
+        let who = Who::of(token);
         Some((
             Box::new(run),
             Ticket {
@@ -356,6 +358,11 @@ impl Quota {
                 st.holds += 1;
                 return Ok(self.hold(claim, pool.clone(), amount, &mut st));
             }
+            if now < st.spent_until_ms && claim.limit <= st.spent_limit {
+                drop(st);
+                self.refused(claim, now, false, who);
+                return Err(exceeded(claim, now));
+            }
             u64::try_from(signed(amount) - st.available).unwrap_or(u64::MAX)
         };
         let slice = (claim.limit / 10).max(1);
@@ -374,6 +381,8 @@ impl Quota {
                     Ok(self.hold(claim, pool.clone(), amount, &mut st))
                 } else {
                     let first = !std::mem::replace(&mut st.hit, true);
+                    st.spent_until_ms = now + IDLE_MS;
+                    st.spent_limit = claim.limit;
                     drop(st);
                     self.refused(claim, now, first, who);
                     Err(exceeded(claim, now))
@@ -391,6 +400,89 @@ impl Quota {
                     }
                 }
             }
+        }
+    }
+
+    /// What time it is for the windows.
+    pub(crate) fn now(&self) -> i64 {
+        (self.clock)()
+    }
+
+    /// Takes each claim's reservation (a request, `tokens`, `cost`), or none of them.
+    async fn take_all(
+        &self,
+        claims: &[Claim],
+        tokens: u64,
+        cost: u64,
+        who: &Who,
+    ) -> Result<Vec<Hold>, ProxyError> {
+        let mut holds = Vec::with_capacity(claims.len());
+        for claim in claims {
+            let amount = match claim.key.kind.measure() {
+                Measure::Requests => 1,
+                Measure::Tokens => tokens,
+                Measure::CostNanos => cost,
+            };
+            match self.take(claim, amount, who).await {
+                Ok(hold) => holds.push(hold),
+                Err(err) => {
+                    for hold in holds {
+                        hold.release(0);
+                    }
+                    return Err(err);
+                }
+            }
+        }
+        Ok(holds)
+    }
+
+    /// Whether this replica knows a router backend's quota to be spent now: which quota, and
+    /// when its window ends. From memory only (a refusal by the ledger in the last second).
+    pub(crate) fn spent(&self, quota: &BackendQuota) -> Option<(LimitKind, i64)> {
+        let now = (self.clock)();
+        quota.limits.iter().find_map(|(_, kind, limit)| {
+            let window = kind.window();
+            let key = CounterKey {
+                scope: quota.scope.clone(),
+                kind,
+                window_start_ms: window.start(now),
+            };
+            let pool = self.pools.get(&key)?;
+            let st = pool.lock();
+            let spent = now < st.spent_until_ms && limit <= st.spent_limit && st.available <= 0;
+            spent.then(|| (kind, window.end(now).unwrap_or(now)))
+        })
+    }
+
+    /// Reserves one request and `tokens` of a router backend's quota for an attempt, or says
+    /// which quota is spent and until when.
+    pub(crate) async fn reserve_backend(
+        &self,
+        quota: &BackendQuota,
+        tokens: u64,
+        who: &Who,
+    ) -> Result<BackendHolds, (LimitKind, i64)> {
+        let now = (self.clock)();
+        let claims: Vec<Claim> = quota
+            .limits
+            .iter()
+            .map(|(_, kind, limit)| Claim {
+                key: CounterKey {
+                    scope: quota.scope.clone(),
+                    kind,
+                    window_start_ms: kind.window().start(now),
+                },
+                limit,
+            })
+            .collect();
+        match self.take_all(&claims, tokens, 0, who).await {
+            Ok(holds) => Ok(BackendHolds(holds)),
+            Err(ProxyError::LimitExceeded(kind, wait)) => {
+                let wait = i64::try_from(wait.as_millis()).unwrap_or(i64::MAX);
+                Err((kind, now.saturating_add(wait)))
+            }
+            // The ledger cannot be reached (closed): the backend is not used.
+            Err(_) => Err((LimitKind::RequestsPerMinute, now + IDLE_MS)),
         }
     }
 
@@ -596,6 +688,66 @@ pub(crate) struct Who {
     gateway: Arc<GatewaySlot>,
 }
 
+impl Who {
+    pub(crate) fn of(token: &TokenEntry) -> Who {
+        Who {
+            account: token.account_id.clone(),
+            devbox: token.devbox.clone(),
+            gateway: token.gateway.clone(),
+        }
+    }
+}
+
+/// A router backend's provider quota (`backends[i].limits`), counted like a limit under the
+/// scope `<router id>#<index>`.
+pub(crate) struct BackendQuota {
+    scope: LimitScope,
+    limits: airlock_core::router::BackendLimits,
+}
+
+impl BackendQuota {
+    /// `None` when the backend declares no quota.
+    pub(crate) fn new(
+        router: &airlock_core::GatewayConfigId,
+        index: usize,
+        limits: airlock_core::router::BackendLimits,
+    ) -> Option<BackendQuota> {
+        (!limits.is_empty()).then(|| BackendQuota {
+            scope: LimitScope::router_backend(router, index),
+            limits,
+        })
+    }
+}
+
+/// What an attempt on a router backend holds of its quota.
+pub(crate) struct BackendHolds(Vec<Hold>);
+
+/// Dropped without [`StageRun::finish`] (an attempt that served nothing): the request counts
+/// (the provider saw it), its tokens do not.
+impl Drop for BackendHolds {
+    fn drop(&mut self) {
+        for hold in std::mem::take(&mut self.0) {
+            let used = u64::from(hold.kind.measure() == Measure::Requests);
+            hold.release(used);
+        }
+    }
+}
+
+/// The served attempt's holds, trued up with the metered usage when the request ends.
+impl StageRun for BackendHolds {
+    fn finish(&mut self, _end: End, event: &mut RequestAuditEvent) {
+        let tokens = event.llm.as_ref().map_or(0, |m| m.usage.total_tokens());
+        for hold in std::mem::take(&mut self.0) {
+            let used = match hold.kind.measure() {
+                Measure::Requests => 1,
+                Measure::Tokens => tokens,
+                Measure::CostNanos => 0,
+            };
+            hold.release(used);
+        }
+    }
+}
+
 fn exceeded(claim: &Claim, now: i64) -> ProxyError {
     if claim.key.kind == LimitKind::MaxRequests {
         return ProxyError::TokenScope;
@@ -659,23 +811,9 @@ impl Ticket {
         let (tokens, cost) = lock(&self.shared)
             .estimate
             .unwrap_or((DEFAULT_MAX_TOKENS, 0));
-        let mut holds = Vec::with_capacity(self.claims.len());
-        for claim in &self.claims {
-            let amount = match claim.key.kind.measure() {
-                Measure::Requests => 1,
-                Measure::Tokens => tokens,
-                Measure::CostNanos => cost,
-            };
-            match quota.take(claim, amount, &self.who).await {
-                Ok(hold) => holds.push(hold),
-                Err(err) => {
-                    for hold in holds {
-                        hold.release(0);
-                    }
-                    return Err(err);
-                }
-            }
-        }
+        let holds = quota
+            .take_all(&self.claims, tokens, cost, &self.who)
+            .await?;
         lock(&self.shared).holds = holds;
         Ok(())
     }

@@ -10,8 +10,8 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
 use airlock_core::state::LlmSettings;
@@ -19,57 +19,9 @@ use airlock_core::{
     Api, AuthMechanism, BearerSecret, CounterKey, LimitKind, LimitScope, Limits, ModelSpec, Price,
     TokenScope,
 };
-use airlock_proxy::{DataPlane, ProxyConfig};
 use airlock_store::{GatewayConfigRow, SecretRow};
 use airlock_testkit::{HttpResponse, TestRequest};
-use support::{Harness, Options, Sink, Source};
-use tokio::net::TcpListener;
-
-/// A second data plane (a replica) on the harness's database, serving on its own listener.
-async fn replica(h: &Harness) -> (Arc<DataPlane>, SocketAddr) {
-    let source = Arc::new(Source {
-        store: h.db.store.clone(),
-        token_lookups: AtomicUsize::new(0),
-        full_loads: AtomicUsize::new(0),
-        fail_loads: AtomicBool::new(false),
-        feed_down: Arc::new(AtomicBool::new(false)),
-        lost: Arc::default(),
-        ledger_down: AtomicBool::new(false),
-        leases: AtomicUsize::new(0),
-    });
-    let sink = Arc::new(Sink {
-        store: h.db.store.clone(),
-        failures: AtomicUsize::new(0),
-        failed: AtomicUsize::new(0),
-        writes: AtomicUsize::new(0),
-        stalled: AtomicBool::new(false),
-        written: Mutex::default(),
-    });
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let config = ProxyConfig {
-        policy: support::loopback_policy(),
-        extra_roots_pem: Some(h.ca.cert_pem().into_bytes()),
-        own_addrs: vec![addr],
-        audit_spill_path: dir.keep().join("audit.spill"),
-        ..ProxyConfig::default()
-    };
-    let plane = Arc::new(
-        airlock_proxy::start(config, h.seed.keyring.clone(), source, sink)
-            .await
-            .unwrap(),
-    );
-    tokio::spawn({
-        let plane = plane.clone();
-        async move {
-            plane
-                .serve(listener, std::future::pending(), Duration::from_secs(1))
-                .await
-        }
-    });
-    (plane, addr)
-}
+use support::{replica, Harness, Options};
 
 async fn set_limits(h: &Harness, scope: LimitScope, limits: &[(LimitKind, u64)]) {
     let mut l = Limits::default();

@@ -1587,6 +1587,11 @@ async fn router_round_trip(postgres: bool) {
             weight: 3,
             priority: -2,
             models: vec!["claude-sonnet-4-5".into()],
+            limits: router::BackendLimits {
+                rpm: Some(2),
+                tpm: None,
+                rpd: Some(1000),
+            },
         }],
         strategy: router::Strategy::Latency,
         fallback: false,
