@@ -887,3 +887,47 @@ async fn a_hit_limit_is_audited_once_and_has_gauges() {
     )
     .await;
 }
+
+static FROZEN: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+
+fn frozen_clock() -> i64 {
+    FROZEN.load(Ordering::SeqCst)
+}
+
+/// A spent limit costs the ledger one statement a second, not one per refused request: on a
+/// clock that stands still, ten requests past the limit ask the ledger once; a second later,
+/// the next refusal asks it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spent_limit_is_refused_from_memory() {
+    let now = airlock_core::time::now_ms();
+    FROZEN.store(now - now % 60_000 + 10_000, Ordering::SeqCst);
+    let h = Harness::start(
+        support::sqlite().await,
+        Options {
+            configure: Box::new(|c| c.limits_clock = Some(frozen_clock)),
+            ..Options::default()
+        },
+    )
+    .await;
+    let s = h.simple(AuthMechanism::Bearer, "sk-spent").await;
+    set_limits(
+        &h,
+        LimitScope::Devbox(s.devbox.id.clone()),
+        &[(LimitKind::RequestsPerMinute, 2)],
+    )
+    .await;
+    let probe = probe(&h, &s.gateway, &s.secret).await;
+    loaded(h.proxy, &probe).await;
+    for _ in 0..2 {
+        assert_eq!(get(h.proxy, "/v1/spent", &s.token).await.status, 200);
+    }
+    let before = h.source.leases.load(Ordering::SeqCst);
+    for _ in 0..10 {
+        assert_eq!(get(h.proxy, "/v1/spent", &s.token).await.status, 429);
+    }
+    assert_eq!(h.source.leases.load(Ordering::SeqCst) - before, 1);
+    FROZEN.fetch_add(1_500, Ordering::SeqCst);
+    assert_eq!(get(h.proxy, "/v1/spent", &s.token).await.status, 429);
+    assert_eq!(h.source.leases.load(Ordering::SeqCst) - before, 2);
+    assert_eq!(upstream_count(&h, "/v1/spent"), 2);
+}
