@@ -1,13 +1,15 @@
 //! Limits through the real binary with the official SDKs: gateway configs made over the REST API
 //! with a `limits` object; the OpenAI and Anthropic SDKs see the `x-ratelimit-*` headers on
 //! admitted calls and raise their own `RateLimitError` for Airlock's 429 `limit_exceeded`, with
-//! `retry-after` and the limit's name; the status endpoint counts what was admitted.
+//! `retry-after` and the limit's name; the status endpoint counts what was admitted. Through
+//! the binary's own listeners: the limit's gauges on `/metrics`, its first hit in
+//! `/v1/audit/events`, and `limits` in the gateway and devbox views.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use airlock_testkit::upstream::{self, RecordingUpstream, UpstreamOptions};
-use airlock_testkit::{check_python_output, run_python, workspace_root};
-use airlock_tests::{Airlock, ADMIN};
+use airlock_testkit::{check_python_output, run_python, workspace_root, TestRequest};
+use airlock_tests::{sample, Airlock, ADMIN};
 use serde_json::{json, Value};
 
 const MASTER: &str = "q2Vx0JqL3m0l2m8r8y6Wb5XyZ0a1b2c3d4e5f6g7h8k=";
@@ -165,4 +167,132 @@ async fn sdks_see_limit_exceeded_on_postgres() {
         .await
         .unwrap();
     sdks_see_limit_exceeded(&url).await;
+}
+
+/// A gateway config's limit through the real binary: its view shows the configured `limits`,
+/// `/metrics` on the operations listener shows its gauges and the refusals by limit name, and
+/// `/v1/audit/events` holds one `limit.exceeded` event for two refusals.
+#[tokio::test]
+async fn a_hit_limit_shows_in_metrics_audit_and_views() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("airlock.db").display());
+    let up = RecordingUpstream::start(UpstreamOptions::plain().responder(upstream::echo()))
+        .await
+        .unwrap();
+    let airlock = Airlock::start(&[
+        ("AIRLOCK_DATABASE_URL", url.as_str()),
+        ("AIRLOCK_MASTER_KEY", MASTER),
+        ("AIRLOCK_ADMIN_TOKEN", ADMIN),
+        ("AIRLOCK_ALLOW_PRIVATE_UPSTREAMS", "127.0.0.0/8"),
+    ])
+    .await;
+    airlock
+        .post("/v1/secrets", json!({"name": "K", "value": "real-key"}))
+        .await;
+    let gw = airlock
+        .post(
+            "/v1/gateway-configs",
+            json!({"name": "capped", "endpoint": up.url(), "auth_mechanism": {"type": "bearer"},
+                "limits": {"requests_per_day": 1, "cost_usd_total": "3.5"}}),
+        )
+        .await;
+    let id = gw["id"].as_str().unwrap();
+    let limits = json!({"requests_per_day": 1, "cost_usd_total": "3.5"});
+    assert_eq!(gw["limits"], limits);
+    let (_, got) = airlock
+        .call(
+            http::Method::GET,
+            &format!("/v1/gateway-configs/{id}"),
+            None,
+        )
+        .await;
+    assert_eq!(got["limits"], limits);
+    let (_, listed) = airlock
+        .call(http::Method::GET, "/v1/gateway-configs", None)
+        .await;
+    assert_eq!(listed["gateway_configs"][0]["limits"], limits);
+    let dbx = airlock
+        .post(
+            "/v1/devboxes",
+            json!({"source_addresses": ["127.0.0.1"], "gateways": {"CAPPED": {"gateway": "capped", "secret": "K"}},
+                "limits": {"tokens_per_minute": 100000}}),
+        )
+        .await;
+    assert_eq!(dbx["limits"], json!({"tokens_per_minute": 100000}));
+    let token = dbx["environment"]["CAPPED"].as_str().unwrap().to_owned();
+
+    let send = || {
+        TestRequest::post(&format!("http://{}/v1/x", airlock.proxy_addr))
+            .bearer(&token)
+            .body("hi")
+            .send()
+    };
+    // The limits reach the data plane within a second; the first request may come before.
+    let mut statuses = Vec::new();
+    for _ in 0..40 {
+        let status = send().await.unwrap().status.as_u16();
+        statuses.push(status);
+        if status == 429 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(statuses.last(), Some(&429), "{statuses:?}");
+    assert_eq!(send().await.unwrap().status, 429);
+
+    let scrape = TestRequest::get(&format!("{}/metrics", airlock.ops))
+        .send()
+        .await
+        .unwrap()
+        .text();
+    let series =
+        |name: &str, limit: &str| format!(r#"{name}{{scope="gateway",id="{id}",limit="{limit}"}}"#);
+    assert_eq!(
+        sample(&scrape, &series("airlock_limit", "requests_per_day")),
+        1.0,
+        "{scrape}"
+    );
+    assert_eq!(
+        sample(&scrape, &series("airlock_limit", "cost_usd_total")),
+        3.5
+    );
+    assert_eq!(
+        sample(&scrape, &series("airlock_limit_used", "requests_per_day")),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            &scrape,
+            r#"airlock_limit_refusals_total{scope="gateway",limit="requests_per_day"}"#
+        ),
+        2.0
+    );
+    assert!(
+        scrape.contains("# TYPE airlock_limit_leased gauge"),
+        "{scrape}"
+    );
+    assert!(!scrape.contains(dbx["id"].as_str().unwrap()));
+
+    let mut events = Vec::new();
+    for _ in 0..100 {
+        let (status, body) = airlock
+            .call(
+                http::Method::GET,
+                "/v1/audit/events?action=limit.exceeded",
+                None,
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        events = body["events"].as_array().cloned().unwrap_or_default();
+        if !events.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(events.len(), 1, "{events:?}");
+    let e = &events[0];
+    assert_eq!(e["object_type"], "gateway");
+    assert_eq!(e["object_id"], id);
+    assert!(!e.to_string().contains(&token));
+    assert_eq!(e["detail"]["limit"], "requests_per_day", "{e}");
 }

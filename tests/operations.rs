@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use airlock_testkit::upstream::{self, RecordingUpstream, UpstreamOptions};
 use airlock_testkit::TestRequest;
-use airlock_tests::{Airlock, ADMIN};
+use airlock_tests::{sample, Airlock, ADMIN};
 use base64::Engine as _;
 use serde_json::{json, Value};
 
@@ -30,17 +30,6 @@ fn forms(secret: &str) -> Vec<String> {
 async fn get(url: &str) -> (u16, String) {
     let r = TestRequest::get(url).send().await.unwrap();
     (r.status.as_u16(), r.text())
-}
-
-/// The value of one sample (`name{labels}` as encoded), 0 when absent.
-fn sample(scrape: &str, series: &str) -> f64 {
-    scrape
-        .lines()
-        .find_map(|line| {
-            let (name, value) = line.rsplit_once(' ')?;
-            (name == series).then(|| value.parse().unwrap())
-        })
-        .unwrap_or(0.0)
 }
 
 async fn wait_sample(ops: &str, series: &str, value: f64) -> String {

@@ -285,3 +285,107 @@ async fn router_on_sqlite() {
     let url = format!("sqlite://{}", dir.path().join("airlock.db").display());
     router(&url).await;
 }
+
+/// A provider quota through the real binary: two OpenAI-compatible backends, the first with
+/// `limits: {"rpd": 2}`; the third request is served by the second, the status shows the first
+/// backend's quota spent, the preview sums what is left, and the routing log says why.
+#[tokio::test]
+async fn a_backend_quota_shows_in_status_preview_and_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("airlock.db").display());
+    let start =
+        || RecordingUpstream::start(UpstreamOptions::plain().responder(upstream::openai_chat()));
+    let (first, second) = (start().await.unwrap(), start().await.unwrap());
+    let airlock = Airlock::start(&[
+        ("AIRLOCK_DATABASE_URL", url.as_str()),
+        ("AIRLOCK_MASTER_KEY", MASTER),
+        ("AIRLOCK_ADMIN_TOKEN", ADMIN),
+        ("AIRLOCK_ALLOW_PRIVATE_UPSTREAMS", "127.0.0.0/8"),
+    ])
+    .await;
+    airlock
+        .post("/v1/secrets", json!({"name": "KEY", "value": "real-key"}))
+        .await;
+    for (name, up) in [("first", &first), ("second", &second)] {
+        airlock
+            .post(
+                "/v1/gateway-configs",
+                json!({"name": name, "provider": "openai", "endpoint": format!("{}/v1", up.url())}),
+            )
+            .await;
+    }
+    let router = airlock
+        .post(
+            "/v1/gateway-configs",
+            json!({"name": "llm", "type": "router", "backends": [
+                {"gateway": "first", "secret": "KEY", "priority": 0, "limits": {"rpd": 2}},
+                {"gateway": "second", "secret": "KEY", "priority": 1},
+            ]}),
+        )
+        .await;
+    assert_eq!(router["backends"][0]["limits"], json!({"rpd": 2}));
+    let id = router["id"].as_str().unwrap();
+    let dbx = airlock
+        .post(
+            "/v1/devboxes",
+            json!({"source_addresses": ["127.0.0.1"], "gateways": {"LLM": {"gateway": "llm"}}}),
+        )
+        .await;
+    let token = dbx["environment"]["LLM"].as_str().unwrap().to_owned();
+    let body = json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]});
+    for _ in 0..3 {
+        let r = airlock_testkit::TestRequest::post(&format!(
+            "http://{}/v1/chat/completions",
+            airlock.proxy_addr
+        ))
+        .bearer(&token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    assert_eq!(first.requests().len(), 2);
+    assert_eq!(second.requests().len(), 1);
+
+    let (status, live) = airlock
+        .call(
+            http::Method::GET,
+            &format!("/v1/gateway-configs/{id}/status"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{live}");
+    let rpd = &live["backends"][0]["quota"]["rpd"];
+    assert_eq!(rpd["limit"], 2, "{live}");
+    assert_eq!(rpd["used"], 2);
+    assert_eq!(rpd["remaining"], 0);
+    assert!(rpd["resets_at_ms"].as_i64().unwrap() > 0);
+    assert_eq!(live["backends"][1]["quota"], json!({}));
+
+    let (status, preview) = airlock
+        .call(
+            http::Method::POST,
+            &format!("/v1/gateway-configs/{id}/route-preview"),
+            Some(&body),
+        )
+        .await;
+    assert_eq!(status, 200, "{preview}");
+    assert_eq!(preview["remaining"], json!({"rpd": 0}), "{preview}");
+    let (_, log) = airlock
+        .call(
+            http::Method::GET,
+            &format!("/v1/gateway-configs/{id}/routing-log?limit=1"),
+            None,
+        )
+        .await;
+    let last = &log["decisions"][0];
+    assert_eq!(last["provider"], "second");
+    assert!(
+        last["reason"]
+            .as_str()
+            .unwrap()
+            .contains("first out of its rpd quota until"),
+        "{log}"
+    );
+}

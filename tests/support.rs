@@ -151,3 +151,14 @@ pub fn compose_env(service: &Value) -> BTreeMap<String, String> {
         other => panic!("environment: {other}"),
     }
 }
+
+/// The value of one sample (`name{labels}` as encoded) in a Prometheus scrape, 0 when absent.
+pub fn sample(scrape: &str, series: &str) -> f64 {
+    scrape
+        .lines()
+        .find_map(|line| {
+            let (name, value) = line.rsplit_once(' ')?;
+            (name == series).then(|| value.parse().unwrap())
+        })
+        .unwrap_or(0.0)
+}

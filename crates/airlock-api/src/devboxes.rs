@@ -214,7 +214,8 @@ pub(crate) async fn register(
         let scope = airlock_core::LimitScope::Devbox(row.id.clone());
         crate::limits::set(&state, &caller, &scope, &limits).await?;
     }
-    let mut view = devbox_view(&row);
+    let scope = airlock_core::LimitScope::Devbox(row.id.clone());
+    let mut view = crate::limits::with_limits(&state, scope, devbox_view(&row)).await?;
     if let Value::Object(map) = &mut view {
         map.insert("environment".into(), Value::Object(environment));
     }
@@ -240,7 +241,11 @@ pub(crate) async fn list(
         .store
         .list_devboxes(&caller.account.id, status, &page(&q)?)
         .await?;
-    Ok(Json(list_view("devboxes", &listed, devbox_view)))
+    let view = list_view("devboxes", &listed, devbox_view);
+    let view =
+        crate::limits::list_with_limits(&state, &caller.account.id, "devbox", "devboxes", view)
+            .await?;
+    Ok(Json(view))
 }
 
 pub(crate) async fn get(
@@ -253,7 +258,9 @@ pub(crate) async fn get(
         .get_devbox(&caller.account.id, &id)
         .await
         .map_err(|e| ApiError::for_object(e, "devbox", &id))?;
-    Ok(Json(devbox_view(&row)))
+    let scope = airlock_core::LimitScope::Devbox(row.id.clone());
+    let view = crate::limits::with_limits(&state, scope, devbox_view(&row)).await?;
+    Ok(Json(view))
 }
 
 pub(crate) async fn update(
@@ -310,7 +317,9 @@ pub(crate) async fn update(
         .get_devbox(&caller.account.id, &id)
         .await
         .map_err(|e| ApiError::for_object(e, "devbox", &id))?;
-    Ok(Json(devbox_view(&row)))
+    let scope = airlock_core::LimitScope::Devbox(row.id.clone());
+    let view = crate::limits::with_limits(&state, scope, devbox_view(&row)).await?;
+    Ok(Json(view))
 }
 
 pub(crate) async fn shutdown(
@@ -340,7 +349,9 @@ pub(crate) async fn shutdown(
         .get_devbox(&caller.account.id, &id)
         .await
         .map_err(|e| ApiError::for_object(e, "devbox", &id))?;
-    Ok(Json(devbox_view(&row)))
+    let scope = airlock_core::LimitScope::Devbox(row.id.clone());
+    let view = crate::limits::with_limits(&state, scope, devbox_view(&row)).await?;
+    Ok(Json(view))
 }
 
 pub(crate) async fn create_gateway_token(

@@ -166,6 +166,12 @@ async fn parse_router(
                 )
                 .into());
             }
+            let limits = b
+                .limits
+                .as_ref()
+                .map(|l| crate::limits::parse_backend_limits(&format!("{field}.limits"), l))
+                .transpose()?
+                .unwrap_or_default();
             names.push(gateway.name.as_str().to_owned());
             config.backends.push(router::Backend {
                 name: gateway.name.as_str().to_owned(),
@@ -174,6 +180,7 @@ async fn parse_router(
                 weight,
                 priority: b.priority.unwrap_or(0),
                 models,
+                limits,
             });
         }
     } else {
@@ -540,6 +547,11 @@ pub(crate) async fn create(
         let id = GatewayConfigId::generate();
         let (config, _) = parse_router(&state, &caller, &id, router_in, None).await?;
         let description = parse_description(input.description)?;
+        let limits = input
+            .limits
+            .as_ref()
+            .map(crate::limits::parse_limits)
+            .transpose()?;
         let now = airlock_core::time::now_ms();
         let mut row = GatewayConfigRow {
             id,
@@ -563,7 +575,12 @@ pub(crate) async fn create(
             audit_detail(&row),
         );
         state.store.insert_gateway_config(&row, &audit).await?;
-        return Ok(Json(gateway_view(&row)));
+        let scope = airlock_core::LimitScope::GatewayConfig(row.id.clone());
+        if let Some(limits) = limits.filter(|l| !l.is_empty()) {
+            crate::limits::set(&state, &caller, &scope, &limits).await?;
+        }
+        let view = crate::limits::with_limits(&state, scope, gateway_view(&row)).await?;
+        return Ok(Json(view));
     }
     if let Some(field) = router_in.first_field() {
         return Err(InvalidInput::new(field, "is only for a router gateway (type router)").into());
@@ -644,7 +661,9 @@ pub(crate) async fn create(
         let scope = airlock_core::LimitScope::GatewayConfig(row.id.clone());
         crate::limits::set(&state, &caller, &scope, &limits).await?;
     }
-    Ok(Json(gateway_view(&row)))
+    let scope = airlock_core::LimitScope::GatewayConfig(row.id.clone());
+    let view = crate::limits::with_limits(&state, scope, gateway_view(&row)).await?;
+    Ok(Json(view))
 }
 
 pub(crate) async fn list(
@@ -662,7 +681,16 @@ pub(crate) async fn list(
         .store
         .list_gateway_configs(&caller.account.id, &filter, &page)
         .await?;
-    Ok(Json(list_view("gateway_configs", &listed, gateway_view)))
+    let view = list_view("gateway_configs", &listed, gateway_view);
+    let view = crate::limits::list_with_limits(
+        &state,
+        &caller.account.id,
+        "gateway",
+        "gateway_configs",
+        view,
+    )
+    .await?;
+    Ok(Json(view))
 }
 
 pub(crate) async fn get(
@@ -675,7 +703,9 @@ pub(crate) async fn get(
         .get_gateway_config(&caller.account.id, &id)
         .await
         .map_err(|e| ApiError::for_object(e, "gateway config", &id))?;
-    Ok(Json(gateway_view(&row)))
+    let scope = airlock_core::LimitScope::GatewayConfig(row.id.clone());
+    let view = crate::limits::with_limits(&state, scope, gateway_view(&row)).await?;
+    Ok(Json(view))
 }
 
 pub(crate) async fn update(
@@ -728,6 +758,11 @@ pub(crate) async fn update(
         if let Some(description) = input.description {
             row.description = parse_description(Some(description))?;
         }
+        let limits = input
+            .limits
+            .as_ref()
+            .map(crate::limits::parse_limits)
+            .transpose()?;
         row.update_time_ms = airlock_core::time::now_ms();
         row.binding = Some(bind(&state, &row)?);
         let audit = caller.audit(
@@ -741,7 +776,12 @@ pub(crate) async fn update(
             .update_gateway_config(&row, &audit)
             .await
             .map_err(|e| ApiError::for_object(e, "gateway config", &id))?;
-        return Ok(Json(gateway_view(&row)));
+        let scope = airlock_core::LimitScope::GatewayConfig(row.id.clone());
+        if let Some(limits) = limits {
+            crate::limits::set(&state, &caller, &scope, &limits).await?;
+        }
+        let view = crate::limits::with_limits(&state, scope, gateway_view(&row)).await?;
+        return Ok(Json(view));
     }
     if let Some(field) = router_in.first_field() {
         return Err(InvalidInput::new(field, "is only for a router gateway (type router)").into());
@@ -809,7 +849,9 @@ pub(crate) async fn update(
         let scope = airlock_core::LimitScope::GatewayConfig(row.id.clone());
         crate::limits::set(&state, &caller, &scope, &limits).await?;
     }
-    Ok(Json(gateway_view(&row)))
+    let scope = airlock_core::LimitScope::GatewayConfig(row.id.clone());
+    let view = crate::limits::with_limits(&state, scope, gateway_view(&row)).await?;
+    Ok(Json(view))
 }
 
 pub(crate) async fn delete(
@@ -840,5 +882,7 @@ pub(crate) async fn delete(
         )
         .await
         .map_err(|e| ApiError::for_object(e, "gateway config", &id))?;
-    Ok(Json(gateway_view(&row)))
+    let scope = airlock_core::LimitScope::GatewayConfig(row.id.clone());
+    let view = crate::limits::with_limits(&state, scope, gateway_view(&row)).await?;
+    Ok(Json(view))
 }

@@ -47,6 +47,38 @@ pub(crate) fn parse_limits(input: &Value) -> Result<Limits, InvalidInput> {
     Ok(limits)
 }
 
+/// Parses a router backend's `limits` (the provider's quota): `{"rpm", "tpm", "rpd"}`, each
+/// optional, a whole number from 1; errors name `<field>.<quota>`.
+pub(crate) fn parse_backend_limits(
+    field: &str,
+    input: &Value,
+) -> Result<airlock_core::router::BackendLimits, InvalidInput> {
+    let Value::Object(map) = input else {
+        return Err(InvalidInput::new(field, "must be an object"));
+    };
+    let mut limits = airlock_core::router::BackendLimits::default();
+    for (name, value) in map {
+        let field = format!("{field}.{name}");
+        let Some(slot) = limits.slot(name) else {
+            return Err(InvalidInput::new(field, "is not a quota (rpm, tpm, rpd)"));
+        };
+        *slot = match value {
+            Value::Null => None,
+            Value::Number(n) if n.as_i64().is_some_and(|n| n < 0) => {
+                return Err(InvalidInput::new(field, "must not be negative"))
+            }
+            Value::Number(n) => match n.as_u64() {
+                Some(0) => return Err(InvalidInput::new(field, "must be at least 1")),
+                Some(v) if v <= airlock_core::limits::MAX_LIMIT => Some(v),
+                Some(_) => return Err(InvalidInput::new(field, "is too large")),
+                None => return Err(InvalidInput::new(field, "must be a whole number")),
+            },
+            _ => return Err(InvalidInput::new(field, "must be a whole number")),
+        };
+    }
+    Ok(limits)
+}
+
 /// A `limits` object as the API shows it.
 pub(crate) fn limits_view(limits: &Limits) -> Value {
     let map: Map<String, Value> = limits
@@ -61,6 +93,46 @@ fn value_view(kind: LimitKind, v: u64) -> Value {
         airlock_core::limits::Measure::CostNanos => Value::from(Limits::format_value(kind, v)),
         _ => Value::from(v),
     }
+}
+
+/// Adds the configured `limits` of `scope` (`{}` when none) to its object's view: configured
+/// values only, what is used is under `GET …/limits`.
+pub(crate) async fn with_limits(
+    state: &AppState,
+    scope: LimitScope,
+    mut view: Value,
+) -> ApiResult<Value> {
+    let limits = state.store.get_limits(&scope).await?;
+    if let Value::Object(map) = &mut view {
+        map.insert("limits".into(), limits_view(&limits));
+    }
+    Ok(view)
+}
+
+/// Adds each view's configured `limits` to a list (`{"<field>": [views], …}`), from one query
+/// for the account's scopes of `scope_kind` (`"devbox"`, `"gateway"`).
+pub(crate) async fn list_with_limits(
+    state: &AppState,
+    account: &airlock_core::AccountId,
+    scope_kind: &str,
+    field: &str,
+    mut list: Value,
+) -> ApiResult<Value> {
+    let by_id = state.store.limits_by_scope(account, scope_kind).await?;
+    if let Some(Value::Array(items)) = list.get_mut(field) {
+        for item in items {
+            let limits = item
+                .get("id")
+                .and_then(Value::as_str)
+                .and_then(|id| by_id.get(id))
+                .copied()
+                .unwrap_or_default();
+            if let Value::Object(map) = item {
+                map.insert("limits".into(), limits_view(&limits));
+            }
+        }
+    }
+    Ok(list)
 }
 
 /// Each limit of `scope` with what its current window has used.

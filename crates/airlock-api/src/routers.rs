@@ -5,6 +5,7 @@
 //! answers 503 `no_data_plane`, and with several replicas each answers for its own traffic.
 
 use airlock_core::router::{RouterInspector, RoutingDecision};
+use airlock_core::{CounterKey, LimitScope};
 use airlock_store::GatewayConfigRow;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -47,6 +48,35 @@ async fn router_of(
     Ok((row, inspector))
 }
 
+/// Each backend's provider quotas (`backends[i].limits`) from the ledger, as `GET …/limits`
+/// shows a limit: `{"rpm": {"limit", "used", "remaining", "resets_at_ms"}}` (`{}` without).
+async fn quotas(state: &AppState, row: &GatewayConfigRow) -> ApiResult<Vec<Value>> {
+    let Some(config) = &row.router else {
+        return Ok(Vec::new());
+    };
+    let now = airlock_core::time::now_ms();
+    let mut out = Vec::with_capacity(config.backends.len());
+    for (i, b) in config.backends.iter().enumerate() {
+        let mut quota = serde_json::Map::new();
+        for (name, kind, limit) in b.limits.iter() {
+            let window = kind.window();
+            let key = CounterKey {
+                scope: LimitScope::router_backend(&row.id, i),
+                kind,
+                window_start_ms: window.start(now),
+            };
+            let used = u64::try_from(state.store.limit_used(&key).await?).unwrap_or(0);
+            quota.insert(
+                name.to_owned(),
+                json!({"limit": limit, "used": used, "remaining": limit.saturating_sub(used),
+                    "resets_at_ms": window.end(now)}),
+            );
+        }
+        out.push(Value::Object(quota));
+    }
+    Ok(out)
+}
+
 /// `GET /v1/gateway-configs/{id}/status`
 pub(crate) async fn status(
     State(state): State<AppState>,
@@ -58,6 +88,7 @@ pub(crate) async fn status(
     // A router the data plane has not loaded yet (written a moment ago) shows its backends
     // with nothing learnt about them.
     let live = inspector.status(&row.id).unwrap_or_default();
+    let quotas = quotas(&state, &row).await?;
     let backends: Vec<Value> = config
         .backends
         .iter()
@@ -74,6 +105,7 @@ pub(crate) async fn status(
                 "errors_last_minute": s.map_or(0, |s| s.errors_last_minute),
                 "remaining": s.and_then(|s| s.remaining),
                 "resets_in_ms": s.and_then(|s| s.resets_in_ms),
+                "quota": quotas.get(i).cloned().unwrap_or_else(|| json!({})),
             })
         })
         .collect();
@@ -146,13 +178,26 @@ pub(crate) async fn preview(
         return Err(ApiError::NoDataPlane);
     };
     let p = answer?;
+    // What the backends' provider quotas have left, summed by quota; null when none declares one.
+    let mut remaining = serde_json::Map::new();
+    for quota in quotas(&state, &row).await? {
+        for (name, q) in quota.as_object().into_iter().flatten() {
+            let left = q["remaining"].as_u64().unwrap_or(0);
+            let sum = remaining.get(name).and_then(Value::as_u64).unwrap_or(0);
+            remaining.insert(name.clone(), Value::from(sum.saturating_add(left)));
+        }
+    }
+    let remaining = if remaining.is_empty() {
+        Value::Null
+    } else {
+        Value::Object(remaining)
+    };
     Ok(Json(json!({
         "provider": p.provider,
         "model": p.model,
         "candidates": p.candidates.iter().map(|(b, m)| json!({"backend": b, "model": m})).collect::<Vec<_>>(),
         "reason": p.reason,
         "wait_ms": p.wait_ms,
-        // Provider quotas (`limits` on a backend) are not counted yet.
-        "remaining": Value::Null,
+        "remaining": remaining,
     })))
 }

@@ -159,6 +159,9 @@ pub(crate) struct BackendIn {
     pub priority: Option<i32>,
     #[serde(default)]
     pub models: Option<Vec<String>>,
+    /// The provider's quota on this backend: `{"rpm", "tpm", "rpd"}` (`docs/router.md`).
+    #[serde(default)]
+    pub limits: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -360,8 +363,13 @@ fn router_view(g: &GatewayConfigRow, r: &airlock_core::router::RouterConfig) -> 
         .backends
         .iter()
         .map(|b| {
+            let limits: Map<String, Value> = b
+                .limits
+                .iter()
+                .map(|(name, _, v)| (name.to_owned(), Value::from(v)))
+                .collect();
             json!({"name": b.name, "gateway": b.gateway.as_str(), "secret": b.secret.as_str(),
-                "weight": b.weight, "priority": b.priority, "models": b.models})
+                "weight": b.weight, "priority": b.priority, "models": b.models, "limits": limits})
         })
         .collect();
     let aliases: Map<String, Value> = r

@@ -2168,3 +2168,69 @@ both!(
         assert_eq!(code, 400);
     }
 );
+
+both!(views_show_the_configured_limits, |h: Harness| async move {
+    let (plain_id, _) = setup_pair(&h).await;
+    let limited = h
+        .post(
+            "/v1/gateway-configs",
+            json!({"name": "limited", "endpoint": "https://api.openai.com/v1/",
+                    "auth_mechanism": {"type": "bearer"},
+                    "limits": {"requests_per_minute": 7, "cost_usd_per_day": "2.5"}}),
+        )
+        .await;
+    let expected = json!({"requests_per_minute": 7, "cost_usd_per_day": "2.5"});
+    assert_eq!(limited["limits"], expected, "the create answer");
+    let id = limited["id"].as_str().unwrap();
+    let got = h.get(&format!("/v1/gateway-configs/{id}")).await;
+    assert_eq!(got["limits"], expected, "GET");
+    let plain = h.get(&format!("/v1/gateway-configs/{plain_id}")).await;
+    assert_eq!(plain["limits"], json!({}), "no limits: an empty object");
+    let listed = h.get("/v1/gateway-configs").await;
+    let by_id = |list: &Value, field: &str, id: &str| {
+        list[field]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["id"] == id)
+            .unwrap()["limits"]
+            .clone()
+    };
+    assert_eq!(by_id(&listed, "gateway_configs", id), expected);
+    assert_eq!(by_id(&listed, "gateway_configs", &plain_id), json!({}));
+    // An update shows the new object.
+    let updated = h
+        .post(
+            &format!("/v1/gateway-configs/{id}"),
+            json!({"limits": {"tokens_per_day": 1000}}),
+        )
+        .await;
+    assert_eq!(updated["limits"], json!({"tokens_per_day": 1000}));
+
+    let dbx = h
+        .post(
+            "/v1/devboxes",
+            json!({"source_addresses": ["10.0.0.1"], "limits": {"requests_per_day": 40}}),
+        )
+        .await;
+    assert_eq!(dbx["limits"], json!({"requests_per_day": 40}));
+    let dbx_id = dbx["id"].as_str().unwrap();
+    let other = h
+        .post("/v1/devboxes", json!({"source_addresses": ["10.0.0.2"]}))
+        .await;
+    let got = h.get(&format!("/v1/devboxes/{dbx_id}")).await;
+    assert_eq!(got["limits"], json!({"requests_per_day": 40}));
+    let listed = h.get("/v1/devboxes").await;
+    assert_eq!(
+        by_id(&listed, "devboxes", dbx_id),
+        json!({"requests_per_day": 40})
+    );
+    assert_eq!(
+        by_id(&listed, "devboxes", other["id"].as_str().unwrap()),
+        json!({})
+    );
+    let cleared = h
+        .post(&format!("/v1/devboxes/{dbx_id}"), json!({"limits": {}}))
+        .await;
+    assert_eq!(cleared["limits"], json!({}));
+});

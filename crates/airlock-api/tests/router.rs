@@ -180,6 +180,40 @@ both!(router_validation_names_the_field, |h: Harness| async move {
             "backends[0].weight: must be from 0 to 1000000",
         ),
         (
+            with(
+                json!({"backends": [{"gateway": "claude", "secret": "ANT_KEY", "limits": {"rpm": -1}}]}),
+            ),
+            "backends[0].limits.rpm: must not be negative",
+        ),
+        (
+            with(
+                json!({"backends": [{"gateway": "claude", "secret": "ANT_KEY"}, {"gateway": "gpt", "secret": "OAI_KEY", "limits": {"tpm": "many"}}]}),
+            ),
+            "backends[1].limits.tpm: must be a whole number",
+        ),
+        (
+            with(
+                json!({"backends": [{"gateway": "claude", "secret": "ANT_KEY", "limits": {"rpd": 1.5}}]}),
+            ),
+            "backends[0].limits.rpd: must be a whole number",
+        ),
+        (
+            with(
+                json!({"backends": [{"gateway": "claude", "secret": "ANT_KEY", "limits": {"rpm": 0}}]}),
+            ),
+            "backends[0].limits.rpm: must be at least 1",
+        ),
+        (
+            with(
+                json!({"backends": [{"gateway": "claude", "secret": "ANT_KEY", "limits": {"rph": 5}}]}),
+            ),
+            "backends[0].limits.rph: is not a quota (rpm, tpm, rpd)",
+        ),
+        (
+            with(json!({"backends": [{"gateway": "claude", "secret": "ANT_KEY", "limits": [5]}]})),
+            "backends[0].limits: must be an object",
+        ),
+        (
             with(json!({"strategy": "fastest"})),
             "strategy: must be priority, weighted, latency or cost",
         ),
@@ -267,6 +301,41 @@ both!(router_validation_names_the_field, |h: Harness| async move {
         r,
         "a refused update changed it"
     );
+});
+
+both!(router_backend_quotas_and_limits, |h: Harness| async move {
+    setup(&h).await;
+    let mut body = router_body();
+    body["backends"][1]["limits"] = json!({"rpm": 2, "tpm": 40000, "rpd": null});
+    body["limits"] = json!({"requests_per_day": 100});
+    let r = h.post("/v1/gateway-configs", body).await;
+    assert_eq!(r["backends"][0]["limits"], json!({}));
+    assert_eq!(r["backends"][1]["limits"], json!({"rpm": 2, "tpm": 40000}));
+    assert_eq!(
+        r["limits"],
+        json!({"requests_per_day": 100}),
+        "a router keeps the limits given with it"
+    );
+    let id = r["id"].as_str().unwrap();
+    assert_eq!(h.get(&format!("/v1/gateway-configs/{id}")).await, r);
+    let status = h.get(&format!("/v1/gateway-configs/{id}/limits")).await;
+    assert_eq!(status["limits"]["requests_per_day"]["limit"], 100);
+    // An update of other fields keeps the quotas; new backends bring their own.
+    let u = h
+        .post(
+            &format!("/v1/gateway-configs/{id}"),
+            json!({"strategy": "priority", "limits": {"requests_per_minute": 5}}),
+        )
+        .await;
+    assert_eq!(u["backends"], r["backends"]);
+    assert_eq!(u["limits"], json!({"requests_per_minute": 5}));
+    let u = h
+        .post(
+            &format!("/v1/gateway-configs/{id}"),
+            json!({"backends": [{"gateway": "gpt", "secret": "OAI_KEY", "limits": {"rpd": 9}}]}),
+        )
+        .await;
+    assert_eq!(u["backends"][0]["limits"], json!({"rpd": 9}));
 });
 
 both!(router_tokens_take_no_secret, |h: Harness| async move {

@@ -24,7 +24,7 @@ pub use auth::{AuthMechanism, CustomHeader, HeaderSource, MAX_CUSTOM_HEADERS};
 pub use endpoint::{Endpoint, Scheme, UpstreamPolicy};
 pub use error::InvalidInput;
 pub use ids::{AccountId, ApiKeyId, AuditId, DevboxId, GatewayConfigId, SecretId, TokenId};
-pub use limits::{CounterKey, LimitKind, LimitScope, Limits, LimitsRecord};
+pub use limits::{CounterKey, LimitHit, LimitKind, LimitScope, Limits, LimitsRecord};
 pub use llm::{Api, Metered, ModelSpec, Price, Usage};
 pub use names::{EnvName, Label};
 pub use source::SourceAddresses;

@@ -243,6 +243,8 @@ pub enum LimitScope {
     GatewayConfig(GatewayConfigId),
     /// A scoped token's `max_requests`.
     Token(TokenId),
+    /// A router backend's provider quota (`backends[i].limits`): `<router id>#<index>`.
+    RouterBackend(String),
 }
 
 impl LimitScope {
@@ -253,7 +255,13 @@ impl LimitScope {
             LimitScope::Devbox(_) => "devbox",
             LimitScope::GatewayConfig(_) => "gateway",
             LimitScope::Token(_) => "token",
+            LimitScope::RouterBackend(_) => "router_backend",
         }
+    }
+
+    /// The provider quota of the backend at `index` of the router `router`.
+    pub fn router_backend(router: &GatewayConfigId, index: usize) -> LimitScope {
+        LimitScope::RouterBackend(format!("{}#{index}", router.as_str()))
     }
 
     pub fn id(&self) -> &str {
@@ -262,6 +270,7 @@ impl LimitScope {
             LimitScope::Devbox(id) => id.as_str(),
             LimitScope::GatewayConfig(id) => id.as_str(),
             LimitScope::Token(id) => id.as_str(),
+            LimitScope::RouterBackend(id) => id,
         }
     }
 
@@ -273,6 +282,7 @@ impl LimitScope {
             "devbox" => LimitScope::Devbox(DevboxId::from_trusted(id)),
             "gateway" => LimitScope::GatewayConfig(GatewayConfigId::from_trusted(id)),
             "token" => LimitScope::Token(TokenId::from_trusted(id)),
+            "router_backend" => LimitScope::RouterBackend(id),
             _ => return None,
         })
     }
@@ -292,6 +302,23 @@ pub struct LimitsRecord {
     pub scope: LimitScope,
     pub limits: Limits,
     pub update_time_ms: i64,
+}
+
+/// A limit refused a request for the first time in its window, on one replica: what the
+/// control-plane audit trail records (`limit.exceeded`). Ids only, never a token.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LimitHit {
+    pub time_ms: i64,
+    pub account_id: AccountId,
+    pub scope: LimitScope,
+    pub kind: LimitKind,
+    pub limit: u64,
+    pub window_start_ms: i64,
+    /// When the window ends (`None`: never).
+    pub resets_at_ms: Option<i64>,
+    /// The devbox and gateway config of the request that was refused.
+    pub devbox_id: DevboxId,
+    pub gateway_config_id: GatewayConfigId,
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use crate::error::InvalidInput;
 use crate::ids::{GatewayConfigId, SecretId};
+use crate::limits::LimitKind;
 
 /// At most this many backends behind one router.
 pub const MAX_BACKENDS: usize = 16;
@@ -58,6 +59,56 @@ impl Strategy {
     }
 }
 
+/// A provider's quota declared on a backend (`backends[i].limits`): requests per minute,
+/// tokens (input + output) per minute and requests per day of the provider account behind it.
+/// Counted across replicas like the limits (`docs/limits.md`), in the same UTC windows.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BackendLimits {
+    pub rpm: Option<u64>,
+    pub tpm: Option<u64>,
+    pub rpd: Option<u64>,
+}
+
+impl BackendLimits {
+    /// The quotas' names, and the limit each is counted as.
+    pub const NAMES: [(&'static str, LimitKind); 3] = [
+        ("rpm", LimitKind::RequestsPerMinute),
+        ("tpm", LimitKind::TokensPerMinute),
+        ("rpd", LimitKind::RequestsPerDay),
+    ];
+
+    pub fn is_empty(&self) -> bool {
+        self.iter().next().is_none()
+    }
+
+    /// The quota called `name`, as a mutable slot; `None` for an unknown name.
+    pub fn slot(&mut self, name: &str) -> Option<&mut Option<u64>> {
+        match name {
+            "rpm" => Some(&mut self.rpm),
+            "tpm" => Some(&mut self.tpm),
+            "rpd" => Some(&mut self.rpd),
+            _ => None,
+        }
+    }
+
+    /// The quotas that are set: name, the limit it counts as, value.
+    pub fn iter(&self) -> impl Iterator<Item = (&'static str, LimitKind, u64)> + '_ {
+        let values = [self.rpm, self.tpm, self.rpd];
+        Self::NAMES
+            .into_iter()
+            .zip(values)
+            .filter_map(|((name, kind), v)| Some((name, kind, v?)))
+    }
+
+    /// A quota's name from the limit it counts as.
+    pub fn name_of(kind: LimitKind) -> &'static str {
+        Self::NAMES
+            .iter()
+            .find(|(_, k)| *k == kind)
+            .map_or(kind.as_str(), |(name, _)| name)
+    }
+}
+
 /// One backend: a gateway config (its endpoint, auth and dialect) and the secret it uses.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Backend {
@@ -73,6 +124,8 @@ pub struct Backend {
     /// The model ids this backend serves; empty: the models of its gateway config's model list,
     /// or any model when that list is empty too.
     pub models: Vec<String>,
+    /// The provider's quota on this backend (empty: none declared).
+    pub limits: BackendLimits,
 }
 
 /// A router gateway's settings.
@@ -254,6 +307,7 @@ mod tests {
                 weight: 1,
                 priority: 0,
                 models: vec![],
+                limits: BackendLimits::default(),
             }],
             strategy: Strategy::Priority,
             fallback: true,

@@ -264,4 +264,13 @@ pub trait AuditSink: Send + Sync + 'static {
         &self,
         events: &[RequestAuditEvent],
     ) -> impl Future<Output = Result<(), SourceError>> + Send;
+
+    /// Records that limits were first hit in their windows (`limit.exceeded` in the
+    /// control-plane audit trail). The default: a sink that keeps no such trail drops them.
+    fn write_limit_hits(
+        &self,
+        _hits: &[crate::limits::LimitHit],
+    ) -> impl Future<Output = Result<(), SourceError>> + Send {
+        async { Ok(()) }
+    }
 }

@@ -254,7 +254,10 @@ pub async fn start<S: StateSource, A: AuditSink>(
     let state = Arc::new(state::State::new(keyring));
     let metrics = Arc::new(metrics::Metrics::new());
     let quota = Arc::new(quota::Quota::new(
-        Box::new(quota::SourceLedger(source.clone())),
+        Box::new(quota::SourceLedger {
+            source: source.clone(),
+            audit: audit.clone(),
+        }),
         config.limits_on_outage,
         config.limits_clock,
     ));
@@ -349,7 +352,12 @@ impl airlock_core::router::RouterInspector for DataPlane {
         } else {
             airlock_llm::translate::Dialect::OpenaiChat
         };
-        Some(router::preview(&router, dialect, body))
+        Some(router::preview(
+            &router,
+            dialect,
+            body,
+            &self.requests.quota,
+        ))
     }
 }
 
@@ -377,6 +385,7 @@ impl DataPlane {
             metrics: self.requests.metrics.clone(),
             state: self.state.clone(),
             audit: self.requests.audit.clone(),
+            quota: self.requests.quota.clone(),
         }));
     }
 

@@ -450,6 +450,8 @@ pub(crate) struct ProxyCollector {
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) state: Arc<State>,
     pub(crate) audit: AuditQueue,
+    /// Budgets and rate limits: their gauges and refusal counters.
+    pub(crate) quota: Arc<crate::quota::Quota>,
 }
 
 impl std::fmt::Debug for ProxyCollector {
@@ -771,6 +773,7 @@ impl Collector for ProxyCollector {
             "1 while the spill file holds events not yet replayed into the database, else 0.",
             i64::from(self.audit.spill_pending()),
         )?;
+        self.quota.encode_metrics(&mut encoder)?;
         Ok(())
     }
 }

@@ -22,6 +22,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -30,13 +31,17 @@ use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Method};
 
 use airlock_core::limits::Measure;
-use airlock_core::state::{Lease, LlmSettings, RequestAuditEvent, SourceError, StateSource};
-use airlock_core::{CounterKey, LimitKind, LimitScope, Limits, LimitsRecord};
+use airlock_core::state::{
+    AuditSink, Lease, LlmSettings, RequestAuditEvent, SourceError, StateSource,
+};
+use airlock_core::{AccountId, CounterKey, LimitHit, LimitKind, LimitScope, Limits, LimitsRecord};
+use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
+use prometheus_client::metrics::MetricType;
 
 use crate::error::ProxyError;
 use crate::shardmap::LazyMap;
 use crate::stage::{End, StageRun};
-use crate::state::TokenEntry;
+use crate::state::{DevboxSlot, GatewaySlot, TokenEntry};
 
 /// Output tokens reserved for a request that does not say its `max_tokens`, under a token or
 /// cost limit.
@@ -57,6 +62,9 @@ const IDLE_MS: i64 = 1_000;
 
 /// A counter of a window that ended this long ago is forgotten (once settled).
 const FORGET_MS: i64 = 5_000;
+
+/// `limit.exceeded` events kept while they cannot be written.
+const MAX_PENDING_HITS: usize = 1024;
 
 /// What a replica does when it cannot reach the ledger and its lease does not cover a request
 /// (`AIRLOCK_LIMITS_ON_OUTAGE`).
@@ -87,21 +95,31 @@ pub(crate) trait Ledger: Send + Sync + 'static {
     fn limits_since(&self, since_ms: i64) -> LedgerFuture<'_, Vec<LimitsRecord>>;
     fn lease<'a>(&'a self, key: &'a CounterKey, limit: u64, want: u64) -> LedgerFuture<'a, Lease>;
     fn settle<'a>(&'a self, key: &'a CounterKey, delta: i64) -> LedgerFuture<'a, ()>;
+    /// Writes `limit.exceeded` audit events (through the request audit trail's sink).
+    fn limit_hits<'a>(&'a self, hits: &'a [LimitHit]) -> LedgerFuture<'a, ()>;
 }
 
-pub(crate) struct SourceLedger<S>(pub(crate) Arc<S>);
+/// The ledger of a source, and the audit sink that records limits first hit.
+pub(crate) struct SourceLedger<S, A> {
+    pub(crate) source: Arc<S>,
+    pub(crate) audit: Arc<A>,
+}
 
-impl<S: StateSource> Ledger for SourceLedger<S> {
+impl<S: StateSource, A: AuditSink> Ledger for SourceLedger<S, A> {
     fn limits_since(&self, since_ms: i64) -> LedgerFuture<'_, Vec<LimitsRecord>> {
-        Box::pin(self.0.limits_since(since_ms))
+        Box::pin(self.source.limits_since(since_ms))
     }
 
     fn lease<'a>(&'a self, key: &'a CounterKey, limit: u64, want: u64) -> LedgerFuture<'a, Lease> {
-        Box::pin(self.0.lease(key, limit, want))
+        Box::pin(self.source.lease(key, limit, want))
     }
 
     fn settle<'a>(&'a self, key: &'a CounterKey, delta: i64) -> LedgerFuture<'a, ()> {
-        Box::pin(self.0.settle(key, delta))
+        Box::pin(self.source.settle(key, delta))
+    }
+
+    fn limit_hits<'a>(&'a self, hits: &'a [LimitHit]) -> LedgerFuture<'a, ()> {
+        Box::pin(self.audit.write_limit_hits(hits))
     }
 }
 
@@ -119,6 +137,15 @@ struct PoolState {
     ledger_used: u64,
     /// Reservations not yet trued up.
     holds: u32,
+    /// What those reservations hold: with `available`, this replica's outstanding lease.
+    held: u64,
+    /// This counter refused a request in this window (its audit event is written once).
+    hit: bool,
+    /// Until then, a request that does not fit in `available` is refused from memory, without
+    /// asking the ledger again: the ledger refused one under a limit of `spent_limit` at most
+    /// [`IDLE_MS`] ago. Bounds the database round trips of a spent limit to one a second.
+    spent_until_ms: i64,
+    spent_limit: u64,
     last_activity_ms: i64,
 }
 
@@ -132,12 +159,46 @@ fn signed(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
+/// The scope kinds, in [`scope_index`] order (the refusal counters' `scope` label).
+const SCOPE_KINDS: [&str; 5] = ["account", "devbox", "gateway", "token", "router_backend"];
+
+fn scope_index(scope: &LimitScope) -> usize {
+    match scope {
+        LimitScope::Account(_) => 0,
+        LimitScope::Devbox(_) => 1,
+        LimitScope::GatewayConfig(_) => 2,
+        LimitScope::Token(_) => 3,
+        LimitScope::RouterBackend(_) => 4,
+    }
+}
+
+/// The refusal counters per scope kind: [`LimitKind::ALL`], then `max_requests`.
+const KIND_SLOTS: usize = LimitKind::ALL.len() + 1;
+
+fn kind_index(kind: LimitKind) -> usize {
+    LimitKind::ALL
+        .iter()
+        .position(|k| *k == kind)
+        .unwrap_or(LimitKind::ALL.len())
+}
+
+/// A scope's limits, as loaded.
+#[derive(Clone)]
+struct Scoped {
+    scope: LimitScope,
+    limits: Limits,
+}
+
 /// Limits in memory, the leases of this replica, and the ledger behind them.
 pub(crate) struct Quota {
     ledger: Box<dyn Ledger>,
     /// Scopes with limits, by id (ids carry their kind's prefix, so one map serves all).
-    limits: ArcSwap<HashMap<String, Limits>>,
+    limits: ArcSwap<HashMap<String, Scoped>>,
     pools: LazyMap<CounterKey, Pool>,
+    /// Requests refused, by scope kind and limit (bounded labels, not a series per devbox).
+    refused: [[AtomicU64; KIND_SLOTS]; SCOPE_KINDS.len()],
+    /// Limits first hit in their windows, waiting for the next tick to be written.
+    hits: Mutex<Vec<LimitHit>>,
     on_outage: OnOutage,
     /// The newest `update_time_ms` seen.
     cursor: Mutex<i64>,
@@ -163,6 +224,8 @@ impl Quota {
             ledger,
             limits: ArcSwap::from_pointee(HashMap::new()),
             pools: LazyMap::new(),
+            refused: std::array::from_fn(|_| std::array::from_fn(|_| AtomicU64::new(0))),
+            hits: Mutex::new(Vec::new()),
             on_outage,
             cursor: Mutex::new(0),
         }
@@ -186,7 +249,14 @@ impl Quota {
             if r.limits.is_empty() {
                 next.remove(r.scope.id());
             } else {
-                next.insert(r.scope.id().to_owned(), r.limits);
+                let id = r.scope.id().to_owned();
+                next.insert(
+                    id,
+                    Scoped {
+                        scope: r.scope,
+                        limits: r.limits,
+                    },
+                );
             }
         }
         self.limits.store(Arc::new(next));
@@ -209,24 +279,17 @@ impl Quota {
         let now = (self.clock)();
         let mut claims = Vec::new();
         // Looked up by id first, so that a request under no limit allocates nothing.
-        let scopes: [(&str, &dyn Fn() -> LimitScope); 3] = [
-            (token.account_id.as_str(), &|| {
-                LimitScope::Account(airlock_core::AccountId::clone(&token.account_id))
-            }),
-            (token.devbox.id.as_str(), &|| {
-                LimitScope::Devbox(token.devbox.id.clone())
-            }),
-            (token.gateway.id.as_str(), &|| {
-                LimitScope::GatewayConfig(token.gateway.id.clone())
-            }),
+        let ids = [
+            token.account_id.as_str(),
+            token.devbox.id.as_str(),
+            token.gateway.id.as_str(),
         ];
-        for (id, scope) in scopes {
+        for id in ids {
             if let Some(l) = limits.get(id) {
-                let scope = scope();
-                for (kind, limit) in l.iter() {
+                for (kind, limit) in l.limits.iter() {
                     claims.push(Claim {
                         key: CounterKey {
-                            scope: scope.clone(),
+                            scope: l.scope.clone(),
                             kind,
                             window_start_ms: kind.window().start(now),
                         },
@@ -259,7 +322,15 @@ impl Quota {
             weighed,
             content_length: None,
         };
-        Some((Box::new(run), Ticket { claims, shared }))
+        let who = Who::of(token);
+        Some((
+            Box::new(run),
+            Ticket {
+                claims,
+                shared,
+                who,
+            },
+        ))
     }
 
     fn pool(&self, key: &CounterKey) -> Arc<Pool> {
@@ -276,7 +347,7 @@ impl Quota {
     }
 
     /// Takes `amount` of `claim` from this replica's lease, leasing more when it is short.
-    async fn take(&self, claim: &Claim, amount: u64) -> Result<Hold, ProxyError> {
+    async fn take(&self, claim: &Claim, amount: u64, who: &Who) -> Result<Hold, ProxyError> {
         let pool = self.pool(&claim.key);
         let now = (self.clock)();
         let need = {
@@ -285,7 +356,12 @@ impl Quota {
             if st.available >= signed(amount) {
                 st.available -= signed(amount);
                 st.holds += 1;
-                return Ok(self.hold(claim, pool.clone(), amount, &st));
+                return Ok(self.hold(claim, pool.clone(), amount, &mut st));
+            }
+            if now < st.spent_until_ms && claim.limit <= st.spent_limit {
+                drop(st);
+                self.refused(claim, now, false, who);
+                return Err(exceeded(claim, now));
             }
             u64::try_from(signed(amount) - st.available).unwrap_or(u64::MAX)
         };
@@ -302,8 +378,13 @@ impl Quota {
                 if st.available >= signed(amount) {
                     st.available -= signed(amount);
                     st.holds += 1;
-                    Ok(self.hold(claim, pool.clone(), amount, &st))
+                    Ok(self.hold(claim, pool.clone(), amount, &mut st))
                 } else {
+                    let first = !std::mem::replace(&mut st.hit, true);
+                    st.spent_until_ms = now + IDLE_MS;
+                    st.spent_limit = claim.limit;
+                    drop(st);
+                    self.refused(claim, now, first, who);
                     Err(exceeded(claim, now))
                 }
             }
@@ -315,14 +396,124 @@ impl Quota {
                         let mut st = pool.lock();
                         st.available -= signed(amount);
                         st.holds += 1;
-                        Ok(self.hold(claim, pool.clone(), amount, &st))
+                        Ok(self.hold(claim, pool.clone(), amount, &mut st))
                     }
                 }
             }
         }
     }
 
-    fn hold(&self, claim: &Claim, pool: Arc<Pool>, amount: u64, st: &PoolState) -> Hold {
+    /// What time it is for the windows.
+    pub(crate) fn now(&self) -> i64 {
+        (self.clock)()
+    }
+
+    /// Takes each claim's reservation (a request, `tokens`, `cost`), or none of them.
+    async fn take_all(
+        &self,
+        claims: &[Claim],
+        tokens: u64,
+        cost: u64,
+        who: &Who,
+    ) -> Result<Vec<Hold>, ProxyError> {
+        let mut holds = Vec::with_capacity(claims.len());
+        for claim in claims {
+            let amount = match claim.key.kind.measure() {
+                Measure::Requests => 1,
+                Measure::Tokens => tokens,
+                Measure::CostNanos => cost,
+            };
+            match self.take(claim, amount, who).await {
+                Ok(hold) => holds.push(hold),
+                Err(err) => {
+                    for hold in holds {
+                        hold.release(0);
+                    }
+                    return Err(err);
+                }
+            }
+        }
+        Ok(holds)
+    }
+
+    /// Whether this replica knows a router backend's quota to be spent now: which quota, and
+    /// when its window ends. From memory only (a refusal by the ledger in the last second).
+    pub(crate) fn spent(&self, quota: &BackendQuota) -> Option<(LimitKind, i64)> {
+        let now = (self.clock)();
+        quota.limits.iter().find_map(|(_, kind, limit)| {
+            let window = kind.window();
+            let key = CounterKey {
+                scope: quota.scope.clone(),
+                kind,
+                window_start_ms: window.start(now),
+            };
+            let pool = self.pools.get(&key)?;
+            let st = pool.lock();
+            let spent = now < st.spent_until_ms && limit <= st.spent_limit && st.available <= 0;
+            spent.then(|| (kind, window.end(now).unwrap_or(now)))
+        })
+    }
+
+    /// Reserves one request and `tokens` of a router backend's quota for an attempt, or says
+    /// which quota is spent and until when.
+    pub(crate) async fn reserve_backend(
+        &self,
+        quota: &BackendQuota,
+        tokens: u64,
+        who: &Who,
+    ) -> Result<BackendHolds, (LimitKind, i64)> {
+        let now = (self.clock)();
+        let claims: Vec<Claim> = quota
+            .limits
+            .iter()
+            .map(|(_, kind, limit)| Claim {
+                key: CounterKey {
+                    scope: quota.scope.clone(),
+                    kind,
+                    window_start_ms: kind.window().start(now),
+                },
+                limit,
+            })
+            .collect();
+        match self.take_all(&claims, tokens, 0, who).await {
+            Ok(holds) => Ok(BackendHolds(holds)),
+            Err(ProxyError::LimitExceeded(kind, wait)) => {
+                let wait = i64::try_from(wait.as_millis()).unwrap_or(i64::MAX);
+                Err((kind, now.saturating_add(wait)))
+            }
+            // The ledger cannot be reached (closed): the backend is not used.
+            Err(_) => Err((LimitKind::RequestsPerMinute, now + IDLE_MS)),
+        }
+    }
+
+    /// Counts a refusal, and queues its audit event when it is the counter's first in this
+    /// window on this replica (written by the next tick, off the request path).
+    fn refused(&self, claim: &Claim, now: i64, first: bool, who: &Who) {
+        self.refused[scope_index(&claim.key.scope)][kind_index(claim.key.kind)]
+            .fetch_add(1, Ordering::Relaxed);
+        if !first {
+            return;
+        }
+        let hit = LimitHit {
+            time_ms: now,
+            account_id: AccountId::clone(&who.account),
+            scope: claim.key.scope.clone(),
+            kind: claim.key.kind,
+            limit: claim.limit,
+            window_start_ms: claim.key.window_start_ms,
+            resets_at_ms: claim.key.kind.window().end(claim.key.window_start_ms),
+            devbox_id: who.devbox.id.clone(),
+            gateway_config_id: who.gateway.id.clone(),
+        };
+        let mut hits = self.hits.lock().unwrap_or_else(|e| e.into_inner());
+        // Bounded while the database is down: the events past this are lost, not the requests.
+        if hits.len() < MAX_PENDING_HITS {
+            hits.push(hit);
+        }
+    }
+
+    fn hold(&self, claim: &Claim, pool: Arc<Pool>, amount: u64, st: &mut PoolState) -> Hold {
+        st.held = st.held.saturating_add(amount);
         let remaining = claim
             .limit
             .saturating_sub(st.ledger_used)
@@ -355,11 +546,18 @@ impl Quota {
             due.push((key.clone(), pool.clone(), delta));
         });
         for (key, pool, delta) in due {
-            if let Err(err) = self.ledger.settle(&key, delta).await {
-                tracing::warn!(error = %err, "cannot settle a limit's counter; will retry");
-                pool.lock().available -= delta;
+            match self.ledger.settle(&key, delta).await {
+                Ok(()) => {
+                    let mut st = pool.lock();
+                    st.ledger_used = u64::try_from(signed(st.ledger_used) + delta).unwrap_or(0);
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, "cannot settle a limit's counter; will retry");
+                    pool.lock().available -= delta;
+                }
             }
         }
+        self.write_hits().await;
         let mut stale = Vec::new();
         self.pools.for_each_arc(|key, pool| {
             if pool.window_end_ms.is_some_and(|e| e + FORGET_MS <= now) {
@@ -373,6 +571,179 @@ impl Quota {
                     && st.available == 0
                     && st.holds == 0)
             });
+        }
+    }
+}
+
+impl Quota {
+    /// Writes the queued `limit.exceeded` events; on failure they wait for the next tick.
+    async fn write_hits(&self) {
+        let hits = std::mem::take(&mut *self.hits.lock().unwrap_or_else(|e| e.into_inner()));
+        if hits.is_empty() {
+            return;
+        }
+        if let Err(err) = self.ledger.limit_hits(&hits).await {
+            tracing::warn!(error = %err, "cannot record limits hit; will retry");
+            let mut pending = self.hits.lock().unwrap_or_else(|e| e.into_inner());
+            let room = MAX_PENDING_HITS.saturating_sub(pending.len());
+            pending.extend(hits.into_iter().take(room));
+        }
+    }
+
+    /// The limits' metrics (`docs/limits.md`): for each account and gateway config limit, its
+    /// value, what its counter holds as this replica last saw it, and this replica's
+    /// outstanding lease; requests refused by scope kind and limit.
+    pub(crate) fn encode_metrics(
+        &self,
+        encoder: &mut DescriptorEncoder<'_>,
+    ) -> Result<(), std::fmt::Error> {
+        let now = (self.clock)();
+        let limits = self.limits.load();
+        let mut rows: Vec<(&Scoped, LimitKind, u64, Option<Arc<Pool>>)> = Vec::new();
+        for scoped in limits.values() {
+            if !matches!(
+                scoped.scope,
+                LimitScope::Account(_) | LimitScope::GatewayConfig(_)
+            ) {
+                continue;
+            }
+            for (kind, limit) in scoped.limits.iter() {
+                let key = CounterKey {
+                    scope: scoped.scope.clone(),
+                    kind,
+                    window_start_ms: kind.window().start(now),
+                };
+                rows.push((scoped, kind, limit, self.pools.get(&key)));
+            }
+        }
+        rows.sort_by(|a, b| (a.0.scope.id(), a.1).cmp(&(b.0.scope.id(), b.1)));
+        // Cost limits in dollars, counts as they are.
+        let amount = |kind: LimitKind, v: u64| match kind.measure() {
+            Measure::CostNanos => v as f64 / 1e9,
+            Measure::Requests | Measure::Tokens => v as f64,
+        };
+        type Pick = fn(u64, Option<&PoolState>) -> u64;
+        let families: [(&str, &str, Pick); 3] = [
+            (
+                "airlock_limit",
+                "A limit of an account or a gateway config, by scope (account, gateway), id and limit name; cost limits in US dollars.",
+                |limit, _| limit,
+            ),
+            (
+                "airlock_limit_used",
+                "What the limit's counter holds in the current window as this replica last saw it (leased slices included); cost in US dollars.",
+                |_, st| st.map_or(0, |st| st.ledger_used),
+            ),
+            (
+                "airlock_limit_leased",
+                "What this replica holds leased of the limit in the current window and has not spent (reserved by requests in flight or unreserved); the replicas' sum bounds how early a limit can look spent.",
+                |_, st| {
+                    st.map_or(0, |st| {
+                        st.held
+                            .saturating_add(u64::try_from(st.available).unwrap_or(0))
+                    })
+                },
+            ),
+        ];
+        for (name, help, pick) in families {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            for (scoped, kind, limit, pool) in &rows {
+                let st = pool.as_ref().map(|p| p.lock());
+                let value = amount(*kind, pick(*limit, st.as_deref()));
+                drop(st);
+                let labels = [
+                    ("scope", scoped.scope.kind()),
+                    ("id", scoped.scope.id()),
+                    ("limit", kind.as_str()),
+                ];
+                family.encode_family(&labels)?.encode_gauge(&value)?;
+            }
+        }
+        let mut family = encoder.encode_descriptor(
+            "airlock_limit_refusals",
+            "Requests refused by a limit (429 limit_exceeded, 403 token_scope for max_requests), by scope kind (account, devbox, gateway, token) and limit name; devboxes and tokens are counted together, not one series each.",
+            None,
+            MetricType::Counter,
+        )?;
+        for (scope, row) in SCOPE_KINDS.iter().zip(&self.refused) {
+            let kinds = LimitKind::ALL.iter().chain([&LimitKind::MaxRequests]);
+            for (kind, n) in kinds.zip(row) {
+                let n = n.load(Ordering::Relaxed);
+                if n > 0 {
+                    let labels = [("scope", *scope), ("limit", kind.as_str())];
+                    family
+                        .encode_family(&labels)?
+                        .encode_counter::<NoLabelSet, _, f64>(&n, None)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whose request a reservation is for: the ids a `limit.exceeded` event names.
+pub(crate) struct Who {
+    account: Arc<AccountId>,
+    devbox: Arc<DevboxSlot>,
+    gateway: Arc<GatewaySlot>,
+}
+
+impl Who {
+    pub(crate) fn of(token: &TokenEntry) -> Who {
+        Who {
+            account: token.account_id.clone(),
+            devbox: token.devbox.clone(),
+            gateway: token.gateway.clone(),
+        }
+    }
+}
+
+/// A router backend's provider quota (`backends[i].limits`), counted like a limit under the
+/// scope `<router id>#<index>`.
+pub(crate) struct BackendQuota {
+    scope: LimitScope,
+    limits: airlock_core::router::BackendLimits,
+}
+
+impl BackendQuota {
+    /// `None` when the backend declares no quota.
+    pub(crate) fn new(
+        router: &airlock_core::GatewayConfigId,
+        index: usize,
+        limits: airlock_core::router::BackendLimits,
+    ) -> Option<BackendQuota> {
+        (!limits.is_empty()).then(|| BackendQuota {
+            scope: LimitScope::router_backend(router, index),
+            limits,
+        })
+    }
+}
+
+/// What an attempt on a router backend holds of its quota.
+pub(crate) struct BackendHolds(Vec<Hold>);
+
+/// Dropped without [`StageRun::finish`] (an attempt that served nothing): the request counts
+/// (the provider saw it), its tokens do not.
+impl Drop for BackendHolds {
+    fn drop(&mut self) {
+        for hold in std::mem::take(&mut self.0) {
+            let used = u64::from(hold.kind.measure() == Measure::Requests);
+            hold.release(used);
+        }
+    }
+}
+
+/// The served attempt's holds, trued up with the metered usage when the request ends.
+impl StageRun for BackendHolds {
+    fn finish(&mut self, _end: End, event: &mut RequestAuditEvent) {
+        let tokens = event.llm.as_ref().map_or(0, |m| m.usage.total_tokens());
+        for hold in std::mem::take(&mut self.0) {
+            let used = match hold.kind.measure() {
+                Measure::Requests => 1,
+                Measure::Tokens => tokens,
+                Measure::CostNanos => 0,
+            };
+            hold.release(used);
         }
     }
 }
@@ -410,6 +781,7 @@ impl Hold {
         let mut st = self.pool.lock();
         st.available += signed(self.amount) - signed(used);
         st.holds = st.holds.saturating_sub(1);
+        st.held = st.held.saturating_sub(self.amount);
         st.last_activity_ms = (self.clock)();
     }
 }
@@ -430,6 +802,7 @@ fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
 pub(crate) struct Ticket {
     claims: Vec<Claim>,
     shared: Arc<Mutex<Shared>>,
+    who: Who,
 }
 
 impl Ticket {
@@ -438,23 +811,9 @@ impl Ticket {
         let (tokens, cost) = lock(&self.shared)
             .estimate
             .unwrap_or((DEFAULT_MAX_TOKENS, 0));
-        let mut holds = Vec::with_capacity(self.claims.len());
-        for claim in &self.claims {
-            let amount = match claim.key.kind.measure() {
-                Measure::Requests => 1,
-                Measure::Tokens => tokens,
-                Measure::CostNanos => cost,
-            };
-            match quota.take(claim, amount).await {
-                Ok(hold) => holds.push(hold),
-                Err(err) => {
-                    for hold in holds {
-                        hold.release(0);
-                    }
-                    return Err(err);
-                }
-            }
-        }
+        let holds = quota
+            .take_all(&self.claims, tokens, cost, &self.who)
+            .await?;
         lock(&self.shared).holds = holds;
         Ok(())
     }

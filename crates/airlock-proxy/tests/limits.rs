@@ -10,8 +10,8 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
 use airlock_core::state::LlmSettings;
@@ -19,57 +19,9 @@ use airlock_core::{
     Api, AuthMechanism, BearerSecret, CounterKey, LimitKind, LimitScope, Limits, ModelSpec, Price,
     TokenScope,
 };
-use airlock_proxy::{DataPlane, ProxyConfig};
 use airlock_store::{GatewayConfigRow, SecretRow};
 use airlock_testkit::{HttpResponse, TestRequest};
-use support::{Harness, Options, Sink, Source};
-use tokio::net::TcpListener;
-
-/// A second data plane (a replica) on the harness's database, serving on its own listener.
-async fn replica(h: &Harness) -> (Arc<DataPlane>, SocketAddr) {
-    let source = Arc::new(Source {
-        store: h.db.store.clone(),
-        token_lookups: AtomicUsize::new(0),
-        full_loads: AtomicUsize::new(0),
-        fail_loads: AtomicBool::new(false),
-        feed_down: Arc::new(AtomicBool::new(false)),
-        lost: Arc::default(),
-        ledger_down: AtomicBool::new(false),
-        leases: AtomicUsize::new(0),
-    });
-    let sink = Arc::new(Sink {
-        store: h.db.store.clone(),
-        failures: AtomicUsize::new(0),
-        failed: AtomicUsize::new(0),
-        writes: AtomicUsize::new(0),
-        stalled: AtomicBool::new(false),
-        written: Mutex::default(),
-    });
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let config = ProxyConfig {
-        policy: support::loopback_policy(),
-        extra_roots_pem: Some(h.ca.cert_pem().into_bytes()),
-        own_addrs: vec![addr],
-        audit_spill_path: dir.keep().join("audit.spill"),
-        ..ProxyConfig::default()
-    };
-    let plane = Arc::new(
-        airlock_proxy::start(config, h.seed.keyring.clone(), source, sink)
-            .await
-            .unwrap(),
-    );
-    tokio::spawn({
-        let plane = plane.clone();
-        async move {
-            plane
-                .serve(listener, std::future::pending(), Duration::from_secs(1))
-                .await
-        }
-    });
-    (plane, addr)
-}
+use support::{replica, Harness, Options};
 
 async fn set_limits(h: &Harness, scope: LimitScope, limits: &[(LimitKind, u64)]) {
     let mut l = Limits::default();
@@ -120,6 +72,24 @@ async fn loaded(addr: SocketAddr, probe: &BearerSecret) {
     })
     .await;
     assert!(ok, "the replica never loaded the limits");
+}
+
+/// Waits until the ledger's counter of `scope`'s requests today holds `want`, or fails saying
+/// what it holds (`what`: what did not happen).
+async fn ledger_reaches(h: &Harness, scope: LimitScope, want: i64, what: &str) {
+    let key = CounterKey {
+        scope,
+        kind: LimitKind::RequestsPerDay,
+        window_start_ms: LimitKind::RequestsPerDay
+            .window()
+            .start(airlock_core::time::now_ms()),
+    };
+    let reached = Harness::eventually(Duration::from_secs(10), || async {
+        h.db.store.limit_used(&key).await.unwrap() == want
+    })
+    .await;
+    let used = h.db.store.limit_used(&key).await.unwrap();
+    assert!(reached, "{what}: the ledger holds {used}, not {want}");
 }
 
 fn upstream_count(h: &Harness, path: &str) -> usize {
@@ -737,20 +707,227 @@ async fn a_busy_limit_is_spent_from_one_lease() {
     }
     assert_eq!(h.source.leases.load(Ordering::SeqCst) - before, 1);
     // Idle, the unspent 950 go back: the ledger says what was used.
-    let key = CounterKey {
-        scope,
-        kind: LimitKind::RequestsPerDay,
-        window_start_ms: LimitKind::RequestsPerDay
-            .window()
-            .start(airlock_core::time::now_ms()),
+    ledger_reaches(&h, scope, 50, "the idle slice was not given back").await;
+}
+
+/// `AIRLOCK_LIMITS_ON_OUTAGE=open`, on Postgres: with the ledger unreachable and no lease to
+/// spend from, requests under a limit are admitted (not 503 as in closed mode) and reach the
+/// upstream; once the ledger is back, their usage is charged to it, so the limit counts them
+/// and refuses past it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_outage_admits_and_charges_the_ledger_later() {
+    let h = Harness::start(
+        support::postgres().await,
+        Options {
+            configure: Box::new(|c| c.limits_on_outage = airlock_proxy::OnOutage::Open),
+            ..Options::default()
+        },
+    )
+    .await;
+    let s = h.simple(AuthMechanism::Bearer, "sk-open").await;
+    let scope = LimitScope::Devbox(s.devbox.id.clone());
+    set_limits(&h, scope.clone(), &[(LimitKind::RequestsPerDay, 3)]).await;
+    let probe = probe(&h, &s.gateway, &s.secret).await;
+    loaded(h.proxy, &probe).await;
+
+    h.source.ledger_down.store(true, Ordering::SeqCst);
+    for _ in 0..2 {
+        let r = get(h.proxy, "/v1/open-outage", &s.token).await;
+        assert_eq!(r.status, 200, "open mode admits: {}", r.text());
+    }
+    assert_eq!(upstream_count(&h, "/v1/open-outage"), 2);
+    h.source.ledger_down.store(false, Ordering::SeqCst);
+
+    ledger_reaches(&h, scope, 2, "the outage's requests were not charged").await;
+    // The limit counts them: one more is admitted, then 429.
+    assert_eq!(get(h.proxy, "/v1/open-outage", &s.token).await.status, 200);
+    let refused = get(h.proxy, "/v1/open-outage", &s.token).await;
+    assert_eq!(refused.status, 429, "{}", refused.text());
+    assert_eq!(upstream_count(&h, "/v1/open-outage"), 3);
+}
+
+/// The limits' metrics and audit events: a gateway config's limit has gauges (its value, what
+/// its counter holds, this replica's outstanding lease) labelled by the config's id; refusals
+/// are counted by scope kind and limit name, with no series per devbox; the first refusal of a
+/// limit in its window writes one `limit.exceeded` event to the control-plane audit trail, with
+/// ids and no token, however many refusals follow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hit_limit_is_audited_once_and_has_gauges() {
+    let h = Harness::sqlite().await;
+    let s = h.simple(AuthMechanism::Bearer, "sk-gauges").await;
+    let other = h.simple(AuthMechanism::Bearer, "sk-gauges-2").await;
+    let gateway = LimitScope::GatewayConfig(s.gateway.id.clone());
+    set_limits(&h, gateway.clone(), &[(LimitKind::RequestsPerDay, 2)]).await;
+    set_limits(
+        &h,
+        LimitScope::Account(h.seed.account.clone()),
+        &[(LimitKind::RequestsPerDay, 1000)],
+    )
+    .await;
+    set_limits(
+        &h,
+        LimitScope::Devbox(other.devbox.id.clone()),
+        &[(LimitKind::RequestsPerDay, 1)],
+    )
+    .await;
+    let probe = probe(&h, &other.gateway, &other.secret).await;
+    loaded(h.proxy, &probe).await;
+
+    let statuses = {
+        let mut v = Vec::new();
+        for _ in 0..5 {
+            v.push(get(h.proxy, "/v1/gauged", &s.token).await.status.as_u16());
+        }
+        v
     };
-    let returned = Harness::eventually(Duration::from_secs(10), || async {
-        h.db.store.limit_used(&key).await.unwrap() == 50
+    assert_eq!(statuses, [200, 200, 429, 429, 429]);
+    // Another scope's first hit: once its event is written, so is any event queued before it.
+    assert_eq!(get(h.proxy, "/v1/gauged", &other.token).await.status, 200);
+    assert_eq!(get(h.proxy, "/v1/gauged", &other.token).await.status, 429);
+
+    let events = || async {
+        h.db.store
+            .list_audit_events(
+                &h.seed.account,
+                &airlock_store::AuditFilter {
+                    action: Some("limit.exceeded".into()),
+                    ..Default::default()
+                },
+                &airlock_store::Page {
+                    limit: 100,
+                    starting_after: None,
+                    include_total_count: false,
+                },
+            )
+            .await
+            .unwrap()
+            .items
+    };
+    let written = Harness::eventually(Duration::from_secs(10), || async {
+        events()
+            .await
+            .iter()
+            .any(|e| e.object_id == other.devbox.id.as_str())
     })
     .await;
-    assert!(
-        returned,
-        "the idle slice was not given back: {}",
-        h.db.store.limit_used(&key).await.unwrap()
+    assert!(written, "no limit.exceeded event for the devbox");
+    let events = events().await;
+    let on_gateway: Vec<_> = events
+        .iter()
+        .filter(|e| e.object_id == s.gateway.id.as_str())
+        .collect();
+    assert_eq!(on_gateway.len(), 1, "one event for three refusals");
+    let e = on_gateway[0];
+    assert_eq!(e.object_type, "gateway");
+    assert_eq!(e.api_key_id, None);
+    let detail: serde_json::Value = serde_json::from_str(&e.detail).unwrap();
+    assert_eq!(detail["limit"], "requests_per_day");
+    assert_eq!(detail["value"], "2");
+    assert_eq!(detail["devbox_id"], s.devbox.id.as_str());
+    let day = LimitKind::RequestsPerDay
+        .window()
+        .start(airlock_core::time::now_ms());
+    assert_eq!(detail["window_start_ms"], day);
+    assert_eq!(detail["resets_at_ms"], day + 86_400_000);
+    assert!(!e.detail.contains(s.token.expose()));
+    assert_eq!(events.len(), 2, "{events:?}");
+
+    let series = |name: &str, scope: &str, id: &str| {
+        format!(r#"{name}{{scope="{scope}",id="{id}",limit="requests_per_day"}}"#)
+    };
+    let gw = s.gateway.id.as_str();
+    let scrape = support::scrape(&h);
+    assert_eq!(
+        support::sample(&scrape, &series("airlock_limit", "gateway", gw)),
+        2.0,
+        "{scrape}"
     );
+    assert_eq!(
+        support::sample(
+            &scrape,
+            &series("airlock_limit", "account", h.seed.account.as_str())
+        ),
+        1000.0
+    );
+    assert_eq!(
+        support::sample(
+            &scrape,
+            r#"airlock_limit_refusals_total{scope="gateway",limit="requests_per_day"}"#
+        ),
+        3.0
+    );
+    assert_eq!(
+        support::sample(
+            &scrape,
+            r#"airlock_limit_refusals_total{scope="devbox",limit="requests_per_day"}"#
+        ),
+        1.0
+    );
+    // Bounded labels: no series names a devbox.
+    assert!(!scrape.contains(s.devbox.id.as_str()));
+    assert!(!scrape.contains(other.devbox.id.as_str()));
+    // The gateway's counter holds the two admitted; no lease is outstanding once idle. The
+    // account's slice (a tenth of 1000) is outstanding until it has been idle a second, then
+    // goes back: what its gauge shows used is then what the ledger holds.
+    support::wait_sample(&h, &series("airlock_limit_used", "gateway", gw), 2.0).await;
+    support::wait_sample(&h, &series("airlock_limit_leased", "gateway", gw), 0.0).await;
+    let account = series("airlock_limit_leased", "account", h.seed.account.as_str());
+    support::wait_sample(&h, &account, 0.0).await;
+    let key = CounterKey {
+        scope: LimitScope::Account(h.seed.account.clone()),
+        kind: LimitKind::RequestsPerDay,
+        window_start_ms: day,
+    };
+    let ledger = h.db.store.limit_used(&key).await.unwrap() as f64;
+    assert!(ledger >= 4.0, "{ledger}");
+    support::wait_sample(
+        &h,
+        &series("airlock_limit_used", "account", h.seed.account.as_str()),
+        ledger,
+    )
+    .await;
+}
+
+static FROZEN: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+
+fn frozen_clock() -> i64 {
+    FROZEN.load(Ordering::SeqCst)
+}
+
+/// A spent limit costs the ledger one statement a second, not one per refused request: on a
+/// clock that stands still, ten requests past the limit ask the ledger once; a second later,
+/// the next refusal asks it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spent_limit_is_refused_from_memory() {
+    let now = airlock_core::time::now_ms();
+    FROZEN.store(now - now % 60_000 + 10_000, Ordering::SeqCst);
+    let h = Harness::start(
+        support::sqlite().await,
+        Options {
+            configure: Box::new(|c| c.limits_clock = Some(frozen_clock)),
+            ..Options::default()
+        },
+    )
+    .await;
+    let s = h.simple(AuthMechanism::Bearer, "sk-spent").await;
+    set_limits(
+        &h,
+        LimitScope::Devbox(s.devbox.id.clone()),
+        &[(LimitKind::RequestsPerMinute, 2)],
+    )
+    .await;
+    let probe = probe(&h, &s.gateway, &s.secret).await;
+    loaded(h.proxy, &probe).await;
+    for _ in 0..2 {
+        assert_eq!(get(h.proxy, "/v1/spent", &s.token).await.status, 200);
+    }
+    let before = h.source.leases.load(Ordering::SeqCst);
+    for _ in 0..10 {
+        assert_eq!(get(h.proxy, "/v1/spent", &s.token).await.status, 429);
+    }
+    assert_eq!(h.source.leases.load(Ordering::SeqCst) - before, 1);
+    FROZEN.fetch_add(1_500, Ordering::SeqCst);
+    assert_eq!(get(h.proxy, "/v1/spent", &s.token).await.status, 429);
+    assert_eq!(h.source.leases.load(Ordering::SeqCst) - before, 2);
+    assert_eq!(upstream_count(&h, "/v1/spent"), 2);
 }

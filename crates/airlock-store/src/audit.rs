@@ -443,4 +443,10 @@ impl AuditSink for Store {
             .await
             .map_err(|e| SourceError(e.to_string()))
     }
+
+    async fn write_limit_hits(&self, hits: &[airlock_core::LimitHit]) -> Result<(), SourceError> {
+        self.insert_limit_hits(hits)
+            .await
+            .map_err(|e| SourceError(e.to_string()))
+    }
 }

@@ -153,16 +153,22 @@ pub(crate) fn decode_models(text: Option<&str>) -> Result<Vec<ModelSpec>> {
 }
 
 /// A router's settings are stored as `{"backends": [{"gateway", "secret", "weight",
-/// "priority", "models"}], "strategy", "fallback", "max_attempts", "timeout_ms", "aliases":
-/// {"name": [backend index, "model"]}}`, ids only; a plain gateway as NULL.
+/// "priority", "models", "limits"?: {"rpm"?, "tpm"?, "rpd"?}}], "strategy", "fallback",
+/// "max_attempts", "timeout_ms", "aliases": {"name": [backend index, "model"]}}`, ids only; a
+/// plain gateway as NULL. A backend without `limits` (written before them) has no quota.
 pub(crate) fn encode_router(router: Option<&RouterConfig>) -> Option<String> {
     let r = router?;
     let backends: Vec<Value> = r
         .backends
         .iter()
         .map(|b| {
+            let limits: serde_json::Map<String, Value> = b
+                .limits
+                .iter()
+                .map(|(name, _, v)| (name.to_owned(), v.into()))
+                .collect();
             json!({"name": b.name, "gateway": b.gateway.as_str(), "secret": b.secret.as_str(),
-                "weight": b.weight, "priority": b.priority, "models": b.models})
+                "weight": b.weight, "priority": b.priority, "models": b.models, "limits": limits})
         })
         .collect();
     let aliases: serde_json::Map<String, Value> = r
@@ -203,6 +209,12 @@ pub(crate) fn decode_router(text: Option<&str>) -> Result<Option<RouterConfig>> 
             .iter()
             .map(|m| m.as_str().map(str::to_owned).ok_or_else(corrupt))
             .collect::<Result<_>>()?;
+        let mut limits = airlock_core::router::BackendLimits::default();
+        if let Some(given) = b.get("limits") {
+            for (name, value) in given.as_object().ok_or_else(corrupt)? {
+                *limits.slot(name).ok_or_else(corrupt)? = Some(value.as_u64().ok_or_else(corrupt)?);
+            }
+        }
         backends.push(Backend {
             name: str_of(b, "name")?,
             gateway: GatewayConfigId::from_trusted(str_of(b, "gateway")?),
@@ -214,6 +226,7 @@ pub(crate) fn decode_router(text: Option<&str>) -> Result<Option<RouterConfig>> 
                 .and_then(|p| i32::try_from(p).ok())
                 .ok_or_else(corrupt)?,
             models,
+            limits,
         });
     }
     let mut aliases = std::collections::BTreeMap::new();

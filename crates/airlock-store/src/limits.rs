@@ -7,7 +7,9 @@
 //! return an unspent lease, positive to charge usage beyond it.
 
 use airlock_core::state::Lease;
-use airlock_core::{AccountId, CounterKey, LimitKind, LimitScope, Limits, LimitsRecord};
+use std::collections::HashMap;
+
+use airlock_core::{AccountId, CounterKey, LimitHit, LimitKind, LimitScope, Limits, LimitsRecord};
 use sqlx::any::AnyRow;
 
 use crate::{col, insert_audit, AuditRow, Result, Store, StoreError};
@@ -93,6 +95,62 @@ impl Store {
             Some(row) => decode_limits(&col::<String>(&row, "limits")?),
             None => Ok(Limits::default()),
         }
+    }
+
+    /// The limits of every scope of one kind (`"devbox"`, `"gateway"`) in an account that has
+    /// some, by scope id: one query for a page of views.
+    pub async fn limits_by_scope(
+        &self,
+        account_id: &AccountId,
+        scope_kind: &str,
+    ) -> Result<HashMap<String, Limits>> {
+        let rows = sqlx::query(
+            "SELECT scope_id, limits FROM limit_settings WHERE account_id = $1 AND scope_kind = $2",
+        )
+        .bind(account_id.as_str().to_owned())
+        .bind(scope_kind.to_owned())
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let limits = decode_limits(&col::<String>(row, "limits")?)?;
+                Ok((col::<String>(row, "scope_id")?, limits))
+            })
+            .filter(|r| r.as_ref().map_or(true, |(_, l)| !l.is_empty()))
+            .collect()
+    }
+
+    /// Records limits first hit in their windows as `limit.exceeded` events of the control-plane
+    /// audit trail, in one transaction.
+    pub async fn insert_limit_hits(&self, hits: &[LimitHit]) -> Result<()> {
+        if hits.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.begin().await?;
+        for hit in hits {
+            let detail = serde_json::json!({
+                "limit": hit.kind.as_str(),
+                "value": Limits::format_value(hit.kind, hit.limit),
+                "scope": hit.scope.kind(),
+                "window_start_ms": hit.window_start_ms,
+                "resets_at_ms": hit.resets_at_ms,
+                "devbox_id": hit.devbox_id.as_str(),
+                "gateway_config_id": hit.gateway_config_id.as_str(),
+            });
+            let row = AuditRow {
+                id: airlock_core::AuditId::generate().into_string(),
+                time_ms: hit.time_ms,
+                account_id: hit.account_id.clone(),
+                api_key_id: None,
+                action: "limit.exceeded".into(),
+                object_type: hit.scope.kind().into(),
+                object_id: hit.scope.id().to_owned(),
+                detail: detail.to_string(),
+                client_addr: None,
+            };
+            insert_audit(&mut tx, &row).await?;
+        }
+        self.commit(tx, &[]).await
     }
 
     /// Every scope whose limits changed at or after `since_ms`.

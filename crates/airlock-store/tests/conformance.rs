@@ -1393,6 +1393,89 @@ async fn limits_lease_and_settle(postgres: bool) {
     assert_eq!(t.scope.as_ref().and_then(|s| s.max_requests), Some(7));
 }
 
+/// The limits of an account's devboxes come back by id in one query (the list views), and a
+/// limit's first hit is written as a `limit.exceeded` audit event with ids only.
+async fn limits_by_scope_and_hits(postgres: bool) {
+    let (store, _dir) = open(postgres).await;
+    let w = world(&store).await;
+    let mut limits = Limits::default();
+    limits.set(LimitKind::RequestsPerDay, Some(40));
+    let scope = LimitScope::Devbox(w.devbox.id.clone());
+    let now = time::now_ms();
+    store
+        .set_limits(&w.account, &scope, &limits, now, None)
+        .await
+        .unwrap();
+    let gateway = LimitScope::GatewayConfig(w.gateway.id.clone());
+    store
+        .set_limits(&w.account, &gateway, &Limits::default(), now, None)
+        .await
+        .unwrap();
+    let devboxes = store.limits_by_scope(&w.account, "devbox").await.unwrap();
+    assert_eq!(devboxes.len(), 1);
+    assert_eq!(devboxes[w.devbox.id.as_str()], limits);
+    assert!(
+        store
+            .limits_by_scope(&w.account, "gateway")
+            .await
+            .unwrap()
+            .is_empty(),
+        "emptied limits are not listed"
+    );
+
+    let hit = airlock_core::LimitHit {
+        time_ms: now,
+        account_id: w.account.clone(),
+        scope: scope.clone(),
+        kind: LimitKind::RequestsPerDay,
+        limit: 40,
+        window_start_ms: 86_400_000,
+        resets_at_ms: Some(172_800_000),
+        devbox_id: w.devbox.id.clone(),
+        gateway_config_id: w.gateway.id.clone(),
+    };
+    store.insert_limit_hits(&[hit]).await.unwrap();
+    store.insert_limit_hits(&[]).await.unwrap();
+    let listed = store
+        .list_audit_events(
+            &w.account,
+            &AuditFilter {
+                action: Some("limit.exceeded".into()),
+                ..AuditFilter::default()
+            },
+            &Page {
+                limit: 10,
+                starting_after: None,
+                include_total_count: false,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(listed.items.len(), 1);
+    let e = &listed.items[0];
+    assert_eq!(
+        (e.object_type.as_str(), e.object_id.as_str()),
+        ("devbox", w.devbox.id.as_str())
+    );
+    assert_eq!(e.api_key_id, None);
+    let detail: serde_json::Value = serde_json::from_str(&e.detail).unwrap();
+    assert_eq!(detail["limit"], "requests_per_day");
+    assert_eq!(detail["value"], "40");
+    assert_eq!(detail["window_start_ms"], 86_400_000);
+    assert_eq!(detail["resets_at_ms"], 172_800_000);
+    assert_eq!(detail["gateway_config_id"], w.gateway.id.as_str());
+}
+
+#[tokio::test]
+async fn sqlite_limits_by_scope_and_hits() {
+    limits_by_scope_and_hits(false).await;
+}
+
+#[tokio::test]
+async fn postgres_limits_by_scope_and_hits() {
+    limits_by_scope_and_hits(true).await;
+}
+
 #[tokio::test]
 async fn sqlite_limits_lease_and_settle() {
     limits_lease_and_settle(false).await;
@@ -1505,6 +1588,11 @@ async fn router_round_trip(postgres: bool) {
             weight: 3,
             priority: -2,
             models: vec!["claude-sonnet-4-5".into()],
+            limits: router::BackendLimits {
+                rpm: Some(2),
+                tpm: None,
+                rpd: Some(1000),
+            },
         }],
         strategy: router::Strategy::Latency,
         fallback: false,

@@ -91,6 +91,8 @@ pub(crate) struct BackendEntry {
     pub(crate) weight: u32,
     pub(crate) priority: i32,
     pub(crate) models: Vec<String>,
+    /// The provider's quota declared on this backend, if any.
+    pub(crate) quota: Option<crate::quota::BackendQuota>,
     pub(crate) health: Arc<Health>,
 }
 
@@ -583,7 +585,12 @@ impl Routing<'_> {
             input_tokens: (body.len() / 4) as u64,
             max_tokens,
         };
-        let plan = select::plan(self.router, &want, airlock_core::time::now_ms()).map_err(
+        // A backend's provider quota is reserved with the input estimate and the output cap.
+        let quota_tokens = want
+            .input_tokens
+            .saturating_add(max_tokens.unwrap_or(crate::quota::DEFAULT_MAX_TOKENS));
+        let now_ms = airlock_core::time::now_ms();
+        let plan = select::plan(self.router, &want, now_ms, &self.shared.quota).map_err(
             |refused| match refused {
                 Refused::UnknownBackend => Own::new(
                     StatusCode::BAD_REQUEST,
@@ -620,18 +627,46 @@ impl Routing<'_> {
         };
         let mut last: Option<LastError> = None;
         let mut unsupported: Option<String> = None;
+        // The earliest end of a provider quota that left a backend out, and why.
+        let mut out_of_quota: Option<(i64, String)> = None;
         for candidate in plan.candidates.into_iter() {
-            if self
-                .attempts
-                .iter()
-                .filter(|a| a.outcome != "unsupported")
-                .count()
-                >= max_attempts
-            {
+            if self.tried() >= max_attempts {
                 break;
             }
-            let attempt_started = Instant::now();
             let backend = &self.router.backends[candidate.index];
+            // The backend's provider quota: one request and the request's tokens, reserved
+            // before it is tried (from this replica's lease; the ledger only when it is spent).
+            let holds = match &backend.quota {
+                None => None,
+                Some(q) => {
+                    let who = crate::quota::Who::of(self.token);
+                    match self
+                        .shared
+                        .quota
+                        .reserve_backend(q, quota_tokens, &who)
+                        .await
+                    {
+                        Ok(holds) => Some(holds),
+                        Err((kind, until)) => {
+                            let note = select::out_of_quota(&backend.name, kind, until);
+                            self.reason.push_str("; ");
+                            self.reason.push_str(&note);
+                            self.attempts.push(Attempt {
+                                backend: backend.name.clone(),
+                                model: candidate.model.clone(),
+                                outcome: "quota".into(),
+                                status: None,
+                                elapsed_ms: 0,
+                            });
+                            if out_of_quota.as_ref().is_none_or(|(u, _)| until < *u) {
+                                out_of_quota = Some((until, note));
+                            }
+                            continue;
+                        }
+                    }
+                }
+            };
+            let attempt_started = Instant::now();
             let outcome = self
                 .attempt(
                     backend,
@@ -646,6 +681,10 @@ impl Routing<'_> {
             let elapsed_ms = attempt_started.elapsed().as_millis() as u64;
             match outcome {
                 Ok((response, status, tokens)) => {
+                    // Trued up with the metered usage when the request ends (after the meter).
+                    if let Some(holds) = holds {
+                        record.runs().push(Box::new(holds));
+                    }
                     self.tokens = tokens;
                     self.attempts.push(Attempt {
                         backend: backend.name.clone(),
@@ -682,7 +721,7 @@ impl Routing<'_> {
         match (last, unsupported) {
             (Some(LastError::Upstream(mut response)), _) => {
                 record.answered(response.status().as_u16(), Some("all_backends_failed"));
-                let n = self.attempts.len();
+                let n = self.tried();
                 response
                     .headers_mut()
                     .insert(X_ATTEMPTS, HeaderValue::from(n));
@@ -693,6 +732,17 @@ impl Routing<'_> {
             }
             (Some(LastError::Own(own)), _) => Err(own),
             (None, Some(message)) => Err(Own::new(StatusCode::BAD_REQUEST, "unsupported", message)),
+            (None, None) if out_of_quota.is_some() => {
+                let (until, note) = out_of_quota.unwrap_or_default();
+                let mut own = Own::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "no_backend_available",
+                    format!("every backend able to serve this request is unavailable: {note}"),
+                );
+                let wait_ms = u64::try_from(until - self.shared.quota.now()).unwrap_or(0);
+                own.retry_after_s = Some(wait_ms.div_ceil(1000).max(1));
+                Err(own)
+            }
             (None, None) => Err(Own::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "no_backend_available",
@@ -710,7 +760,16 @@ impl Routing<'_> {
         if let Ok(v) = HeaderValue::from_str(&c.model) {
             headers.insert(X_MODEL, v);
         }
-        headers.insert(X_ATTEMPTS, HeaderValue::from(self.attempts.len()));
+        headers.insert(X_ATTEMPTS, HeaderValue::from(self.tried()));
+    }
+
+    /// The attempts that went to a backend (not those left out for a quota or refused as
+    /// unsupported before anything was sent).
+    fn tried(&self) -> usize {
+        self.attempts
+            .iter()
+            .filter(|a| a.outcome != "unsupported" && a.outcome != "quota")
+            .count()
     }
 
     /// One attempt on one backend. `Ok`: the response for the client (content started, or a
@@ -1293,6 +1352,7 @@ pub(crate) fn preview(
     router: &RouterEntry,
     client: Dialect,
     body: &[u8],
+    quota: &crate::quota::Quota,
 ) -> Result<airlock_core::router::RoutePreview, airlock_core::InvalidInput> {
     use airlock_core::InvalidInput;
     let _ = client;
@@ -1322,7 +1382,7 @@ pub(crate) fn preview(
             .iter()
             .find_map(|k| object.get(*k).and_then(Value::as_u64)),
     };
-    match select::plan(router, &want, airlock_core::time::now_ms()) {
+    match select::plan(router, &want, airlock_core::time::now_ms(), quota) {
         Ok(plan) => {
             let candidates: Vec<(String, String)> = plan
                 .candidates

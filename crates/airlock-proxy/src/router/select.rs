@@ -9,15 +9,17 @@
 //!    provider's default, `airlock_llm::providers::supports_tools`), images, and the context
 //!    window against the input estimate plus `max_tokens` (else, for a request over
 //!    [`TABLE_WINDOW_ABOVE`] tokens, the bundled price table's window); then by health: a backend in
-//!    cooldown or with an open breaker is left out.
+//!    cooldown or with an open breaker is left out, and so is one whose provider quota
+//!    (`limits`) this replica knows to be spent (`quota`, from memory).
 //! 3. **Order** by strategy (or by `prefer`): priority, weighted random, latency (peak-EWMA of
 //!    two random choices first), cost (cheapest for the expected tokens), quality (priciest).
 
 use std::sync::Arc;
 
-use airlock_core::Price;
+use airlock_core::{LimitKind, Price};
 
 use super::{BackendEntry, RouterEntry};
+use crate::quota::Quota;
 use crate::state::GatewayEntry;
 use airlock_core::router::Strategy;
 
@@ -95,8 +97,14 @@ fn served<'a>(backend: &'a BackendEntry, gateway: &'a GatewayEntry) -> Option<Ve
     }
 }
 
-/// Resolves, filters and orders. `now_ms` is the clock for cooldowns.
-pub(crate) fn plan(router: &RouterEntry, want: &Want<'_>, now_ms: i64) -> Result<Plan, Refused> {
+/// Resolves, filters and orders. `now_ms` is the clock for cooldowns; `quota` knows which
+/// backends' provider quotas are spent.
+pub(crate) fn plan(
+    router: &RouterEntry,
+    want: &Want<'_>,
+    now_ms: i64,
+    quota: &Quota,
+) -> Result<Plan, Refused> {
     let loaded: Vec<Option<Arc<GatewayEntry>>> =
         router.backends.iter().map(|b| b.gateway.load()).collect();
     let mut picked: Vec<Candidate> = Vec::new();
@@ -215,6 +223,21 @@ pub(crate) fn plan(router: &RouterEntry, want: &Want<'_>, now_ms: i64) -> Result
             }
         }
     });
+    // Provider quotas: a backend known to be out of one is left out like one in cooldown.
+    picked.retain(|c| {
+        let backend = &router.backends[c.index];
+        let spent = backend.quota.as_ref().and_then(|q| quota.spent(q));
+        match spent {
+            None => true,
+            Some((kind, until)) => {
+                skipped.push(out_of_quota(&backend.name, kind, until));
+                // On the limits' clock: the wait is measured from its now.
+                let until = now_ms + (until - quota.now()).max(0);
+                earliest = Some(earliest.map_or(until, |e| e.min(until)));
+                false
+            }
+        }
+    });
     if picked.is_empty() {
         let wait_ms = earliest.map_or(0, |e| (e - now_ms).max(0) as u64);
         return Err(Refused::Unavailable {
@@ -238,6 +261,12 @@ pub(crate) fn plan(router: &RouterEntry, want: &Want<'_>, now_ms: i64) -> Result
         candidates: picked,
         reason,
     })
+}
+
+/// The routing log's note for a backend out of a quota: "openai out of its rpm quota until …".
+pub(crate) fn out_of_quota(backend: &str, kind: LimitKind, until: i64) -> String {
+    let name = airlock_core::router::BackendLimits::name_of(kind);
+    format!("{backend} out of its {name} quota until {until}")
 }
 
 /// `<backend>:<model>` when the part before the first `:` names a backend of this router.

@@ -48,8 +48,8 @@ use airlock_core::TokenDigest;
 use airlock_crypto::Keyring;
 
 pub(crate) use self::entries::{
-    Credential, CustomValue, GatewayEntry, GatewaySlot, Material, SecretEntry, SecretSlot,
-    TokenEntry,
+    Credential, CustomValue, DevboxSlot, GatewayEntry, GatewaySlot, Material, SecretEntry,
+    SecretSlot, TokenEntry,
 };
 use self::refusals::Refusals;
 pub(crate) use self::refusals::{Owner, Refusal};

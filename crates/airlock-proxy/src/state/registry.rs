@@ -311,7 +311,8 @@ impl Registry {
         let backends = config
             .backends
             .iter()
-            .map(|b| crate::router::BackendEntry {
+            .enumerate()
+            .map(|(i, b)| crate::router::BackendEntry {
                 name: b.name.clone(),
                 gateway_id: b.gateway.clone(),
                 gateway: self.gateway_slot(&b.gateway),
@@ -319,6 +320,7 @@ impl Registry {
                 weight: b.weight,
                 priority: b.priority,
                 models: b.models.clone(),
+                quota: crate::quota::BackendQuota::new(&record.id, i, b.limits),
                 health: self
                     .health
                     .entry((b.gateway.clone(), b.secret.clone()))

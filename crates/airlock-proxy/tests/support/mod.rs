@@ -244,6 +244,10 @@ impl AuditSink for Sink {
         self.written.lock().unwrap().extend_from_slice(events);
         Ok(())
     }
+
+    async fn write_limit_hits(&self, hits: &[airlock_core::LimitHit]) -> Result<(), SourceError> {
+        self.store.write_limit_hits(hits).await
+    }
 }
 
 pub fn keyring() -> Arc<Keyring> {
@@ -831,4 +835,50 @@ pub fn raw_status(answer: &str) -> u16 {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(0)
+}
+
+/// A second data plane (a replica) on the harness's database, serving on its own listener.
+pub async fn replica(h: &Harness) -> (Arc<DataPlane>, SocketAddr) {
+    let source = Arc::new(Source {
+        store: h.db.store.clone(),
+        token_lookups: AtomicUsize::new(0),
+        full_loads: AtomicUsize::new(0),
+        fail_loads: AtomicBool::new(false),
+        feed_down: Arc::new(AtomicBool::new(false)),
+        lost: Arc::default(),
+        ledger_down: AtomicBool::new(false),
+        leases: AtomicUsize::new(0),
+    });
+    let sink = Arc::new(Sink {
+        store: h.db.store.clone(),
+        failures: AtomicUsize::new(0),
+        failed: AtomicUsize::new(0),
+        writes: AtomicUsize::new(0),
+        stalled: AtomicBool::new(false),
+        written: Mutex::default(),
+    });
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = ProxyConfig {
+        policy: loopback_policy(),
+        extra_roots_pem: Some(h.ca.cert_pem().into_bytes()),
+        own_addrs: vec![addr],
+        audit_spill_path: dir.keep().join("audit.spill"),
+        ..ProxyConfig::default()
+    };
+    let plane = Arc::new(
+        airlock_proxy::start(config, h.seed.keyring.clone(), source, sink)
+            .await
+            .unwrap(),
+    );
+    tokio::spawn({
+        let plane = plane.clone();
+        async move {
+            plane
+                .serve(listener, std::future::pending(), Duration::from_secs(1))
+                .await
+        }
+    });
+    (plane, addr)
 }
