@@ -157,6 +157,15 @@ async fn spans_reach_an_otlp_receiver_and_traceparent_goes_upstream() {
     )
     .await
     .unwrap();
+    // A router's first backend is overloaded: its attempt fails, the second one serves.
+    let down = RecordingUpstream::start(UpstreamOptions::plain().responder(upstream::always(
+        Reply::json(
+            529,
+            &json!({"type": "error", "error": {"type": "overloaded_error", "message": "busy"}}),
+        ),
+    )))
+    .await
+    .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let db = format!("sqlite://{}/airlock.db", dir.path().display());
     let endpoint = format!("http://{collector}");
@@ -189,17 +198,37 @@ async fn spans_reach_an_otlp_receiver_and_traceparent_goes_upstream() {
                 "auth_mechanism": {"type": "header", "key": "x-api-key"}}),
         )
         .await;
+    for (name, url) in [("down", down.url()), ("claude", anthropic.url())] {
+        airlock
+            .post(
+                "/v1/gateway-configs",
+                json!({"name": name, "provider": "anthropic", "endpoint": url,
+                    "models": [{"id": "claude-plain"}]}),
+            )
+            .await;
+    }
+    airlock
+        .post(
+            "/v1/gateway-configs",
+            json!({"name": "llm", "type": "router", "backends": [
+                {"gateway": "down", "secret": "ANTHROPIC_KEY", "priority": 0},
+                {"gateway": "claude", "secret": "ANTHROPIC_KEY", "priority": 1},
+            ]}),
+        )
+        .await;
     let dbx = airlock
         .post(
             "/v1/devboxes",
             json!({"source_addresses": ["127.0.0.1"], "gateways": {
                 "PLAIN": {"gateway": "plain", "secret": "PLAIN_KEY"},
-                "ANTHROPIC": {"gateway": "anthropic", "secret": "ANTHROPIC_KEY"}}}),
+                "ANTHROPIC": {"gateway": "anthropic", "secret": "ANTHROPIC_KEY"},
+                "LLM": {"gateway": "llm"}}}),
         )
         .await;
     let devbox = dbx["id"].as_str().unwrap().to_owned();
     let plain_token = dbx["environment"]["PLAIN"].as_str().unwrap().to_owned();
     let anthropic_token = dbx["environment"]["ANTHROPIC"].as_str().unwrap().to_owned();
+    let router_token = dbx["environment"]["LLM"].as_str().unwrap().to_owned();
     let proxy = format!("http://{}", airlock.proxy_addr);
 
     // 1. A request of Airlock's own trace, with a secret in its query.
@@ -346,7 +375,42 @@ async fn spans_reach_an_otlp_receiver_and_traceparent_goes_upstream() {
     assert_eq!(g["gen_ai.usage.input_tokens"], "11");
     assert_eq!(g["gen_ai.usage.output_tokens"], "10");
 
-    // 6. The control plane's requests, by route template.
+    // 6. A router: each backend tried is an upstream span; the failed one says why.
+    let resp = TestRequest::post(&format!("{proxy}/v1/messages"))
+        .header("x-api-key", &router_token)
+        .header("anthropic-version", "2023-06-01")
+        .header("x-request-id", "trace-req-6")
+        .json(&json!({"model": "claude-plain", "max_tokens": 64,
+            "messages": [{"role": "user", "content": "one two three"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_eq!(resp.header("x-airlock-attempts").as_deref(), Some("2"));
+    let (_, children) = wait_for(&received, |r| {
+        request_spans(r, "trace-req-6").filter(|(_, c)| c.len() == 2)
+    })
+    .await;
+    let mut attempts: Vec<_> = children.iter().map(attrs).collect();
+    attempts.sort_by_key(|a| a.contains_key("airlock.attempt.outcome"));
+    assert_eq!(
+        attempts[0]["server.port"],
+        anthropic.addr().port().to_string()
+    );
+    assert_eq!(attempts[0]["gen_ai.usage.input_tokens"], "11");
+    assert_eq!(attempts[0]["gen_ai.request.model"], "claude-plain");
+    assert_eq!(attempts[1]["server.port"], down.addr().port().to_string());
+    assert_eq!(attempts[1]["airlock.attempt.outcome"], "upstream_5xx");
+    assert_eq!(attempts[1]["http.response.status_code"], "529");
+    // Each backend saw a traceparent naming its own attempt's span.
+    let served = down
+        .last_request()
+        .unwrap()
+        .header_str("traceparent")
+        .unwrap();
+    assert!(children.iter().any(|c| served.contains(&hex(&c.span_id))));
+
+    // 7. The control plane's requests, by route template.
     let devbox_route = format!("/v1/devboxes/{devbox}");
     let (status, _) = airlock.call(http::Method::GET, &devbox_route, None).await;
     assert_eq!(status, 200);
