@@ -539,8 +539,45 @@ fn config_check_prints_effective_settings_and_warns() {
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("--strict: 3 warning(s)"), "{err}");
 
-    // Tracing asked for in a build without it.
-    let (code, _, err) = run(&[("AIRLOCK_OTLP_ENDPOINT", "http://127.0.0.1:4318")], true);
+    // Tracing: the URL spans go to; a sample ratio without an endpoint does nothing.
+    let (code, out, err) = run(
+        &[
+            ("AIRLOCK_OTLP_ENDPOINT", "http://127.0.0.1:4318/"),
+            ("AIRLOCK_TRACE_SAMPLE_RATIO", "0.25"),
+        ],
+        true,
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(
+        line(&out, "tracing (OTLP)"),
+        "http://127.0.0.1:4318/v1/traces (service airlock, sample ratio 0.25)"
+    );
+    let (code, _, err) = run(&[("AIRLOCK_TRACE_SAMPLE_RATIO", "0.5")], true);
     assert_eq!(code, 1);
-    assert!(err.contains("AIRLOCK_OTLP_ENDPOINT has no effect"), "{err}");
+    assert!(
+        err.contains("AIRLOCK_TRACE_SAMPLE_RATIO has no effect"),
+        "{err}"
+    );
+    for (value, expected) in [
+        ("127.0.0.1:4318", "must be an http:// or https:// URL"),
+        (
+            "http://collector:4318/?token=x",
+            "without a query or user name",
+        ),
+        (
+            "http://me:hunter2@collector:4318",
+            "without a query or user name",
+        ),
+    ] {
+        let (code, _, err) = run(&[("AIRLOCK_OTLP_ENDPOINT", value)], false);
+        assert_eq!(code, 1, "{value}");
+        assert!(err.contains(expected), "{value}: {err}");
+        assert!(
+            !err.contains("hunter2") && !err.contains("token=x"),
+            "{err}"
+        );
+    }
+    let (code, _, err) = run(&[("AIRLOCK_TRACE_SAMPLE_RATIO", "1.5")], false);
+    assert_eq!(code, 1);
+    assert!(err.contains("not a number from 0 to 1"), "{err}");
 }

@@ -19,6 +19,7 @@ pub mod source;
 pub mod state;
 pub mod time;
 pub mod token;
+pub mod trace_context;
 
 pub use auth::{AuthMechanism, CustomHeader, HeaderSource, MAX_CUSTOM_HEADERS};
 pub use endpoint::{Endpoint, Scheme, UpstreamPolicy};

@@ -37,6 +37,7 @@ use crate::metrics::{Finished, Metrics, UpstreamErrorKind};
 use crate::rewrite;
 use crate::stage::{End, Runs};
 use crate::state::{Owner, TokenEntry};
+use crate::trace::{RequestTrace, Tracer};
 
 /// Events per database write at most.
 pub(crate) const BATCH: usize = 500;
@@ -628,6 +629,8 @@ pub(crate) struct Recorder {
     drained: bool,
     /// The stages' state for this request; empty for a gateway without stages.
     runs: Runs,
+    /// The request's spans, when traces are exported (`trace`); `None` costs nothing.
+    trace: Option<Box<RequestTrace>>,
 }
 
 impl Recorder {
@@ -665,7 +668,43 @@ impl Recorder {
             completed: false,
             drained: false,
             runs: Runs::default(),
+            trace: None,
         })
+    }
+
+    /// Starts the request's server span (traces are exported), continuing the client's trace
+    /// when its headers name one.
+    pub(crate) fn traced(&mut self, tracer: &Tracer, headers: &http::HeaderMap) {
+        let method = self.method.as_ref().map_or("_OTHER", Method::as_str);
+        self.trace = Some(RequestTrace::start(
+            tracer,
+            headers,
+            method,
+            &self.path,
+            self.client_addr,
+        ));
+    }
+
+    /// A call upstream starts: when traced, its span, whose context goes into the request's
+    /// headers.
+    /// `attributes` is called only then.
+    pub(crate) fn trace_upstream<B>(
+        &mut self,
+        req: &mut http::Request<B>,
+        authority: &http::uri::Authority,
+        attributes: impl FnOnce() -> Vec<opentelemetry::KeyValue>,
+    ) {
+        if let Some(trace) = &mut self.trace {
+            let method = req.method().clone();
+            trace.upstream(req.headers_mut(), method.as_str(), authority, attributes());
+        }
+    }
+
+    /// A router's attempt did not serve the request.
+    pub(crate) fn trace_attempt_failed(&mut self, why: &'static str, status: Option<u16>) {
+        if let Some(trace) = &mut self.trace {
+            trace.attempt_failed(why, status);
+        }
     }
 
     /// The stages' runs of this request.
@@ -734,6 +773,9 @@ impl Recorder {
         self.upstream_status = Some(status);
         self.status = status;
         self.ttfb = Some(self.started.elapsed());
+        if let Some(trace) = &mut self.trace {
+            trace.upstream_head();
+        }
     }
 
     pub(crate) fn refused(&mut self, err: &ProxyError) {
@@ -752,6 +794,9 @@ impl Recorder {
 
     pub(crate) fn add_bytes_out(&mut self, n: usize) {
         self.bytes_out += n as u64;
+        if let (Some(trace), 1..) = (&mut self.trace, n) {
+            trace.body_bytes();
+        }
     }
 
     /// For a spliced (websocket) connection, whose bytes are counted by the splice.
@@ -917,6 +962,13 @@ impl Drop for Recorder {
             cost_nanos = event.llm.as_ref().and_then(|m| m.cost_nanos),
             "request"
         );
+        if let Some(mut trace) = self.trace.take() {
+            trace.finish(
+                &event,
+                self.refusal.map(Code::as_str),
+                self.upstream_error.map(UpstreamErrorKind::label),
+            );
+        }
         self.queue.push(event);
     }
 }

@@ -52,6 +52,7 @@ mod server;
 mod shardmap;
 mod stage;
 mod state;
+mod trace;
 mod upstream;
 
 use std::future::Future;
@@ -71,6 +72,7 @@ use tokio_util::sync::CancellationToken;
 pub use crate::error::{Origin, ProxyError};
 pub use crate::limits::RateLimit;
 pub use crate::quota::OnOutage;
+pub use crate::trace::Tracer;
 
 /// How the data plane runs. The binary fills it from the environment.
 #[derive(Clone, Debug)]
@@ -127,6 +129,8 @@ pub struct ProxyConfig {
     /// over without waiting for it.
     #[doc(hidden)]
     pub limits_clock: Option<fn() -> i64>,
+    /// Where request spans go (`AIRLOCK_OTLP_ENDPOINT`); `None`: no spans at all.
+    pub tracer: Option<Tracer>,
 }
 
 impl Default for ProxyConfig {
@@ -152,6 +156,7 @@ impl Default for ProxyConfig {
             devbox_rate_limit: None,
             limits_on_outage: OnOutage::Closed,
             limits_clock: None,
+            tracer: None,
         }
     }
 }
@@ -181,6 +186,8 @@ pub(crate) struct RequestCtx {
     drains: Arc<body::Drains>,
     /// Budgets and rate limits, leased from the source's ledger.
     quota: Arc<quota::Quota>,
+    /// Where request spans go; `None`: traces are off and no request pays for them.
+    tracer: Option<Tracer>,
 }
 
 /// The settings of [`ProxyConfig`] that a request is served with.
@@ -280,6 +287,7 @@ pub async fn start<S: StateSource, A: AuditSink>(
         metrics: metrics.clone(),
         drains: body::Drains::new(MAX_DRAINS, DRAIN_TIMEOUT),
         quota: quota.clone(),
+        tracer: config.tracer.clone(),
     });
     let connections = Arc::new(Connections {
         acceptor: airlock_net::Acceptor::new(airlock_net::AcceptOptions {

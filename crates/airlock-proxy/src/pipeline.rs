@@ -72,6 +72,9 @@ pub(crate) async fn handle(
         req.uri(),
         peer.ip(),
     );
+    if let Some(tracer) = &shared.tracer {
+        record.traced(tracer, req.headers());
+    }
     let (mut parts, body) = match proxy(shared, req, peer.ip(), &id, &mut record).await {
         Ok(Outcome::Response(response, permit)) => {
             let (parts, kind) = response.into_parts();
@@ -207,6 +210,7 @@ async fn proxy(
     } else {
         &shared.client
     };
+    record.trace_upstream(&mut upstream_req, &route.gateway.authority, Vec::new);
     let sent =
         tokio::time::timeout(config.response_header_timeout, client.request(upstream_req)).await;
     let mut response = match sent {

@@ -189,7 +189,8 @@ async fn hop_by_hop_and_connection_named_headers_are_removed() {
         "GET /x HTTP/1.1\r\nHost: evil.example\r\nAuthorization: Bearer {}\r\n\
          Connection: close, x-api-key, x-drop-me\r\nKeep-Alive: timeout=5\r\nTE: trailers\r\n\
          Trailer: x-foo\r\nProxy-Connection: keep-alive\r\nx-api-key: mine\r\nx-drop-me: 1\r\n\
-         x-keep-me: 1\r\n\r\n",
+         x-keep-me: 1\r\ntraceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\r\n\
+         tracestate: vendor=opaque\r\n\r\n",
         s.token.expose()
     );
     let answer = raw(h.proxy, request.as_bytes(), Duration::from_secs(10)).await;
@@ -209,6 +210,12 @@ async fn hop_by_hop_and_connection_named_headers_are_removed() {
     // `Connection: x-api-key` removed the client's value, not the credential set after it.
     assert_eq!(seen.header_values("x-api-key"), vec![SECRET.as_bytes()]);
     assert_eq!(seen.header_values("x-keep-me"), vec![&b"1"[..]]);
+    // Traces are off here: the client's trace context passes through untouched.
+    assert_eq!(
+        seen.header_str("traceparent").unwrap(),
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    );
+    assert_eq!(seen.header_str("tracestate").unwrap(), "vendor=opaque");
     assert_eq!(
         seen.header_str("host").unwrap(),
         format!("localhost:{}", h.upstream.addr().port())

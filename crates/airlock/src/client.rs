@@ -181,7 +181,11 @@ impl ApiClient {
             .map_or_else(String::new, |(_, a)| a.to_owned())
     }
 
-    async fn send(&self, req: http::Request<Full<Bytes>>) -> Result<(http::StatusCode, Bytes)> {
+    /// One request on a fresh connection: its status and whole body.
+    pub(crate) async fn send(
+        &self,
+        req: http::Request<Full<Bytes>>,
+    ) -> Result<(http::StatusCode, Bytes)> {
         let reach = || format!("cannot reach {}", self.base);
         let tcp = TcpStream::connect((self.host.as_str(), self.port))
             .await

@@ -7,6 +7,7 @@ mod cli;
 mod client;
 mod keys;
 mod ops;
+mod otlp;
 mod settings;
 
 use std::sync::Arc;
@@ -164,9 +165,19 @@ async fn serve(settings: Settings) -> Result<()> {
     let mut registry = prometheus_client::registry::Registry::default();
     ops::register_process_metrics(&mut registry);
     let mut ops_data_plane = None;
-    if let Some(url) = &settings.otlp_endpoint {
-        tracing::warn!(endpoint = %url, "AIRLOCK_OTLP_ENDPOINT is set but this build does not export traces; ignoring it");
-    }
+    let traces = match settings.trace_settings() {
+        Some(trace) => {
+            let traces = otlp::Traces::start(&trace, &mut registry)?;
+            tracing::info!(
+                url = %trace.traces_url(),
+                service = %trace.service_name,
+                sample_ratio = trace.sample_ratio,
+                "exporting traces over OTLP/HTTP"
+            );
+            Some(traces)
+        }
+        None => None,
+    };
 
     // Flips to true when the data plane has drained (at once when this process has none): the
     // control plane keeps answering until then, so `/readyz` can say 503 during the drain.
@@ -197,6 +208,9 @@ async fn serve(settings: Settings) -> Result<()> {
             upstream_max_concurrency: settings.upstream_max_concurrency,
             devbox_rate_limit: settings.devbox_rate_limit,
             limits_on_outage: settings.limits_on_outage,
+            tracer: traces
+                .as_ref()
+                .map(|t| airlock_proxy::Tracer::new(t.tracer("airlock.proxy"))),
             ..airlock_proxy::ProxyConfig::default()
         };
         let source = Arc::new(store.clone());
@@ -260,7 +274,10 @@ async fn serve(settings: Settings) -> Result<()> {
             ),
             data_plane_ready: ready,
             draining: Arc::new(move || *stopping.borrow()),
-            metrics: airlock_api::ApiMetrics::default(),
+            metrics: match &traces {
+                Some(t) => airlock_api::ApiMetrics::default().with_tracer(t.tracer("airlock.api")),
+                None => airlock_api::ApiMetrics::default(),
+            },
             routers: ops_data_plane
                 .clone()
                 .map(|p| p as Arc<dyn airlock_core::router::RouterInspector>),
@@ -302,6 +319,9 @@ async fn serve(settings: Settings) -> Result<()> {
         task.abort();
     }
     store.close().await;
+    if let Some(traces) = traces {
+        traces.shutdown().await;
+    }
     tracing::info!("stopped");
     Ok(())
 }

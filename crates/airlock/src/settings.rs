@@ -58,8 +58,12 @@ pub(crate) struct Settings {
     pub devbox_rate_limit: Option<airlock_proxy::RateLimit>,
     /// `AIRLOCK_LIMITS_ON_OUTAGE`: `closed` (default) or `open`.
     pub limits_on_outage: airlock_proxy::OnOutage,
-    /// Read so that a start can say it is not supported (no trace exporter in this build).
+    /// The OTLP collector's base URL (`AIRLOCK_OTLP_ENDPOINT`); `None`: no traces.
     pub otlp_endpoint: Option<String>,
+    /// `OTEL_SERVICE_NAME`, else `airlock`.
+    pub service_name: String,
+    /// `AIRLOCK_TRACE_SAMPLE_RATIO`: the share of new traces sampled, 0 to 1.
+    pub trace_sample_ratio: f64,
 }
 
 /// The names `var` has been asked for: every setting the binary reads goes through `var`, so
@@ -127,6 +131,39 @@ fn parse_addr(name: &str, default: &str) -> Result<SocketAddr> {
     let text = var(name).unwrap_or_else(|| default.to_owned());
     text.parse()
         .map_err(|_| anyhow!("{name}: {text:?} is not an address like 127.0.0.1:7070"))
+}
+
+/// An `http://` or `https://` base URL with a host, without a query.
+fn parse_otlp_endpoint() -> Result<Option<String>> {
+    const NAME: &str = "AIRLOCK_OTLP_ENDPOINT";
+    let Some(text) = var(NAME) else {
+        return Ok(None);
+    };
+    // The value is never echoed: a mistyped one may hold a credential.
+    let uri: http::Uri = text
+        .trim()
+        .parse()
+        .map_err(|_| anyhow!("{NAME}: not a URL like http://127.0.0.1:4318"))?;
+    if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
+        bail!("{NAME}: must be an http:// or https:// URL with a host");
+    }
+    if uri.query().is_some() || uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+        bail!(
+            "{NAME}: must be a base URL without a query or user name (/v1/traces is appended; \
+             a collector's credentials go in OTEL_EXPORTER_OTLP_HEADERS)"
+        );
+    }
+    Ok(Some(text.trim().to_owned()))
+}
+
+fn parse_ratio(name: &str, default: f64) -> Result<f64> {
+    match var(name) {
+        None => Ok(default),
+        Some(text) => match text.trim().parse::<f64>() {
+            Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
+            _ => bail!("{name}: {text:?} is not a number from 0 to 1"),
+        },
+    }
 }
 
 fn parse_bool(name: &str, default: bool) -> Result<bool> {
@@ -274,10 +311,26 @@ impl Settings {
             upstream_max_concurrency: parse_count("AIRLOCK_UPSTREAM_MAX_CONCURRENCY", 0, 0)?,
             devbox_rate_limit,
             limits_on_outage,
-            otlp_endpoint: var("AIRLOCK_OTLP_ENDPOINT"),
+            otlp_endpoint: parse_otlp_endpoint()?,
+            service_name: std::env::var("OTEL_SERVICE_NAME")
+                .ok()
+                .filter(|v| !v.trim().is_empty())
+                .unwrap_or_else(|| "airlock".to_owned()),
+            trace_sample_ratio: parse_ratio("AIRLOCK_TRACE_SAMPLE_RATIO", 1.0)?,
         };
         check_unknown()?;
         Ok(settings)
+    }
+
+    /// What the trace exporter needs; `None` when `AIRLOCK_OTLP_ENDPOINT` is unset.
+    pub(crate) fn trace_settings(&self) -> Option<crate::otlp::TraceSettings> {
+        self.otlp_endpoint
+            .as_ref()
+            .map(|endpoint| crate::otlp::TraceSettings {
+                endpoint: endpoint.clone(),
+                service_name: self.service_name.clone(),
+                sample_ratio: self.trace_sample_ratio,
+            })
     }
 
     pub(crate) fn is_sqlite(&self) -> bool {

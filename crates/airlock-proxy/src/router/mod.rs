@@ -701,6 +701,7 @@ impl Routing<'_> {
                     });
                 }
                 Err((why, status, failed)) => {
+                    record.trace_attempt_failed(why, status);
                     self.attempts.push(Attempt {
                         backend: backend.name.clone(),
                         model: candidate.model.clone(),
@@ -922,7 +923,7 @@ impl Routing<'_> {
         *upstream_req.headers_mut() = headers;
         let (mut head, req_body) = upstream_req.into_parts();
         runs.upstream_request(&mut head);
-        let upstream_req = Request::from_parts(head, req_body);
+        let mut upstream_req = Request::from_parts(head, req_body);
 
         let shared = self.shared;
         let Ok(permit) = shared.gates.enter(&gateway.scheme, &gateway.authority) else {
@@ -933,6 +934,12 @@ impl Routing<'_> {
         let in_flight = health.begin(now);
         let deadline = tokio::time::Instant::now() + self.router.timeout;
         let sent_at = Instant::now();
+        record.trace_upstream(&mut upstream_req, &gateway.authority, || {
+            vec![
+                opentelemetry::KeyValue::new("airlock.router.backend", backend.name.clone()),
+                opentelemetry::KeyValue::new("gen_ai.request.model", candidate.model.clone()),
+            ]
+        });
         let sent = tokio::time::timeout_at(deadline, shared.client.request(upstream_req)).await;
         let response = match sent {
             Err(_) => return Err(Cause::Timeout.counted(health, None)),

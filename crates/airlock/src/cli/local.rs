@@ -233,9 +233,16 @@ fn report(settings: &Settings, keys: &str, api_tls: bool, proxy_tls: bool) -> Re
         ),
         (
             "tracing (OTLP)",
-            settings.otlp_endpoint.clone().map_or_else(
+            settings.trace_settings().map_or_else(
                 || "off".to_owned(),
-                |e| format!("{e} (not exported by this build)"),
+                |t| {
+                    format!(
+                        "{} (service {}, sample ratio {})",
+                        t.traces_url(),
+                        t.service_name,
+                        t.sample_ratio
+                    )
+                },
             ),
         ),
         (
@@ -284,9 +291,11 @@ fn report(settings: &Settings, keys: &str, api_tls: bool, proxy_tls: bool) -> Re
             "AIRLOCK_ROLE=control runs no data plane",
         );
     }
-    if settings.otlp_endpoint.is_some() {
-        warnings
-            .push("AIRLOCK_OTLP_ENDPOINT has no effect: this build exports no traces".to_owned());
+    if settings.otlp_endpoint.is_none() {
+        unused(
+            &["AIRLOCK_TRACE_SAMPLE_RATIO"],
+            "AIRLOCK_OTLP_ENDPOINT is not set, so no traces are exported",
+        );
     }
     if settings.is_sqlite() && role != Role::All {
         warnings.push(format!(
