@@ -12,7 +12,7 @@
 use std::path::PathBuf;
 
 use airlock_testkit::upstream::{self, RecordingUpstream, UpstreamOptions};
-use airlock_testkit::{check_python_output, run_python, workspace_root};
+use airlock_testkit::{check_python_output, run_python, workspace_root, TestRequest};
 use airlock_tests::{Airlock, ADMIN};
 use serde_json::Value;
 
@@ -23,7 +23,10 @@ fn binary(names: &[&str]) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     names.iter().find_map(|name| {
         std::env::split_paths(&path)
-            .chain([PathBuf::from("/usr/bin"), PathBuf::from("/usr/lib/chromium")])
+            .chain([
+                PathBuf::from("/usr/bin"),
+                PathBuf::from("/usr/lib/chromium"),
+            ])
             .map(|dir| dir.join(name))
             .find(|p| p.is_file())
     })
@@ -41,11 +44,93 @@ fn browser() -> (PathBuf, PathBuf) {
     }
 }
 
+const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'";
+
+/// Every `/ui` answer, signed in or not, a page, an asset, a redirect or a refusal, carries the
+/// strict CSP and its companions; assets have their content types; without a session every
+/// page but sign-in redirects there, and an API key in `Authorization` is no session.
+async fn check_headers(airlock: &Airlock) {
+    let cases: [(&str, u16, &str); 9] = [
+        ("/ui/sign-in", 200, "text/html; charset=utf-8"),
+        ("/ui/", 303, ""),
+        ("/ui", 303, ""),
+        ("/ui/audit", 303, ""),
+        ("/ui/data/usage?by=model&metric=cost", 303, ""),
+        (
+            "/ui/assets/console.js",
+            200,
+            "text/javascript; charset=utf-8",
+        ),
+        (
+            "/ui/assets/uPlot.iife.min.js",
+            200,
+            "text/javascript; charset=utf-8",
+        ),
+        ("/ui/assets/console.css", 200, "text/css; charset=utf-8"),
+        ("/ui/assets/nope.js", 404, "text/html; charset=utf-8"),
+    ];
+    for (path, status, content_type) in cases {
+        let resp = TestRequest::get(&format!("{}{path}", airlock.api))
+            .bearer(ADMIN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status.as_u16(), status, "{path}");
+        assert_eq!(
+            resp.header("content-security-policy").as_deref(),
+            Some(CSP),
+            "{path}"
+        );
+        assert_eq!(
+            resp.header("x-content-type-options").as_deref(),
+            Some("nosniff"),
+            "{path}"
+        );
+        assert_eq!(
+            resp.header("referrer-policy").as_deref(),
+            Some("no-referrer"),
+            "{path}"
+        );
+        if status == 303 {
+            let to = resp.header("location").unwrap();
+            assert!(to == "/ui/sign-in" || to == "/ui/", "{path}: {to}");
+        } else {
+            assert_eq!(
+                resp.header("content-type").as_deref(),
+                Some(content_type),
+                "{path}"
+            );
+        }
+    }
+    // The sign-in form is refused from another site, and a wrong key sets no cookie.
+    let post = |site: &'static str| {
+        TestRequest::post(&format!("{}/ui/sign-in", airlock.api))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("sec-fetch-site", site)
+            .body(format!("api_key={ADMIN}"))
+    };
+    let resp = post("cross-site").send().await.unwrap();
+    assert_eq!(resp.status.as_u16(), 403);
+    assert!(resp.header("set-cookie").is_none());
+    let resp = post("same-origin").send().await.unwrap();
+    assert_eq!(resp.status.as_u16(), 303);
+    let cookie = resp.header("set-cookie").unwrap();
+    for part in ["HttpOnly", "SameSite=Strict", "Path=/ui", "Max-Age=43200"] {
+        assert!(cookie.contains(part), "{cookie}");
+    }
+    assert!(
+        !cookie.contains("Secure") && !cookie.contains(ADMIN),
+        "{cookie}"
+    );
+}
+
 async fn console(database: &str, database_url: &str) {
     let (chromium, chromedriver) = browser();
-    let openai = RecordingUpstream::start(UpstreamOptions::plain().responder(upstream::openai_chat()))
-        .await
-        .unwrap();
+    let openai =
+        RecordingUpstream::start(UpstreamOptions::plain().responder(upstream::openai_chat()))
+            .await
+            .unwrap();
     let airlock = Airlock::start(&[
         ("AIRLOCK_DATABASE_URL", database_url),
         ("AIRLOCK_MASTER_KEY", MASTER),
@@ -53,6 +138,7 @@ async fn console(database: &str, database_url: &str) {
         ("AIRLOCK_ALLOW_PRIVATE_UPSTREAMS", "127.0.0.0/8"),
     ])
     .await;
+    check_headers(&airlock).await;
     let shots = workspace_root()
         .join("target/console-screenshots")
         .join(database);
@@ -79,8 +165,15 @@ async fn console(database: &str, database_url: &str) {
     assert_eq!(seen["xss_gateway_shown"], true);
     assert_eq!(seen["secret_version"], "2", "{seen}");
     assert_eq!(seen["devbox_status"], "shutdown", "{seen}");
-    assert_eq!(seen["overview_request"].as_array().map(Vec::len), Some(1), "{seen}");
-    assert!(seen["live_backends"].as_str().unwrap().contains("yes"), "{seen}");
+    assert_eq!(
+        seen["overview_request"].as_array().map(Vec::len),
+        Some(1),
+        "{seen}"
+    );
+    assert!(
+        seen["live_backends"].as_str().unwrap().contains("yes"),
+        "{seen}"
+    );
     for (case, want) in [
         ("missing", 403),
         ("wrong", 403),
@@ -98,7 +191,10 @@ async fn console(database: &str, database_url: &str) {
     assert_eq!(seen["after_revoke"], "/ui/sign-in");
     for (page, sizes) in seen["phone_widths"].as_object().unwrap() {
         let (scroll, inner) = (sizes[0].as_i64().unwrap(), sizes[1].as_i64().unwrap());
-        assert!(scroll <= inner, "{page} is wider than a phone: {scroll} > {inner}");
+        assert!(
+            scroll <= inner,
+            "{page} is wider than a phone: {scroll} > {inner}"
+        );
     }
 
     // What the console changed, as the API sees it.
@@ -128,14 +224,19 @@ async fn console(database: &str, database_url: &str) {
         .collect();
     assert!(names.contains(&"CSRF_OK"), "{names:?}");
     for refused in ["CSRF_MISSING", "CSRF_WRONG", "CSRF_ORIGIN", "CSRF_FETCH"] {
-        assert!(!names.contains(&refused), "{refused} was created: {names:?}");
+        assert!(
+            !names.contains(&refused),
+            "{refused} was created: {names:?}"
+        );
     }
     // The console's changes are in the audit trail under the signed-in key, like the API's.
     let events = get("/v1/audit/events?action=devbox.shutdown".into()).await;
     let event = &events["events"][0];
     assert_eq!(event["object_id"], box_id, "{events}");
     assert!(event["api_key_id"].as_str().unwrap().starts_with("key_"));
-    for page in ["overview", "secrets", "devboxes", "usage", "audit", "router", "gateways"] {
+    for page in [
+        "overview", "secrets", "devboxes", "usage", "audit", "router", "gateways",
+    ] {
         for width in [1280, 390] {
             let file = shots.join(format!("{page}-{width}.png"));
             assert!(file.is_file(), "no screenshot {}", file.display());

@@ -19,7 +19,7 @@ import urllib.request
 
 import openai
 from selenium import webdriver
-from selenium.common.exceptions import NoAlertPresentException
+from selenium.common.exceptions import NoAlertPresentException, StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 
@@ -92,8 +92,23 @@ def fill(element_id, value):
     el.send_keys(value)
 
 
+def click(element):
+    """Clicks something that loads a new page, and waits until the new page is there."""
+    old = driver.find_element(By.TAG_NAME, "html")
+    element.click()
+    deadline = time.time() + 30
+    while True:
+        try:
+            old.is_enabled()
+        except StaleElementReferenceException:
+            break
+        assert time.time() < deadline, "no new page after a click"
+        time.sleep(0.05)
+    wait_for("the page to load", lambda: driver.execute_script("return document.readyState") == "complete")
+
+
 def submit(form_id):
-    driver.find_element(By.CSS_SELECTOR, "#" + form_id + " button[type=submit]").click()
+    click(driver.find_element(By.CSS_SELECTOR, "#" + form_id + " button[type=submit]"))
 
 
 def no_alert(where):
@@ -193,6 +208,7 @@ seen["console_box"] = console_box
 # Traffic through the data plane from a devbox bound to the console's gateway and secret.
 box = rest("POST", "/v1/devboxes", {
     "name": "traffic-box", "source_addresses": ["127.0.0.1"],
+    "limits": {"requests_per_day": 100},
     "gateways": {"OPENAI": {"gateway": "openai-console", "secret": "OPENAI_KEY"},
                  "ROUTED": {"gateway": "router-console"}},
 })
@@ -223,6 +239,8 @@ go("/ui/devboxes/" + box["id"])
 tokens = driver.find_element(By.ID, "tokens").text
 assert "OPENAI" in tokens and "active" in tokens, tokens
 seen["token_uses"] = tokens
+limits = driver.find_element(By.ID, "limits").text
+assert "requests_per_day" in limits and "100" in limits, limits
 check_no_secret_values()
 shot("devbox")
 
@@ -256,7 +274,7 @@ go("/ui/secrets")
 row = driver.find_element(By.XPATH, "//table[@id='secrets']//tr[td[1][text()='OPENAI_KEY']]")
 assert row.find_elements(By.TAG_NAME, "td")[1].text == "1", row.text
 row.find_element(By.CSS_SELECTOR, "input[type=password]").send_keys(SECRET_2)
-row.find_element(By.CSS_SELECTOR, "button").click()
+click(row.find_element(By.CSS_SELECTOR, "button"))
 assert "Rotated" in driver.find_element(By.ID, "notice").text
 row = driver.find_element(By.XPATH, "//table[@id='secrets']//tr[td[1][text()='OPENAI_KEY']]")
 seen["secret_version"] = row.find_elements(By.TAG_NAME, "td")[1].text
@@ -266,7 +284,7 @@ shot("secrets")
 # Shut the console's devbox down from the list.
 go("/ui/devboxes")
 row = driver.find_element(By.XPATH, f"//table[@id='devboxes']//tr[td/a[contains(@href, '{console_box}')]]")
-row.find_element(By.CSS_SELECTOR, "button.danger").click()
+click(row.find_element(By.CSS_SELECTOR, "button.danger"))
 seen["devbox_status"] = driver.find_element(By.ID, "devbox-status").text
 no_alert("devbox after shutdown")
 shot("devboxes")
@@ -309,7 +327,7 @@ shot("gateways")
 
 # Sign out: the cookie is gone and pages send to sign-in again.
 go("/ui/")
-driver.find_element(By.ID, "sign-out").click()
+click(driver.find_element(By.ID, "sign-out"))
 assert path() == "/ui/sign-in", driver.current_url
 assert driver.get_cookie("airlock_console") is None
 go("/ui/usage")

@@ -37,33 +37,22 @@ pub(crate) fn time(v: &serde_json::Value) -> String {
         return "—".to_owned();
     };
     let secs = ms.div_euclid(1000);
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let (y, m, d) = civil(days);
+    let rem = secs.rem_euclid(86_400);
     format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
+        "{} {:02}:{:02}:{:02}",
+        crate::usage::format_day(secs.div_euclid(86_400)),
         rem / 3600,
         rem % 3600 / 60,
         rem % 60
     )
 }
 
-/// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn civil(days: i64) -> (i64, i64, i64) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
-}
-
 /// A table: a header row and rows of already-escaped cells.
 pub(crate) fn table(id: &str, head: &[&str], rows: &[Vec<String>]) -> String {
-    let mut out = format!("<div class=\"scroll\"><table id=\"{}\"><thead><tr>", esc(id));
+    let mut out = format!(
+        "<div class=\"scroll\"><table id=\"{}\"><thead><tr>",
+        esc(id)
+    );
     for h in head {
         let _ = write!(out, "<th>{}</th>", esc(h));
     }
@@ -118,7 +107,13 @@ const NAV: [(&str, &str); 6] = [
 ];
 
 /// A whole page: head, nav bar, an optional notice, the body (already escaped HTML).
-pub(crate) fn layout(ui: Option<&Ui>, active: &str, title: &str, notice: &str, body: &str) -> String {
+pub(crate) fn layout(
+    ui: Option<&Ui>,
+    active: &str,
+    title: &str,
+    notice: &str,
+    body: &str,
+) -> String {
     let mut nav = String::new();
     if let Some(ui) = ui {
         nav.push_str("<nav><span class=\"brand\">Airlock</span><div class=\"links\">");
@@ -165,7 +160,10 @@ mod tests {
     #[test]
     fn escaping() {
         let cases = [
-            ("<script>alert(1)</script>", "&lt;script&gt;alert(1)&lt;/script&gt;"),
+            (
+                "<script>alert(1)</script>",
+                "&lt;script&gt;alert(1)&lt;/script&gt;",
+            ),
             (
                 "<img src=x onerror=\"alert(1)\">",
                 "&lt;img src=x onerror=&quot;alert(1)&quot;&gt;",

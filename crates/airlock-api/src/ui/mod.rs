@@ -80,7 +80,10 @@ pub(crate) fn router(state: AppState) -> Router<AppState> {
             "/ui/gateways/{id}",
             get(pages::gateway).post(pages::update_gateway),
         )
-        .route("/ui/secrets", get(pages::secrets).post(pages::create_secret))
+        .route(
+            "/ui/secrets",
+            get(pages::secrets).post(pages::create_secret),
+        )
         .route("/ui/secrets/{name}/rotate", post(pages::rotate_secret))
         .route(
             "/ui/devboxes",
@@ -95,10 +98,7 @@ pub(crate) fn router(state: AppState) -> Router<AppState> {
         .route("/ui/data/gateways/{id}/live", get(data::gateway_live))
         .layer(from_fn_with_state(state, guard));
     Router::new()
-        .route(
-            "/ui",
-            get(|| async { redirect("/ui/", None) }),
-        )
+        .route("/ui", get(|| async { redirect("/ui/", None) }))
         .route("/ui/sign-in", get(sign_in_page).post(sign_in))
         .route("/ui/assets/{name}", get(asset))
         .merge(guarded)
@@ -133,7 +133,10 @@ fn refusal(status: StatusCode, message: &str) -> Response {
 async fn security_headers(req: Request, next: Next) -> Response {
     let mut resp = next.run(req).await;
     let h = resp.headers_mut();
-    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
     h.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
@@ -170,7 +173,10 @@ fn same_origin(headers: &HeaderMap, tls: bool) -> bool {
     if let Some(site) = headers.get("sec-fetch-site") {
         return site.as_bytes() == b"same-origin";
     }
-    let Some(origin) = headers.get(header::ORIGIN).filter(|o| o.as_bytes() != b"null") else {
+    let Some(origin) = headers
+        .get(header::ORIGIN)
+        .filter(|o| o.as_bytes() != b"null")
+    else {
         return true;
     };
     let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else {
@@ -181,9 +187,7 @@ fn same_origin(headers: &HeaderMap, tls: bool) -> bool {
 }
 
 fn served_over_tls(req: &Request) -> bool {
-    req.extensions()
-        .get::<ServedOverTls>()
-        .is_some_and(|t| t.0)
+    req.extensions().get::<ServedOverTls>().is_some_and(|t| t.0)
 }
 
 /// The operator of a session cookie: the key must still exist and not be revoked.
@@ -289,7 +293,10 @@ async fn sign_in(State(state): State<AppState>, headers: HeaderMap, req: Request
             Ok(found) => found,
             Err(e) => {
                 let e = ApiError::from(e);
-                return page(StatusCode::SERVICE_UNAVAILABLE, sign_in_html(&e.to_string()));
+                return page(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    sign_in_html(&e.to_string()),
+                );
             }
         }
     };
@@ -314,7 +321,11 @@ async fn sign_in(State(state): State<AppState>, headers: HeaderMap, req: Request
 
 /// `POST /ui/sign-out`: clears the cookie.
 async fn sign_out(req: Request) -> Response {
-    let secure = if served_over_tls(&req) { "; Secure" } else { "" };
+    let secure = if served_over_tls(&req) {
+        "; Secure"
+    } else {
+        ""
+    };
     let cookie = format!("{COOKIE}=; Path=/ui; HttpOnly; SameSite=Strict; Max-Age=0{secure}");
     redirect("/ui/sign-in", Some(cookie))
 }
@@ -370,7 +381,11 @@ mod tests {
             (Some("same-origin"), None, true),
             (Some("same-origin"), Some("null"), true),
             (Some("cross-site"), None, false),
-            (Some("same-site"), Some("http://console.example:8080"), false),
+            (
+                Some("same-site"),
+                Some("http://console.example:8080"),
+                false,
+            ),
             (Some("none"), None, false),
             (None, Some("http://console.example:8080"), true),
             (None, Some("https://console.example:8080"), false),
@@ -379,7 +394,10 @@ mod tests {
         ];
         for (site, origin, want) in cases {
             let mut h = HeaderMap::new();
-            h.insert(header::HOST, HeaderValue::from_static("console.example:8080"));
+            h.insert(
+                header::HOST,
+                HeaderValue::from_static("console.example:8080"),
+            );
             if let Some(s) = site {
                 h.insert("sec-fetch-site", HeaderValue::from_str(s).unwrap());
             }
@@ -398,7 +416,10 @@ mod tests {
             HeaderValue::from_static("a=1; airlock_console=v.t; b=2"),
         );
         assert_eq!(cookie_value(&h), Some("v.t"));
-        h.insert(header::COOKIE, HeaderValue::from_static("airlock_consolex=1"));
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_static("airlock_consolex=1"),
+        );
         assert_eq!(cookie_value(&h), None);
     }
 }

@@ -61,7 +61,8 @@ pub(super) async fn usage_rows(
         group_by: Some(group_by.to_owned()),
         ..UsageQuery::default()
     };
-    let Json(list) = usage::get(State(state.clone()), Extension(ui.caller.clone()), Query(q)).await?;
+    let Json(list) =
+        usage::get(State(state.clone()), Extension(ui.caller.clone()), Query(q)).await?;
     Ok(list.usage)
 }
 
@@ -120,9 +121,12 @@ fn usd(v: &Option<String>) -> String {
 }
 
 /// Top rows of a usage grouping by requests, as table rows.
-fn top(rows: &[crate::wire::UsageRowView], key: impl Fn(&crate::wire::UsageRowView) -> Option<String>) -> Vec<Vec<String>> {
+fn top(
+    rows: &[crate::wire::UsageRowView],
+    key: impl Fn(&crate::wire::UsageRowView) -> Option<String>,
+) -> Vec<Vec<String>> {
     let mut rows: Vec<_> = rows.iter().collect();
-    rows.sort_by(|a, b| b.requests.cmp(&a.requests));
+    rows.sort_by_key(|r| std::cmp::Reverse(r.requests));
     rows.iter()
         .take(5)
         .map(|r| {
@@ -146,7 +150,11 @@ fn request_rows(v: &Value) -> Vec<Vec<String>> {
                     let tokens = if r["usage"].is_null() {
                         "—".to_owned()
                     } else {
-                        format!("{} / {}", cell(&r["usage"]["input_tokens"]), cell(&r["usage"]["output_tokens"]))
+                        format!(
+                            "{} / {}",
+                            cell(&r["usage"]["input_tokens"]),
+                            cell(&r["usage"]["output_tokens"])
+                        )
                     };
                     let cost = r["cost_usd"]
                         .as_str()
@@ -169,7 +177,14 @@ fn request_rows(v: &Value) -> Vec<Vec<String>> {
 }
 
 const REQUEST_HEAD: [&str; 9] = [
-    "Time (UTC)", "Devbox", "Gateway", "Request", "Status", "Model", "Tokens in / out", "Cost",
+    "Time (UTC)",
+    "Devbox",
+    "Gateway",
+    "Request",
+    "Status",
+    "Model",
+    "Tokens in / out",
+    "Cost",
     "Error",
 ];
 
@@ -181,7 +196,10 @@ pub(crate) async fn overview(
     if !ui.admin {
         let body = admin_only(&ui, "The overview")
             + "<p><a href=\"/ui/devboxes\">See the account's devboxes</a></p>";
-        return Ok(page(StatusCode::OK, layout(Some(&ui), "/ui/", "Overview", "", &body)));
+        return Ok(page(
+            StatusCode::OK,
+            layout(Some(&ui), "/ui/", "Overview", "", &body),
+        ));
     }
     let total = usage_rows(&state, &ui, "").await?;
     let by_model = usage_rows(&state, &ui, "model").await?;
@@ -222,9 +240,16 @@ pub(crate) async fn overview(
         &top(&by_devbox, |r| r.devbox_id.clone().flatten()),
     ));
     body.push_str("</section></div><section class=\"card\"><h2>Recent requests</h2>");
-    body.push_str(&table("recent-requests", &REQUEST_HEAD, &request_rows(&recent)));
+    body.push_str(&table(
+        "recent-requests",
+        &REQUEST_HEAD,
+        &request_rows(&recent),
+    ));
     body.push_str("</section>");
-    Ok(page(StatusCode::OK, layout(Some(&ui), "/ui/", "Overview", "", &body)))
+    Ok(page(
+        StatusCode::OK,
+        layout(Some(&ui), "/ui/", "Overview", "", &body),
+    ))
 }
 
 /// `GET /ui/gateways`: the list, and a form that creates one from a provider preset.
@@ -235,7 +260,10 @@ pub(crate) async fn gateways(
 ) -> PageResult {
     if !ui.admin {
         let body = admin_only(&ui, "Gateway configs");
-        return Ok(page(StatusCode::OK, layout(Some(&ui), "/ui/gateways", "Gateway configs", "", &body)));
+        return Ok(page(
+            StatusCode::OK,
+            layout(Some(&ui), "/ui/gateways", "Gateway configs", "", &body),
+        ));
     }
     let Json(listed) = gateways::list(
         State(state.clone()),
@@ -268,7 +296,14 @@ pub(crate) async fn gateways(
     body.push_str("<section class=\"card\">");
     body.push_str(&table(
         "gateways",
-        &["Name", "Type", "Provider", "Endpoint", "Description", "Created (UTC)"],
+        &[
+            "Name",
+            "Type",
+            "Provider",
+            "Endpoint",
+            "Description",
+            "Created (UTC)",
+        ],
         &rows,
     ));
     body.push_str("</section>");
@@ -296,7 +331,13 @@ pub(crate) async fn gateways(
     );
     Ok(page(
         StatusCode::OK,
-        layout(Some(&ui), "/ui/gateways", "Gateway configs", notice(&query), &body),
+        layout(
+            Some(&ui),
+            "/ui/gateways",
+            "Gateway configs",
+            notice(&query),
+            &body,
+        ),
     ))
 }
 
@@ -315,7 +356,10 @@ pub(crate) async fn create_gateway(
     Extension(form): Extension<Form>,
 ) -> PageResult {
     let mut body = Map::new();
-    body.insert("name".into(), Value::String(form.get("name").trim().to_owned()));
+    body.insert(
+        "name".into(),
+        Value::String(form.get("name").trim().to_owned()),
+    );
     for field in ["provider", "endpoint", "description"] {
         put(&mut body, &form, field);
     }
@@ -426,7 +470,11 @@ fn limits_section(v: &Value) -> String {
         .unwrap_or_default();
     format!(
         "<section class=\"card\"><h2>Limits</h2>{}</section>",
-        table("limits", &["Limit", "Of", "Used", "Left", "Resets (UTC)"], &rows)
+        table(
+            "limits",
+            &["Limit", "Of", "Used", "Left", "Resets (UTC)"],
+            &rows
+        )
     )
 }
 
@@ -462,7 +510,10 @@ pub(crate) async fn secrets(
 ) -> PageResult {
     if !ui.admin {
         let body = admin_only(&ui, "Secrets");
-        return Ok(page(StatusCode::OK, layout(Some(&ui), "/ui/secrets", "Secrets", "", &body)));
+        return Ok(page(
+            StatusCode::OK,
+            layout(Some(&ui), "/ui/secrets", "Secrets", "", &body),
+        ));
     }
     let Json(listed) = secrets::list(
         State(state.clone()),
@@ -496,7 +547,13 @@ pub(crate) async fn secrets(
     let mut body = String::from("<section class=\"card\">");
     body.push_str(&table(
         "secrets",
-        &["Name", "Version", "Created (UTC)", "Rotated (UTC)", "Rotate"],
+        &[
+            "Name",
+            "Version",
+            "Created (UTC)",
+            "Rotated (UTC)",
+            "Rotate",
+        ],
         &rows,
     ));
     let _ = write!(
@@ -533,9 +590,8 @@ pub(crate) async fn rotate_secret(
     Path(name): Path<String>,
 ) -> PageResult {
     let body = json!({"value": form.get("value")});
-    let _ =
-        secrets::update_by_name(State(state), Extension(ui.caller), Path(name), input(body)?)
-            .await?;
+    let _ = secrets::update_by_name(State(state), Extension(ui.caller), Path(name), input(body)?)
+        .await?;
     Ok(redirect("/ui/secrets?done=rotated", None))
 }
 
@@ -571,7 +627,12 @@ pub(crate) async fn devboxes(
                 .map(|d| {
                     let id = d["id"].as_str().unwrap_or_default();
                     let action = if d["status"] == "running" {
-                        button(&ui, &format!("/ui/devboxes/{id}/shutdown"), "Shut down", "danger")
+                        button(
+                            &ui,
+                            &format!("/ui/devboxes/{id}/shutdown"),
+                            "Shut down",
+                            "danger",
+                        )
                     } else {
                         String::new()
                     };
@@ -604,7 +665,14 @@ pub(crate) async fn devboxes(
     let mut body = String::from("<section class=\"card\">");
     body.push_str(&table(
         "devboxes",
-        &["Devbox", "Status", "Source addresses", "Metadata", "Registered (UTC)", ""],
+        &[
+            "Devbox",
+            "Status",
+            "Source addresses",
+            "Metadata",
+            "Registered (UTC)",
+            "",
+        ],
         &rows,
     ));
     body.push_str("</section>");
@@ -644,9 +712,9 @@ pub(crate) async fn register_devbox(
         if line.is_empty() {
             continue;
         }
-        let (k, v) = line.split_once('=').ok_or_else(|| {
-            ApiError::Invalid("metadata: each line must be key=value".into())
-        })?;
+        let (k, v) = line
+            .split_once('=')
+            .ok_or_else(|| ApiError::Invalid("metadata: each line must be key=value".into()))?;
         meta.insert(k.trim().to_owned(), Value::String(v.trim().to_owned()));
     }
     let mut body = json!({"source_addresses": addresses, "metadata": meta});
@@ -657,7 +725,10 @@ pub(crate) async fn register_devbox(
     // The answer holds the devbox's new tokens; they are dropped here, never rendered.
     let Json(view) = devboxes::register(State(state), Extension(ui.caller), input(body)?).await?;
     let id = view["id"].as_str().unwrap_or_default();
-    Ok(redirect(&format!("/ui/devboxes/{id}?done=registered"), None))
+    Ok(redirect(
+        &format!("/ui/devboxes/{id}?done=registered"),
+        None,
+    ))
 }
 
 /// `GET /ui/devboxes/{id}`: its facts, tokens (ids, last use, use count), limits.
@@ -669,7 +740,8 @@ pub(crate) async fn devbox(
 ) -> PageResult {
     let caller = || Extension(ui.caller.clone());
     let Json(d) = devboxes::get(State(state.clone()), caller(), Path(id.clone())).await?;
-    let Json(tokens) = devboxes::list_tokens(State(state.clone()), caller(), Path(id.clone())).await?;
+    let Json(tokens) =
+        devboxes::list_tokens(State(state.clone()), caller(), Path(id.clone())).await?;
     let Json(lim) = limits::devbox_status(State(state.clone()), caller(), Path(id.clone())).await?;
     let did = d["id"].as_str().unwrap_or_default().to_owned();
     let mut body = String::new();
@@ -712,7 +784,15 @@ pub(crate) async fn devbox(
     body.push_str("<section class=\"card\"><h2>Gateway tokens</h2>");
     body.push_str(&table(
         "tokens",
-        &["Token id", "Prefix", "Gateway", "Status", "Last used (UTC)", "Uses", "Expires (UTC)"],
+        &[
+            "Token id",
+            "Prefix",
+            "Gateway",
+            "Status",
+            "Last used (UTC)",
+            "Uses",
+            "Expires (UTC)",
+        ],
         &rows,
     ));
     body.push_str("</section>");
@@ -730,8 +810,13 @@ pub(crate) async fn shutdown_devbox(
     Extension(ui): Extension<Ui>,
     Path(id): Path<String>,
 ) -> PageResult {
-    let Json(view) =
-        devboxes::shutdown(State(state), Extension(ui.caller), Path(id), input(json!({}))?).await?;
+    let Json(view) = devboxes::shutdown(
+        State(state),
+        Extension(ui.caller),
+        Path(id),
+        input(json!({}))?,
+    )
+    .await?;
     let id = view["id"].as_str().unwrap_or_default();
     Ok(redirect(&format!("/ui/devboxes/{id}?done=shutdown"), None))
 }
@@ -743,11 +828,18 @@ pub(crate) async fn usage(
 ) -> PageResult {
     if !ui.admin {
         let body = admin_only(&ui, "Usage");
-        return Ok(page(StatusCode::OK, layout(Some(&ui), "/ui/usage", "Usage and cost", "", &body)));
+        return Ok(page(
+            StatusCode::OK,
+            layout(Some(&ui), "/ui/usage", "Usage and cost", "", &body),
+        ));
     }
     let rows = usage_rows(&state, &ui, "day,model,gateway,devbox").await?;
     let mut body = String::from("<div class=\"grid\">");
-    for (by, what) in [("model", "model"), ("devbox", "devbox"), ("gateway", "gateway")] {
+    for (by, what) in [
+        ("model", "model"),
+        ("devbox", "devbox"),
+        ("gateway", "gateway"),
+    ] {
         body.push_str(&chart(
             &format!("chart-cost-{by}"),
             &format!("Spend by day, stacked by {what} (USD)"),
@@ -780,11 +872,23 @@ pub(crate) async fn usage(
         .collect();
     body.push_str(&table(
         "usage",
-        &["Day (UTC)", "Model", "Gateway", "Devbox", "Requests", "Input tokens", "Output tokens", "Spend"],
+        &[
+            "Day (UTC)",
+            "Model",
+            "Gateway",
+            "Devbox",
+            "Requests",
+            "Input tokens",
+            "Output tokens",
+            "Spend",
+        ],
         &cells,
     ));
     body.push_str("</section>");
-    Ok(page(StatusCode::OK, layout(Some(&ui), "/ui/usage", "Usage and cost", "", &body)))
+    Ok(page(
+        StatusCode::OK,
+        layout(Some(&ui), "/ui/usage", "Usage and cost", "", &body),
+    ))
 }
 
 /// The audit page's filters, from its query string (a GET form).
@@ -808,7 +912,10 @@ pub(crate) async fn audit(
 ) -> PageResult {
     if !ui.admin {
         let body = admin_only(&ui, "The audit trail");
-        return Ok(page(StatusCode::OK, layout(Some(&ui), "/ui/audit", "Audit trail", "", &body)));
+        return Ok(page(
+            StatusCode::OK,
+            layout(Some(&ui), "/ui/audit", "Audit trail", "", &body),
+        ));
     }
     let f: AuditFilter =
         serde_urlencoded::from_str(query.as_deref().unwrap_or_default()).unwrap_or_default();
@@ -820,8 +927,12 @@ pub(crate) async fn audit(
     let mut eq = list_query(100);
     eq.action = some(&f.action);
     eq.object_id = some(&f.object_id);
-    let Json(events) =
-        admin::list_audit_events(State(state.clone()), Extension(ui.caller.clone()), Query(eq)).await?;
+    let Json(events) = admin::list_audit_events(
+        State(state.clone()),
+        Extension(ui.caller.clone()),
+        Query(eq),
+    )
+    .await?;
     let mut body = String::new();
     let _ = write!(
         body,
@@ -837,7 +948,11 @@ pub(crate) async fn audit(
         esc(&f.object_id),
     );
     body.push_str("<section class=\"card\"><h2>Requests</h2>");
-    body.push_str(&table("audit-requests", &REQUEST_HEAD, &request_rows(&requests)));
+    body.push_str(&table(
+        "audit-requests",
+        &REQUEST_HEAD,
+        &request_rows(&requests),
+    ));
     body.push_str("</section><section class=\"card\"><h2>Events</h2>");
     let rows: Vec<Vec<String>> = events["events"]
         .as_array()
@@ -858,9 +973,19 @@ pub(crate) async fn audit(
         .unwrap_or_default();
     body.push_str(&table(
         "audit-events",
-        &["Time (UTC)", "Action", "Object", "API key", "Client", "Detail"],
+        &[
+            "Time (UTC)",
+            "Action",
+            "Object",
+            "API key",
+            "Client",
+            "Detail",
+        ],
         &rows,
     ));
     body.push_str("</section>");
-    Ok(page(StatusCode::OK, layout(Some(&ui), "/ui/audit", "Audit trail", "", &body)))
+    Ok(page(
+        StatusCode::OK,
+        layout(Some(&ui), "/ui/audit", "Audit trail", "", &body),
+    ))
 }

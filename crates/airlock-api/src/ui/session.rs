@@ -67,7 +67,9 @@ impl Session {
         let text = URL_SAFE_NO_PAD
             .decode(text)
             .map_err(|_| Refused::Malformed)?;
-        let tag = URL_SAFE_NO_PAD.decode(tag).map_err(|_| Refused::Malformed)?;
+        let tag = URL_SAFE_NO_PAD
+            .decode(tag)
+            .map_err(|_| Refused::Malformed)?;
         keyring
             .verify_binding(SESSION_PURPOSE, &text, &tag)
             .map_err(|_| Refused::BadSignature)?;
@@ -143,7 +145,10 @@ mod tests {
         let mut flipped = tag.as_bytes().to_vec();
         flipped[10] = if flipped[10] == b'A' { b'B' } else { b'A' };
         let cases: Vec<(String, Refused)> = vec![
-            (forged("key_01\nacc_01\n9999999999999"), Refused::BadSignature),
+            (
+                forged("key_01\nacc_01\n9999999999999"),
+                Refused::BadSignature,
+            ),
             (forged("key_02\nacc_01\n2000"), Refused::BadSignature),
             (forged("key_01\nacc_02\n2000"), Refused::BadSignature),
             (

@@ -43,9 +43,24 @@ function drawChart(el, data) {
     });
     values.push(sums[i]);
   }
+  // Half a step of room on each side, so one day (or hour) of data is a bar, not a sliver.
+  const step = typeof data.x[0] === "string" ? 86400 : 3600;
+  const range = [xs[0] - step, xs[xs.length - 1] + step];
+  // Small amounts (a cent and less) keep their significant digits on the axis.
+  const tick = (u, splits) => splits.map((v) => (v !== 0 && Math.abs(v) < 0.01 ? v.toPrecision(2) : String(v)));
   const width = Math.max(260, el.clientWidth || 600);
   el.textContent = "";
-  new uPlot({ width: width, height: 220, series: series, scales: { x: { time: true } } }, values, el);
+  new uPlot(
+    {
+      width: width,
+      height: 220,
+      series: series,
+      scales: { x: { time: true, range: () => range } },
+      axes: [{}, { values: tick, size: 60 }],
+    },
+    values,
+    el
+  );
 }
 
 function loadCharts() {
