@@ -7,7 +7,7 @@ use axum::extract::{Path, State};
 use axum::{Extension, Json};
 use serde_json::{json, Value};
 
-use super::pages::{list_query, request_events, usage_rows, UiError};
+use super::pages::{list_query, named, names, request_events, usage_rows, UiError};
 use super::Ui;
 use crate::error::ApiError;
 use crate::json::Query;
@@ -48,6 +48,7 @@ pub(crate) async fn usage(
         _ => return Err(ApiError::Invalid("metric: must be requests or cost".into()).into()),
     };
     let rows = usage_rows(&state, &ui, &format!("day,{}", q.by)).await?;
+    let names = names(&state, &ui).await?;
     let days: Vec<String> = rows
         .iter()
         .filter_map(|r| r.day.clone().flatten())
@@ -62,7 +63,7 @@ pub(crate) async fn usage(
         let Ok(i) = days.binary_search(&day) else {
             continue;
         };
-        let label = key(r).unwrap_or_else(|| "(none)".into());
+        let label = key(r).map_or_else(|| "(none)".into(), |id| named(&names, &id));
         let values = series.entry(label).or_insert_with(|| vec![0.0; days.len()]);
         values[i] += if cost {
             r.cost_usd

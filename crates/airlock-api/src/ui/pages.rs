@@ -81,6 +81,30 @@ pub(super) async fn request_events(
     serde_json::from_slice(&bytes).map_err(|_| ApiError::Internal)
 }
 
+/// Devbox and gateway names by id (the latest 500 of each), so charts and tables of usage show
+/// names; an id without a name stays an id.
+pub(super) async fn names(
+    state: &AppState,
+    ui: &Ui,
+) -> Result<std::collections::HashMap<String, String>, ApiError> {
+    let caller = || Extension(ui.caller.clone());
+    let Json(d) = devboxes::list(State(state.clone()), caller(), Query(list_query(500))).await?;
+    let Json(g) = gateways::list(State(state.clone()), caller(), Query(list_query(500))).await?;
+    let rows = d["devboxes"].as_array().into_iter().flatten();
+    let rows = rows.chain(g["gateway_configs"].as_array().into_iter().flatten());
+    Ok(rows
+        .filter_map(|v| Some((v["id"].as_str()?.to_owned(), v["name"].as_str()?.to_owned())))
+        .collect())
+}
+
+/// An id with its name when it has one: `name (id)`.
+pub(super) fn named(names: &std::collections::HashMap<String, String>, id: &str) -> String {
+    match names.get(id) {
+        Some(name) => format!("{name} ({id})"),
+        None => id.to_owned(),
+    }
+}
+
 /// The notice of a page after a change, from a fixed list (nothing from the URL is echoed).
 fn notice(query: &Option<String>) -> &'static str {
     match query.as_deref().unwrap_or_default() {
@@ -204,6 +228,7 @@ pub(crate) async fn overview(
     let total = usage_rows(&state, &ui, "").await?;
     let by_model = usage_rows(&state, &ui, "model").await?;
     let by_devbox = usage_rows(&state, &ui, "devbox").await?;
+    let names = names(&state, &ui).await?;
     let recent = request_events(&state, &ui, list_query(10)).await?;
     let mut body = String::new();
     let t = total.first();
@@ -237,7 +262,9 @@ pub(crate) async fn overview(
     body.push_str(&table(
         "top-devboxes",
         &["Devbox", "Requests", "Tokens", "Spend"],
-        &top(&by_devbox, |r| r.devbox_id.clone().flatten()),
+        &top(&by_devbox, |r| {
+            r.devbox_id.clone().flatten().map(|id| named(&names, &id))
+        }),
     ));
     body.push_str("</section></div><section class=\"card\"><h2>Recent requests</h2>");
     body.push_str(&table(
@@ -834,6 +861,7 @@ pub(crate) async fn usage(
         ));
     }
     let rows = usage_rows(&state, &ui, "day,model,gateway,devbox").await?;
+    let names = names(&state, &ui).await?;
     let mut body = String::from("<div class=\"grid\">");
     for (by, what) in [
         ("model", "model"),
@@ -861,8 +889,8 @@ pub(crate) async fn usage(
             vec![
                 key(&r.day),
                 key(&r.model),
-                key(&r.gateway_id),
-                key(&r.devbox_id),
+                esc(&r.gateway_id.clone().flatten().map_or_else(|| "(none)".into(), |id| named(&names, &id))),
+                esc(&r.devbox_id.clone().flatten().map_or_else(|| "(none)".into(), |id| named(&names, &id))),
                 r.requests.to_string(),
                 r.input_tokens.to_string(),
                 r.output_tokens.to_string(),

@@ -47,7 +47,7 @@ function drawChart(el, data) {
   const step = typeof data.x[0] === "string" ? 86400 : 3600;
   const range = [xs[0] - step, xs[xs.length - 1] + step];
   // Small amounts (a cent and less) keep their significant digits on the axis.
-  const tick = (u, splits) => splits.map((v) => (v !== 0 && Math.abs(v) < 0.01 ? v.toPrecision(2) : String(v)));
+  const tick = (u, splits) => splits.map((v) => (v !== 0 && Math.abs(v) < 0.01 ? String(Number(v.toPrecision(2))) : String(v)));
   const width = Math.max(260, el.clientWidth || 600);
   el.textContent = "";
   new uPlot(
@@ -56,7 +56,7 @@ function drawChart(el, data) {
       height: 220,
       series: series,
       scales: { x: { time: true, range: () => range } },
-      axes: [{}, { values: tick, size: 60 }],
+      axes: [{}, { values: tick, size: 76 }],
     },
     values,
     el
