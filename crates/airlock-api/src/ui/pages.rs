@@ -164,40 +164,40 @@ fn top(
         .collect()
 }
 
+/// One table row per item of a JSON list (none when it is not a list).
+fn each(list: &Value, row: impl Fn(&Value) -> Vec<String>) -> Vec<Vec<String>> {
+    list.as_array()
+        .map(|items| items.iter().map(row).collect())
+        .unwrap_or_default()
+}
+
 /// Rows of the request audit trail.
 fn request_rows(v: &Value) -> Vec<Vec<String>> {
-    v["requests"]
-        .as_array()
-        .map(|list| {
-            list.iter()
-                .map(|r| {
-                    let tokens = if r["usage"].is_null() {
-                        "—".to_owned()
-                    } else {
-                        format!(
-                            "{} / {}",
-                            cell(&r["usage"]["input_tokens"]),
-                            cell(&r["usage"]["output_tokens"])
-                        )
-                    };
-                    let cost = r["cost_usd"]
-                        .as_str()
-                        .map_or_else(|| "—".to_owned(), |c| format!("${}", esc(c)));
-                    vec![
-                        time(&r["time_ms"]),
-                        cell(&r["devbox_id"]),
-                        cell(&r["gateway_config_id"]),
-                        format!("{} {}", cell(&r["method"]), cell(&r["path"])),
-                        cell(&r["status"]),
-                        cell(&r["model"]),
-                        tokens,
-                        cost,
-                        cell(&r["error_code"]),
-                    ]
-                })
-                .collect()
-        })
-        .unwrap_or_default()
+    each(&v["requests"], |r| {
+        let tokens = if r["usage"].is_null() {
+            "—".to_owned()
+        } else {
+            format!(
+                "{} / {}",
+                cell(&r["usage"]["input_tokens"]),
+                cell(&r["usage"]["output_tokens"])
+            )
+        };
+        let cost = r["cost_usd"]
+            .as_str()
+            .map_or_else(|| "—".to_owned(), |c| format!("${}", esc(c)));
+        vec![
+            time(&r["time_ms"]),
+            cell(&r["devbox_id"]),
+            cell(&r["gateway_config_id"]),
+            format!("{} {}", cell(&r["method"]), cell(&r["path"])),
+            cell(&r["status"]),
+            cell(&r["model"]),
+            tokens,
+            cost,
+            cell(&r["error_code"]),
+        ]
+    })
 }
 
 const REQUEST_HEAD: [&str; 9] = [
@@ -298,27 +298,20 @@ pub(crate) async fn gateways(
         Query(list_query(200)),
     )
     .await?;
-    let rows: Vec<Vec<String>> = listed["gateway_configs"]
-        .as_array()
-        .map(|list| {
-            list.iter()
-                .map(|g| {
-                    vec![
-                        format!(
-                            "<a href=\"/ui/gateways/{}\">{}</a>",
-                            esc(g["id"].as_str().unwrap_or_default()),
-                            cell(&g["name"])
-                        ),
-                        cell(&g["type"]),
-                        cell(&g["provider"]),
-                        cell(&g["endpoint"]),
-                        cell(&g["description"]),
-                        time(&g["create_time_ms"]),
-                    ]
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+    let rows: Vec<Vec<String>> = each(&listed["gateway_configs"], |g| {
+        vec![
+            format!(
+                "<a href=\"/ui/gateways/{}\">{}</a>",
+                esc(g["id"].as_str().unwrap_or_default()),
+                cell(&g["name"])
+            ),
+            cell(&g["type"]),
+            cell(&g["provider"]),
+            cell(&g["endpoint"]),
+            cell(&g["description"]),
+            time(&g["create_time_ms"]),
+        ]
+    });
     let mut body = String::new();
     body.push_str("<section class=\"card\">");
     body.push_str(&table(
@@ -548,13 +541,9 @@ pub(crate) async fn secrets(
         Query(list_query(200)),
     )
     .await?;
-    let rows: Vec<Vec<String>> = listed["secrets"]
-        .as_array()
-        .map(|list| {
-            list.iter()
-                .map(|s| {
-                    let name = s["name"].as_str().unwrap_or_default();
-                    vec![
+    let rows: Vec<Vec<String>> = each(&listed["secrets"], |s| {
+        let name = s["name"].as_str().unwrap_or_default();
+        vec![
                         cell(&s["name"]),
                         cell(&s["version"]),
                         time(&s["create_time_ms"]),
@@ -567,10 +556,7 @@ pub(crate) async fn secrets(
                             csrf_field(&ui)
                         ),
                     ]
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+    });
     let mut body = String::from("<section class=\"card\">");
     body.push_str(&table(
         "secrets",
@@ -622,6 +608,15 @@ pub(crate) async fn rotate_secret(
     Ok(redirect("/ui/secrets?done=rotated", None))
 }
 
+/// A list of addresses as escaped `a, b` text.
+fn addresses(v: &Value) -> String {
+    let list: Vec<&str> = v
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    esc(&list.join(", "))
+}
+
 /// A devbox's metadata as a list of escaped `key: value` lines.
 fn metadata(v: &Value) -> String {
     let Some(map) = v.as_object().filter(|m| !m.is_empty()) else {
@@ -647,48 +642,31 @@ pub(crate) async fn devboxes(
         Query(list_query(200)),
     )
     .await?;
-    let rows: Vec<Vec<String>> = listed["devboxes"]
-        .as_array()
-        .map(|list| {
-            list.iter()
-                .map(|d| {
-                    let id = d["id"].as_str().unwrap_or_default();
-                    let action = if d["status"] == "running" {
-                        button(
-                            &ui,
-                            &format!("/ui/devboxes/{id}/shutdown"),
-                            "Shut down",
-                            "danger",
-                        )
-                    } else {
-                        String::new()
-                    };
-                    vec![
-                        format!(
-                            "<a href=\"/ui/devboxes/{}\">{}</a>",
-                            esc(id),
-                            esc(d["name"].as_str().unwrap_or(id))
-                        ),
-                        format!("<span class=\"status {0}\">{0}</span>", cell(&d["status"])),
-                        cell(&Value::String(
-                            d["source_addresses"]
-                                .as_array()
-                                .map(|a| {
-                                    a.iter()
-                                        .filter_map(Value::as_str)
-                                        .collect::<Vec<_>>()
-                                        .join(", ")
-                                })
-                                .unwrap_or_default(),
-                        )),
-                        metadata(&d["metadata"]),
-                        time(&d["create_time_ms"]),
-                        action,
-                    ]
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+    let rows: Vec<Vec<String>> = each(&listed["devboxes"], |d| {
+        let id = d["id"].as_str().unwrap_or_default();
+        let action = if d["status"] == "running" {
+            button(
+                &ui,
+                &format!("/ui/devboxes/{id}/shutdown"),
+                "Shut down",
+                "danger",
+            )
+        } else {
+            String::new()
+        };
+        vec![
+            format!(
+                "<a href=\"/ui/devboxes/{}\">{}</a>",
+                esc(id),
+                esc(d["name"].as_str().unwrap_or(id))
+            ),
+            format!("<span class=\"status {0}\">{0}</span>", cell(&d["status"])),
+            addresses(&d["source_addresses"]),
+            metadata(&d["metadata"]),
+            time(&d["create_time_ms"]),
+            action,
+        ]
+    });
     let mut body = String::from("<section class=\"card\">");
     body.push_str(&table(
         "devboxes",
@@ -780,7 +758,7 @@ pub(crate) async fn devbox(
         cell(&d["name"]),
         esc(&did),
         cell(&d["status"]),
-        cell(&d["source_addresses"]),
+        addresses(&d["source_addresses"]),
         metadata(&d["metadata"]),
         time(&d["create_time_ms"]),
         time(&d["shutdown_time_ms"]),
@@ -790,24 +768,17 @@ pub(crate) async fn devbox(
             String::new()
         },
     );
-    let rows: Vec<Vec<String>> = tokens["gateway_tokens"]
-        .as_array()
-        .map(|list| {
-            list.iter()
-                .map(|t| {
-                    vec![
-                        cell(&t["id"]),
-                        cell(&t["prefix"]),
-                        cell(&t["gateway_config_id"]),
-                        cell(&t["status"]),
-                        time(&t["last_used_time_ms"]),
-                        cell(&t["use_count"]),
-                        time(&t["expire_time_ms"]),
-                    ]
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+    let rows: Vec<Vec<String>> = each(&tokens["gateway_tokens"], |t| {
+        vec![
+            cell(&t["id"]),
+            cell(&t["prefix"]),
+            cell(&t["gateway_config_id"]),
+            cell(&t["status"]),
+            time(&t["last_used_time_ms"]),
+            cell(&t["use_count"]),
+            time(&t["expire_time_ms"]),
+        ]
+    });
     body.push_str("<section class=\"card\"><h2>Gateway tokens</h2>");
     body.push_str(&table(
         "tokens",
@@ -883,14 +854,20 @@ pub(crate) async fn usage(
     let cells: Vec<Vec<String>> = rows
         .iter()
         .map(|r| {
+            let key_named = |k: &Option<Option<String>>| {
+                esc(&k
+                    .clone()
+                    .flatten()
+                    .map_or_else(|| "(none)".into(), |id| named(&names, &id)))
+            };
             let key = |k: &Option<Option<String>>| {
                 esc(k.clone().flatten().as_deref().unwrap_or("(none)"))
             };
             vec![
                 key(&r.day),
                 key(&r.model),
-                esc(&r.gateway_id.clone().flatten().map_or_else(|| "(none)".into(), |id| named(&names, &id))),
-                esc(&r.devbox_id.clone().flatten().map_or_else(|| "(none)".into(), |id| named(&names, &id))),
+                key_named(&r.gateway_id),
+                key_named(&r.devbox_id),
                 r.requests.to_string(),
                 r.input_tokens.to_string(),
                 r.output_tokens.to_string(),
@@ -982,23 +959,16 @@ pub(crate) async fn audit(
         &request_rows(&requests),
     ));
     body.push_str("</section><section class=\"card\"><h2>Events</h2>");
-    let rows: Vec<Vec<String>> = events["events"]
-        .as_array()
-        .map(|list| {
-            list.iter()
-                .map(|e| {
-                    vec![
-                        time(&e["time_ms"]),
-                        cell(&e["action"]),
-                        format!("{} {}", cell(&e["object_type"]), cell(&e["object_id"])),
-                        cell(&e["api_key_id"]),
-                        cell(&e["client_addr"]),
-                        cell(&e["detail"]),
-                    ]
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+    let rows: Vec<Vec<String>> = each(&events["events"], |e| {
+        vec![
+            time(&e["time_ms"]),
+            cell(&e["action"]),
+            format!("{} {}", cell(&e["object_type"]), cell(&e["object_id"])),
+            cell(&e["api_key_id"]),
+            cell(&e["client_addr"]),
+            cell(&e["detail"]),
+        ]
+    });
     body.push_str(&table(
         "audit-events",
         &[
