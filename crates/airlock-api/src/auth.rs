@@ -12,7 +12,7 @@ use crate::error::ApiError;
 use crate::AppState;
 
 /// Longest bearer value considered; anything longer is not a key of ours.
-const MAX_KEY_LEN: usize = 256;
+pub(crate) const MAX_KEY_LEN: usize = 256;
 
 /// The authenticated caller, put into request extensions by [`authenticate`].
 #[derive(Clone, Debug)]

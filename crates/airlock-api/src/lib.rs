@@ -19,6 +19,7 @@ mod providers;
 mod routers;
 mod secrets;
 mod server;
+mod ui;
 mod usage;
 mod wire;
 
@@ -153,6 +154,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route(OPEN_ROUTES[1], get(readyz))
         .route(OPEN_ROUTES[2], get(openapi))
+        .merge(ui::router(state.clone()))
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(axum::extract::DefaultBodyLimit::max(json::MAX_BODY))

@@ -23,6 +23,11 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tower::ServiceExt;
 
+/// Whether the request arrived over TLS (a request extension): the console's cookie is then
+/// `Secure` and its same-origin check expects `https://`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ServedOverTls(pub bool);
+
 /// How the control plane's listener works.
 #[derive(Clone, Debug)]
 pub struct ServeOptions {
@@ -87,6 +92,7 @@ pub(crate) async fn serve(
                         router.clone(),
                         tcp,
                         peer,
+                        options.tls.is_some(),
                         stop.clone(),
                     ));
                 }
@@ -122,6 +128,7 @@ async fn connection(
     router: Router,
     tcp: TcpStream,
     peer: SocketAddr,
+    tls: bool,
     mut stop: watch::Receiver<bool>,
 ) {
     let accepted = tokio::select! {
@@ -137,6 +144,7 @@ async fn connection(
     // Handlers read the caller's address (for the audit trail) as axum's `ConnectInfo`.
     let service = router.map_request(move |mut req: http::Request<Incoming>| {
         req.extensions_mut().insert(ConnectInfo(peer));
+        req.extensions_mut().insert(ServedOverTls(tls));
         req
     });
     let conn = http.serve_connection_with_upgrades(

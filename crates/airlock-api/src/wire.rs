@@ -402,6 +402,7 @@ pub(crate) fn secret_view(s: &SecretRow) -> Value {
         "name": s.name.as_str(),
         "create_time_ms": s.create_time_ms,
         "update_time_ms": s.update_time_ms,
+        "version": s.version,
     })
 }
 

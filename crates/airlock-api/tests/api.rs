@@ -251,7 +251,8 @@ both!(secrets_lifecycle_and_validation, |h: Harness| async move {
         .await;
     let id = created["id"].as_str().unwrap().to_owned();
     assert!(id.starts_with("sec_"));
-    assert_eq!(created.as_object().unwrap().len(), 4, "{created}");
+    assert_eq!(created.as_object().unwrap().len(), 5, "{created}");
+    assert_eq!(created["version"], 1, "{created}");
     assert!(!created.to_string().contains(SECRET_VALUE));
     assert_eq!(h.get("/v1/secrets/OPENAI_KEY").await["id"], id.as_str());
     assert_eq!(
@@ -309,6 +310,7 @@ both!(secrets_lifecycle_and_validation, |h: Harness| async move {
         .post("/v1/secrets/OPENAI_KEY", json!({"value": "sk-rotated"}))
         .await;
     assert!(rotated["update_time_ms"].as_i64() >= created["update_time_ms"].as_i64());
+    assert_eq!(rotated["version"], 2, "{rotated}");
     let row = h
         .store
         .get_secret(
