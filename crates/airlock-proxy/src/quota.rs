@@ -455,13 +455,14 @@ impl Quota {
     }
 
     /// Reserves one request and `tokens` of a router backend's quota for an attempt, or says
-    /// which quota is spent and until when.
+    /// which quota is spent and until when (`None`: the ledger cannot be reached and
+    /// `AIRLOCK_LIMITS_ON_OUTAGE` is `closed`; try again in a second).
     pub(crate) async fn reserve_backend(
         &self,
         quota: &BackendQuota,
         tokens: u64,
         who: &Who,
-    ) -> Result<BackendHolds, (LimitKind, i64)> {
+    ) -> Result<BackendHolds, (Option<LimitKind>, i64)> {
         let now = (self.clock)();
         let claims: Vec<Claim> = quota
             .limits
@@ -479,10 +480,10 @@ impl Quota {
             Ok(holds) => Ok(BackendHolds(holds)),
             Err(ProxyError::LimitExceeded(kind, wait)) => {
                 let wait = i64::try_from(wait.as_millis()).unwrap_or(i64::MAX);
-                Err((kind, now.saturating_add(wait)))
+                Err((Some(kind), now.saturating_add(wait)))
             }
             // The ledger cannot be reached (closed): the backend is not used.
-            Err(_) => Err((LimitKind::RequestsPerMinute, now + IDLE_MS)),
+            Err(_) => Err((None, now + IDLE_MS)),
         }
     }
 

@@ -230,7 +230,7 @@ pub(crate) fn plan(
         match spent {
             None => true,
             Some((kind, until)) => {
-                skipped.push(out_of_quota(&backend.name, kind, until));
+                skipped.push(out_of_quota(&backend.name, Some(kind), until));
                 // On the limits' clock: the wait is measured from its now.
                 let until = now_ms + (until - quota.now()).max(0);
                 earliest = Some(earliest.map_or(until, |e| e.min(until)));
@@ -263,10 +263,16 @@ pub(crate) fn plan(
     })
 }
 
-/// The routing log's note for a backend out of a quota: "openai out of its rpm quota until …".
-pub(crate) fn out_of_quota(backend: &str, kind: LimitKind, until: i64) -> String {
-    let name = airlock_core::router::BackendLimits::name_of(kind);
-    format!("{backend} out of its {name} quota until {until}")
+/// The routing log's note for a backend out of a quota: "openai out of its rpm quota until …"
+/// (`kind` `None`: its quota could not be checked, the ledger being unreachable).
+pub(crate) fn out_of_quota(backend: &str, kind: Option<LimitKind>, until: i64) -> String {
+    match kind {
+        Some(kind) => {
+            let name = airlock_core::router::BackendLimits::name_of(kind);
+            format!("{backend} out of its {name} quota until {until}")
+        }
+        None => format!("{backend} quota cannot be checked (limits unavailable) until {until}"),
+    }
 }
 
 /// `<backend>:<model>` when the part before the first `:` names a backend of this router.
