@@ -456,7 +456,7 @@ pub(crate) async fn gateway(
         let _ = write!(
             body,
             "<section class=\"card\"><h2>Edit</h2><form method=\"post\" action=\"/ui/gateways/{}\" id=\"edit-gateway\" class=\"stack\">{}\
-<label>Description <input name=\"description\" value=\"{}\"></label>{endpoint}\
+<label>Description <input name=\"description\" id=\"gateway-edit-description\" value=\"{}\"></label>{endpoint}\
 <button type=\"submit\">Save</button></form></section>",
             esc(&gid),
             csrf_field(&ui),
