@@ -175,6 +175,11 @@ fill("gateway-description", "made in the console")
 submit("create-gateway")
 assert path().startswith("/ui/gateways/gwc_"), driver.current_url
 assert "openai-console" in text() and "made in the console" in text()
+# Edit it: the description changes, the endpoint stays.
+fill("gateway-edit-description", "edited in the console")
+submit("edit-gateway")
+assert driver.find_element(By.ID, "notice").text == "Saved."
+assert "edited in the console" in text() and (UPSTREAM + "/v1") in text(), text()
 go("/ui/gateways")
 fill("gateway-name", XSS_GATEWAY)
 fill("gateway-description", XSS_META)

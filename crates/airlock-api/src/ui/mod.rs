@@ -311,23 +311,23 @@ async fn sign_in(State(state): State<AppState>, headers: HeaderMap, req: Request
     let Some(value) = session.seal(&state.keyring) else {
         return refusal(StatusCode::INTERNAL_SERVER_ERROR, "internal error");
     };
+    redirect("/ui/", Some(set_cookie(&value, LIFETIME_MS / 1000, tls)))
+}
+
+/// The `Set-Cookie` value of a session (an empty value with `max_age` 0 clears it): only for
+/// `/ui`, out of reach of scripts, never sent from another site, and over TLS only when the
+/// console is served over TLS.
+fn set_cookie(value: &str, max_age: i64, tls: bool) -> String {
     let secure = if tls { "; Secure" } else { "" };
-    let cookie = format!(
-        "{COOKIE}={value}; Path=/ui; HttpOnly; SameSite=Strict; Max-Age={}{secure}",
-        LIFETIME_MS / 1000
-    );
-    redirect("/ui/", Some(cookie))
+    format!("{COOKIE}={value}; Path=/ui; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}")
 }
 
 /// `POST /ui/sign-out`: clears the cookie.
 async fn sign_out(req: Request) -> Response {
-    let secure = if served_over_tls(&req) {
-        "; Secure"
-    } else {
-        ""
-    };
-    let cookie = format!("{COOKIE}=; Path=/ui; HttpOnly; SameSite=Strict; Max-Age=0{secure}");
-    redirect("/ui/sign-in", Some(cookie))
+    redirect(
+        "/ui/sign-in",
+        Some(set_cookie("", 0, served_over_tls(&req))),
+    )
 }
 
 /// The embedded assets: name, content type, bytes.
@@ -406,6 +406,18 @@ mod tests {
             }
             assert_eq!(same_origin(&h, false), want, "{site:?} {origin:?}");
         }
+    }
+
+    #[test]
+    fn cookies_are_secure_over_tls() {
+        assert_eq!(
+            set_cookie("v.t", 60, true),
+            "airlock_console=v.t; Path=/ui; HttpOnly; SameSite=Strict; Max-Age=60; Secure"
+        );
+        assert_eq!(
+            set_cookie("", 0, false),
+            "airlock_console=; Path=/ui; HttpOnly; SameSite=Strict; Max-Age=0"
+        );
     }
 
     #[test]

@@ -130,13 +130,23 @@ fn chart(id: &str, title: &str, source: &str) -> String {
     )
 }
 
-fn admin_only(ui: &Ui, what: &str) -> String {
-    format!(
-        "<p class=\"card\">{} needs an admin API key; this session's key ({}) has the {} scope.</p>",
-        esc(what),
+/// For a key without the admin scope, the page that says this one needs it (with a link to
+/// the devboxes, which it may see); `None` for an admin key.
+fn admin_only(ui: &Ui, active: &str, title: &str) -> Option<Response> {
+    if ui.admin {
+        return None;
+    }
+    let body = format!(
+        "<p class=\"card\">{} needs an admin API key; this session's key ({}) has the {} scope. \
+<a href=\"/ui/devboxes\">See the account's devboxes</a>.</p>",
+        esc(title),
         esc(&ui.caller.key.name),
         esc(ui.caller.key.scope.as_str())
-    )
+    );
+    Some(page(
+        StatusCode::OK,
+        layout(Some(ui), active, title, "", &body),
+    ))
 }
 
 fn usd(v: &Option<String>) -> String {
@@ -217,13 +227,8 @@ pub(crate) async fn overview(
     State(state): State<AppState>,
     Extension(ui): Extension<Ui>,
 ) -> PageResult {
-    if !ui.admin {
-        let body = admin_only(&ui, "The overview")
-            + "<p><a href=\"/ui/devboxes\">See the account's devboxes</a></p>";
-        return Ok(page(
-            StatusCode::OK,
-            layout(Some(&ui), "/ui/", "Overview", "", &body),
-        ));
+    if let Some(refused) = admin_only(&ui, "/ui/", "Overview") {
+        return Ok(refused);
     }
     let total = usage_rows(&state, &ui, "").await?;
     let by_model = usage_rows(&state, &ui, "model").await?;
@@ -285,12 +290,8 @@ pub(crate) async fn gateways(
     Extension(ui): Extension<Ui>,
     RawQuery(query): RawQuery,
 ) -> PageResult {
-    if !ui.admin {
-        let body = admin_only(&ui, "Gateway configs");
-        return Ok(page(
-            StatusCode::OK,
-            layout(Some(&ui), "/ui/gateways", "Gateway configs", "", &body),
-        ));
+    if let Some(refused) = admin_only(&ui, "/ui/gateways", "Gateway configs") {
+        return Ok(refused);
     }
     let Json(listed) = gateways::list(
         State(state.clone()),
@@ -456,7 +457,7 @@ pub(crate) async fn gateway(
         let _ = write!(
             body,
             "<section class=\"card\"><h2>Edit</h2><form method=\"post\" action=\"/ui/gateways/{}\" id=\"edit-gateway\" class=\"stack\">{}\
-<label>Description <input name=\"description\" value=\"{}\"></label>{endpoint}\
+<label>Description <input name=\"description\" id=\"gateway-edit-description\" value=\"{}\"></label>{endpoint}\
 <button type=\"submit\">Save</button></form></section>",
             esc(&gid),
             csrf_field(&ui),
@@ -528,12 +529,8 @@ pub(crate) async fn secrets(
     Extension(ui): Extension<Ui>,
     RawQuery(query): RawQuery,
 ) -> PageResult {
-    if !ui.admin {
-        let body = admin_only(&ui, "Secrets");
-        return Ok(page(
-            StatusCode::OK,
-            layout(Some(&ui), "/ui/secrets", "Secrets", "", &body),
-        ));
+    if let Some(refused) = admin_only(&ui, "/ui/secrets", "Secrets") {
+        return Ok(refused);
     }
     let Json(listed) = secrets::list(
         State(state.clone()),
@@ -824,12 +821,8 @@ pub(crate) async fn usage(
     State(state): State<AppState>,
     Extension(ui): Extension<Ui>,
 ) -> PageResult {
-    if !ui.admin {
-        let body = admin_only(&ui, "Usage");
-        return Ok(page(
-            StatusCode::OK,
-            layout(Some(&ui), "/ui/usage", "Usage and cost", "", &body),
-        ));
+    if let Some(refused) = admin_only(&ui, "/ui/usage", "Usage and cost") {
+        return Ok(refused);
     }
     let rows = usage_rows(&state, &ui, "day,model,gateway,devbox").await?;
     let names = names(&state, &ui).await?;
@@ -915,12 +908,8 @@ pub(crate) async fn audit(
     Extension(ui): Extension<Ui>,
     RawQuery(query): RawQuery,
 ) -> PageResult {
-    if !ui.admin {
-        let body = admin_only(&ui, "The audit trail");
-        return Ok(page(
-            StatusCode::OK,
-            layout(Some(&ui), "/ui/audit", "Audit trail", "", &body),
-        ));
+    if let Some(refused) = admin_only(&ui, "/ui/audit", "Audit trail") {
+        return Ok(refused);
     }
     let f: AuditFilter =
         serde_urlencoded::from_str(query.as_deref().unwrap_or_default()).unwrap_or_default();
