@@ -1083,7 +1083,7 @@ both!(gateway_configs_from_presets, |h: Harness| async move {
     let full_model = json!({
         "id": "llama-3.3-70b", "name": "Llama 3.3 70B", "reasoning": true, "input": ["text", "image"],
         "cost": {"input": 0.59, "output": 0.79, "cacheRead": 0.000000001, "cacheWrite": 12345.123456789},
-        "contextWindow": 131072, "maxTokens": 8192
+        "contextWindow": 131072, "maxTokens": 8192, "tools": false
     });
     let cases: Vec<(Value, Value)> = vec![
         // A preset alone: endpoint, auth, dialect and the required header all come from it.
@@ -1241,6 +1241,7 @@ both!(gateway_llm_validation, |h: Harness| async move {
         (base(json!({"models": [{"name": "no id"}]})), "models[0]: missing field `id`".into()),
         (model(json!({"name": ""})), "models[1].name: must not be empty".into()),
         (model(json!({"reasoning": "yes"})), "models[1].reasoning: invalid type".into()),
+        (model(json!({"tools": "yes"})), "models[1].tools: invalid type".into()),
         (model(json!({"input": []})), "models[1].input: must not be empty".into()),
         (model(json!({"input": ["text", "video"]})), "models[1].input[1]: must be text or image".into()),
         (model(json!({"contextWindow": 0})), "models[1].contextWindow: must be a positive integer".into()),

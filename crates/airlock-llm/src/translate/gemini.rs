@@ -56,7 +56,7 @@ pub fn openai_to_gemini_request(
     opts: &RequestOptions<'_>,
 ) -> Result<Vec<u8>, TranslateError> {
     let root = parse_object(body)?;
-    refuse_unsupported_openai_for_gemini(&root)?;
+    refuse_unsupported_openai(&root, true)?;
     let mut system: Vec<Value> = Vec::new();
     let mut contents: Vec<(&'static str, Vec<Value>)> = Vec::new();
     // tool_call_id → function name, for functionResponse parts.
@@ -148,25 +148,6 @@ pub fn openai_to_gemini_request(
         out.insert("generationConfig".into(), Value::Object(config));
     }
     Ok(serde_json::to_vec(&Value::Object(out)).unwrap_or_default())
-}
-
-/// The Chat Completions fields Gemini cannot take: those the Anthropic translation refuses
-/// (`n > 1`, audio, deprecated functions, web search) but JSON mode, which Gemini has.
-fn refuse_unsupported_openai_for_gemini(root: &Object) -> Result<(), TranslateError> {
-    let mut without_format = root.clone();
-    if let Some(format) = field(root, "", "response_format").object()? {
-        match field(format, "response_format", "type").str()? {
-            None | Some("text" | "json_object") => {
-                without_format.remove("response_format");
-            }
-            Some(_) => {
-                return Err(TranslateError::unsupported(
-                    "response_format: json_schema is not supported by this backend",
-                ))
-            }
-        }
-    }
-    refuse_unsupported_openai(&without_format)
 }
 
 /// Appends parts to the last turn when it has the same role, else starts a turn.
