@@ -1503,6 +1503,8 @@ async fn the_context_window_comes_from_the_price_table_when_the_list_has_none() 
     let r = post(&h, "/v1/chat/completions", &token, &body).await;
     assert_eq!(r.status, 400);
     assert_eq!(header(&r, "x-airlock-error"), "no_capable_backend");
+}
+
 static CLOCK: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
 
 fn test_clock() -> i64 {
