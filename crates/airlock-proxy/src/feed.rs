@@ -291,9 +291,16 @@ impl TokenLoader {
         state: &State,
         digest: &TokenDigest,
     ) -> Result<bool, ProxyError> {
-        let Ok(_permit) = self.at_once.try_acquire() else {
+        // A burst of first requests with one new token (minted on another replica a moment ago)
+        // waits for the lookups ahead of it instead of failing, and is then usually answered by
+        // the map: one of those lookups brought its token.
+        let Ok(Ok(_permit)) = tokio::time::timeout(LOOKUP_TIMEOUT, self.at_once.acquire()).await
+        else {
             return Err(ProxyError::StateUnavailable);
         };
+        if state.lookup(digest).is_some() {
+            return Ok(true);
+        }
         if !self.take_permit() {
             return Err(ProxyError::StateUnavailable);
         }

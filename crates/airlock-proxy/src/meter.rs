@@ -41,9 +41,48 @@ const MAX_HELD: usize = 64 * 1024;
 /// one (Gemini, Claude's 1M context).
 const LONG_CONTEXT: u64 = 200_000;
 
-/// One gateway config's metering: its dialect, provider and models, and the prices already
-/// looked up in the bundled table (a lookup runs the table's name matching; its answer is
-/// kept for the gateway's life, per model and tier).
+/// Models remembered per shard of a provider's price cache (16 shards): model names come from
+/// clients and upstreams, so the cache is bounded; past it a price is looked up each time.
+const PRICES_PER_SHARD: usize = 64;
+
+/// Bundled-table prices already looked up, by provider (operator-chosen, few), then by model:
+/// short requests, long-context requests.
+type TablePrices = LazyMap<String, [LazyMap<String, Option<Price>>; 2]>;
+
+static TABLE_PRICES: std::sync::LazyLock<TablePrices> = std::sync::LazyLock::new(LazyMap::new);
+
+/// The bundled table's price of `model` at `provider` for a request of `input_tokens`,
+/// remembered for the process's life per model and tier: a lookup runs the table's name matching
+/// and its calculator three times (microseconds), and metering and every limit estimate need one
+/// per request. Shared by the meter and the limits' estimates.
+pub(crate) fn table_price(provider: &str, model: &str, input_tokens: u64) -> Option<Price> {
+    let long = input_tokens > LONG_CONTEXT;
+    let lookup = || airlock_llm::price_for(provider, model, if long { input_tokens } else { 1 });
+    let tiers = TABLE_PRICES.get_or_insert(provider, || {
+        (provider.to_owned(), [LazyMap::new(), LazyMap::new()])
+    });
+    let cache = &tiers[usize::from(long)];
+    if let Some(price) = cache.get(model) {
+        return *price;
+    }
+    if cache.shard_len(model) >= PRICES_PER_SHARD {
+        return lookup();
+    }
+    *cache.get_or_insert(model, || (model.to_owned(), lookup()))
+}
+
+/// The price of `model` for a gateway: its own model list first, then the bundled table for
+/// its provider ([`table_price`]); `None` when neither knows it.
+pub(crate) fn resolve_price(
+    models: &[ModelSpec],
+    provider: Option<&str>,
+    model: &str,
+    input_tokens: u64,
+) -> Option<Price> {
+    airlock_llm::listed_price(models, model).or_else(|| table_price(provider?, model, input_tokens))
+}
+
+/// One gateway config's metering: its dialect, provider and models.
 pub(crate) struct MeterStage(Arc<Gateway>);
 
 struct Gateway {
@@ -51,8 +90,6 @@ struct Gateway {
     provider: Option<Arc<str>>,
     models: Box<[ModelSpec]>,
     ask_stream_usage: bool,
-    /// Bundled-table prices by model: short requests, long-context requests.
-    prices: [LazyMap<String, Option<Price>>; 2],
 }
 
 impl MeterStage {
@@ -64,7 +101,6 @@ impl MeterStage {
             models: llm.models.clone().into(),
             ask_stream_usage: llm.api == Api::OpenaiCompletions
                 && preset.is_some_and(|p| p.stream_usage_option),
-            prices: [LazyMap::new(), LazyMap::new()],
         }))
     }
 }
@@ -72,19 +108,7 @@ impl MeterStage {
 impl Gateway {
     /// The price of `model`: the gateway's own list first, then the bundled table.
     fn price(&self, model: &str, input_tokens: u64) -> Option<Price> {
-        if let Some(cost) = airlock_llm::listed_price(&self.models, model) {
-            return Some(cost);
-        }
-        let provider = self.provider.as_deref()?;
-        let long = input_tokens > LONG_CONTEXT;
-        let cache = &self.prices[usize::from(long)];
-        *cache.get_or_insert(model, || {
-            let tokens = if long { input_tokens } else { 1 };
-            (
-                model.to_owned(),
-                airlock_llm::price_for(provider, model, tokens),
-            )
-        })
+        resolve_price(&self.models, self.provider.as_deref(), model, input_tokens)
     }
 }
 

@@ -854,20 +854,17 @@ impl LimitRun {
             .unwrap_or(DEFAULT_MAX_TOKENS);
         let model = info.and_then(|i| i.model);
         let cost = match (&self.llm, model) {
-            (Some(llm), Some(model)) => airlock_llm::listed_price(&llm.models, &model)
-                .or_else(|| {
-                    llm.provider
-                        .as_deref()
-                        .and_then(|p| airlock_llm::price_for(p, &model, input))
-                })
-                .map_or(0, |price| {
-                    price.cost_nanos(&airlock_core::Usage {
-                        input_tokens: input,
-                        output_tokens: output,
-                        exact: false,
-                        ..airlock_core::Usage::default()
+            (Some(llm), Some(model)) => {
+                crate::meter::resolve_price(&llm.models, llm.provider.as_deref(), &model, input)
+                    .map_or(0, |price| {
+                        price.cost_nanos(&airlock_core::Usage {
+                            input_tokens: input,
+                            output_tokens: output,
+                            exact: false,
+                            ..airlock_core::Usage::default()
+                        })
                     })
-                }),
+            }
             _ => 0,
         };
         (input.saturating_add(output), cost)

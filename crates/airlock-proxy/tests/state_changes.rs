@@ -225,6 +225,28 @@ async fn new_tokens_work_at_once() {
     assert!(h.plane.token_count() >= 5);
 }
 
+/// A burst of first requests with a token this replica has not heard of (minted on another
+/// replica, its notification not here yet), more than the on-demand lookups allowed at once,
+/// all succeed: the ones past the cap wait for a turn and find the token in memory, none is
+/// refused with 503 `state_unavailable`, and the store is asked at most that cap of times.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_first_requests_with_a_new_token_succeeds() {
+    let h = Harness::sqlite().await;
+    // The feed loses the mint, so only the on-demand lookup can bring the token.
+    h.source.feed_down.store(true, Ordering::SeqCst);
+    let s = h.simple(header_key(), OLD).await;
+    let before = h.source.token_lookups.load(Ordering::SeqCst);
+    let statuses = futures_util::future::join_all((0..64).map(|_| get(&h, "/x", &s.token))).await;
+    let lookups = h.source.token_lookups.load(Ordering::SeqCst) - before;
+    assert!((1..=8).contains(&lookups), "{lookups} lookups");
+    let failed: Vec<String> = statuses
+        .iter()
+        .filter(|r| r.status != 200)
+        .map(|r| format!("{} {}", r.status, code(r)))
+        .collect();
+    assert!(failed.is_empty(), "refused: {failed:?}");
+}
+
 /// A token revoked behind the feed's back (SQL, no notification) is dropped by the periodic
 /// full reload, and then refused as revoked.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

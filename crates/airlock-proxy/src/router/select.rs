@@ -363,9 +363,12 @@ const EXPECTED_OUTPUT: u64 = 1_024;
 /// What the request would cost on this candidate, in nano-dollars × 10⁶; `None` when the
 /// price is unknown.
 fn expected_cost(c: &Candidate, want: &Want<'_>) -> Option<u128> {
-    let provider = c.gateway.llm.provider.as_deref().unwrap_or("");
-    let price: Price =
-        airlock_llm::resolve_price(&c.gateway.llm.models, provider, &c.model, want.input_tokens)?;
+    let price: Price = crate::meter::resolve_price(
+        &c.gateway.llm.models,
+        c.gateway.llm.provider.as_deref(),
+        &c.model,
+        want.input_tokens,
+    )?;
     let output = want
         .max_tokens
         .unwrap_or(EXPECTED_OUTPUT)
