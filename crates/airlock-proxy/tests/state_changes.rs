@@ -376,6 +376,29 @@ async fn reload_after_feed_outage(db: Db) {
     let held_rotated = Held::start(&h, "/held-rotated", &rotated.token, "rotated-first").await;
     let held_revoked = Held::start(&h, "/held-revoked", &revoked.token, "revoked-first").await;
 
+    // Every change so far has been applied before the feed goes down: the feed reloads the
+    // objects a change names, so a change still queued (a slow machine) would read the shutdown
+    // below and drop the token early. Changes apply in commit order, so a config change made now
+    // and seen on a token already in memory means all the earlier ones were applied.
+    let sync = h.simple(header_key(), OLD).await;
+    assert_eq!(get(&h, "/x", &sync.token).await.status, 200);
+    let mut bumped = sync.gateway.clone();
+    bumped.endpoint = airlock_core::Endpoint::parse("endpoint", &h.endpoint("/synced")).unwrap();
+    h.seed.bind(&mut bumped);
+    h.seed
+        .store
+        .update_gateway_config(&bumped, &gateway_update_audit(&h, &bumped))
+        .await
+        .unwrap();
+    let synced = Harness::eventually(Duration::from_secs(5), || async {
+        get(&h, "/x", &sync.token).await;
+        h.upstream
+            .last_request()
+            .is_some_and(|r| r.path() == "/synced/x")
+    })
+    .await;
+    assert!(synced, "the feed did not apply a config change");
+
     h.source.feed_down.store(true, Ordering::SeqCst);
     h.seed.rotate(&rotated.secret, NEW).await;
     h.seed.shutdown(&revoked.devbox).await;
@@ -478,7 +501,11 @@ async fn reload_after_feed_outage(db: Db) {
         lookups,
         "a token was looked up on demand: the reload should have brought it"
     );
-    assert_eq!(h.plane.token_count(), 4);
+    assert_eq!(
+        h.plane.token_count(),
+        5,
+        "kept, rotated, moved, minted and the sync token"
+    );
 
     // The requests in flight across all of it complete as they began: the old key, the whole
     // body, and an audit event with the secret version they were authorised with.
