@@ -16,8 +16,6 @@ use airlock_testkit::{check_python_output, run_python, workspace_root, TestReque
 use airlock_tests::{Airlock, ADMIN};
 use serde_json::Value;
 
-const MASTER: &str = "q2Vx0JqL3m0l2m8r8y6Wb5XyZ0a1b2c3d4e5f6g7h8k=";
-
 /// The first of `names` found on PATH or in /usr/bin.
 fn binary(names: &[&str]) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
@@ -131,13 +129,7 @@ async fn console(database: &str, database_url: &str) {
         RecordingUpstream::start(UpstreamOptions::plain().responder(upstream::openai_chat()))
             .await
             .unwrap();
-    let airlock = Airlock::start(&[
-        ("AIRLOCK_DATABASE_URL", database_url),
-        ("AIRLOCK_MASTER_KEY", MASTER),
-        ("AIRLOCK_ADMIN_TOKEN", ADMIN),
-        ("AIRLOCK_ALLOW_PRIVATE_UPSTREAMS", "127.0.0.0/8"),
-    ])
-    .await;
+    let airlock = Airlock::start_on(database_url, &[]).await;
     check_headers(&airlock).await;
     let shots = workspace_root()
         .join("target/console-screenshots")

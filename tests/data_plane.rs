@@ -10,10 +10,9 @@ use std::time::{Duration, Instant};
 use airlock_testkit::tls::{TestCa, ALPN_H2_HTTP11};
 use airlock_testkit::upstream::{self, RecordingUpstream, UpstreamOptions};
 use airlock_testkit::{run_python, workspace_root, TestRequest};
-use airlock_tests::{Airlock, ADMIN};
+use airlock_tests::{Airlock, ADMIN, MASTER};
 use serde_json::{json, Value};
 
-const MASTER: &str = "q2Vx0JqL3m0l2m8r8y6Wb5XyZ0a1b2c3d4e5f6g7h8k=";
 const OPENAI_KEY: &str = "sk-openai-real-key-7e1f0d9c8b";
 const ANTHROPIC_KEY: &str = "sk-ant-real-key-4c3b2a190807";
 

@@ -12,13 +12,12 @@ use std::time::Duration;
 use airlock_testkit::tls::{TestCa, ALPN_H2_HTTP11};
 use airlock_testkit::upstream::{RecordingUpstream, UpstreamOptions};
 use airlock_testkit::TestRequest;
-use airlock_tests::{Airlock, ADMIN};
+use airlock_tests::{Airlock, ADMIN, MASTER};
 use serde_json::{json, Value};
 
 const SECRET: &str = "sk-SENTINEL-e2e-leak-check-51a7c3";
 const ROTATED: &str = "sk-SENTINEL-e2e-rotated-90be44";
 const CUSTOM: &str = "org-SENTINEL-e2e-custom-3d2f10";
-const MASTER: &str = "q2Vx0JqL3m0l2m8r8y6Wb5XyZ0a1b2c3d4e5f6g7h8k=";
 
 fn forms(secret: &str) -> Vec<String> {
     use base64::Engine as _;

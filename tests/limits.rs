@@ -12,19 +12,11 @@ use airlock_testkit::{check_python_output, run_python, workspace_root, TestReque
 use airlock_tests::{sample, Airlock, ADMIN};
 use serde_json::{json, Value};
 
-const MASTER: &str = "q2Vx0JqL3m0l2m8r8y6Wb5XyZ0a1b2c3d4e5f6g7h8k=";
-
 async fn sdks_see_limit_exceeded(database_url: &str) {
     let start = |responder| RecordingUpstream::start(UpstreamOptions::plain().responder(responder));
     let openai = start(upstream::openai_chat()).await.unwrap();
     let anthropic = start(upstream::anthropic_messages()).await.unwrap();
-    let airlock = Airlock::start(&[
-        ("AIRLOCK_DATABASE_URL", database_url),
-        ("AIRLOCK_MASTER_KEY", MASTER),
-        ("AIRLOCK_ADMIN_TOKEN", ADMIN),
-        ("AIRLOCK_ALLOW_PRIVATE_UPSTREAMS", "127.0.0.0/8"),
-    ])
-    .await;
+    let airlock = Airlock::start_on(database_url, &[]).await;
     for name in ["OPENAI_KEY", "ANTHROPIC_KEY"] {
         airlock
             .post(
@@ -179,13 +171,7 @@ async fn a_hit_limit_shows_in_metrics_audit_and_views() {
     let up = RecordingUpstream::start(UpstreamOptions::plain().responder(upstream::echo()))
         .await
         .unwrap();
-    let airlock = Airlock::start(&[
-        ("AIRLOCK_DATABASE_URL", url.as_str()),
-        ("AIRLOCK_MASTER_KEY", MASTER),
-        ("AIRLOCK_ADMIN_TOKEN", ADMIN),
-        ("AIRLOCK_ALLOW_PRIVATE_UPSTREAMS", "127.0.0.0/8"),
-    ])
-    .await;
+    let airlock = Airlock::start_on(url.as_str(), &[]).await;
     airlock
         .post("/v1/secrets", json!({"name": "K", "value": "real-key"}))
         .await;

@@ -18,10 +18,8 @@ use std::time::{Duration, Instant};
 use airlock_core::llm::{format_usd, parse_usd};
 use airlock_testkit::upstream::{self, RecordingUpstream, UpstreamOptions};
 use airlock_testkit::{check_python_output, run_python, workspace_root};
-use airlock_tests::{Airlock, ADMIN};
+use airlock_tests::Airlock;
 use serde_json::{json, Value};
-
-const MASTER: &str = "q2Vx0JqL3m0l2m8r8y6Wb5XyZ0a1b2c3d4e5f6g7h8k=";
 
 /// USD per million tokens: input, output, cache read, cache write. Each is a whole number of
 /// nano-dollars per token (2.5 → 2500), so no cost is rounded.
@@ -185,13 +183,7 @@ async fn rig(database_url: &str) -> Rig {
     let openai = start(upstream::openai_chat()).await.unwrap();
     let anthropic = start(upstream::anthropic_messages()).await.unwrap();
     let gemini = start(upstream::gemini()).await.unwrap();
-    let airlock = Airlock::start(&[
-        ("AIRLOCK_DATABASE_URL", database_url),
-        ("AIRLOCK_MASTER_KEY", MASTER),
-        ("AIRLOCK_ADMIN_TOKEN", ADMIN),
-        ("AIRLOCK_ALLOW_PRIVATE_UPSTREAMS", "127.0.0.0/8"),
-    ])
-    .await;
+    let airlock = Airlock::start_on(database_url, &[]).await;
     for name in ["OPENAI_KEY", "ANTHROPIC_KEY", "GEMINI_KEY"] {
         airlock
             .post(

@@ -9,11 +9,10 @@ use std::time::{Duration, Instant};
 
 use airlock_testkit::upstream::{self, RecordingUpstream, UpstreamOptions};
 use airlock_testkit::TestRequest;
-use airlock_tests::{sample, Airlock, ADMIN};
+use airlock_tests::{sample, Airlock, ADMIN, MASTER};
 use base64::Engine as _;
 use serde_json::{json, Value};
 
-const MASTER: &str = "q2Vx0JqL3m0l2m8r8y6Wb5XyZ0a1b2c3d4e5f6g7h8k=";
 const SENTINEL: &str = "sk-SENTINEL-ops-secret-7373";
 
 fn forms(secret: &str) -> Vec<String> {
@@ -276,13 +275,7 @@ async fn metrics_separate_the_upstream_from_airlock_and_name_the_gateway() {
     let upstream = RecordingUpstream::start(UpstreamOptions::plain().responder(upstream::echo()))
         .await
         .unwrap();
-    let mut airlock = Airlock::start(&[
-        ("AIRLOCK_DATABASE_URL", db.as_str()),
-        ("AIRLOCK_MASTER_KEY", MASTER),
-        ("AIRLOCK_ADMIN_TOKEN", ADMIN),
-        ("AIRLOCK_ALLOW_PRIVATE_UPSTREAMS", "127.0.0.0/8"),
-    ])
-    .await;
+    let mut airlock = Airlock::start_on(db.as_str(), &[]).await;
     airlock
         .post("/v1/secrets", json!({"name": "K", "value": SENTINEL}))
         .await;

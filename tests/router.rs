@@ -13,10 +13,8 @@ use std::time::{Duration, Instant};
 
 use airlock_testkit::upstream::{self, RecordedRequest, RecordingUpstream, UpstreamOptions};
 use airlock_testkit::{check_python_output, run_python, workspace_root, Reply};
-use airlock_tests::{Airlock, ADMIN};
+use airlock_tests::Airlock;
 use serde_json::{json, Value};
-
-const MASTER: &str = "q2Vx0JqL3m0l2m8r8y6Wb5XyZ0a1b2c3d4e5f6g7h8k=";
 
 fn reply_to(prompt: &str) -> String {
     format!("Hello from the recording upstream. You said: {prompt}")
@@ -49,13 +47,7 @@ async fn router(database_url: &str) {
     let anthropic = start(anthropic_responder).await.unwrap();
     let openai = start(upstream::openai_chat()).await.unwrap();
     let gemini = start(upstream::gemini()).await.unwrap();
-    let airlock = Airlock::start(&[
-        ("AIRLOCK_DATABASE_URL", database_url),
-        ("AIRLOCK_MASTER_KEY", MASTER),
-        ("AIRLOCK_ADMIN_TOKEN", ADMIN),
-        ("AIRLOCK_ALLOW_PRIVATE_UPSTREAMS", "127.0.0.0/8"),
-    ])
-    .await;
+    let airlock = Airlock::start_on(database_url, &[]).await;
     for (name, value) in [
         ("ANT_KEY", "real-ant-key-A"),
         ("OAI_KEY", "real-oai-key-O"),
@@ -296,13 +288,7 @@ async fn a_backend_quota_shows_in_status_preview_and_log() {
     let start =
         || RecordingUpstream::start(UpstreamOptions::plain().responder(upstream::openai_chat()));
     let (first, second) = (start().await.unwrap(), start().await.unwrap());
-    let airlock = Airlock::start(&[
-        ("AIRLOCK_DATABASE_URL", url.as_str()),
-        ("AIRLOCK_MASTER_KEY", MASTER),
-        ("AIRLOCK_ADMIN_TOKEN", ADMIN),
-        ("AIRLOCK_ALLOW_PRIVATE_UPSTREAMS", "127.0.0.0/8"),
-    ])
-    .await;
+    let airlock = Airlock::start_on(url.as_str(), &[]).await;
     airlock
         .post("/v1/secrets", json!({"name": "KEY", "value": "real-key"}))
         .await;

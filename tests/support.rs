@@ -25,11 +25,27 @@ pub struct Airlock {
 
 pub const ADMIN: &str = "e2e-admin-token-0123456789abcdef";
 
+/// The master key the tests start the binary with (base64 of 32 bytes).
+pub const MASTER: &str = "q2Vx0JqL3m0l2m8r8y6Wb5XyZ0a1b2c3d4e5f6g7h8k=";
+
 impl Airlock {
     /// Starts the binary with the given extra environment and waits until it is ready (its
     /// operations listener's `/readyz`, which every role serves).
     pub async fn start(extra: &[(&str, &str)]) -> Airlock {
         Airlock::start_with(extra, None).await
+    }
+
+    /// Starts the binary on `database_url` with the test master key and admin token, loopback
+    /// upstreams allowed (the recording upstreams listen there), and `extra` after them.
+    pub async fn start_on(database_url: &str, extra: &[(&str, &str)]) -> Airlock {
+        let mut env = vec![
+            ("AIRLOCK_DATABASE_URL", database_url),
+            ("AIRLOCK_MASTER_KEY", MASTER),
+            ("AIRLOCK_ADMIN_TOKEN", ADMIN),
+            ("AIRLOCK_ALLOW_PRIVATE_UPSTREAMS", "127.0.0.0/8"),
+        ];
+        env.extend_from_slice(extra);
+        Airlock::start(&env).await
     }
 
     /// Starts the binary; with `api_tls`, the control plane is reached over `https://` with

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use airlock_testkit::upstream::{self, RecordingUpstream, Reply, UpstreamOptions};
 use airlock_testkit::{free_addr, http_get, TestRequest};
-use airlock_tests::{Airlock, ADMIN};
+use airlock_tests::{Airlock, ADMIN, MASTER};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
@@ -28,7 +28,6 @@ use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message;
 use serde_json::json;
 
-const MASTER: &str = "q2Vx0JqL3m0l2m8r8y6Wb5XyZ0a1b2c3d4e5f6g7h8k=";
 const PLAIN_KEY: &str = "sk-plain-SENTINEL-0123456789";
 const ANTHROPIC_KEY: &str = "sk-ant-SENTINEL-9876543210";
 const QUERY_SECRET: &str = "query-SENTINEL-55aa";
@@ -169,14 +168,13 @@ async fn spans_reach_an_otlp_receiver_and_traceparent_goes_upstream() {
     let dir = tempfile::tempdir().unwrap();
     let db = format!("sqlite://{}/airlock.db", dir.path().display());
     let endpoint = format!("http://{collector}");
-    let airlock = Airlock::start(&[
-        ("AIRLOCK_DATABASE_URL", &db),
-        ("AIRLOCK_MASTER_KEY", MASTER),
-        ("AIRLOCK_ADMIN_TOKEN", ADMIN),
-        ("AIRLOCK_ALLOW_PRIVATE_UPSTREAMS", "127.0.0.0/8"),
-        ("AIRLOCK_OTLP_ENDPOINT", &endpoint),
-        ("OTEL_SERVICE_NAME", "airlock-under-test"),
-    ])
+    let airlock = Airlock::start_on(
+        &db,
+        &[
+            ("AIRLOCK_OTLP_ENDPOINT", &endpoint),
+            ("OTEL_SERVICE_NAME", "airlock-under-test"),
+        ],
+    )
     .await;
     for (name, value) in [("PLAIN_KEY", PLAIN_KEY), ("ANTHROPIC_KEY", ANTHROPIC_KEY)] {
         airlock
@@ -470,14 +468,7 @@ async fn an_unreachable_collector_fails_no_request() {
     let db = format!("sqlite://{}/airlock.db", dir.path().display());
     // Nobody listens there.
     let endpoint = format!("http://{}", free_addr());
-    let airlock = Airlock::start(&[
-        ("AIRLOCK_DATABASE_URL", &db),
-        ("AIRLOCK_MASTER_KEY", MASTER),
-        ("AIRLOCK_ADMIN_TOKEN", ADMIN),
-        ("AIRLOCK_ALLOW_PRIVATE_UPSTREAMS", "127.0.0.0/8"),
-        ("AIRLOCK_OTLP_ENDPOINT", &endpoint),
-    ])
-    .await;
+    let airlock = Airlock::start_on(&db, &[("AIRLOCK_OTLP_ENDPOINT", &endpoint)]).await;
     airlock
         .post("/v1/secrets", json!({"name": "KEY", "value": PLAIN_KEY}))
         .await;

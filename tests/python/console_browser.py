@@ -19,7 +19,7 @@ import urllib.request
 
 import openai
 from selenium import webdriver
-from selenium.common.exceptions import NoAlertPresentException, StaleElementReferenceException
+from selenium.common.exceptions import NoAlertPresentException, WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 
@@ -94,14 +94,18 @@ def fill(element_id, value):
 
 def click(element):
     """Clicks something that loads a new page, and waits until the new page is there."""
-    old = driver.find_element(By.TAG_NAME, "html")
+    # A mark on the old page's window: the new page's window does not have it. Asking
+    # an element of the old page whether it is stale races the navigation (chromedriver
+    # may answer with other errors while the document is being replaced).
+    driver.execute_script("window.__airlockOldPage = true")
     element.click()
     deadline = time.time() + 30
     while True:
         try:
-            old.is_enabled()
-        except StaleElementReferenceException:
-            break
+            if driver.execute_script("return window.__airlockOldPage !== true"):
+                break
+        except WebDriverException:
+            pass  # between documents
         assert time.time() < deadline, "no new page after a click"
         time.sleep(0.05)
     wait_for("the page to load", lambda: driver.execute_script("return document.readyState") == "complete")
