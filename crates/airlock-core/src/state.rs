@@ -273,4 +273,22 @@ pub trait AuditSink: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), SourceError>> + Send {
         async { Ok(()) }
     }
+
+    /// Whether the store takes one write at a time (SQLite): a writer that finds another one
+    /// writing would wait for it, and the other may be the idle-priority one that the
+    /// scheduler holds back. The default: writes run side by side (Postgres).
+    fn single_writer(&self) -> bool {
+        false
+    }
+
+    /// A sink on the same store for a writer of its own: its own connection, opened by the
+    /// thread that first writes (the data plane's audit writers run on threads of their own,
+    /// one of them at idle priority). `None` (the default) when the sink has nothing to gain
+    /// from it; the writer then shares this one.
+    fn dedicated(&self) -> Option<Self>
+    where
+        Self: Sized,
+    {
+        None
+    }
 }

@@ -2,8 +2,10 @@
 //! request path, never lost across a database outage or a clean restart.
 //!
 //! A request never waits for the audit: its [`Recorder`] pushes the finished event into a
-//! bounded queue with `try_send`. A writer task drains the queue in batches (up to
-//! [`BATCH`] events, or what arrived within [`GATHER`]) through [`AuditSink::write_batch`].
+//! bounded queue with `try_send`, and wakes nobody. A background writer, on a thread of its own
+//! at idle priority, looks at the queue every [`TICK`] and writes batches (up to [`BATCH`]
+//! events, or what waited [`GATHER`]) through [`AuditSink::write_batch`]; a catch-up writer at
+//! normal priority takes over while the background one falls behind (see [`Shared`]).
 //! When a write fails, the batch goes to a local spill file (JSON lines, ids and numbers only:
 //! no token, no secret, no query string), and for a while every batch goes there directly
 //! instead of waiting on a database that is down. When a write succeeds again, the spill file
@@ -16,6 +18,7 @@
 //! the middle of a replay can write a batch twice.
 
 use std::fs::{File, OpenOptions};
+use std::future::Future;
 use std::io::{self, BufRead, BufReader, Write};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -29,7 +32,7 @@ use airlock_core::{
 };
 use http::{HeaderValue, Method, Uri};
 use serde::{Deserialize, Serialize};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Notify};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{Code, ProxyError};
@@ -39,12 +42,26 @@ use crate::stage::{End, Runs};
 use crate::state::{Owner, TokenEntry};
 use crate::trace::{RequestTrace, Tracer};
 
-/// Events per database write at most.
+/// Events per database write of the catch-up writer at most.
 pub(crate) const BATCH: usize = 500;
-/// How long the writer gathers events after the first one before writing.
+/// Events per database write of the background writer: about one statement
+/// (`airlock_store::EVENTS_PER_STATEMENT`), so that a write the scheduler holds back keeps the
+/// catch-up writer from the database for one statement at most.
+const IDLE_BATCH: usize = 100;
+/// How often the background writer looks at the queue while events keep coming. It looks
+/// rather than waits: a writer waiting on the queue would be woken by every event, and the
+/// request that pushed it would pay for the wake.
+const TICK: Duration = Duration::from_millis(10);
+/// How long events may wait in the queue for a batch to fill before they are written.
 const GATHER: Duration = Duration::from_millis(200);
+/// Ticks that find the queue empty before the background writer sleeps until the next event.
+const IDLE_TICKS: u32 = 100;
 /// Events the queue holds before requests spill directly.
-const QUEUE: usize = 65_536;
+const QUEUE: usize = 8_192;
+/// How often the catch-up writer checks that the background writer makes progress.
+const STALL_CHECK: Duration = Duration::from_millis(500);
+/// How long the background writer stands by after the catch-up writer handed back.
+const STAND_BY: Duration = Duration::from_secs(1);
 /// How long one write may take before it counts as failed.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 const RETRY_START: Duration = Duration::from_millis(500);
@@ -53,29 +70,160 @@ const RETRY_MAX: Duration = Duration::from_secs(30);
 /// Where requests put their events. Cheap to clone.
 #[derive(Clone)]
 pub(crate) struct AuditQueue {
-    tx: mpsc::Sender<RequestAuditEvent>,
+    shared: Arc<Shared>,
     flush: mpsc::Sender<oneshot::Sender<()>>,
     spill: Arc<Spill>,
 }
 
+/// What the request path and the two writers share.
+///
+/// Two writers drain one queue. The background writer runs on a thread of its own at idle
+/// priority (`SCHED_IDLE` on Linux), with a database connection of its own that its thread
+/// opens, so that SQLite's connection thread inherits the policy: the audit's work then never
+/// holds a core that a request wants, not even for the rest of a scheduler slice
+/// (docs/performance.md, "The one-connection tail"). An idle-priority thread can starve while
+/// the machine is saturated, so a second writer at normal priority, the catch-up writer, takes
+/// over when the queue backs up or the background writer stops making progress, and hands
+/// back when the queue is short again. It also answers flushes and writes what is left at
+/// shutdown, so that nothing that must finish waits for an idle-priority thread.
+///
+/// A store that takes one write at a time (SQLite) must not make the catch-up writer wait on
+/// a background writer that the scheduler holds back in the middle of a write (a priority
+/// inversion): while the background writer holds a batch, the catch-up writer sends its
+/// batches to the spill file, which the background writer replays later.
+struct Shared {
+    tx: mpsc::Sender<RequestAuditEvent>,
+    /// Locked by a writer only while it takes a batch out (never across a write).
+    rx: Mutex<mpsc::Receiver<RequestAuditEvent>>,
+    /// Queued events from which the catch-up writer helps.
+    backlog: usize,
+    /// Whether the sink takes one write at a time ([`AuditSink::single_writer`]).
+    single_writer: bool,
+    /// Set while the background writer sleeps on an empty queue; the next push wakes it.
+    asleep: AtomicBool,
+    wake: Notify,
+    /// Wakes the catch-up writer: the queue holds `backlog` events or more.
+    behind: Notify,
+    /// Batches the background writer has taken (the catch-up writer watches it move).
+    progress: AtomicU64,
+    /// Set while the catch-up writer drains the queue; the background writer then stands by.
+    catching_up: AtomicBool,
+    /// When the catch-up writer last handed back (ms since the epoch); the background writer
+    /// stands by for [`STAND_BY`] after it, so that it does not take a batch, and with it the
+    /// store's write lock, while the machine is still busy.
+    caught_up_at: AtomicU64,
+    /// Held by the background writer while it has a batch in hand, and by a replay or a flush.
+    writing: tokio::sync::Mutex<()>,
+    /// Events the catch-up writer took (a metric).
+    caught_up: AtomicU64,
+}
+
+impl Shared {
+    fn depth(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
+    }
+
+    fn receiver(&self) -> std::sync::MutexGuard<'_, mpsc::Receiver<RequestAuditEvent>> {
+        self.rx.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes up to `n` queued events.
+    fn take(&self, n: usize) -> Vec<RequestAuditEvent> {
+        take_from(&mut self.receiver(), n)
+    }
+
+    /// Takes up to `n` queued events, or `None` when the other writer is taking its batch (it
+    /// may be an idle-priority thread that the scheduler holds, so this does not wait for it).
+    fn try_take(&self, n: usize) -> Option<Vec<RequestAuditEvent>> {
+        let mut rx = match self.rx.try_lock() {
+            Ok(rx) => rx,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return None,
+        };
+        Some(take_from(&mut rx, n))
+    }
+}
+
+fn take_from(rx: &mut mpsc::Receiver<RequestAuditEvent>, n: usize) -> Vec<RequestAuditEvent> {
+    let mut batch = Vec::with_capacity(n.min(rx.len()));
+    while batch.len() < n {
+        match rx.try_recv() {
+            Ok(event) => batch.push(event),
+            Err(_) => break,
+        }
+    }
+    batch
+}
+
 impl AuditQueue {
-    /// Starts the writer task and returns the queue.
+    /// Starts the two writers and returns the queue.
     pub(crate) fn start<A: AuditSink>(
         sink: Arc<A>,
         spill_path: PathBuf,
         cancel: CancellationToken,
     ) -> AuditQueue {
-        let (tx, rx) = mpsc::channel(QUEUE);
+        Self::with_capacity(sink, spill_path, cancel, QUEUE)
+    }
+
+    /// [`start`](Self::start) with a queue of `queue` events; the catch-up writer helps from a
+    /// sixteenth of it.
+    fn with_capacity<A: AuditSink>(
+        sink: Arc<A>,
+        spill_path: PathBuf,
+        cancel: CancellationToken,
+        queue: usize,
+    ) -> AuditQueue {
+        let (tx, rx) = mpsc::channel(queue);
         let (flush, flush_rx) = mpsc::channel(8);
         let spill = Arc::new(Spill::new(spill_path));
-        tokio::spawn(Writer::new(sink, spill.clone()).run(rx, flush_rx, cancel));
-        AuditQueue { tx, flush, spill }
+        let shared = Arc::new(Shared {
+            tx,
+            rx: Mutex::new(rx),
+            backlog: (queue / 16).max(1),
+            single_writer: sink.single_writer(),
+            asleep: AtomicBool::new(false),
+            wake: Notify::new(),
+            behind: Notify::new(),
+            progress: AtomicU64::new(0),
+            catching_up: AtomicBool::new(false),
+            caught_up_at: AtomicU64::new(0),
+            writing: tokio::sync::Mutex::new(()),
+            caught_up: AtomicU64::new(0),
+        });
+        let (sh, sp, c, s) = (shared.clone(), spill.clone(), cancel.clone(), sink.clone());
+        spawn_writer("audit-writer", true, async move {
+            Writer::new(s, sp, IDLE_BATCH).run(sh, c).await;
+        });
+        let (sh, sp) = (shared.clone(), spill.clone());
+        spawn_writer("audit-catch-up", false, async move {
+            Writer::new(sink, sp, BATCH)
+                .catch_up(sh, flush_rx, cancel)
+                .await;
+        });
+        AuditQueue {
+            shared,
+            flush,
+            spill,
+        }
     }
 
     /// Never blocks on the database. When the queue is full, the event goes to the spill file.
     pub(crate) fn push(&self, event: RequestAuditEvent) {
-        match self.tx.try_send(event) {
-            Ok(()) => {}
+        let shared = &*self.shared;
+        match shared.tx.try_send(event) {
+            Ok(()) => {
+                // Pairs with the background writer's store before it looks at the queue a
+                // last time: either it sees this event, or this sees it asleep.
+                std::sync::atomic::fence(Ordering::SeqCst);
+                if shared.asleep.load(Ordering::Relaxed)
+                    && shared.asleep.swap(false, Ordering::AcqRel)
+                {
+                    shared.wake.notify_one();
+                }
+                if shared.depth() >= shared.backlog {
+                    shared.behind.notify_one();
+                }
+            }
             Err(
                 mpsc::error::TrySendError::Full(event) | mpsc::error::TrySendError::Closed(event),
             ) => {
@@ -91,7 +239,12 @@ impl AuditQueue {
 
     /// Events waiting in the queue.
     pub(crate) fn depth(&self) -> usize {
-        self.tx.max_capacity() - self.tx.capacity()
+        self.shared.depth()
+    }
+
+    /// Events written by the catch-up writer so far (the background writer fell behind).
+    pub(crate) fn caught_up(&self) -> u64 {
+        self.shared.caught_up.load(Ordering::Relaxed)
     }
 
     /// Events written to the spill file so far (replays putting events back not counted).
@@ -113,92 +266,264 @@ impl AuditQueue {
     }
 }
 
+/// Runs a writer on a thread of its own with a runtime of its own, at idle priority if `idle`
+/// (where the system has it); on the caller's runtime if the thread cannot start.
+fn spawn_writer<F>(name: &'static str, idle: bool, writer: F)
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            tracing::warn!(error = %err, thread = name, "cannot start the audit writer's runtime");
+            tokio::spawn(writer);
+            return;
+        }
+    };
+    // Taken by the thread, or back by this function if the thread does not start.
+    let slot = Arc::new(Mutex::new(Some(writer)));
+    let taken = slot.clone();
+    let started = std::thread::Builder::new()
+        .name(name.to_owned())
+        .spawn(move || {
+            if idle && !idle_priority() {
+                tracing::info!(
+                    "SCHED_IDLE is not available; the audit writer runs at normal priority"
+                );
+            }
+            let writer = taken.lock().unwrap_or_else(|p| p.into_inner()).take();
+            if let Some(writer) = writer {
+                runtime.block_on(writer);
+            }
+        });
+    if let Err(err) = started {
+        tracing::warn!(error = %err, thread = name, "cannot start the audit writer's thread");
+        if let Some(writer) = slot.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            tokio::spawn(writer);
+        }
+    }
+}
+
+/// Puts the calling thread into `SCHED_IDLE`: it runs only on a core that nothing else of
+/// normal priority wants, and never holds one that a request is woken for. False where the
+/// system refuses (or has no such policy).
+#[cfg(target_os = "linux")]
+fn idle_priority() -> bool {
+    use thread_priority::{
+        thread_native_id, thread_schedule_policy, NormalThreadSchedulePolicy, ThreadPriority,
+        ThreadSchedulePolicy,
+    };
+    let idle = ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle);
+    // The crate also sets the thread's nice value to 0, which a process started with a higher
+    // one may not do; the policy is what counts.
+    let _ = thread_priority::set_thread_priority_and_policy(
+        thread_native_id(),
+        ThreadPriority::Min,
+        idle,
+    );
+    thread_schedule_policy().is_ok_and(|p| p == idle)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn idle_priority() -> bool {
+    false
+}
+
 struct Writer<A> {
     sink: Arc<A>,
     spill: Arc<Spill>,
+    /// Events per write and per replayed chunk.
+    batch: usize,
     /// While the sink is failing, batches spill without trying it until then.
     sink_down_until: Option<Instant>,
     retry: Duration,
 }
 
 impl<A: AuditSink> Writer<A> {
-    fn new(sink: Arc<A>, spill: Arc<Spill>) -> Self {
+    /// A writer on a connection of its own where the sink offers one. Called on the writer's
+    /// own thread: the connection's threads, if any, are started by it and take its priority.
+    fn new(sink: Arc<A>, spill: Arc<Spill>, batch: usize) -> Self {
         Writer {
-            sink,
+            sink: sink.dedicated().map_or(sink, Arc::new),
             spill,
+            batch,
             sink_down_until: None,
             retry: RETRY_START,
         }
     }
 
-    async fn run(
-        mut self,
-        mut rx: mpsc::Receiver<RequestAuditEvent>,
-        mut flush: mpsc::Receiver<oneshot::Sender<()>>,
-        cancel: CancellationToken,
-    ) {
-        let mut batch = Vec::with_capacity(BATCH);
+    /// The background writer: every [`TICK`], writes a batch when one is full or its first
+    /// event has waited [`GATHER`]; sleeps on an empty queue; replays the spill file.
+    async fn run(mut self, shared: Arc<Shared>, cancel: CancellationToken) {
         if self.spill.pending() {
-            self.replay().await;
+            let _writing = shared.writing.lock().await;
+            self.replay(Some(&shared.catching_up)).await;
         }
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut empty_ticks = 0;
+        let mut waiting_since: Option<Instant> = None;
         loop {
             // Spilled events are retried when the sink's pause is over, or soon if it is not
-            // paused (the spill came from a full queue).
+            // paused (the spill came from a full queue or the catch-up writer).
             let retry_at = self.spill.pending().then(|| {
                 self.sink_down_until
                     .unwrap_or_else(|| Instant::now() + RETRY_START)
             });
+            let asleep = empty_ticks >= IDLE_TICKS;
             tokio::select! {
                 biased;
-                () = cancel.cancelled() => {
-                    drain(&mut rx, &mut batch);
-                    self.write(&mut batch).await;
-                    return;
+                () = cancel.cancelled() => return,
+                () = shared.wake.notified(), if asleep => {
+                    empty_ticks = 0;
                 }
-                Some(ack) = flush.recv() => {
-                    drain(&mut rx, &mut batch);
-                    self.write(&mut batch).await;
-                    if self.spill.pending() {
-                        self.replay().await;
-                    }
-                    let _ = ack.send(());
-                }
-                n = rx.recv_many(&mut batch, BATCH) => {
-                    if n == 0 {
-                        return;
-                    }
-                    let deadline = tokio::time::Instant::now() + GATHER;
-                    while batch.len() < BATCH {
-                        let room = BATCH - batch.len();
-                        let more = rx.recv_many(&mut batch, room);
-                        if !matches!(tokio::time::timeout_at(deadline, more).await, Ok(1..)) {
-                            break;
+                due = tick.tick(), if !asleep => {
+                    let depth = shared.depth();
+                    if depth == 0 {
+                        waiting_since = None;
+                        empty_ticks += 1;
+                        if empty_ticks >= IDLE_TICKS {
+                            shared.asleep.store(true, Ordering::SeqCst);
+                            if shared.depth() > 0 {
+                                shared.asleep.store(false, Ordering::SeqCst);
+                                empty_ticks = 0;
+                            }
                         }
+                        continue;
                     }
-                    self.write(&mut batch).await;
+                    empty_ticks = 0;
+                    let since = *waiting_since.get_or_insert_with(Instant::now);
+                    // The catch-up writer's work: more than two statements' worth waiting (the
+                    // load is rising faster than this writer should follow), or a core so busy
+                    // that this thread's tick came late; a write started then would likely be
+                    // held back half done, holding the store's write lock. And for a while after
+                    // the catch-up writer handed back.
+                    let stand_by = depth > 2 * IDLE_BATCH
+                        || due.elapsed() > TICK
+                        || shared.catching_up.load(Ordering::Acquire)
+                        || airlock_core::time::now_ms()
+                            .saturating_sub(shared.caught_up_at.load(Ordering::Acquire) as i64)
+                            < STAND_BY.as_millis() as i64;
+                    if stand_by || (depth < IDLE_BATCH && since.elapsed() < GATHER) {
+                        continue;
+                    }
+                    let Ok(_writing) = shared.writing.try_lock() else { continue };
+                    let batch = shared.take(IDLE_BATCH);
+                    shared.progress.fetch_add(1, Ordering::Release);
+                    if depth <= IDLE_BATCH {
+                        waiting_since = None;
+                    }
+                    if self.write(batch).await && self.spill.pending() {
+                        self.replay(Some(&shared.catching_up)).await;
+                    }
                 }
                 () = sleep_until(retry_at) => {
+                    let busy = shared.catching_up.load(Ordering::Acquire)
+                        || shared.depth() >= shared.backlog;
+                    // The sink's pause is over either way; if the replay waits for a calmer
+                    // moment, the next try is RETRY_START from now.
                     self.sink_down_until = None;
-                    self.replay().await;
+                    if let (false, Ok(_writing)) = (busy, shared.writing.try_lock()) {
+                        self.replay(Some(&shared.catching_up)).await;
+                    }
                 }
             }
         }
     }
 
-    /// Writes and empties `batch`: to the sink if it is believed up, else to the spill file.
-    async fn write(&mut self, batch: &mut Vec<RequestAuditEvent>) {
-        if batch.is_empty() {
-            return;
+    /// The catch-up writer: when the queue backs up, or holds events that the background
+    /// writer has not moved for a [`STALL_CHECK`], writes batches until the queue is short.
+    /// Answers flushes, and writes what is left when the data plane stops.
+    async fn catch_up(
+        mut self,
+        shared: Arc<Shared>,
+        mut flush: mpsc::Receiver<oneshot::Sender<()>>,
+        cancel: CancellationToken,
+    ) {
+        // The background writer's progress and whether events were waiting, at the last check.
+        let mut last = (0, false);
+        loop {
+            let behind = tokio::select! {
+                biased;
+                () = cancel.cancelled() => {
+                    let _writing = shared.writing.lock().await;
+                    self.write_all(&shared).await;
+                    return;
+                }
+                Some(ack) = flush.recv() => {
+                    // Waits for a batch the background writer holds.
+                    let _writing = shared.writing.lock().await;
+                    self.write_all(&shared).await;
+                    if self.spill.pending() {
+                        self.replay(None).await;
+                    }
+                    let _ = ack.send(());
+                    continue;
+                }
+                () = shared.behind.notified() => shared.depth() >= shared.backlog,
+                () = tokio::time::sleep(STALL_CHECK) => false,
+            };
+            let progress = shared.progress.load(Ordering::Acquire);
+            let waiting = shared.depth() > 0;
+            let stalled = waiting && last == (progress, true);
+            last = (progress, waiting);
+            if !(behind || stalled) {
+                continue;
+            }
+            shared.catching_up.store(true, Ordering::Release);
+            loop {
+                let Some(batch) = shared.try_take(BATCH) else {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                    continue;
+                };
+                let n = batch.len();
+                shared.caught_up.fetch_add(n as u64, Ordering::Relaxed);
+                // Held while writing, so that the background writer does not start a write of
+                // its own meanwhile.
+                let writing = shared.writing.try_lock();
+                if shared.single_writer && writing.is_err() {
+                    self.spill_async(batch).await;
+                } else {
+                    self.write(batch).await;
+                }
+                drop(writing);
+                if n < BATCH {
+                    break;
+                }
+            }
+            let now = u64::try_from(airlock_core::time::now_ms()).unwrap_or_default();
+            shared.caught_up_at.store(now, Ordering::Release);
+            shared.catching_up.store(false, Ordering::Release);
+            last = (shared.progress.load(Ordering::Acquire), false);
         }
-        let events = std::mem::take(batch);
+    }
+
+    /// Writes everything queued.
+    async fn write_all(&mut self, shared: &Shared) {
+        loop {
+            let batch = shared.take(BATCH);
+            if batch.is_empty() {
+                return;
+            }
+            self.write(batch).await;
+        }
+    }
+
+    /// Writes `events`: to the sink if it is believed up, else to the spill file. True if the
+    /// sink took them.
+    async fn write(&mut self, events: Vec<RequestAuditEvent>) -> bool {
+        if events.is_empty() {
+            return true;
+        }
         let sink_up = self.sink_down_until.is_none_or(|t| Instant::now() >= t);
         if sink_up && self.try_sink(&events).await {
-            if self.spill.pending() {
-                self.replay().await;
-            }
-            return;
+            return true;
         }
         self.spill_async(events).await;
+        false
     }
 
     /// One write to the sink; on failure the sink counts as down for a growing while.
@@ -252,7 +577,9 @@ impl<A: AuditSink> Writer<A> {
     }
 
     /// Replays the spill file into the sink; what cannot be written goes back into it.
-    async fn replay(&mut self) {
+    /// Replays in chunks of this writer's batch; stops early, putting the rest back, when
+    /// `stop` is set (the catch-up writer has taken over from the background writer).
+    async fn replay(&mut self, stop: Option<&AtomicBool>) {
         loop {
             let spill = self.spill.clone();
             let opened = tokio::task::spawn_blocking(move || spill.begin_replay()).await;
@@ -265,9 +592,17 @@ impl<A: AuditSink> Writer<A> {
                 }
                 Err(_) => return,
             };
+            let batch = self.batch;
             loop {
+                if stop.is_some_and(|s| s.load(Ordering::Acquire)) {
+                    let spill = self.spill.clone();
+                    let _ =
+                        tokio::task::spawn_blocking(move || spill.end_replay(&[], Some(reader)))
+                            .await;
+                    return;
+                }
                 let read = tokio::task::spawn_blocking(move || {
-                    let chunk = read_chunk(&mut reader, BATCH);
+                    let chunk = read_chunk(&mut reader, batch);
                     (reader, chunk)
                 })
                 .await;
@@ -300,12 +635,6 @@ impl<A: AuditSink> Writer<A> {
                 }
             }
         }
-    }
-}
-
-fn drain(rx: &mut mpsc::Receiver<RequestAuditEvent>, batch: &mut Vec<RequestAuditEvent>) {
-    while let Ok(event) = rx.try_recv() {
-        batch.push(event);
     }
 }
 
@@ -1057,5 +1386,212 @@ mod tests {
         spill.end_replay(&[], None).unwrap();
         assert!(!spill.has_events());
         assert!(spill.begin_replay().unwrap().is_none());
+    }
+
+    /// A sink that records what each thread wrote, and holds the background writer's writes
+    /// while `gate` is closed: a background writer the scheduler starves.
+    #[derive(Default)]
+    struct Recording {
+        single: bool,
+        gate: std::sync::atomic::AtomicBool,
+        held: AtomicU64,
+        written: Mutex<Vec<(String, AuditId)>>,
+    }
+
+    impl AuditSink for Recording {
+        async fn write_batch(
+            &self,
+            events: &[RequestAuditEvent],
+        ) -> Result<(), airlock_core::state::SourceError> {
+            let thread = std::thread::current().name().unwrap_or_default().to_owned();
+            if thread == "audit-writer" {
+                self.held.fetch_add(1, Ordering::SeqCst);
+                while !self.gate.load(Ordering::SeqCst) {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
+            let mut written = self.written.lock().unwrap();
+            written.extend(events.iter().map(|e| (thread.clone(), e.id.clone())));
+            Ok(())
+        }
+
+        fn single_writer(&self) -> bool {
+            self.single
+        }
+    }
+
+    async fn until(what: &str, mut done: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !done() {
+            assert!(Instant::now() < deadline, "timed out waiting until {what}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// The background writer is held in the middle of a write; the catch-up writer takes a
+    /// backlog and events left waiting, to the sink, or (`single`, a store that takes one
+    /// write at a time) to the spill file rather than wait behind the held write. Nothing is
+    /// lost, nothing is written twice.
+    async fn starved_background_writer(single: bool) {
+        let dir = tempfile::tempdir().unwrap();
+        let sink = Arc::new(Recording {
+            single,
+            ..Recording::default()
+        });
+        let cancel = CancellationToken::new();
+        let queue = AuditQueue::with_capacity(
+            sink.clone(),
+            dir.path().join("audit.spill"),
+            cancel.clone(),
+            256,
+        );
+        let mut sent = Vec::new();
+        let mut push = |n: usize| {
+            for i in 0..n {
+                let e = event(i as i64);
+                sent.push(e.id.clone());
+                queue.push(e);
+            }
+        };
+        push(3);
+        until("the background writer holds a batch", || {
+            sink.held.load(Ordering::SeqCst) == 1
+        })
+        .await;
+        let by_catch_up = || {
+            let written = sink.written.lock().unwrap();
+            written
+                .iter()
+                .filter(|(t, _)| t == "audit-catch-up")
+                .count()
+        };
+        let taken = |n: u64| {
+            if single {
+                queue.spilled() == n
+            } else {
+                by_catch_up() == n as usize
+            }
+        };
+        // A backlog (a sixteenth of the queue and more) wakes the catch-up writer.
+        push(40);
+        until("the catch-up writer took the backlog", || taken(40)).await;
+        // A few events that the held writer does not move are taken after two stall checks.
+        push(5);
+        until("the catch-up writer took the waiting events", || taken(45)).await;
+        assert_eq!(queue.caught_up(), 45);
+        assert_eq!(queue.depth(), 0);
+        if single {
+            assert_eq!(
+                by_catch_up(),
+                0,
+                "the catch-up writer wrote beside the held one"
+            );
+        }
+        // The background writer comes back; a flush writes the rest and replays the spill.
+        sink.gate.store(true, Ordering::SeqCst);
+        push(4);
+        queue.flush().await;
+        let mut written: Vec<AuditId> = sink
+            .written
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, id)| id.clone())
+            .collect();
+        written.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        sent.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        assert_eq!(written, sent);
+        assert!(!queue.spill_pending());
+        assert_eq!(queue.depth(), 0);
+        cancel.cancel();
+    }
+
+    #[tokio::test]
+    async fn a_starved_background_writer_loses_nothing() {
+        starved_background_writer(false).await;
+    }
+
+    #[tokio::test]
+    async fn a_starved_background_writer_is_not_waited_for_on_a_single_writer_store() {
+        starved_background_writer(true).await;
+    }
+
+    /// The scheduling policy (field 41 of `/proc/self/task/*/stat`) of this process's threads,
+    /// by thread name.
+    #[cfg(target_os = "linux")]
+    fn policies() -> Vec<(String, u32)> {
+        let mut out = Vec::new();
+        for task in std::fs::read_dir("/proc/self/task").unwrap() {
+            let Ok(stat) = std::fs::read_to_string(task.unwrap().path().join("stat")) else {
+                continue;
+            };
+            let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+                continue;
+            };
+            let name = stat[open + 1..close].to_owned();
+            // Fields after the name start at field 3.
+            let policy = stat[close + 1..].split_whitespace().nth(41 - 3).unwrap();
+            out.push((name, policy.parse().unwrap()));
+        }
+        out
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn the_background_writer_and_its_connection_run_in_sched_idle() {
+        const SCHED_IDLE: u32 = 5;
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("airlock.db").display());
+        let store = airlock_store::Store::connect(&url).await.unwrap();
+        store.migrate().await.unwrap();
+        let cancel = CancellationToken::new();
+        let queue = AuditQueue::start(
+            Arc::new(store.clone()),
+            dir.path().join("audit.spill"),
+            cancel.clone(),
+        );
+        let e = event(1);
+        let id = e.id.clone();
+        queue.push(e);
+        // Written by the background writer, not a flush (the catch-up writer answers those).
+        let mut db = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url)
+            .await
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let stored: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM request_events WHERE id = ?")
+                    .bind(id.as_str())
+                    .fetch_one(&mut db)
+                    .await
+                    .unwrap();
+            if stored == 1 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the event was not written");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(queue.caught_up(), 0);
+
+        let threads = policies();
+        let of = |name: &str| -> Vec<u32> {
+            threads
+                .iter()
+                .filter(|(n, _)| n == name)
+                .map(|(_, p)| *p)
+                .collect()
+        };
+        assert!(!of("audit-writer").is_empty());
+        assert!(
+            of("audit-writer").iter().all(|&p| p == SCHED_IDLE),
+            "{threads:?}"
+        );
+        assert!(of("audit-catch-up").iter().all(|&p| p == 0), "{threads:?}");
+        // SQLite's connection threads (named `sqlx-sqlite-worker-N`, cut to 15 bytes): the
+        // background writer's own is idle, the store's shared ones are not.
+        let sqlite = of("sqlx-sqlite-wor");
+        assert!(sqlite.contains(&SCHED_IDLE), "{threads:?}");
+        assert!(sqlite.contains(&0), "{threads:?}");
+        cancel.cancel();
     }
 }

@@ -763,6 +763,12 @@ impl Collector for ProxyCollector {
         )?;
         counter(
             &mut encoder,
+            "airlock_audit_caught_up",
+            "Request audit events written by the catch-up writer because the idle-priority background writer fell behind (the machine's cores were busy).",
+            self.audit.caught_up(),
+        )?;
+        counter(
+            &mut encoder,
             "airlock_audit_spilled",
             "Request audit events written to the local spill file because the database could not take them.",
             self.audit.spilled(),

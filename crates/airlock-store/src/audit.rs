@@ -8,7 +8,7 @@ use sqlx::any::AnyRow;
 
 use crate::sql::Sql;
 use crate::{
-    col, AuditFilter, AuditRow, Listed, Page, RequestEventRow, Result, Store, StoreError,
+    col, AuditFilter, AuditRow, Backend, Listed, Page, RequestEventRow, Result, Store, StoreError,
     UsageFilter, UsageKey, UsageRow, MAX_USAGE_GROUPS,
 };
 
@@ -223,15 +223,17 @@ impl Store {
         .await
     }
 
-    /// Writes proxied-request events in one transaction, [`EVENTS_PER_STATEMENT`] rows per
-    /// statement: the data plane writes thousands per second, and one statement per event
-    /// costs a round trip to the database (on SQLite, two thread switches) each. Each event
-    /// carries its own id so that a batch written twice (after a spill file is replayed) is
-    /// stored once.
+    /// Writes proxied-request events, [`EVENTS_PER_STATEMENT`] rows per statement: the data
+    /// plane writes thousands per second, and one statement per event costs a round trip to the
+    /// database (on SQLite, two thread switches) each. Each statement commits alone, with no
+    /// transaction around the batch: SQLite has one writer at a time, and the data plane's
+    /// background audit writer runs at idle priority, so it must never hold the write lock for
+    /// longer than one statement while the scheduler holds it back. Each event carries its own
+    /// id, so a batch written twice (half of it before a failure, or after a spill file is
+    /// replayed) is stored once.
     pub async fn insert_request_events(&self, events: &[RequestAuditEvent]) -> Result<()> {
         let (metered, plain): (Vec<&RequestAuditEvent>, Vec<&RequestAuditEvent>) =
             events.iter().partition(|e| e.llm.is_some());
-        let mut tx = self.begin().await?;
         for (rows, per_statement, with_usage) in [
             (plain, EVENTS_PER_STATEMENT, false),
             (metered, METERED_PER_STATEMENT, true),
@@ -258,10 +260,9 @@ impl Store {
                 }
                 q.push(" ON CONFLICT (id) DO NOTHING");
                 let (text, args) = q.build();
-                sqlx::query_with(&text, args).execute(&mut *tx).await?;
+                sqlx::query_with(&text, args).execute(&self.pool).await?;
             }
         }
-        tx.commit().await?;
         Ok(())
     }
 
@@ -448,5 +449,15 @@ impl AuditSink for Store {
         self.insert_limit_hits(hits)
             .await
             .map_err(|e| SourceError(e.to_string()))
+    }
+
+    fn single_writer(&self) -> bool {
+        self.backend() == Backend::Sqlite
+    }
+
+    fn dedicated(&self) -> Option<Store> {
+        self.with_own_pool()
+            .inspect_err(|e| tracing::warn!(error = %e, "the audit writer shares the store's pool"))
+            .ok()
     }
 }

@@ -201,6 +201,35 @@ fn create_private_file(file: &Path) -> Result<()> {
     }
 }
 
+fn connect_options(url: &str) -> Result<AnyConnectOptions> {
+    Ok(AnyConnectOptions::from_str(url)
+        .map_err(|e| StoreError::Config(format!("AIRLOCK_DATABASE_URL does not parse: {e}")))?
+        .disable_statement_logging())
+}
+
+/// The pool settings of every pool on the database: `max` connections, and SQLite's pragmas on
+/// each new connection.
+fn pool_options(backend: Backend, max: u32) -> AnyPoolOptions {
+    AnyPoolOptions::new()
+        .max_connections(max)
+        .acquire_timeout(Duration::from_secs(5))
+        .after_connect(move |conn, _| {
+            Box::pin(async move {
+                if backend == Backend::Sqlite {
+                    for pragma in [
+                        "PRAGMA journal_mode=WAL",
+                        "PRAGMA foreign_keys=ON",
+                        "PRAGMA busy_timeout=5000",
+                        "PRAGMA synchronous=NORMAL",
+                    ] {
+                        sqlx::Executor::execute(&mut *conn, pragma).await?;
+                    }
+                }
+                Ok(())
+            })
+        })
+}
+
 impl Store {
     /// Connects to `postgres://…` or `sqlite://PATH`. For SQLite the file (and its directory) is
     /// created if missing. Fails fast when the database cannot be reached.
@@ -244,32 +273,15 @@ impl Store {
                 "AIRLOCK_DATABASE_URL must start with postgres:// or sqlite://".into(),
             ));
         };
-        let options = AnyConnectOptions::from_str(&url)
-            .map_err(|e| StoreError::Config(format!("AIRLOCK_DATABASE_URL does not parse: {e}")))?
-            .disable_statement_logging();
-        let pool = AnyPoolOptions::new()
-            .max_connections(match backend {
+        let pool = pool_options(
+            backend,
+            match backend {
                 Backend::Postgres => 16,
                 Backend::Sqlite => 8,
-            })
-            .acquire_timeout(Duration::from_secs(5))
-            .after_connect(move |conn, _| {
-                Box::pin(async move {
-                    if backend == Backend::Sqlite {
-                        for pragma in [
-                            "PRAGMA journal_mode=WAL",
-                            "PRAGMA foreign_keys=ON",
-                            "PRAGMA busy_timeout=5000",
-                            "PRAGMA synchronous=NORMAL",
-                        ] {
-                            sqlx::Executor::execute(&mut *conn, pragma).await?;
-                        }
-                    }
-                    Ok(())
-                })
-            })
-            .connect_with(options)
-            .await?;
+            },
+        )
+        .connect_with(connect_options(&url)?)
+        .await?;
         let (local_feed, _) = broadcast::channel(4096);
         Ok(Store {
             pool,
@@ -277,6 +289,19 @@ impl Store {
             url,
             local_feed,
             load_page: DEFAULT_LOAD_PAGE,
+        })
+    }
+
+    /// A handle on the same database with a pool of its own: one connection, opened when first
+    /// used, from the thread that first uses it. The data plane's audit writers each take one,
+    /// so that their writes never wait for (or hold up) the shared pool, and so that SQLite's
+    /// connection thread, spawned by the thread that opens the connection, inherits that
+    /// thread's scheduling policy (docs/data-plane.md, "Batching").
+    pub fn with_own_pool(&self) -> Result<Store> {
+        let pool = pool_options(self.backend, 1).connect_lazy_with(connect_options(&self.url)?);
+        Ok(Store {
+            pool,
+            ..self.clone()
         })
     }
 
