@@ -501,10 +501,13 @@ impl<A: AuditSink> Writer<A> {
         }
     }
 
-    /// Writes everything queued.
+    /// Writes everything queued (the catch-up writer, for a flush or at shutdown).
     async fn write_all(&mut self, shared: &Shared) {
         loop {
-            let batch = shared.take(BATCH);
+            let Some(batch) = shared.try_take(BATCH) else {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                continue;
+            };
             if batch.is_empty() {
                 return;
             }
