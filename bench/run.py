@@ -571,8 +571,9 @@ general_settings:
                                 "header": f"authorization: Bearer {master}"}
         self.check("litellm", CHAT_PATH, CHAT_BODY)
 
-    def audit_metrics(self, a):
-        """The arm's `airlock_audit_*` samples, or None if it has no operations listener."""
+    def samples(self, a, prefix):
+        """The arm's Prometheus samples whose line starts with `prefix`, as (line's series,
+        value) pairs; None if it has no operations listener or it does not answer."""
         if "metrics" not in a:
             return None
         try:
@@ -580,8 +581,8 @@ general_settings:
                 text = r.read().decode()
         except OSError:
             return None
-        return {line.split(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
-                for line in text.splitlines() if line.startswith("airlock_audit_")}
+        return [(line.rsplit(" ", 1)[0], float(line.rsplit(" ", 1)[1]))
+                for line in text.splitlines() if line.startswith(prefix)]
 
     def audit_settled(self, arm, timeout=60.0):
         """For an Airlock arm, waits until every audit event of the load is in the database (the
@@ -591,9 +592,10 @@ general_settings:
         a = self.arms[arm]
         start = time.time()
         while True:
-            m = self.audit_metrics(a)
+            m = self.samples(a, "airlock_audit_")
             if m is None:
                 return None
+            m = dict(m)
             if not m.get("airlock_audit_queue_depth") and not m.get("airlock_audit_spill_pending"):
                 return time.time() - start
             if time.time() - start > timeout:
@@ -604,13 +606,7 @@ general_settings:
 
     def llm_requests(self, a):
         """airlock_proxy_llm_requests_total, summed over its labels, from the arm's operations listener."""
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{a['metrics']}/metrics", timeout=5) as r:
-                text = r.read().decode()
-        except OSError:
-            return 0
-        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-                   if line.startswith("airlock_proxy_llm_requests_total"))
+        return sum(v for _, v in self.samples(a, "airlock_proxy_llm_requests_total") or [])
 
     def start_postgres(self):
         """A throwaway PostgreSQL cluster from the local installation, pinned with the upstream

@@ -22,7 +22,7 @@ use std::future::Future;
 use std::io::{self, BufRead, BufReader, Write};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -60,8 +60,8 @@ const IDLE_TICKS: u32 = 100;
 const QUEUE: usize = 8_192;
 /// How often the catch-up writer checks that the background writer makes progress.
 const STALL_CHECK: Duration = Duration::from_millis(500);
-/// How long the background writer stands by after the catch-up writer handed back.
-const STAND_BY: Duration = Duration::from_secs(1);
+/// How long the background writer stands by after the catch-up writer handed back, in ms.
+const STAND_BY_MS: i64 = 1_000;
 /// How long one write may take before it counts as failed.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 const RETRY_START: Duration = Duration::from_millis(500);
@@ -109,9 +109,9 @@ struct Shared {
     /// Set while the catch-up writer drains the queue; the background writer then stands by.
     catching_up: AtomicBool,
     /// When the catch-up writer last handed back (ms since the epoch); the background writer
-    /// stands by for [`STAND_BY`] after it, so that it does not take a batch, and with it the
+    /// stands by for [`STAND_BY_MS`] after it, so that it does not take a batch, and with it the
     /// store's write lock, while the machine is still busy.
-    caught_up_at: AtomicU64,
+    caught_up_at: AtomicI64,
     /// Held by the background writer while it has a batch in hand, and by a replay or a flush.
     writing: tokio::sync::Mutex<()>,
     /// Events the catch-up writer took (a metric).
@@ -186,7 +186,7 @@ impl AuditQueue {
             behind: Notify::new(),
             progress: AtomicU64::new(0),
             catching_up: AtomicBool::new(false),
-            caught_up_at: AtomicU64::new(0),
+            caught_up_at: AtomicI64::new(0),
             writing: tokio::sync::Mutex::new(()),
             caught_up: AtomicU64::new(0),
         });
@@ -405,8 +405,8 @@ impl<A: AuditSink> Writer<A> {
                         || due.elapsed() > TICK
                         || shared.catching_up.load(Ordering::Acquire)
                         || airlock_core::time::now_ms()
-                            .saturating_sub(shared.caught_up_at.load(Ordering::Acquire) as i64)
-                            < STAND_BY.as_millis() as i64;
+                            .saturating_sub(shared.caught_up_at.load(Ordering::Acquire))
+                            < STAND_BY_MS;
                     if stand_by || (depth < IDLE_BATCH && since.elapsed() < GATHER) {
                         continue;
                     }
@@ -494,8 +494,9 @@ impl<A: AuditSink> Writer<A> {
                     break;
                 }
             }
-            let now = u64::try_from(airlock_core::time::now_ms()).unwrap_or_default();
-            shared.caught_up_at.store(now, Ordering::Release);
+            shared
+                .caught_up_at
+                .store(airlock_core::time::now_ms(), Ordering::Release);
             shared.catching_up.store(false, Ordering::Release);
             last = (shared.progress.load(Ordering::Acquire), false);
         }
