@@ -31,6 +31,9 @@ def main():
     ap.add_argument("--seconds", type=int, default=8)
     ap.add_argument("--conns", type=int, default=64)
     ap.add_argument("--keep", action="store_true", help="keep perf.data next to the report")
+    ap.add_argument("--dwarf", action="store_true",
+                    help="call graphs from DWARF unwinding: leaf functions such as memmove get their "
+                         "callers (frame pointers skip them), at a larger perf.data")
     args = ap.parse_args()
     if not shutil.which("perf"):
         sys.exit("profile: perf is not installed (Debian: apt-get install linux-perf)")
@@ -61,7 +64,7 @@ def main():
         os.makedirs(out_dir, exist_ok=True)
         data = os.path.join(b.tmp, "perf.data")
         perf = subprocess.Popen(
-            ["perf", "record", "-q", "-g", "-F", "1999", "-o", data, "-p", ",".join(map(str, pids))],
+            ["perf", "record", "-q", *(["--call-graph", "dwarf,16384", "-F", "499"] if args.dwarf else ["-g", "-F", "1999"]), "-o", data, "-p", ",".join(map(str, pids))],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         )
         time.sleep(0.5)

@@ -6,6 +6,7 @@ use airlock_core::{
 };
 use sqlx::any::AnyRow;
 
+use crate::direct::DirectSqlite;
 use crate::sql::Sql;
 use crate::{
     col, AuditFilter, AuditRow, Backend, Listed, Page, RequestEventRow, Result, Store, StoreError,
@@ -61,7 +62,7 @@ const METERED_PER_STATEMENT: usize =
 
 /// A token count or an amount as the database holds it. Counts beyond `i64::MAX` are not real
 /// usage; they are stored saturated rather than refused, so one absurd event cannot lose a batch.
-fn db_int(value: u64) -> i64 {
+pub(crate) fn db_int(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
 
@@ -232,6 +233,9 @@ impl Store {
     /// id, so a batch written twice (half of it before a failure, or after a spill file is
     /// replayed) is stored once.
     pub async fn insert_request_events(&self, events: &[RequestAuditEvent]) -> Result<()> {
+        if let Some(direct) = &self.direct {
+            return direct.insert(events);
+        }
         let (metered, plain): (Vec<&RequestAuditEvent>, Vec<&RequestAuditEvent>) =
             events.iter().partition(|e| e.llm.is_some());
         for (rows, per_statement, with_usage) in [
@@ -455,9 +459,16 @@ impl AuditSink for Store {
         self.backend() == Backend::Sqlite
     }
 
+    /// On SQLite, also the writer's own SQLite connection for `request_events`
+    /// (`direct`): the writer's thread runs the inserts itself.
     fn dedicated(&self) -> Option<Store> {
-        self.with_own_pool()
+        let mut own = self
+            .with_own_pool()
             .inspect_err(|e| tracing::warn!(error = %e, "the audit writer shares the store's pool"))
-            .ok()
+            .ok()?;
+        if self.backend() == Backend::Sqlite {
+            own.direct = DirectSqlite::new(&self.url).map(std::sync::Arc::new);
+        }
+        Some(own)
     }
 }

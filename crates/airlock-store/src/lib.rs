@@ -10,10 +10,13 @@
 //! encryption happen in the callers.
 
 mod accounts;
+// Its column-list macros serve `direct` too.
+#[macro_use]
 mod audit;
 #[cfg(feature = "bench")]
 mod bench;
 mod devboxes;
+mod direct;
 mod feed;
 mod gateways;
 mod idempotency;
@@ -101,6 +104,9 @@ pub struct Store {
     local_feed: broadcast::Sender<airlock_core::state::Change>,
     /// Records per page of a paged full load (see [`Store::with_load_page_size`]).
     load_page: usize,
+    /// An audit writer's own SQLite connection for `request_events` (`direct`), in the handle
+    /// that [`AuditSink::dedicated`](airlock_core::state::AuditSink::dedicated) gives it.
+    direct: Option<std::sync::Arc<direct::DirectSqlite>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -289,6 +295,7 @@ impl Store {
             url,
             local_feed,
             load_page: DEFAULT_LOAD_PAGE,
+            direct: None,
         })
     }
 

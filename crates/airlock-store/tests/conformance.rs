@@ -688,10 +688,19 @@ async fn stored_events(store: &Store, account: &AccountId) -> Vec<state::Request
 
 /// Multi-row inserts of request events store each event once with every field intact, at
 /// the sizes around a statement's capacity, and a batch written again (a replayed spill file)
-/// adds nothing, even when it overlaps one written before.
-async fn request_events_round_trip(postgres: bool) {
+/// adds nothing, even when it overlaps one written before. `dedicated`: written through the
+/// handle the data plane's audit writers take (on SQLite, their own connection and statement),
+/// read back through the store.
+async fn request_events_round_trip(postgres: bool, dedicated: bool) {
     let (store, _dir) = open(postgres).await;
     let w = world(&store).await;
+    let writer = if dedicated {
+        store
+            .dedicated()
+            .expect("the store offers a dedicated sink")
+    } else {
+        store.clone()
+    };
     for n in [
         0,
         1,
@@ -713,7 +722,7 @@ async fn request_events_round_trip(postgres: bool) {
         batch.sort_by(|a, b| a.id.cmp(&b.id));
         let expected: Vec<String> = batch.iter().map(|e| format!("{e:?}")).collect();
 
-        store.insert_request_events(&batch).await.unwrap();
+        writer.insert_request_events(&batch).await.unwrap();
         let got: Vec<String> = stored_events(&store, &account.id)
             .await
             .iter()
@@ -723,7 +732,7 @@ async fn request_events_round_trip(postgres: bool) {
         assert_eq!(got, expected, "{n} events written");
 
         // The same batch again, through the sink the data plane uses: nothing more.
-        store.write_batch(&batch).await.unwrap();
+        writer.write_batch(&batch).await.unwrap();
         assert_eq!(stored_events(&store, &account.id).await.len(), n);
 
         // A batch that overlaps the stored ones stores only the new events.
@@ -732,7 +741,7 @@ async fn request_events_round_trip(postgres: bool) {
             .collect();
         let mut overlapping = batch.clone();
         overlapping.extend(fresh.iter().cloned());
-        store.insert_request_events(&overlapping).await.unwrap();
+        writer.insert_request_events(&overlapping).await.unwrap();
         assert_eq!(stored_events(&store, &account.id).await.len(), n + 3);
     }
     // Another account's events were never touched.
@@ -1191,12 +1200,22 @@ async fn postgres_paged_load_matches_load_all() {
 
 #[tokio::test]
 async fn sqlite_request_events_round_trip() {
-    request_events_round_trip(false).await;
+    request_events_round_trip(false, false).await;
 }
 
 #[tokio::test]
 async fn postgres_request_events_round_trip() {
-    request_events_round_trip(true).await;
+    request_events_round_trip(true, false).await;
+}
+
+#[tokio::test]
+async fn sqlite_request_events_round_trip_through_the_audit_writers_connection() {
+    request_events_round_trip(false, true).await;
+}
+
+#[tokio::test]
+async fn postgres_request_events_round_trip_through_the_audit_writers_connection() {
+    request_events_round_trip(true, true).await;
 }
 
 #[tokio::test]
