@@ -661,9 +661,12 @@ general_settings:
             raise RuntimeError(f"--baseline {binary}: not an executable file")
         r = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10)
         self.baseline = {"path": binary, "version": (r.stdout or r.stderr).strip()}
-        # Binaries from before the per-source cap refuse its setting, and have no such cap.
+        # Binaries from before the per-source cap refuse its setting, and have no such cap; the
+        # others get it like A2, so that their idle figure holds as many connections.
+        with open(binary, "rb") as f:
+            knows_cap = b"AIRLOCK_MAX_CONNECTIONS_PER_SOURCE" in f.read()
         self.start_airlock("airlock_base", binary=binary,
-                           env={"AIRLOCK_MAX_CONNECTIONS_PER_SOURCE": None})
+                           env=None if knows_cap else {"AIRLOCK_MAX_CONNECTIONS_PER_SOURCE": None})
 
     def start_nginx(self):
         port = free_port()

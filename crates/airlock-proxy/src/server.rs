@@ -60,6 +60,7 @@ use tokio_util::task::TaskTracker;
 use crate::conn::{now_ms, Activity, ServeCtx};
 use crate::h1guard::Guarded;
 use crate::limits::SourceSlot;
+use crate::metrics::ConnectionGuard;
 use crate::pipeline;
 use crate::{Connections, RequestCtx};
 
@@ -217,18 +218,15 @@ pub(crate) async fn serve(
                             Err(()) => continue,
                         }
                     };
-                    let conn = connection(
+                    connections.spawn(connection(
                         conns.clone(),
                         requests.clone(),
                         ctx.clone(),
                         stream,
                         peer,
+                        open,
                         slot,
-                    );
-                    connections.spawn(async move {
-                        conn.await;
-                        drop(open);
-                    });
+                    ));
                 }
                 Err(err) => {
                     // Out of file descriptors and the like: back off instead of spinning.
@@ -313,12 +311,18 @@ async fn connection(
     ctx: Arc<ServeCtx>,
     stream: TcpStream,
     peer: SocketAddr,
+    open: ConnectionGuard,
     mut slot: Option<SourceSlot>,
 ) {
+    // Held for as long as the connection lives: its place under AIRLOCK_MAX_CONNECTIONS.
+    let _open = open;
     // PROXY header and TLS handshake (TCP_NODELAY is set there); a drain drops a connection
-    // that has not reached HTTP yet.
+    // that has not reached HTTP yet. Boxed, like the hyper connection and each request's future
+    // below: a task's future takes the size of its largest state for the task's whole life, and
+    // an idle keep-alive connection should hold only what it uses (docs/performance.md, "Memory
+    // per idle connection").
     let accepted = tokio::select! {
-        accepted = conns.acceptor.accept(stream, peer) => match accepted {
+        accepted = Box::pin(conns.acceptor.accept(stream, peer)) => match accepted {
             Ok(accepted) => accepted,
             Err(err) if err.is_notable() => {
                 warn_refused(peer, &err);
@@ -357,15 +361,15 @@ async fn connection(
             let requests = requests.clone();
             let ctx = ctx.clone();
             let in_flight = activity.begin();
-            async move {
+            Box::pin(async move {
                 Ok::<_, Infallible>(pipeline::handle(&requests, &ctx, req, peer, in_flight).await)
-            }
+            })
         })
     };
     let conn = conns
         .http
         .serve_connection_with_upgrades(TokioIo::new(io), service);
-    let mut conn = std::pin::pin!(conn);
+    let mut conn = Box::pin(conn);
     let header_timeout = conns.header_read_timeout;
     let idle_timeout = conns.idle_timeout;
     let send_timeout = conns.send_timeout;
