@@ -939,20 +939,97 @@ pub(crate) async fn run(quota: Arc<Quota>, cancel: tokio_util::sync::Cancellatio
     quota.settle(true).await;
 }
 
-/// The `x-ratelimit-limit-*` / `x-ratelimit-remaining-*` headers of a request's holds.
+/// The `x-ratelimit-limit-*` / `x-ratelimit-remaining-*` headers of a request's holds. The names
+/// are constants and the counts are formatted straight into their values: a request under limits
+/// pays no header-name parsing and no `format!` for them.
 fn ratelimit_headers(shared: &Shared, headers: &mut http::HeaderMap) {
-    for hold in &shared.holds {
-        let name = hold.kind.header_name();
-        let value = |v: u64| HeaderValue::try_from(Limits::format_value(hold.kind, v)).ok();
-        let names = (
-            HeaderName::try_from(format!("x-ratelimit-limit-{name}")),
-            HeaderName::try_from(format!("x-ratelimit-remaining-{name}")),
-        );
-        if let (Ok(l), Ok(r), Some(lv), Some(rv)) =
-            (names.0, names.1, value(hold.limit), value(hold.remaining))
-        {
-            headers.insert(l, lv);
-            headers.insert(r, rv);
+    insert_ratelimit_headers(
+        shared.holds.iter().map(|h| (h.kind, h.limit, h.remaining)),
+        headers,
+    );
+}
+
+/// The headers of `(kind, limit, remaining)` counts.
+fn insert_ratelimit_headers(
+    counts: impl Iterator<Item = (LimitKind, u64, u64)>,
+    headers: &mut http::HeaderMap,
+) {
+    for (kind, limit_count, remaining_count) in counts {
+        let value = |v: u64| match kind.measure() {
+            Measure::CostNanos => HeaderValue::try_from(airlock_core::llm::format_usd(v)).ok(),
+            Measure::Requests | Measure::Tokens => Some(HeaderValue::from(v)),
+        };
+        let [limit, remaining] = ratelimit_names(kind);
+        if let (Some(lv), Some(rv)) = (value(limit_count), value(remaining_count)) {
+            headers.insert(limit, lv);
+            headers.insert(remaining, rv);
         }
+    }
+}
+
+/// `x-ratelimit-limit-{name}` and `x-ratelimit-remaining-{name}` for `LimitKind::header_name`.
+const fn ratelimit_names(kind: LimitKind) -> [HeaderName; 2] {
+    macro_rules! names {
+        ($name:literal) => {
+            [
+                HeaderName::from_static(concat!("x-ratelimit-limit-", $name)),
+                HeaderName::from_static(concat!("x-ratelimit-remaining-", $name)),
+            ]
+        };
+    }
+    match kind {
+        LimitKind::RequestsPerMinute => names!("requests-per-minute"),
+        LimitKind::RequestsPerDay => names!("requests-per-day"),
+        LimitKind::TokensPerMinute => names!("tokens-per-minute"),
+        LimitKind::TokensPerDay => names!("tokens-per-day"),
+        LimitKind::CostUsdPerDay => names!("cost-usd-per-day"),
+        LimitKind::CostUsdPerMonth => names!("cost-usd-per-month"),
+        LimitKind::CostUsdTotal => names!("cost-usd-total"),
+        LimitKind::MaxRequests => names!("max-requests"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ratelimit_header_names_follow_the_kinds_header_name() {
+        for kind in LimitKind::ALL.into_iter().chain([LimitKind::MaxRequests]) {
+            let [limit, remaining] = ratelimit_names(kind);
+            assert_eq!(
+                limit.as_str(),
+                format!("x-ratelimit-limit-{}", kind.header_name())
+            );
+            assert_eq!(
+                remaining.as_str(),
+                format!("x-ratelimit-remaining-{}", kind.header_name())
+            );
+        }
+    }
+
+    #[test]
+    fn ratelimit_values_are_the_formatted_counts() {
+        let mut headers = http::HeaderMap::new();
+        insert_ratelimit_headers(
+            [
+                (LimitKind::RequestsPerMinute, 600, 599),
+                (LimitKind::CostUsdPerDay, 5_000_000_000, 4_215_000),
+            ]
+            .into_iter(),
+            &mut headers,
+        );
+        let got = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        assert_eq!(got("x-ratelimit-limit-requests-per-minute"), Some("600"));
+        assert_eq!(
+            got("x-ratelimit-remaining-requests-per-minute"),
+            Some("599")
+        );
+        assert_eq!(got("x-ratelimit-limit-cost-usd-per-day"), Some("5"));
+        assert_eq!(
+            got("x-ratelimit-remaining-cost-usd-per-day"),
+            Some("0.004215")
+        );
+        assert_eq!(headers.len(), 4);
     }
 }
