@@ -146,7 +146,9 @@ async fn proxy(
         // own credential (`router`).
         check_devbox(&token, peer)?;
         check_scope_and_rate(shared, &token, &req)?;
-        return crate::router::serve(shared, req, &token, request_id, record).await;
+        // Boxed: the router's future is several KiB, and every request's future (boxed per
+        // request by `server`) would otherwise be as large as its largest branch.
+        return Box::pin(crate::router::serve(shared, req, &token, request_id, record)).await;
     }
     let route = authorize(&token, peer)?;
     check_scope_and_rate(shared, &token, &req)?;
