@@ -2,7 +2,7 @@
 """Where a proxy's CPU goes: one arm of the harness under the throughput load, recorded with
 `perf record -g`, summarised with `perf report`.
 
-Run through `scripts/bench --profile [ARM]` (ARM: airlock (default), bare, nginx, haproxy, or one
+Run through `scripts/bench --profile [ARM]` (ARM: airlock (default), bare, bare_ip, nginx, haproxy, or one
 of the LLM arms metered, limited, router, translated, loaded with their Messages or Chat call), which
 builds the release binaries first. Starts the upstream and the arm exactly as `bench/run.py` does
 (same cores, same worker count, same token swap), warms it up, then records the proxy's
@@ -27,7 +27,7 @@ import run  # noqa: E402  (the harness: arms, ports, taskset, wrk)
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     llm = ["metered", "limited", "router", "translated"]
-    ap.add_argument("arm", nargs="?", default="airlock", choices=run.PROXIES + llm)
+    ap.add_argument("arm", nargs="?", default="airlock", choices=run.PROXIES + ["bare_ip"] + llm)
     ap.add_argument("--seconds", type=int, default=8)
     ap.add_argument("--conns", type=int, default=64)
     ap.add_argument("--keep", action="store_true", help="keep perf.data next to the report")

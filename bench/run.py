@@ -18,6 +18,8 @@ Arms, all against the same upstream (`bench-upstream`):
   A2p postgres A2 on a throwaway PostgreSQL (audit events written there, as in production),
                the cluster pinned with the upstream (skipped with a note without PostgreSQL)
   A2b baseline A2 from another airlock binary (`--baseline PATH`): a change's cost as a ratio
+  A1i bare_ip  A1 with `--in-place`: per-thread HTTP/1 connections driven by the request's own
+               task instead of hyper-util's pooled client (what that hand-off costs)
   A3 nginx     Debian's nginx, map token -> key, proxy_set_header, keep-alive pool
   A4 haproxy   Debian's HAProxy, the same swap with a map file
 
@@ -48,13 +50,14 @@ import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Every arm, in report order; a run has the ones it could start.
-ARMS = ["direct", "bare", "airlock", "metered", "limited", "router", "translated", "airlock_pg",
+ARMS = ["direct", "bare", "bare_ip", "airlock", "metered", "limited", "router", "translated", "airlock_pg",
         "airlock_base", "nginx", "haproxy", "portkey", "litellm"]
 # The arms every run starts (and `bench/profile.py` can profile).
 PROXIES = ["bare", "airlock", "nginx", "haproxy"]
 LABEL = {
     "direct": "A0 direct",
     "bare": "A1 bare hyper",
+    "bare_ip": "A1i bare hyper, in-place pool",
     "airlock": "A2 Airlock",
     "metered": "A2m Airlock, metered",
     "limited": "A2l Airlock, limits",
@@ -359,16 +362,20 @@ class Bench:
         wait_port(self.up_port, proc)
         self.arms["direct"] = {"port": self.up_port, "header": f"x-api-key: {REAL_KEY}", "pid": None}
 
-    def start_bare(self):
+    def start_bare(self, arm="bare"):
         port = free_port()
         proc = self.spawn(
-            "bare",
+            arm,
             [self.bin("bench-passthrough"), "--addr", f"127.0.0.1:{port}", "--upstream",
-             f"127.0.0.1:{self.up_port}", "--threads", str(self.workers)],
+             f"127.0.0.1:{self.up_port}", "--threads", str(self.workers),
+             *(["--in-place"] if arm == "bare_ip" else [])],
             cores=self.proxy_cores,
         )
         wait_port(port, proc)
-        self.arms["bare"] = {"port": port, "header": f"x-api-key: {REAL_KEY}", "pid": proc.pid}
+        self.arms[arm] = {"port": port, "header": f"x-api-key: {REAL_KEY}", "pid": proc.pid}
+
+    def start_bare_ip(self):
+        self.start_bare("bare_ip")
 
     def start_airlock(self, arm="airlock", binary=None, database_url=None, env=None):
         """`airlock serve` as arm `arm`: `binary` (default: this tree's release build) on
@@ -957,6 +964,7 @@ backend be
         started = time.monotonic()
         self.start_upstream()
         self.start_bare()
+        self.start_bare_ip()
         self.start_airlock()
         self.start_nginx()
         self.start_haproxy()
@@ -1190,7 +1198,7 @@ def render(doc):
     L.append("| ratio | req/s | CPU per request |")
     L.append("|---|---|---|")
     for a, b in [("airlock", "nginx"), ("airlock", "haproxy"), ("airlock", "bare"), ("airlock", "direct"),
-                 ("airlock_pg", "airlock"), ("airlock", "airlock_base"), ("bare", "nginx"), ("haproxy", "nginx")]:
+                 ("airlock_pg", "airlock"), ("airlock", "airlock_base"), ("bare", "nginx"), ("bare_ip", "bare"), ("haproxy", "nginx")]:
         if f"{a}/{b}" not in r.get("throughput.rps", {}):
             continue
         L.append(f"| {LABEL[a]} / {LABEL[b]} | {spread(r.get('throughput.rps', {}).get(f'{a}/{b}'), 2)} | "

@@ -4,7 +4,13 @@
 //! Same shape as Airlock's data plane: hyper-util's auto server, one pooled hyper-util client,
 //! bodies streamed both ways, `TCP_NODELAY` on both sides. No token check, no header swap.
 //!
-//! `bench-passthrough --addr 127.0.0.1:9101 --upstream 127.0.0.1:9100`
+//! `bench-passthrough --addr 127.0.0.1:9101 --upstream 127.0.0.1:9100 [--in-place]`
+//!
+//! `--in-place` swaps hyper-util's pooled client for a per-thread pool of
+//! `hyper::client::conn::http1` connections driven by the request's own task (the request's
+//! future, then its response body, polls the connection): no connection task, no pool lock, no
+//! hand-off between tasks. It measures what issue 15's "per-worker pool driven in place" would
+//! save before Airlock takes it on (docs/performance.md).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -18,12 +24,17 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
 type Upstream = Client<HttpConnector, Incoming>;
+type Out = http_body_util::Either<
+    http_body_util::Either<Incoming, in_place::Driven>,
+    http_body_util::Empty<bytes::Bytes>,
+>;
 
 async fn forward(
-    client: &Upstream,
+    client: Option<&Upstream>,
     authority: &Authority,
     req: Request<Incoming>,
-) -> Response<http_body_util::Either<Incoming, http_body_util::Empty<bytes::Bytes>>> {
+) -> Response<Out> {
+    use http_body_util::Either::{Left, Right};
     let (mut parts, body) = req.into_parts();
     let mut uri = Uri::builder()
         .scheme(Scheme::HTTP)
@@ -35,14 +46,146 @@ async fn forward(
         Ok(uri) => parts.uri = uri,
         Err(_) => return bad_gateway(),
     }
-    match client.request(Request::from_parts(parts, body)).await {
-        Ok(response) => response.map(http_body_util::Either::Left),
-        Err(_) => bad_gateway(),
+    let req = Request::from_parts(parts, body);
+    match client {
+        Some(client) => match client.request(req).await {
+            Ok(response) => response.map(|b| Left(Left(b))),
+            Err(_) => bad_gateway(),
+        },
+        None => match in_place::request(authority.as_str(), req).await {
+            Some(response) => response.map(|b| Left(Right(b))),
+            None => bad_gateway(),
+        },
     }
 }
 
-fn bad_gateway() -> Response<http_body_util::Either<Incoming, http_body_util::Empty<bytes::Bytes>>>
-{
+mod in_place {
+    //! A per-thread pool of HTTP/1 connections, each driven by whoever holds it.
+    use std::cell::RefCell;
+    use std::future::poll_fn;
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    use bytes::Bytes;
+    use http::{Request, Response};
+    use http_body::{Body, Frame, SizeHint};
+    use hyper::body::Incoming;
+    use hyper::client::conn::http1;
+    use hyper_util::rt::TokioIo;
+    use tokio::net::TcpStream;
+
+    pub(crate) struct Conn {
+        send: http1::SendRequest<Incoming>,
+        conn: http1::Connection<TokioIo<TcpStream>, Incoming>,
+    }
+
+    thread_local! {
+        static POOL: RefCell<Vec<Conn>> = const { RefCell::new(Vec::new()) };
+    }
+
+    impl Conn {
+        /// Polls the connection; `Err` when it is gone.
+        fn drive(&mut self, cx: &mut Context<'_>) -> Result<(), ()> {
+            match Pin::new(&mut self.conn).poll(cx) {
+                Poll::Pending => Ok(()),
+                Poll::Ready(_) => Err(()),
+            }
+        }
+    }
+
+    use std::future::Future;
+
+    async fn checkout(upstream: &str) -> Option<Conn> {
+        while let Some(mut c) = POOL.with(|p| p.borrow_mut().pop()) {
+            let ready = poll_fn(|cx| {
+                if c.drive(cx).is_err() {
+                    return Poll::Ready(false);
+                }
+                match c.send.poll_ready(cx) {
+                    Poll::Ready(r) => Poll::Ready(r.is_ok()),
+                    Poll::Pending => Poll::Ready(false),
+                }
+            })
+            .await;
+            if ready {
+                return Some(c);
+            }
+        }
+        let stream = TcpStream::connect(upstream).await.ok()?;
+        let _ = stream.set_nodelay(true);
+        let (send, conn) = http1::handshake(TokioIo::new(stream)).await.ok()?;
+        Some(Conn { send, conn })
+    }
+
+    pub(crate) async fn request(
+        upstream: &str,
+        mut req: Request<Incoming>,
+    ) -> Option<Response<Driven>> {
+        // Hop-by-hop: `Connection: close` belongs to the client's connection, not this one
+        // (a proxy does not forward it).
+        req.headers_mut().remove(http::header::CONNECTION);
+        let mut c = checkout(upstream).await?;
+        let mut sent = std::pin::pin!(c.send.send_request(req));
+        let response = poll_fn(|cx| {
+            if let Poll::Ready(r) = sent.as_mut().poll(cx) {
+                return Poll::Ready(r.ok());
+            }
+            if c.drive(cx).is_err() {
+                return Poll::Ready(None);
+            }
+            sent.as_mut().poll(cx).map(Result::ok)
+        })
+        .await?;
+        Some(response.map(|body| Driven {
+            body,
+            conn: Some(c),
+        }))
+    }
+
+    /// The response body, driving its connection; the connection goes back to the pool when
+    /// the body ends.
+    pub(crate) struct Driven {
+        body: Incoming,
+        conn: Option<Conn>,
+    }
+
+    impl Body for Driven {
+        type Data = Bytes;
+        type Error = hyper::Error;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+            let this = &mut *self;
+            if let Some(c) = &mut this.conn {
+                if c.drive(cx).is_err() {
+                    this.conn = None;
+                }
+            }
+            let polled = Pin::new(&mut this.body).poll_frame(cx);
+            if this.body.is_end_stream() {
+                if let Some(mut c) = this.conn.take() {
+                    // One more turn, so the connection sees the message end.
+                    if c.drive(cx).is_ok() {
+                        POOL.with(|p| p.borrow_mut().push(c));
+                    }
+                }
+            }
+            polled
+        }
+
+        fn is_end_stream(&self) -> bool {
+            self.body.is_end_stream()
+        }
+
+        fn size_hint(&self) -> SizeHint {
+            self.body.size_hint()
+        }
+    }
+}
+
+fn bad_gateway() -> Response<Out> {
     let mut r = Response::new(http_body_util::Either::Right(http_body_util::Empty::new()));
     *r.status_mut() = StatusCode::BAD_GATEWAY;
     r
@@ -64,6 +207,7 @@ fn main() -> Result<()> {
         .transpose()
         .context("--threads")?
         .unwrap_or(1);
+    let in_place = args.iter().any(|a| a == "--in-place");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(threads)
         .enable_all()
@@ -91,7 +235,10 @@ fn main() -> Result<()> {
                 let service = hyper::service::service_fn(move |req| {
                     let client = client.clone();
                     let authority = authority.clone();
-                    async move { Ok::<_, Infallible>(forward(&client, &authority, req).await) }
+                    async move {
+                        let client = (!in_place).then_some(&*client);
+                        Ok::<_, Infallible>(forward(client, &authority, req).await)
+                    }
                 });
                 let _ = server.serve_connection(TokioIo::new(stream), service).await;
             });

@@ -93,7 +93,7 @@ impl BearerSecret {
             }
         }
         let sum = checksum(&text);
-        text.push_str(&sum);
+        text.extend(sum.iter().map(|&c| char::from(c)));
         Self { kind, text }
     }
 
@@ -136,14 +136,15 @@ pub fn check_format(kind: SecretKind, presented: &str) -> Result<(), TokenFormat
     }
     let (body, sum) = presented.split_at(presented.len() - CHECKSUM_LEN);
     let expected = checksum(body);
-    if bool::from(expected.as_bytes().ct_eq(sum.as_bytes())) {
+    if bool::from(expected.ct_eq(sum.as_bytes())) {
         Ok(())
     } else {
         Err(TokenFormatError::Checksum)
     }
 }
 
-fn checksum(body: &str) -> String {
+/// The last characters of a token: base62 of the first four bytes of the body's SHA-256.
+fn checksum(body: &str) -> [u8; CHECKSUM_LEN] {
     let d = digest(&SHA256, body.as_bytes());
     let mut n = u64::from(u32::from_be_bytes([
         d.as_ref()[0],
@@ -156,7 +157,7 @@ fn checksum(body: &str) -> String {
         *slot = BASE62[(n % 62) as usize];
         n /= 62;
     }
-    out.iter().map(|&c| c as char).collect()
+    out
 }
 
 /// SHA-256 of a bearer secret: what the store keeps and what lookups key on.

@@ -148,7 +148,10 @@ async fn proxy(
         check_scope_and_rate(shared, &token, &req)?;
         // Boxed: the router's future is several KiB, and every request's future (boxed per
         // request by `server`) would otherwise be as large as its largest branch.
-        return Box::pin(crate::router::serve(shared, req, &token, request_id, record)).await;
+        return Box::pin(crate::router::serve(
+            shared, req, &token, request_id, record,
+        ))
+        .await;
     }
     let route = authorize(&token, peer)?;
     check_scope_and_rate(shared, &token, &req)?;
