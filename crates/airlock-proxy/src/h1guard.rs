@@ -303,6 +303,19 @@ impl Scanner {
                 }
                 _ => {}
             }
+            // The value of a header other than Content-Length and Transfer-Encoding is only
+            // looked at for its end: skip to the next CR or LF at once (most of a head's bytes).
+            if self.state == State::Value
+                && !matches!(
+                    self.header,
+                    Header::ContentLength | Header::TransferEncoding
+                )
+            {
+                match input[i..].iter().position(|&b| b == b'\r' || b == b'\n') {
+                    Some(at) => i += at,
+                    None => break,
+                }
+            }
             let b = input[i];
             match self.step(b) {
                 Ok(false) => {}
