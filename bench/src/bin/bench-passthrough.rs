@@ -62,7 +62,7 @@ async fn forward(
 mod in_place {
     //! A per-thread pool of HTTP/1 connections, each driven by whoever holds it.
     use std::cell::RefCell;
-    use std::future::poll_fn;
+    use std::future::{poll_fn, Future};
     use std::pin::Pin;
     use std::task::{Context, Poll};
 
@@ -92,8 +92,6 @@ mod in_place {
             }
         }
     }
-
-    use std::future::Future;
 
     async fn checkout(upstream: &str) -> Option<Conn> {
         while let Some(mut c) = POOL.with(|p| p.borrow_mut().pop()) {

@@ -136,6 +136,14 @@ enum Header {
     Other,
 }
 
+impl Header {
+    /// Whether the header's value frames the message, and so is read byte by byte; any other
+    /// value is looked at only for its end.
+    fn frames(self) -> bool {
+        matches!(self, Header::ContentLength | Header::TransferEncoding)
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum State {
     /// Before a request line; empty lines (CRLF) are skipped, as hyper does.
@@ -305,12 +313,7 @@ impl Scanner {
             }
             // The value of a header other than Content-Length and Transfer-Encoding is only
             // looked at for its end: skip to the next CR or LF at once (most of a head's bytes).
-            if self.state == State::Value
-                && !matches!(
-                    self.header,
-                    Header::ContentLength | Header::TransferEncoding
-                )
-            {
+            if self.state == State::Value && !self.header.frames() {
                 match input[i..].iter().position(|&b| b == b'\r' || b == b'\n') {
                     Some(at) => i += at,
                     None => break,
@@ -411,10 +414,7 @@ impl Scanner {
                 b'\r' => self.state = ValueLf,
                 b'\n' => return Err(Violation::BareLf),
                 _ => {
-                    if matches!(
-                        self.header,
-                        Header::ContentLength | Header::TransferEncoding
-                    ) {
+                    if self.header.frames() {
                         if self.value_len == VALUE_CAP {
                             return Err(if self.header == Header::ContentLength {
                                 Violation::BadContentLength
