@@ -27,6 +27,16 @@ impl<S> Prefixed<S> {
     pub fn get_ref(&self) -> &S {
         &self.inner
     }
+
+    /// The bytes not yet read from the prefix, and the wrapped stream.
+    pub fn into_parts(self) -> (Bytes, S) {
+        (self.prefix, self.inner)
+    }
+
+    /// Whether bytes of the prefix are still to be read.
+    pub fn has_prefix(&self) -> bool {
+        !self.prefix.is_empty()
+    }
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
@@ -39,6 +49,10 @@ impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
             let n = self.prefix.len().min(buf.remaining());
             buf.put_slice(&self.prefix[..n]);
             self.prefix.advance(n);
+            if self.prefix.is_empty() {
+                // An empty `Bytes` may still hold the buffer it was cut from.
+                self.prefix = Bytes::new();
+            }
             return Poll::Ready(Ok(()));
         }
         Pin::new(&mut self.inner).poll_read(cx, buf)
@@ -94,6 +108,23 @@ impl NetStream {
             NetStream::Plain(_) => None,
             NetStream::Tls(tls) => tls.get_ref().1.alpn_protocol(),
         }
+    }
+
+    /// Ready when a read would make progress without waiting: the socket has bytes (or its end,
+    /// or an error), or bytes were read from it that are still to be handed out (a PROXY
+    /// header's tail, plaintext that rustls decrypted). For waiting on an idle connection
+    /// without a read buffer.
+    pub fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let tcp = match self {
+            NetStream::Plain(io) => io,
+            // rustls wants more TLS bytes unless it holds plaintext (or the peer's close_notify).
+            NetStream::Tls(tls) if !tls.get_ref().1.wants_read() => return Poll::Ready(Ok(())),
+            NetStream::Tls(tls) => tls.get_ref().0,
+        };
+        if tcp.has_prefix() {
+            return Poll::Ready(Ok(()));
+        }
+        tcp.get_ref().poll_read_ready(cx)
     }
 
     /// The TCP socket underneath.

@@ -31,6 +31,9 @@ pub(crate) struct Activity {
     pub(crate) idle_since: AtomicU64,
     /// Tells the connection's HTTP/1 framing guard how its requests were answered.
     pub(crate) framing: Arc<h1guard::Signal>,
+    /// The connection task asked hyper to end an idle HTTP/1 connection so that it can park the
+    /// socket: hyper's shutdown of the socket is skipped (`server::Watched`).
+    pub(crate) parking: AtomicBool,
     /// The send-timeout clock of one request in flight, kept inline: HTTP/1 has one request at a
     /// time and most HTTP/2 connections too, so most requests take no allocation and no lock.
     inline: Stream,
@@ -56,6 +59,7 @@ impl Activity {
             head_started: AtomicU64::new(0),
             idle_since: AtomicU64::new(now_ms()),
             framing: Arc::default(),
+            parking: AtomicBool::new(false),
             inline: Stream::default(),
             inline_taken: AtomicBool::new(false),
             streams: Mutex::default(),

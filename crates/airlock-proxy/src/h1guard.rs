@@ -604,6 +604,11 @@ impl Signal {
         self.waker.wake();
     }
 
+    /// Requests answered completely on this connection so far.
+    pub(crate) fn answered(&self) -> u64 {
+        self.done.load(Ordering::Acquire)
+    }
+
     /// The pipeline answered an upgrade request with 101: what follows is not HTTP/1.
     pub(crate) fn upgraded(&self) {
         self.upgraded.store(true, Ordering::Release);
@@ -647,6 +652,19 @@ impl<IO> Guarded<IO> {
             ready_at: 0,
             signal,
         }
+    }
+
+    /// The stream underneath.
+    pub(crate) fn get_ref(&self) -> &IO {
+        &self.io
+    }
+
+    /// Whether bytes were read that are still to be handed out (checked, or held back after an
+    /// upgrade request), so that a read would not wait for the stream underneath.
+    pub(crate) fn has_buffered(&self) -> bool {
+        self.ready_at < self.ready.len()
+            || matches!(&self.mode, Mode::Awaiting { held, .. } if !held.is_empty())
+            || matches!(self.mode, Mode::RefusedBody)
     }
 
     fn refuse(&mut self, violation: Violation, in_body: bool) {

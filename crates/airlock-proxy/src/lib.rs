@@ -40,6 +40,7 @@ pub mod fuzzing;
 #[doc(hidden)] // Public for the fuzz targets (`crates/airlock-fuzz`).
 pub mod h1guard;
 mod limits;
+mod memory;
 mod meter;
 mod metrics;
 mod pipeline;
@@ -65,8 +66,6 @@ use std::time::Duration;
 use airlock_core::state::{AuditSink, StateSource};
 use airlock_core::UpstreamPolicy;
 use airlock_crypto::Keyring;
-use hyper_util::rt::TokioExecutor;
-use hyper_util::server::conn::auto;
 use tokio_util::sync::CancellationToken;
 
 pub use crate::error::{Origin, ProxyError};
@@ -202,7 +201,7 @@ pub(crate) struct RequestConfig {
 /// and the limits on connections. Their requests go on to the pipeline with a [`RequestCtx`].
 pub(crate) struct Connections {
     acceptor: airlock_net::Acceptor,
-    http: auto::Builder<TokioExecutor>,
+    http: server::Http,
     /// An HTTP/1 request head must arrive within this, once its first byte has.
     header_read_timeout: Duration,
     /// A connection with no request in flight for this long is closed.

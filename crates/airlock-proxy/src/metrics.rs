@@ -316,6 +316,7 @@ pub(crate) struct Metrics {
     /// By [`Code`], at `code as usize`.
     refusals: [AtomicU64; Code::ALL.len()],
     connections_active: AtomicI64,
+    connections_parked: AtomicI64,
     connections_refused: AtomicU64,
     connections_refused_per_source: AtomicU64,
     /// When the state was last loaded or updated from the source (ms after `started`; 0: never).
@@ -333,6 +334,7 @@ impl Metrics {
             upstream_errors: std::array::from_fn(|_| AtomicU64::new(0)),
             refusals: std::array::from_fn(|_| AtomicU64::new(0)),
             connections_active: AtomicI64::new(0),
+            connections_parked: AtomicI64::new(0),
             connections_refused: AtomicU64::new(0),
             connections_refused_per_source: AtomicU64::new(0),
             synced_at_ms: AtomicU64::new(0),
@@ -399,6 +401,12 @@ impl Metrics {
 
     /// A new connection was closed because its source had
     /// `AIRLOCK_MAX_CONNECTIONS_PER_SOURCE` open.
+    /// An idle connection gave back its HTTP buffers; it counts as parked until it is dropped.
+    pub(crate) fn parked(self: &Arc<Self>) -> ParkedGuard {
+        self.connections_parked.fetch_add(1, Ordering::AcqRel);
+        ParkedGuard(self.clone())
+    }
+
     pub(crate) fn refused_per_source(&self) {
         self.connections_refused_per_source
             .fetch_add(1, Ordering::Relaxed);
@@ -439,6 +447,15 @@ pub(crate) struct ConnectionGuard(Arc<Metrics>);
 impl Drop for ConnectionGuard {
     fn drop(&mut self) {
         self.0.connections_active.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Held while a connection is parked.
+pub(crate) struct ParkedGuard(Arc<Metrics>);
+
+impl Drop for ParkedGuard {
+    fn drop(&mut self) {
+        self.0.connections_parked.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -704,6 +721,18 @@ impl Collector for ProxyCollector {
             "airlock_proxy_connections_active",
             "Client connections open on the data-plane listener.",
             m.connections_active.load(Ordering::Relaxed),
+        )?;
+        gauge(
+            &mut encoder,
+            "airlock_proxy_connections_parked",
+            "Idle HTTP/1 client connections that hold no HTTP buffers until their next request.",
+            m.connections_parked.load(Ordering::Relaxed),
+        )?;
+        counter(
+            &mut encoder,
+            "airlock_proxy_memory_trims",
+            "Times this process asked the allocator to give freed memory back, after idle connections parked.",
+            crate::memory::trims(),
         )?;
         counter(
             &mut encoder,

@@ -1,6 +1,16 @@
 //! Accepting connections: the listener loop, per-connection timeouts, and draining on shutdown.
 //!
-//! hyper-util's auto builder speaks HTTP/1.1 and HTTP/2 (prior knowledge) on the same port.
+//! HTTP/1.1 and HTTP/2 (prior knowledge, or by ALPN) share the port: a connection's first bytes
+//! tell HTTP/2's preface from HTTP/1, as hyper-util's auto builder does, and the connection task
+//! then drives hyper's HTTP/1 or HTTP/2 connection itself ([`Conn`]).
+//!
+//! An HTTP/1 connection with nothing in flight for [`PARK_AFTER_MS`] is parked: hyper's
+//! connection is ended without closing the socket (which costs nothing on the wire), its read
+//! and write buffers (about 24 KiB) are freed, and the socket waits for readiness alone; when the
+//! next bytes come, a new hyper connection takes the socket, with whatever the old one had read
+//! and not parsed put back in front. The framing guard and the connection's bookkeeping stay
+//! with the socket, so a parked connection is the same connection to everything but hyper.
+//!
 //! hyper's own HTTP/1 header timeout also runs while a keep-alive connection waits for its next
 //! request, which would make the keep-alive idle time equal to the header timeout; so both are
 //! enforced here instead, by a per-connection watchdog that reads a few atomics:
@@ -41,26 +51,32 @@
 //! still running after the grace period is cut off.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
-use airlock_net::NetStream;
+use airlock_net::{NetStream, Prefixed};
+use bytes::Bytes;
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
+use tokio_util::task::{AbortOnDropHandle, TaskTracker};
 
+use crate::body::ResponseBody;
 use crate::conn::{now_ms, Activity, ServeCtx};
 use crate::h1guard::Guarded;
 use crate::limits::SourceSlot;
-use crate::metrics::ConnectionGuard;
+use crate::memory;
+use crate::metrics::{ConnectionGuard, ParkedGuard};
 use crate::pipeline;
 use crate::{Connections, RequestCtx};
 
@@ -145,6 +161,10 @@ impl AsyncWrite for Watched {
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        // Ending hyper's connection to park the socket: the socket stays open.
+        if self.activity.parking.load(Ordering::Acquire) {
+            return Poll::Ready(Ok(()));
+        }
         Pin::new(&mut self.stream).poll_shutdown(cx)
     }
 
@@ -161,26 +181,31 @@ impl AsyncWrite for Watched {
     }
 }
 
-pub(crate) fn builder(config: &crate::ProxyConfig) -> auto::Builder<TokioExecutor> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+/// hyper's HTTP/1 and HTTP/2 server settings. The connection task tells the two apart by the
+/// HTTP/2 preface, as hyper-util's auto builder does, but drives hyper's HTTP/1 connection itself
+/// so that it can park an idle one ([`Conn`]).
+pub(crate) struct Http {
+    h1: http1::Builder,
+    h2: http2::Builder<TokioExecutor>,
+}
+
+pub(crate) fn builder(config: &crate::ProxyConfig) -> Http {
     // hyper answers 431 itself beyond this; below it the pipeline answers with the JSON error.
     let hyper_limit = config.max_header_bytes.saturating_mul(2).max(8192);
-    builder
-        .http1()
-        .max_buf_size(hyper_limit)
+    let mut h1 = http1::Builder::new();
+    h1.max_buf_size(hyper_limit)
         .header_read_timeout(None)
         .keep_alive(true)
         .half_close(false);
-    builder
-        .http2()
-        .max_header_list_size(u32::try_from(hyper_limit).unwrap_or(u32::MAX))
+    let mut h2 = http2::Builder::new(TokioExecutor::new());
+    h2.max_header_list_size(u32::try_from(hyper_limit).unwrap_or(u32::MAX))
         .max_concurrent_streams(256)
         // A PING when the connection has been quiet this long, and the connection closed when
         // it goes unanswered as long: a vanished peer does not keep its streams open.
         .timer(TokioTimer::new())
         .keep_alive_interval(Some(config.h2_keep_alive_interval))
         .keep_alive_timeout(config.h2_keep_alive_interval);
-    builder
+    Http { h1, h2 }
 }
 
 pub(crate) async fn serve(
@@ -197,6 +222,8 @@ pub(crate) async fn serve(
     });
     let mut connections = JoinSet::new();
     let mut shutdown = std::pin::pin!(shutdown);
+    // Gives the memory of parked connections' buffers back to the system while this serves.
+    let _release = AbortOnDropHandle::new(tokio::spawn(memory::release_after_parks()));
     loop {
         tokio::select! {
             () = &mut shutdown => break,
@@ -352,91 +379,391 @@ async fn connection(
         proto: Proto::Unknown,
         prefix_len: 0,
     };
-    // Every HTTP/1 byte is checked for ambiguous framing before hyper parses it.
-    let io = Guarded::new(io, activity.framing.clone());
-    let service = {
-        let ctx = ctx.clone();
-        let activity = activity.clone();
-        hyper::service::service_fn(move |req| {
-            let requests = requests.clone();
-            let ctx = ctx.clone();
-            let in_flight = activity.begin();
-            Box::pin(async move {
-                Ok::<_, Infallible>(pipeline::handle(&requests, &ctx, req, peer, in_flight).await)
-            })
-        })
+    let service = Service {
+        requests,
+        ctx: ctx.clone(),
+        activity: activity.clone(),
+        peer,
     };
-    let conn = conns
-        .http
-        .serve_connection_with_upgrades(TokioIo::new(io), service);
-    let mut conn = Box::pin(conn);
-    let header_timeout = conns.header_read_timeout;
-    let idle_timeout = conns.idle_timeout;
-    let send_timeout = conns.send_timeout;
-    // A connection shutting down with nothing in flight is dropped this long after.
-    let close_grace = header_timeout;
+    let header_timeout = ms(conns.header_read_timeout);
     let tick = header_timeout
-        .min(idle_timeout)
-        .min(send_timeout)
-        .max(Duration::from_millis(10));
-    let watchdog = tokio::time::sleep(tick);
-    let mut watchdog = std::pin::pin!(watchdog);
-    // Since when the connection has been shutting down (GOAWAY sent, or HTTP/1 told to close).
-    let mut stopping: Option<u64> = None;
+        .min(ms(conns.idle_timeout))
+        .min(ms(conns.send_timeout))
+        .max(10);
+    let mut conn = Conn {
+        // Every HTTP/1 byte is checked for ambiguous framing before hyper parses it.
+        phase: Phase::Sniff(Sniff {
+            io: Guarded::new(io, activity.framing.clone()),
+            buf: [0; H2_PREFACE.len()],
+            len: 0,
+        }),
+        service,
+        woke: 0,
+        answered: 0,
+        activity,
+        watchdog: Box::pin(tokio::time::sleep(Duration::from_millis(tick))),
+        deadline: now_ms() + tick,
+        tick,
+        stopping: None,
+    };
     loop {
         tokio::select! {
-            result = conn.as_mut() => {
-                if let Err(err) = result {
-                    tracing::debug!(error = %err, "connection ended with an error");
+            () = std::future::poll_fn(|cx| conn.poll(&conns, cx)) => return,
+            () = ctx.stop.cancelled(), if conn.stopping.is_none() => {
+                conn.stopping = Some(now_ms());
+                if conn.shutdown() {
+                    return;
                 }
-                return;
             }
-            () = ctx.stop.cancelled(), if stopping.is_none() => {
-                stopping = Some(now_ms());
-                conn.as_mut().graceful_shutdown();
+        }
+    }
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX / 2)
+}
+
+/// An HTTP/1 connection with nothing in flight for this long gives back hyper's buffers (about
+/// 24 KiB) and waits for its next request on the bare socket ([`Phase::Parked`]). A connection
+/// in steady use never idles this long, so it is never rebuilt; an agent's connection, quiet for
+/// seconds between model calls, holds no buffers while it waits.
+const PARK_AFTER_MS: u64 = 250;
+
+/// What hyper reads from and writes to: the socket (`Watched`), checked by the framing guard,
+/// with bytes that were read before this hyper connection took over (by the protocol sniff, or
+/// by the hyper connection before a park) put back in front.
+type Io = Prefixed<Guarded<Watched>>;
+
+/// The service of one client connection: each request goes to the pipeline.
+#[derive(Clone)]
+struct Service {
+    requests: Arc<RequestCtx>,
+    ctx: Arc<ServeCtx>,
+    activity: Arc<Activity>,
+    peer: SocketAddr,
+}
+
+type Answer = Result<Response<ResponseBody>, Infallible>;
+
+impl hyper::service::Service<Request<Incoming>> for Service {
+    type Response = Response<ResponseBody>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Answer> + Send>>;
+
+    fn call(&self, req: Request<Incoming>) -> Self::Future {
+        let requests = self.requests.clone();
+        let ctx = self.ctx.clone();
+        let peer = self.peer;
+        let in_flight = self.activity.begin();
+        Box::pin(async move { Ok(pipeline::handle(&requests, &ctx, req, peer, in_flight).await) })
+    }
+}
+
+/// A client connection as it goes from one protocol phase to the next.
+struct Conn {
+    phase: Phase,
+    /// Cloned into each hyper connection.
+    service: Service,
+    activity: Arc<Activity>,
+    /// When the connection last woke from a park (0: never); it parks again only
+    /// [`PARK_AFTER_MS`] after that.
+    woke: u64,
+    /// Requests answered when last looked at: a change means a request ended.
+    answered: u64,
+    /// The timeouts' clock (below), and when it is set to go off (`now_ms`).
+    watchdog: Pin<Box<tokio::time::Sleep>>,
+    deadline: u64,
+    /// The longest the watchdog sleeps.
+    tick: u64,
+    /// Since when the connection has been shutting down (GOAWAY sent, or HTTP/1 told to close).
+    stopping: Option<u64>,
+}
+
+enum Phase {
+    /// Reading the first bytes until they are, or cannot be, HTTP/2's preface.
+    Sniff(Sniff),
+    /// Boxed, like each request's future: the connection task stays small while it is parked.
+    H1(Box<http1::UpgradeableConnection<TokioIo<Io>, Service>>),
+    H2(Pin<Box<http2::Connection<TokioIo<Io>, Service, TokioExecutor>>>),
+    /// An idle HTTP/1 connection without hyper's buffers: a new hyper connection is made for it
+    /// when the socket turns readable.
+    Parked {
+        io: Io,
+        _counted: ParkedGuard,
+    },
+    Done,
+}
+
+struct Sniff {
+    io: Guarded<Watched>,
+    buf: [u8; H2_PREFACE.len()],
+    len: usize,
+}
+
+impl Sniff {
+    /// HTTP/2 or HTTP/1 once known (decided as hyper-util's auto builder decides), `None` if
+    /// the connection ended before its first byte.
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<Option<Proto>>> {
+        loop {
+            let mut buf = ReadBuf::new(&mut self.buf[self.len..]);
+            ready!(Pin::new(&mut self.io).poll_read(cx, &mut buf))?;
+            let read = buf.filled().len();
+            if read == 0 {
+                return Poll::Ready(Ok((self.len > 0).then_some(Proto::H1)));
             }
-            () = &mut watchdog => {
-                let now = now_ms();
-                let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
-                let mut next = now + ms(tick);
-                if activity.in_flight.load(Ordering::Acquire) == 0 {
-                    let head = activity.head_started.load(Ordering::Acquire);
-                    let idle = activity.idle_since.load(Ordering::Acquire);
-                    if let Some(since) = stopping {
-                        // Nothing in flight is lost by closing now; the peer had its chance to
-                        // close cleanly.
-                        let close_at = since.max(idle) + ms(close_grace);
-                        if now >= close_at {
-                            tracing::debug!("closing a connection: it did not close after its shutdown");
-                            return;
-                        }
-                        next = next.min(close_at);
+            let (from, to) = (self.len, self.len + read);
+            self.len = to;
+            if self.buf[from..to] != H2_PREFACE[from..to] {
+                return Poll::Ready(Ok(Some(Proto::H1)));
+            }
+            if to == H2_PREFACE.len() {
+                return Poll::Ready(Ok(Some(Proto::H2)));
+            }
+        }
+    }
+
+    /// The stream, with the bytes read so far to be read again.
+    fn into_io(self) -> Io {
+        Prefixed::new(self.io, Bytes::copy_from_slice(&self.buf[..self.len]))
+    }
+}
+
+/// A hyper HTTP/1 connection over `io`.
+fn h1(conns: &Connections, service: &Service, io: Io) -> Phase {
+    let conn = conns
+        .http
+        .h1
+        .serve_connection(TokioIo::new(io), service.clone());
+    Phase::H1(Box::new(conn.with_upgrades()))
+}
+
+impl Conn {
+    /// Drives the connection to its end: its timeouts, and its protocol phases.
+    fn poll(&mut self, conns: &Connections, cx: &mut Context<'_>) -> Poll<()> {
+        if self.watchdog.as_mut().poll(cx).is_ready() {
+            let now = now_ms();
+            match self.watch(conns, now) {
+                Some(next) => self.set_watchdog(now, next, cx),
+                None => return Poll::Ready(()),
+            }
+        }
+        ready!(self.drive(conns, cx));
+        Poll::Ready(())
+    }
+
+    /// The timeouts, when the watchdog goes off: `None` to close the connection now, else when
+    /// to look again.
+    ///
+    /// - header read timeout: once the first byte of a request head has arrived, the head must
+    ///   be whole within `header_read_timeout`;
+    /// - idle timeout: nothing in flight for `idle_timeout`: a graceful shutdown;
+    /// - close deadline: shutting down with nothing in flight, dropped `header_read_timeout`
+    ///   later;
+    /// - send timeout: a response the client has not taken any of for `send_timeout`;
+    /// - park: an HTTP/1 connection with nothing in flight for [`PARK_AFTER_MS`].
+    fn watch(&mut self, conns: &Connections, now: u64) -> Option<u64> {
+        let header_timeout = ms(conns.header_read_timeout);
+        // A connection shutting down with nothing in flight is dropped this long after.
+        let close_grace = header_timeout;
+        let a = &self.activity;
+        let mut next = now + self.tick;
+        if a.in_flight.load(Ordering::Acquire) == 0 {
+            let head = a.head_started.load(Ordering::Acquire);
+            let idle = a.idle_since.load(Ordering::Acquire);
+            if let Some(since) = self.stopping {
+                // Nothing in flight is lost by closing now; the peer had its chance to close
+                // cleanly.
+                let close_at = since.max(idle) + close_grace;
+                if now >= close_at {
+                    tracing::debug!("closing a connection: it did not close after its shutdown");
+                    return None;
+                }
+                next = next.min(close_at);
+            }
+            if head != 0 {
+                if now >= head + header_timeout {
+                    tracing::debug!("closing a connection: its request head is late");
+                    return None;
+                }
+                next = next.min(head + header_timeout);
+            } else if now >= idle + ms(conns.idle_timeout) {
+                if self.stopping.is_none() {
+                    self.stopping = Some(now);
+                    if self.shutdown() {
+                        return None;
                     }
-                    if head != 0 {
-                        if now >= head + ms(header_timeout) {
-                            tracing::debug!("closing a connection: its request head is late");
-                            return;
-                        }
-                        next = next.min(head + ms(header_timeout));
-                    } else if now >= idle + ms(idle_timeout) {
-                        if stopping.is_none() {
-                            stopping = Some(now);
-                            conn.as_mut().graceful_shutdown();
-                            next = next.min(now + ms(close_grace));
-                        }
+                    next = next.min(now + close_grace);
+                }
+            } else {
+                next = next.min(idle + ms(conns.idle_timeout));
+                if self.stopping.is_none() && self.can_park() {
+                    let park_at = idle.max(self.woke) + PARK_AFTER_MS;
+                    if now >= park_at {
+                        self.park();
                     } else {
-                        next = next.min(idle + ms(idle_timeout));
+                        next = next.min(park_at);
                     }
-                } else if let Some(since) = activity.oldest_wait() {
-                    if now >= since + ms(send_timeout) {
-                        tracing::debug!("closing a connection: the client has not taken its response within the send timeout");
-                        return;
-                    }
-                    next = next.min(since + ms(send_timeout));
                 }
-                let wait = Duration::from_millis(next.saturating_sub(now).max(1));
-                watchdog.as_mut().reset(tokio::time::Instant::now() + wait);
             }
+        } else if let Some(since) = a.oldest_wait() {
+            let send_timeout = ms(conns.send_timeout);
+            if now >= since + send_timeout {
+                tracing::debug!(
+                    "closing a connection: the client has not taken its response within the send timeout"
+                );
+                return None;
+            }
+            next = next.min(since + send_timeout);
+        }
+        Some(next)
+    }
+
+    fn set_watchdog(&mut self, now: u64, next: u64, cx: &mut Context<'_>) {
+        let next = next.max(now + 1);
+        self.deadline = next;
+        let at = tokio::time::Instant::now() + Duration::from_millis(next - now);
+        self.watchdog.as_mut().reset(at);
+        // Registers the waker for the new deadline.
+        let _ = self.watchdog.as_mut().poll(cx);
+    }
+
+    /// The protocol phases, parking and waking on the way.
+    fn drive(&mut self, conns: &Connections, cx: &mut Context<'_>) -> Poll<()> {
+        loop {
+            match &mut self.phase {
+                Phase::Sniff(sniff) => {
+                    let proto = match ready!(sniff.poll(cx)) {
+                        Ok(Some(proto)) => proto,
+                        Ok(None) => return Poll::Ready(()),
+                        Err(err) => {
+                            tracing::debug!(error = %err, "connection ended with an error");
+                            return Poll::Ready(());
+                        }
+                    };
+                    let Phase::Sniff(sniff) = std::mem::replace(&mut self.phase, Phase::Done)
+                    else {
+                        unreachable!("matched above");
+                    };
+                    let io = sniff.into_io();
+                    self.phase = if proto == Proto::H2 {
+                        let conn = conns
+                            .http
+                            .h2
+                            .serve_connection(TokioIo::new(io), self.service.clone());
+                        Phase::H2(Box::pin(conn))
+                    } else {
+                        h1(conns, &self.service, io)
+                    };
+                }
+                Phase::H1(conn) => {
+                    let Poll::Ready(ended) = Pin::new(&mut **conn).poll(cx) else {
+                        self.idled(cx);
+                        return Poll::Pending;
+                    };
+                    let parking = self.activity.parking.swap(false, Ordering::AcqRel);
+                    if let Err(err) = ended {
+                        tracing::debug!(error = %err, "connection ended with an error");
+                        return Poll::Ready(());
+                    }
+                    if !parking {
+                        return Poll::Ready(());
+                    }
+                    let Phase::H1(conn) = std::mem::replace(&mut self.phase, Phase::Done) else {
+                        unreachable!("matched above");
+                    };
+                    // `None`: the connection was upgraded, and its socket went to the splice.
+                    let Some(parts) = conn.into_parts() else {
+                        return Poll::Ready(());
+                    };
+                    // What hyper had read and not parsed comes before what it had not read of
+                    // the previous prefix. Copied: the `Bytes` hyper gives back holds its whole
+                    // read buffer, even when empty.
+                    let (rest, io) = parts.io.into_inner().into_parts();
+                    let unread = if parts.read_buf.is_empty() && rest.is_empty() {
+                        Bytes::new()
+                    } else {
+                        Bytes::from([&parts.read_buf[..], &rest[..]].concat())
+                    };
+                    self.phase = Phase::Parked {
+                        io: Prefixed::new(io, unread),
+                        _counted: conns.metrics.parked(),
+                    };
+                    memory::parked();
+                }
+                Phase::H2(conn) => {
+                    if let Err(err) = ready!(conn.as_mut().poll(cx)) {
+                        tracing::debug!(error = %err, "connection ended with an error");
+                    }
+                    return Poll::Ready(());
+                }
+                Phase::Parked { io, .. } => {
+                    // An error is hyper's to meet and report.
+                    if io.has_prefix() || io.get_ref().has_buffered() {
+                    } else if io
+                        .get_ref()
+                        .get_ref()
+                        .stream
+                        .poll_read_ready(cx)
+                        .is_pending()
+                    {
+                        return Poll::Pending;
+                    }
+                    let Phase::Parked { io, .. } = std::mem::replace(&mut self.phase, Phase::Done)
+                    else {
+                        unreachable!("matched above");
+                    };
+                    self.woke = now_ms();
+                    self.phase = h1(conns, &self.service, io);
+                }
+                Phase::Done => return Poll::Ready(()),
+            }
+        }
+    }
+
+    /// After hyper's connection ran: if a request ended, the watchdog is set to park the
+    /// connection [`PARK_AFTER_MS`] later, unless it is set to go off sooner. In steady use this
+    /// moves the timer about once per `PARK_AFTER_MS`, not once per request.
+    fn idled(&mut self, cx: &mut Context<'_>) {
+        let answered = self.activity.framing.answered();
+        if answered == self.answered {
+            return;
+        }
+        self.answered = answered;
+        let idle = self.activity.idle_since.load(Ordering::Acquire);
+        let park_at = idle.max(self.woke) + PARK_AFTER_MS;
+        if self.deadline > park_at && self.activity.in_flight.load(Ordering::Acquire) == 0 {
+            self.set_watchdog(now_ms(), park_at, cx);
+        }
+    }
+
+    /// Whether [`Conn::park`] would park: an HTTP/1 connection not already on its way to.
+    fn can_park(&self) -> bool {
+        matches!(self.phase, Phase::H1(_)) && !self.activity.parking.load(Ordering::Acquire)
+    }
+
+    /// Ends hyper's connection without closing the socket. Call with nothing in flight: a request
+    /// hyper had parsed would be answered with `Connection: close`.
+    fn park(&mut self) {
+        if let Phase::H1(conn) = &mut self.phase {
+            self.activity.parking.store(true, Ordering::Release);
+            Pin::new(&mut **conn).graceful_shutdown();
+        }
+    }
+
+    /// Starts a graceful shutdown (HTTP/2 GOAWAY, HTTP/1 close after the request in flight);
+    /// true if there is nothing to finish and the connection may be dropped now.
+    fn shutdown(&mut self) -> bool {
+        match &mut self.phase {
+            Phase::H1(conn) => {
+                self.activity.parking.store(false, Ordering::Release);
+                Pin::new(&mut **conn).graceful_shutdown();
+                false
+            }
+            Phase::H2(conn) => {
+                conn.as_mut().graceful_shutdown();
+                false
+            }
+            Phase::Sniff(_) | Phase::Parked { .. } | Phase::Done => true,
         }
     }
 }

@@ -8,7 +8,7 @@ mod support;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use airlock_core::AuthMechanism;
+use airlock_core::{AuthMechanism, BearerSecret};
 use airlock_testkit::tls::TestCa;
 use airlock_testkit::upstream::Responder;
 use airlock_testkit::{RecordedRequest, Reply, TestRequest};
@@ -104,9 +104,8 @@ async fn echo_upstream(ca: &TestCa) -> (u16, Arc<Mutex<String>>) {
     (port, head)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn websocket_upgrades_are_checked_then_spliced() {
-    let h = Harness::sqlite().await;
+/// A gateway in front of [`echo_upstream`], and a devbox's token for it.
+async fn echo_gateway(h: &Harness) -> (Arc<Mutex<String>>, Vec<BearerSecret>) {
     let (port, head) = echo_upstream(&h.ca).await;
     let gateway = h
         .seed
@@ -118,6 +117,13 @@ async fn websocket_upgrades_are_checked_then_spliced() {
         .await;
     let secret = h.seed.secret("WS_KEY", SECRET).await;
     let (_, tokens) = h.seed.devbox(&["127.0.0.1"], &[(&gateway, &secret)]).await;
+    (head, tokens)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_upgrades_are_checked_then_spliced() {
+    let h = Harness::sqlite().await;
+    let (head, tokens) = echo_gateway(&h).await;
 
     // Without a token: refused like any request.
     let mut stream = tokio::net::TcpStream::connect(h.proxy).await.unwrap();
@@ -222,4 +228,184 @@ async fn keep_alive_idles_until_the_idle_timeout() {
     let closed = tokio::time::timeout(Duration::from_secs(3), conn).await;
     assert!(closed.is_ok(), "the idle connection was not closed");
     assert_eq!(h.upstream.requests().len(), 2);
+}
+
+const PARKED: &str = "airlock_proxy_connections_parked";
+
+/// Reads from `stream` until `n` whole responses have come (by their framing), or the server
+/// closes, or 5 s pass; their statuses.
+async fn responses<S: tokio::io::AsyncRead + Unpin>(stream: &mut S, n: usize) -> Vec<u16> {
+    let mut answer = support::RawAnswer {
+        text: String::new(),
+        closed: false,
+    };
+    let mut buf = [0u8; 8192];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while answer.statuses().len() < n {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
+            Ok(Ok(read)) => answer.text.push_str(&String::from_utf8_lossy(&buf[..read])),
+        }
+    }
+    answer.statuses()
+}
+
+fn get(path: &str, token: &str) -> String {
+    format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nx-api-key: {token}\r\n\r\n")
+}
+
+/// An idle HTTP/1 connection gives back hyper's buffers (it is parked) and is served again when
+/// its next request comes, pipelined requests and the framing guard included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_park_and_wake_for_their_next_requests() {
+    let h = Harness::sqlite().await;
+    let s = h.simple(header_key(), SECRET).await;
+    let token = s.token.expose();
+    let mut stream = tokio::net::TcpStream::connect(h.proxy).await.unwrap();
+    stream.write_all(get("/a", token).as_bytes()).await.unwrap();
+    assert_eq!(responses(&mut stream, 1).await, [200]);
+    support::wait_sample(&h, PARKED, 1.0).await;
+
+    // Two requests in one write wake it: the second is read before the first is answered.
+    let two = format!("{}{}", get("/b", token), get("/c", token));
+    stream.write_all(two.as_bytes()).await.unwrap();
+    assert_eq!(responses(&mut stream, 2).await, [200, 200]);
+    let paths: Vec<String> = h
+        .upstream
+        .requests()
+        .iter()
+        .map(|r| r.path_and_query())
+        .collect();
+    assert_eq!(paths, ["/v1/a", "/v1/b", "/v1/c"]);
+
+    // A request head that arrives in pieces across the wake-up.
+    support::wait_sample(&h, PARKED, 1.0).await;
+    let d = get("/d", token);
+    stream.write_all(&d.as_bytes()[..10]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    stream.write_all(&d.as_bytes()[10..]).await.unwrap();
+    assert_eq!(responses(&mut stream, 1).await, [200]);
+
+    // The framing guard still reads every byte of a woken connection: a bare LF is refused.
+    support::wait_sample(&h, PARKED, 1.0).await;
+    stream
+        .write_all(
+            format!("GET /e HTTP/1.1\nHost: localhost\r\nx-api-key: {token}\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(responses(&mut stream, 1).await, [400]);
+    assert_eq!(h.upstream.requests().len(), 4);
+    support::wait_sample(&h, PARKED, 0.0).await;
+    support::wait_sample(&h, "airlock_proxy_connections_active", 0.0).await;
+
+    // A client that closes while parked: its connection goes at once.
+    let mut other = tokio::net::TcpStream::connect(h.proxy).await.unwrap();
+    other.write_all(get("/f", token).as_bytes()).await.unwrap();
+    assert_eq!(responses(&mut other, 1).await, [200]);
+    support::wait_sample(&h, PARKED, 1.0).await;
+    drop(other);
+    support::wait_sample(&h, PARKED, 0.0).await;
+    support::wait_sample(&h, "airlock_proxy_connections_active", 0.0).await;
+}
+
+/// Parking over TLS: rustls keeps its session, hyper's buffers go, the next request is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_tls_connections_park_and_wake() {
+    let ca = TestCa::new();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = ca.issue_pem(&["localhost"]);
+    let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert_path, cert).unwrap();
+    std::fs::write(&key_path, key).unwrap();
+    let files = airlock_net::CertFiles::new(cert_path, key_path);
+    let tls = airlock_net::TlsServer::from_files(files).unwrap();
+    let h = Harness::start(
+        support::sqlite().await,
+        Options {
+            configure: Box::new(move |c| c.tls = Some(tls)),
+            ..Options::default()
+        },
+    )
+    .await;
+    let s = h.simple(header_key(), SECRET).await;
+    let token = s.token.expose();
+    let connector = tokio_rustls::TlsConnector::from(ca.client_config());
+    let tcp = tokio::net::TcpStream::connect(h.proxy).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut stream = connector.connect(name, tcp).await.unwrap();
+    for path in ["/a", "/b", "/c"] {
+        stream.write_all(get(path, token).as_bytes()).await.unwrap();
+        assert_eq!(responses(&mut stream, 1).await, [200], "{path}");
+        support::wait_sample(&h, PARKED, 1.0).await;
+    }
+    assert_eq!(h.upstream.requests().len(), 3);
+}
+
+/// A websocket upgrade on a connection that was parked goes through like on a new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parked_connection_can_upgrade() {
+    let h = Harness::sqlite().await;
+    let (head, tokens) = echo_gateway(&h).await;
+    let mut stream = tokio::net::TcpStream::connect(h.proxy).await.unwrap();
+    // A first request, refused before the upstream, then the connection idles and parks.
+    stream
+        .write_all(get("/nothing", "gws_not_a_token").as_bytes())
+        .await
+        .unwrap();
+    assert_eq!(responses(&mut stream, 1).await, [401]);
+    support::wait_sample(&h, PARKED, 1.0).await;
+
+    let request = format!(
+        "GET /realtime HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+         x-api-key: {}\r\n\r\n",
+        tokens[0].expose()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    assert_eq!(responses(&mut stream, 1).await, [101]);
+    assert!(head
+        .lock()
+        .unwrap()
+        .starts_with("GET /v1/realtime HTTP/1.1"));
+    stream.write_all(b"\x81\x05hello").await.unwrap();
+    let mut got = [0u8; 7];
+    tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut got))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&got, b"\x81\x05hello");
+    // A spliced connection is not parked, however long it idles.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(support::sample(&support::scrape(&h), PARKED), 0.0);
+}
+
+/// After enough connections park, the process asks the allocator to give their freed buffers
+/// back to the system (glibc keeps them resident otherwise).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parked_connections_memory_goes_back_to_the_system() {
+    let h = Harness::sqlite().await;
+    let s = h.simple(header_key(), SECRET).await;
+    let token = s.token.expose().to_owned();
+    let trims = "airlock_proxy_memory_trims_total";
+    assert_eq!(support::sample(&support::scrape(&h), trims), 0.0);
+    let mut open = Vec::new();
+    for _ in 0..300 {
+        let mut stream = tokio::net::TcpStream::connect(h.proxy).await.unwrap();
+        stream
+            .write_all(get("/x", &token).as_bytes())
+            .await
+            .unwrap();
+        open.push(stream);
+    }
+    for stream in &mut open {
+        assert_eq!(responses(stream, 1).await, [200]);
+    }
+    support::wait_sample(&h, PARKED, 300.0).await;
+    let trimmed = Harness::eventually(Duration::from_secs(5), || async {
+        support::sample(&support::scrape(&h), trims) >= 1.0
+    })
+    .await;
+    assert!(trimmed, "no trim after 300 parks");
 }
