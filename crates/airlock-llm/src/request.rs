@@ -1,8 +1,9 @@
 //! What a request body says that metering, limits and routing need: the model, the output cap,
 //! whether it streams, and (Chat Completions) whether it asked for usage in the stream.
 //!
-//! Request bodies are capped by the caller before they get here, so parsing them whole with
-//! `serde_json` is fine; responses are another matter (see [`crate::meter`]).
+//! Request bodies are capped by the caller before they get here (at megabytes: prompts are
+//! large), and only the few top-level members read here are built; the rest of the body is
+//! checked and skipped ([`parse_request`]). Responses are another matter (see [`crate::meter`]).
 
 use serde::de::IgnoredAny;
 use serde::Deserialize;
@@ -31,8 +32,62 @@ pub struct RequestInfo {
 /// Reads a request body in `api`'s dialect. Fields of the wrong type are treated as absent (the
 /// upstream will refuse them); a body that is not a JSON object is an error.
 pub fn parse_request(api: Api, body: &[u8]) -> Result<RequestInfo, InvalidInput> {
-    let fields: Map<String, Value> = serde_json::from_slice(body)
-        .map_err(|_| InvalidInput::new("body", "must be a json object"))?;
+    let invalid = |_| InvalidInput::new("body", "must be a json object");
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let fields = serde::de::DeserializeSeed::deserialize(Read(READ), &mut de).map_err(invalid)?;
+    de.end().map_err(invalid)?;
+    Ok(info_from(api, &fields))
+}
+
+/// The top-level names [`info_from`] reads, in every dialect.
+const READ: &[&str] = &[
+    "model",
+    "stream",
+    "max_tokens",
+    "max_completion_tokens",
+    "max_output_tokens",
+    "stream_options",
+    "generationConfig",
+    "generation_config",
+];
+
+/// Reads a JSON object keeping only the members named in `.0`, each built as a [`Value`]; every
+/// other member's value is checked (the body must still be valid JSON) but skipped, not built.
+/// A prompt of megabytes costs a scan, not a tree of strings. A repeated name keeps its last
+/// value, as a whole parse into a [`Map`] does.
+struct Read(&'static [&'static str]);
+
+impl<'de> serde::de::DeserializeSeed<'de> for Read {
+    type Value = Map<String, Value>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, de: D) -> Result<Self::Value, D::Error> {
+        de.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Read {
+    type Value = Map<String, Value>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut fields = Map::new();
+        while let Some(name) = map.next_key::<String>()? {
+            if self.0.contains(&name.as_str()) {
+                let value = map.next_value::<Value>()?;
+                fields.insert(name, value);
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(fields)
+    }
+}
+
+/// What `fields` (a request body's top-level members) say in `api`'s dialect.
+fn info_from(api: Api, fields: &Map<String, Value>) -> RequestInfo {
     let uint = |value: Option<&Value>| value.and_then(Value::as_u64);
     let model = fields
         .get("model")
@@ -81,7 +136,7 @@ pub fn parse_request(api: Api, body: &[u8]) -> Result<RequestInfo, InvalidInput>
         }
         Api::None => RequestInfo::default(),
     };
-    Ok(info)
+    info
 }
 
 /// The model named by a Gemini request path: `/v1beta/models/gemini-2.5-flash:generateContent`
@@ -172,6 +227,73 @@ pub fn is_usage_only_chunk(data: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What `parse_request` would say had it built the whole body as a `Map`.
+    fn whole(api: Api, body: &[u8]) -> Option<RequestInfo> {
+        let fields = serde_json::from_slice::<Map<String, Value>>(body).ok()?;
+        Some(info_from(api, &fields))
+    }
+
+    /// Reading only the members used gives what a whole parse gives: the same fields, the last
+    /// of a repeated name, the same refusals of what is not one valid JSON object.
+    #[test]
+    fn reading_only_the_members_used_gives_what_a_whole_parse_gives() {
+        let bodies = [
+            r#"{"model":"gpt-4o","stream":true,"stream_options":{"include_usage":true},"max_tokens":5}"#,
+            r#"{"messages":[{"role":"user","content":"hi \"there\" \u00e9"}],"model":"claude-x","max_tokens":7}"#,
+            r#"{"model":"a","model":"b","max_tokens":1,"max_tokens":2}"#,
+            r#"{"model":"first","messages":[],"model":null}"#,
+            r#"{"mod\u0065l":"escaped-name","max_completion_tokens":9,"max_tokens":3}"#,
+            r#"{"model":7,"stream":"yes","max_tokens":-1,"max_output_tokens":1.5}"#,
+            r#"{"max_tokens":18446744073709551616,"max_output_tokens":18446744073709551615}"#,
+            r#"{"generationConfig":{"maxOutputTokens":64},"generation_config":{"max_output_tokens":8}}"#,
+            r#"{"generation_config":{"max_output_tokens":8},"contents":[{"parts":[{"text":"x"}]}]}"#,
+            r#"{"stream_options":{"include_usage":false},"stream":true}"#,
+            r#"{"tools":[{"a":{"b":[1,2,{"c":"\n"}]}}],"model":"m"}"#,
+            r#"  {"model" : "spaced" }  "#,
+            r#"{}"#,
+            r#"[]"#,
+            r#""model""#,
+            r#"null"#,
+            r#"{"model":"m"} trailing"#,
+            r#"{"model":"m"}{}"#,
+            r#"{"messages":[1,2,],"model":"m"}"#,
+            r#"{"messages":"unterminated}"#,
+            r#"{"model":"m","x":tru}"#,
+            r#"{"model":"m""#,
+            "",
+        ];
+        for body in bodies {
+            for api in Api::ALL {
+                assert_eq!(
+                    parse_request(api, body.as_bytes()).ok(),
+                    whole(api, body.as_bytes()),
+                    "{api:?} {body}"
+                );
+            }
+        }
+    }
+
+    proptest::proptest! {
+        /// The same for bodies of JSON-shaped token soup.
+        #[test]
+        fn reading_only_the_members_used_agrees_on_any_input(
+            parts in proptest::collection::vec(proptest::sample::select(vec![
+                "{", "}", "[", "]", ":", ",", "\"", "\\", " ", "1", "-2", "3.5", "true",
+                "null", "\"model\"", "\"stream\"", "\"max_tokens\"", "\"stream_options\"",
+                "\"include_usage\"", "\"generationConfig\"", "\"maxOutputTokens\"",
+                "\"gpt-4o\"", "\"x\"", "\"\\u0041\"",
+            ]), 0..40)
+        ) {
+            let body = parts.concat();
+            for api in Api::ALL {
+                proptest::prop_assert_eq!(
+                    parse_request(api, body.as_bytes()).ok(),
+                    whole(api, body.as_bytes())
+                );
+            }
+        }
+    }
 
     #[test]
     fn request_fields_per_dialect() {
