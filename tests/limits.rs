@@ -12,6 +12,19 @@ use airlock_testkit::{check_python_output, run_python, workspace_root, TestReque
 use airlock_tests::{sample, Airlock, ADMIN};
 use serde_json::{json, Value};
 
+/// Waits out the last 20 s of a UTC minute: the script's calls count against per-minute limits on
+/// the real clock, and must not see the window roll over between them.
+async fn early_in_a_minute() {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    let into = u64::try_from(ms % 60_000).unwrap();
+    if into > 40_000 {
+        tokio::time::sleep(std::time::Duration::from_millis(60_000 - into + 50)).await;
+    }
+}
+
 async fn sdks_see_limit_exceeded(database_url: &str) {
     let start = |responder| RecordingUpstream::start(UpstreamOptions::plain().responder(responder));
     let openai = start(upstream::openai_chat()).await.unwrap();
@@ -60,6 +73,7 @@ async fn sdks_see_limit_exceeded(database_url: &str) {
         ("ANTHROPIC", var("ANTHROPIC")),
     ];
     let env: Vec<(&str, &str)> = vars.iter().map(|(n, v)| (*n, v.as_str())).collect();
+    early_in_a_minute().await;
     let out = run_python(&workspace_root().join("tests/python/limits_sdk.py"), &env)
         .await
         .unwrap();
