@@ -265,6 +265,10 @@ async fn idle_connections_park_and_wake_for_their_next_requests() {
     stream.write_all(get("/a", token).as_bytes()).await.unwrap();
     assert_eq!(responses(&mut stream, 1).await, [200]);
     support::wait_sample(&h, PARKED, 1.0).await;
+    for _ in 0..10 {
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        assert_eq!(support::sample(&support::scrape(&h), PARKED), 1.0);
+    }
 
     // Two requests in one write wake it: the second is read before the first is answered.
     let two = format!("{}{}", get("/b", token), get("/c", token));
@@ -340,6 +344,11 @@ async fn idle_tls_connections_park_and_wake() {
         support::wait_sample(&h, PARKED, 1.0).await;
     }
     assert_eq!(h.upstream.requests().len(), 3);
+    // It stays parked while the client is quiet (it does not wake for nothing and park again).
+    for _ in 0..10 {
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        assert_eq!(support::sample(&support::scrape(&h), PARKED), 1.0);
+    }
 }
 
 /// A websocket upgrade on a connection that was parked goes through like on a new one.
