@@ -7,7 +7,9 @@
 //! the rest supports it:
 //!
 //! - `server`: the listener (PROXY protocol and TLS through `airlock-net`), HTTP/1.1 and HTTP/2,
-//!   per-connection timeouts, graceful drain;
+//!   per-connection timeouts, parking idle HTTP/1 connections without hyper's buffers, graceful
+//!   drain;
+//! - `memory`: asking the allocator to give the parked connections' freed buffers back;
 //! - [`h1guard`]: strict HTTP/1 framing, checked on the bytes before hyper parses them;
 //! - `rewrite`: finding the token, checking the path, rewriting headers (pure functions);
 //! - `state` and `feed`: what the data plane knows, and keeping it current from the store;
