@@ -659,6 +659,11 @@ impl<IO> Guarded<IO> {
         &self.io
     }
 
+    /// The stream underneath, to change.
+    pub(crate) fn get_mut(&mut self) -> &mut IO {
+        &mut self.io
+    }
+
     /// Whether bytes were read that are still to be handed out (checked, or held back after an
     /// upgrade request), so that a read would not wait for the stream underneath.
     pub(crate) fn has_buffered(&self) -> bool {

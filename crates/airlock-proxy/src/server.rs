@@ -80,9 +80,9 @@ use crate::metrics::{ConnectionGuard, ParkedGuard};
 use crate::pipeline;
 use crate::{Connections, RequestCtx};
 
+/// What a connection's first bytes say it speaks.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Proto {
-    Unknown,
     H1,
     H2,
 }
@@ -90,34 +90,19 @@ enum Proto {
 /// The HTTP/2 connection preface (RFC 9113 §3.4).
 const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
-/// The accepted socket, watching the bytes read: enough to tell HTTP/1 from HTTP/2 and to
-/// notice the start of a request head.
+/// The accepted socket, watching the bytes read: enough to notice the start of an HTTP/1
+/// request head (the header timeout's clock).
 struct Watched {
     stream: NetStream,
     activity: Arc<Activity>,
-    proto: Proto,
-    /// Bytes of the HTTP/2 preface matched so far.
-    prefix_len: usize,
+    /// Set once the connection's first bytes were HTTP/2's preface ([`Sniff`]): its requests
+    /// have no heads to time.
+    h2: bool,
 }
 
 impl Watched {
-    fn saw(&mut self, bytes: &[u8]) {
-        if self.proto == Proto::Unknown {
-            // HTTP/2 only with its whole preface, as hyper decides: an HTTP/1 request whose
-            // method is "PRI" still gets the header timeout.
-            let take = (H2_PREFACE.len() - self.prefix_len).min(bytes.len());
-            if bytes[..take] != H2_PREFACE[self.prefix_len..self.prefix_len + take] {
-                self.proto = Proto::H1;
-            } else {
-                self.prefix_len += take;
-                if self.prefix_len == H2_PREFACE.len() {
-                    self.proto = Proto::H2;
-                    self.activity.head_started.store(0, Ordering::Release);
-                    return;
-                }
-            }
-        }
-        if self.proto != Proto::H2
+    fn saw(&mut self) {
+        if !self.h2
             && self.activity.in_flight.load(Ordering::Acquire) == 0
             && self.activity.head_started.load(Ordering::Acquire) == 0
         {
@@ -125,6 +110,12 @@ impl Watched {
                 .head_started
                 .store(now_ms(), Ordering::Release);
         }
+    }
+
+    /// The connection turned out to be HTTP/2: the bytes of its preface started no head.
+    fn is_h2(&mut self) {
+        self.h2 = true;
+        self.activity.head_started.store(0, Ordering::Release);
     }
 }
 
@@ -139,8 +130,7 @@ impl AsyncRead for Watched {
         let polled = Pin::new(&mut this.stream).poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = polled {
             if buf.filled().len() > before {
-                let filled = &buf.filled()[before..];
-                this.saw(filled);
+                this.saw();
             }
         }
         polled
@@ -376,8 +366,7 @@ async fn connection(
     let io = Watched {
         stream: accepted.stream,
         activity: activity.clone(),
-        proto: Proto::Unknown,
-        prefix_len: 0,
+        h2: false,
     };
     let service = Service {
         requests,
@@ -501,8 +490,9 @@ struct Sniff {
 }
 
 impl Sniff {
-    /// HTTP/2 or HTTP/1 once known (decided as hyper-util's auto builder decides), `None` if
-    /// the connection ended before its first byte.
+    /// HTTP/2 or HTTP/1 once known (decided as hyper-util's auto builder decides, and as hyper
+    /// would: HTTP/2 only with its whole preface, so an HTTP/1 request whose method is "PRI"
+    /// still gets the header timeout), `None` if the connection ended before its first byte.
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<Option<Proto>>> {
         loop {
             let mut buf = ReadBuf::new(&mut self.buf[self.len..]);
@@ -547,8 +537,7 @@ impl Conn {
                 None => return Poll::Ready(()),
             }
         }
-        ready!(self.drive(conns, cx));
-        Poll::Ready(())
+        self.drive(conns, cx)
     }
 
     /// The timeouts, when the watchdog goes off: `None` to close the connection now, else when
@@ -640,19 +629,20 @@ impl Conn {
                             return Poll::Ready(());
                         }
                     };
-                    let Phase::Sniff(sniff) = std::mem::replace(&mut self.phase, Phase::Done)
+                    let Phase::Sniff(mut sniff) = std::mem::replace(&mut self.phase, Phase::Done)
                     else {
                         unreachable!("matched above");
                     };
-                    let io = sniff.into_io();
                     self.phase = if proto == Proto::H2 {
+                        sniff.io.get_mut().is_h2();
+                        let io = sniff.into_io();
                         let conn = conns
                             .http
                             .h2
                             .serve_connection(TokioIo::new(io), self.service.clone());
                         Phase::H2(Box::pin(conn))
                     } else {
-                        h1(conns, &self.service, io)
+                        h1(conns, &self.service, sniff.into_io())
                     };
                 }
                 Phase::H1(conn) => {
@@ -697,15 +687,11 @@ impl Conn {
                     return Poll::Ready(());
                 }
                 Phase::Parked { io, .. } => {
-                    // An error is hyper's to meet and report.
-                    if io.has_prefix() || io.get_ref().has_buffered() {
-                    } else if io
-                        .get_ref()
-                        .get_ref()
-                        .stream
-                        .poll_read_ready(cx)
-                        .is_pending()
-                    {
+                    // Bytes already read, or the socket's (an error is hyper's to meet and report).
+                    let readable = io.has_prefix()
+                        || io.get_ref().has_buffered()
+                        || io.get_ref().get_ref().stream.poll_read_ready(cx).is_ready();
+                    if !readable {
                         return Poll::Pending;
                     }
                     let Phase::Parked { io, .. } = std::mem::replace(&mut self.phase, Phase::Done)
