@@ -6,6 +6,7 @@ use airlock_core::{
 };
 use sqlx::any::AnyRow;
 
+use crate::copy::CopyPostgres;
 use crate::direct::DirectSqlite;
 use crate::sql::Sql;
 use crate::{
@@ -33,7 +34,7 @@ macro_rules! request_event_columns {
 }
 
 /// How many names a comma-separated column list holds.
-const fn count_columns(list: &str) -> usize {
+pub(crate) const fn count_columns(list: &str) -> usize {
     let bytes = list.as_bytes();
     let mut n = 1;
     let mut i = 0;
@@ -235,6 +236,14 @@ impl Store {
     pub async fn insert_request_events(&self, events: &[RequestAuditEvent]) -> Result<()> {
         if let Some(direct) = &self.direct {
             return direct.insert(events);
+        }
+        if let Some(copy) = &self.copy {
+            match copy.insert(events).await? {
+                crate::copy::Copied::All => return Ok(()),
+                // Written before (an answer lost, a spill file replayed): the INSERT below skips
+                // the stored ids.
+                crate::copy::Copied::SeenBefore => {}
+            }
         }
         let (metered, plain): (Vec<&RequestAuditEvent>, Vec<&RequestAuditEvent>) =
             events.iter().partition(|e| e.llm.is_some());
@@ -459,15 +468,25 @@ impl AuditSink for Store {
         self.backend() == Backend::Sqlite
     }
 
-    /// On SQLite, also the writer's own SQLite connection for `request_events`
-    /// (`direct`): the writer's thread runs the inserts itself.
+    /// Also the writer's own connection for `request_events`: on SQLite (`direct`) the writer's
+    /// thread runs the inserts itself; on PostgreSQL (`copy`) it sends them with `COPY`.
     fn dedicated(&self) -> Option<Store> {
         let mut own = self
             .with_own_pool()
             .inspect_err(|e| tracing::warn!(error = %e, "the audit writer shares the store's pool"))
             .ok()?;
-        if self.backend() == Backend::Sqlite {
-            own.direct = DirectSqlite::new(&self.url).map(std::sync::Arc::new);
+        match self.backend() {
+            Backend::Sqlite => {
+                own.direct = DirectSqlite::new(&self.url).map(std::sync::Arc::new);
+            }
+            Backend::Postgres => {
+                own.copy = CopyPostgres::new(&self.url)
+                    .inspect_err(
+                        |e| tracing::warn!(error = %e, "the audit writer inserts instead of COPY"),
+                    )
+                    .ok()
+                    .map(std::sync::Arc::new);
+            }
         }
         Some(own)
     }

@@ -10,11 +10,12 @@
 //! encryption happen in the callers.
 
 mod accounts;
-// Its column-list macros serve `direct` too.
+// Its column-list macros serve `direct` and `copy` too.
 #[macro_use]
 mod audit;
 #[cfg(feature = "bench")]
 mod bench;
+mod copy;
 mod devboxes;
 mod direct;
 mod feed;
@@ -107,6 +108,8 @@ pub struct Store {
     /// An audit writer's own SQLite connection for `request_events` (`direct`), in the handle
     /// that [`AuditSink::dedicated`](airlock_core::state::AuditSink::dedicated) gives it.
     direct: Option<std::sync::Arc<direct::DirectSqlite>>,
+    /// The same on PostgreSQL: its own connection, which writes `request_events` with `COPY`.
+    copy: Option<std::sync::Arc<copy::CopyPostgres>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -296,6 +299,7 @@ impl Store {
             local_feed,
             load_page: DEFAULT_LOAD_PAGE,
             direct: None,
+            copy: None,
         })
     }
 

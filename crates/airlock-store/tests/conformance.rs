@@ -612,7 +612,9 @@ fn request_event(account: &AccountId, i: usize, sparse: bool) -> state::RequestA
         secret_id: full.then(SecretId::generate),
         secret_version: full.then_some(i as i64 + 1),
         method: ["GET", "POST", "DELETE"][i % 3].into(),
-        path: format!("/v1/items/{i}/ünïcode"),
+        // What COPY's text format escapes (a backslash, `\N`, which means NULL there) must come
+        // back as it went in.
+        path: format!("/v1/items/{i}/ünïcode\\N"),
         status: [200, 401, 502, 599][i % 4],
         upstream_status: full.then_some(201),
         latency_us: 10_000 + i as i64,
@@ -632,7 +634,7 @@ fn request_event(account: &AccountId, i: usize, sparse: bool) -> state::RequestA
         request_id: if sparse {
             None
         } else {
-            Some(format!("req-{i}"))
+            Some(format!("req-{i}\t\\\r\n\\N"))
         },
         // Metered with a known cost, metered with an unknown one (and no model), not metered.
         llm: match (sparse, i % 3) {
@@ -689,8 +691,9 @@ async fn stored_events(store: &Store, account: &AccountId) -> Vec<state::Request
 /// Multi-row inserts of request events store each event once with every field intact, at
 /// the sizes around a statement's capacity, and a batch written again (a replayed spill file)
 /// adds nothing, even when it overlaps one written before. `dedicated`: written through the
-/// handle the data plane's audit writers take (on SQLite, their own connection and statement),
-/// read back through the store.
+/// handle the data plane's audit writers take (on SQLite, their own connection and statement; on
+/// PostgreSQL, their own connection and `COPY`, which falls back to the insert for a batch
+/// written before), read back through the store.
 async fn request_events_round_trip(postgres: bool, dedicated: bool) {
     let (store, _dir) = open(postgres).await;
     let w = world(&store).await;
