@@ -61,14 +61,26 @@ impl RequestBody {
         let Some(inner) = self.inner.as_mut() else {
             return Ok(Some(self.prefix.take().unwrap_or_default()));
         };
+        let expected = inner.size_hint().lower();
         if inner.size_hint().exact().is_some_and(|n| n > cap as u64) {
             return Ok(None);
         }
+        // A body that arrives in one frame (most do: a JSON call is sent in one write, and read
+        // with its head) is kept as that frame, not copied.
+        let mut first: Option<Bytes> = None;
         let mut read = bytes::BytesMut::new();
         while let Some(frame) = inner.frame().await {
             let frame = frame.map_err(|_| ProxyError::ClientBodyFailed)?;
             match frame.into_data() {
+                Ok(data) if first.is_none() && read.is_empty() && data.len() <= cap => {
+                    first = Some(data);
+                }
                 Ok(data) => {
+                    if let Some(first) = first.take() {
+                        let room = usize::try_from(expected).unwrap_or(cap).min(cap + 1);
+                        read.reserve(room.max(first.len() + data.len()));
+                        read.extend_from_slice(&first);
+                    }
                     read.extend_from_slice(&data);
                     if read.len() > cap {
                         self.prefix = Some(read.freeze());
@@ -83,7 +95,7 @@ impl RequestBody {
             }
         }
         self.inner = None;
-        Ok(Some(read.freeze()))
+        Ok(Some(first.unwrap_or_else(|| read.freeze())))
     }
 
     /// A body Airlock wrote whole (a router's request to a backend).

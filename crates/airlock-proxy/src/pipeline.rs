@@ -165,10 +165,12 @@ async fn proxy(
         record.runs().admit()?;
     }
     // Budgets and rate limits (`quota`): a run last, so that it sees what metering recorded.
-    let ticket = match shared
-        .quota
-        .start(&token, req.method(), Some(&route.gateway.llm))
-    {
+    let ticket = match shared.quota.start(
+        &token,
+        req.method(),
+        route.gateway.llm.api,
+        Some(&route.gateway),
+    ) {
         Some((run, ticket)) => {
             record.runs().push(run);
             Some(ticket)
@@ -236,10 +238,12 @@ async fn proxy(
     let upgraded = websocket && response.status() == StatusCode::SWITCHING_PROTOCOLS;
     let upstream_upgrade = upgraded.then(|| hyper::upgrade::on(&mut response));
     let (mut parts, body) = response.into_parts();
+    // The upstream's headers are cleaned first: what the stages add (`x-ratelimit-*`) is
+    // Airlock's own and holds no secret to scrub.
+    rewrite::response_headers(&mut parts.headers, &route, upgraded);
     if staged {
         record.runs().response_head(&mut parts);
     }
-    rewrite::response_headers(&mut parts.headers, &route, upgraded);
     // The client's connection has its own version; extensions belong to the upstream connection.
     parts.version = Version::HTTP_11;
     parts.extensions = http::Extensions::new();

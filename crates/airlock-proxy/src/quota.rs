@@ -26,22 +26,22 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Method};
 
 use airlock_core::limits::Measure;
-use airlock_core::state::{
-    AuditSink, Lease, LlmSettings, RequestAuditEvent, SourceError, StateSource,
+use airlock_core::state::{AuditSink, Lease, RequestAuditEvent, SourceError, StateSource};
+use airlock_core::{
+    AccountId, Api, CounterKey, LimitHit, LimitKind, LimitScope, Limits, LimitsRecord,
 };
-use airlock_core::{AccountId, CounterKey, LimitHit, LimitKind, LimitScope, Limits, LimitsRecord};
 use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 
 use crate::error::ProxyError;
 use crate::shardmap::LazyMap;
 use crate::stage::{End, StageRun};
-use crate::state::{DevboxSlot, GatewaySlot, TokenEntry};
+use crate::state::{DevboxSlot, GatewayEntry, GatewaySlot, TokenEntry};
 
 /// Output tokens reserved for a request that does not say its `max_tokens`, under a token or
 /// cost limit.
@@ -125,6 +125,7 @@ impl<S: StateSource, A: AuditSink> Ledger for SourceLedger<S, A> {
 
 /// A replica's share of one counter.
 struct Pool {
+    key: CounterKey,
     window_end_ms: Option<i64>,
     state: Mutex<PoolState>,
 }
@@ -147,6 +148,9 @@ struct PoolState {
     spent_until_ms: i64,
     spent_limit: u64,
     last_activity_ms: i64,
+    /// Taken out of [`Quota::pools`] (settled, its window long over): a request that still holds
+    /// it (from a [`Scoped`] cache) takes from the map's pool of its key instead.
+    forgotten: bool,
 }
 
 impl Pool {
@@ -183,17 +187,62 @@ fn kind_index(kind: LimitKind) -> usize {
 }
 
 /// A scope's limits, as loaded.
-#[derive(Clone)]
 struct Scoped {
     scope: LimitScope,
-    limits: Limits,
+    /// Each limit set, in [`Limits::iter`] order.
+    each: Box<[ScopedLimit]>,
+}
+
+/// One limit of a scope.
+struct ScopedLimit {
+    kind: LimitKind,
+    limit: u64,
+    /// The limit as its `x-ratelimit-limit-*` value, formatted once.
+    header: Option<HeaderValue>,
+    /// The counter of the window a request last took from: the next request of the same window
+    /// finds it without building and hashing its key.
+    current: ArcSwapOption<Pool>,
+}
+
+impl Scoped {
+    fn new(scope: LimitScope, limits: &Limits) -> Scoped {
+        let each = limits
+            .iter()
+            .map(|(kind, limit)| ScopedLimit {
+                kind,
+                limit,
+                header: ratelimit_value(kind, limit),
+                current: ArcSwapOption::empty(),
+            })
+            .collect();
+        Scoped { scope, each }
+    }
+}
+
+impl Clone for Scoped {
+    fn clone(&self) -> Scoped {
+        Scoped {
+            scope: self.scope.clone(),
+            each: self
+                .each
+                .iter()
+                .map(|l| ScopedLimit {
+                    kind: l.kind,
+                    limit: l.limit,
+                    header: l.header.clone(),
+                    current: ArcSwapOption::new(l.current.load_full()),
+                })
+                .collect(),
+        }
+    }
 }
 
 /// Limits in memory, the leases of this replica, and the ledger behind them.
 pub(crate) struct Quota {
     ledger: Box<dyn Ledger>,
-    /// Scopes with limits, by id (ids carry their kind's prefix, so one map serves all).
-    limits: ArcSwap<HashMap<String, Scoped>>,
+    /// Scopes with limits, by id (ids carry their kind's prefix, so one map serves all). Ids are
+    /// Airlock's own, not chosen by clients, so a fast hasher will do.
+    limits: ArcSwap<HashMap<String, Scoped, foldhash::fast::RandomState>>,
     pools: LazyMap<CounterKey, Pool>,
     /// Requests refused, by scope kind and limit (bounded labels, not a series per devbox).
     refused: [[AtomicU64; KIND_SLOTS]; SCOPE_KINDS.len()],
@@ -206,11 +255,12 @@ pub(crate) struct Quota {
     clock: fn() -> i64,
 }
 
-/// One limit a request must pass.
-#[derive(Clone)]
+/// One limit a request must pass: its counter in the request's window.
 struct Claim {
-    key: CounterKey,
+    pool: Arc<Pool>,
     limit: u64,
+    /// `limit` as its `x-ratelimit-limit-*` value, when formatted already.
+    header: Option<HeaderValue>,
 }
 
 impl Quota {
@@ -222,7 +272,7 @@ impl Quota {
         Quota {
             clock: clock.unwrap_or(airlock_core::time::now_ms),
             ledger,
-            limits: ArcSwap::from_pointee(HashMap::new()),
+            limits: ArcSwap::from_pointee(HashMap::default()),
             pools: LazyMap::new(),
             refused: std::array::from_fn(|_| std::array::from_fn(|_| AtomicU64::new(0))),
             hits: Mutex::new(Vec::new()),
@@ -250,13 +300,7 @@ impl Quota {
                 next.remove(r.scope.id());
             } else {
                 let id = r.scope.id().to_owned();
-                next.insert(
-                    id,
-                    Scoped {
-                        scope: r.scope,
-                        limits: r.limits,
-                    },
-                );
+                next.insert(id, Scoped::new(r.scope, &r.limits));
             }
         }
         self.limits.store(Arc::new(next));
@@ -269,7 +313,8 @@ impl Quota {
         &self,
         token: &TokenEntry,
         method: &Method,
-        llm: Option<&LlmSettings>,
+        api: Api,
+        priced_by: Option<&Arc<GatewayEntry>>,
     ) -> Option<(Box<dyn StageRun>, Ticket)> {
         let max_requests = token.scope.as_ref().and_then(|s| s.max_requests);
         let limits = self.limits.load();
@@ -285,27 +330,39 @@ impl Quota {
             token.gateway.id.as_str(),
         ];
         for id in ids {
-            if let Some(l) = limits.get(id) {
-                for (kind, limit) in l.limits.iter() {
+            if let Some(scoped) = limits.get(id) {
+                for l in &scoped.each {
+                    let window_start_ms = l.kind.window().start(now);
+                    let cached = l.current.load();
+                    let pool = match &*cached {
+                        Some(pool) if pool.key.window_start_ms == window_start_ms => pool.clone(),
+                        _ => {
+                            let pool = self.pool(&CounterKey {
+                                scope: scoped.scope.clone(),
+                                kind: l.kind,
+                                window_start_ms,
+                            });
+                            l.current.store(Some(pool.clone()));
+                            pool
+                        }
+                    };
                     claims.push(Claim {
-                        key: CounterKey {
-                            scope: l.scope.clone(),
-                            kind,
-                            window_start_ms: kind.window().start(now),
-                        },
-                        limit,
+                        pool,
+                        limit: l.limit,
+                        header: l.header.clone(),
                     });
                 }
             }
         }
         if let Some(n) = max_requests {
             claims.push(Claim {
-                key: CounterKey {
+                pool: self.pool(&CounterKey {
                     scope: LimitScope::Token(token.id.clone()),
                     kind: LimitKind::MaxRequests,
                     window_start_ms: 0,
-                },
+                }),
                 limit: n,
+                header: None,
             });
         }
         if claims.is_empty() {
@@ -313,11 +370,12 @@ impl Quota {
         }
         let weighed = claims
             .iter()
-            .any(|c| c.key.kind.measure() != Measure::Requests);
+            .any(|c| c.pool.key.kind.measure() != Measure::Requests);
         let shared = Arc::new(Mutex::new(Shared::default()));
         let run = LimitRun {
             shared: shared.clone(),
-            llm: llm.filter(|l| l.api.is_metered()).cloned(),
+            api: api.is_metered().then_some(api),
+            priced_by: priced_by.filter(|_| api.is_metered()).cloned(),
             read_body: weighed && method == Method::POST,
             weighed,
             content_length: None,
@@ -339,6 +397,7 @@ impl Quota {
             (
                 key.clone(),
                 Pool {
+                    key: key.clone(),
                     window_end_ms: end,
                     state: Mutex::new(PoolState::default()),
                 },
@@ -347,11 +406,22 @@ impl Quota {
     }
 
     /// Takes `amount` of `claim` from this replica's lease, leasing more when it is short.
-    async fn take(&self, claim: &Claim, amount: u64, who: &Who) -> Result<Hold, ProxyError> {
-        let pool = self.pool(&claim.key);
-        let now = (self.clock)();
-        let need = {
+    async fn take(
+        &self,
+        claim: &Claim,
+        amount: u64,
+        now: i64,
+        who: &Who,
+    ) -> Result<Hold, ProxyError> {
+        let mut pool = claim.pool.clone();
+        let need = loop {
             let mut st = pool.lock();
+            if st.forgotten {
+                drop(st);
+                let live = self.pool(&pool.key);
+                pool = live;
+                continue;
+            }
             st.last_activity_ms = now;
             if st.available >= signed(amount) {
                 st.available -= signed(amount);
@@ -363,12 +433,12 @@ impl Quota {
                 self.refused(claim, now, false, who);
                 return Err(exceeded(claim, now));
             }
-            u64::try_from(signed(amount) - st.available).unwrap_or(u64::MAX)
+            break u64::try_from(signed(amount) - st.available).unwrap_or(u64::MAX);
         };
         let slice = (claim.limit / 10).max(1);
         match self
             .ledger
-            .lease(&claim.key, claim.limit, need.max(slice))
+            .lease(&pool.key, claim.limit, need.max(slice))
             .await
         {
             Ok(lease) => {
@@ -389,7 +459,7 @@ impl Quota {
                 }
             }
             Err(err) => {
-                tracing::warn!(error = %err, limit = claim.key.kind.as_str(), "cannot lease a limit");
+                tracing::warn!(error = %err, limit = pool.key.kind.as_str(), "cannot lease a limit");
                 match self.on_outage {
                     OnOutage::Closed => Err(ProxyError::LimitsUnavailable),
                     OnOutage::Open => {
@@ -417,18 +487,17 @@ impl Quota {
         who: &Who,
     ) -> Result<Vec<Hold>, ProxyError> {
         let mut holds = Vec::with_capacity(claims.len());
+        let now = (self.clock)();
         for claim in claims {
-            let amount = match claim.key.kind.measure() {
+            let amount = match claim.pool.key.kind.measure() {
                 Measure::Requests => 1,
                 Measure::Tokens => tokens,
                 Measure::CostNanos => cost,
             };
-            match self.take(claim, amount, who).await {
+            match self.take(claim, amount, now, who).await {
                 Ok(hold) => holds.push(hold),
                 Err(err) => {
-                    for hold in holds {
-                        hold.release(0);
-                    }
+                    release_all(holds, |_| 0);
                     return Err(err);
                 }
             }
@@ -468,12 +537,13 @@ impl Quota {
             .limits
             .iter()
             .map(|(_, kind, limit)| Claim {
-                key: CounterKey {
+                pool: self.pool(&CounterKey {
                     scope: quota.scope.clone(),
                     kind,
                     window_start_ms: kind.window().start(now),
-                },
+                }),
                 limit,
+                header: None,
             })
             .collect();
         match self.take_all(&claims, tokens, 0, who).await {
@@ -490,19 +560,19 @@ impl Quota {
     /// Counts a refusal, and queues its audit event when it is the counter's first in this
     /// window on this replica (written by the next tick, off the request path).
     fn refused(&self, claim: &Claim, now: i64, first: bool, who: &Who) {
-        self.refused[scope_index(&claim.key.scope)][kind_index(claim.key.kind)]
-            .fetch_add(1, Ordering::Relaxed);
+        let key = &claim.pool.key;
+        self.refused[scope_index(&key.scope)][kind_index(key.kind)].fetch_add(1, Ordering::Relaxed);
         if !first {
             return;
         }
         let hit = LimitHit {
             time_ms: now,
             account_id: AccountId::clone(&who.account),
-            scope: claim.key.scope.clone(),
-            kind: claim.key.kind,
+            scope: key.scope.clone(),
+            kind: key.kind,
             limit: claim.limit,
-            window_start_ms: claim.key.window_start_ms,
-            resets_at_ms: claim.key.kind.window().end(claim.key.window_start_ms),
+            window_start_ms: key.window_start_ms,
+            resets_at_ms: key.kind.window().end(key.window_start_ms),
             devbox_id: who.devbox.id.clone(),
             gateway_config_id: who.gateway.id.clone(),
         };
@@ -522,8 +592,9 @@ impl Quota {
             .min(claim.limit);
         Hold {
             clock: self.clock,
-            kind: claim.key.kind,
+            kind: claim.pool.key.kind,
             limit: claim.limit,
+            limit_header: claim.header.clone(),
             remaining,
             pool,
             amount,
@@ -567,10 +638,12 @@ impl Quota {
         });
         for key in stale {
             self.pools.retain_shard_of(&key, |pool| {
-                let st = pool.lock();
-                !(pool.window_end_ms.is_some_and(|e| e + FORGET_MS <= now)
+                let mut st = pool.lock();
+                let forget = pool.window_end_ms.is_some_and(|e| e + FORGET_MS <= now)
                     && st.available == 0
-                    && st.holds == 0)
+                    && st.holds == 0;
+                st.forgotten |= forget;
+                !forget
             });
         }
     }
@@ -608,7 +681,7 @@ impl Quota {
             ) {
                 continue;
             }
-            for (kind, limit) in scoped.limits.iter() {
+            for &ScopedLimit { kind, limit, .. } in &scoped.each {
                 let key = CounterKey {
                     scope: scoped.scope.clone(),
                     kind,
@@ -727,10 +800,9 @@ pub(crate) struct BackendHolds(Vec<Hold>);
 /// (the provider saw it), its tokens do not.
 impl Drop for BackendHolds {
     fn drop(&mut self) {
-        for hold in std::mem::take(&mut self.0) {
-            let used = u64::from(hold.kind.measure() == Measure::Requests);
-            hold.release(used);
-        }
+        release_all(std::mem::take(&mut self.0), |measure| {
+            u64::from(measure == Measure::Requests)
+        });
     }
 }
 
@@ -738,29 +810,22 @@ impl Drop for BackendHolds {
 impl StageRun for BackendHolds {
     fn finish(&mut self, _end: End, event: &mut RequestAuditEvent) {
         let tokens = event.llm.as_ref().map_or(0, |m| m.usage.total_tokens());
-        for hold in std::mem::take(&mut self.0) {
-            let used = match hold.kind.measure() {
-                Measure::Requests => 1,
-                Measure::Tokens => tokens,
-                Measure::CostNanos => 0,
-            };
-            hold.release(used);
-        }
+        release_all(std::mem::take(&mut self.0), |measure| match measure {
+            Measure::Requests => 1,
+            Measure::Tokens => tokens,
+            Measure::CostNanos => 0,
+        });
     }
 }
 
 fn exceeded(claim: &Claim, now: i64) -> ProxyError {
-    if claim.key.kind == LimitKind::MaxRequests {
+    let kind = claim.pool.key.kind;
+    if kind == LimitKind::MaxRequests {
         return ProxyError::TokenScope;
     }
-    let wait = claim
-        .key
-        .kind
-        .window()
-        .end(now)
-        .map_or(86_400_000, |end| end - now);
+    let wait = kind.window().end(now).map_or(86_400_000, |end| end - now);
     ProxyError::LimitExceeded(
-        claim.key.kind,
+        kind,
         Duration::from_millis(u64::try_from(wait).unwrap_or(0)),
     )
 }
@@ -770,6 +835,8 @@ struct Hold {
     clock: fn() -> i64,
     kind: LimitKind,
     limit: u64,
+    /// `limit` as its `x-ratelimit-limit-*` value, when formatted already.
+    limit_header: Option<HeaderValue>,
     /// What the limit had left after this reservation, as far as this replica knows.
     remaining: u64,
     pool: Arc<Pool>,
@@ -778,12 +845,24 @@ struct Hold {
 
 impl Hold {
     /// Trues the reservation up with what the request used.
-    fn release(self, used: u64) {
+    fn release(self, used: u64, now: i64) {
         let mut st = self.pool.lock();
         st.available += signed(self.amount) - signed(used);
         st.holds = st.holds.saturating_sub(1);
         st.held = st.held.saturating_sub(self.amount);
-        st.last_activity_ms = (self.clock)();
+        st.last_activity_ms = now;
+    }
+}
+
+/// Trues up a request's holds, `used(measure)` of each (one reading of the clock for all).
+fn release_all(holds: Vec<Hold>, used: impl Fn(Measure) -> u64) {
+    let Some(first) = holds.first() else {
+        return;
+    };
+    let now = (first.clock)();
+    for hold in holds {
+        let amount = used(hold.kind.measure());
+        hold.release(amount, now);
     }
 }
 
@@ -830,7 +909,10 @@ impl Ticket {
 /// trues the reservations up at the end.
 struct LimitRun {
     shared: Arc<Mutex<Shared>>,
-    llm: Option<LlmSettings>,
+    /// The API the body is read in, when it is metered.
+    api: Option<Api>,
+    /// The gateway config whose prices (its own list, then its provider's) price the estimate.
+    priced_by: Option<Arc<GatewayEntry>>,
     read_body: bool,
     /// A token or cost limit applies.
     weighed: bool,
@@ -843,8 +925,8 @@ impl LimitRun {
             return (0, 0);
         }
         let bytes = body.map_or(self.content_length.unwrap_or(0), |b| b.len() as u64);
-        let info = match (&self.llm, body) {
-            (Some(llm), Some(body)) => airlock_llm::parse_request(llm.api, body).ok(),
+        let info = match (self.api, body) {
+            (Some(api), Some(body)) => airlock_llm::parse_request(api, body).ok(),
             _ => None,
         };
         let input = airlock_llm::meter::estimate_tokens(bytes);
@@ -853,7 +935,7 @@ impl LimitRun {
             .and_then(|i| i.max_tokens)
             .unwrap_or(DEFAULT_MAX_TOKENS);
         let model = info.and_then(|i| i.model);
-        let cost = match (&self.llm, model) {
+        let cost = match (self.priced_by.as_deref().map(|g| &g.llm), model) {
             (Some(llm), Some(model)) => {
                 crate::meter::resolve_price(&llm.models, llm.provider.as_deref(), &model, input)
                     .map_or(0, |price| {
@@ -903,14 +985,11 @@ impl StageRun for LimitRun {
         let (tokens, cost) = event.llm.as_ref().map_or((0, 0), |m| {
             (m.usage.total_tokens(), m.cost_nanos.unwrap_or(0))
         });
-        for hold in holds {
-            let used = match hold.kind.measure() {
-                Measure::Requests => 1,
-                Measure::Tokens => tokens,
-                Measure::CostNanos => cost,
-            };
-            hold.release(used);
-        }
+        release_all(holds, |measure| match measure {
+            Measure::Requests => 1,
+            Measure::Tokens => tokens,
+            Measure::CostNanos => cost,
+        });
     }
 }
 
@@ -943,27 +1022,36 @@ pub(crate) async fn run(quota: Arc<Quota>, cancel: tokio_util::sync::Cancellatio
 /// are constants and the counts are formatted straight into their values: a request under limits
 /// pays no header-name parsing and no `format!` for them.
 fn ratelimit_headers(shared: &Shared, headers: &mut http::HeaderMap) {
-    insert_ratelimit_headers(
-        shared.holds.iter().map(|h| (h.kind, h.limit, h.remaining)),
-        headers,
-    );
+    headers.reserve(2 * shared.holds.len());
+    for h in &shared.holds {
+        let limit = h
+            .limit_header
+            .clone()
+            .or_else(|| ratelimit_value(h.kind, h.limit));
+        insert_ratelimit_headers(h.kind, limit, h.remaining, headers);
+    }
 }
 
-/// The headers of `(kind, limit, remaining)` counts.
+/// The headers of one limit: its value (formatted already) and what it has left.
 fn insert_ratelimit_headers(
-    counts: impl Iterator<Item = (LimitKind, u64, u64)>,
+    kind: LimitKind,
+    limit: Option<HeaderValue>,
+    remaining: u64,
     headers: &mut http::HeaderMap,
 ) {
-    for (kind, limit_count, remaining_count) in counts {
-        let value = |v: u64| match kind.measure() {
-            Measure::CostNanos => HeaderValue::try_from(airlock_core::llm::format_usd(v)).ok(),
-            Measure::Requests | Measure::Tokens => Some(HeaderValue::from(v)),
-        };
-        let [limit, remaining] = ratelimit_names(kind);
-        if let (Some(lv), Some(rv)) = (value(limit_count), value(remaining_count)) {
-            headers.insert(limit, lv);
-            headers.insert(remaining, rv);
-        }
+    let [limit_name, remaining_name] = ratelimit_names(kind);
+    if let (Some(lv), Some(rv)) = (limit, ratelimit_value(kind, remaining)) {
+        headers.insert(limit_name, lv);
+        headers.insert(remaining_name, rv);
+    }
+}
+
+/// A count of `kind`'s measure as a header value: requests and tokens as integers, cost in
+/// dollars.
+fn ratelimit_value(kind: LimitKind, count: u64) -> Option<HeaderValue> {
+    match kind.measure() {
+        Measure::CostNanos => HeaderValue::try_from(airlock_core::llm::format_usd(count)).ok(),
+        Measure::Requests | Measure::Tokens => Some(HeaderValue::from(count)),
     }
 }
 
@@ -1011,14 +1099,12 @@ mod tests {
     #[test]
     fn ratelimit_values_are_the_formatted_counts() {
         let mut headers = http::HeaderMap::new();
-        insert_ratelimit_headers(
-            [
-                (LimitKind::RequestsPerMinute, 600, 599),
-                (LimitKind::CostUsdPerDay, 5_000_000_000, 4_215_000),
-            ]
-            .into_iter(),
-            &mut headers,
-        );
+        for (kind, limit, remaining) in [
+            (LimitKind::RequestsPerMinute, 600, 599),
+            (LimitKind::CostUsdPerDay, 5_000_000_000, 4_215_000),
+        ] {
+            insert_ratelimit_headers(kind, ratelimit_value(kind, limit), remaining, &mut headers);
+        }
         let got = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
         assert_eq!(got("x-ratelimit-limit-requests-per-minute"), Some("600"));
         assert_eq!(

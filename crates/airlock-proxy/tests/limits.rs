@@ -704,6 +704,93 @@ async fn windows_roll_over() {
     assert_eq!(upstream_count(&h, "/v1/windows"), 4);
 }
 
+/// The clock of `a_request_whose_counter_was_forgotten_still_counts_in_its_window`.
+static LATE_CLOCK: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+
+fn late_clock() -> i64 {
+    LATE_CLOCK.load(Ordering::SeqCst)
+}
+
+/// A request finds its counters when its head arrives and takes from them when its body has
+/// (under a token limit, the body makes the estimate). A counter of a window long over is
+/// forgotten once settled; a request that still held it then takes from the counter of the same
+/// window made anew, whose lease is settled like any other, so the ledger holds exactly that
+/// request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_whose_counter_was_forgotten_still_counts_in_its_window() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let now = airlock_core::time::now_ms();
+    let minute = now - now % 60_000;
+    LATE_CLOCK.store(minute + 10_000, Ordering::SeqCst);
+    let h = Harness::start(
+        support::sqlite().await,
+        Options {
+            configure: Box::new(|c| c.limits_clock = Some(late_clock)),
+            ..Options::default()
+        },
+    )
+    .await;
+    let s = h.simple(AuthMechanism::Bearer, "sk-late").await;
+    let scope = LimitScope::Devbox(s.devbox.id.clone());
+    set_limits(
+        &h,
+        scope.clone(),
+        &[
+            (LimitKind::RequestsPerMinute, 100),
+            (LimitKind::TokensPerMinute, 1_000_000),
+        ],
+    )
+    .await;
+    let probe = probe(&h, &s.gateway, &s.secret).await;
+    loaded(h.proxy, &probe).await;
+
+    let mut stream = tokio::net::TcpStream::connect(h.proxy).await.unwrap();
+    let body = br#"{"input":"a body that arrives late"}"#;
+    let head = format!(
+        "POST /v1/late HTTP/1.1\r\nHost: localhost\r\nauthorization: Bearer {}\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        s.token.expose(),
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(&body[..5]).await.unwrap();
+    // The minute ends and is forgotten (5 s after its end, at a tick) while the body is awaited.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    LATE_CLOCK.fetch_add(70_000, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    stream.write_all(&body[5..]).await.unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&got).contains("\r\n\r\n") {
+        let n = stream.read(&mut buf).await.unwrap();
+        assert!(n > 0, "closed early");
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert!(
+        String::from_utf8_lossy(&got).starts_with("HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
+    assert_eq!(upstream_count(&h, "/v1/late"), 1);
+
+    // The request's window is the minute its head arrived in; its lease (a tenth of the limit)
+    // was given back but for the one request it used.
+    let key = CounterKey {
+        scope,
+        kind: LimitKind::RequestsPerMinute,
+        window_start_ms: minute,
+    };
+    let settled = Harness::eventually(Duration::from_secs(10), || async {
+        h.db.store.limit_used(&key).await.unwrap() == 1
+    })
+    .await;
+    let used = h.db.store.limit_used(&key).await.unwrap();
+    assert!(
+        settled,
+        "the ledger holds {used} requests of that minute, not 1"
+    );
+}
+
 /// No database round trip per request: under a limit of 10 000 a day, 50 requests are
 /// served from one leased slice (a tenth of the limit), and the slice goes back when idle.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -338,6 +338,46 @@ async fn a_stream_is_asked_for_its_usage_and_the_extra_chunk_taken_out() {
     assert_eq!(body.matches("\"choices\":[]").count(), 1, "{body}");
 }
 
+/// A body read ahead that arrives in pieces (chunked, written apart) is read whole: the meter
+/// rewrites it (it asks for the stream's usage), and the upstream gets every byte of it; a body
+/// in one piece is kept as it came, and rewritten the same way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_read_ahead_in_pieces_is_read_whole() {
+    let (h, seen) = harness().await;
+    let (_, token) = metered(&h, llm(Api::OpenaiCompletions, Some("openai"), Vec::new())).await;
+    let prompt = "0123456789".repeat(1_000);
+    let body = serde_json::json!({"model": "gpt-4o", "stream": true,
+        "messages": [{"role": "user", "content": prompt}]})
+    .to_string();
+    let (a, rest) = body.split_at(3_000);
+    let (b, c) = rest.split_at(4_000);
+    for pieces in [vec![a, b, c], vec![body.as_str()]] {
+        let mut stream = tokio::net::TcpStream::connect(h.proxy).await.unwrap();
+        let head = format!(
+            "POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nx-api-key: {token}\r\n\
+             content-type: application/json\r\ntransfer-encoding: chunked\r\n\
+             connection: close\r\n\r\n"
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        for piece in &pieces {
+            let chunk = format!("{:x}\r\n{piece}\r\n", piece.len());
+            stream.write_all(chunk.as_bytes()).await.unwrap();
+            stream.flush().await.unwrap();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        stream.write_all(b"0\r\n\r\n").await.unwrap();
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).await.unwrap();
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(answer.contains("data: [DONE]"), "{answer}");
+        let sent = seen.lock().unwrap().last().cloned().unwrap();
+        let sent: serde_json::Value = serde_json::from_str(&sent).unwrap();
+        assert_eq!(sent["messages"][0]["content"], prompt.as_str());
+        assert_eq!(sent["stream_options"]["include_usage"], true);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_leaves_mid_stream_is_still_billed() {
     let (h, _) = harness().await;

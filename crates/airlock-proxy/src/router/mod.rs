@@ -238,16 +238,12 @@ pub(crate) async fn serve(
     // limits, reserved from the client's body (in its dialect; priced at the end, from the
     // serving backend's metered usage). The run goes last in the request's runs, after the
     // served backend's meter, so that it trues up with what the meter recorded.
-    let client_llm = airlock_core::state::LlmSettings {
-        provider: None,
-        api: if responses {
-            airlock_core::Api::OpenaiResponses
-        } else {
-            dialect.api()
-        },
-        models: Vec::new(),
+    let client_api = if responses {
+        airlock_core::Api::OpenaiResponses
+    } else {
+        dialect.api()
     };
-    let ticket = match shared.quota.start(token, &parts.method, Some(&client_llm)) {
+    let ticket = match shared.quota.start(token, &parts.method, client_api, None) {
         Some((mut run, ticket)) => {
             run.request_body(Some(&mut body.clone()))?;
             ticket.admit(&shared.quota).await?;
