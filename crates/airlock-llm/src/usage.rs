@@ -67,6 +67,18 @@ pub struct Reading {
 /// only JSON escape accepted is `\/` (some encoders escape slashes); anything else yields `None`,
 /// so that a name in a record is always exactly what the upstream meant and safe to print.
 pub fn sanitize_model(raw: &[u8]) -> Option<String> {
+    // Most names: printable ASCII without a backslash, copied whole.
+    if !raw.is_empty()
+        && raw.len() <= MAX_MODEL_LEN
+        && raw.iter().all(|b| matches!(b, b' '..=b'[' | b']'..=b'~'))
+    {
+        return std::str::from_utf8(raw).ok().map(str::to_owned);
+    }
+    sanitize_escaped(raw)
+}
+
+/// [`sanitize_model`] byte by byte: unescapes `\/`, refuses everything else it must.
+fn sanitize_escaped(raw: &[u8]) -> Option<String> {
     let mut name = String::with_capacity(raw.len().min(MAX_MODEL_LEN));
     let mut bytes = raw.iter();
     while let Some(&byte) = bytes.next() {
@@ -108,6 +120,15 @@ mod tests {
         ];
         for (raw, expected) in cases {
             assert_eq!(sanitize_model(raw).as_deref(), expected, "{raw:?}");
+        }
+    }
+
+    proptest::proptest! {
+        /// The whole-name copy agrees with the byte-by-byte path on every input.
+        #[test]
+        fn the_fast_path_agrees(raw in proptest::collection::vec(
+            proptest::sample::select(b" !/AZaz09[]~\\\t\x7f\xc3\xa9".to_vec()), 0..300)) {
+            proptest::prop_assert_eq!(sanitize_model(&raw), sanitize_escaped(&raw));
         }
     }
 

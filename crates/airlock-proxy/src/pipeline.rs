@@ -272,8 +272,16 @@ async fn read_ahead(
         let mut read = req.body_mut().read_ahead(cap).await?;
         record.runs().request_body(read.as_mut())?;
         if let Some(body) = read {
-            req.headers_mut()
-                .insert(http::header::CONTENT_LENGTH, body.len().into());
+            // Set anew only when a run changed the length (or the client sent none).
+            let sent = req
+                .headers()
+                .get(http::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<usize>().ok());
+            if sent != Some(body.len()) {
+                req.headers_mut()
+                    .insert(http::header::CONTENT_LENGTH, body.len().into());
+            }
             req.body_mut().replace(body);
         }
     }

@@ -1051,8 +1051,24 @@ fn insert_ratelimit_headers(
 fn ratelimit_value(kind: LimitKind, count: u64) -> Option<HeaderValue> {
     match kind.measure() {
         Measure::CostNanos => HeaderValue::try_from(airlock_core::llm::format_usd(count)).ok(),
-        Measure::Requests | Measure::Tokens => Some(HeaderValue::from(count)),
+        Measure::Requests | Measure::Tokens => Some(decimal(count)),
     }
+}
+
+/// `n` in decimal as a header value, formatted on the stack and copied once (`HeaderValue`'s
+/// `From<u64>` allocates a spare buffer and then a shared header for it).
+fn decimal(mut n: u64) -> HeaderValue {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    HeaderValue::from_bytes(&digits[at..]).unwrap_or_else(|_| HeaderValue::from_static("0"))
 }
 
 /// `x-ratelimit-limit-{name}` and `x-ratelimit-remaining-{name}` for `LimitKind::header_name`.
@@ -1078,6 +1094,7 @@ const fn ratelimit_names(kind: LimitKind) -> [HeaderName; 2] {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -1093,6 +1110,13 @@ mod tests {
                 remaining.as_str(),
                 format!("x-ratelimit-remaining-{}", kind.header_name())
             );
+        }
+    }
+
+    #[test]
+    fn decimal_values_are_the_counts() {
+        for n in [0, 7, 10, 599, 1 << 53, u64::MAX] {
+            assert_eq!(decimal(n).to_str().unwrap(), n.to_string());
         }
     }
 
