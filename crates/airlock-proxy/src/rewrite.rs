@@ -374,22 +374,36 @@ fn contains_token(value: &HeaderValue, token: &str) -> bool {
 /// Removes hop-by-hop headers and those the `Connection` header names. `keep_upgrade` keeps
 /// `Upgrade` (a websocket handshake; `Connection: upgrade` is set again by the caller).
 fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .collect();
-    for name in named {
-        if !(keep_upgrade && name == header::UPGRADE) {
-            headers.remove(name);
+    if headers.keys().any(|n| n == header::CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+            .collect();
+        for name in named {
+            if !(keep_upgrade && name == header::UPGRADE) {
+                headers.remove(name);
+            }
         }
     }
-    for name in &HOP_BY_HOP {
-        if !(keep_upgrade && name == header::UPGRADE) {
-            headers.remove(name);
-        }
+    remove_present(
+        headers,
+        HOP_BY_HOP
+            .iter()
+            .filter(|n| !(keep_upgrade && *n == header::UPGRADE)),
+    );
+}
+
+/// Removes the headers of `names` that `headers` holds. Most of them are absent: one pass over
+/// the few names a message has finds the present ones, where a `remove` of each would hash every
+/// name of the list.
+fn remove_present<'a>(headers: &mut HeaderMap, names: impl Iterator<Item = &'a HeaderName>) {
+    let present = |name: &HeaderName| headers.keys().any(|n| n == name);
+    let gone: Vec<&HeaderName> = names.filter(|n| present(n)).collect();
+    for name in gone {
+        headers.remove(name);
     }
 }
 
@@ -432,9 +446,7 @@ pub(crate) fn request_headers(
     websocket: bool,
 ) -> Result<(), ProxyError> {
     strip_hop_by_hop(headers, websocket);
-    for (name, _) in &CARRIERS {
-        headers.remove(name);
-    }
+    remove_present(headers, CARRIERS.iter().map(|(name, _)| name));
     let gateway = &route.gateway;
     headers.insert(header::HOST, gateway.host.clone());
     let credential = route
