@@ -652,22 +652,32 @@ fn test_clock() -> i64 {
     CLOCK.load(Ordering::SeqCst)
 }
 
+/// A data plane on SQLite whose limits read `clock`, set first to 10 s into the current UTC
+/// minute (so that a retry-after is known); returns the start of that minute.
+async fn on_clock(
+    clock: &'static std::sync::atomic::AtomicI64,
+    read: fn() -> i64,
+) -> (Harness, i64) {
+    let now = airlock_core::time::now_ms();
+    let minute = now - now % 60_000;
+    clock.store(minute + 10_000, Ordering::SeqCst);
+    let h = Harness::start(
+        support::sqlite().await,
+        Options {
+            configure: Box::new(move |c| c.limits_clock = Some(read)),
+            ..Options::default()
+        },
+    )
+    .await;
+    (h, minute)
+}
+
 /// Windows roll over (a test clock, not sleeps): a minute limit spent in one minute admits
 /// again in the next, and its refusal says to retry when the minute ends; a day limit spent
 /// stays spent until the next day.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn windows_roll_over() {
-    // 10 s into a UTC minute, so that the retry-after is known.
-    let now = airlock_core::time::now_ms();
-    CLOCK.store(now - now % 60_000 + 10_000, Ordering::SeqCst);
-    let h = Harness::start(
-        support::sqlite().await,
-        Options {
-            configure: Box::new(|c| c.limits_clock = Some(test_clock)),
-            ..Options::default()
-        },
-    )
-    .await;
+    let (h, _) = on_clock(&CLOCK, test_clock).await;
     let s = h.simple(AuthMechanism::Bearer, "sk-windows").await;
     set_limits(
         &h,
@@ -719,17 +729,7 @@ fn late_clock() -> i64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_whose_counter_was_forgotten_still_counts_in_its_window() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let now = airlock_core::time::now_ms();
-    let minute = now - now % 60_000;
-    LATE_CLOCK.store(minute + 10_000, Ordering::SeqCst);
-    let h = Harness::start(
-        support::sqlite().await,
-        Options {
-            configure: Box::new(|c| c.limits_clock = Some(late_clock)),
-            ..Options::default()
-        },
-    )
-    .await;
+    let (h, minute) = on_clock(&LATE_CLOCK, late_clock).await;
     let s = h.simple(AuthMechanism::Bearer, "sk-late").await;
     let scope = LimitScope::Devbox(s.devbox.id.clone());
     set_limits(
