@@ -2,21 +2,27 @@
 """Instructions per request, counted by valgrind (callgrind): a repeatable figure for changes too
 small for this machine's CPU-time spread (a limits stage at 1–2% of a request, say).
 
-    python3 bench/instructions.py BINARY [BINARY ...] [--requests 2000]
-                                  [--workloads plain,metered,limited]
+    python3 bench/instructions.py BINARY [BINARY ...] [--requests 4000]
+        [--workloads plain,messages,metered,limited[,router,translated]]
 
 Each binary runs under `valgrind --tool=callgrind` with A2's settings (`bench/run.py`,
-`start_airlock`), with the passthrough gateway config (plain: GET `/instant`), the metered one
-(A2m: the Anthropic Messages call) and a devbox with limits (A2l: the same call), all against the
-same `bench-upstream`. Per workload: a warm-up, then `--requests` requests one after another on
-one keep-alive connection, each phase ended by waiting until the audit queue is empty (so the
-audit writer's work for those requests is in the phase) and a callgrind dump; the figure is the
-phase's instructions (user space, every thread of the process) divided by its requests. The kernel
-is not counted: system calls cost the same whatever Airlock's own code does.
+`start_airlock`) against the same `bench-upstream`, loaded in turn with each workload: `plain`,
+GET `/instant` through the passthrough gateway config (A2); `messages`, the Anthropic Messages
+call through it; `metered`, the same call through the metered gateway config (A2m); `limited`,
+through a devbox with limits (A2l); `router`, through a router over the metered config (A2r);
+`translated`, the call in OpenAI's dialect through the router (A2t). Per workload: a warm-up, then
+`--requests` requests one after another on one keep-alive connection, each phase ended by waiting
+until the audit queue is empty (so the audit writer's work for those requests is in the phase)
+and a callgrind dump; the figure is the phase's instructions (user space, every thread of the
+process) divided by its requests. The kernel is not counted: system calls cost the same whatever
+Airlock's own code does.
 
-Prints a table: instructions per request for each binary and workload, and the differences that
-name a stage's cost (metered - plain, limited - metered). Needs valgrind, the release build of
-`bench-upstream`, and is slow (valgrind runs the proxy about 50 times slower).
+Prints instructions per request for each binary and workload, and the differences that are a
+stage's cost (metered - messages: metering; limited - metered: limits; router - metered: the
+router; translated - router: translation). Each phase's dump stays in the run's temporary
+directory (printed) for `callgrind_annotate`. Binaries may be given more than once: alternate
+them to see the spread. Needs valgrind, the release build of `bench-upstream`, and time (valgrind
+runs the proxy about 50 times slower).
 """
 
 import argparse
@@ -80,11 +86,15 @@ def measure(b, binary, workloads, n):
     b.arms["airlock"] = a  # what start_metered and start_limited build on
     b.start_metered()
     b.start_limited()
+    if {"router", "translated"} & set(workloads):
+        b.start_router()
     loads = {
         "plain": ("airlock", "/instant", None),
         "messages": ("airlock", run.MESSAGES_PATH, run.MESSAGES_BODY),
         "metered": ("metered", run.MESSAGES_PATH, run.MESSAGES_BODY),
         "limited": ("limited", run.MESSAGES_PATH, run.MESSAGES_BODY),
+        "router": ("router", run.MESSAGES_PATH, run.MESSAGES_BODY),
+        "translated": ("translated", run.CHAT_PATH, run.CHAT_BODY),
     }
     out = {}
     for w in workloads:
@@ -119,7 +129,8 @@ def main():
     finally:
         b.stop_all()
     print()
-    cols = workloads + [c for c in ("metered - messages", "limited - metered")
+    cols = workloads + [c for c in ("metered - messages", "limited - metered", "router - metered",
+                                    "translated - router")
                         if all(w in workloads for w in c.split(" - "))]
     print("| binary | " + " | ".join(cols) + " |")
     print("|---" * (len(cols) + 1) + "|")

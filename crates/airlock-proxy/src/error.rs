@@ -113,6 +113,9 @@ pub enum ProxyError {
     Config(String),
 }
 
+/// The header that names Airlock's own error in an answer it made.
+pub(crate) const X_AIRLOCK_ERROR: http::HeaderName =
+    http::HeaderName::from_static("x-airlock-error");
 /// An error's stable, machine-readable name: the `x-airlock-error` header and `error.code`.
 ///
 /// The refusal metrics keep one counter per code, at the index `code as usize`.
@@ -455,7 +458,7 @@ impl ProxyError {
             http::header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
-        headers.insert("x-airlock-error", HeaderValue::from_static(d.code.as_str()));
+        headers.insert(&X_AIRLOCK_ERROR, HeaderValue::from_static(d.code.as_str()));
         if let Self::UpstreamBusy(wait) | Self::RateLimited(wait) | Self::LimitExceeded(_, wait) =
             self
         {

@@ -207,6 +207,12 @@ impl StageRun for MeterRun {
         self.meter.as_ref().is_some_and(|m| !m.is_complete())
     }
 
+    fn usage(&self) -> Option<(u64, u64)> {
+        let meter = self.meter.as_ref().filter(|m| m.is_complete())?;
+        let usage = meter.finish().usage;
+        Some((usage.input_tokens, usage.output_tokens))
+    }
+
     fn finish(&mut self, end: End, event: &mut RequestAuditEvent) {
         let request_bytes = u64::try_from(event.bytes_in).unwrap_or(0);
         let (model, usage) = match (&self.meter, self.answered) {

@@ -100,6 +100,11 @@ pub(crate) trait StageRun: Send {
         false
     }
 
+    /// The input and output tokens of a response read to its end, for a run that meters.
+    fn usage(&self) -> Option<(u64, u64)> {
+        None
+    }
+
     /// The request ended; the run adds what it learnt to the event.
     fn finish(&mut self, _end: End, _event: &mut RequestAuditEvent) {}
 }
@@ -186,6 +191,11 @@ impl Runs {
 
     pub(crate) fn wants_drain(&self) -> bool {
         self.0.iter().any(|r| r.wants_drain())
+    }
+
+    /// The first metered usage among the runs ([`StageRun::usage`]).
+    pub(crate) fn usage(&self) -> Option<(u64, u64)> {
+        self.0.iter().find_map(|r| r.usage())
     }
 
     pub(crate) fn finish(&mut self, end: End, event: &mut RequestAuditEvent) {

@@ -38,7 +38,9 @@ use airlock_llm::translate::{
     RequestOptions, StreamOptions, StreamTranslator,
 };
 use bytes::Bytes;
-use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Version};
+use http::{
+    header, HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Version,
+};
 use http_body::Body as _;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -66,9 +68,9 @@ const RESPONSE_CAP: usize = 32 * 1024 * 1024;
 /// stream is passed on as it is (and can no longer fail over).
 const PEEK_CAP: usize = 1024 * 1024;
 
-pub(crate) const X_PROVIDER: &str = "x-airlock-provider";
-pub(crate) const X_MODEL: &str = "x-airlock-model";
-pub(crate) const X_ATTEMPTS: &str = "x-airlock-attempts";
+pub(crate) const X_PROVIDER: HeaderName = HeaderName::from_static("x-airlock-provider");
+pub(crate) const X_MODEL: HeaderName = HeaderName::from_static("x-airlock-model");
+pub(crate) const X_ATTEMPTS: HeaderName = HeaderName::from_static("x-airlock-attempts");
 
 /// A router gateway, prepared for the hot path.
 pub(crate) struct RouterEntry {
@@ -140,7 +142,7 @@ fn endpoint(method: &Method, path: &str, headers: &HeaderMap) -> Result<Endpoint
 
 /// Anthropic's SDKs always send `anthropic-version`; anything else is answered as OpenAI.
 fn guess_dialect(headers: &HeaderMap) -> Dialect {
-    if headers.contains_key("anthropic-version") {
+    if headers.contains_key(&ANTHROPIC_VERSION) {
         Dialect::AnthropicMessages
     } else {
         Dialect::OpenaiChat
@@ -176,7 +178,10 @@ fn own_response(dialect: Dialect, own: &Own, record: &mut Recorder) -> Response<
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    headers.insert("x-airlock-error", HeaderValue::from_static(own.code));
+    headers.insert(
+        &crate::error::X_AIRLOCK_ERROR,
+        HeaderValue::from_static(own.code),
+    );
     if let Some(s) = own.retry_after_s {
         headers.insert(header::RETRY_AFTER, HeaderValue::from(s));
     }
@@ -542,7 +547,7 @@ impl Routing<'_> {
             }
             None => parts
                 .headers
-                .get("x-airlock-prefer")
+                .get(&X_AIRLOCK_PREFER)
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned),
         };
@@ -571,7 +576,7 @@ impl Routing<'_> {
         let images = has_images(object);
         let tools = has_tools(object);
         // The body without `prefer`, as the backends get it (before the model is set).
-        let client_body = serde_json::to_vec(&json).unwrap_or_default();
+        let mut client_body = ClientBody { json, bytes: None };
         let want = Want {
             model: &model,
             prefer,
@@ -667,7 +672,7 @@ impl Routing<'_> {
                 .attempt(
                     backend,
                     &candidate,
-                    &client_body,
+                    &mut client_body,
                     stream,
                     include_usage,
                     &parts.headers,
@@ -779,7 +784,7 @@ impl Routing<'_> {
         &self,
         backend: &BackendEntry,
         candidate: &select::Candidate,
-        client_body: &[u8],
+        client_body: &mut ClientBody,
         stream: bool,
         include_usage: bool,
         client_headers: &HeaderMap,
@@ -813,11 +818,7 @@ impl Routing<'_> {
 
         // The body in the backend's dialect, for the backend's model.
         let mut body = if backend_dialect == Some(client) {
-            let mut json: Value = serde_json::from_slice(client_body).unwrap_or(Value::Null);
-            if let Some(o) = json.as_object_mut() {
-                o.insert("model".into(), Value::String(candidate.model.clone()));
-            }
-            Bytes::from(serde_json::to_vec(&json).unwrap_or_default())
+            Bytes::from(client_body.with_model(&candidate.model))
         } else {
             let mut opts = RequestOptions::new(&candidate.model);
             if let Some(spec) = gateway.llm.models.iter().find(|m| m.id == candidate.model) {
@@ -827,9 +828,9 @@ impl Routing<'_> {
                 opts.reasoning = spec.reasoning;
             }
             let translated = if gemini {
-                translate_request_to_gemini(client, client_body, &opts)
+                translate_request_to_gemini(client, client_body.bytes(), &opts)
             } else {
-                translate_request(client, client_body, &opts)
+                translate_request(client, client_body.bytes(), &opts)
             };
             match translated {
                 Ok(b) => Bytes::from(b),
@@ -885,7 +886,7 @@ impl Routing<'_> {
         let Ok(uri) = uri.parse::<http::Uri>() else {
             return Err(unavailable("a backend's endpoint is not usable"));
         };
-        let mut headers = HeaderMap::new();
+        let mut headers = HeaderMap::with_capacity(8);
         headers.insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
@@ -898,13 +899,13 @@ impl Routing<'_> {
         }
         if backend_dialect == Some(Dialect::AnthropicMessages) {
             let same = client == Dialect::AnthropicMessages;
-            for name in ["anthropic-version", "anthropic-beta"] {
+            for name in [&ANTHROPIC_VERSION, &ANTHROPIC_BETA] {
                 if let (true, Some(v)) = (same, client_headers.get(name)) {
                     headers.insert(name, v.clone());
                 }
             }
-            if !headers.contains_key("anthropic-version") {
-                headers.insert("anthropic-version", HeaderValue::from_static("2023-06-01"));
+            if !headers.contains_key(&ANTHROPIC_VERSION) {
+                headers.insert(&ANTHROPIC_VERSION, HeaderValue::from_static("2023-06-01"));
             }
         }
         headers.insert(&crate::request_id::X_REQUEST_ID, self.request_id.clone());
@@ -998,12 +999,9 @@ impl Routing<'_> {
                 let cause = Cause::BrokeOff("the backend's answer broke off");
                 return Err(cause.counted(health, Some(status.as_u16())));
             };
-            // The answer's usage, for the routing log (the meter stage records it too).
-            let mut meter = airlock_llm::Meter::new(gateway.llm.api, false);
-            meter.feed(&whole);
-            let usage = meter.finish().usage;
-            let tokens = Some((usage.input_tokens, usage.output_tokens));
             runs.frame(&mut whole);
+            // The answer's usage, for the routing log, as the backend's meter read it.
+            let tokens = runs.usage();
             if let Some(rest) = runs.end() {
                 whole = [whole, rest].concat().into();
             }
@@ -1419,5 +1417,40 @@ pub(crate) fn preview(
             "body",
             format!("no backend can take this request: {why}"),
         )),
+    }
+}
+
+/// The client's `prefer`, when its body does not say.
+const X_AIRLOCK_PREFER: HeaderName = HeaderName::from_static("x-airlock-prefer");
+
+/// Anthropic's version headers, the only client headers a backend of its dialect gets.
+const ANTHROPIC_VERSION: HeaderName = HeaderName::from_static("anthropic-version");
+const ANTHROPIC_BETA: HeaderName = HeaderName::from_static("anthropic-beta");
+
+/// The client's body without `prefer`, parsed once: a backend of the client's dialect gets it
+/// with its own model; a translation reads its bytes, made on first need.
+struct ClientBody {
+    json: Value,
+    bytes: Option<Vec<u8>>,
+}
+
+impl ClientBody {
+    fn bytes(&mut self) -> &[u8] {
+        self.bytes
+            .get_or_insert_with(|| serde_json::to_vec(&self.json).unwrap_or_default())
+    }
+
+    /// The body with `model` in place of the client's (which is put back afterwards, so the
+    /// next attempt starts from the client's body again).
+    fn with_model(&mut self, model: &str) -> Vec<u8> {
+        let Some(object) = self.json.as_object_mut() else {
+            return serde_json::to_vec(&self.json).unwrap_or_default();
+        };
+        let client = object.insert("model".into(), Value::String(model.to_owned()));
+        let body = serde_json::to_vec(&self.json).unwrap_or_default();
+        if let (Some(client), Some(object)) = (client, self.json.as_object_mut()) {
+            object.insert("model".into(), client);
+        }
+        body
     }
 }
