@@ -13,6 +13,7 @@ use super::{
 /// translation on the rest and checks:
 /// - nothing panics; every result is either an error or JSON;
 /// - an error body is always JSON in the target dialect;
+/// - a whole answer read the typed way gives the same result as read by way of a `Value`;
 /// - a stream translated whole and cut into pieces of 1 to 64 bytes gives the same bytes, the
 ///   same flags, and never holds more than [`MAX_EVENT_BYTES`] of partial event.
 pub fn fuzz_translate(data: &[u8]) {
@@ -25,6 +26,15 @@ pub fn fuzz_translate(data: &[u8]) {
         Dialect::AnthropicMessages
     };
     let opts = RequestOptions::new("model-x");
+    // The typed reading of an answer gives what the `Value` reading gives, or defers to it.
+    assert_eq!(
+        anthropic_to_openai_response(body, 1).map_err(|e| e.message),
+        super::response::anthropic_to_openai_by_value(body, 1).map_err(|e| e.message),
+    );
+    assert_eq!(
+        openai_to_anthropic_response(body).map_err(|e| e.message),
+        super::response::openai_to_anthropic_by_value(body).map_err(|e| e.message),
+    );
     let results = [
         openai_to_anthropic_request(body, &opts),
         anthropic_to_openai_request(body, &opts),

@@ -55,13 +55,20 @@ pub fn openai_to_gemini_request(
     body: &[u8],
     opts: &RequestOptions<'_>,
 ) -> Result<Vec<u8>, TranslateError> {
-    let root = parse_object(body)?;
-    refuse_unsupported_openai(&root, true)?;
+    openai_to_gemini(&parse_object(body)?, opts)
+}
+
+/// [`openai_to_gemini_request`] of a body already parsed.
+pub(super) fn openai_to_gemini(
+    root: &Object,
+    opts: &RequestOptions<'_>,
+) -> Result<Vec<u8>, TranslateError> {
+    refuse_unsupported_openai(root, true)?;
     let mut system: Vec<Value> = Vec::new();
     let mut contents: Vec<(&'static str, Vec<Value>)> = Vec::new();
     // tool_call_id → function name, for functionResponse parts.
     let mut call_names: Vec<(String, String)> = Vec::new();
-    let messages = field(&root, "", "messages").objects()?;
+    let messages = field(root, "", "messages").objects()?;
     if messages.is_empty() {
         return Err(TranslateError::malformed(
             "messages: must be a non-empty array",
@@ -133,17 +140,17 @@ pub fn openai_to_gemini_request(
     if !system.is_empty() {
         out.insert("systemInstruction".into(), json!({"parts": system}));
     }
-    let tools = function_declarations(&root)?;
+    let tools = function_declarations(root)?;
     if !tools.is_empty() {
         out.insert(
             "tools".into(),
             json!([{"functionDeclarations": tools.clone()}]),
         );
-        if let Some(config) = tool_config(&root)? {
+        if let Some(config) = tool_config(root)? {
             out.insert("toolConfig".into(), config);
         }
     }
-    let config = generation_config(&root, opts)?;
+    let config = generation_config(root, opts)?;
     if !config.is_empty() {
         out.insert("generationConfig".into(), Value::Object(config));
     }
@@ -189,7 +196,7 @@ fn texts(message: &Object, at: &str) -> Result<Vec<String>, TranslateError> {
         Some(other) => {
             return Err(TranslateError::malformed(format!(
                 "{}: must be a string or an array, not {}",
-                content.path,
+                content.path(),
                 type_name(other)
             )))
         }

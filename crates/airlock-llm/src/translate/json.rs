@@ -57,28 +57,35 @@ pub(super) fn shown(value: &str) -> String {
     }
 }
 
-/// A field of an object, with its path for messages (`messages[2].content`).
-pub(super) struct Field<'a> {
-    pub(super) path: String,
+/// A field of an object, with what its path for messages is made of (`messages[2]` and
+/// `content`): the path is written out only for a message, not for every field read.
+pub(super) struct Field<'a, 'p> {
+    at: &'p str,
+    key: &'p str,
     pub(super) value: Option<&'a Value>,
 }
 
-pub(super) fn field<'a>(object: &'a Object, at: &str, key: &str) -> Field<'a> {
-    let path = if at.is_empty() {
-        key.to_owned()
-    } else {
-        format!("{at}.{key}")
-    };
+pub(super) fn field<'a, 'p>(object: &'a Object, at: &'p str, key: &'p str) -> Field<'a, 'p> {
     Field {
-        path,
+        at,
+        key,
         value: object.get(key).filter(|value| !value.is_null()),
     }
 }
 
-impl<'a> Field<'a> {
+impl<'a> Field<'a, '_> {
+    /// The field's path for messages (`messages[2].content`).
+    pub(super) fn path(&self) -> String {
+        if self.at.is_empty() {
+            self.key.to_owned()
+        } else {
+            format!("{}.{}", self.at, self.key)
+        }
+    }
+
     fn wrong(&self, expected: &str) -> TranslateError {
         let got = self.value.map_or("absent", type_name);
-        TranslateError::malformed(format!("{}: must be {expected}, not {got}", self.path))
+        TranslateError::malformed(format!("{}: must be {expected}, not {got}", self.path()))
     }
 
     pub(super) fn str(&self) -> Result<Option<&'a str>, TranslateError> {
@@ -154,7 +161,7 @@ impl<'a> Field<'a> {
             .iter()
             .enumerate()
             .map(|(i, item)| {
-                let path = format!("{}[{i}]", self.path);
+                let path = format!("{}[{i}]", self.path());
                 match item {
                     Value::Object(fields) => Ok((path, fields)),
                     other => Err(TranslateError::malformed(format!(

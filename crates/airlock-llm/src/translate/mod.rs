@@ -119,6 +119,7 @@ mod response;
 pub mod responses;
 mod sse;
 mod stream;
+mod typed;
 
 pub use errors::{error_body, translate_error_body};
 pub use gemini::{gemini_error_to_openai, gemini_to_openai_response, openai_to_gemini_request};
@@ -129,6 +130,8 @@ pub use stream::{
     StreamOptions, StreamTranslator, UpstreamError, MAX_EVENT_BYTES, MAX_ID_BYTES, MAX_TOOL_CALLS,
 };
 
+use serde_json::{Map, Value};
+
 use crate::api::Api;
 
 /// Translates a request from the client's dialect to the other one (the backend's).
@@ -137,9 +140,19 @@ pub fn translate_request(
     body: &[u8],
     opts: &RequestOptions<'_>,
 ) -> Result<Vec<u8>, TranslateError> {
+    translate_parsed_request(client, &json::parse_object(body)?, opts)
+}
+
+/// [`translate_request`] of a body the caller has parsed already (a router reads every body to
+/// route it, and need not write it out to have it read again).
+pub fn translate_parsed_request(
+    client: Dialect,
+    body: &Map<String, Value>,
+    opts: &RequestOptions<'_>,
+) -> Result<Vec<u8>, TranslateError> {
     match client {
-        Dialect::OpenaiChat => openai_to_anthropic_request(body, opts),
-        Dialect::AnthropicMessages => anthropic_to_openai_request(body, opts),
+        Dialect::OpenaiChat => request::openai_to_anthropic(body, opts),
+        Dialect::AnthropicMessages => request::anthropic_to_openai(body, opts),
     }
 }
 
@@ -163,10 +176,19 @@ pub fn translate_request_to_gemini(
     body: &[u8],
     opts: &RequestOptions<'_>,
 ) -> Result<Vec<u8>, TranslateError> {
+    translate_parsed_request_to_gemini(client, &json::parse_object(body)?, opts)
+}
+
+/// [`translate_request_to_gemini`] of a body the caller has parsed already.
+pub fn translate_parsed_request_to_gemini(
+    client: Dialect,
+    body: &Map<String, Value>,
+    opts: &RequestOptions<'_>,
+) -> Result<Vec<u8>, TranslateError> {
     match client {
-        Dialect::OpenaiChat => openai_to_gemini_request(body, opts),
+        Dialect::OpenaiChat => gemini::openai_to_gemini(body, opts),
         Dialect::AnthropicMessages => {
-            let openai = anthropic_to_openai_request(body, opts)?;
+            let openai = request::anthropic_to_openai(body, opts)?;
             openai_to_gemini_request(&openai, opts)
         }
     }

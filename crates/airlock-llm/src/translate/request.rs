@@ -26,12 +26,19 @@ pub fn openai_to_anthropic_request(
     body: &[u8],
     opts: &RequestOptions<'_>,
 ) -> Result<Vec<u8>, TranslateError> {
-    let root = parse_object(body)?;
-    refuse_unsupported_openai(&root, false)?;
+    openai_to_anthropic(&parse_object(body)?, opts)
+}
+
+/// [`openai_to_anthropic_request`] of a body already parsed.
+pub(super) fn openai_to_anthropic(
+    root: &Object,
+    opts: &RequestOptions<'_>,
+) -> Result<Vec<u8>, TranslateError> {
+    refuse_unsupported_openai(root, false)?;
 
     let mut system: Vec<Value> = Vec::new();
     let mut turns: Vec<Turn> = Vec::new();
-    let messages_field = field(&root, "", "messages");
+    let messages_field = field(root, "", "messages");
     messages_field.required_array()?;
     for (at, message) in messages_field.objects()? {
         let role = field(message, &at, "role").required_str()?;
@@ -64,9 +71,9 @@ pub fn openai_to_anthropic_request(
     let mut out = Builder::new();
     out.set("model", opts.model);
 
-    let max_tokens = match field(&root, "", "max_completion_tokens").u64()? {
+    let max_tokens = match field(root, "", "max_completion_tokens").u64()? {
         Some(cap) => Some(cap),
-        None => field(&root, "", "max_tokens").u64()?,
+        None => field(root, "", "max_tokens").u64()?,
     }
     .unwrap_or(opts.default_max_tokens);
     out.set("max_tokens", max_tokens);
@@ -87,12 +94,12 @@ pub fn openai_to_anthropic_request(
     out.set("messages", messages);
 
     // Tools and how they may be used.
-    let tools = openai_tools(&root)?;
-    let choice = openai_tool_choice(&root)?;
+    let tools = openai_tools(root)?;
+    let choice = openai_tool_choice(root)?;
     let forced_tool = matches!(&choice, Some(c) if c["type"] == "any" || c["type"] == "tool");
     if !tools.is_empty() {
         let mut choice = choice;
-        if field(&root, "", "parallel_tool_calls").bool()? == Some(false) {
+        if field(root, "", "parallel_tool_calls").bool()? == Some(false) {
             let choice = choice.get_or_insert_with(|| json!({"type": "auto"}));
             if choice["type"] != "none" {
                 choice["disable_parallel_tool_use"] = Value::Bool(true);
@@ -104,9 +111,9 @@ pub fn openai_to_anthropic_request(
 
     // Thinking: the client's own `thinking` object (an Anthropic extension some OpenAI clients
     // send) wins over `reasoning_effort`. Anthropic refuses thinking with a forced tool.
-    let thinking = match field(&root, "", "thinking").object()? {
+    let thinking = match field(root, "", "thinking").object()? {
         Some(thinking) => Some(Value::Object(thinking.clone())),
-        None => field(&root, "", "reasoning_effort")
+        None => field(root, "", "reasoning_effort")
             .str()?
             .and_then(|effort| budget_for_effort(effort, max_tokens))
             .map(|budget| json!({"type": "enabled", "budget_tokens": budget})),
@@ -118,17 +125,17 @@ pub fn openai_to_anthropic_request(
     // Anthropic takes temperatures up to 1 where OpenAI takes up to 2; and with thinking on it
     // refuses any temperature but the default and a top_p under 0.95.
     if !thinking_on {
-        let temperature = field(&root, "", "temperature").f64()?;
+        let temperature = field(root, "", "temperature").f64()?;
         out.set_opt(
             "temperature",
             temperature.map(|t| t.clamp(0.0, 1.0)).and_then(number),
         );
     }
-    let top_p = field(&root, "", "top_p").f64()?;
+    let top_p = field(root, "", "top_p").f64()?;
     let top_p = top_p.filter(|&p| !thinking_on || p >= 0.95);
     out.set_opt("top_p", top_p.and_then(number));
 
-    let stop = match field(&root, "", "stop").value {
+    let stop = match field(root, "", "stop").value {
         None => Vec::new(),
         Some(Value::String(one)) => vec![one.clone()],
         Some(Value::Array(many)) => many
@@ -155,12 +162,12 @@ pub fn openai_to_anthropic_request(
         out.set("stop_sequences", stop);
     }
 
-    if field(&root, "", "stream").bool()? == Some(true) {
+    if field(root, "", "stream").bool()? == Some(true) {
         out.set("stream", true);
     }
-    let user = match field(&root, "", "user").str()? {
+    let user = match field(root, "", "user").str()? {
         Some(user) => Some(user),
-        None => field(&root, "", "safety_identifier").str()?,
+        None => field(root, "", "safety_identifier").str()?,
     };
     if let Some(user) = user {
         out.set("metadata", json!({ "user_id": user }));
@@ -276,7 +283,7 @@ fn text_parts(message: &Object, at: &str, of: TextPartsOf) -> Result<Vec<Value>,
         }
         Some(other) => Err(TranslateError::malformed(format!(
             "{}: must be a string or an array of content parts, not {}",
-            content.path,
+            content.path(),
             type_name(other)
         ))),
     }
@@ -314,7 +321,7 @@ fn user_blocks(message: &Object, at: &str) -> Result<Vec<Value>, TranslateError>
         }
         Some(other) => Err(TranslateError::malformed(format!(
             "{}: must be a string or an array of content parts, not {}",
-            content.path,
+            content.path(),
             type_name(other)
         ))),
     }
@@ -434,7 +441,7 @@ fn assistant_blocks(message: &Object, at: &str) -> Result<Vec<Value>, TranslateE
         Some(other) => {
             return Err(TranslateError::malformed(format!(
                 "{}: must be a string or an array of content parts, not {}",
-                content.path,
+                content.path(),
                 type_name(other)
             )))
         }
@@ -588,9 +595,16 @@ pub fn anthropic_to_openai_request(
     body: &[u8],
     opts: &RequestOptions<'_>,
 ) -> Result<Vec<u8>, TranslateError> {
-    let root = parse_object(body)?;
+    anthropic_to_openai(&parse_object(body)?, opts)
+}
+
+/// [`anthropic_to_openai_request`] of a body already parsed.
+pub(super) fn anthropic_to_openai(
+    root: &Object,
+    opts: &RequestOptions<'_>,
+) -> Result<Vec<u8>, TranslateError> {
     for key in ["mcp_servers", "container"] {
-        if field(&root, "", key).value.is_some() {
+        if field(root, "", key).value.is_some() {
             return Err(TranslateError::unsupported(format!(
                 "{key}: not supported by this backend"
             )));
@@ -598,7 +612,7 @@ pub fn anthropic_to_openai_request(
     }
 
     let mut messages: Vec<Value> = Vec::new();
-    let system = field(&root, "", "system");
+    let system = field(root, "", "system");
     let system_text = match system.value {
         None => None,
         Some(Value::String(text)) => Some(text.clone()),
@@ -630,7 +644,7 @@ pub fn anthropic_to_openai_request(
         messages.push(json!({"role": "system", "content": text}));
     }
 
-    let messages_field = field(&root, "", "messages");
+    let messages_field = field(root, "", "messages");
     messages_field.required_array()?;
     for (at, message) in messages_field.objects()? {
         match field(message, &at, "role").required_str()? {
@@ -648,7 +662,7 @@ pub fn anthropic_to_openai_request(
     let mut out = Builder::new();
     out.set("model", opts.model);
     out.set("messages", messages);
-    if let Some(cap) = field(&root, "", "max_tokens").u64()? {
+    if let Some(cap) = field(root, "", "max_tokens").u64()? {
         let key = match opts.max_tokens_field {
             MaxTokensField::MaxCompletionTokens => "max_completion_tokens",
             MaxTokensField::MaxTokens => "max_tokens",
@@ -657,10 +671,10 @@ pub fn anthropic_to_openai_request(
     }
     out.set_opt(
         "temperature",
-        field(&root, "", "temperature").f64()?.and_then(number),
+        field(root, "", "temperature").f64()?.and_then(number),
     );
-    out.set_opt("top_p", field(&root, "", "top_p").f64()?.and_then(number));
-    let stop = field(&root, "", "stop_sequences");
+    out.set_opt("top_p", field(root, "", "top_p").f64()?.and_then(number));
+    let stop = field(root, "", "stop_sequences");
     if let Some(sequences) = stop.array()? {
         let mut out_stop = Vec::new();
         for (i, sequence) in sequences.iter().enumerate() {
@@ -679,10 +693,10 @@ pub fn anthropic_to_openai_request(
         }
     }
 
-    let tools = anthropic_tools(&root)?;
+    let tools = anthropic_tools(root)?;
     if !tools.is_empty() {
         out.set("tools", tools);
-        if let Some(choice) = field(&root, "", "tool_choice").object()? {
+        if let Some(choice) = field(root, "", "tool_choice").object()? {
             let kind = field(choice, "tool_choice", "type").required_str()?;
             let mapped = match kind {
                 "auto" => json!("auto"),
@@ -708,15 +722,15 @@ pub fn anthropic_to_openai_request(
         }
     }
 
-    if field(&root, "", "stream").bool()? == Some(true) {
+    if field(root, "", "stream").bool()? == Some(true) {
         out.set("stream", true);
         // The Anthropic client always gets usage at the end of a stream.
         out.set("stream_options", json!({"include_usage": true}));
     }
-    if let Some(metadata) = field(&root, "", "metadata").object()? {
+    if let Some(metadata) = field(root, "", "metadata").object()? {
         out.set_opt("user", field(metadata, "metadata", "user_id").str()?);
     }
-    if let Some(thinking) = field(&root, "", "thinking").object()? {
+    if let Some(thinking) = field(root, "", "thinking").object()? {
         let kind = field(thinking, "thinking", "type").required_str()?;
         let budget = field(thinking, "thinking", "budget_tokens").u64()?;
         if kind == "enabled" && opts.reasoning {
@@ -742,7 +756,7 @@ fn user_messages(message: &Object, at: &str, out: &mut Vec<Value>) -> Result<(),
         other => {
             return Err(TranslateError::malformed(format!(
                 "{}: must be a string or an array of content blocks, not {}",
-                content.path,
+                content.path(),
                 other.map_or("absent", type_name)
             )))
         }
@@ -814,7 +828,7 @@ fn tool_result_content(
         Some(other) => {
             return Err(TranslateError::malformed(format!(
                 "{}: must be a string or an array of content blocks, not {}",
-                content.path,
+                content.path(),
                 type_name(other)
             )))
         }
@@ -907,7 +921,7 @@ fn assistant_message(message: &Object, at: &str) -> Result<Option<Value>, Transl
         other => {
             return Err(TranslateError::malformed(format!(
                 "{}: must be a string or an array of content blocks, not {}",
-                content.path,
+                content.path(),
                 other.map_or("absent", type_name)
             )))
         }

@@ -1,10 +1,12 @@
 //! Whole (non-streaming) responses from the backend's dialect to the client's, and the
 //! mappings the stream translator shares: stop reasons and usage.
 
-use serde_json::{json, Value};
+use serde::Serialize;
+use serde_json::Value;
 
 use super::json::{field, parse_object, type_name, Object};
 use super::request::arguments_object;
+use super::typed::{json_object, Text};
 use super::TranslateError;
 
 /// Anthropic's `stop_reason` as OpenAI's `finish_reason`.
@@ -42,41 +44,72 @@ fn count(value: Option<&Value>) -> Option<u64> {
     value.and_then(Value::as_u64)
 }
 
+json_object! {
+    /// An Anthropic `usage` object: the counts a translation reports.
+    struct AnthropicUsage<'de> {
+        input_tokens: u64 = "input_tokens",
+        output_tokens: u64 = "output_tokens",
+        cache_read_input_tokens: u64 = "cache_read_input_tokens",
+        cache_creation_input_tokens: u64 = "cache_creation_input_tokens",
+        output_tokens_details: ThinkingTokens<'de> = "output_tokens_details",
+    }
+}
+
+json_object! {
+    /// `usage.output_tokens_details`.
+    struct ThinkingTokens<'de> {
+        thinking_tokens: u64 = "thinking_tokens",
+    }
+}
+
+impl AnthropicUsage<'_> {
+    /// The counts of a `usage` value, leniently: a count that is not a non-negative integer is
+    /// left out (the typed reading refuses it, and the `Value` reading is what then runs).
+    fn of_value(usage: &Value) -> Self {
+        let details = usage.get("output_tokens_details");
+        AnthropicUsage {
+            input_tokens: count(usage.get("input_tokens")),
+            output_tokens: count(usage.get("output_tokens")),
+            cache_read_input_tokens: count(usage.get("cache_read_input_tokens")),
+            cache_creation_input_tokens: count(usage.get("cache_creation_input_tokens")),
+            output_tokens_details: Some(ThinkingTokens {
+                thinking_tokens: count(details.and_then(|d| d.get("thinking_tokens"))),
+                ..ThinkingTokens::default()
+            }),
+            ..AnthropicUsage::default()
+        }
+    }
+}
+
 impl Tokens {
     /// Takes in an Anthropic `usage` object: the counts it has replace the ones before (a
     /// stream's `message_delta` carries running totals, some of them only).
     pub(super) fn update_from_anthropic(&mut self, usage: &Value) {
-        if let Some(n) = count(usage.get("input_tokens")) {
+        self.update(&AnthropicUsage::of_value(usage));
+    }
+
+    fn update(&mut self, usage: &AnthropicUsage<'_>) {
+        if let Some(n) = usage.input_tokens {
             self.input = n;
         }
-        if let Some(n) = count(usage.get("output_tokens")) {
+        if let Some(n) = usage.output_tokens {
             self.output = n;
         }
-        if let Some(n) = count(usage.get("cache_read_input_tokens")) {
+        if let Some(n) = usage.cache_read_input_tokens {
             self.cache_read = n;
         }
-        if let Some(n) = count(usage.get("cache_creation_input_tokens")) {
+        if let Some(n) = usage.cache_creation_input_tokens {
             self.cache_write = n;
         }
-        let details = usage.get("output_tokens_details");
-        if let Some(n) = count(details.and_then(|d| d.get("thinking_tokens"))) {
+        let details = usage.output_tokens_details.as_ref();
+        if let Some(n) = details.and_then(|d| d.thinking_tokens) {
             self.reasoning = Some(n);
         }
     }
 
     /// Reads an OpenAI `usage` object; `prompt_tokens` includes the cached ones.
     pub(super) fn from_openai(usage: &Value) -> Tokens {
-        let prompt = count(usage.get("prompt_tokens")).unwrap_or(0);
-        let details = usage.get("prompt_tokens_details");
-        let cached = count(details.and_then(|d| d.get("cached_tokens"))).unwrap_or(0);
-        let completion = usage.get("completion_tokens_details");
-        Tokens {
-            input: prompt.saturating_sub(cached),
-            output: count(usage.get("completion_tokens")).unwrap_or(0),
-            cache_read: cached.min(prompt),
-            cache_write: 0,
-            reasoning: count(completion.and_then(|d| d.get("reasoning_tokens"))),
-        }
+        OpenaiUsageIn::of_value(usage).tokens()
     }
 
     pub(super) fn prompt_tokens(&self) -> u64 {
@@ -85,204 +118,660 @@ impl Tokens {
             .saturating_add(self.cache_write)
     }
 
-    pub(super) fn openai_json(&self) -> Value {
+    /// The counts as an OpenAI `usage` object.
+    pub(super) fn openai_usage(&self) -> OpenaiUsage {
         let prompt = self.prompt_tokens();
-        let mut usage = json!({
-            "prompt_tokens": prompt,
-            "completion_tokens": self.output,
-            "total_tokens": prompt.saturating_add(self.output),
-            "prompt_tokens_details": {"cached_tokens": self.cache_read},
-        });
-        if let Some(reasoning) = self.reasoning {
-            usage["completion_tokens_details"] = json!({"reasoning_tokens": reasoning});
+        OpenaiUsage {
+            completion_tokens: self.output,
+            completion_tokens_details: self
+                .reasoning
+                .map(|reasoning_tokens| ReasoningTokens { reasoning_tokens }),
+            prompt_tokens: prompt,
+            prompt_tokens_details: CachedTokens {
+                cached_tokens: self.cache_read,
+            },
+            total_tokens: prompt.saturating_add(self.output),
         }
-        usage
     }
 
-    pub(super) fn anthropic_json(&self) -> Value {
-        json!({
-            "input_tokens": self.input,
-            "cache_creation_input_tokens": self.cache_write,
-            "cache_read_input_tokens": self.cache_read,
-            "output_tokens": self.output,
+    pub(super) fn openai_json(&self) -> Value {
+        serde_json::to_value(self.openai_usage()).unwrap_or(Value::Null)
+    }
+}
+
+// What a translation writes is declared with its keys in sorted order: the order a
+// `serde_json::Value` object (a `BTreeMap`) writes them in, which the `Value`-built bodies
+// elsewhere in this module share.
+
+/// An OpenAI `usage` object.
+#[derive(Serialize)]
+pub(super) struct OpenaiUsage {
+    completion_tokens: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    completion_tokens_details: Option<ReasoningTokens>,
+    prompt_tokens: u64,
+    prompt_tokens_details: CachedTokens,
+    total_tokens: u64,
+}
+
+#[derive(Serialize)]
+struct ReasoningTokens {
+    reasoning_tokens: u64,
+}
+
+#[derive(Serialize)]
+struct CachedTokens {
+    cached_tokens: u64,
+}
+
+json_object! {
+    /// An Anthropic message (a whole answer): the fields a translation reads.
+    struct AnthropicMessage<'de> {
+        id: Text<'de> = "id",
+        model: Text<'de> = "model",
+        content: Vec<AnthropicBlock<'de>> = "content",
+        stop_reason: Text<'de> = "stop_reason",
+        usage: AnthropicUsage<'de> = "usage",
+    }
+}
+
+json_object! {
+    /// A content block of an Anthropic message; which fields count depends on its type.
+    struct AnthropicBlock<'de> {
+        kind: Text<'de> = "type",
+        text: Text<'de> = "text",
+        id: Text<'de> = "id",
+        name: Text<'de> = "name",
+        input: Value = "input",
+        thinking: Text<'de> = "thinking",
+        signature: Text<'de> = "signature",
+        data: Text<'de> = "data",
+    }
+}
+
+impl<'v> AnthropicMessage<'v> {
+    /// Reads a message from its `Value`, checking each field the translation uses and naming
+    /// the first that is wrong. Blocks of a type the translation skips keep only their type.
+    fn read(root: &'v Object) -> Result<Self, TranslateError> {
+        let text = |value: Option<&'v str>| value.map(|text| Text(text.into()));
+        let id = text(field(root, "", "id").str()?);
+        let model = text(field(root, "", "model").str()?);
+        let mut content = Vec::new();
+        for (at, block) in field(root, "", "content").objects()? {
+            let kind = field(block, &at, "type").required_str()?;
+            let mut read = AnthropicBlock {
+                kind: text(Some(kind)),
+                ..AnthropicBlock::default()
+            };
+            match kind {
+                "text" => read.text = text(Some(field(block, &at, "text").required_str()?)),
+                "tool_use" => {
+                    read.id = text(Some(field(block, &at, "id").required_str()?));
+                    read.name = text(Some(field(block, &at, "name").required_str()?));
+                    read.input = field(block, &at, "input").value.cloned();
+                }
+                "thinking" => {
+                    read.thinking = text(field(block, &at, "thinking").str()?);
+                    read.signature = text(field(block, &at, "signature").str()?);
+                }
+                "redacted_thinking" => read.data = text(field(block, &at, "data").str()?),
+                _ => {}
+            }
+            content.push(read);
+        }
+        Ok(AnthropicMessage {
+            id,
+            model,
+            content: Some(content),
+            stop_reason: text(field(root, "", "stop_reason").str()?),
+            usage: field(root, "", "usage")
+                .object()?
+                .map(|usage| AnthropicUsage::of_value(&Value::Object(usage.clone()))),
+            ..AnthropicMessage::default()
         })
     }
+
+    /// The Chat Completions response for this message, or `None` when a field the translation
+    /// needs is missing (which [`AnthropicMessage::read`] names).
+    fn to_chat_completion(&self, created: u64) -> Option<Vec<u8>> {
+        let mut text = String::new();
+        let mut reasoning = String::new();
+        let mut thinking_blocks = Vec::new();
+        let mut tool_calls = Vec::new();
+        for block in self.content.iter().flatten() {
+            match block.kind.as_deref()? {
+                "text" => text.push_str(block.text.as_deref()?),
+                "tool_use" => tool_calls.push(ToolCall {
+                    function: Function {
+                        arguments: match &block.input {
+                            Some(input) => input.to_string(),
+                            None => "{}".to_owned(),
+                        },
+                        name: block.name.as_deref()?,
+                    },
+                    id: block.id.as_deref()?,
+                    kind: "function",
+                }),
+                "thinking" => {
+                    let thinking = block.thinking.as_deref().unwrap_or("");
+                    reasoning.push_str(thinking);
+                    thinking_blocks.push(ThinkingBlock::Thinking {
+                        signature: block.signature.as_deref().unwrap_or(""),
+                        thinking,
+                        kind: "thinking",
+                    });
+                }
+                "redacted_thinking" => thinking_blocks.push(ThinkingBlock::Redacted {
+                    data: block.data.as_deref().unwrap_or(""),
+                    kind: "redacted_thinking",
+                }),
+                // Server tools' blocks (web search and its results, code execution) have no
+                // counterpart; what the model said about them is in its text.
+                _ => {}
+            }
+        }
+        let mut tokens = Tokens::default();
+        if let Some(usage) = &self.usage {
+            tokens.update(usage);
+        }
+        let stop_reason = self.stop_reason.as_deref().unwrap_or("end_turn");
+        let thinking = !thinking_blocks.is_empty();
+        let out = ChatCompletion {
+            choices: [Choice {
+                finish_reason: finish_reason_for(stop_reason),
+                index: 0,
+                logprobs: (),
+                message: ChatMessage {
+                    content: (!text.is_empty() || tool_calls.is_empty()).then_some(text.as_str()),
+                    reasoning_content: thinking.then_some(reasoning.as_str()),
+                    role: "assistant",
+                    thinking_blocks,
+                    tool_calls,
+                },
+            }],
+            created,
+            id: self.id.as_deref().unwrap_or(""),
+            model: self.model.as_deref().unwrap_or(""),
+            object: "chat.completion",
+            usage: tokens.openai_usage(),
+        };
+        // Serializing these types cannot fail: their keys are strings and they hold no floats.
+        serde_json::to_vec(&out).ok()
+    }
+}
+
+#[derive(Serialize)]
+struct ChatCompletion<'a> {
+    choices: [Choice<'a>; 1],
+    created: u64,
+    id: &'a str,
+    model: &'a str,
+    object: &'static str,
+    usage: OpenaiUsage,
+}
+
+#[derive(Serialize)]
+struct Choice<'a> {
+    finish_reason: &'static str,
+    index: u32,
+    logprobs: (),
+    message: ChatMessage<'a>,
+}
+
+#[derive(Serialize)]
+struct ChatMessage<'a> {
+    content: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reasoning_content: Option<&'a str>,
+    role: &'static str,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    thinking_blocks: Vec<ThinkingBlock<'a>>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tool_calls: Vec<ToolCall<'a>>,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum ThinkingBlock<'a> {
+    Thinking {
+        signature: &'a str,
+        thinking: &'a str,
+        #[serde(rename = "type")]
+        kind: &'static str,
+    },
+    Redacted {
+        data: &'a str,
+        #[serde(rename = "type")]
+        kind: &'static str,
+    },
+}
+
+#[derive(Serialize)]
+struct ToolCall<'a> {
+    function: Function<'a>,
+    id: &'a str,
+    #[serde(rename = "type")]
+    kind: &'static str,
+}
+
+#[derive(Serialize)]
+struct Function<'a> {
+    arguments: String,
+    name: &'a str,
 }
 
 /// Translates an Anthropic message into a Chat Completions response. `created` is the Unix
 /// time in seconds to report (the crate reads no clock).
 pub fn anthropic_to_openai_response(body: &[u8], created: u64) -> Result<Vec<u8>, TranslateError> {
-    let root = parse_object(body)?;
-    let id = field(&root, "", "id").str()?.unwrap_or("");
-    let model = field(&root, "", "model").str()?.unwrap_or("");
-    let mut text = String::new();
-    let mut reasoning = String::new();
-    let mut thinking_blocks = Vec::new();
-    let mut tool_calls = Vec::new();
-    for (at, block) in field(&root, "", "content").objects()? {
-        match field(block, &at, "type").required_str()? {
-            "text" => text.push_str(field(block, &at, "text").required_str()?),
-            "tool_use" => {
-                let id = field(block, &at, "id").required_str()?;
-                let name = field(block, &at, "name").required_str()?;
-                let input = field(block, &at, "input").value.cloned();
-                let arguments = input.unwrap_or_else(|| json!({})).to_string();
-                tool_calls.push(json!({
-                    "id": id,
-                    "type": "function",
-                    "function": {"name": name, "arguments": arguments},
-                }));
-            }
-            "thinking" => {
-                let thinking = field(block, &at, "thinking").str()?.unwrap_or("");
-                let signature = field(block, &at, "signature").str()?.unwrap_or("");
-                reasoning.push_str(thinking);
-                thinking_blocks.push(
-                    json!({"type": "thinking", "thinking": thinking, "signature": signature}),
-                );
-            }
-            "redacted_thinking" => {
-                let data = field(block, &at, "data").str()?.unwrap_or("");
-                thinking_blocks.push(json!({"type": "redacted_thinking", "data": data}));
-            }
-            // Server tools' blocks (web search and its results, code execution) have no
-            // counterpart; what the model said about them is in its text.
-            _ => {}
+    if let Ok(message) = serde_json::from_slice::<AnthropicMessage<'_>>(body) {
+        if let Some(out) = message.to_chat_completion(created) {
+            return Ok(out);
         }
     }
-    let stop_reason = field(&root, "", "stop_reason").str()?;
-    let mut message = json!({
-        "role": "assistant",
-        "content": if text.is_empty() && !tool_calls.is_empty() { Value::Null } else { json!(text) },
-    });
-    if !tool_calls.is_empty() {
-        message["tool_calls"] = Value::Array(tool_calls);
+    anthropic_to_openai_by_value(body, created)
+}
+
+/// [`anthropic_to_openai_response`] by way of a `Value`: what runs when the typed reading
+/// fails, to name what is wrong or to take what it was too strict for.
+pub(super) fn anthropic_to_openai_by_value(
+    body: &[u8],
+    created: u64,
+) -> Result<Vec<u8>, TranslateError> {
+    let root = parse_object(body)?;
+    AnthropicMessage::read(&root)?
+        .to_chat_completion(created)
+        .ok_or_else(|| TranslateError::malformed("body: not an Anthropic message"))
+}
+
+json_object! {
+    /// An OpenAI `usage` object as read: the counts a translation reports.
+    struct OpenaiUsageIn<'de> {
+        prompt_tokens: u64 = "prompt_tokens",
+        completion_tokens: u64 = "completion_tokens",
+        prompt_tokens_details: CachedTokensIn<'de> = "prompt_tokens_details",
+        completion_tokens_details: ReasoningTokensIn<'de> = "completion_tokens_details",
     }
-    if !thinking_blocks.is_empty() {
-        message["reasoning_content"] = json!(reasoning);
-        message["thinking_blocks"] = Value::Array(thinking_blocks);
+}
+
+json_object! {
+    /// `usage.prompt_tokens_details`.
+    struct CachedTokensIn<'de> {
+        cached_tokens: u64 = "cached_tokens",
     }
-    let mut tokens = Tokens::default();
-    if let Some(usage) = field(&root, "", "usage").object()? {
-        tokens.update_from_anthropic(&Value::Object(usage.clone()));
+}
+
+json_object! {
+    /// `usage.completion_tokens_details`.
+    struct ReasoningTokensIn<'de> {
+        reasoning_tokens: u64 = "reasoning_tokens",
     }
-    let out = json!({
-        "id": id,
-        "object": "chat.completion",
-        "created": created,
-        "model": model,
-        "choices": [{
-            "index": 0,
-            "message": message,
-            "logprobs": null,
-            "finish_reason": finish_reason_for(stop_reason.unwrap_or("end_turn")),
-        }],
-        "usage": tokens.openai_json(),
-    });
-    Ok(serde_json::to_vec(&out).unwrap_or_default())
+}
+
+impl OpenaiUsageIn<'_> {
+    /// The counts of a `usage` value, leniently (see [`AnthropicUsage::of_value`]).
+    fn of_value(usage: &Value) -> Self {
+        let prompt = usage.get("prompt_tokens_details");
+        let completion = usage.get("completion_tokens_details");
+        OpenaiUsageIn {
+            prompt_tokens: count(usage.get("prompt_tokens")),
+            completion_tokens: count(usage.get("completion_tokens")),
+            prompt_tokens_details: Some(CachedTokensIn {
+                cached_tokens: count(prompt.and_then(|d| d.get("cached_tokens"))),
+                ..CachedTokensIn::default()
+            }),
+            completion_tokens_details: Some(ReasoningTokensIn {
+                reasoning_tokens: count(completion.and_then(|d| d.get("reasoning_tokens"))),
+                ..ReasoningTokensIn::default()
+            }),
+            ..OpenaiUsageIn::default()
+        }
+    }
+
+    fn tokens(&self) -> Tokens {
+        let prompt = self.prompt_tokens.unwrap_or(0);
+        let details = self.prompt_tokens_details.as_ref();
+        let cached = details.and_then(|d| d.cached_tokens).unwrap_or(0);
+        let completion = self.completion_tokens_details.as_ref();
+        Tokens {
+            input: prompt.saturating_sub(cached),
+            output: self.completion_tokens.unwrap_or(0),
+            cache_read: cached.min(prompt),
+            cache_write: 0,
+            reasoning: completion.and_then(|d| d.reasoning_tokens),
+        }
+    }
+}
+
+json_object! {
+    /// A Chat Completions response (a whole answer): the fields a translation reads.
+    struct ChatCompletionIn<'de> {
+        id: Text<'de> = "id",
+        model: Text<'de> = "model",
+        choices: Vec<ChoiceIn<'de>> = "choices",
+        usage: OpenaiUsageIn<'de> = "usage",
+    }
+}
+
+json_object! {
+    struct ChoiceIn<'de> {
+        message: ChatMessageIn<'de> = "message",
+        finish_reason: Text<'de> = "finish_reason",
+    }
+}
+
+json_object! {
+    struct ChatMessageIn<'de> {
+        reasoning_content: Text<'de> = "reasoning_content",
+        reasoning: Text<'de> = "reasoning",
+        content: ContentIn<'de> = "content",
+        refusal: Text<'de> = "refusal",
+        tool_calls: Vec<ToolCallIn<'de>> = "tool_calls",
+    }
+}
+
+json_object! {
+    /// A content part of an assistant message (`text` or `refusal`).
+    struct PartIn<'de> {
+        kind: Text<'de> = "type",
+        text: Text<'de> = "text",
+        refusal: Text<'de> = "refusal",
+    }
+}
+
+json_object! {
+    struct ToolCallIn<'de> {
+        id: Text<'de> = "id",
+        function: FunctionIn<'de> = "function",
+    }
+}
+
+json_object! {
+    struct FunctionIn<'de> {
+        name: Text<'de> = "name",
+        arguments: Text<'de> = "arguments",
+    }
+}
+
+/// An assistant message's `content`: a string or an array of parts.
+#[derive(Debug)]
+pub(super) enum ContentIn<'de> {
+    Text(Text<'de>),
+    Parts(Vec<PartIn<'de>>),
+}
+
+impl<'de> serde::Deserialize<'de> for ContentIn<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ContentVisitor;
+
+        impl<'de> serde::de::Visitor<'de> for ContentVisitor {
+            type Value = ContentIn<'de>;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string or an array of content parts")
+            }
+
+            fn visit_borrowed_str<E>(self, text: &'de str) -> Result<Self::Value, E> {
+                Ok(ContentIn::Text(Text(text.into())))
+            }
+
+            fn visit_str<E>(self, text: &str) -> Result<Self::Value, E> {
+                Ok(ContentIn::Text(Text(text.to_owned().into())))
+            }
+
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut items: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut parts = Vec::new();
+                while let Some(part) = items.next_element()? {
+                    parts.push(part);
+                }
+                Ok(ContentIn::Parts(parts))
+            }
+        }
+
+        deserializer.deserialize_any(ContentVisitor)
+    }
+}
+
+impl<'v> ChatCompletionIn<'v> {
+    /// Reads a response from its `Value`, checking each field the translation uses and naming
+    /// the first that is wrong. Only the first choice is kept.
+    fn read(root: &'v Object) -> Result<Self, TranslateError> {
+        let text = |value: Option<&'v str>| value.map(|text| Text(text.into()));
+        let id = text(field(root, "", "id").str()?);
+        let model = text(field(root, "", "model").str()?);
+        let choices = field(root, "", "choices").objects()?;
+        let Some((at, choice)) = choices.first() else {
+            return Err(TranslateError::malformed(
+                "choices: must have at least one choice",
+            ));
+        };
+        let message_at = format!("{at}.message");
+        let mut message = ChatMessageIn::default();
+        if let Some(read) = field(choice, at, "message").object()? {
+            // DeepSeek, vLLM and others return `reasoning_content`; OpenRouter and some
+            // others `reasoning`, read only when the first is absent, and leniently.
+            message.reasoning_content = text(field(read, &message_at, "reasoning_content").str()?);
+            if message.reasoning_content.is_none() {
+                message.reasoning =
+                    text(field(read, &message_at, "reasoning").str().ok().flatten());
+            }
+            let content = field(read, &message_at, "content");
+            message.content = match content.value {
+                None => None,
+                Some(Value::String(one)) => Some(ContentIn::Text(Text(one.as_str().into()))),
+                Some(Value::Array(_)) => {
+                    let mut parts = Vec::new();
+                    for (at, part) in content.objects()? {
+                        let kind = field(part, &at, "type").str()?;
+                        let mut read = PartIn {
+                            kind: text(kind),
+                            ..PartIn::default()
+                        };
+                        match kind {
+                            Some("refusal") => {
+                                read.refusal = text(field(part, &at, "refusal").str()?)
+                            }
+                            _ => read.text = text(field(part, &at, "text").str()?),
+                        }
+                        parts.push(read);
+                    }
+                    Some(ContentIn::Parts(parts))
+                }
+                Some(other) => {
+                    return Err(TranslateError::malformed(format!(
+                        "{}: must be a string or an array of content parts, not {}",
+                        content.path(),
+                        type_name(other)
+                    )))
+                }
+            };
+            message.refusal = text(field(read, &message_at, "refusal").str()?);
+            let mut tool_calls = Vec::new();
+            for (at, call) in field(read, &message_at, "tool_calls").objects()? {
+                let id = text(field(call, &at, "id").str()?);
+                let function_at = format!("{at}.function");
+                let function = field(call, &at, "function").required_object()?;
+                tool_calls.push(ToolCallIn {
+                    id,
+                    function: Some(FunctionIn {
+                        name: text(Some(field(function, &function_at, "name").required_str()?)),
+                        arguments: text(field(function, &function_at, "arguments").str()?),
+                        ..FunctionIn::default()
+                    }),
+                    ..ToolCallIn::default()
+                });
+            }
+            message.tool_calls = Some(tool_calls);
+        }
+        let finish_reason = text(field(choice, at, "finish_reason").str()?);
+        let usage = field(root, "", "usage").object()?;
+        Ok(ChatCompletionIn {
+            id,
+            model,
+            choices: Some(vec![ChoiceIn {
+                message: Some(message),
+                finish_reason,
+                ..ChoiceIn::default()
+            }]),
+            usage: usage.map(|usage| OpenaiUsageIn::of_value(&Value::Object(usage.clone()))),
+            ..ChatCompletionIn::default()
+        })
+    }
+
+    /// The Anthropic message for this response's first choice, or `None` when a field the
+    /// translation needs is missing (which [`ChatCompletionIn::read`] names).
+    fn to_anthropic_message(&self) -> Option<Vec<u8>> {
+        let choice = self.choices.as_ref()?.first()?;
+        let empty = ChatMessageIn::default();
+        let message = choice.message.as_ref().unwrap_or(&empty);
+        let mut content = Vec::new();
+        // Reasoning has no signature, so it can be shown but not sent back to Anthropic.
+        let reasoning = message
+            .reasoning_content
+            .as_ref()
+            .or(message.reasoning.as_ref());
+        if let Some(thinking) = reasoning.filter(|r| !r.is_empty()) {
+            content.push(AnthropicBlockOut::Thinking {
+                signature: "",
+                thinking,
+                kind: "thinking",
+            });
+        }
+        match &message.content {
+            Some(ContentIn::Text(one)) if !one.is_empty() => {
+                content.push(AnthropicBlockOut::text(one))
+            }
+            Some(ContentIn::Parts(parts)) => {
+                for part in parts {
+                    let text = match part.kind.as_deref() {
+                        Some("refusal") => part.refusal.as_deref(),
+                        _ => part.text.as_deref(),
+                    };
+                    if let Some(text) = text.filter(|t| !t.is_empty()) {
+                        content.push(AnthropicBlockOut::text(text));
+                    }
+                }
+            }
+            _ => {}
+        }
+        let refusal = message.refusal.as_deref().filter(|r| !r.is_empty());
+        if let Some(refusal) = refusal {
+            content.push(AnthropicBlockOut::text(refusal));
+        }
+        for call in message.tool_calls.iter().flatten() {
+            let function = call.function.as_ref()?;
+            content.push(AnthropicBlockOut::ToolUse {
+                id: call.id.as_deref().unwrap_or(""),
+                input: arguments_object(function.arguments.as_deref().unwrap_or("")),
+                name: function.name.as_deref()?,
+                kind: "tool_use",
+            });
+        }
+        let finish = choice.finish_reason.as_deref().unwrap_or("stop");
+        let stop_reason = if refusal.is_some() {
+            "refusal"
+        } else {
+            stop_reason_for(finish)
+        };
+        let tokens = self
+            .usage
+            .as_ref()
+            .map(OpenaiUsageIn::tokens)
+            .unwrap_or_default();
+        let out = AnthropicMessageOut {
+            content,
+            id: self.id.as_deref().unwrap_or(""),
+            model: self.model.as_deref().unwrap_or(""),
+            role: "assistant",
+            stop_reason,
+            stop_sequence: (),
+            kind: "message",
+            usage: AnthropicUsageOut {
+                cache_creation_input_tokens: tokens.cache_write,
+                cache_read_input_tokens: tokens.cache_read,
+                input_tokens: tokens.input,
+                output_tokens: tokens.output,
+            },
+        };
+        serde_json::to_vec(&out).ok()
+    }
+}
+
+#[derive(Serialize)]
+struct AnthropicMessageOut<'a> {
+    content: Vec<AnthropicBlockOut<'a>>,
+    id: &'a str,
+    model: &'a str,
+    role: &'static str,
+    stop_reason: &'static str,
+    stop_sequence: (),
+    #[serde(rename = "type")]
+    kind: &'static str,
+    usage: AnthropicUsageOut,
+}
+
+#[derive(Serialize)]
+struct AnthropicUsageOut {
+    cache_creation_input_tokens: u64,
+    cache_read_input_tokens: u64,
+    input_tokens: u64,
+    output_tokens: u64,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum AnthropicBlockOut<'a> {
+    Thinking {
+        signature: &'static str,
+        thinking: &'a str,
+        #[serde(rename = "type")]
+        kind: &'static str,
+    },
+    Text {
+        text: &'a str,
+        #[serde(rename = "type")]
+        kind: &'static str,
+    },
+    ToolUse {
+        id: &'a str,
+        input: Value,
+        name: &'a str,
+        #[serde(rename = "type")]
+        kind: &'static str,
+    },
+}
+
+impl<'a> AnthropicBlockOut<'a> {
+    fn text(text: &'a str) -> Self {
+        AnthropicBlockOut::Text { text, kind: "text" }
+    }
 }
 
 /// Translates a Chat Completions response into an Anthropic message. Only the first choice is
 /// kept (a translated request never asks for more).
 pub fn openai_to_anthropic_response(body: &[u8]) -> Result<Vec<u8>, TranslateError> {
+    if let Ok(response) = serde_json::from_slice::<ChatCompletionIn<'_>>(body) {
+        if let Some(out) = response.to_anthropic_message() {
+            return Ok(out);
+        }
+    }
+    openai_to_anthropic_by_value(body)
+}
+
+/// [`openai_to_anthropic_response`] by way of a `Value` (see [`anthropic_to_openai_by_value`]).
+pub(super) fn openai_to_anthropic_by_value(body: &[u8]) -> Result<Vec<u8>, TranslateError> {
     let root = parse_object(body)?;
-    let id = field(&root, "", "id").str()?.unwrap_or("");
-    let model = field(&root, "", "model").str()?.unwrap_or("");
-    let choices = field(&root, "", "choices").objects()?;
-    let Some((at, choice)) = choices.first() else {
-        return Err(TranslateError::malformed(
-            "choices: must have at least one choice",
-        ));
-    };
-    let message_at = format!("{at}.message");
-    let message = field(choice, at, "message").object()?;
-    let empty = Object::new();
-    let message = message.unwrap_or(&empty);
-
-    let mut content = Vec::new();
-    // DeepSeek, vLLM and others return `reasoning_content`; OpenRouter and some others
-    // `reasoning`. It has no signature, so it can be shown but not sent back to Anthropic.
-    let reasoning = match field(message, &message_at, "reasoning_content").str()? {
-        Some(text) => Some(text),
-        None => field(message, &message_at, "reasoning")
-            .str()
-            .ok()
-            .flatten(),
-    };
-    if let Some(reasoning) = reasoning.filter(|r| !r.is_empty()) {
-        content.push(json!({"type": "thinking", "thinking": reasoning, "signature": ""}));
-    }
-    let text_field = field(message, &message_at, "content");
-    match text_field.value {
-        Some(Value::String(text)) if !text.is_empty() => {
-            content.push(json!({"type": "text", "text": text}));
-        }
-        None | Some(Value::String(_)) => {}
-        Some(Value::Array(_)) => {
-            for (at, part) in text_field.objects()? {
-                let text = match field(part, &at, "type").str()? {
-                    Some("refusal") => field(part, &at, "refusal").str()?,
-                    _ => field(part, &at, "text").str()?,
-                };
-                if let Some(text) = text.filter(|t| !t.is_empty()) {
-                    content.push(json!({"type": "text", "text": text}));
-                }
-            }
-        }
-        Some(other) => {
-            return Err(TranslateError::malformed(format!(
-                "{}: must be a string or an array of content parts, not {}",
-                text_field.path,
-                type_name(other)
-            )))
-        }
-    }
-    let refusal = field(message, &message_at, "refusal").str()?;
-    if let Some(refusal) = refusal.filter(|r| !r.is_empty()) {
-        content.push(json!({"type": "text", "text": refusal}));
-    }
-    for (at, call) in field(message, &message_at, "tool_calls").objects()? {
-        let id = field(call, &at, "id").str()?.unwrap_or("");
-        let function_at = format!("{at}.function");
-        let function = field(call, &at, "function").required_object()?;
-        let name = field(function, &function_at, "name").required_str()?;
-        let arguments = field(function, &function_at, "arguments")
-            .str()?
-            .unwrap_or("");
-        content.push(json!({
-            "type": "tool_use",
-            "id": id,
-            "name": name,
-            "input": arguments_object(arguments),
-        }));
-    }
-
-    let finish = field(choice, at, "finish_reason").str()?.unwrap_or("stop");
-    let stop_reason = if refusal.is_some_and(|r| !r.is_empty()) {
-        "refusal"
-    } else {
-        stop_reason_for(finish)
-    };
-    let tokens = match field(&root, "", "usage").object()? {
-        Some(usage) => Tokens::from_openai(&Value::Object(usage.clone())),
-        None => Tokens::default(),
-    };
-    let out = json!({
-        "id": id,
-        "type": "message",
-        "role": "assistant",
-        "model": model,
-        "content": content,
-        "stop_reason": stop_reason,
-        "stop_sequence": null,
-        "usage": tokens.anthropic_json(),
-    });
-    Ok(serde_json::to_vec(&out).unwrap_or_default())
+    ChatCompletionIn::read(&root)?
+        .to_anthropic_message()
+        .ok_or_else(|| TranslateError::malformed("body: not a Chat Completions response"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn stop_reasons_both_ways() {

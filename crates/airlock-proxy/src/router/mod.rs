@@ -34,8 +34,8 @@ use airlock_core::router::{RouterConfig, Strategy};
 use airlock_core::GatewayConfigId;
 use airlock_llm::translate::{
     error_body, translate_error_body, translate_gemini_error_body, translate_gemini_response,
-    translate_request, translate_request_to_gemini, translate_response, Dialect, ErrorKind,
-    RequestOptions, StreamOptions, StreamTranslator,
+    translate_parsed_request, translate_parsed_request_to_gemini, translate_response, Dialect,
+    ErrorKind, RequestOptions, StreamOptions, StreamTranslator,
 };
 use bytes::Bytes;
 use http::{
@@ -44,7 +44,7 @@ use http::{
 use http_body::Body as _;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 pub(crate) use self::body::RoutedBody;
 pub(crate) use self::health::Health;
@@ -511,20 +511,14 @@ impl Routing<'_> {
         record.bytes_in(Arc::new(std::sync::atomic::AtomicU64::new(
             body.len() as u64
         )));
-        let mut json: Value = serde_json::from_slice(&body).map_err(|_| {
+        // Anything but one JSON object fails here.
+        let mut object: Map<String, Value> = serde_json::from_slice(&body).map_err(|_| {
             Own::new(
                 StatusCode::BAD_REQUEST,
                 "invalid_request",
                 "the request body must be a JSON object",
             )
         })?;
-        let Some(object) = json.as_object_mut() else {
-            return Err(Own::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_request",
-                "the request body must be a JSON object",
-            ));
-        };
         let model = match object.get("model") {
             Some(Value::String(m)) if !m.is_empty() => m.clone(),
             _ => {
@@ -573,10 +567,10 @@ impl Routing<'_> {
         let max_tokens = ["max_completion_tokens", "max_tokens"]
             .iter()
             .find_map(|k| object.get(*k).and_then(Value::as_u64));
-        let images = has_images(object);
-        let tools = has_tools(object);
+        let images = has_images(&object);
+        let tools = has_tools(&object);
         // The body without `prefer`, as the backends get it (before the model is set).
-        let mut client_body = ClientBody { json, bytes: None };
+        let mut client_body = ClientBody { json: object };
         let want = Want {
             model: &model,
             prefer,
@@ -828,9 +822,9 @@ impl Routing<'_> {
                 opts.reasoning = spec.reasoning;
             }
             let translated = if gemini {
-                translate_request_to_gemini(client, client_body.bytes(), &opts)
+                translate_parsed_request_to_gemini(client, &client_body.json, &opts)
             } else {
-                translate_request(client, client_body.bytes(), &opts)
+                translate_parsed_request(client, &client_body.json, &opts)
             };
             match translated {
                 Ok(b) => Bytes::from(b),
@@ -1428,28 +1422,22 @@ const ANTHROPIC_VERSION: HeaderName = HeaderName::from_static("anthropic-version
 const ANTHROPIC_BETA: HeaderName = HeaderName::from_static("anthropic-beta");
 
 /// The client's body without `prefer`, parsed once: a backend of the client's dialect gets it
-/// with its own model; a translation reads its bytes, made on first need.
+/// with its own model; a translation reads it as it is.
 struct ClientBody {
-    json: Value,
-    bytes: Option<Vec<u8>>,
+    json: Map<String, Value>,
 }
 
 impl ClientBody {
-    fn bytes(&mut self) -> &[u8] {
-        self.bytes
-            .get_or_insert_with(|| serde_json::to_vec(&self.json).unwrap_or_default())
-    }
-
     /// The body with `model` in place of the client's (which is put back afterwards, so the
     /// next attempt starts from the client's body again).
     fn with_model(&mut self, model: &str) -> Vec<u8> {
-        let Some(object) = self.json.as_object_mut() else {
-            return serde_json::to_vec(&self.json).unwrap_or_default();
-        };
-        let client = object.insert("model".into(), Value::String(model.to_owned()));
+        let client = self
+            .json
+            .insert("model".into(), Value::String(model.to_owned()));
+        // Serializing a `Value` cannot fail: its keys are strings and it has no non-finite floats.
         let body = serde_json::to_vec(&self.json).unwrap_or_default();
-        if let (Some(client), Some(object)) = (client, self.json.as_object_mut()) {
-            object.insert("model".into(), client);
+        if let Some(client) = client {
+            self.json.insert("model".into(), client);
         }
         body
     }
