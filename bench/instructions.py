@@ -3,14 +3,17 @@
 small for this machine's CPU-time spread (a limits stage at 1–2% of a request, say).
 
     python3 bench/instructions.py BINARY [BINARY ...] [--requests 4000]
-        [--workloads plain,messages,metered,limited[,router,translated]]
+        [--workloads plain,messages,metered,limited[,router,translated,router-stream,
+                     translated-stream]] [--stream-requests 100]
 
 Each binary runs under `valgrind --tool=callgrind` with A2's settings (`bench/run.py`,
 `start_airlock`) against the same `bench-upstream`, loaded in turn with each workload: `plain`,
 GET `/instant` through the passthrough gateway config (A2); `messages`, the Anthropic Messages
 call through it; `metered`, the same call through the metered gateway config (A2m); `limited`,
 through a devbox with limits (A2l); `router`, through a router over the metered config (A2r);
-`translated`, the call in OpenAI's dialect through the router (A2t). Per workload: a warm-up, then
+`translated`, the call in OpenAI's dialect through the router (A2t); `router-stream` and
+`translated-stream`, the same two calls streamed (64 events, 20 ms apart: `--stream-requests`
+streams, not `--requests`, and the figure is per stream). Per workload: a warm-up, then
 `--requests` requests one after another on one keep-alive connection, each phase ended by waiting
 until the audit queue is empty (so the audit writer's work for those requests is in the phase)
 and a callgrind dump; the figure is the phase's instructions (user space, every thread of the
@@ -19,7 +22,8 @@ Airlock's own code does.
 
 Prints instructions per request for each binary and workload, and the differences that are a
 stage's cost (metered - messages: metering; limited - metered: limits; router - metered: the
-router; translated - router: translation). Each phase's dump stays in the run's temporary
+router; translated - router: translation; translated-stream - router-stream: a stream's
+translation). Each phase's dump stays in the run's temporary
 directory (printed) for `callgrind_annotate`. Binaries may be given more than once: alternate
 them to see the spread. Needs valgrind, the release build of `bench-upstream`, and time (valgrind
 runs the proxy about 50 times slower).
@@ -72,7 +76,7 @@ def dump(pid, outdir, label):
     raise RuntimeError("callgrind did not dump")
 
 
-def measure(b, binary, workloads, n):
+def measure(b, binary, workloads, n, n_stream):
     outdir = os.path.join(b.tmp, f"callgrind-{len(os.listdir(b.tmp))}")
     os.makedirs(outdir)
     wrapper = os.path.join(outdir, "airlock-under-callgrind")
@@ -86,7 +90,7 @@ def measure(b, binary, workloads, n):
     b.arms["airlock"] = a  # what start_metered and start_limited build on
     b.start_metered()
     b.start_limited()
-    if {"router", "translated"} & set(workloads):
+    if {"router", "translated", "router-stream", "translated-stream"} & set(workloads):
         b.start_router()
     loads = {
         "plain": ("airlock", "/instant", None),
@@ -95,16 +99,19 @@ def measure(b, binary, workloads, n):
         "limited": ("limited", run.MESSAGES_PATH, run.MESSAGES_BODY),
         "router": ("router", run.MESSAGES_PATH, run.MESSAGES_BODY),
         "translated": ("translated", run.CHAT_PATH, run.CHAT_BODY),
+        "router-stream": ("router", run.MESSAGES_PATH, run.MESSAGES_STREAM_BODY),
+        "translated-stream": ("translated", run.CHAT_PATH, run.CHAT_STREAM_BODY),
     }
     out = {}
     for w in workloads:
         arm, path, body = loads[w]
-        send(b.arms[arm], path, body, max(n // 10, 50))
+        count = n_stream if w.endswith("-stream") else n
+        send(b.arms[arm], path, body, max(count // 10, 10))
         b.audit_settled(name, timeout=120)
         dump(a["pid"], outdir, f"{w}-warm-up")
-        send(b.arms[arm], path, body, n)
+        send(b.arms[arm], path, body, count)
         b.audit_settled(name, timeout=120)
-        out[w] = dump(a["pid"], outdir, w) / n
+        out[w] = dump(a["pid"], outdir, w) / count
         print(f"{os.path.basename(binary)} {w}: {out[w]:,.0f} instructions per request "
               f"({outdir}/{w}.callgrind)", flush=True)
     proc = b.procs.pop(name)
@@ -117,6 +124,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("binaries", nargs="+")
     ap.add_argument("--requests", type=int, default=2000)
+    ap.add_argument("--stream-requests", type=int, default=100)
     ap.add_argument("--workloads", default="plain,messages,metered,limited")
     args = ap.parse_args()
     workloads = args.workloads.split(",")
@@ -125,12 +133,13 @@ def main():
     try:
         b.start_upstream()
         for binary in args.binaries:
-            results.append((binary, measure(b, binary, workloads, args.requests)))
+            results.append((binary, measure(b, binary, workloads, args.requests, args.stream_requests)))
     finally:
         b.stop_all()
     print()
     cols = workloads + [c for c in ("metered - messages", "limited - metered", "router - metered",
-                                    "translated - router")
+                                    "translated - router",
+                                    "translated-stream - router-stream")
                         if all(w in workloads for w in c.split(" - "))]
     print("| binary | " + " | ".join(cols) + " |")
     print("|---" * (len(cols) + 1) + "|")

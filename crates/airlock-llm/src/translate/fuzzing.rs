@@ -13,7 +13,8 @@ use super::{
 /// translation on the rest and checks:
 /// - nothing panics; every result is either an error or JSON;
 /// - an error body is always JSON in the target dialect;
-/// - a whole answer read the typed way gives the same result as read by way of a `Value`;
+/// - a whole answer or a stream event read the typed way gives the same result as read by way
+///   of a `Value`;
 /// - a stream translated whole and cut into pieces of 1 to 64 bytes gives the same bytes, the
 ///   same flags, and never holds more than [`MAX_EVENT_BYTES`] of partial event.
 pub fn fuzz_translate(data: &[u8]) {
@@ -90,4 +91,14 @@ pub fn fuzz_translate(data: &[u8]) {
     assert_eq!(whole.is_content_started(), cut.is_content_started());
     assert_eq!(whole.upstream_error(), cut.upstream_error());
     assert!(whole.is_done(), "a finished stream is done");
+
+    // Events read typed give the bytes that events read as `Value`s give.
+    let mut by_value = make().value_only();
+    let mut by_value_out = Vec::new();
+    by_value.feed(body, &mut by_value_out);
+    by_value.finish(&mut by_value_out);
+    assert_eq!(
+        whole_out, by_value_out,
+        "the typed reading changed the output"
+    );
 }

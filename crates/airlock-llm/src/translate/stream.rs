@@ -47,6 +47,7 @@ use serde_json::{json, Value};
 use super::errors::{read_anthropic_error, read_openai_error, ErrorInfo};
 use super::response::{finish_reason_for, stop_reason_for, Tokens};
 use super::sse::SseReader;
+use super::typed::{json_object, Text};
 use super::Dialect;
 
 /// The largest upstream event (its partial line and data) the translator holds: 1 MiB.
@@ -139,6 +140,14 @@ impl StreamTranslator {
             })),
             flags: Flags::default(),
         }
+    }
+
+    /// The same translator reading every event as a `Value` (for the fuzz target).
+    pub(super) fn value_only(mut self) -> Self {
+        if let State::FromAnthropic(state) = &mut self.state {
+            state.typed = false;
+        }
+        self
     }
 
     /// Reads a piece of the upstream body and appends the client's bytes for every event it
@@ -384,6 +393,12 @@ struct FromAnthropic {
     opts: StreamOptions,
     id: String,
     model: String,
+    /// What every chunk starts with (`{"id":…,"choices":[`), written once per message rather
+    /// than for every chunk: a stream is mostly small text deltas.
+    head: Vec<u8>,
+    /// Read `content_block_delta` events typed (see [`DeltaEvent`]); the fuzz target turns it
+    /// off to check that the `Value` reading gives the same bytes.
+    typed: bool,
     started: bool,
     tokens: Tokens,
     /// The open block: its index and kind.
@@ -394,33 +409,56 @@ struct FromAnthropic {
 
 impl FromAnthropic {
     fn new(opts: StreamOptions) -> Self {
-        Self {
+        let mut state = Self {
             opts,
             id: String::new(),
             model: String::new(),
+            head: Vec::new(),
+            typed: true,
             started: false,
             tokens: Tokens::default(),
             block: None,
             tools: 0,
             finished: false,
-        }
+        };
+        state.write_head();
+        state
     }
 
+    /// Writes [`FromAnthropic::head`] for the current id and model: a [`Chunk`] with no
+    /// choices and no usage, cut before its choices' closing `]}`.
+    fn write_head(&mut self) {
+        self.head.clear();
+        // Serializing these types cannot fail: string keys, no maps of other keys, no floats.
+        let _ = serde_json::to_writer(
+            &mut self.head,
+            &Chunk {
+                id: &self.id,
+                object: "chat.completion.chunk",
+                created: self.opts.created,
+                model: &self.model,
+                choices: &[],
+                usage: None,
+            },
+        );
+        self.head
+            .truncate(self.head.len().saturating_sub(b"]}".len()));
+    }
+
+    /// Writes the chunk of one choice: the bytes `Sink::openai` would write for the whole
+    /// [`Chunk`].
     fn chunk(&self, sink: &mut Sink<'_>, delta: Delta<'_>, finish_reason: Option<&str>) {
-        let choices = [ChunkChoice {
+        let choice = ChunkChoice {
             index: 0,
             delta,
             logprobs: None,
             finish_reason,
-        }];
-        sink.openai(&Chunk {
-            id: &self.id,
-            object: "chat.completion.chunk",
-            created: self.opts.created,
-            model: &self.model,
-            choices: &choices,
-            usage: None,
-        });
+        };
+        let out = &mut *sink.out;
+        out.extend_from_slice(b"data: ");
+        out.extend_from_slice(&self.head);
+        let _ = serde_json::to_writer(&mut *out, &choice);
+        out.extend_from_slice(b"]}\n\n");
     }
 
     fn start(&mut self, sink: &mut Sink<'_>) {
@@ -476,6 +514,15 @@ impl FromAnthropic {
     }
 
     fn event(&mut self, name: &[u8], data: &[u8], sink: &mut Sink<'_>) {
+        if self.typed {
+            if let Ok(event) = serde_json::from_slice::<DeltaEvent<'_>>(data) {
+                if event.kind.as_deref() == Some("content_block_delta") {
+                    self.start(sink);
+                    let delta = event.delta.unwrap_or_default();
+                    return self.delta(sink, event.index.unwrap_or(0), &delta);
+                }
+            }
+        }
         let Ok(event) = serde_json::from_slice::<Value>(data) else {
             return not_json(sink);
         };
@@ -489,6 +536,7 @@ impl FromAnthropic {
                 let message = event.get("message").unwrap_or(&Value::Null);
                 self.id = bounded(str_at(message, "id"));
                 self.model = bounded(str_at(message, "model"));
+                self.write_head();
                 if let Some(usage) = message.get("usage") {
                     self.tokens.update_from_anthropic(usage);
                 }
@@ -540,39 +588,16 @@ impl FromAnthropic {
                 self.start(sink);
                 let index = event.get("index").and_then(Value::as_u64).unwrap_or(0);
                 let delta = event.get("delta").unwrap_or(&Value::Null);
-                match str_at(delta, "type") {
-                    Some("text_delta") => self.text(sink, str_at(delta, "text").unwrap_or("")),
-                    Some("thinking_delta") => {
-                        self.thinking(sink, str_at(delta, "thinking").unwrap_or(""));
-                    }
-                    Some("signature_delta") => {
-                        let signature = str_at(delta, "signature").unwrap_or("");
-                        self.thinking_block(
-                            sink,
-                            json!({"type": "thinking", "thinking": "", "signature": signature}),
-                        );
-                    }
-                    Some("input_json_delta") => {
-                        let fragment = str_at(delta, "partial_json").unwrap_or("");
-                        if let Some((open, Block::Tool(tool))) = self.block {
-                            if open == index && !fragment.is_empty() {
-                                self.tool_delta(
-                                    sink,
-                                    ToolCallDelta {
-                                        index: tool,
-                                        id: None,
-                                        kind: None,
-                                        function: FunctionDelta {
-                                            name: None,
-                                            arguments: fragment,
-                                        },
-                                    },
-                                );
-                            }
-                        }
-                    }
-                    _ => {}
-                }
+                let text = |key| str_at(delta, key).map(|text| Text(text.into()));
+                let delta = AnthropicDelta {
+                    kind: text("type"),
+                    text: text("text"),
+                    thinking: text("thinking"),
+                    signature: text("signature"),
+                    partial_json: text("partial_json"),
+                    ..AnthropicDelta::default()
+                };
+                self.delta(sink, index, &delta);
             }
             "content_block_stop" => self.block = None,
             "message_delta" => {
@@ -611,6 +636,64 @@ impl FromAnthropic {
             // `ping` and events this module does not know.
             _ => {}
         }
+    }
+    /// A `content_block_delta` for the block at `index`.
+    fn delta(&mut self, sink: &mut Sink<'_>, index: u64, delta: &AnthropicDelta<'_>) {
+        match delta.kind.as_deref() {
+            Some("text_delta") => self.text(sink, delta.text.as_deref().unwrap_or("")),
+            Some("thinking_delta") => {
+                self.thinking(sink, delta.thinking.as_deref().unwrap_or(""));
+            }
+            Some("signature_delta") => {
+                let signature = delta.signature.as_deref().unwrap_or("");
+                self.thinking_block(
+                    sink,
+                    json!({"type": "thinking", "thinking": "", "signature": signature}),
+                );
+            }
+            Some("input_json_delta") => {
+                let fragment = delta.partial_json.as_deref().unwrap_or("");
+                if let Some((open, Block::Tool(tool))) = self.block {
+                    if open == index && !fragment.is_empty() {
+                        self.tool_delta(
+                            sink,
+                            ToolCallDelta {
+                                index: tool,
+                                id: None,
+                                kind: None,
+                                function: FunctionDelta {
+                                    name: None,
+                                    arguments: fragment,
+                                },
+                            },
+                        );
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+json_object! {
+    /// A `content_block_delta` event, most of an Anthropic stream: read typed, without a
+    /// `Value` (see [`super::typed`]). Any other event, or one this reading refuses, is read
+    /// as a `Value`, leniently; the two readings agree on every event this one accepts.
+    struct DeltaEvent<'de> {
+        kind: Text<'de> = "type",
+        index: u64 = "index",
+        delta: AnthropicDelta<'de> = "delta",
+    }
+}
+
+json_object! {
+    /// The `delta` of a `content_block_delta` event.
+    struct AnthropicDelta<'de> {
+        kind: Text<'de> = "type",
+        text: Text<'de> = "text",
+        thinking: Text<'de> = "thinking",
+        signature: Text<'de> = "signature",
+        partial_json: Text<'de> = "partial_json",
     }
 }
 
