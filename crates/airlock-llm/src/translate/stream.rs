@@ -110,7 +110,10 @@ impl StreamTranslator {
     pub fn new(from: Dialect, opts: StreamOptions) -> Self {
         let state = match from {
             Dialect::AnthropicMessages => State::FromAnthropic(FromAnthropic::new(opts)),
-            Dialect::OpenaiChat => State::FromOpenai(FromOpenai::default()),
+            Dialect::OpenaiChat => State::FromOpenai(FromOpenai {
+                typed: true,
+                ..FromOpenai::default()
+            }),
         };
         Self {
             from,
@@ -144,8 +147,10 @@ impl StreamTranslator {
 
     /// The same translator reading every event as a `Value` (for the fuzz target).
     pub(super) fn value_only(mut self) -> Self {
-        if let State::FromAnthropic(state) = &mut self.state {
-            state.typed = false;
+        match &mut self.state {
+            State::FromAnthropic(state) => state.typed = false,
+            State::FromOpenai(state) => state.typed = false,
+            State::FromGemini(_) => {}
         }
         self
     }
@@ -776,6 +781,77 @@ struct FromOpenai {
     finish: Option<&'static str>,
     refusal: bool,
     tokens: Option<Tokens>,
+    /// Read chunks typed (see [`ChunkIn`]); the fuzz target turns it off.
+    typed: bool,
+}
+
+json_object! {
+    /// A Chat Completions chunk, read typed, without a `Value` (see [`super::typed`]), but for
+    /// the fields a chunk seldom has (`error`, `usage`, `x_groq`, tool calls). A chunk this
+    /// reading refuses is read as a `Value`, leniently; the two agree on every chunk this one
+    /// accepts.
+    struct ChunkIn<'de> {
+        id: Text<'de> = "id",
+        model: Text<'de> = "model",
+        error: Value = "error",
+        usage: Value = "usage",
+        x_groq: Value = "x_groq",
+        choices: Vec<ChunkChoiceIn<'de>> = "choices",
+    }
+}
+
+json_object! {
+    struct ChunkChoiceIn<'de> {
+        index: u64 = "index",
+        delta: OpenaiDelta<'de> = "delta",
+        finish_reason: Text<'de> = "finish_reason",
+    }
+}
+
+json_object! {
+    struct OpenaiDelta<'de> {
+        reasoning_content: Text<'de> = "reasoning_content",
+        reasoning: Text<'de> = "reasoning",
+        content: Text<'de> = "content",
+        refusal: Text<'de> = "refusal",
+        tool_calls: Value = "tool_calls",
+    }
+}
+
+impl<'v> ChunkIn<'v> {
+    /// A chunk's fields as the `Value` reading takes them: a field of another type than the
+    /// one expected is absent, and so is a choice's index.
+    fn of_value(chunk: &'v Value) -> Self {
+        let text = |value: &'v Value, key| str_at(value, key).map(|text| Text(text.into()));
+        let choice = |choice: &'v Value| {
+            let delta = choice.get("delta").unwrap_or(&Value::Null);
+            ChunkChoiceIn {
+                index: choice.get("index").and_then(Value::as_u64),
+                delta: Some(OpenaiDelta {
+                    reasoning_content: text(delta, "reasoning_content"),
+                    reasoning: text(delta, "reasoning"),
+                    content: text(delta, "content"),
+                    refusal: text(delta, "refusal"),
+                    tool_calls: delta.get("tool_calls").cloned(),
+                    ..OpenaiDelta::default()
+                }),
+                finish_reason: text(choice, "finish_reason"),
+                ..ChunkChoiceIn::default()
+            }
+        };
+        ChunkIn {
+            id: text(chunk, "id"),
+            model: text(chunk, "model"),
+            error: chunk.get("error").filter(|e| !e.is_null()).cloned(),
+            usage: chunk.get("usage").cloned(),
+            x_groq: chunk.get("x_groq").cloned(),
+            choices: chunk
+                .get("choices")
+                .and_then(Value::as_array)
+                .map(|choices| choices.iter().map(choice).collect()),
+            ..ChunkIn::default()
+        }
+    }
 }
 
 impl FromOpenai {
@@ -784,36 +860,48 @@ impl FromOpenai {
             self.start(sink);
             return self.complete(sink);
         }
+        if self.typed {
+            if let Ok(chunk) = serde_json::from_slice::<ChunkIn<'_>>(data) {
+                return self.chunk(&chunk, data, sink);
+            }
+        }
         let Ok(chunk) = serde_json::from_slice::<Value>(data) else {
             return not_json(sink);
         };
-        if chunk.get("error").is_some_and(|e| !e.is_null()) {
+        self.chunk(&ChunkIn::of_value(&chunk), data, sink);
+    }
+
+    fn chunk(&mut self, chunk: &ChunkIn<'_>, data: &[u8], sink: &mut Sink<'_>) {
+        if chunk.error.is_some() {
             return sink.fail(read_openai_error(None, data));
         }
         if !self.started {
-            self.id = bounded(str_at(&chunk, "id"));
-            self.model = bounded(str_at(&chunk, "model"));
+            self.id = bounded(chunk.id.as_deref());
+            self.model = bounded(chunk.model.as_deref());
         }
         self.start(sink);
         // Groq reports usage in `x_groq.usage` on the last chunk instead.
-        let usage = chunk.get("usage").filter(|u| u.is_object()).or_else(|| {
-            let groq = chunk.get("x_groq").and_then(|x| x.get("usage"));
+        let usage = chunk.usage.as_ref().filter(|u| u.is_object()).or_else(|| {
+            let groq = chunk.x_groq.as_ref().and_then(|x| x.get("usage"));
             groq.filter(|u| u.is_object())
         });
         if let Some(usage) = usage {
             self.tokens = Some(Tokens::from_openai(usage));
         }
-        let Some(choices) = chunk.get("choices").and_then(Value::as_array) else {
+        let Some(choices) = &chunk.choices else {
             return;
         };
         // Only the first choice is translated (a translated request asks for one).
         for choice in choices {
-            if choice.get("index").and_then(Value::as_u64).unwrap_or(0) != 0 {
+            if choice.index.unwrap_or(0) != 0 {
                 continue;
             }
-            let delta = choice.get("delta").unwrap_or(&Value::Null);
-            let reasoning =
-                str_at(delta, "reasoning_content").or_else(|| str_at(delta, "reasoning"));
+            let empty = OpenaiDelta::default();
+            let delta = choice.delta.as_ref().unwrap_or(&empty);
+            let reasoning = delta
+                .reasoning_content
+                .as_ref()
+                .or(delta.reasoning.as_ref());
             if let Some(text) = reasoning.filter(|t| !t.is_empty()) {
                 let index = self.ensure(Open::Thinking, sink);
                 sink.content();
@@ -826,9 +914,9 @@ impl FromOpenai {
                     },
                 );
             }
-            for key in ["content", "refusal"] {
-                if let Some(text) = str_at(delta, key).filter(|t| !t.is_empty()) {
-                    self.refusal |= key == "refusal";
+            for (text, refusal) in [(&delta.content, false), (&delta.refusal, true)] {
+                if let Some(text) = text.as_deref().filter(|t| !t.is_empty()) {
+                    self.refusal |= refusal;
                     let index = self.ensure(Open::Text, sink);
                     sink.content();
                     sink.anthropic(
@@ -841,7 +929,7 @@ impl FromOpenai {
                     );
                 }
             }
-            if let Some(calls) = delta.get("tool_calls").and_then(Value::as_array) {
+            if let Some(calls) = delta.tool_calls.as_ref().and_then(Value::as_array) {
                 for (position, call) in calls.iter().enumerate() {
                     if sink.flags.done {
                         return;
@@ -849,7 +937,7 @@ impl FromOpenai {
                     self.tool_call(position as u64, call, sink);
                 }
             }
-            if let Some(finish) = str_at(choice, "finish_reason") {
+            if let Some(finish) = choice.finish_reason.as_deref() {
                 self.close(sink);
                 self.finish = Some(if self.refusal {
                     "refusal"
