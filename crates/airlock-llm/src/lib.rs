@@ -41,6 +41,7 @@ pub mod api;
 pub mod error;
 #[doc(hidden)] // For the fuzz target and the property tests; not an API.
 pub mod fuzzing;
+pub mod json;
 pub mod meter;
 pub mod price;
 pub mod providers;

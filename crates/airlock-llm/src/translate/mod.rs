@@ -119,7 +119,6 @@ mod response;
 pub mod responses;
 mod sse;
 mod stream;
-mod typed;
 
 pub use errors::{error_body, translate_error_body};
 pub use gemini::{gemini_error_to_openai, gemini_to_openai_response, openai_to_gemini_request};

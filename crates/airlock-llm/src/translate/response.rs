@@ -6,8 +6,8 @@ use serde_json::Value;
 
 use super::json::{field, parse_object, type_name, Object};
 use super::request::arguments_object;
-use super::typed::{json_object, Text};
 use super::TranslateError;
+use crate::json::{json_object, Text};
 
 /// Anthropic's `stop_reason` as OpenAI's `finish_reason`.
 pub(super) fn finish_reason_for(stop_reason: &str) -> &'static str {

@@ -47,8 +47,8 @@ use serde_json::{json, Value};
 use super::errors::{read_anthropic_error, read_openai_error, ErrorInfo};
 use super::response::{finish_reason_for, stop_reason_for, Tokens};
 use super::sse::SseReader;
-use super::typed::{json_object, Text};
 use super::Dialect;
+use crate::json::{json_object, Text};
 
 /// The largest upstream event (its partial line and data) the translator holds: 1 MiB.
 pub const MAX_EVENT_BYTES: usize = 1 << 20;
@@ -682,7 +682,7 @@ impl FromAnthropic {
 
 json_object! {
     /// A `content_block_delta` event, most of an Anthropic stream: read typed, without a
-    /// `Value` (see [`super::typed`]). Any other event, or one this reading refuses, is read
+    /// `Value` (see [`crate::json`]). Any other event, or one this reading refuses, is read
     /// as a `Value`, leniently; the two readings agree on every event this one accepts.
     struct DeltaEvent<'de> {
         kind: Text<'de> = "type",
@@ -786,7 +786,7 @@ struct FromOpenai {
 }
 
 json_object! {
-    /// A Chat Completions chunk, read typed, without a `Value` (see [`super::typed`]), but for
+    /// A Chat Completions chunk, read typed, without a `Value` (see [`crate::json`]), but for
     /// the fields a chunk seldom has (`error`, `usage`, `x_groq`, tool calls). A chunk this
     /// reading refuses is read as a `Value`, leniently; the two agree on every chunk this one
     /// accepts.

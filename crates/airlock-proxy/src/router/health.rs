@@ -6,7 +6,7 @@
 use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
-use http::HeaderMap;
+use http::{HeaderMap, HeaderName};
 
 /// Failures in a row that open the breaker.
 pub(crate) const BREAKER_FAILURES: u32 = 3;
@@ -117,13 +117,7 @@ impl Health {
         };
         self.ewma_us.store(next.to_bits(), Ordering::Relaxed);
         self.ewma_at_ms.store(now_ms, Ordering::Relaxed);
-        if let Some(remaining) = header_i64(
-            headers,
-            &[
-                "x-ratelimit-remaining-requests",
-                "anthropic-ratelimit-requests-remaining",
-            ],
-        ) {
+        if let Some(remaining) = header_i64(headers, &REMAINING_REQUESTS) {
             self.remaining.store(remaining, Ordering::Relaxed);
             let reset = reset_after(headers).map_or(0, |d| now_ms + d.as_millis() as i64);
             self.resets_at_ms.store(reset, Ordering::Relaxed);
@@ -195,11 +189,22 @@ impl Drop for InFlightGuard<'_> {
     }
 }
 
-fn header_i64(headers: &HeaderMap, names: &[&str]) -> Option<i64> {
+fn header_i64(headers: &HeaderMap, names: &[HeaderName]) -> Option<i64> {
     names
         .iter()
-        .find_map(|n| headers.get(*n)?.to_str().ok()?.trim().parse().ok())
+        .find_map(|n| headers.get(n)?.to_str().ok()?.trim().parse().ok())
 }
+
+// The providers' rate-limit headers, named once rather than parsed from text on every answer.
+const REMAINING_REQUESTS: [HeaderName; 2] = [
+    HeaderName::from_static("x-ratelimit-remaining-requests"),
+    HeaderName::from_static("anthropic-ratelimit-requests-remaining"),
+];
+const RESETS: [HeaderName; 3] = [
+    HeaderName::from_static("x-ratelimit-reset-requests"),
+    HeaderName::from_static("x-ratelimit-reset-tokens"),
+    HeaderName::from_static("x-ratelimit-reset"),
+];
 
 /// How long a 429 asks to wait: `retry-after-ms`, then `retry-after` (seconds), then the
 /// longest of the providers' reset headers.
@@ -226,14 +231,10 @@ pub(crate) fn cooldown_for(headers: &HeaderMap) -> Option<Duration> {
 /// The longest of OpenAI's `x-ratelimit-reset-requests` / `-tokens` (durations such as `1s`,
 /// `6m0s`, `20ms`).
 fn reset_after(headers: &HeaderMap) -> Option<Duration> {
-    [
-        "x-ratelimit-reset-requests",
-        "x-ratelimit-reset-tokens",
-        "x-ratelimit-reset",
-    ]
-    .iter()
-    .filter_map(|n| headers.get(*n)?.to_str().ok().and_then(parse_go_duration))
-    .max()
+    RESETS
+        .iter()
+        .filter_map(|n| headers.get(n)?.to_str().ok().and_then(parse_go_duration))
+        .max()
 }
 
 /// A Go-style duration (`1h2m3.5s`, `250ms`) or a bare number of seconds.

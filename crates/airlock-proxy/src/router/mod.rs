@@ -32,6 +32,7 @@ use std::time::{Duration, Instant};
 
 use airlock_core::router::{RouterConfig, Strategy};
 use airlock_core::GatewayConfigId;
+use airlock_llm::json::Members;
 use airlock_llm::translate::{
     error_body, translate_error_body, translate_gemini_error_body, translate_gemini_response,
     translate_parsed_request, translate_parsed_request_to_gemini, translate_response, Dialect,
@@ -512,15 +513,15 @@ impl Routing<'_> {
             body.len() as u64
         )));
         // Anything but one JSON object fails here.
-        let mut object: Map<String, Value> = serde_json::from_slice(&body).map_err(|_| {
+        let members = Members::parse(&body).map_err(|_| {
             Own::new(
                 StatusCode::BAD_REQUEST,
                 "invalid_request",
                 "the request body must be a JSON object",
             )
         })?;
-        let model = match object.get("model") {
-            Some(Value::String(m)) if !m.is_empty() => m.clone(),
+        let model = match members.read::<String>("model") {
+            Some(m) if !m.is_empty() => m,
             _ => {
                 return Err(Own::new(
                     StatusCode::BAD_REQUEST,
@@ -530,15 +531,14 @@ impl Routing<'_> {
             }
         };
         self.model_requested = model.clone();
-        let prefer_text = match object.remove("prefer") {
-            Some(Value::String(p)) => Some(p),
-            Some(_) => {
-                return Err(Own::new(
+        let prefer_text = match members.get("prefer") {
+            Some(value) => Some(serde_json::from_str::<String>(value.get()).map_err(|_| {
+                Own::new(
                     StatusCode::BAD_REQUEST,
                     "invalid_request",
                     "prefer: must be auto, speed, quality or cost",
-                ))
-            }
+                )
+            })?),
             None => parts
                 .headers
                 .get(&X_AIRLOCK_PREFER)
@@ -555,22 +555,20 @@ impl Routing<'_> {
                 )
             })?,
         };
-        let stream = object
-            .get("stream")
-            .and_then(Value::as_bool)
+        let stream = members.read::<bool>("stream").unwrap_or(false);
+        let include_usage = members
+            .read::<Value>("stream_options")
+            .and_then(|o| o.get("include_usage").and_then(Value::as_bool))
             .unwrap_or(false);
-        let include_usage = object
-            .get("stream_options")
-            .and_then(|o| o.get("include_usage"))
-            .and_then(Value::as_bool)
-            .unwrap_or(false);
-        let max_tokens = ["max_completion_tokens", "max_tokens"]
-            .iter()
-            .find_map(|k| object.get(*k).and_then(Value::as_u64));
-        let images = has_images(&object);
-        let tools = has_tools(&object);
-        // The body without `prefer`, as the backends get it (before the model is set).
-        let mut client_body = ClientBody { json: object };
+        let max_tokens = max_tokens(&members);
+        let images = has_images(&members);
+        let tools = has_tools(&members);
+        // The body as the backends get it: without `prefer`, with their own model.
+        let mut client_body = ClientBody {
+            members,
+            body: &body,
+            parsed: None,
+        };
         let want = Want {
             model: &model,
             prefer,
@@ -778,7 +776,7 @@ impl Routing<'_> {
         &self,
         backend: &BackendEntry,
         candidate: &select::Candidate,
-        client_body: &mut ClientBody,
+        client_body: &mut ClientBody<'_>,
         stream: bool,
         include_usage: bool,
         client_headers: &HeaderMap,
@@ -821,10 +819,13 @@ impl Routing<'_> {
                 }
                 opts.reasoning = spec.reasoning;
             }
+            let Some(parsed) = client_body.parsed() else {
+                return Err(unavailable("the request body must be a JSON object"));
+            };
             let translated = if gemini {
-                translate_parsed_request_to_gemini(client, &client_body.json, &opts)
+                translate_parsed_request_to_gemini(client, parsed, &opts)
             } else {
-                translate_parsed_request(client, &client_body.json, &opts)
+                translate_parsed_request(client, parsed, &opts)
             };
             match translated {
                 Ok(b) => Bytes::from(b),
@@ -873,11 +874,15 @@ impl Routing<'_> {
 
         // The backend's own endpoint, credential and headers: nothing of the client's but the
         // dialect's version headers.
-        let uri = format!(
-            "{}://{}{}{}",
-            gateway.scheme, gateway.authority, gateway.base_path, path
-        );
-        let Ok(uri) = uri.parse::<http::Uri>() else {
+        let mut path_and_query = String::with_capacity(gateway.base_path.len() + path.len());
+        path_and_query.push_str(&gateway.base_path);
+        path_and_query.push_str(&path);
+        let uri = http::Uri::builder()
+            .scheme(gateway.scheme.clone())
+            .authority(gateway.authority.clone())
+            .path_and_query(path_and_query)
+            .build();
+        let Ok(uri) = uri else {
             return Err(unavailable("a backend's endpoint is not usable"));
         };
         let mut headers = HeaderMap::with_capacity(8);
@@ -1230,20 +1235,39 @@ fn error_response(
     response
 }
 
+/// The cap on the answer's tokens the client asked for: `max_completion_tokens`, else
+/// `max_tokens`.
+fn max_tokens(members: &Members<'_>) -> Option<u64> {
+    ["max_completion_tokens", "max_tokens"]
+        .iter()
+        .find_map(|k| members.read::<u64>(k))
+}
+
 /// Whether the request defines tools: OpenAI's `tools` (or the deprecated `functions`),
 /// Anthropic's `tools`.
-fn has_tools(object: &serde_json::Map<String, Value>) -> bool {
+fn has_tools(members: &Members<'_>) -> bool {
     ["tools", "functions"].iter().any(|k| {
-        object
-            .get(*k)
-            .and_then(Value::as_array)
-            .is_some_and(|a| !a.is_empty())
+        members.get(k).is_some_and(|value| {
+            // A non-empty array: `[` and then anything but `]` (the value is valid JSON).
+            let text = value.get().trim_start();
+            text.strip_prefix('[')
+                .is_some_and(|rest| !rest.trim_start().starts_with(']'))
+        })
     })
 }
 
 /// Whether any message carries an image (either dialect's block shapes).
-fn has_images(object: &serde_json::Map<String, Value>) -> bool {
-    let Some(messages) = object.get("messages").and_then(Value::as_array) else {
+fn has_images(members: &Members<'_>) -> bool {
+    let Some(messages) = members.get("messages") else {
+        return false;
+    };
+    // A block's type is written `"image` or with an escape; most bodies have neither, and
+    // need not be read.
+    let text = messages.get();
+    if !text.contains("image") && !text.contains("\\u") {
+        return false;
+    }
+    let Ok(Value::Array(messages)) = serde_json::from_str::<Value>(text) else {
         return false;
     };
     messages.iter().any(|m| {
@@ -1351,31 +1375,26 @@ pub(crate) fn preview(
 ) -> Result<airlock_core::router::RoutePreview, airlock_core::InvalidInput> {
     use airlock_core::InvalidInput;
     let _ = client;
-    let json: Value = serde_json::from_slice(body)
-        .map_err(|_| InvalidInput::new("body", "must be a JSON object"))?;
-    let object = json
-        .as_object()
-        .ok_or_else(|| InvalidInput::new("body", "must be a JSON object"))?;
-    let model = object
-        .get("model")
-        .and_then(Value::as_str)
+    let members =
+        Members::parse(body).map_err(|_| InvalidInput::new("body", "must be a JSON object"))?;
+    let model = members
+        .read::<String>("model")
         .ok_or_else(|| InvalidInput::new("model", "is required and must be a string"))?;
-    let prefer = match object.get("prefer") {
+    let prefer = match members.get("prefer") {
         None => Prefer::Auto,
-        Some(v) => v
-            .as_str()
+        Some(v) => serde_json::from_str::<String>(v.get())
+            .ok()
+            .as_deref()
             .and_then(Prefer::parse)
             .ok_or_else(|| InvalidInput::new("prefer", "must be auto, speed, quality or cost"))?,
     };
     let want = Want {
-        model,
+        model: &model,
         prefer,
-        images: has_images(object),
-        tools: has_tools(object),
+        images: has_images(&members),
+        tools: has_tools(&members),
         input_tokens: (body.len() / 4) as u64,
-        max_tokens: ["max_completion_tokens", "max_tokens"]
-            .iter()
-            .find_map(|k| object.get(*k).and_then(Value::as_u64)),
+        max_tokens: max_tokens(&members),
     };
     match select::plan(router, &want, airlock_core::time::now_ms(), quota) {
         Ok(plan) => {
@@ -1421,24 +1440,121 @@ const X_AIRLOCK_PREFER: HeaderName = HeaderName::from_static("x-airlock-prefer")
 const ANTHROPIC_VERSION: HeaderName = HeaderName::from_static("anthropic-version");
 const ANTHROPIC_BETA: HeaderName = HeaderName::from_static("anthropic-beta");
 
-/// The client's body without `prefer`, parsed once: a backend of the client's dialect gets it
-/// with its own model; a translation reads it as it is.
-struct ClientBody {
-    json: Map<String, Value>,
+/// The client's body, read once: a backend of the client's dialect gets it as the client wrote
+/// it but for `prefer` (dropped) and `model` (the backend's own); a translation reads it parsed
+/// whole, which is done on its first need.
+struct ClientBody<'a> {
+    members: Members<'a>,
+    body: &'a [u8],
+    parsed: Option<Map<String, Value>>,
 }
 
-impl ClientBody {
-    /// The body with `model` in place of the client's (which is put back afterwards, so the
-    /// next attempt starts from the client's body again).
-    fn with_model(&mut self, model: &str) -> Vec<u8> {
-        let client = self
-            .json
-            .insert("model".into(), Value::String(model.to_owned()));
-        // Serializing a `Value` cannot fail: its keys are strings and it has no non-finite floats.
-        let body = serde_json::to_vec(&self.json).unwrap_or_default();
-        if let Some(client) = client {
-            self.json.insert("model".into(), client);
+impl ClientBody<'_> {
+    /// The body with the backend's `model` and without `prefer`.
+    fn with_model(&self, model: &str) -> Vec<u8> {
+        self.members.write_with("prefer", ("model", model))
+    }
+
+    /// The body parsed whole, without `prefer`. (`None` cannot happen: a body that reads as
+    /// members reads as a map.)
+    fn parsed(&mut self) -> Option<&Map<String, Value>> {
+        if self.parsed.is_none() {
+            let mut map: Map<String, Value> = serde_json::from_slice(self.body).ok()?;
+            map.remove("prefer");
+            self.parsed = Some(map);
         }
-        body
+        self.parsed.as_ref()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn members(body: &str) -> Members<'_> {
+        Members::parse(body.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn images_in_either_dialect_and_escaped() {
+        let cases = [
+            (
+                r#"{"messages":[{"role":"user","content":"an image of a cat"}]}"#,
+                false,
+            ),
+            (
+                r#"{"messages":[{"role":"user","content":[{"type":"text","text":"image"}]}]}"#,
+                false,
+            ),
+            (
+                r#"{"messages":[{"content":[{"type":"image_url","image_url":{"url":"x"}}]}]}"#,
+                true,
+            ),
+            (
+                r#"{"messages":[{"content":[{"type":"image","source":{}}]}]}"#,
+                true,
+            ),
+            (
+                r#"{"messages":[{"content":[{"type":"\u0069mage","source":{}}]}]}"#,
+                true,
+            ),
+            (r#"{"messages":"image"}"#, false),
+            (r#"{"model":"image"}"#, false),
+        ];
+        for (body, images) in cases {
+            assert_eq!(has_images(&members(body)), images, "{body}");
+        }
+    }
+
+    #[test]
+    fn tools_only_when_listed() {
+        let cases = [
+            (r#"{"tools":[{"name":"a"}]}"#, true),
+            (r#"{"functions":[ {"name":"a"} ]}"#, true),
+            (r#"{"tools":[ ]}"#, false),
+            (r#"{"tools":[],"functions":null}"#, false),
+            (r#"{"tools":{"a":1}}"#, false),
+            (r#"{"tools":"[1]"}"#, false),
+            (r#"{}"#, false),
+        ];
+        for (body, tools) in cases {
+            assert_eq!(has_tools(&members(body)), tools, "{body}");
+        }
+    }
+
+    #[test]
+    fn max_tokens_prefers_the_newer_field() {
+        let cases = [
+            (r#"{"max_tokens":10,"max_completion_tokens":20}"#, Some(20)),
+            (
+                r#"{"max_tokens":10,"max_completion_tokens":null}"#,
+                Some(10),
+            ),
+            (r#"{"max_tokens":10.5}"#, None),
+            (r#"{"max_tokens":-1}"#, None),
+            (r#"{"max_tokens":"10"}"#, None),
+        ];
+        for (body, max) in cases {
+            assert_eq!(max_tokens(&members(body)), max, "{body}");
+        }
+    }
+
+    #[test]
+    fn the_body_a_backend_gets() {
+        let body = br#"{"prefer":"cost","model":"auto","messages":[{"role":"user","content":"hi"}],"max_tokens":5}"#;
+        let mut client = ClientBody {
+            members: Members::parse(body).unwrap(),
+            body,
+            parsed: None,
+        };
+        // The client's bytes, but for its model and `prefer`.
+        assert_eq!(
+            String::from_utf8(client.with_model("claude-haiku-4-5")).unwrap(),
+            r#"{"model":"claude-haiku-4-5","messages":[{"role":"user","content":"hi"}],"max_tokens":5}"#
+        );
+        let parsed = client.parsed().unwrap();
+        assert!(parsed.get("prefer").is_none());
+        assert_eq!(parsed["model"], "auto");
+        assert_eq!(parsed.len(), 3);
     }
 }

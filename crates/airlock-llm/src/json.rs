@@ -1,4 +1,4 @@
-//! Typed, borrowed readings of JSON objects: the fast way to read a well-formed answer.
+//! Typed, borrowed readings of JSON: the fast way to read a well-formed body.
 //!
 //! A body read into a [`serde_json::Value`] costs an allocation for every key, string, object
 //! and array in it, most of them for fields a translator never looks at, and as much again to
@@ -16,11 +16,14 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use std::collections::HashMap;
+
+use serde::de::{Deserialize, Deserializer, Error as _, MapAccess, SeqAccess, Visitor};
+use serde_json::value::RawValue;
 
 /// A JSON string, borrowed from the body when it has no escapes.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub(super) struct Text<'de>(pub(super) Cow<'de, str>);
+pub struct Text<'de>(pub Cow<'de, str>);
 
 impl std::ops::Deref for Text<'_> {
     type Target = str;
@@ -63,7 +66,7 @@ impl<'de> Deserialize<'de> for Text<'de> {
 /// being built: how the structs below skip the fields they do not name. serde's `IgnoredAny`
 /// is not enough: serde_json skips with it without reading numbers or strings, so a body
 /// `Value` refuses (a number such as `1e400`) would read here.
-pub(super) struct Checked;
+pub struct Checked;
 
 impl<'de> Deserialize<'de> for Checked {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -117,6 +120,121 @@ impl<'de> Visitor<'de> for CheckedVisitor {
     }
 }
 
+/// A JSON object's members in the order written: each key (unescaped) with its value as the
+/// bytes the writer wrote. Every value is checked as a `Value` reading checks it ([`Checked`]),
+/// so a body read as members reads as a `serde_json::Map` too. What a router needs of a
+/// client's body: a few fields read, the rest passed on as the client wrote them.
+pub struct Members<'de>(Vec<(Text<'de>, &'de RawValue)>);
+
+/// Above this many members, [`Members::write_with`] finds keys given twice with a hash map
+/// rather than by comparing each with the ones after it.
+const LINEAR_DEDUP: usize = 32;
+
+impl<'de> Members<'de> {
+    /// Reads `body`, which must be one JSON object.
+    pub fn parse(body: &'de [u8]) -> Result<Self, serde_json::Error> {
+        serde_json::from_slice(body)
+    }
+
+    /// The value of `key`, from its last member when the key is given more than once (as a
+    /// `serde_json::Map` keeps it).
+    pub fn get(&self, key: &str) -> Option<&'de RawValue> {
+        self.0
+            .iter()
+            .rev()
+            .find(|(k, _)| **k == *key)
+            .map(|(_, v)| *v)
+    }
+
+    /// `key`'s value read as a `T`; `None` when the key is absent or its value is not a `T`.
+    pub fn read<T: Deserialize<'de>>(&self, key: &str) -> Option<T> {
+        serde_json::from_str(self.get(key)?.get()).ok()
+    }
+
+    /// The object written out again without the member `skip` and with `set.0`'s value
+    /// replaced by the string `set.1` (added last when absent). A key given more than once is
+    /// written once, with its last value, where its last member was; every other value is
+    /// written as the client wrote it.
+    pub fn write_with(&self, skip: &str, set: (&str, &str)) -> Vec<u8> {
+        let members = &self.0;
+        let extra = set.0.len() + set.1.len() + 8;
+        let mut out = Vec::with_capacity(
+            members
+                .iter()
+                .map(|(k, v)| k.len() + v.get().len() + 4)
+                .sum::<usize>()
+                + extra,
+        );
+        let last: Option<HashMap<&str, usize>> = (members.len() > LINEAR_DEDUP).then(|| {
+            members
+                .iter()
+                .enumerate()
+                .map(|(i, (k, _))| (&**k, i))
+                .collect()
+        });
+        let superseded = |i: usize, key: &str| match &last {
+            Some(last) => last.get(key) != Some(&i),
+            None => members[i + 1..].iter().any(|(k, _)| **k == *key),
+        };
+        let mut wrote_set = false;
+        out.push(b'{');
+        for (i, (key, value)) in members.iter().enumerate() {
+            if **key == *skip || superseded(i, key) {
+                continue;
+            }
+            if out.len() > 1 {
+                out.push(b',');
+            }
+            // Writing a string cannot fail.
+            let _ = serde_json::to_writer(&mut out, &**key);
+            out.push(b':');
+            if **key == *set.0 {
+                let _ = serde_json::to_writer(&mut out, set.1);
+                wrote_set = true;
+            } else {
+                out.extend_from_slice(value.get().as_bytes());
+            }
+        }
+        if !wrote_set {
+            if out.len() > 1 {
+                out.push(b',');
+            }
+            let _ = serde_json::to_writer(&mut out, set.0);
+            out.push(b':');
+            let _ = serde_json::to_writer(&mut out, set.1);
+        }
+        out.push(b'}');
+        out
+    }
+}
+
+impl<'de> Deserialize<'de> for Members<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct MembersVisitor;
+
+        impl<'de> Visitor<'de> for MembersVisitor {
+            type Value = Members<'de>;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a json object")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut fields: A) -> Result<Members<'de>, A::Error> {
+                let mut members = Vec::new();
+                while let Some(key) = fields.next_key::<Text<'de>>()? {
+                    let value: &'de RawValue = fields.next_value()?;
+                    // serde_json takes a raw value without reading its numbers and strings.
+                    serde_json::from_str::<Checked>(value.get()).map_err(A::Error::custom)?;
+                    members.push((key, value));
+                }
+                Ok(Members(members))
+            }
+        }
+
+        deserializer.deserialize_map(MembersVisitor)
+    }
+}
+
 /// Declares a struct of optional fields read from a JSON object by key, and its
 /// `Deserialize`:
 /// - only an object is accepted (serde's derive also takes an array of the fields in order,
@@ -133,8 +251,8 @@ macro_rules! json_object {
     ) => {
         $(#[$meta])*
         #[derive(Debug, Default)]
-        pub(super) struct $name<'de> {
-            $($(#[$fmeta])* pub(super) $field: Option<$ty>,)*
+        pub(crate) struct $name<'de> {
+            $($(#[$fmeta])* pub(crate) $field: Option<$ty>,)*
             _body: std::marker::PhantomData<&'de str>,
         }
 
@@ -154,11 +272,11 @@ macro_rules! json_object {
                         mut map: M,
                     ) -> Result<Self::Value, M::Error> {
                         let mut out = $name::default();
-                        while let Some(key) = map.next_key::<$crate::translate::typed::Text<'de>>()? {
+                        while let Some(key) = map.next_key::<$crate::json::Text<'de>>()? {
                             match &*key {
                                 $($key => out.$field = map.next_value()?,)*
                                 _ => {
-                                    map.next_value::<$crate::translate::typed::Checked>()?;
+                                    map.next_value::<$crate::json::Checked>()?;
                                 }
                             }
                         }
@@ -172,7 +290,7 @@ macro_rules! json_object {
     };
 }
 
-pub(super) use json_object;
+pub(crate) use json_object;
 
 #[cfg(test)]
 mod tests {
@@ -213,6 +331,70 @@ mod tests {
         let sample = read(r#"{"name":null,"count":1,"count":2}"#).unwrap();
         assert_eq!((sample.name, sample.count), (None, Some(2)));
         assert_eq!(read(r#"{"count":1,"count":null}"#).unwrap().count, None);
+    }
+
+    fn rewrite(body: &str) -> String {
+        let members = Members::parse(body.as_bytes()).unwrap();
+        String::from_utf8(members.write_with("prefer", ("model", "m-2"))).unwrap()
+    }
+
+    #[test]
+    fn members_keep_the_order_and_bytes_written() {
+        let body = r#"{ "z": 1.50, "model" : "m-1", "prefer": "cost", "a": {"y":[1, 2]} }"#;
+        assert_eq!(
+            rewrite(body),
+            r#"{"z":1.50,"model":"m-2","a":{"y":[1, 2]}}"#
+        );
+        let members = Members::parse(body.as_bytes()).unwrap();
+        assert_eq!(members.read::<String>("model").as_deref(), Some("m-1"));
+        assert_eq!(members.read::<u64>("z"), None);
+        assert_eq!(members.get("a").map(RawValue::get), Some(r#"{"y":[1, 2]}"#));
+        assert!(members.get("b").is_none());
+    }
+
+    #[test]
+    fn members_given_twice_count_once_with_the_last_value() {
+        assert_eq!(
+            rewrite(r#"{"n":1,"model":"x","n":2}"#),
+            r#"{"model":"m-2","n":2}"#
+        );
+        let members = Members::parse(br#"{"n":1,"n":2}"#).unwrap();
+        assert_eq!(members.read::<u64>("n"), Some(2));
+        // Past the linear bound, with a map: the same result.
+        let many: Vec<String> = (0..100).map(|i| format!(r#""k{}":{i}"#, i % 40)).collect();
+        let out = rewrite(&format!("{{{}}}", many.join(",")));
+        let value: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(value.as_object().unwrap().len(), 41);
+        assert_eq!(value["k0"], 80);
+        assert_eq!(out.matches("\"k0\"").count(), 1);
+    }
+
+    #[test]
+    fn members_write_keys_escaped_and_add_a_missing_one() {
+        assert_eq!(
+            rewrite(r#"{"a\u0062":"\u00e9"}"#),
+            r#"{"ab":"\u00e9","model":"m-2"}"#
+        );
+        assert_eq!(rewrite("{}"), r#"{"model":"m-2"}"#);
+        assert_eq!(rewrite(r#"{"prefer":"x"}"#), r#"{"model":"m-2"}"#);
+        assert_eq!(rewrite(r#"{"a\"b":0}"#), r#"{"a\"b":0,"model":"m-2"}"#);
+    }
+
+    #[test]
+    fn members_refuse_what_a_map_refuses() {
+        for body in [
+            r#"[1]"#,
+            r#"{"a":1e400}"#,
+            r#"{"a":["\ud800"]}"#,
+            r#"{"a":1,}"#,
+            "{} {}",
+            "",
+        ] {
+            assert!(Members::parse(body.as_bytes()).is_err(), "{body}");
+            assert!(
+                serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(body).is_err()
+            );
+        }
     }
 
     #[test]
