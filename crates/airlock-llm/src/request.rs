@@ -74,10 +74,11 @@ impl<'de> serde::de::Visitor<'de> for Read {
 
     fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut fields = Map::new();
-        while let Some(name) = map.next_key::<String>()? {
-            if self.0.contains(&name.as_str()) {
+        // Names are borrowed from the body (most are skipped): only a kept one is copied.
+        while let Some(name) = map.next_key::<crate::json::Text<'de>>()? {
+            if self.0.contains(&&*name) {
                 let value = map.next_value::<Value>()?;
-                fields.insert(name, value);
+                fields.insert(name.0.into_owned(), value);
             } else {
                 map.next_value::<IgnoredAny>()?;
             }
