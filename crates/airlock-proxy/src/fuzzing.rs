@@ -235,6 +235,9 @@ pub fn check_rewrite(mechanism: Mechanism, target: &str, headers: &HeaderMap) ->
     // Whatever was accepted was presented in a carrier, whole: no other header, name or value,
     // holds `gws_`.
     let Some(token) = bench.state.lookup(&presented.digest) else {
+        if let Err(err) = presented.check_checksum() {
+            return Verdict::Refused(err.describe().code.as_str());
+        }
         return Verdict::Refused("unknown_token");
     };
     let route = match crate::pipeline::authorize(&token, IpAddr::V4(Ipv4Addr::LOCALHOST)) {

@@ -291,11 +291,12 @@ async fn read_ahead(
     Ok(())
 }
 
-/// Finds the token: in memory first; a token that is not there may have been minted a moment
-/// ago, so the source is asked once (guarded by [`crate::feed::TokenLoader`]).
+/// Finds the token: in memory first; a token that is not there has its checksum checked, and
+/// may have been minted a moment ago, so the source is asked once (guarded by
+/// [`crate::feed::TokenLoader`]).
 async fn authenticate(
     shared: &RequestCtx,
-    presented: &Presented,
+    presented: &Presented<'_>,
     record: &mut Recorder,
 ) -> Result<Arc<TokenEntry>, ProxyError> {
     let state = &shared.state;
@@ -303,6 +304,7 @@ async fn authenticate(
     let token = match state.lookup(digest) {
         Some(token) => token,
         None => {
+            presented.check_checksum()?;
             if let Some((refusal, owner)) = state.refusal_owned(digest) {
                 // A revoked or shut-down token's refusal is its account's audit event.
                 record.owner(owner);

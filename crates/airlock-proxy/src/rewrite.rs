@@ -14,7 +14,7 @@
 //! - Hop-by-hop headers, and every header the `Connection` header names, are removed before the
 //!   credential is set, so `Connection: x-api-key` cannot remove the credential (#7).
 
-use airlock_core::token::check_format;
+use airlock_core::token::{check_checksum, check_shape};
 use airlock_core::{SecretKind, TokenDigest};
 use http::header::{self, HeaderName};
 use http::{HeaderMap, HeaderValue, Method, Uri, Version};
@@ -46,9 +46,21 @@ const HOP_BY_HOP: [HeaderName; 9] = [
     header::UPGRADE,
 ];
 
-/// The token a request presented.
-pub(crate) struct Presented {
+/// The token a request presented: its shape checked, its checksum not yet (see
+/// [`Presented::check_checksum`]).
+pub(crate) struct Presented<'a> {
+    text: &'a str,
     pub(crate) digest: TokenDigest,
+}
+
+impl Presented<'_> {
+    /// The token's checksum, for a token the in-memory lookup did not find, before anything
+    /// else is asked: a typo or a made-up token never costs a database query. A token that is
+    /// found needs no check (its digest is stored, so it was minted), which spares every
+    /// request a second SHA-256.
+    pub(crate) fn check_checksum(&self) -> Result<(), ProxyError> {
+        check_checksum(self.text).map_err(|_| ProxyError::MalformedToken)
+    }
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
@@ -74,9 +86,9 @@ fn bearer(value: &[u8]) -> Option<&[u8]> {
     scheme.eq_ignore_ascii_case(b"bearer").then(|| trim(rest))
 }
 
-/// Finds the token. The format (prefix, length, alphabet, checksum) is checked here, before any
-/// lookup, so garbage never costs a map probe, let alone a database query.
-pub(crate) fn identify(headers: &HeaderMap) -> Result<Presented, ProxyError> {
+/// Finds the token. Its shape (prefix, length, alphabet) is checked here, before it is hashed;
+/// its checksum when the in-memory lookup misses ([`Presented::check_checksum`]).
+pub(crate) fn identify(headers: &HeaderMap) -> Result<Presented<'_>, ProxyError> {
     let mut found: Option<&[u8]> = None;
     for (name, value) in headers {
         // A token in a header's name would travel upstream (lower-cased) with the name.
@@ -109,8 +121,9 @@ pub(crate) fn identify(headers: &HeaderMap) -> Result<Presented, ProxyError> {
     }
     let token = found.ok_or(ProxyError::MissingToken)?;
     let text = std::str::from_utf8(token).map_err(|_| ProxyError::MalformedToken)?;
-    check_format(SecretKind::Gateway, text).map_err(|_| ProxyError::MalformedToken)?;
+    check_shape(SecretKind::Gateway, text).map_err(|_| ProxyError::MalformedToken)?;
     Ok(Presented {
+        text,
         digest: TokenDigest::of(text),
     })
 }
@@ -570,8 +583,10 @@ mod tests {
                 ("authorization", "Basic Zm9vOmJhcg=="),
             ],
         ] {
-            let presented = identify(&map(&headers)).unwrap_or_else(|e| panic!("{headers:?}: {e}"));
+            let headers_map = map(&headers);
+            let presented = identify(&headers_map).unwrap_or_else(|e| panic!("{headers:?}: {e}"));
             assert!(presented.digest.ct_eq(&token.digest()));
+            presented.check_checksum().unwrap();
         }
     }
 
@@ -623,7 +638,10 @@ mod tests {
                 "misplaced_token",
             ),
         ] {
+            // What `authenticate` does for a token the lookup does not find (none here is known):
+            // the checksum.
             let err = identify(&map(&headers))
+                .and_then(|presented| presented.check_checksum())
                 .err()
                 .unwrap_or_else(|| panic!("{headers:?} passed"));
             assert_eq!(err.describe().code.as_str(), code, "{headers:?}");
