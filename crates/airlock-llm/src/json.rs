@@ -66,6 +66,7 @@ impl<'de> Deserialize<'de> for Text<'de> {
 /// being built: how the structs below skip the fields they do not name. serde's `IgnoredAny`
 /// is not enough: serde_json skips with it without reading numbers or strings, so a body
 /// `Value` refuses (a number such as `1e400`) would read here.
+#[derive(Debug)]
 pub struct Checked;
 
 impl<'de> Deserialize<'de> for Checked {

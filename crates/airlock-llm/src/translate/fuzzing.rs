@@ -36,6 +36,19 @@ pub fn fuzz_translate(data: &[u8]) {
         openai_to_anthropic_response(body).map_err(|e| e.message),
         super::response::openai_to_anthropic_by_value(body).map_err(|e| e.message),
     );
+    // So does the typed reading of a Chat Completions request, when it reads it.
+    if let Some(typed) = super::chat_request::openai_to_anthropic_typed(body, &opts) {
+        let by_value = super::json::parse_object(body)
+            .and_then(|root| super::request::openai_to_anthropic(&root, &opts));
+        assert_eq!(
+            Ok(String::from_utf8_lossy(&typed)),
+            by_value
+                .as_ref()
+                .map(|b| String::from_utf8_lossy(b))
+                .map_err(|e| &e.message),
+            "the typed reading of a request changed the output"
+        );
+    }
     let results = [
         openai_to_anthropic_request(body, &opts),
         anthropic_to_openai_request(body, &opts),

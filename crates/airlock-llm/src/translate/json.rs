@@ -73,7 +73,16 @@ pub(super) fn field<'a, 'p>(object: &'a Object, at: &'p str, key: &'p str) -> Fi
     }
 }
 
-impl<'a> Field<'a, '_> {
+impl<'a, 'p> Field<'a, 'p> {
+    /// A field whose value was found by other means (a typed reading).
+    pub(super) fn of(at: &'p str, key: &'p str, value: Option<&'a Value>) -> Self {
+        Field {
+            at,
+            key,
+            value: value.filter(|value| !value.is_null()),
+        }
+    }
+
     /// The field's path for messages (`messages[2].content`).
     pub(super) fn path(&self) -> String {
         if self.at.is_empty() {

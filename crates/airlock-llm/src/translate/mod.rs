@@ -14,6 +14,7 @@
 //! | [`error_body`], [`TranslateError::body`] | Airlock's own error in the client's dialect |
 //! | [`StreamTranslator`] | backend's SSE → client's SSE, fed in any pieces ([`stream`](StreamTranslator) has the event tables) |
 //! | [`translate_request`], [`translate_response`] | the same, by the client's or backend's [`Dialect`] |
+//! | [`translate_request_typed`], then [`translate_parsed_request`] | the same for a caller that may hold the body parsed: the typed reading, and the `Value` one when it gives up |
 //!
 //! # How a router uses it
 //!
@@ -109,6 +110,7 @@
 //! | both | JSON key order inside schemas and tool inputs | not kept (the contents are) |
 //! | both | fields this module does not list | dropped |
 
+mod chat_request;
 mod errors;
 #[doc(hidden)] // For the fuzz target and the property tests; not an API.
 pub mod fuzzing;
@@ -139,7 +141,26 @@ pub fn translate_request(
     body: &[u8],
     opts: &RequestOptions<'_>,
 ) -> Result<Vec<u8>, TranslateError> {
+    if let Some(out) = translate_request_typed(client, body, opts) {
+        return Ok(out);
+    }
     translate_parsed_request(client, &json::parse_object(body)?, opts)
+}
+
+/// [`translate_request`] by a typed reading of the body, without `Value` trees: the fast way
+/// for the requests most clients send (today Chat Completions → Messages, text and tools).
+/// `None` when the body needs the `Value` reading, which the caller then runs
+/// ([`translate_parsed_request`], with a body it may have parsed already); where both read
+/// a body, they give the same bytes.
+pub fn translate_request_typed(
+    client: Dialect,
+    body: &[u8],
+    opts: &RequestOptions<'_>,
+) -> Option<Vec<u8>> {
+    match client {
+        Dialect::OpenaiChat => chat_request::openai_to_anthropic_typed(body, opts),
+        Dialect::AnthropicMessages => None,
+    }
 }
 
 /// [`translate_request`] of a body the caller has parsed already (a router reads every body to

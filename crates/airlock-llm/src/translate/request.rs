@@ -6,7 +6,9 @@
 
 use serde_json::{json, Value};
 
-use super::json::{field, number, parse_data_url, parse_object, shown, type_name, Builder, Object};
+use super::json::{
+    field, number, parse_data_url, parse_object, shown, type_name, Builder, Field, Object,
+};
 use super::{budget_for_effort, effort_for_budget, MaxTokensField, RequestOptions, TranslateError};
 
 // ---------------------------------------------------------------------------------------------
@@ -26,6 +28,9 @@ pub fn openai_to_anthropic_request(
     body: &[u8],
     opts: &RequestOptions<'_>,
 ) -> Result<Vec<u8>, TranslateError> {
+    if let Some(out) = super::chat_request::openai_to_anthropic_typed(body, opts) {
+        return Ok(out);
+    }
     openai_to_anthropic(&parse_object(body)?, opts)
 }
 
@@ -95,7 +100,7 @@ pub(super) fn openai_to_anthropic(
 
     // Tools and how they may be used.
     let tools = openai_tools(root)?;
-    let choice = openai_tool_choice(root)?;
+    let choice = openai_tool_choice(field(root, "", "tool_choice"))?;
     let forced_tool = matches!(&choice, Some(c) if c["type"] == "any" || c["type"] == "tool");
     if !tools.is_empty() {
         let mut choice = choice;
@@ -135,7 +140,28 @@ pub(super) fn openai_to_anthropic(
     let top_p = top_p.filter(|&p| !thinking_on || p >= 0.95);
     out.set_opt("top_p", top_p.and_then(number));
 
-    let stop = match field(root, "", "stop").value {
+    let stop = stop_sequences(field(root, "", "stop"))?;
+    if !stop.is_empty() {
+        out.set("stop_sequences", stop);
+    }
+
+    if field(root, "", "stream").bool()? == Some(true) {
+        out.set("stream", true);
+    }
+    let user = match field(root, "", "user").str()? {
+        Some(user) => Some(user),
+        None => field(root, "", "safety_identifier").str()?,
+    };
+    if let Some(user) = user {
+        out.set("metadata", json!({ "user_id": user }));
+    }
+    Ok(out.into_bytes())
+}
+
+/// `stop` (a string or an array of strings) as Anthropic's `stop_sequences`, without the
+/// whitespace-only ones Anthropic refuses.
+pub(super) fn stop_sequences(stop: Field<'_, '_>) -> Result<Vec<String>, TranslateError> {
+    let stop = match stop.value {
         None => Vec::new(),
         Some(Value::String(one)) => vec![one.clone()],
         Some(Value::Array(many)) => many
@@ -157,22 +183,7 @@ pub(super) fn openai_to_anthropic(
         }
     };
     // Anthropic refuses stop sequences made of whitespace only.
-    let stop: Vec<String> = stop.into_iter().filter(|s| !s.trim().is_empty()).collect();
-    if !stop.is_empty() {
-        out.set("stop_sequences", stop);
-    }
-
-    if field(root, "", "stream").bool()? == Some(true) {
-        out.set("stream", true);
-    }
-    let user = match field(root, "", "user").str()? {
-        Some(user) => Some(user),
-        None => field(root, "", "safety_identifier").str()?,
-    };
-    if let Some(user) = user {
-        out.set("metadata", json!({ "user_id": user }));
-    }
-    Ok(out.into_bytes())
+    Ok(stop.into_iter().filter(|s| !s.trim().is_empty()).collect())
 }
 
 /// Fields whose meaning Anthropic cannot carry: refused rather than silently dropped.
@@ -550,8 +561,7 @@ fn openai_tools(root: &Object) -> Result<Vec<Value>, TranslateError> {
     Ok(tools)
 }
 
-fn openai_tool_choice(root: &Object) -> Result<Option<Value>, TranslateError> {
-    let choice = field(root, "", "tool_choice");
+pub(super) fn openai_tool_choice(choice: Field<'_, '_>) -> Result<Option<Value>, TranslateError> {
     match choice.value {
         None => Ok(None),
         Some(Value::String(mode)) => match mode.as_str() {

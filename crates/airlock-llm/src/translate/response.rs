@@ -470,16 +470,20 @@ json_object! {
 }
 
 json_object! {
-    /// A content part of an assistant message (`text` or `refusal`).
+    /// A content part of a message (`text` or `refusal`; `cache_control` is read for a
+    /// request's parts).
     struct PartIn<'de> {
         kind: Text<'de> = "type",
         text: Text<'de> = "text",
         refusal: Text<'de> = "refusal",
+        cache_control: Value = "cache_control",
     }
 }
 
 json_object! {
+    /// A tool call (`type` is read for a request's calls).
     struct ToolCallIn<'de> {
+        kind: Text<'de> = "type",
         id: Text<'de> = "id",
         function: FunctionIn<'de> = "function",
     }

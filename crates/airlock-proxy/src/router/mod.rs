@@ -35,8 +35,8 @@ use airlock_core::GatewayConfigId;
 use airlock_llm::json::Members;
 use airlock_llm::translate::{
     error_body, translate_error_body, translate_gemini_error_body, translate_gemini_response,
-    translate_parsed_request, translate_parsed_request_to_gemini, translate_response, Dialect,
-    ErrorKind, RequestOptions, StreamOptions, StreamTranslator,
+    translate_parsed_request, translate_parsed_request_to_gemini, translate_request_typed,
+    translate_response, Dialect, ErrorKind, RequestOptions, StreamOptions, StreamTranslator,
 };
 use bytes::Bytes;
 use http::{
@@ -819,13 +819,23 @@ impl Routing<'_> {
                 }
                 opts.reasoning = spec.reasoning;
             }
-            let Some(parsed) = client_body.parsed() else {
-                return Err(unavailable("the request body must be a JSON object"));
+            // The typed reading first; the body parsed whole when it gives up.
+            let typed = match gemini {
+                true => None,
+                false => translate_request_typed(client, client_body.body, &opts),
             };
-            let translated = if gemini {
-                translate_parsed_request_to_gemini(client, parsed, &opts)
-            } else {
-                translate_parsed_request(client, parsed, &opts)
+            let translated = match typed {
+                Some(out) => Ok(out),
+                None => {
+                    let Some(parsed) = client_body.parsed() else {
+                        return Err(unavailable("the request body must be a JSON object"));
+                    };
+                    if gemini {
+                        translate_parsed_request_to_gemini(client, parsed, &opts)
+                    } else {
+                        translate_parsed_request(client, parsed, &opts)
+                    }
+                }
             };
             match translated {
                 Ok(b) => Bytes::from(b),
