@@ -47,6 +47,11 @@ pub fn fuzz_meter(data: &[u8]) {
 
     let metered = whole.finish();
     assert_eq!(metered, cut.finish(), "cutting the body changed the result");
+    assert_eq!(
+        whole.usage(),
+        metered.usage,
+        "the usage alone is the reading's"
+    );
     assert_eq!(whole.saw_error(), cut.saw_error());
     assert_eq!(whole.is_complete(), cut.is_complete());
     assert_eq!(whole.content_bytes(), cut.content_bytes());

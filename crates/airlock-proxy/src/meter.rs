@@ -209,7 +209,7 @@ impl StageRun for MeterRun {
 
     fn usage(&self) -> Option<(u64, u64)> {
         let meter = self.meter.as_ref().filter(|m| m.is_complete())?;
-        let usage = meter.finish().usage;
+        let usage = meter.usage();
         Some((usage.input_tokens, usage.output_tokens))
     }
 

@@ -393,6 +393,12 @@ impl Meter {
         self.metered(None)
     }
 
+    /// [`Meter::finish`]'s usage alone, without the model name (which takes an allocation):
+    /// for a caller that wants the counts before the request ends.
+    pub fn usage(&self) -> Usage {
+        self.metered_usage(&self.totals_now(), None)
+    }
+
     /// Like [`Meter::finish`], and when the final usage has not arrived and no input count (or
     /// only 0) was reported, the input is estimated from the request body's size (`request_body_bytes`).
     /// This is what a request event records: never zero for a request that sent anything
@@ -408,7 +414,17 @@ impl Meter {
             return Reading::default();
         }
         let totals = self.totals_now();
-        let mut usage = normalize(self.api, &totals);
+        Reading {
+            usage: self.metered_usage(&totals, request_body_bytes),
+            model: totals.model.raw().and_then(sanitize_model),
+        }
+    }
+
+    fn metered_usage(&self, totals: &Totals, request_body_bytes: Option<u64>) -> Usage {
+        if self.rules.is_empty() {
+            return Usage::default();
+        }
+        let mut usage = normalize(self.api, totals);
         let mut exact = totals.complete && !totals.anomaly;
         if reconcile(&mut usage) {
             exact = false;
@@ -427,10 +443,7 @@ impl Meter {
             reconcile(&mut usage);
         }
         usage.exact = exact;
-        Reading {
-            model: totals.model.raw().and_then(sanitize_model),
-            usage,
-        }
+        usage
     }
 
     /// The dialect metered.
