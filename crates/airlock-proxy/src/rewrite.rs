@@ -33,18 +33,22 @@ const CARRIERS: [(HeaderName, bool); 5] = [
     (header::PROXY_AUTHORIZATION, true),
 ];
 
-/// Connection-specific headers (RFC 9110 §7.6.1), never forwarded in either direction.
-const HOP_BY_HOP: [HeaderName; 9] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::PROXY_AUTHORIZATION,
-    header::PROXY_AUTHENTICATE,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-];
+/// Connection-specific headers (RFC 9110 §7.6.1), never forwarded in either direction. Header
+/// names are lower case, so one `match` on the text answers for each name a message has.
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "proxy-authorization"
+            | "proxy-authenticate"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+    )
+}
 
 /// The token a request presented: its shape checked, its checksum not yet (see
 /// [`Presented::check_checksum`]).
@@ -401,20 +405,20 @@ fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
             }
         }
     }
-    remove_present(
-        headers,
-        HOP_BY_HOP
-            .iter()
-            .filter(|n| !(keep_upgrade && *n == header::UPGRADE)),
-    );
+    remove_where(headers, |name| {
+        is_hop_by_hop(name) && !(keep_upgrade && name == header::UPGRADE)
+    });
 }
 
-/// Removes the headers of `names` that `headers` holds. Most of them are absent: one pass over
-/// the few names a message has finds the present ones, where a `remove` of each would hash every
-/// name of the list.
-fn remove_present<'a>(headers: &mut HeaderMap, names: impl Iterator<Item = &'a HeaderName>) {
-    let present = |name: &HeaderName| headers.keys().any(|n| n == name);
-    let gone: Vec<&HeaderName> = names.filter(|n| present(n)).collect();
+/// Removes every header whose name `doomed` picks. Most messages hold none: one pass over the
+/// few names a message has finds them, where a `remove` of each candidate name would hash it.
+fn remove_where(headers: &mut HeaderMap, doomed: impl Fn(&HeaderName) -> bool) {
+    let mut gone: Vec<HeaderName> = Vec::new();
+    for name in headers.keys() {
+        if doomed(name) && !gone.contains(name) {
+            gone.push(name.clone());
+        }
+    }
     for name in gone {
         headers.remove(name);
     }
@@ -459,7 +463,9 @@ pub(crate) fn request_headers(
     websocket: bool,
 ) -> Result<(), ProxyError> {
     strip_hop_by_hop(headers, websocket);
-    remove_present(headers, CARRIERS.iter().map(|(name, _)| name));
+    remove_where(headers, |name| {
+        CARRIERS.iter().any(|(carrier, _)| carrier == name)
+    });
     let gateway = &route.gateway;
     headers.insert(header::HOST, gateway.host.clone());
     let credential = route
@@ -796,6 +802,7 @@ mod tests {
             ("upgrade", "h2c"),
             ("proxy-connection", "keep-alive"),
             ("proxy-authenticate", "Basic"),
+            ("proxy-authorization", "Basic eDp5"),
             ("x-api-key", "client"),
             ("x-secret-thing", "1"),
             ("content-type", "application/json"),
