@@ -61,6 +61,45 @@ impl<'de> Deserialize<'de> for Text<'de> {
     }
 }
 
+/// A string or an array of `T`: how both dialects write a message's content.
+#[derive(Debug)]
+pub enum StrOr<'de, T> {
+    Text(Text<'de>),
+    Parts(Vec<T>),
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for StrOr<'de, T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct StrOrVisitor<T>(std::marker::PhantomData<T>);
+
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for StrOrVisitor<T> {
+            type Value = StrOr<'de, T>;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string or an array")
+            }
+
+            fn visit_borrowed_str<E>(self, text: &'de str) -> Result<Self::Value, E> {
+                Ok(StrOr::Text(Text(Cow::Borrowed(text))))
+            }
+
+            fn visit_str<E>(self, text: &str) -> Result<Self::Value, E> {
+                Ok(StrOr::Text(Text(Cow::Owned(text.to_owned()))))
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(self, mut items: A) -> Result<Self::Value, A::Error> {
+                let mut parts = Vec::new();
+                while let Some(part) = items.next_element()? {
+                    parts.push(part);
+                }
+                Ok(StrOr::Parts(parts))
+            }
+        }
+
+        deserializer.deserialize_any(StrOrVisitor(std::marker::PhantomData))
+    }
+}
+
 /// A value read and checked as a `Value` reading would check it (numbers in range, strings
 /// valid UTF-8 with valid escapes, nesting within serde_json's limit), and then dropped without
 /// being built: how the structs below skip the fields they do not name. serde's `IgnoredAny`

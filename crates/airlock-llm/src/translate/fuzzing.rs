@@ -36,17 +36,23 @@ pub fn fuzz_translate(data: &[u8]) {
         openai_to_anthropic_response(body).map_err(|e| e.message),
         super::response::openai_to_anthropic_by_value(body).map_err(|e| e.message),
     );
-    // So does the typed reading of a Chat Completions request, when it reads it.
-    if let Some(typed) = super::chat_request::openai_to_anthropic_typed(body, &opts) {
-        let by_value = super::json::parse_object(body)
-            .and_then(|root| super::request::openai_to_anthropic(&root, &opts));
-        assert_eq!(
-            Ok(String::from_utf8_lossy(&typed)),
-            by_value
-                .as_ref()
-                .map(|b| String::from_utf8_lossy(b))
-                .map_err(|e| &e.message),
-            "the typed reading of a request changed the output"
+    // So does the typed reading of a request, in either dialect, when it reads it.
+    let mut request_opts = opts;
+    for reasoning in [true, false] {
+        request_opts.reasoning = reasoning;
+        request_opts.max_tokens_field = if control & 8 == 0 {
+            super::MaxTokensField::MaxCompletionTokens
+        } else {
+            super::MaxTokensField::MaxTokens
+        };
+        let o = &request_opts;
+        same_request(
+            super::chat_request::openai_to_anthropic_typed(body, o),
+            || super::request::openai_to_anthropic(&super::json::parse_object(body)?, o),
+        );
+        same_request(
+            super::messages_request::anthropic_to_openai_typed(body, o),
+            || super::request::anthropic_to_openai(&super::json::parse_object(body)?, o),
         );
     }
     let results = [
@@ -114,4 +120,22 @@ pub fn fuzz_translate(data: &[u8]) {
         whole_out, by_value_out,
         "the typed reading changed the output"
     );
+}
+
+/// A typed reading of a request, when it reads it, gives the bytes of the `Value` reading.
+fn same_request(
+    typed: Option<Vec<u8>>,
+    by_value: impl FnOnce() -> Result<Vec<u8>, super::TranslateError>,
+) {
+    if let Some(typed) = typed {
+        let by_value = by_value();
+        assert_eq!(
+            Ok(String::from_utf8_lossy(&typed)),
+            by_value
+                .as_ref()
+                .map(|b| String::from_utf8_lossy(b))
+                .map_err(|e| &e.message),
+            "the typed reading of a request changed the output"
+        );
+    }
 }

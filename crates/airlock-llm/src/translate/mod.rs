@@ -116,6 +116,7 @@ mod errors;
 pub mod fuzzing;
 pub mod gemini;
 mod json;
+mod messages_request;
 mod request;
 mod response;
 pub mod responses;
@@ -148,7 +149,7 @@ pub fn translate_request(
 }
 
 /// [`translate_request`] by a typed reading of the body, without `Value` trees: the fast way
-/// for the requests most clients send (today Chat Completions → Messages, text and tools).
+/// for the requests most clients send (text and tools, both ways).
 /// `None` when the body needs the `Value` reading, which the caller then runs
 /// ([`translate_parsed_request`], with a body it may have parsed already); where both read
 /// a body, they give the same bytes.
@@ -159,7 +160,7 @@ pub fn translate_request_typed(
 ) -> Option<Vec<u8>> {
     match client {
         Dialect::OpenaiChat => chat_request::openai_to_anthropic_typed(body, opts),
-        Dialect::AnthropicMessages => None,
+        Dialect::AnthropicMessages => messages_request::anthropic_to_openai_typed(body, opts),
     }
 }
 

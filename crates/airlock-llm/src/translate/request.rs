@@ -605,6 +605,9 @@ pub fn anthropic_to_openai_request(
     body: &[u8],
     opts: &RequestOptions<'_>,
 ) -> Result<Vec<u8>, TranslateError> {
+    if let Some(out) = super::messages_request::anthropic_to_openai_typed(body, opts) {
+        return Ok(out);
+    }
     anthropic_to_openai(&parse_object(body)?, opts)
 }
 

@@ -7,7 +7,7 @@ use serde_json::Value;
 use super::json::{field, parse_object, type_name, Object};
 use super::request::arguments_object;
 use super::TranslateError;
-use crate::json::{json_object, Text};
+use crate::json::{json_object, StrOr, Text};
 
 /// Anthropic's `stop_reason` as OpenAI's `finish_reason`.
 pub(super) fn finish_reason_for(stop_reason: &str) -> &'static str {
@@ -497,46 +497,7 @@ json_object! {
 }
 
 /// An assistant message's `content`: a string or an array of parts.
-#[derive(Debug)]
-pub(super) enum ContentIn<'de> {
-    Text(Text<'de>),
-    Parts(Vec<PartIn<'de>>),
-}
-
-impl<'de> serde::Deserialize<'de> for ContentIn<'de> {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct ContentVisitor;
-
-        impl<'de> serde::de::Visitor<'de> for ContentVisitor {
-            type Value = ContentIn<'de>;
-
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a string or an array of content parts")
-            }
-
-            fn visit_borrowed_str<E>(self, text: &'de str) -> Result<Self::Value, E> {
-                Ok(ContentIn::Text(Text(text.into())))
-            }
-
-            fn visit_str<E>(self, text: &str) -> Result<Self::Value, E> {
-                Ok(ContentIn::Text(Text(text.to_owned().into())))
-            }
-
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(
-                self,
-                mut items: A,
-            ) -> Result<Self::Value, A::Error> {
-                let mut parts = Vec::new();
-                while let Some(part) = items.next_element()? {
-                    parts.push(part);
-                }
-                Ok(ContentIn::Parts(parts))
-            }
-        }
-
-        deserializer.deserialize_any(ContentVisitor)
-    }
-}
+pub(super) type ContentIn<'de> = StrOr<'de, PartIn<'de>>;
 
 impl<'v> ChatCompletionIn<'v> {
     /// Reads a response from its `Value`, checking each field the translation uses and naming
