@@ -14,7 +14,9 @@
 //! marks. Text inside strings never changes the structure (escapes are followed), so generated
 //! text that looks like `"usage": {...}` is only text.
 
-use super::rules::{key_id, Field, Last, Rule, Target, ANY, FIELDS, MAX_KEY_LEN, MAX_PATH, OTHER};
+use super::rules::{
+    key_id, packed_path, Field, Last, Rule, Target, ANY, FIELDS, MAX_KEY_LEN, MAX_PATH, OTHER,
+};
 use crate::usage::{MAX_MODEL_LEN, MAX_TOKENS};
 
 /// Nesting levels followed exactly; a document deeper than this is a broken or hostile one, and
@@ -269,8 +271,10 @@ impl Scanner {
     }
 
     /// Reads `bytes`. Cost: one pass; strings are crossed with a search for the next quote or
-    /// backslash, everything else a byte at a time; rules are compared once per value whose own
-    /// key is one the rules end with.
+    /// backslash, everything else a byte at a time; a key that lies whole in the piece is named
+    /// where it lies (not copied), and compact JSON's `{"`, `,"` and `":` are taken in the same
+    /// step as the key; rules are compared once per value whose own key is one the rules end
+    /// with, as one number per rule ([`packed_path`]).
     pub(super) fn feed(&mut self, bytes: &[u8], rules: &[Rule], event: &mut Event) -> Fed {
         let mut i = 0;
         while i < bytes.len() {
@@ -284,7 +288,25 @@ impl Scanner {
                         continue;
                     }
                     let rest = &bytes[i..];
-                    match memchr::memchr2(b'"', b'\\', rest) {
+                    let end = memchr::memchr2(b'"', b'\\', rest);
+                    if let Some(n) = end.filter(|&n| {
+                        self.string == StrUse::Key && self.key_len == 0 && rest[n] == b'"'
+                    }) {
+                        // A whole key in this piece, without escapes: named where it lies, and
+                        // the colon that follows it in compact JSON taken with it.
+                        self.end_key(if n > MAX_KEY_LEN {
+                            OTHER
+                        } else {
+                            key_id(&rest[..n])
+                        });
+                        i += n + 1;
+                        if rest.get(n + 1) == Some(&b':') {
+                            self.state = State::Value;
+                            i += 1;
+                        }
+                        continue;
+                    }
+                    match end {
                         None => {
                             self.take(rest, event);
                             i = bytes.len();
@@ -335,6 +357,13 @@ impl Scanner {
                     if self.structural(byte, rules, event) {
                         return Fed::Document(i);
                     }
+                    // A key right after `{` or `,`, as compact JSON has it: started here.
+                    if matches!(self.state, State::FirstKeyOrEnd | State::Key)
+                        && bytes.get(i) == Some(&b'"')
+                    {
+                        self.start_key();
+                        i += 1;
+                    }
                 }
             }
         }
@@ -352,9 +381,7 @@ impl Scanner {
             (State::FirstValueOrEnd | State::CommaOrEnd, b']')
             | (State::FirstKeyOrEnd | State::CommaOrEnd, b'}') => self.close(byte),
             (State::FirstKeyOrEnd | State::Key, b'"') => {
-                self.key_len = 0;
-                self.string = StrUse::Key;
-                self.state = State::Str;
+                self.start_key();
                 false
             }
             (State::Colon, b':') => {
@@ -393,9 +420,10 @@ impl Scanner {
         if last == ANY || self.last_keys & 1u64.checked_shl(u32::from(last)).unwrap_or(0) == 0 {
             return None;
         }
+        let packed = packed_path(path);
         rules
             .iter()
-            .find(|rule| rule.path == path)
+            .find(|rule| rule.packed == packed)
             .map(|rule| rule.target)
     }
 
@@ -530,15 +558,11 @@ impl Scanner {
         match self.string {
             StrUse::Key => {
                 let len = usize::from(self.key_len);
-                let id = if len > MAX_KEY_LEN {
+                self.end_key(if len > MAX_KEY_LEN {
                     OTHER
                 } else {
                     key_id(&self.key[..len])
-                };
-                if let Some(slot) = self.path.get_mut(self.depth as usize - 1) {
-                    *slot = id;
-                }
-                self.state = State::Colon;
+                });
                 return false;
             }
             StrUse::Type => {
@@ -549,6 +573,20 @@ impl Scanner {
             StrUse::Model | StrUse::Content | StrUse::Skip => {}
         }
         self.value_done()
+    }
+
+    fn start_key(&mut self) {
+        self.key_len = 0;
+        self.string = StrUse::Key;
+        self.state = State::Str;
+    }
+
+    /// A key ended: it names the member whose value comes next.
+    fn end_key(&mut self, id: u8) {
+        if let Some(slot) = self.path.get_mut(self.depth as usize - 1) {
+            *slot = id;
+        }
+        self.state = State::Colon;
     }
 
     /// Takes one byte of a number; false when the byte is not part of it.

@@ -129,11 +129,33 @@ pub(super) enum Last {
 
 pub(super) struct Rule {
     pub(super) path: &'static [u8],
+    /// `path` as one number ([`packed_path`]), compared in one instruction.
+    pub(super) packed: u64,
     pub(super) target: Target,
 }
 
 const fn rule(path: &'static [u8], target: Target) -> Rule {
-    Rule { path, target }
+    Rule {
+        path,
+        packed: packed_path(path),
+        target,
+    }
+}
+
+/// A path of at most [`MAX_PATH`] key ids as one number: its ids in the low bytes, its length
+/// in the top one, so that two paths are equal exactly when their numbers are. (A longer path
+/// is packed as no rule's: it matches none.)
+pub(super) const fn packed_path(path: &[u8]) -> u64 {
+    if path.len() > MAX_PATH {
+        return u64::MAX;
+    }
+    let mut packed = (path.len() as u64) << 56;
+    let mut i = 0;
+    while i < path.len() {
+        packed |= (path[i] as u64) << (8 * i);
+        i += 1;
+    }
+    packed
 }
 
 const fn count(path: &'static [u8], field: Field) -> Rule {
@@ -337,8 +359,10 @@ mod tests {
                 // The scanner rejects a value whose own key is unknown before comparing paths.
                 assert!(!matches!(rule.path.last(), Some(&ANY | &OTHER)));
                 assert!(!rule.path.contains(&OTHER));
+                assert_eq!(rule.packed, packed_path(rule.path));
                 for other in &rules[i + 1..] {
                     assert_ne!(rule.path, other.path, "{api}: one path, two rules");
+                    assert_ne!(rule.packed, other.packed);
                 }
             }
         }
