@@ -192,13 +192,53 @@ pub struct Metered {
 /// An amount of nano-dollars as a decimal string of dollars: `4215000` → `"0.004215"`,
 /// `3_000_000_000` → `"3"`. Trailing zeros are dropped; at most 9 decimals.
 pub fn format_usd(nanos: u64) -> String {
-    let whole = nanos / NANOS_PER_USD;
-    let frac = nanos % NANOS_PER_USD;
-    if frac == 0 {
-        return whole.to_string();
+    Usd::of(nanos).as_str().to_owned()
+}
+
+/// [`format_usd`] on the stack, for a caller that copies the text once into its own buffer
+/// (a header value on every request under a cost limit).
+pub struct Usd {
+    /// `u64::MAX` nano-dollars is 11 digits, a point and 9 decimals.
+    bytes: [u8; 24],
+    start: usize,
+    end: usize,
+}
+
+impl Usd {
+    pub fn of(nanos: u64) -> Usd {
+        let mut bytes = [b'0'; 24];
+        let (mut whole, frac) = (nanos / NANOS_PER_USD, nanos % NANOS_PER_USD);
+        // The decimals go in bytes 15..24 behind a point at 14, the whole part before it.
+        let mut end = 24;
+        if frac == 0 {
+            end = 14;
+        } else {
+            bytes[14] = b'.';
+            let mut f = frac;
+            for slot in bytes[15..].iter_mut().rev() {
+                *slot = b'0' + (f % 10) as u8;
+                f /= 10;
+            }
+            while bytes[end - 1] == b'0' {
+                end -= 1;
+            }
+        }
+        let mut start = 14;
+        loop {
+            start -= 1;
+            bytes[start] = b'0' + (whole % 10) as u8;
+            whole /= 10;
+            if whole == 0 {
+                break;
+            }
+        }
+        Usd { bytes, start, end }
     }
-    let digits = format!("{frac:09}");
-    format!("{whole}.{}", digits.trim_end_matches('0'))
+
+    pub fn as_str(&self) -> &str {
+        // Only ASCII digits and a point were written.
+        std::str::from_utf8(&self.bytes[self.start..self.end]).unwrap_or("0")
+    }
 }
 
 /// Parses a non-negative decimal amount of dollars with at most 9 decimals (`"12.5"`,
@@ -248,6 +288,38 @@ mod tests {
         assert!(!Api::None.is_metered() && Api::Gemini.is_metered());
     }
 
+    /// The stack formatting against the `format!` one it replaced, over every digit count and
+    /// trailing-zero run.
+    #[test]
+    fn dollars_on_the_stack_as_format_wrote_them() {
+        let by_format = |nanos: u64| {
+            let (whole, frac) = (nanos / NANOS_PER_USD, nanos % NANOS_PER_USD);
+            if frac == 0 {
+                return whole.to_string();
+            }
+            let digits = format!("{frac:09}");
+            format!("{whole}.{}", digits.trim_end_matches('0'))
+        };
+        let mut n = 1u64;
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..200_000 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            for nanos in [
+                seed,
+                seed >> (seed % 64),
+                n,
+                n - 1,
+                n.saturating_mul(7),
+                u64::MAX - (seed % 1000),
+            ] {
+                assert_eq!(Usd::of(nanos).as_str(), by_format(nanos), "{nanos}");
+            }
+            n = n.checked_mul(10).unwrap_or(1);
+        }
+    }
+
     #[test]
     fn dollars_format_and_parse() {
         for (nanos, text) in [
@@ -260,6 +332,7 @@ mod tests {
         ] {
             assert_eq!(format_usd(nanos), text);
             assert_eq!(parse_usd("c", text).unwrap(), nanos, "{text}");
+            assert_eq!(Usd::of(nanos).as_str(), text);
         }
         for (text, ok) in [
             ("12.50", Some(12_500_000_000)),

@@ -8,10 +8,12 @@
 use serde::de::IgnoredAny;
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use serde_json::{Map, Value};
+use serde_json::Map;
+use serde_json::Value;
 
 use crate::api::Api;
 use crate::error::InvalidInput;
+use crate::json::{Checked, Text};
 use crate::usage::sanitize_model;
 
 /// The parts of a request body Airlock reads.
@@ -34,110 +36,220 @@ pub struct RequestInfo {
 pub fn parse_request(api: Api, body: &[u8]) -> Result<RequestInfo, InvalidInput> {
     let invalid = |_| InvalidInput::new("body", "must be a json object");
     let mut de = serde_json::Deserializer::from_slice(body);
-    let fields = serde::de::DeserializeSeed::deserialize(Read(READ), &mut de).map_err(invalid)?;
+    let fields = Fields::deserialize(&mut de).map_err(invalid)?;
     de.end().map_err(invalid)?;
-    Ok(info_from(api, &fields))
+    Ok(fields.info(api))
 }
 
-/// The top-level names [`info_from`] reads, in every dialect.
-const READ: &[&str] = &[
-    "model",
-    "stream",
-    "max_tokens",
-    "max_completion_tokens",
-    "max_output_tokens",
-    "stream_options",
-    "generationConfig",
-    "generation_config",
-];
-
-/// Reads a JSON object keeping only the members named in `.0`, each built as a [`Value`]; every
-/// other member's value is checked (the body must still be valid JSON) but skipped, not built.
-/// A prompt of megabytes costs a scan, not a tree of strings. A repeated name keeps its last
-/// value, as a whole parse into a [`Map`] does.
-struct Read(&'static [&'static str]);
-
-impl<'de> serde::de::DeserializeSeed<'de> for Read {
-    type Value = Map<String, Value>;
-
-    fn deserialize<D: serde::Deserializer<'de>>(self, de: D) -> Result<Self::Value, D::Error> {
-        de.deserialize_map(self)
-    }
+/// The top-level members a request's reading uses, in every dialect: the scalars read
+/// leniently ([`Loose`]), the two rare nested ones as `Value`s. Every other member's value is
+/// checked (the body must still be valid JSON) but skipped, not built: a prompt of megabytes
+/// costs a scan, not a tree of strings. A repeated name keeps its last value, as a whole parse
+/// into a [`Map`] does.
+#[derive(Default)]
+struct Fields<'de> {
+    model: Option<Loose<'de>>,
+    stream: Option<Loose<'de>>,
+    max_tokens: Option<Loose<'de>>,
+    max_completion_tokens: Option<Loose<'de>>,
+    max_output_tokens: Option<Loose<'de>>,
+    stream_options: Option<Value>,
+    generation_config: Option<Value>,
+    generation_config_snake: Option<Value>,
 }
 
-impl<'de> serde::de::Visitor<'de> for Read {
-    type Value = Map<String, Value>;
+impl<'de> Deserialize<'de> for Fields<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        struct FieldsVisitor;
 
-    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("a JSON object")
-    }
+        impl<'de> serde::de::Visitor<'de> for FieldsVisitor {
+            type Value = Fields<'de>;
 
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut fields = Map::new();
-        // Names are borrowed from the body (most are skipped): only a kept one is copied.
-        while let Some(name) = map.next_key::<crate::json::Text<'de>>()? {
-            if self.0.contains(&&*name) {
-                let value = map.next_value::<Value>()?;
-                fields.insert(name.0.into_owned(), value);
-            } else {
-                map.next_value::<IgnoredAny>()?;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Fields<'de>, A::Error> {
+                let mut fields = Fields::default();
+                // Names are borrowed from the body where they have no escapes.
+                while let Some(name) = map.next_key::<Text<'de>>()? {
+                    match &*name {
+                        "model" => fields.model = Some(map.next_value()?),
+                        "stream" => fields.stream = Some(map.next_value()?),
+                        "max_tokens" => fields.max_tokens = Some(map.next_value()?),
+                        "max_completion_tokens" => {
+                            fields.max_completion_tokens = Some(map.next_value()?)
+                        }
+                        "max_output_tokens" => fields.max_output_tokens = Some(map.next_value()?),
+                        "stream_options" => fields.stream_options = Some(map.next_value()?),
+                        "generationConfig" => fields.generation_config = Some(map.next_value()?),
+                        "generation_config" => {
+                            fields.generation_config_snake = Some(map.next_value()?)
+                        }
+                        _ => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(fields)
             }
         }
-        Ok(fields)
+
+        de.deserialize_map(FieldsVisitor)
     }
 }
 
-/// What `fields` (a request body's top-level members) say in `api`'s dialect.
-fn info_from(api: Api, fields: &Map<String, Value>) -> RequestInfo {
-    let uint = |value: Option<&Value>| value.and_then(Value::as_u64);
-    let model = fields
-        .get("model")
-        .and_then(Value::as_str)
-        .and_then(|model| sanitize_model(model.as_bytes()));
-    let stream = fields.get("stream").and_then(Value::as_bool) == Some(true);
-    let info = match api {
-        Api::OpenaiCompletions => RequestInfo {
-            model,
-            // `max_tokens` is deprecated in favour of `max_completion_tokens`; either may come.
-            max_tokens: uint(fields.get("max_completion_tokens"))
-                .or_else(|| uint(fields.get("max_tokens"))),
-            stream,
-            include_usage: fields
-                .get("stream_options")
-                .and_then(|options| options.get("include_usage"))
-                .and_then(Value::as_bool)
-                == Some(true),
-        },
-        Api::OpenaiResponses => RequestInfo {
-            model,
-            max_tokens: uint(fields.get("max_output_tokens")),
-            stream,
-            include_usage: false,
-        },
-        Api::AnthropicMessages => RequestInfo {
-            model,
-            max_tokens: uint(fields.get("max_tokens")),
-            stream,
-            include_usage: false,
-        },
-        // Protobuf's JSON mapping accepts the snake_case names too.
-        Api::Gemini => {
-            let config = fields
-                .get("generationConfig")
-                .or_else(|| fields.get("generation_config"));
-            RequestInfo {
-                model: None,
-                max_tokens: config.and_then(|config| {
-                    uint(config.get("maxOutputTokens"))
-                        .or_else(|| uint(config.get("max_output_tokens")))
-                }),
-                stream: false,
+/// A member's value as the reading needs it: a string, a non-negative integer, a boolean, or
+/// anything else (which every field reads as absent, as `Value::as_str`, `as_u64` and
+/// `as_bool` would). Arrays and objects are checked as a `Value` parse checks them.
+enum Loose<'de> {
+    Str(Text<'de>),
+    U64(u64),
+    Bool(bool),
+    Other,
+}
+
+impl<'de> Loose<'de> {
+    fn str(this: Option<&Self>) -> Option<&str> {
+        match this {
+            Some(Loose::Str(text)) => Some(text),
+            _ => None,
+        }
+    }
+
+    fn u64(this: Option<&Self>) -> Option<u64> {
+        match this {
+            Some(Loose::U64(n)) => Some(*n),
+            _ => None,
+        }
+    }
+
+    fn bool(this: Option<&Self>) -> Option<bool> {
+        match this {
+            Some(Loose::Bool(b)) => Some(*b),
+            _ => None,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Loose<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        struct LooseVisitor;
+
+        impl<'de> serde::de::Visitor<'de> for LooseVisitor {
+            type Value = Loose<'de>;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("any JSON value")
+            }
+
+            fn visit_borrowed_str<E>(self, text: &'de str) -> Result<Loose<'de>, E> {
+                Ok(Loose::Str(Text(text.into())))
+            }
+
+            fn visit_str<E>(self, text: &str) -> Result<Loose<'de>, E> {
+                Ok(Loose::Str(Text(text.to_owned().into())))
+            }
+
+            fn visit_u64<E>(self, n: u64) -> Result<Loose<'de>, E> {
+                Ok(Loose::U64(n))
+            }
+
+            fn visit_i64<E>(self, n: i64) -> Result<Loose<'de>, E> {
+                // serde_json gives non-negative integers as `u64`; this is a negative one.
+                Ok(u64::try_from(n).map_or(Loose::Other, Loose::U64))
+            }
+
+            fn visit_f64<E>(self, _: f64) -> Result<Loose<'de>, E> {
+                Ok(Loose::Other)
+            }
+
+            fn visit_bool<E>(self, b: bool) -> Result<Loose<'de>, E> {
+                Ok(Loose::Bool(b))
+            }
+
+            fn visit_unit<E>(self) -> Result<Loose<'de>, E> {
+                Ok(Loose::Other)
+            }
+
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut items: A,
+            ) -> Result<Loose<'de>, A::Error> {
+                while items.next_element::<Checked>()?.is_some() {}
+                Ok(Loose::Other)
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut members: A,
+            ) -> Result<Loose<'de>, A::Error> {
+                while members.next_key::<Text<'de>>()?.is_some() {
+                    members.next_value::<Checked>()?;
+                }
+                Ok(Loose::Other)
+            }
+        }
+
+        de.deserialize_any(LooseVisitor)
+    }
+}
+
+impl Fields<'_> {
+    /// What the fields say in `api`'s dialect.
+    fn info(&self, api: Api) -> RequestInfo {
+        let uint = |value: Option<&Value>| value.and_then(Value::as_u64);
+        let model =
+            Loose::str(self.model.as_ref()).and_then(|model| sanitize_model(model.as_bytes()));
+        let stream = Loose::bool(self.stream.as_ref()) == Some(true);
+        match api {
+            Api::OpenaiCompletions => RequestInfo {
+                model,
+                // `max_tokens` is deprecated in favour of `max_completion_tokens`; either may come.
+                max_tokens: Loose::u64(self.max_completion_tokens.as_ref())
+                    .or_else(|| Loose::u64(self.max_tokens.as_ref())),
+                stream,
+                include_usage: self
+                    .stream_options
+                    .as_ref()
+                    .and_then(|options| options.get("include_usage"))
+                    .and_then(Value::as_bool)
+                    == Some(true),
+            },
+            Api::OpenaiResponses => RequestInfo {
+                model,
+                max_tokens: Loose::u64(self.max_output_tokens.as_ref()),
+                stream,
                 include_usage: false,
+            },
+            Api::AnthropicMessages => RequestInfo {
+                model,
+                max_tokens: Loose::u64(self.max_tokens.as_ref()),
+                stream,
+                include_usage: false,
+            },
+            // Protobuf's JSON mapping accepts the snake_case names too.
+            Api::Gemini => {
+                let config = self
+                    .generation_config
+                    .as_ref()
+                    .or(self.generation_config_snake.as_ref());
+                RequestInfo {
+                    model: None,
+                    max_tokens: config.and_then(|config| {
+                        uint(config.get("maxOutputTokens"))
+                            .or_else(|| uint(config.get("max_output_tokens")))
+                    }),
+                    stream: false,
+                    include_usage: false,
+                }
             }
+            Api::None => RequestInfo::default(),
         }
-        Api::None => RequestInfo::default(),
-    };
-    info
+    }
 }
 
 /// The model named by a Gemini request path: `/v1beta/models/gemini-2.5-flash:generateContent`
@@ -229,10 +341,60 @@ pub fn is_usage_only_chunk(data: &[u8]) -> bool {
 mod tests {
     use super::*;
 
-    /// What `parse_request` would say had it built the whole body as a `Map`.
+    /// What `parse_request` would say had it built the whole body as a `Map` and read it as
+    /// `Value`s: the reference its typed reading is held to.
     fn whole(api: Api, body: &[u8]) -> Option<RequestInfo> {
         let fields = serde_json::from_slice::<Map<String, Value>>(body).ok()?;
         Some(info_from(api, &fields))
+    }
+
+    fn info_from(api: Api, fields: &Map<String, Value>) -> RequestInfo {
+        let uint = |value: Option<&Value>| value.and_then(Value::as_u64);
+        let model = fields
+            .get("model")
+            .and_then(Value::as_str)
+            .and_then(|model| sanitize_model(model.as_bytes()));
+        let stream = fields.get("stream").and_then(Value::as_bool) == Some(true);
+        match api {
+            Api::OpenaiCompletions => RequestInfo {
+                model,
+                max_tokens: uint(fields.get("max_completion_tokens"))
+                    .or_else(|| uint(fields.get("max_tokens"))),
+                stream,
+                include_usage: fields
+                    .get("stream_options")
+                    .and_then(|options| options.get("include_usage"))
+                    .and_then(Value::as_bool)
+                    == Some(true),
+            },
+            Api::OpenaiResponses => RequestInfo {
+                model,
+                max_tokens: uint(fields.get("max_output_tokens")),
+                stream,
+                include_usage: false,
+            },
+            Api::AnthropicMessages => RequestInfo {
+                model,
+                max_tokens: uint(fields.get("max_tokens")),
+                stream,
+                include_usage: false,
+            },
+            Api::Gemini => {
+                let config = fields
+                    .get("generationConfig")
+                    .or_else(|| fields.get("generation_config"));
+                RequestInfo {
+                    model: None,
+                    max_tokens: config.and_then(|config| {
+                        uint(config.get("maxOutputTokens"))
+                            .or_else(|| uint(config.get("max_output_tokens")))
+                    }),
+                    stream: false,
+                    include_usage: false,
+                }
+            }
+            Api::None => RequestInfo::default(),
+        }
     }
 
     /// Reading only the members used gives what a whole parse gives: the same fields, the last

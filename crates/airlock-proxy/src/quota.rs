@@ -1050,7 +1050,9 @@ fn insert_ratelimit_headers(
 /// dollars.
 fn ratelimit_value(kind: LimitKind, count: u64) -> Option<HeaderValue> {
     match kind.measure() {
-        Measure::CostNanos => HeaderValue::try_from(airlock_core::llm::format_usd(count)).ok(),
+        Measure::CostNanos => {
+            HeaderValue::from_str(airlock_core::llm::Usd::of(count).as_str()).ok()
+        }
         Measure::Requests | Measure::Tokens => Some(decimal(count)),
     }
 }
