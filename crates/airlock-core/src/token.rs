@@ -3,8 +3,9 @@
 //! Format: prefix + 32 base62 characters from the system RNG (about 190 bits) + 6 base62
 //! characters of checksum (the first 32 bits of SHA-256 over prefix and random part). The
 //! checksum lets the data plane refuse typos and garbage without asking the database (it checks
-//! it when its in-memory lookup misses), and lets secret scanners recognise leaked tokens. Only the SHA-256 digest of the whole token is ever stored;
-//! the token itself is shown once, when it is minted.
+//! it when its in-memory lookup misses), and lets secret scanners recognise leaked tokens. Only
+//! the SHA-256 digest of the whole token is ever stored; the token itself is shown once, when it
+//! is minted.
 
 use std::fmt;
 
